@@ -1,0 +1,32 @@
+//! The chunkserver's settings: a TOML file (`--config`), overridden by command-line flags.
+
+use std::path::PathBuf;
+
+use elkfs_common::defaults;
+use serde::Deserialize;
+
+/// Every setting of a chunkserver, with its default.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChunkserverConfig {
+    /// The master, `HOST[:PORT]` (default `localhost:9421`, or `$ELKFS_MASTER`).
+    pub master: String,
+    /// Address for the data port (default `0.0.0.0:9422`).
+    pub listen: String,
+    /// Data directories; a leading `*` marks one for removal (its chunks move elsewhere).
+    pub data: Vec<String>,
+    /// File to write the data address to once registered with the master.
+    pub ready_file: Option<PathBuf>,
+}
+
+impl Default for ChunkserverConfig {
+    fn default() -> Self {
+        ChunkserverConfig {
+            master: std::env::var(defaults::MASTER_ENV)
+                .unwrap_or_else(|_| defaults::MASTER_ADDR.to_string()),
+            listen: defaults::CHUNKSERVER_LISTEN.to_string(),
+            data: Vec::new(),
+            ready_file: None,
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! The data port: reads (hash-checked by the store), chained writes (stored here and forwarded
+//! to the next server of the chain in the order they arrived), and syncs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use elkfs_proto::chunkserver::ChunkReport;
+use elkfs_proto::connection::{self, NoMessage};
+use elkfs_proto::data::{DataError, DataReply, DataRequest, DataResponse};
+use elkfs_proto::geometry::CHUNK_SIZE;
+use elkfs_proto::{
+    ChunkId, ChunkVersion, DATA_LIMITS, DataPool, Handler, Hello, Responder, Role, Status,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::chunk_locks::ChunkLocks;
+use crate::storage::{Store, blocking, status_of};
+
+/// What every data connection shares.
+pub struct DataService {
+    /// The chunk store.
+    pub store: Store,
+    /// Per-chunk write ordering.
+    pub locks: Arc<ChunkLocks>,
+    /// Connections to the next servers of chains.
+    pub peers: DataPool,
+    /// Where damaged copies are reported (to the master).
+    pub damage: mpsc::Sender<ChunkReport>,
+}
+
+impl DataService {
+    /// Builds the service; `peers` get connected on first forward.
+    pub fn new(store: Store, locks: Arc<ChunkLocks>, damage: mpsc::Sender<ChunkReport>) -> Self {
+        DataService {
+            store,
+            locks,
+            peers: DataPool::new(
+                Hello::new(Role::DataPeer, "elkfs-chunkserver"),
+                DATA_LIMITS,
+                "chunkserver",
+            ),
+            damage,
+        }
+    }
+}
+
+/// Accepts data connections until `stop`.
+pub async fn accept_loop(
+    listener: TcpListener,
+    service: Arc<DataService>,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_connection(
+                    stream,
+                    service.clone(),
+                    stop.child_token(),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, service: Arc<DataService>, stop: CancellationToken) {
+    let admit = |hello: &Hello, _peer: SocketAddr| match hello.role {
+        Role::DataClient | Role::DataPeer => Ok(()),
+        other => Err(format!(
+            "the data port does not accept {other:?} connections"
+        )),
+    };
+    let accepted = match connection::accept(stream, "elkfs-chunkserver", admit).await {
+        Ok(a) => a,
+        Err(reason) => {
+            tracing::warn!(%reason, "refused a data connection");
+            return;
+        }
+    };
+    let peer = accepted.peer;
+    let handler = DataHandler {
+        service,
+        local: accepted.local,
+    };
+    let result = accepted
+        .serve::<NoMessage, NoMessage, DataRequest, DataResponse, _>(
+            DATA_LIMITS,
+            "data client",
+            stop,
+            |_| handler,
+        )
+        .await;
+    if let Err(reason) = result {
+        tracing::warn!(%peer, %reason, "closed a data connection");
+    }
+}
+
+struct DataHandler {
+    service: Arc<DataService>,
+    local: SocketAddr,
+}
+
+impl DataHandler {
+    fn error(&self, status: Status) -> DataResponse {
+        Err(DataError {
+            status,
+            server: self.local,
+        })
+    }
+}
+
+impl Handler<DataRequest, DataResponse> for DataHandler {
+    async fn handle(
+        &mut self,
+        request: DataRequest,
+        data: Bytes,
+        responder: Responder<DataResponse>,
+    ) {
+        match request {
+            DataRequest::Read {
+                chunk,
+                version,
+                offset,
+                length,
+            } => {
+                let service = self.service.clone();
+                let local = self.local;
+                tokio::spawn(async move {
+                    let (reply, data) = read(&service, local, chunk, version, offset, length).await;
+                    responder.send(&reply, data).await;
+                });
+            }
+            DataRequest::Write {
+                chunk,
+                version,
+                offset,
+                chain,
+            } => {
+                self.write(chunk, version, offset, chain, data, responder)
+                    .await
+            }
+            DataRequest::Sync { chunk, chain } => {
+                let service = self.service.clone();
+                let local = self.local;
+                tokio::spawn(async move {
+                    let reply = sync(&service, local, chunk, chain).await;
+                    responder.send(&reply, Bytes::new()).await;
+                });
+            }
+        }
+    }
+}
+
+async fn read(
+    service: &DataService,
+    local: SocketAddr,
+    chunk: ChunkId,
+    version: ChunkVersion,
+    offset: u32,
+    length: u32,
+) -> (DataResponse, Bytes) {
+    let length = length.min(DATA_LIMITS.max_data);
+    match blocking(&service.store, move |s| {
+        s.read(chunk, version, offset, length)
+    })
+    .await
+    {
+        Ok(bytes) => (Ok(DataReply::Read), Bytes::from(bytes)),
+        Err(e) => {
+            if e.is_damage() {
+                tracing::warn!(error = %e, "damaged chunk copy");
+                let _ = service.damage.try_send(ChunkReport { chunk, version });
+            } else {
+                tracing::debug!(error = %e, "read refused");
+            }
+            let status = status_of(&e);
+            (
+                Err(DataError {
+                    status,
+                    server: local,
+                }),
+                Bytes::new(),
+            )
+        }
+    }
+}
+
+impl DataHandler {
+    /// Takes the chunk's lock in arrival order, queues the forward in that same order, then
+    /// stores locally while the next server does the same.
+    async fn write(
+        &self,
+        chunk: ChunkId,
+        version: ChunkVersion,
+        offset: u32,
+        chain: Vec<SocketAddr>,
+        data: Bytes,
+        responder: Responder<DataResponse>,
+    ) {
+        if offset as u64 + data.len() as u64 > CHUNK_SIZE {
+            responder
+                .send(&self.error(Status::Invalid), Bytes::new())
+                .await;
+            return;
+        }
+        let guard = self.service.locks.lock(chunk).await;
+        let forward = match chain.split_first() {
+            None => None,
+            Some((next, rest)) => {
+                let request = DataRequest::Write {
+                    chunk,
+                    version,
+                    offset,
+                    chain: rest.to_vec(),
+                };
+                Some((
+                    *next,
+                    send_to(&self.service.peers, *next, &request, data.clone()).await,
+                ))
+            }
+        };
+        let service = self.service.clone();
+        let local = self.local;
+        tokio::spawn(async move {
+            let stored = {
+                let data = data.clone();
+                blocking(&service.store, move |s| {
+                    s.write(chunk, version, offset, &data)
+                })
+                .await
+            };
+            drop(guard);
+            let reply = match stored {
+                Err(e) => {
+                    tracing::warn!(error = %e, "write failed");
+                    Err(DataError {
+                        status: status_of(&e),
+                        server: local,
+                    })
+                }
+                Ok(()) => match forward {
+                    None => Ok(DataReply::Written),
+                    Some((next, pending)) => finish_forward(&service.peers, next, pending).await,
+                },
+            };
+            responder.send(&reply, Bytes::new()).await;
+        });
+    }
+}
+
+type Pending = Result<elkfs_proto::PendingReply<DataResponse>, elkfs_proto::ConnError>;
+
+async fn send_to(
+    peers: &DataPool,
+    next: SocketAddr,
+    request: &DataRequest,
+    data: Bytes,
+) -> Pending {
+    let conn = peers.get(next).await?;
+    conn.send(request, data).await
+}
+
+/// The downstream answer, or an I/O error naming the downstream server.
+async fn finish_forward(peers: &DataPool, next: SocketAddr, pending: Pending) -> DataResponse {
+    let answer = match pending {
+        Ok(p) => p.wait().await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok((reply, _)) => reply,
+        Err(e) => {
+            tracing::warn!(server = %next, error = %e, "forwarding to the next chunkserver failed");
+            peers.forget(next);
+            Err(DataError {
+                status: Status::Io,
+                server: next,
+            })
+        }
+    }
+}
+
+async fn sync(
+    service: &DataService,
+    local: SocketAddr,
+    chunk: ChunkId,
+    chain: Vec<SocketAddr>,
+) -> DataResponse {
+    let forward = match chain.split_first() {
+        None => None,
+        Some((next, rest)) => {
+            let request = DataRequest::Sync {
+                chunk,
+                chain: rest.to_vec(),
+            };
+            Some((
+                *next,
+                send_to(&service.peers, *next, &request, Bytes::new()).await,
+            ))
+        }
+    };
+    if let Err(e) = blocking(&service.store, move |s| s.sync(chunk)).await {
+        tracing::warn!(error = %e, "sync failed");
+        return Err(DataError {
+            status: status_of(&e),
+            server: local,
+        });
+    }
+    match forward {
+        None => Ok(DataReply::Synced),
+        Some((next, pending)) => finish_forward(&service.peers, next, pending).await,
+    }
+}

@@ -1,0 +1,63 @@
+//! The ElkFS chunkserver: keeps chunk files on local directories, serves hash-checked reads,
+//! takes part in chained writes, and does what the master tells it.
+
+pub mod chunk_locks;
+pub mod config;
+pub mod data_service;
+pub mod master_link;
+pub mod storage;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use elkfs_chunkstore::{ChunkStore, DataDirSpec};
+use elkfs_common::defaults;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::chunk_locks::ChunkLocks;
+use crate::config::ChunkserverConfig;
+use crate::data_service::DataService;
+use crate::master_link::LinkSetup;
+
+/// Damage reports waiting to reach the master.
+const DAMAGE_QUEUE: usize = 1024;
+
+/// Runs the chunkserver until `stop` is cancelled.
+pub async fn run(config: ChunkserverConfig, stop: CancellationToken) -> anyhow::Result<()> {
+    let dirs: Vec<DataDirSpec> = config.data.iter().map(|d| DataDirSpec::parse(d)).collect();
+    let (store, report) = tokio::task::spawn_blocking(move || ChunkStore::open(&dirs))
+        .await?
+        .context("cannot open the data directories")?;
+    for (path, reason) in &report.ignored {
+        tracing::warn!(path = %path.display(), %reason, "ignored a file in a data directory");
+    }
+    tracing::info!(chunks = report.chunks, bytes = report.bytes, dirs = ?config.data, "data directories scanned");
+    let store = Arc::new(store);
+    let locks = Arc::new(ChunkLocks::default());
+
+    let listen = elkfs_common::address::resolve(&config.listen, defaults::CHUNKSERVER_PORT)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let data_addr = listener.local_addr()?;
+    tracing::info!(addr = %data_addr, "data port listening");
+
+    let (damage_tx, damage_rx) = mpsc::channel(DAMAGE_QUEUE);
+    let service = Arc::new(DataService::new(store.clone(), locks.clone(), damage_tx));
+    let link = tokio::spawn(master_link::run(
+        LinkSetup {
+            master: config.master.clone(),
+            data_addr,
+            ready_file: config.ready_file.clone(),
+        },
+        store,
+        locks,
+        damage_rx,
+        stop.clone(),
+    ));
+    data_service::accept_loop(listener, service, stop.clone()).await;
+    let _ = link.await;
+    tracing::info!("chunkserver stopped");
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! `elkfs-chunkserver`: parses the command line and runs a chunkserver until SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use elkfs_chunkserver::config::ChunkserverConfig;
+use elkfs_common::defaults;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "elkfs-chunkserver",
+    version,
+    about = "ElkFS chunkserver: stores chunks on local directories and serves them",
+    after_help = format!(
+        "Defaults: master {} (or ${}), listen {}.\n\
+         Every option can also be set in the --config file (TOML).",
+        defaults::MASTER_ADDR,
+        defaults::MASTER_ENV,
+        defaults::CHUNKSERVER_LISTEN
+    )
+)]
+struct Args {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// A data directory (repeat for several disks); '*DIR' marks one for removal.
+    #[arg(long = "data", value_name = "DIR")]
+    data: Vec<String>,
+    /// The master, HOST[:PORT].
+    #[arg(long, value_name = "ADDR")]
+    master: Option<String>,
+    /// Address for the data port (HOST:PORT).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Write the data address to FILE once registered with the master.
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    elkfs_common::logging::init();
+    let mut config: ChunkserverConfig = elkfs_common::config::load(args.config.as_deref())?;
+    if !args.data.is_empty() {
+        config.data = args.data;
+    }
+    if let Some(master) = args.master {
+        config.master = master;
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(file) = args.ready_file {
+        config.ready_file = Some(file);
+    }
+    if config.data.is_empty() {
+        anyhow::bail!(
+            "no data directory: give at least one --data DIR (or `data` in the config file)"
+        );
+    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let stop = elkfs_common::daemon::stop_on_signals()?;
+        elkfs_chunkserver::run(config, stop).await
+    })
+}

@@ -1,0 +1,237 @@
+//! The chunkserver's connection to the master: register with every chunk held, report space and
+//! damage, carry out the master's commands; reconnect forever when the master goes away.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use elkfs_common::defaults;
+use elkfs_proto::chunkserver::{
+    ChunkReport, CsCommand, CsCommandResult, CsReply, CsRequest, CsResponse, Space,
+};
+use elkfs_proto::{
+    CHUNK_REPORT_BATCH, Connection, Handler, Hello, MASTER_CHUNKSERVER_LIMITS, Responder, Role,
+    Status, connection,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::chunk_locks::ChunkLocks;
+use crate::storage::{Store, blocking, status_of};
+
+type MasterLink = Connection<CsRequest, CsResponse>;
+
+/// What the link needs to know about this server.
+pub struct LinkSetup {
+    /// How to reach the master, `HOST[:PORT]` (resolved at every attempt).
+    pub master: String,
+    /// This server's data address, as it tells the master.
+    pub data_addr: SocketAddr,
+    /// Where to announce readiness after the first registration.
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Keeps a registered connection to the master until `stop`; damaged copies reported on
+/// `damage` are passed on.
+pub async fn run(
+    setup: LinkSetup,
+    store: Store,
+    locks: Arc<ChunkLocks>,
+    mut damage: mpsc::Receiver<ChunkReport>,
+    stop: CancellationToken,
+) {
+    let mut delay = defaults::RECONNECT_MIN;
+    let mut announced = false;
+    loop {
+        let attempt = async {
+            let addr = elkfs_common::address::resolve(&setup.master, defaults::MASTER_PORT)
+                .map_err(|e| e.to_string())?;
+            let handler = CommandHandler {
+                store: store.clone(),
+                locks: locks.clone(),
+            };
+            let link: MasterLink = connection::connect(
+                addr,
+                &Hello::new(Role::Chunkserver, "elkfs-chunkserver"),
+                MASTER_CHUNKSERVER_LIMITS,
+                "master",
+                handler,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            register(&link, &store, setup.data_addr).await?;
+            Ok::<_, String>((addr, link))
+        };
+        let (addr, link) = tokio::select! {
+            r = attempt => match r {
+                Ok(ok) => ok,
+                Err(e) => {
+                    tracing::warn!(master = %setup.master, error = %e, retry_in = ?delay, "cannot register with the master");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    delay = (delay * 2).min(defaults::RECONNECT_MAX);
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        delay = defaults::RECONNECT_MIN;
+        tracing::info!(master = %addr, "registered with the master");
+        if !announced {
+            announced = true;
+            if let Some(path) = &setup.ready_file
+                && let Err(e) =
+                    elkfs_common::daemon::write_ready_file(path, &setup.data_addr.to_string())
+            {
+                tracing::error!(error = %e, "cannot write the ready file");
+            }
+        }
+        let reason = serve_link(&link, &store, &mut damage, &stop).await;
+        if stop.is_cancelled() {
+            return;
+        }
+        tracing::warn!(master = %addr, %reason, "lost the master; reconnecting");
+    }
+}
+
+async fn register(link: &MasterLink, store: &Store, data_addr: SocketAddr) -> Result<(), String> {
+    let space = space_of(store).await;
+    let chunks: Vec<ChunkReport> = store
+        .list()
+        .into_iter()
+        .map(|c| ChunkReport {
+            chunk: c.id,
+            version: c.version,
+        })
+        .collect();
+    expect_ok(
+        link.ask(&CsRequest::Register {
+            data_addr,
+            space,
+            chunk_count: chunks.len() as u64,
+        })
+        .await,
+    )?;
+    for batch in chunks.chunks(CHUNK_REPORT_BATCH) {
+        expect_ok(link.ask(&CsRequest::Chunks(batch.to_vec())).await)?;
+    }
+    expect_ok(link.ask(&CsRequest::RegisterDone).await)?;
+    Ok(())
+}
+
+fn expect_ok(r: Result<CsResponse, elkfs_proto::ConnError>) -> Result<CsReply, String> {
+    match r {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(status)) => Err(format!("master refused: {status}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn space_of(store: &Store) -> Space {
+    match blocking(store, |s| {
+        s.space().map_err(|e| elkfs_chunkstore::ChunkError::Io {
+            chunk: elkfs_proto::ChunkId(0),
+            path: Default::default(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    })
+    .await
+    {
+        Ok(s) => Space {
+            total: s.total,
+            available: s.available,
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read disk space");
+            Space::default()
+        }
+    }
+}
+
+/// Heartbeats and damage reports until the link closes; returns why it closed.
+async fn serve_link(
+    link: &MasterLink,
+    store: &Store,
+    damage: &mut mpsc::Receiver<ChunkReport>,
+    stop: &CancellationToken,
+) -> String {
+    let mut ticker = tokio::time::interval(defaults::HEARTBEAT_INTERVAL);
+    loop {
+        tokio::select! {
+            reason = link.closed() => return reason,
+            _ = stop.cancelled() => {
+                link.close("chunkserver stopping");
+                return "stopping".to_string();
+            }
+            _ = ticker.tick() => {
+                let space = space_of(store).await;
+                if let Err(e) = expect_ok(link.ask(&CsRequest::Heartbeat { space }).await) {
+                    return e;
+                }
+            }
+            Some(report) = damage.recv() => {
+                if let Err(e) = expect_ok(link.ask(&CsRequest::ChunkDamaged { chunk: report }).await) {
+                    return e;
+                }
+            }
+        }
+    }
+}
+
+/// Carries out the master's commands.
+struct CommandHandler {
+    store: Store,
+    locks: Arc<ChunkLocks>,
+}
+
+impl Handler<CsCommand, CsCommandResult> for CommandHandler {
+    async fn handle(
+        &mut self,
+        command: CsCommand,
+        _data: Bytes,
+        responder: Responder<CsCommandResult>,
+    ) {
+        let store = self.store.clone();
+        let locks = self.locks.clone();
+        tokio::spawn(async move {
+            let result = execute(&store, &locks, command).await;
+            responder.send(&result, Bytes::new()).await;
+        });
+    }
+}
+
+async fn execute(store: &Store, locks: &Arc<ChunkLocks>, command: CsCommand) -> CsCommandResult {
+    let chunk = match &command {
+        CsCommand::Create { chunk, .. }
+        | CsCommand::SetVersion { chunk, .. }
+        | CsCommand::Truncate { chunk, .. }
+        | CsCommand::Delete { chunk, .. }
+        | CsCommand::Replicate { chunk, .. } => *chunk,
+    };
+    let _guard = locks.lock(chunk).await;
+    let result = match command {
+        CsCommand::Create { chunk, version } => {
+            blocking(store, move |s| s.create(chunk, version)).await
+        }
+        CsCommand::SetVersion { chunk, from, to } => {
+            blocking(store, move |s| s.set_version(chunk, from, to)).await
+        }
+        CsCommand::Truncate {
+            chunk,
+            from,
+            to,
+            length,
+        } => blocking(store, move |s| s.truncate(chunk, from, to, length)).await,
+        CsCommand::Delete { chunk, version } => {
+            blocking(store, move |s| s.delete(chunk, version)).await
+        }
+        CsCommand::Replicate { .. } => return Err(Status::NotSupported),
+    };
+    result.map_err(|e| {
+        tracing::warn!(error = %e, "command failed");
+        status_of(&e)
+    })
+}

@@ -1,0 +1,377 @@
+//! One open chunk file: checks its header, reads blocks verified against their hashes, and writes
+//! data together with the hashes of every block it touches. Knows nothing of locks or the index
+//! (that is `store.rs`); every method assumes the caller holds the chunk's lock.
+
+use std::cmp::{max, min};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use elkfs_proto::geometry::BLOCK_SIZE;
+use elkfs_proto::{ChunkId, ChunkVersion};
+
+use crate::error::ChunkError;
+use crate::header::{
+    BlockHash, FIELDS_LEN, HASH_LEN, HEADER_SIZE, Header, block_hash, hash_offset, zero_block_hash,
+    zeros,
+};
+
+const BLOCK: u64 = BLOCK_SIZE as u64;
+
+/// Blocks verified per read while checking a whole chunk (1 MiB at a time).
+const VERIFY_BATCH: u32 = 16;
+
+/// An open chunk file whose header has been checked.
+pub(crate) struct ChunkFile {
+    file: File,
+    path: PathBuf,
+    header: Header,
+}
+
+impl ChunkFile {
+    /// Creates a new empty chunk file (header only); `AlreadyExists` if the file is there.
+    pub fn create(
+        path: PathBuf,
+        id: ChunkId,
+        version: ChunkVersion,
+    ) -> Result<ChunkFile, ChunkError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => ChunkError::AlreadyExists { chunk: id },
+                _ => ChunkError::io(id, &path, e),
+            })?;
+        let mut chunk = ChunkFile {
+            file,
+            path,
+            header: Header {
+                id,
+                version,
+                length: 0,
+            },
+        };
+        let written = chunk.store_header(chunk.header).and_then(|()| {
+            chunk
+                .file
+                .set_len(HEADER_SIZE)
+                .map_err(|e| chunk.io_error(e))
+        });
+        if let Err(e) = written {
+            // A half-made file would be found as a damaged chunk at the next start.
+            let _ = std::fs::remove_file(&chunk.path);
+            return Err(e);
+        }
+        Ok(chunk)
+    }
+
+    /// Opens the file of chunk `id` named with `version` and checks its header. A header version
+    /// that disagrees with the name (a crash amid a version change) is set to the name's.
+    pub fn open(
+        path: PathBuf,
+        id: ChunkId,
+        version: ChunkVersion,
+    ) -> Result<ChunkFile, ChunkError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| ChunkError::io_opening(id, &path, e))?;
+        let mut bytes = [0u8; FIELDS_LEN];
+        let got = read_full_at(&file, &mut bytes, 0).map_err(|e| ChunkError::io(id, &path, e))?;
+        if got < FIELDS_LEN {
+            return Err(ChunkError::bad_header(
+                id,
+                &path,
+                "the file is shorter than its header",
+            ));
+        }
+        let header =
+            Header::decode(&bytes).map_err(|reason| ChunkError::bad_header(id, &path, reason))?;
+        if header.id != id {
+            return Err(ChunkError::bad_header(
+                id,
+                &path,
+                format!("it names chunk {}", header.id),
+            ));
+        }
+        let mut chunk = ChunkFile { file, path, header };
+        if header.version != version {
+            tracing::warn!(
+                chunk = %id,
+                path = %chunk.path.display(),
+                header_version = %header.version,
+                "chunk header version disagrees with the file name; setting it to the name's"
+            );
+            chunk.store_header(Header { version, ..header })?;
+        }
+        Ok(chunk)
+    }
+
+    /// Bytes of data in the chunk.
+    pub fn length(&self) -> u32 {
+        self.header.length
+    }
+
+    /// Up to `len` bytes from `offset`, fewer at the end of the data; checks every block touched.
+    pub fn read(&self, offset: u32, len: u32) -> Result<Vec<u8>, ChunkError> {
+        let start = u64::from(offset);
+        let end = min(start + u64::from(len), u64::from(self.header.length));
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let first = offset / BLOCK_SIZE;
+        let last = ((end - 1) / BLOCK) as u32;
+        let mut buf = Vec::new();
+        self.read_blocks(first, last, &mut buf)?;
+        let skip = (start - u64::from(first) * BLOCK) as usize;
+        let wanted = (end - start) as usize;
+        if skip > 0 {
+            buf.copy_within(skip..skip + wanted, 0);
+        }
+        buf.truncate(wanted);
+        Ok(buf)
+    }
+
+    /// Reads and checks every block; returns the bytes checked.
+    pub fn verify(&self) -> Result<u64, ChunkError> {
+        let blocks = blocks_holding(u64::from(self.header.length));
+        let mut buf = Vec::new();
+        for first in (0..blocks).step_by(VERIFY_BATCH as usize) {
+            let last = min(first + VERIFY_BATCH, blocks) - 1;
+            self.read_blocks(first, last, &mut buf)?;
+        }
+        Ok(u64::from(self.header.length))
+    }
+
+    /// Writes `data` at `offset` (the caller has checked it fits in a chunk), extending the length
+    /// if it ends past it; a gap before `offset` reads as zeros. Blocks the write covers whole are
+    /// hashed from `data` alone; only a partly covered block holding older data is read (and
+    /// checked) first.
+    pub fn write(&mut self, offset: u32, data: &[u8]) -> Result<(), ChunkError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let old_len = u64::from(self.header.length);
+        let start = u64::from(offset);
+        let end = start + data.len() as u64;
+        let new_len = max(old_len, end);
+        let first = (min(old_len, start) / BLOCK) as u32;
+        let last = ((end - 1) / BLOCK) as u32;
+
+        let mut hashes = Vec::with_capacity((last - first + 1) as usize * HASH_LEN);
+        let mut scratch = Vec::new();
+        for block in first..=last {
+            let block_start = u64::from(block) * BLOCK;
+            let block_end = min(block_start + BLOCK, new_len);
+            let hash = if block_start >= start && block_end <= end {
+                block_hash(&data[(block_start - start) as usize..(block_end - start) as usize])
+            } else if block_start >= old_len && block_end <= start {
+                zero_block_hash()
+            } else {
+                self.compose_block(block, block_end, start, data, &mut scratch)?;
+                block_hash(&scratch)
+            };
+            hashes.extend_from_slice(&hash);
+        }
+
+        if start > old_len {
+            // Whatever a crash left past the old end must not show through the gap.
+            self.file
+                .set_len(HEADER_SIZE + old_len)
+                .map_err(|e| self.io_error(e))?;
+        }
+        self.file
+            .write_all_at(data, HEADER_SIZE + start)
+            .map_err(|e| self.io_error(e))?;
+        self.file
+            .write_all_at(&hashes, hash_offset(first))
+            .map_err(|e| self.io_error(e))?;
+        if new_len != old_len {
+            self.store_header(Header {
+                length: new_len as u32,
+                ..self.header
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Sets the data length (dropping data past it, or adding zeros) and the header's version.
+    pub fn resize(&mut self, length: u32, version: ChunkVersion) -> Result<(), ChunkError> {
+        let old_len = u64::from(self.header.length);
+        let new_len = u64::from(length);
+        if new_len < old_len {
+            self.shrink(old_len, new_len)?;
+        } else if new_len > old_len {
+            self.grow(old_len, new_len)?;
+        }
+        self.store_header(Header {
+            id: self.header.id,
+            version,
+            length,
+        })
+    }
+
+    /// Sets the header's version (the caller renames the file after).
+    pub fn set_version(&mut self, version: ChunkVersion) -> Result<(), ChunkError> {
+        self.store_header(Header {
+            version,
+            ..self.header
+        })
+    }
+
+    /// New content of a block partly covered by a write: its surviving older bytes (read and
+    /// checked), zeros where a gap opens, then the written bytes.
+    fn compose_block(
+        &self,
+        block: u32,
+        block_end: u64,
+        start: u64,
+        data: &[u8],
+        scratch: &mut Vec<u8>,
+    ) -> Result<(), ChunkError> {
+        let old_len = u64::from(self.header.length);
+        let block_start = u64::from(block) * BLOCK;
+        let end = start + data.len() as u64;
+        let old_end = min(block_start + BLOCK, old_len);
+        let old_survives = old_end > block_start && (block_start < start || old_end > end);
+        scratch.clear();
+        if old_survives {
+            self.read_blocks(block, block, scratch)?;
+        }
+        scratch.resize((block_end - block_start) as usize, 0);
+        let from = max(start, block_start);
+        let to = min(end, block_end);
+        if from < to {
+            scratch[(from - block_start) as usize..(to - block_start) as usize]
+                .copy_from_slice(&data[(from - start) as usize..(to - start) as usize]);
+        }
+        Ok(())
+    }
+
+    fn shrink(&mut self, old_len: u64, new_len: u64) -> Result<(), ChunkError> {
+        let kept_blocks = blocks_holding(new_len);
+        let mut hashes = Vec::new();
+        if new_len % BLOCK != 0 {
+            let last = kept_blocks - 1;
+            let mut scratch = Vec::new();
+            self.read_blocks(last, last, &mut scratch)?;
+            scratch.truncate((new_len - u64::from(last) * BLOCK) as usize);
+            hashes.extend_from_slice(&block_hash(&scratch));
+        }
+        let first = kept_blocks - (hashes.len() / HASH_LEN) as u32;
+        // Hashes of blocks past the end are documented as zeros.
+        hashes.resize((blocks_holding(old_len) - first) as usize * HASH_LEN, 0);
+        self.file
+            .set_len(HEADER_SIZE + new_len)
+            .map_err(|e| self.io_error(e))?;
+        self.file
+            .write_all_at(&hashes, hash_offset(first))
+            .map_err(|e| self.io_error(e))
+    }
+
+    fn grow(&mut self, old_len: u64, new_len: u64) -> Result<(), ChunkError> {
+        let first = (old_len / BLOCK) as u32;
+        let last = ((new_len - 1) / BLOCK) as u32;
+        let mut hashes = Vec::with_capacity((last - first + 1) as usize * HASH_LEN);
+        let mut scratch = Vec::new();
+        for block in first..=last {
+            let block_start = u64::from(block) * BLOCK;
+            let block_end = min(block_start + BLOCK, new_len);
+            let hash: BlockHash = if block_start < old_len {
+                self.read_blocks(block, block, &mut scratch)?;
+                scratch.resize((block_end - block_start) as usize, 0);
+                block_hash(&scratch)
+            } else if block_end - block_start == BLOCK {
+                zero_block_hash()
+            } else {
+                block_hash(zeros((block_end - block_start) as usize))
+            };
+            hashes.extend_from_slice(&hash);
+        }
+        // Cut whatever a crash left past the old end first, so the new part really reads as zeros.
+        self.file
+            .set_len(HEADER_SIZE + old_len)
+            .map_err(|e| self.io_error(e))?;
+        self.file
+            .set_len(HEADER_SIZE + new_len)
+            .map_err(|e| self.io_error(e))?;
+        self.file
+            .write_all_at(&hashes, hash_offset(first))
+            .map_err(|e| self.io_error(e))
+    }
+
+    /// Reads blocks `first..=last` (bounded by the data length) into `buf`, checking their hashes.
+    fn read_blocks(&self, first: u32, last: u32, buf: &mut Vec<u8>) -> Result<(), ChunkError> {
+        let id = self.header.id;
+        let start = u64::from(first) * BLOCK;
+        let end = min((u64::from(last) + 1) * BLOCK, u64::from(self.header.length));
+        buf.clear();
+        buf.resize(end.saturating_sub(start) as usize, 0);
+        let got =
+            read_full_at(&self.file, buf, HEADER_SIZE + start).map_err(|e| self.io_error(e))?;
+
+        let mut hashes = vec![0u8; (last - first + 1) as usize * HASH_LEN];
+        let got_hashes = read_full_at(&self.file, &mut hashes, hash_offset(first))
+            .map_err(|e| self.io_error(e))?;
+        if got_hashes < hashes.len() {
+            return Err(ChunkError::bad_header(
+                id,
+                &self.path,
+                "the file ends inside its block hash table",
+            ));
+        }
+        for (index, (block, stored)) in buf
+            .chunks(BLOCK_SIZE as usize)
+            .zip(hashes.chunks(HASH_LEN))
+            .enumerate()
+        {
+            let block_end = index * BLOCK_SIZE as usize + block.len();
+            if block_end > got || block_hash(block) != stored {
+                return Err(ChunkError::Corrupt {
+                    chunk: id,
+                    block: first + index as u32,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn store_header(&mut self, header: Header) -> Result<(), ChunkError> {
+        self.file
+            .write_all_at(&header.encode(), 0)
+            .map_err(|e| self.io_error(e))?;
+        self.header = header;
+        Ok(())
+    }
+
+    fn io_error(&self, e: io::Error) -> ChunkError {
+        ChunkError::io(self.header.id, &self.path, e)
+    }
+}
+
+/// Number of blocks that hold data in a chunk of `length` bytes.
+fn blocks_holding(length: u64) -> u32 {
+    length.div_ceil(BLOCK) as u32
+}
+
+/// pread until `buf` is full or the file ends; returns the bytes read.
+fn read_full_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<usize> {
+    let mut total = 0;
+    while !buf.is_empty() {
+        match file.read_at(buf, offset) {
+            Ok(0) => break,
+            Ok(n) => {
+                total += n;
+                offset += n as u64;
+                buf = &mut buf[n..];
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(total)
+}

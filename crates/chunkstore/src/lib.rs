@@ -1,0 +1,25 @@
+//! ElkFS chunkserver storage: chunk files under 256 hashed subdirectories of each data directory,
+//! each with a header holding one BLAKE3 hash per 64 KiB block, checked on every read.
+//!
+//! The chunkserver opens a [`ChunkStore`] on its `--data` directories ([`DataDirSpec`]) and calls
+//! its blocking methods from `spawn_blocking`. The file layout is in docs/FORMAT.md, section
+//! "Chunk files".
+
+#![warn(missing_docs)]
+
+mod chunk_file;
+mod datadir;
+mod error;
+mod header;
+mod index;
+mod path;
+mod scan;
+mod store;
+
+pub use datadir::DataDirSpec;
+pub use error::{ChunkError, StoreError};
+pub use header::HEADER_SIZE;
+pub use path::{
+    SUBDIR_COUNT, chunk_file_name, chunk_path_for, parse_chunk_file_name, subdir_for, subdir_name,
+};
+pub use store::{ChunkInfo, ChunkStore, ScanReport, SpaceReport};

@@ -1,0 +1,447 @@
+//! The chunk store: the operations the chunkserver calls, on top of the index (`index.rs`) and the
+//! chunk files (`chunk_file.rs`). Blocking I/O; every method takes `&self` and may be called from
+//! many threads at once (the chunkserver calls it from `spawn_blocking`).
+//!
+//! Locking: writes, truncates, version changes and deletes hold their chunk's lock exclusively;
+//! reads, verifies and syncs share it, so a read never sees a half-written block.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use elkfs_proto::geometry::CHUNK_SIZE;
+use elkfs_proto::{ChunkId, ChunkVersion};
+
+use crate::chunk_file::ChunkFile;
+use crate::datadir::{DataDirSpec, fs_space, pick_dir_for_new_chunk};
+use crate::error::{ChunkError, StoreError};
+use crate::header::HEADER_SIZE;
+use crate::index::{Index, Slot, SlotState};
+use crate::path::chunk_path_for;
+use crate::scan::{prepare_dir, scan_dirs};
+
+/// What [`ChunkStore::open`] found in the data directories.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanReport {
+    /// Chunks in the index (one per id).
+    pub chunks: usize,
+    /// Their data bytes, summed (headers not counted).
+    pub bytes: u64,
+    /// Files in the subdirectories that are not chunks the store uses, with the reason: names
+    /// that are not chunk names, non-files, and lower versions (or second copies) of a chunk.
+    /// None is deleted.
+    pub ignored: Vec<(PathBuf, String)>,
+}
+
+/// Disk space for the master's placement and balancing decisions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpaceReport {
+    /// Size of the file systems holding the directories that take new chunks (each counted once).
+    pub total: u64,
+    /// Bytes available on them to an unprivileged user.
+    pub available: u64,
+    /// Bytes of all chunk files (header plus data), in every directory, marked or not.
+    pub used_by_chunks: u64,
+}
+
+/// A chunk as the index knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkInfo {
+    /// The chunk's id.
+    pub id: ChunkId,
+    /// Its stored version.
+    pub version: ChunkVersion,
+    /// Bytes of data it holds.
+    pub length: u32,
+}
+
+/// The chunks stored in a chunkserver's data directories.
+pub struct ChunkStore {
+    dirs: Vec<DataDir>,
+    index: Index,
+}
+
+struct DataDir {
+    path: PathBuf,
+    marked_for_removal: bool,
+}
+
+impl ChunkStore {
+    /// Opens the data directories (creating each one and its 256 subdirectories if missing) and
+    /// scans them. The scan reads directory listings and stats each file (for its length); chunk
+    /// headers are read when a chunk is first used. Of several files with one chunk id, the highest
+    /// version is kept and the others are reported in `ignored`, left on disk.
+    pub fn open(dirs: &[DataDirSpec]) -> Result<(ChunkStore, ScanReport), StoreError> {
+        if dirs.is_empty() {
+            return Err(StoreError::NoDirs);
+        }
+        let mut seen = HashSet::new();
+        for spec in dirs {
+            prepare_dir(&spec.path)?;
+            let canonical =
+                fs::canonicalize(&spec.path).map_err(|e| StoreError::dir(&spec.path, e))?;
+            if !seen.insert(canonical) {
+                return Err(StoreError::DuplicateDir {
+                    path: spec.path.clone(),
+                });
+            }
+        }
+        let paths: Vec<PathBuf> = dirs.iter().map(|spec| spec.path.clone()).collect();
+        let scan = scan_dirs(&paths)?;
+
+        let report = ScanReport {
+            chunks: scan.chunks.len(),
+            bytes: scan
+                .chunks
+                .iter()
+                .map(|found| u64::from(found.length))
+                .sum(),
+            ignored: scan.ignored,
+        };
+        let index = Index::new(scan.chunks.into_iter().map(|found| {
+            let slot = Slot::new(found.dir, found.version, found.length);
+            (found.id, slot)
+        }));
+        let store = ChunkStore {
+            dirs: dirs
+                .iter()
+                .map(|spec| DataDir {
+                    path: spec.path.clone(),
+                    marked_for_removal: spec.marked_for_removal,
+                })
+                .collect(),
+            index,
+        };
+        Ok((store, report))
+    }
+
+    /// Every chunk in the store, in no particular order. Reads no file.
+    pub fn list(&self) -> Vec<ChunkInfo> {
+        self.index
+            .snapshot()
+            .into_iter()
+            .filter_map(|(id, slot)| Self::info_of(id, &slot))
+            .collect()
+    }
+
+    /// One chunk's version and length, `None` if the store does not hold it. Reads no file.
+    pub fn info(&self, id: ChunkId) -> Option<ChunkInfo> {
+        let slot = self.index.get(id).ok()?;
+        Self::info_of(id, &slot)
+    }
+
+    /// True if the chunk lives in a directory marked for removal, so the chunkserver reports it as
+    /// a copy to be replaced elsewhere.
+    pub fn is_marked_for_removal(&self, id: ChunkId) -> bool {
+        self.index.get(id).is_ok_and(|slot| {
+            let state = slot.shared();
+            !state.removed && self.dirs[state.dir].marked_for_removal
+        })
+    }
+
+    /// Creates an empty chunk (length 0) at `version` in the directory, not marked for removal,
+    /// with the most available space. `AlreadyExists` if the id is present at any version;
+    /// `NoSpace` if the disk is full or no directory takes new chunks.
+    pub fn create(&self, id: ChunkId, version: ChunkVersion) -> Result<(), ChunkError> {
+        if self.index.contains(id) {
+            return Err(ChunkError::AlreadyExists { chunk: id });
+        }
+        let dir = self.pick_dir().ok_or(ChunkError::NoSpace { chunk: id })?;
+        let slot = Arc::new(Slot::new(dir, version, 0));
+        let mut state = slot.exclusive();
+        self.index.insert(id, &slot)?;
+        match ChunkFile::create(self.path_of(id, &state), id, version) {
+            Ok(_) => {
+                slot.name_unsynced.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                state.removed = true;
+                drop(state);
+                self.index.remove(id, &slot);
+                Err(e)
+            }
+        }
+    }
+
+    /// Moves the chunk from version `from` to `to`: the header first, then the file is renamed.
+    /// `WrongVersion` if the stored version is not `from`.
+    pub fn set_version(
+        &self,
+        id: ChunkId,
+        from: ChunkVersion,
+        to: ChunkVersion,
+    ) -> Result<(), ChunkError> {
+        self.exclusive(id, Some(from), |slot, state, path| {
+            if from == to {
+                return Ok(());
+            }
+            let mut file = self.open_file(id, slot, path.clone(), from)?;
+            file.set_version(to)?;
+            self.rename(id, slot, state, &path, to)
+        })
+    }
+
+    /// Writes `data` at `offset`, extending the length if it ends past it (a gap reads as zeros)
+    /// and updating the hash of every block it touches. The data is handed to the OS before this
+    /// returns (no fsync). `OutOfRange` past `CHUNK_SIZE`, `WrongVersion` if `version` is stale,
+    /// `Corrupt` if a partly overwritten block was already damaged.
+    pub fn write(
+        &self,
+        id: ChunkId,
+        version: ChunkVersion,
+        offset: u32,
+        data: &[u8],
+    ) -> Result<(), ChunkError> {
+        self.exclusive(id, Some(version), |slot, _, path| {
+            if u64::from(offset) + data.len() as u64 > CHUNK_SIZE {
+                return Err(ChunkError::OutOfRange {
+                    chunk: id,
+                    offset: u64::from(offset),
+                    len: data.len() as u64,
+                });
+            }
+            if data.is_empty() {
+                return Ok(());
+            }
+            let mut file = self.open_file(id, slot, path, version)?;
+            file.write(offset, data)?;
+            slot.length.store(file.length(), Ordering::Relaxed);
+            Ok(())
+        })
+    }
+
+    /// Up to `len` bytes from `offset`: fewer (possibly none) at the end of the chunk's data. Every
+    /// block the range touches is read whole and checked; a mismatch is `Corrupt { chunk, block }`.
+    pub fn read(
+        &self,
+        id: ChunkId,
+        version: ChunkVersion,
+        offset: u32,
+        len: u32,
+    ) -> Result<Vec<u8>, ChunkError> {
+        self.shared(id, Some(version), |slot, _, path| {
+            self.open_file(id, slot, path, version)?.read(offset, len)
+        })
+    }
+
+    /// Sets the data length (shrinking drops the data past it; growing adds zeros) and moves the
+    /// chunk from version `from` to `to`, in one operation.
+    pub fn truncate(
+        &self,
+        id: ChunkId,
+        from: ChunkVersion,
+        to: ChunkVersion,
+        length: u32,
+    ) -> Result<(), ChunkError> {
+        self.exclusive(id, Some(from), |slot, state, path| {
+            if u64::from(length) > CHUNK_SIZE {
+                return Err(ChunkError::OutOfRange {
+                    chunk: id,
+                    offset: u64::from(length),
+                    len: 0,
+                });
+            }
+            let mut file = self.open_file(id, slot, path.clone(), from)?;
+            file.resize(length, to)?;
+            slot.length.store(length, Ordering::Relaxed);
+            if from == to {
+                return Ok(());
+            }
+            self.rename(id, slot, state, &path, to)
+        })
+    }
+
+    /// Removes the chunk file. `WrongVersion` if the stored version differs, so a stale delete
+    /// never removes a newer copy.
+    pub fn delete(&self, id: ChunkId, version: ChunkVersion) -> Result<(), ChunkError> {
+        self.exclusive(id, Some(version), |slot, state, path| {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    tracing::warn!(
+                        chunk = %id,
+                        path = %path.display(),
+                        "chunk file was already gone when deleting it"
+                    );
+                }
+                Err(e) => return Err(ChunkError::io(id, &path, e)),
+            }
+            state.removed = true;
+            self.index.remove(id, slot);
+            Ok(())
+        })
+    }
+
+    /// fsyncs the chunk file (data, hashes and header), and its directory if the file was created
+    /// or renamed since the last sync, so the chunk survives a power cut under its current name.
+    pub fn sync(&self, id: ChunkId) -> Result<(), ChunkError> {
+        self.shared(id, None, |slot, _, path| {
+            let file = fs::File::open(&path).map_err(|e| ChunkError::io_opening(id, &path, e))?;
+            file.sync_all().map_err(|e| ChunkError::io(id, &path, e))?;
+            if slot.name_unsynced.swap(false, Ordering::AcqRel) {
+                let dir = path.parent().unwrap_or(&path);
+                let synced = fs::File::open(dir).and_then(|dir| dir.sync_all());
+                if let Err(e) = synced {
+                    slot.name_unsynced.store(true, Ordering::Release);
+                    return Err(ChunkError::io(id, dir, e));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Reads and checks every block of the chunk (the background chunk test); returns the bytes
+    /// checked. A damaged chunk is `Corrupt` (first bad block) or `BadHeader`.
+    pub fn verify(&self, id: ChunkId) -> Result<u64, ChunkError> {
+        self.shared(id, None, |slot, state, path| {
+            self.open_file(id, slot, path, state.version)?.verify()
+        })
+    }
+
+    /// Space of the directories that take new chunks (each file system counted once) and the bytes
+    /// used by all chunk files.
+    pub fn space(&self) -> Result<SpaceReport, StoreError> {
+        let mut report = SpaceReport::default();
+        let mut devices = HashSet::new();
+        for dir in self.dirs.iter().filter(|dir| !dir.marked_for_removal) {
+            let device = fs::metadata(&dir.path)
+                .map_err(|e| StoreError::dir(&dir.path, e))?
+                .dev();
+            if devices.insert(device) {
+                let space = fs_space(&dir.path).map_err(|e| StoreError::dir(&dir.path, e))?;
+                report.total += space.total;
+                report.available += space.available;
+            }
+        }
+        report.used_by_chunks = self
+            .index
+            .snapshot()
+            .iter()
+            .map(|(_, slot)| HEADER_SIZE + u64::from(slot.length.load(Ordering::Relaxed)))
+            .sum();
+        Ok(report)
+    }
+
+    fn info_of(id: ChunkId, slot: &Slot) -> Option<ChunkInfo> {
+        let state = slot.shared();
+        (!state.removed).then(|| ChunkInfo {
+            id,
+            version: state.version,
+            length: slot.length.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Runs `op` holding the chunk's lock shared, after checking it exists at `want` (if given).
+    fn shared<T>(
+        &self,
+        id: ChunkId,
+        want: Option<ChunkVersion>,
+        op: impl FnOnce(&Slot, &SlotState, PathBuf) -> Result<T, ChunkError>,
+    ) -> Result<T, ChunkError> {
+        let slot = self.index.get(id)?;
+        let result = {
+            let state = slot.shared();
+            state
+                .check(id, want)
+                .and_then(|()| op(&slot, &state, self.path_of(id, &state)))
+        };
+        self.forget_if_vanished(id, &slot, &result);
+        result
+    }
+
+    /// Runs `op` holding the chunk's lock exclusively, after checking it exists at `want` if given.
+    fn exclusive<T>(
+        &self,
+        id: ChunkId,
+        want: Option<ChunkVersion>,
+        op: impl FnOnce(&Slot, &mut SlotState, PathBuf) -> Result<T, ChunkError>,
+    ) -> Result<T, ChunkError> {
+        let slot = self.index.get(id)?;
+        let result = {
+            let mut state = slot.exclusive();
+            state.check(id, want).and_then(|()| {
+                let path = self.path_of(id, &state);
+                op(&slot, &mut state, path)
+            })
+        };
+        self.forget_if_vanished(id, &slot, &result);
+        result
+    }
+
+    /// Opens the chunk's file, checking its header, and refreshes the cached length from it.
+    fn open_file(
+        &self,
+        id: ChunkId,
+        slot: &Slot,
+        path: PathBuf,
+        version: ChunkVersion,
+    ) -> Result<ChunkFile, ChunkError> {
+        let file = ChunkFile::open(path, id, version)?;
+        slot.length.store(file.length(), Ordering::Relaxed);
+        Ok(file)
+    }
+
+    /// Renames the chunk file to version `to` (its header already says `to`).
+    fn rename(
+        &self,
+        id: ChunkId,
+        slot: &Slot,
+        state: &mut SlotState,
+        from: &Path,
+        to: ChunkVersion,
+    ) -> Result<(), ChunkError> {
+        let new_path = chunk_path_for(&self.dirs[state.dir].path, id, to);
+        fs::rename(from, &new_path).map_err(|e| ChunkError::io(id, from, e))?;
+        state.version = to;
+        slot.name_unsynced.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A chunk whose file disappeared behind the store's back (deleted by hand) leaves the index,
+    /// so `list` stops reporting it.
+    fn forget_if_vanished<T>(&self, id: ChunkId, slot: &Arc<Slot>, result: &Result<T, ChunkError>) {
+        if !matches!(result, Err(ChunkError::NotFound { .. })) {
+            return;
+        }
+        let mut state = slot.exclusive();
+        if state.removed {
+            return;
+        }
+        let path = self.path_of(id, &state);
+        if fs::symlink_metadata(&path).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
+            tracing::warn!(
+                chunk = %id,
+                path = %path.display(),
+                "chunk file vanished; forgetting the chunk"
+            );
+            state.removed = true;
+            drop(state);
+            self.index.remove(id, slot);
+        }
+    }
+
+    fn pick_dir(&self) -> Option<usize> {
+        let candidates: Vec<(bool, Option<u64>)> = self
+            .dirs
+            .iter()
+            .map(|dir| {
+                let available = if dir.marked_for_removal {
+                    None
+                } else {
+                    fs_space(&dir.path).ok().map(|space| space.available)
+                };
+                (dir.marked_for_removal, available)
+            })
+            .collect();
+        pick_dir_for_new_chunk(&candidates)
+    }
+
+    fn path_of(&self, id: ChunkId, state: &SlotState) -> PathBuf {
+        chunk_path_for(&self.dirs[state.dir].path, id, state.version)
+    }
+}

@@ -1,0 +1,110 @@
+//! The ElkFS client library, shared by the mount and the CLI: a session with the master for
+//! metadata, and data read from and written to chunkservers directly.
+
+pub mod errno;
+pub mod locations;
+pub mod master;
+pub mod namespace;
+pub mod reader;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use elkfs_common::defaults;
+use elkfs_proto::{DATA_LIMITS, DataPool, Hello, InodeId, Role};
+
+use crate::locations::LocationCache;
+use crate::master::{ConnectError, MasterClient};
+use crate::writer::FileWriter;
+
+/// Tunables of a client.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// How long requests wait for an unreachable master before failing with EIO.
+    pub master_timeout: Duration,
+    /// Bytes of written data buffered per open file.
+    pub write_buffer: usize,
+    /// Data frames in flight per file being written.
+    pub write_window: usize,
+    /// How long chunk locations are reused without asking the master.
+    pub location_ttl: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            master_timeout: defaults::MASTER_TIMEOUT,
+            write_buffer: defaults::WRITE_BUFFER_BYTES,
+            write_window: defaults::WRITE_WINDOW,
+            location_ttl: defaults::ATTR_CACHE,
+        }
+    }
+}
+
+/// A connected client.
+pub struct Client {
+    /// The session with the master.
+    pub master: MasterClient,
+    data: DataPool,
+    locations: LocationCache,
+    writers: Mutex<HashMap<InodeId, Weak<FileWriter>>>,
+    config: ClientConfig,
+}
+
+impl Client {
+    /// Connects to the master at `target` and opens a session rooted at `subdir`.
+    pub async fn connect(
+        target: &str,
+        subdir: &str,
+        mount_point: &str,
+        config: ClientConfig,
+    ) -> Result<Arc<Client>, ConnectError> {
+        let master =
+            MasterClient::connect(target, subdir, mount_point, config.master_timeout).await?;
+        Ok(Arc::new(Client {
+            master,
+            data: DataPool::new(
+                Hello::new(Role::DataClient, "elkfs-client"),
+                DATA_LIMITS,
+                "chunkserver",
+            ),
+            locations: LocationCache::new(config.location_ttl),
+            writers: Mutex::new(HashMap::new()),
+            config,
+        }))
+    }
+
+    /// The inode of this session's root directory.
+    pub fn root(&self) -> InodeId {
+        self.master.root()
+    }
+
+    /// The write-behind buffer of `inode`, shared by every handle that writes it.
+    pub fn writer(self: &Arc<Self>, inode: InodeId) -> Arc<FileWriter> {
+        let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = writers.get(&inode).and_then(Weak::upgrade) {
+            return w;
+        }
+        writers.retain(|_, w| w.strong_count() > 0);
+        let w = Arc::new(FileWriter::new(
+            self.clone(),
+            inode,
+            self.config.write_buffer,
+        ));
+        writers.insert(inode, Arc::downgrade(&w));
+        w
+    }
+
+    /// The write-behind buffer of `inode` if some handle has one.
+    pub fn writer_if_open(&self, inode: InodeId) -> Option<Arc<FileWriter>> {
+        let writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+        writers.get(&inode).and_then(Weak::upgrade)
+    }
+
+    /// Forgets cached chunk locations of a file (it was opened anew, or changed).
+    pub fn forget_locations(&self, inode: InodeId) {
+        self.locations.forget_file(inode);
+    }
+}

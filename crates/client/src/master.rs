@@ -1,0 +1,200 @@
+//! The client's session with the master: one multiplexed connection, reopened (with the session)
+//! when it breaks; requests wait and retry until the master is back or the timeout passes.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use elkfs_common::defaults;
+use elkfs_proto::master::{MasterReply, MasterRequest};
+use elkfs_proto::{
+    ConnError, Hello, InodeId, MASTER_CLIENT_LIMITS, MasterConnection, NoRequests, Role, SessionId,
+    Status, connection,
+};
+use tokio::time::Instant;
+
+/// Why the first connection to the master failed (later failures are retried).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The address does not resolve.
+    #[error("{0}")]
+    Address(#[from] elkfs_common::address::AddressError),
+    /// Nothing answers at the address, or the connection broke.
+    #[error("cannot reach the master at {addr}: {reason}")]
+    Unreachable {
+        /// Where we tried.
+        addr: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The master answered but refused us.
+    #[error("the master at {addr} refused the connection: {reason}")]
+    Refused {
+        /// Where.
+        addr: String,
+        /// What it said.
+        reason: String,
+    },
+    /// The master refused to open the session (for example, the subdirectory does not exist).
+    #[error("the master at {addr} refused to open a session for '{subdir}': {status}")]
+    Session {
+        /// Where.
+        addr: String,
+        /// The subdirectory asked for.
+        subdir: String,
+        /// Why.
+        status: Status,
+    },
+}
+
+#[derive(Clone)]
+struct Session {
+    conn: MasterConnection,
+    id: SessionId,
+}
+
+/// A session with the master that survives master restarts.
+pub struct MasterClient {
+    target: String,
+    subdir: String,
+    mount_point: String,
+    timeout: Duration,
+    root: InodeId,
+    session: Mutex<Option<Session>>,
+    reconnecting: tokio::sync::Mutex<()>,
+}
+
+impl MasterClient {
+    /// Connects to the master at `target` (`HOST[:PORT]`) and opens a session rooted at `subdir`;
+    /// fails at once with the reason if that is not possible.
+    pub async fn connect(
+        target: &str,
+        subdir: &str,
+        mount_point: &str,
+        timeout: Duration,
+    ) -> Result<MasterClient, ConnectError> {
+        let (session, root) = open_session(target, subdir, mount_point).await?;
+        tracing::debug!(session = %session.id, %root, "session opened");
+        Ok(MasterClient {
+            target: target.to_string(),
+            subdir: subdir.to_string(),
+            mount_point: mount_point.to_string(),
+            timeout,
+            root,
+            session: Mutex::new(Some(session)),
+            reconnecting: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The inode that is this session's root directory.
+    pub fn root(&self) -> InodeId {
+        self.root
+    }
+
+    /// The master's address as given.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Sends a request, waiting out master restarts up to the timeout (then EIO).
+    pub async fn request(&self, request: &MasterRequest) -> Result<MasterReply, Status> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let session = self.session(deadline).await?;
+            match session.conn.ask(request).await {
+                Ok(reply) => return reply,
+                Err(e) => {
+                    tracing::debug!(error = %e, "master request failed; will reconnect");
+                    session.conn.close("request failed");
+                    if Instant::now() >= deadline {
+                        tracing::warn!(master = %self.target, error = %e, "giving up on the master");
+                        return Err(Status::Io);
+                    }
+                }
+            }
+        }
+    }
+
+    fn current(&self) -> Option<Session> {
+        let guard = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().filter(|s| !s.conn.is_closed()).cloned()
+    }
+
+    async fn session(&self, deadline: Instant) -> Result<Session, Status> {
+        if let Some(s) = self.current() {
+            return Ok(s);
+        }
+        let _one_at_a_time = self.reconnecting.lock().await;
+        let mut delay = defaults::RECONNECT_MIN;
+        loop {
+            if let Some(s) = self.current() {
+                return Ok(s);
+            }
+            match open_session(&self.target, &self.subdir, &self.mount_point).await {
+                Ok((session, _)) => {
+                    tracing::info!(master = %self.target, session = %session.id, "reconnected to the master");
+                    *self.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(session.clone());
+                    return Ok(session);
+                }
+                Err(e) => {
+                    if Instant::now() + delay >= deadline {
+                        tracing::warn!(master = %self.target, error = %e, "master unreachable");
+                        return Err(Status::Io);
+                    }
+                    tracing::debug!(error = %e, "master not reachable yet");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(defaults::RECONNECT_MAX);
+                }
+            }
+        }
+    }
+}
+
+async fn open_session(
+    target: &str,
+    subdir: &str,
+    mount_point: &str,
+) -> Result<(Session, InodeId), ConnectError> {
+    let addr: SocketAddr = elkfs_common::address::resolve(target, defaults::MASTER_PORT)?;
+    let conn: MasterConnection = connection::connect(
+        addr,
+        &Hello::new(Role::Client, "elkfs-client"),
+        MASTER_CLIENT_LIMITS,
+        "master",
+        NoRequests,
+    )
+    .await
+    .map_err(|e| match e {
+        ConnError::Refused { reason, .. } => ConnectError::Refused {
+            addr: addr.to_string(),
+            reason,
+        },
+        other => ConnectError::Unreachable {
+            addr: addr.to_string(),
+            reason: other.to_string(),
+        },
+    })?;
+    let reply = conn
+        .ask(&MasterRequest::OpenSession {
+            subdir: subdir.to_string(),
+            mount_point: mount_point.to_string(),
+        })
+        .await
+        .map_err(|e| ConnectError::Unreachable {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?;
+    match reply {
+        Ok(MasterReply::Session { session, root }) => Ok((Session { conn, id: session }, root)),
+        Ok(_) => Err(ConnectError::Session {
+            addr: addr.to_string(),
+            subdir: subdir.to_string(),
+            status: Status::Protocol,
+        }),
+        Err(status) => Err(ConnectError::Session {
+            addr: addr.to_string(),
+            subdir: subdir.to_string(),
+            status,
+        }),
+    }
+}

@@ -1,0 +1,221 @@
+//! Namespace operations as typed calls on the master session.
+
+use elkfs_proto::master::{MasterReply, MasterRequest};
+use elkfs_proto::types::{Attr, Caller, DirEntry, FileKind, FsStats, SetAttr};
+use elkfs_proto::{InodeId, Status};
+
+use crate::Client;
+
+fn attr(reply: MasterReply) -> Result<Attr, Status> {
+    match reply {
+        MasterReply::Attr(a) => Ok(a),
+        _ => Err(Status::Protocol),
+    }
+}
+
+fn done(reply: MasterReply) -> Result<(), Status> {
+    match reply {
+        MasterReply::Done | MasterReply::Attr(_) => Ok(()),
+        _ => Err(Status::Protocol),
+    }
+}
+
+impl Client {
+    /// Finds `name` in `parent`.
+    pub async fn lookup(&self, parent: InodeId, name: &[u8]) -> Result<Attr, Status> {
+        let request = MasterRequest::Lookup {
+            parent,
+            name: name.to_vec(),
+        };
+        attr(self.master.request(&request).await?)
+    }
+
+    /// Attributes of `inode`, with the length this client has written but not yet reported.
+    pub async fn getattr(&self, inode: InodeId) -> Result<Attr, Status> {
+        let mut a = attr(
+            self.master
+                .request(&MasterRequest::GetAttr { inode })
+                .await?,
+        )?;
+        if let Some(w) = self.writer_if_open(inode)
+            && w.is_busy()
+        {
+            a.size = a.size.max(w.written_end());
+        }
+        Ok(a)
+    }
+
+    /// Changes attributes; a size change first flushes this client's buffered writes.
+    pub async fn setattr(
+        &self,
+        inode: InodeId,
+        changes: SetAttr,
+        caller: Caller,
+    ) -> Result<Attr, Status> {
+        let writer = self.writer_if_open(inode);
+        if changes.size.is_some()
+            && let Some(w) = &writer
+        {
+            w.flush().await?;
+        }
+        let size = changes.size;
+        let request = MasterRequest::SetAttr {
+            inode,
+            changes,
+            caller,
+        };
+        let a = attr(self.master.request(&request).await?)?;
+        if let (Some(size), Some(w)) = (size, &writer) {
+            w.set_length(size);
+        }
+        if size.is_some() {
+            self.forget_locations(inode);
+        }
+        Ok(a)
+    }
+
+    /// Creates a regular file, fifo, socket or device node.
+    pub async fn mknod(
+        &self,
+        parent: InodeId,
+        name: &[u8],
+        kind: FileKind,
+        mode: u32,
+        rdev: u32,
+        caller: Caller,
+    ) -> Result<Attr, Status> {
+        let request = MasterRequest::Mknod {
+            parent,
+            name: name.to_vec(),
+            kind,
+            mode,
+            rdev,
+            caller,
+        };
+        attr(self.master.request(&request).await?)
+    }
+
+    /// Creates a directory.
+    pub async fn mkdir(
+        &self,
+        parent: InodeId,
+        name: &[u8],
+        mode: u32,
+        caller: Caller,
+    ) -> Result<Attr, Status> {
+        let request = MasterRequest::Mkdir {
+            parent,
+            name: name.to_vec(),
+            mode,
+            caller,
+        };
+        attr(self.master.request(&request).await?)
+    }
+
+    /// Creates a symbolic link.
+    pub async fn symlink(
+        &self,
+        parent: InodeId,
+        name: &[u8],
+        target: &[u8],
+        caller: Caller,
+    ) -> Result<Attr, Status> {
+        let request = MasterRequest::Symlink {
+            parent,
+            name: name.to_vec(),
+            target: target.to_vec(),
+            caller,
+        };
+        attr(self.master.request(&request).await?)
+    }
+
+    /// Adds a hard link.
+    pub async fn link(&self, inode: InodeId, parent: InodeId, name: &[u8]) -> Result<Attr, Status> {
+        let request = MasterRequest::Link {
+            inode,
+            parent,
+            name: name.to_vec(),
+        };
+        attr(self.master.request(&request).await?)
+    }
+
+    /// Reads a symbolic link.
+    pub async fn readlink(&self, inode: InodeId) -> Result<Vec<u8>, Status> {
+        match self
+            .master
+            .request(&MasterRequest::ReadLink { inode })
+            .await?
+        {
+            MasterReply::Target(t) => Ok(t),
+            _ => Err(Status::Protocol),
+        }
+    }
+
+    /// Removes a file name.
+    pub async fn unlink(&self, parent: InodeId, name: &[u8]) -> Result<(), Status> {
+        let request = MasterRequest::Unlink {
+            parent,
+            name: name.to_vec(),
+        };
+        done(self.master.request(&request).await?)
+    }
+
+    /// Removes an empty directory.
+    pub async fn rmdir(&self, parent: InodeId, name: &[u8]) -> Result<(), Status> {
+        let request = MasterRequest::Rmdir {
+            parent,
+            name: name.to_vec(),
+        };
+        done(self.master.request(&request).await?)
+    }
+
+    /// Renames an entry (`flags`: `RENAME_NOREPLACE`, `RENAME_EXCHANGE`).
+    pub async fn rename(
+        &self,
+        parent: InodeId,
+        name: &[u8],
+        new_parent: InodeId,
+        new_name: &[u8],
+        flags: u32,
+    ) -> Result<(), Status> {
+        let request = MasterRequest::Rename {
+            parent,
+            name: name.to_vec(),
+            new_parent,
+            new_name: new_name.to_vec(),
+            flags,
+        };
+        done(self.master.request(&request).await?)
+    }
+
+    /// A page of a directory listing after cookie `after`.
+    pub async fn readdir(
+        &self,
+        inode: InodeId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<DirEntry>, Status> {
+        let request = MasterRequest::ReadDir {
+            inode,
+            after,
+            limit,
+        };
+        match self.master.request(&request).await? {
+            MasterReply::Entries(e) => Ok(e),
+            _ => Err(Status::Protocol),
+        }
+    }
+
+    /// Space and inode counts of the cluster.
+    pub async fn statfs(&self) -> Result<FsStats, Status> {
+        match self.master.request(&MasterRequest::StatFs).await? {
+            MasterReply::Stats(s) => Ok(s),
+            _ => Err(Status::Protocol),
+        }
+    }
+
+    /// Makes the master's metadata durable (changelog fsynced).
+    pub async fn sync_metadata(&self) -> Result<(), Status> {
+        done(self.master.request(&MasterRequest::Fsync).await?)
+    }
+}

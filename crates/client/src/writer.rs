@@ -1,0 +1,418 @@
+//! Write-behind for one file: writes are buffered (up to a fixed budget) and streamed by a
+//! background task to the chain of chunkservers the master leases, a window of frames in flight.
+//! Errors surface at the next write, flush or fsync, as on NFS and MooseFS.
+//!
+//! Pieces never cross a chunk boundary and are sent in the order they were written, so a
+//! chunkserver applies overlapping writes in the program's order. A piece is dropped (and its
+//! share of the budget returned) only once every server of the chain has stored it; if the chain
+//! fails, the unacknowledged pieces are sent again on a fresh lease.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use elkfs_proto::data::{DataReply, DataRequest, DataResponse};
+use elkfs_proto::geometry::{CHUNK_SIZE, MAX_DATA_PAYLOAD, chunk_index_of, offset_in_chunk};
+use elkfs_proto::master::{MasterReply, MasterRequest, WriteLease};
+use elkfs_proto::{ChunkId, ConnError, DataConnection, InodeId, PendingReply, Status};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use crate::Client;
+
+/// Fresh leases tried for the same pieces before the write fails with the last error.
+const CHAIN_ATTEMPTS: u32 = 4;
+
+/// Bytes written at one offset, waiting to be sent or acknowledged.
+struct Piece {
+    offset: u64,
+    data: BytesMut,
+    _budget: OwnedSemaphorePermit,
+}
+
+impl Piece {
+    fn end(&self) -> u64 {
+        self.offset + self.data.len() as u64
+    }
+
+    /// Whether `len` more bytes at `offset` can join this piece.
+    fn can_extend(&self, offset: u64, len: usize) -> bool {
+        offset == self.end()
+            && self.data.len() + len <= MAX_DATA_PAYLOAD as usize
+            && chunk_index_of(self.offset) == chunk_index_of(offset + len as u64 - 1)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Piece>,
+    error: Option<Status>,
+    running: bool,
+    max_end: u64,
+    unsynced: Vec<(ChunkId, Vec<SocketAddr>)>,
+}
+
+/// The write-behind buffer of one open file (shared by all its open handles in this client).
+pub struct FileWriter {
+    inode: InodeId,
+    client: Arc<Client>,
+    state: Mutex<State>,
+    budget: Arc<Semaphore>,
+    idle: Notify,
+}
+
+struct ActiveLease {
+    index: u32,
+    lease: WriteLease,
+    conn: DataConnection,
+}
+
+/// A piece taken off the queue: its bytes are frozen so resending it costs no copy.
+struct Outgoing {
+    offset: u64,
+    data: Bytes,
+    _budget: OwnedSemaphorePermit,
+}
+
+impl From<Piece> for Outgoing {
+    fn from(p: Piece) -> Outgoing {
+        Outgoing {
+            offset: p.offset,
+            data: p.data.freeze(),
+            _budget: p._budget,
+        }
+    }
+}
+
+struct InFlight {
+    piece: Outgoing,
+    reply: Result<PendingReply<DataResponse>, ConnError>,
+}
+
+impl FileWriter {
+    pub(crate) fn new(client: Arc<Client>, inode: InodeId, budget_bytes: usize) -> FileWriter {
+        FileWriter {
+            inode,
+            client,
+            state: Mutex::new(State::default()),
+            budget: Arc::new(Semaphore::new(budget_bytes)),
+            idle: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Buffers `data` for writing at `offset`; waits only while the buffer is full. Returns an
+    /// error from an earlier write-behind failure (once).
+    pub async fn write(self: &Arc<Self>, offset: u64, data: Bytes) -> Result<(), Status> {
+        if let Some(e) = self.lock().error.take() {
+            return Err(e);
+        }
+        if offset.checked_add(data.len() as u64).is_none() {
+            return Err(Status::TooBig);
+        }
+        let mut done = 0usize;
+        while done < data.len() {
+            let at = offset + done as u64;
+            let room_in_chunk = (CHUNK_SIZE - offset_in_chunk(at) as u64) as usize;
+            let n = (data.len() - done)
+                .min(room_in_chunk)
+                .min(MAX_DATA_PAYLOAD as usize);
+            let part = if n == data.len() {
+                data.clone()
+            } else {
+                data.slice(done..done + n)
+            };
+            let permit = self
+                .budget
+                .clone()
+                .acquire_many_owned(n as u32)
+                .await
+                .map_err(|_| Status::Io)?;
+            let start = {
+                let mut st = self.lock();
+                match st.queue.back_mut().filter(|p| p.can_extend(at, n)) {
+                    Some(last) => {
+                        last.data.extend_from_slice(&part);
+                        last._budget.merge(permit);
+                    }
+                    None => {
+                        // A whole write of its own becomes the piece without a copy.
+                        let bytes = part
+                            .try_into_mut()
+                            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+                        st.queue.push_back(Piece {
+                            offset: at,
+                            data: bytes,
+                            _budget: permit,
+                        });
+                    }
+                }
+                st.max_end = st.max_end.max(at + n as u64);
+                !std::mem::replace(&mut st.running, true)
+            };
+            if start {
+                let me = self.clone();
+                tokio::spawn(async move { me.run().await });
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// The file length as this writer knows it (what it has written, buffered or not).
+    pub fn written_end(&self) -> u64 {
+        self.lock().max_end
+    }
+
+    /// Whether data is buffered or on its way.
+    pub fn is_busy(&self) -> bool {
+        let st = self.lock();
+        st.running || !st.queue.is_empty()
+    }
+
+    /// Sets the length this writer reports (after a truncate by this client).
+    pub fn set_length(&self, length: u64) {
+        self.lock().max_end = length;
+    }
+
+    /// Waits until everything written so far is stored on every server of its chain and the
+    /// master knows the new length; returns (and clears) any write-behind error.
+    pub async fn flush(&self) -> Result<(), Status> {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            {
+                let mut st = self.lock();
+                if !st.running && st.queue.is_empty() {
+                    return match st.error.take() {
+                        Some(e) => Err(e),
+                        None => Ok(()),
+                    };
+                }
+            }
+            idle.await;
+        }
+    }
+
+    /// Flushes, then has every chunkserver that took data since the last sync fsync it.
+    pub async fn sync_data(&self) -> Result<(), Status> {
+        self.flush().await?;
+        let unsynced = std::mem::take(&mut self.lock().unsynced);
+        let syncs = unsynced.into_iter().map(|(chunk, chain)| async move {
+            let Some((first, rest)) = chain.split_first() else {
+                return Ok(());
+            };
+            let conn = self.client.data.get(*first).await.map_err(|_| Status::Io)?;
+            let request = DataRequest::Sync {
+                chunk,
+                chain: rest.to_vec(),
+            };
+            match conn.call(&request, Bytes::new()).await {
+                Ok((Ok(DataReply::Synced), _)) => Ok(()),
+                Ok((Err(e), _)) => {
+                    tracing::warn!(%chunk, error = %e, "fsync of a chunk failed");
+                    Err(Status::Io)
+                }
+                _ => Err(Status::Io),
+            }
+        });
+        for r in futures::future::join_all(syncs).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    fn record_error(&self, status: Status) {
+        let mut st = self.lock();
+        st.error.get_or_insert(status);
+    }
+
+    /// The background task: sends queued pieces until the queue is empty, then ends the lease.
+    async fn run(self: Arc<Self>) {
+        let mut lease: Option<ActiveLease> = None;
+        let mut flight: VecDeque<InFlight> = VecDeque::new();
+        loop {
+            let next = self.lock().queue.pop_front().map(Outgoing::from);
+            let Some(piece) = next else {
+                self.drain(&mut flight, &mut lease).await;
+                if !self.lock().queue.is_empty() {
+                    continue;
+                }
+                if let Some(active) = lease.take() {
+                    self.end_lease(active).await;
+                }
+                let mut st = self.lock();
+                if st.queue.is_empty() {
+                    st.running = false;
+                    drop(st);
+                    self.idle.notify_waiters();
+                    return;
+                }
+                continue;
+            };
+            let index = chunk_index_of(piece.offset);
+            if lease.as_ref().is_some_and(|l| l.index != index) {
+                self.drain(&mut flight, &mut lease).await;
+                if let Some(active) = lease.take() {
+                    self.end_lease(active).await;
+                }
+            }
+            if lease.is_none() {
+                match self.open_lease(index).await {
+                    Ok(active) => lease = Some(active),
+                    Err(status) => {
+                        self.record_error(status);
+                        continue;
+                    }
+                }
+            }
+            while flight.len() >= self.client.config.write_window {
+                self.complete_oldest(&mut flight, &mut lease).await;
+            }
+            if let Some(active) = &lease {
+                let reply = send_piece(active, &piece).await;
+                flight.push_back(InFlight { piece, reply });
+            }
+        }
+    }
+
+    async fn open_lease(&self, index: u32) -> Result<ActiveLease, Status> {
+        let request = MasterRequest::WriteChunk {
+            inode: self.inode,
+            index,
+        };
+        let lease = match self.client.master.request(&request).await? {
+            MasterReply::WriteLease(l) => l,
+            _ => return Err(Status::Protocol),
+        };
+        let first = *lease.chain.first().ok_or(Status::NoSpace)?;
+        let conn = self.client.data.get(first).await.map_err(|e| {
+            tracing::warn!(server = %first, error = %e, "cannot connect to the first chunkserver of a chain");
+            Status::Io
+        })?;
+        Ok(ActiveLease { index, lease, conn })
+    }
+
+    async fn end_lease(&self, active: ActiveLease) {
+        let length = self.written_end();
+        let request = MasterRequest::WriteEnd {
+            inode: self.inode,
+            index: active.index,
+            chunk: active.lease.chunk,
+            length,
+        };
+        if let Err(status) = self.client.master.request(&request).await {
+            self.record_error(status);
+        }
+        self.client.locations.forget_file(self.inode);
+    }
+
+    /// Waits for every piece in flight.
+    async fn drain(&self, flight: &mut VecDeque<InFlight>, lease: &mut Option<ActiveLease>) {
+        while !flight.is_empty() {
+            self.complete_oldest(flight, lease).await;
+        }
+    }
+
+    /// Waits for the oldest piece in flight; on failure, sends everything unacknowledged again
+    /// on a fresh lease (a few times), then gives up with an error.
+    async fn complete_oldest(
+        &self,
+        flight: &mut VecDeque<InFlight>,
+        lease: &mut Option<ActiveLease>,
+    ) {
+        let Some(oldest) = flight.pop_front() else {
+            return;
+        };
+        let mut failure = match wait_reply(oldest.reply).await {
+            Ok(()) => {
+                if let Some(active) = lease.as_ref() {
+                    self.note_unsynced(active);
+                }
+                return;
+            }
+            Err(status) => status,
+        };
+        let mut pieces = vec![oldest.piece];
+        for f in flight.drain(..) {
+            let _ = wait_reply(f.reply).await;
+            pieces.push(f.piece);
+        }
+        let Some(index) = lease.as_ref().map(|l| l.index) else {
+            self.record_error(failure);
+            return;
+        };
+        for attempt in 1..CHAIN_ATTEMPTS {
+            tracing::info!(inode = %self.inode, index, attempt, status = %failure, "chunk write failed; retrying on a new chain");
+            let active = match self.open_lease(index).await {
+                Ok(a) => a,
+                Err(status) => {
+                    failure = status;
+                    continue;
+                }
+            };
+            let mut all_ok = true;
+            for piece in &pieces {
+                if let Err(status) = wait_reply(send_piece(&active, piece).await).await {
+                    failure = status;
+                    all_ok = false;
+                    break;
+                }
+            }
+            if all_ok {
+                self.note_unsynced(&active);
+                *lease = Some(active);
+                return;
+            }
+        }
+        tracing::warn!(inode = %self.inode, index, status = %failure, "giving up on a chunk write");
+        self.record_error(failure);
+        *lease = None;
+    }
+
+    fn note_unsynced(&self, active: &ActiveLease) {
+        let mut st = self.lock();
+        let chunk = active.lease.chunk;
+        if !st.unsynced.iter().any(|(c, _)| *c == chunk) {
+            st.unsynced.push((chunk, active.lease.chain.clone()));
+        }
+    }
+}
+
+async fn send_piece(
+    active: &ActiveLease,
+    piece: &Outgoing,
+) -> Result<PendingReply<DataResponse>, ConnError> {
+    let request = DataRequest::Write {
+        chunk: active.lease.chunk,
+        version: active.lease.version,
+        offset: offset_in_chunk(piece.offset),
+        chain: active.lease.chain[1..].to_vec(),
+    };
+    active.conn.send(&request, piece.data.clone()).await
+}
+
+async fn wait_reply(reply: Result<PendingReply<DataResponse>, ConnError>) -> Result<(), Status> {
+    match reply {
+        Ok(pending) => match pending.wait().await {
+            Ok((Ok(DataReply::Written), _)) => Ok(()),
+            Ok((Ok(_), _)) => Err(Status::Protocol),
+            Ok((Err(e), _)) => {
+                tracing::debug!(error = %e, "chained write failed");
+                Err(e.status)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "chained write failed");
+                Err(Status::Io)
+            }
+        },
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot send a chained write");
+            Err(Status::Io)
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Every default port, path and timeout, in one place so `--help` and the docs can print them.
+
+use std::time::Duration;
+
+/// Port the master listens on for clients, chunkservers and metaloggers.
+pub const MASTER_PORT: u16 = 9421;
+
+/// Port a chunkserver serves chunk data on.
+pub const CHUNKSERVER_PORT: u16 = 9422;
+
+/// The master's default listen address.
+pub const MASTER_LISTEN: &str = "0.0.0.0:9421";
+
+/// A chunkserver's default listen address.
+pub const CHUNKSERVER_LISTEN: &str = "0.0.0.0:9422";
+
+/// Where clients and daemons look for the master unless told otherwise.
+pub const MASTER_ADDR: &str = "localhost:9421";
+
+/// Environment variable that overrides the master address.
+pub const MASTER_ENV: &str = "ELKFS_MASTER";
+
+/// The master's default data directory.
+pub const MASTER_DATA_DIR: &str = "/var/lib/elkfs/master";
+
+/// The metalogger's default data directory.
+pub const METALOGGER_DATA_DIR: &str = "/var/lib/elkfs/metalogger";
+
+/// Goal (number of copies) of the root directory of a new filesystem.
+pub const ROOT_GOAL: u8 = 2;
+
+/// Trash time of the root directory of a new filesystem, in seconds (one day).
+pub const ROOT_TRASH_TIME: u32 = 86_400;
+
+/// How often the master's changelog is fsynced at the latest.
+pub const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// sled's page cache on the master, in bytes.
+pub const METADATA_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How long a client waits for the master before giving up on a request with EIO.
+pub const MASTER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// First delay before reconnecting to the master; it doubles up to [`RECONNECT_MAX`].
+pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
+
+/// Longest delay between reconnection attempts.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(2);
+
+/// How often a chunkserver reports its space to the master.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long a write lease lasts without its holder renewing or ending it.
+pub const WRITE_LEASE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the mount lets the kernel cache attributes and names (as MooseFS's 1 s).
+pub const ATTR_CACHE: Duration = Duration::from_secs(1);
+
+/// Bytes of written data the mount buffers per open file before a write waits.
+pub const WRITE_BUFFER_BYTES: usize = 32 * 1024 * 1024;
+
+/// Data frames a writer keeps in flight to the first chunkserver of a chain.
+pub const WRITE_WINDOW: usize = 16;
+
+/// How long daemons wait for work in flight when stopping before they give up on it.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

@@ -1,0 +1,8 @@
+//! What every ElkFS program shares: default constants, address parsing, configuration loading,
+//! logging setup and daemon plumbing. Uses no other ElkFS crate.
+
+pub mod address;
+pub mod config;
+pub mod daemon;
+pub mod defaults;
+pub mod logging;

@@ -1,0 +1,114 @@
+//! How namespace records are laid out as keys in one ordered tree (documented in docs/FORMAT.md).
+//!
+//! Integers are big-endian so keys sort numerically; each kind of record has a one-byte prefix.
+
+use elkfs_proto::{ChunkId, InodeId};
+
+/// Counters and markers: `m` + name.
+pub const META: u8 = b'm';
+/// Inodes: `i` + inode.
+pub const INODE: u8 = b'i';
+/// Directory entries by name: `d` + parent + name.
+pub const DIRENT: u8 = b'd';
+/// Directory entries by position: `o` + parent + cookie.
+pub const ORDER: u8 = b'o';
+/// Symbolic link targets: `l` + inode.
+pub const LINK_TARGET: u8 = b'l';
+/// A file's chunks: `c` + inode + chunk index.
+pub const FILE_CHUNK: u8 = b'c';
+/// Chunk records: `k` + chunk id.
+pub const CHUNK: u8 = b'k';
+
+/// Version of the last changelog record applied.
+pub const APPLIED: &[u8] = b"mapplied";
+/// Next inode number to hand out.
+pub const NEXT_INODE: &[u8] = b"mnext_inode";
+/// Chunk ids below this may have been handed out; the master allocates from here on.
+pub const CHUNK_IDS_RESERVED: &[u8] = b"mchunk_ids_reserved";
+/// Number of inodes in use.
+pub const INODE_COUNT: &[u8] = b"minodes";
+
+fn with_u64(prefix: u8, n: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(prefix);
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+/// Key of an inode record.
+pub fn inode(id: InodeId) -> Vec<u8> {
+    with_u64(INODE, id.0)
+}
+
+/// Key of the entry `name` in directory `parent`.
+pub fn dirent(parent: InodeId, name: &[u8]) -> Vec<u8> {
+    let mut k = with_u64(DIRENT, parent.0);
+    k.extend_from_slice(name);
+    k
+}
+
+/// Prefix of every entry of directory `parent`, by name.
+pub fn dirent_prefix(parent: InodeId) -> Vec<u8> {
+    with_u64(DIRENT, parent.0)
+}
+
+/// Key of the entry at position `cookie` in directory `parent`.
+pub fn order(parent: InodeId, cookie: u64) -> Vec<u8> {
+    let mut k = with_u64(ORDER, parent.0);
+    k.extend_from_slice(&cookie.to_be_bytes());
+    k
+}
+
+/// Prefix of every entry of directory `parent`, by position.
+pub fn order_prefix(parent: InodeId) -> Vec<u8> {
+    with_u64(ORDER, parent.0)
+}
+
+/// Key of a symbolic link's target.
+pub fn link_target(id: InodeId) -> Vec<u8> {
+    with_u64(LINK_TARGET, id.0)
+}
+
+/// Key of chunk `index` of file `inode`.
+pub fn file_chunk(inode: InodeId, index: u32) -> Vec<u8> {
+    let mut k = with_u64(FILE_CHUNK, inode.0);
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// Prefix of every chunk of file `inode`.
+pub fn file_chunk_prefix(inode: InodeId) -> Vec<u8> {
+    with_u64(FILE_CHUNK, inode.0)
+}
+
+/// The chunk index at the end of a [`file_chunk`] key.
+pub fn file_chunk_index(key: &[u8]) -> Option<u32> {
+    let tail: [u8; 4] = key.get(9..13)?.try_into().ok()?;
+    Some(u32::from_be_bytes(tail))
+}
+
+/// Key of a chunk record.
+pub fn chunk(id: ChunkId) -> Vec<u8> {
+    with_u64(CHUNK, id.0)
+}
+
+/// The chunk id at the end of a [`chunk`] key.
+pub fn chunk_id_of(key: &[u8]) -> Option<ChunkId> {
+    let tail: [u8; 8] = key.get(1..9)?.try_into().ok()?;
+    Some(ChunkId(u64::from_be_bytes(tail)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_numerically_and_parse_back() {
+        assert!(inode(InodeId(2)) < inode(InodeId(256)));
+        assert!(order(InodeId(1), 9) < order(InodeId(1), 10));
+        assert!(file_chunk(InodeId(1), 255) < file_chunk(InodeId(1), 256));
+        assert_eq!(file_chunk_index(&file_chunk(InodeId(7), 300)), Some(300));
+        assert_eq!(chunk_id_of(&chunk(ChunkId(0xABCD))), Some(ChunkId(0xABCD)));
+        assert!(dirent(InodeId(1), b"zzz") < dirent_prefix(InodeId(2)));
+    }
+}

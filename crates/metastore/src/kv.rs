@@ -1,0 +1,94 @@
+//! The key-value interface the namespace needs, so sled stays replaceable behind it.
+
+use crate::error::StoreError;
+
+/// One write in a batch: a value to put, or `None` to remove the key.
+pub type Write = (Vec<u8>, Option<Vec<u8>>);
+
+/// Key-value pairs read in key order.
+pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// An ordered key-value store that applies batches atomically.
+pub trait KvStore: Send + Sync {
+    /// The value at `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Up to `limit` entries whose keys start with `prefix` and sort after `after` (if given),
+    /// in key order.
+    fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Rows, StoreError>;
+    /// Applies every write or none of them, even across a crash.
+    fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+    /// Makes everything applied so far durable.
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// The sled implementation: one tree holds everything, so a batch covers every kind of key.
+pub struct SledStore {
+    db: sled::Db,
+}
+
+impl SledStore {
+    /// Opens (or creates) the database in `dir` with a page cache of `cache_bytes`.
+    pub fn open(dir: &std::path::Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|e| StoreError::Sled {
+                path: dir.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        Ok(SledStore { db })
+    }
+}
+
+fn sled_err(e: sled::Error) -> StoreError {
+    StoreError::Sled {
+        path: Default::default(),
+        reason: e.to_string(),
+    }
+}
+
+impl KvStore for SledStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get(key).map_err(sled_err)?.map(|v| v.to_vec()))
+    }
+
+    fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Rows, StoreError> {
+        let iter = match after {
+            Some(after) => {
+                let mut start = after.to_vec();
+                start.push(0);
+                self.db.range(start..)
+            }
+            None => self.db.range(prefix.to_vec()..),
+        };
+        let mut out = Vec::new();
+        for item in iter {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item.map_err(sled_err)?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in writes {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        self.db.apply_batch(batch).map_err(sled_err)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(sled_err)
+    }
+}

@@ -1,0 +1,690 @@
+//! The meaning of each changelog record: checks it against the current state and computes the
+//! writes it makes. The same code runs when the master makes a change and when it (or a
+//! metalogger) replays one, so both always agree.
+
+use elkfs_proto::geometry::CHUNK_SIZE;
+use elkfs_proto::types::{Attr, FileKind, SetAttr, TimeSet, Timestamp};
+use elkfs_proto::{ChunkId, ChunkVersion, InodeId, Status};
+
+use crate::keys;
+use crate::op::MetaOp;
+use crate::records::{ChunkRecord, DirentRecord, InodeRecord, OrderRecord};
+use crate::txn::{ExecError, Txn};
+
+/// Longest file name, in bytes.
+pub const NAME_MAX: usize = 255;
+
+/// Longest symbolic link target, in bytes.
+pub const TARGET_MAX: usize = 4096;
+
+/// Linux's `RENAME_NOREPLACE`.
+pub const RENAME_NOREPLACE: u32 = 1;
+/// Linux's `RENAME_EXCHANGE`.
+pub const RENAME_EXCHANGE: u32 = 2;
+
+const S_ISGID: u32 = 0o2000;
+
+/// Cookies 1 and 2 are `.` and `..` in listings; real entries start after them.
+pub const FIRST_COOKIE: u64 = 3;
+
+/// What an applied operation produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Attributes of the inode created or changed, when there is one.
+    pub attr: Option<Attr>,
+    /// Chunks no file refers to any more: their copies can be deleted.
+    pub freed_chunks: Vec<(ChunkId, ChunkVersion)>,
+}
+
+impl Outcome {
+    fn attr(inode: InodeId, record: &InodeRecord) -> Outcome {
+        Outcome {
+            attr: Some(record.attr(inode)),
+            freed_chunks: Vec::new(),
+        }
+    }
+}
+
+/// Applies `op` to the state seen through `txn`.
+pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
+    match op {
+        MetaOp::Format {
+            time,
+            goal,
+            trash_time,
+        } => format(txn, *time, *goal, *trash_time),
+        MetaOp::Mknod {
+            parent,
+            name,
+            kind,
+            mode,
+            uid,
+            gid,
+            rdev,
+            time,
+        } => {
+            if matches!(kind, FileKind::Dir | FileKind::Symlink) {
+                return Err(Status::Invalid.into());
+            }
+            let new = NewInode {
+                kind: *kind,
+                mode: *mode,
+                uid: *uid,
+                gid: *gid,
+                rdev: *rdev,
+                time: *time,
+            };
+            create(txn, *parent, name, new, None)
+        }
+        MetaOp::Mkdir {
+            parent,
+            name,
+            mode,
+            uid,
+            gid,
+            time,
+        } => {
+            let new = NewInode {
+                kind: FileKind::Dir,
+                mode: *mode,
+                uid: *uid,
+                gid: *gid,
+                rdev: 0,
+                time: *time,
+            };
+            create(txn, *parent, name, new, None)
+        }
+        MetaOp::Symlink {
+            parent,
+            name,
+            target,
+            uid,
+            gid,
+            time,
+        } => {
+            if target.is_empty() || target.len() > TARGET_MAX {
+                return Err(Status::Invalid.into());
+            }
+            let new = NewInode {
+                kind: FileKind::Symlink,
+                mode: 0o777,
+                uid: *uid,
+                gid: *gid,
+                rdev: 0,
+                time: *time,
+            };
+            create(txn, *parent, name, new, Some(target))
+        }
+        MetaOp::Link {
+            inode,
+            parent,
+            name,
+            time,
+        } => link(txn, *inode, *parent, name, *time),
+        MetaOp::Unlink { parent, name, time } => remove(txn, *parent, name, *time, false),
+        MetaOp::Rmdir { parent, name, time } => remove(txn, *parent, name, *time, true),
+        MetaOp::Rename {
+            parent,
+            name,
+            new_parent,
+            new_name,
+            flags,
+            time,
+        } => rename(txn, *parent, name, *new_parent, new_name, *flags, *time),
+        MetaOp::SetAttr {
+            inode,
+            changes,
+            time,
+        } => set_attr(txn, *inode, changes, *time),
+        MetaOp::ExtendLength {
+            inode,
+            length,
+            time,
+        } => {
+            let mut rec = inode_of(txn, *inode)?;
+            if rec.kind != FileKind::File {
+                return Err(Status::Invalid.into());
+            }
+            rec.size = rec.size.max(*length);
+            rec.mtime = *time;
+            rec.ctime = *time;
+            txn.put(keys::inode(*inode), &rec)?;
+            Ok(Outcome::attr(*inode, &rec))
+        }
+        MetaOp::CreateChunk {
+            inode,
+            index,
+            chunk,
+            version,
+        } => {
+            let rec = inode_of(txn, *inode)?;
+            if rec.kind != FileKind::File {
+                return Err(Status::Invalid.into());
+            }
+            let slot = keys::file_chunk(*inode, *index);
+            if txn.get_raw(&slot)?.is_some() || txn.get_raw(&keys::chunk(*chunk))?.is_some() {
+                return Err(Status::Exists.into());
+            }
+            txn.put(slot, chunk)?;
+            txn.put(
+                keys::chunk(*chunk),
+                &ChunkRecord {
+                    version: *version,
+                    refs: 1,
+                },
+            )?;
+            let reserved = txn.counter(keys::CHUNK_IDS_RESERVED)?;
+            if chunk.0 >= reserved {
+                txn.set_counter(keys::CHUNK_IDS_RESERVED, chunk.0 + 1)?;
+            }
+            Ok(Outcome::default())
+        }
+        MetaOp::SetChunkVersion { chunk, version } => {
+            let key = keys::chunk(*chunk);
+            let mut rec: ChunkRecord = txn.get(&key)?.ok_or(Status::NotFound)?;
+            rec.version = *version;
+            txn.put(key, &rec)?;
+            Ok(Outcome::default())
+        }
+        MetaOp::ReserveChunkIds { up_to } => {
+            let reserved = txn.counter(keys::CHUNK_IDS_RESERVED)?;
+            txn.set_counter(keys::CHUNK_IDS_RESERVED, reserved.max(*up_to))?;
+            Ok(Outcome::default())
+        }
+    }
+}
+
+/// Reads an inode or fails with ENOENT.
+pub fn inode_of(txn: &Txn<'_>, inode: InodeId) -> Result<InodeRecord, ExecError> {
+    Ok(txn
+        .get::<InodeRecord>(&keys::inode(inode))?
+        .ok_or(Status::NotFound)?)
+}
+
+fn dir_of(txn: &Txn<'_>, inode: InodeId) -> Result<InodeRecord, ExecError> {
+    let rec = inode_of(txn, inode)?;
+    if rec.kind != FileKind::Dir {
+        return Err(Status::NotDir.into());
+    }
+    Ok(rec)
+}
+
+/// Checks a name for a new directory entry.
+pub fn check_name(name: &[u8]) -> Result<(), Status> {
+    if name.len() > NAME_MAX {
+        return Err(Status::NameTooLong);
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
+        return Err(Status::Invalid);
+    }
+    Ok(())
+}
+
+fn format(
+    txn: &mut Txn<'_>,
+    time: Timestamp,
+    goal: u8,
+    trash_time: u32,
+) -> Result<Outcome, ExecError> {
+    if txn.get_raw(&keys::inode(InodeId::ROOT))?.is_some() {
+        return Err(Status::Exists.into());
+    }
+    let root = InodeRecord {
+        kind: FileKind::Dir,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        nlink: 2,
+        size: 0,
+        atime: time,
+        mtime: time,
+        ctime: time,
+        rdev: 0,
+        goal,
+        trash_time,
+        parent: InodeId::ROOT,
+        next_cookie: FIRST_COOKIE,
+    };
+    txn.put(keys::inode(InodeId::ROOT), &root)?;
+    txn.set_counter(keys::NEXT_INODE, InodeId::ROOT.0 + 1)?;
+    txn.set_counter(keys::INODE_COUNT, 1)?;
+    Ok(Outcome::attr(InodeId::ROOT, &root))
+}
+
+struct NewInode {
+    kind: FileKind,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    rdev: u32,
+    time: Timestamp,
+}
+
+fn create(
+    txn: &mut Txn<'_>,
+    parent: InodeId,
+    name: &[u8],
+    new: NewInode,
+    target: Option<&Vec<u8>>,
+) -> Result<Outcome, ExecError> {
+    check_name(name)?;
+    let mut dir = dir_of(txn, parent)?;
+    if txn.get_raw(&keys::dirent(parent, name))?.is_some() {
+        return Err(Status::Exists.into());
+    }
+    let inode = InodeId(txn.counter(keys::NEXT_INODE)?.max(InodeId::ROOT.0 + 1));
+    let setgid_dir = dir.mode & S_ISGID != 0;
+    let is_dir = new.kind == FileKind::Dir;
+    let mut mode = new.mode & 0o7777;
+    if setgid_dir && is_dir {
+        mode |= S_ISGID;
+    }
+    let rec = InodeRecord {
+        kind: new.kind,
+        mode,
+        uid: new.uid,
+        gid: if setgid_dir { dir.gid } else { new.gid },
+        nlink: if is_dir { 2 } else { 1 },
+        size: target.map_or(0, |t| t.len() as u64),
+        atime: new.time,
+        mtime: new.time,
+        ctime: new.time,
+        rdev: new.rdev,
+        goal: dir.goal,
+        trash_time: dir.trash_time,
+        parent,
+        next_cookie: FIRST_COOKIE,
+    };
+    txn.put(keys::inode(inode), &rec)?;
+    if let Some(target) = target {
+        txn.put(keys::link_target(inode), target)?;
+    }
+    add_entry(txn, parent, &mut dir, name, inode, rec.kind)?;
+    if is_dir {
+        dir.nlink += 1;
+    }
+    dir.mtime = new.time;
+    dir.ctime = new.time;
+    txn.put(keys::inode(parent), &dir)?;
+    txn.set_counter(keys::NEXT_INODE, inode.0 + 1)?;
+    let count = txn.counter(keys::INODE_COUNT)?;
+    txn.set_counter(keys::INODE_COUNT, count + 1)?;
+    Ok(Outcome::attr(inode, &rec))
+}
+
+/// Adds `name` to `dir` (whose record the caller stores afterwards).
+fn add_entry(
+    txn: &mut Txn<'_>,
+    parent: InodeId,
+    dir: &mut InodeRecord,
+    name: &[u8],
+    inode: InodeId,
+    kind: FileKind,
+) -> Result<(), ExecError> {
+    let cookie = dir.next_cookie.max(FIRST_COOKIE);
+    dir.next_cookie = cookie + 1;
+    txn.put(
+        keys::dirent(parent, name),
+        &DirentRecord {
+            inode,
+            kind,
+            cookie,
+        },
+    )?;
+    txn.put(
+        keys::order(parent, cookie),
+        &OrderRecord {
+            name: name.to_vec(),
+            inode,
+            kind,
+        },
+    )?;
+    Ok(())
+}
+
+fn drop_entry(txn: &mut Txn<'_>, parent: InodeId, name: &[u8], entry: &DirentRecord) {
+    txn.delete(keys::dirent(parent, name));
+    txn.delete(keys::order(parent, entry.cookie));
+}
+
+fn entry_of(txn: &Txn<'_>, parent: InodeId, name: &[u8]) -> Result<DirentRecord, ExecError> {
+    Ok(txn
+        .get::<DirentRecord>(&keys::dirent(parent, name))?
+        .ok_or(Status::NotFound)?)
+}
+
+fn link(
+    txn: &mut Txn<'_>,
+    inode: InodeId,
+    parent: InodeId,
+    name: &[u8],
+    time: Timestamp,
+) -> Result<Outcome, ExecError> {
+    check_name(name)?;
+    let mut rec = inode_of(txn, inode)?;
+    if rec.kind == FileKind::Dir {
+        return Err(Status::NotPermitted.into());
+    }
+    let mut dir = dir_of(txn, parent)?;
+    if txn.get_raw(&keys::dirent(parent, name))?.is_some() {
+        return Err(Status::Exists.into());
+    }
+    if rec.nlink == u32::MAX {
+        return Err(Status::Invalid.into());
+    }
+    add_entry(txn, parent, &mut dir, name, inode, rec.kind)?;
+    dir.mtime = time;
+    dir.ctime = time;
+    txn.put(keys::inode(parent), &dir)?;
+    rec.nlink += 1;
+    rec.ctime = time;
+    txn.put(keys::inode(inode), &rec)?;
+    Ok(Outcome::attr(inode, &rec))
+}
+
+fn remove(
+    txn: &mut Txn<'_>,
+    parent: InodeId,
+    name: &[u8],
+    time: Timestamp,
+    want_dir: bool,
+) -> Result<Outcome, ExecError> {
+    if name == b"." || name == b".." {
+        return Err(Status::Invalid.into());
+    }
+    let mut dir = dir_of(txn, parent)?;
+    let entry = entry_of(txn, parent, name)?;
+    let is_dir = entry.kind == FileKind::Dir;
+    if want_dir && !is_dir {
+        return Err(Status::NotDir.into());
+    }
+    if !want_dir && is_dir {
+        return Err(Status::IsDir.into());
+    }
+    if is_dir && txn.any_with_prefix(&keys::dirent_prefix(entry.inode))? {
+        return Err(Status::NotEmpty.into());
+    }
+    drop_entry(txn, parent, name, &entry);
+    if is_dir {
+        dir.nlink = dir.nlink.saturating_sub(1);
+    }
+    dir.mtime = time;
+    dir.ctime = time;
+    txn.put(keys::inode(parent), &dir)?;
+    let mut outcome = Outcome::default();
+    release_link(txn, entry.inode, time, &mut outcome)?;
+    Ok(outcome)
+}
+
+/// Drops one name of `inode`; with its last name the inode and its chunks go too.
+fn release_link(
+    txn: &mut Txn<'_>,
+    inode: InodeId,
+    time: Timestamp,
+    outcome: &mut Outcome,
+) -> Result<(), ExecError> {
+    let mut rec = inode_of(txn, inode)?;
+    if rec.kind == FileKind::Dir || rec.nlink <= 1 {
+        delete_inode(txn, inode, &rec, outcome)
+    } else {
+        rec.nlink -= 1;
+        rec.ctime = time;
+        txn.put(keys::inode(inode), &rec)?;
+        Ok(())
+    }
+}
+
+fn delete_inode(
+    txn: &mut Txn<'_>,
+    inode: InodeId,
+    rec: &InodeRecord,
+    outcome: &mut Outcome,
+) -> Result<(), ExecError> {
+    txn.delete(keys::inode(inode));
+    if rec.kind == FileKind::Symlink {
+        txn.delete(keys::link_target(inode));
+    }
+    if rec.kind == FileKind::File {
+        drop_chunks_from(txn, inode, 0, outcome)?;
+    }
+    let count = txn.counter(keys::INODE_COUNT)?;
+    txn.set_counter(keys::INODE_COUNT, count.saturating_sub(1))?;
+    Ok(())
+}
+
+/// Removes chunk slots `first..` of a file, freeing chunks no other slot refers to.
+fn drop_chunks_from(
+    txn: &mut Txn<'_>,
+    inode: InodeId,
+    first: u32,
+    outcome: &mut Outcome,
+) -> Result<(), ExecError> {
+    for (key, value) in txn.scan_all(&keys::file_chunk_prefix(inode))? {
+        let Some(index) = keys::file_chunk_index(&key) else {
+            continue;
+        };
+        if index < first {
+            continue;
+        }
+        let chunk: ChunkId = crate::txn::decode_value(&key, &value)?;
+        txn.delete(key);
+        let ckey = keys::chunk(chunk);
+        if let Some(mut crec) = txn.get::<ChunkRecord>(&ckey)? {
+            if crec.refs <= 1 {
+                txn.delete(ckey);
+                outcome.freed_chunks.push((chunk, crec.version));
+            } else {
+                crec.refs -= 1;
+                txn.put(ckey, &crec)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `ancestor` is `inode` or one of its ancestors.
+fn is_ancestor(txn: &Txn<'_>, ancestor: InodeId, inode: InodeId) -> Result<bool, ExecError> {
+    let mut cur = inode;
+    for _ in 0..100_000 {
+        if cur == ancestor {
+            return Ok(true);
+        }
+        if cur == InodeId::ROOT {
+            return Ok(false);
+        }
+        cur = inode_of(txn, cur)?.parent;
+    }
+    Ok(false)
+}
+
+fn rename(
+    txn: &mut Txn<'_>,
+    parent: InodeId,
+    name: &[u8],
+    new_parent: InodeId,
+    new_name: &[u8],
+    flags: u32,
+    time: Timestamp,
+) -> Result<Outcome, ExecError> {
+    if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
+        || flags == RENAME_NOREPLACE | RENAME_EXCHANGE
+    {
+        return Err(Status::Invalid.into());
+    }
+    if name == b"." || name == b".." {
+        return Err(Status::Invalid.into());
+    }
+    check_name(new_name)?;
+    dir_of(txn, parent)?;
+    dir_of(txn, new_parent)?;
+    let src = entry_of(txn, parent, name)?;
+    let dst = txn.get::<DirentRecord>(&keys::dirent(new_parent, new_name))?;
+    if parent == new_parent && name == new_name {
+        return if flags & RENAME_EXCHANGE != 0 || dst.is_some() && flags & RENAME_NOREPLACE == 0 {
+            Ok(Outcome::default())
+        } else {
+            Err(Status::Exists.into())
+        };
+    }
+    if src.kind == FileKind::Dir && is_ancestor(txn, src.inode, new_parent)? {
+        return Err(Status::Loop.into());
+    }
+    if flags & RENAME_EXCHANGE != 0 {
+        let dst = dst.ok_or(Status::NotFound)?;
+        if dst.kind == FileKind::Dir && is_ancestor(txn, dst.inode, parent)? {
+            return Err(Status::Loop.into());
+        }
+        return exchange(txn, (parent, name, src), (new_parent, new_name, dst), time);
+    }
+    let mut outcome = Outcome::default();
+    if let Some(dst) = dst {
+        if flags & RENAME_NOREPLACE != 0 {
+            return Err(Status::Exists.into());
+        }
+        if dst.inode == src.inode {
+            return Ok(outcome);
+        }
+        match (src.kind == FileKind::Dir, dst.kind == FileKind::Dir) {
+            (true, false) => return Err(Status::NotDir.into()),
+            (false, true) => return Err(Status::IsDir.into()),
+            (true, true) if txn.any_with_prefix(&keys::dirent_prefix(dst.inode))? => {
+                return Err(Status::NotEmpty.into());
+            }
+            _ => {}
+        }
+        drop_entry(txn, new_parent, new_name, &dst);
+        if dst.kind == FileKind::Dir {
+            let mut np = inode_of(txn, new_parent)?;
+            np.nlink = np.nlink.saturating_sub(1);
+            txn.put(keys::inode(new_parent), &np)?;
+        }
+        release_link(txn, dst.inode, time, &mut outcome)?;
+    }
+    drop_entry(txn, parent, name, &src);
+    let mut old_dir = inode_of(txn, parent)?;
+    old_dir.mtime = time;
+    old_dir.ctime = time;
+    if src.kind == FileKind::Dir && parent != new_parent {
+        old_dir.nlink = old_dir.nlink.saturating_sub(1);
+    }
+    txn.put(keys::inode(parent), &old_dir)?;
+    let mut new_dir = inode_of(txn, new_parent)?;
+    add_entry(txn, new_parent, &mut new_dir, new_name, src.inode, src.kind)?;
+    new_dir.mtime = time;
+    new_dir.ctime = time;
+    if src.kind == FileKind::Dir && parent != new_parent {
+        new_dir.nlink += 1;
+    }
+    txn.put(keys::inode(new_parent), &new_dir)?;
+    let mut moved = inode_of(txn, src.inode)?;
+    moved.ctime = time;
+    moved.parent = new_parent;
+    txn.put(keys::inode(src.inode), &moved)?;
+    outcome.attr = Some(moved.attr(src.inode));
+    Ok(outcome)
+}
+
+fn exchange(
+    txn: &mut Txn<'_>,
+    a: (InodeId, &[u8], DirentRecord),
+    b: (InodeId, &[u8], DirentRecord),
+    time: Timestamp,
+) -> Result<Outcome, ExecError> {
+    let (a_parent, a_name, a_entry) = a;
+    let (b_parent, b_name, b_entry) = b;
+    // Each name keeps its position in its directory and now names the other inode.
+    let put_entry = |txn: &mut Txn<'_>,
+                     parent: InodeId,
+                     name: &[u8],
+                     cookie: u64,
+                     other: &DirentRecord|
+     -> Result<(), ExecError> {
+        txn.put(
+            keys::dirent(parent, name),
+            &DirentRecord {
+                inode: other.inode,
+                kind: other.kind,
+                cookie,
+            },
+        )?;
+        txn.put(
+            keys::order(parent, cookie),
+            &OrderRecord {
+                name: name.to_vec(),
+                inode: other.inode,
+                kind: other.kind,
+            },
+        )?;
+        Ok(())
+    };
+    put_entry(txn, a_parent, a_name, a_entry.cookie, &b_entry)?;
+    put_entry(txn, b_parent, b_name, b_entry.cookie, &a_entry)?;
+    if a_parent != b_parent {
+        let a_dir = a_entry.kind == FileKind::Dir;
+        let b_dir = b_entry.kind == FileKind::Dir;
+        for (dir, gains, loses) in [(a_parent, b_dir, a_dir), (b_parent, a_dir, b_dir)] {
+            let mut rec = inode_of(txn, dir)?;
+            rec.nlink = (rec.nlink + gains as u32).saturating_sub(loses as u32);
+            txn.put(keys::inode(dir), &rec)?;
+        }
+    }
+    for dir in [a_parent, b_parent] {
+        let mut rec = inode_of(txn, dir)?;
+        rec.mtime = time;
+        rec.ctime = time;
+        txn.put(keys::inode(dir), &rec)?;
+    }
+    for (inode, new_parent) in [(a_entry.inode, b_parent), (b_entry.inode, a_parent)] {
+        let mut rec = inode_of(txn, inode)?;
+        rec.ctime = time;
+        rec.parent = new_parent;
+        txn.put(keys::inode(inode), &rec)?;
+    }
+    Ok(Outcome::default())
+}
+
+fn set_attr(
+    txn: &mut Txn<'_>,
+    inode: InodeId,
+    changes: &SetAttr,
+    time: Timestamp,
+) -> Result<Outcome, ExecError> {
+    let mut rec = inode_of(txn, inode)?;
+    let mut outcome = Outcome::default();
+    if let Some(mode) = changes.mode {
+        rec.mode = mode & 0o7777;
+    }
+    if let Some(uid) = changes.uid {
+        rec.uid = uid;
+    }
+    if let Some(gid) = changes.gid {
+        rec.gid = gid;
+    }
+    if let Some(size) = changes.size {
+        match rec.kind {
+            FileKind::File => {}
+            FileKind::Dir => return Err(Status::IsDir.into()),
+            _ => return Err(Status::Invalid.into()),
+        }
+        // Nothing may lie past the new end, whichever way the length moved.
+        let keep = u32::try_from(size.div_ceil(CHUNK_SIZE)).map_err(|_| Status::TooBig)?;
+        drop_chunks_from(txn, inode, keep, &mut outcome)?;
+        rec.size = size;
+        rec.mtime = time;
+    }
+    let resolve = |t: TimeSet| match t {
+        TimeSet::Now => time,
+        TimeSet::At(t) => t,
+    };
+    if let Some(t) = changes.atime {
+        rec.atime = resolve(t);
+    }
+    if let Some(t) = changes.mtime {
+        rec.mtime = resolve(t);
+    }
+    rec.ctime = time;
+    txn.put(keys::inode(inode), &rec)?;
+    outcome.attr = Some(rec.attr(inode));
+    Ok(outcome)
+}

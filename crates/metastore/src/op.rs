@@ -1,0 +1,157 @@
+//! Changelog records: one per metadata change, carrying every value the master chose (times,
+//! versions, ids), so that replaying a record on the same state always gives the same result.
+//!
+//! New variants go at the end; existing ones never change shape (old changelogs must replay).
+
+use elkfs_proto::types::{FileKind, SetAttr, Timestamp};
+use elkfs_proto::{ChunkId, ChunkVersion, InodeId};
+use serde::{Deserialize, Serialize};
+
+/// One metadata change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaOp {
+    /// Creates the root directory of a new filesystem.
+    Format {
+        /// Creation time.
+        time: Timestamp,
+        /// The root's goal.
+        goal: u8,
+        /// The root's trash time.
+        trash_time: u32,
+    },
+    /// Creates a non-directory inode.
+    Mknod {
+        /// Directory.
+        parent: InodeId,
+        /// Name.
+        name: Vec<u8>,
+        /// Kind (not a directory or symlink).
+        kind: FileKind,
+        /// Permission bits.
+        mode: u32,
+        /// Owner.
+        uid: u32,
+        /// Group (before setgid-directory inheritance).
+        gid: u32,
+        /// Device number.
+        rdev: u32,
+        /// When.
+        time: Timestamp,
+    },
+    /// Creates a directory.
+    Mkdir {
+        /// Parent directory.
+        parent: InodeId,
+        /// Name.
+        name: Vec<u8>,
+        /// Permission bits.
+        mode: u32,
+        /// Owner.
+        uid: u32,
+        /// Group (before setgid-directory inheritance).
+        gid: u32,
+        /// When.
+        time: Timestamp,
+    },
+    /// Creates a symbolic link.
+    Symlink {
+        /// Directory.
+        parent: InodeId,
+        /// Name.
+        name: Vec<u8>,
+        /// Target.
+        target: Vec<u8>,
+        /// Owner.
+        uid: u32,
+        /// Group.
+        gid: u32,
+        /// When.
+        time: Timestamp,
+    },
+    /// Adds a name for an existing inode.
+    Link {
+        /// The inode.
+        inode: InodeId,
+        /// Directory of the new name.
+        parent: InodeId,
+        /// The new name.
+        name: Vec<u8>,
+        /// When.
+        time: Timestamp,
+    },
+    /// Removes a non-directory name (and the inode with its last name).
+    Unlink {
+        /// Directory.
+        parent: InodeId,
+        /// Name.
+        name: Vec<u8>,
+        /// When.
+        time: Timestamp,
+    },
+    /// Removes an empty directory.
+    Rmdir {
+        /// Parent directory.
+        parent: InodeId,
+        /// Name.
+        name: Vec<u8>,
+        /// When.
+        time: Timestamp,
+    },
+    /// Renames, replacing or exchanging as `flags` say.
+    Rename {
+        /// Source directory.
+        parent: InodeId,
+        /// Source name.
+        name: Vec<u8>,
+        /// Target directory.
+        new_parent: InodeId,
+        /// Target name.
+        new_name: Vec<u8>,
+        /// `RENAME_NOREPLACE` / `RENAME_EXCHANGE`.
+        flags: u32,
+        /// When.
+        time: Timestamp,
+    },
+    /// Changes attributes; a size change drops the chunks wholly past the new end.
+    SetAttr {
+        /// The inode.
+        inode: InodeId,
+        /// What to change (`TimeSet::Now` means `time`).
+        changes: SetAttr,
+        /// When.
+        time: Timestamp,
+    },
+    /// Records the length a writer reached (the larger of it and the current length wins).
+    ExtendLength {
+        /// The file.
+        inode: InodeId,
+        /// Its length after the writes.
+        length: u64,
+        /// When the writes ended (the new mtime).
+        time: Timestamp,
+    },
+    /// Adds a new chunk to a file.
+    CreateChunk {
+        /// The file.
+        inode: InodeId,
+        /// The chunk's index in it.
+        index: u32,
+        /// The chunk id (from the reserved range).
+        chunk: ChunkId,
+        /// Its first version.
+        version: ChunkVersion,
+    },
+    /// Moves a chunk to a new version (a write or truncate started, or a newer copy was found).
+    SetChunkVersion {
+        /// The chunk.
+        chunk: ChunkId,
+        /// Its version from now on.
+        version: ChunkVersion,
+    },
+    /// Reserves chunk ids below `up_to` for allocation, so ids are never handed out twice even
+    /// if the master dies before the chunk's creation is logged.
+    ReserveChunkIds {
+        /// The new bound.
+        up_to: u64,
+    },
+}

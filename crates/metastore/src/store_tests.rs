@@ -1,0 +1,286 @@
+//! Namespace operations through the whole store: semantics, errors, and replay after reopen.
+
+use elkfs_proto::types::{FileKind, SetAttr, Timestamp};
+use elkfs_proto::{ChunkId, ChunkVersion, InodeId, Status};
+
+use crate::namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE};
+use crate::{ExecError, MetaOp, MetaStore, StoreConfig};
+
+const ROOT: InodeId = InodeId::ROOT;
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp { secs, nanos: 0 }
+}
+
+fn open(dir: &std::path::Path) -> MetaStore {
+    let (store, _) = MetaStore::open(
+        dir,
+        &StoreConfig {
+            cache_bytes: 8 << 20,
+        },
+    )
+    .unwrap();
+    if !store.is_formatted().unwrap() {
+        store
+            .commit(&MetaOp::Format {
+                time: t(1),
+                goal: 2,
+                trash_time: 86400,
+            })
+            .unwrap();
+    }
+    store
+}
+
+fn mknod(store: &MetaStore, parent: InodeId, name: &str) -> Result<InodeId, Status> {
+    refused(store.commit(&MetaOp::Mknod {
+        parent,
+        name: name.as_bytes().to_vec(),
+        kind: FileKind::File,
+        mode: 0o644,
+        uid: 1,
+        gid: 1,
+        rdev: 0,
+        time: t(2),
+    }))
+    .map(|(_, o)| o.attr.unwrap().inode)
+}
+
+fn mkdir(store: &MetaStore, parent: InodeId, name: &str) -> Result<InodeId, Status> {
+    refused(store.commit(&MetaOp::Mkdir {
+        parent,
+        name: name.as_bytes().to_vec(),
+        mode: 0o755,
+        uid: 1,
+        gid: 1,
+        time: t(2),
+    }))
+    .map(|(_, o)| o.attr.unwrap().inode)
+}
+
+fn rename(
+    store: &MetaStore,
+    p: InodeId,
+    n: &str,
+    np: InodeId,
+    nn: &str,
+    flags: u32,
+) -> Result<(), Status> {
+    refused(store.commit(&MetaOp::Rename {
+        parent: p,
+        name: n.as_bytes().to_vec(),
+        new_parent: np,
+        new_name: nn.as_bytes().to_vec(),
+        flags,
+        time: t(3),
+    }))
+    .map(|_| ())
+}
+
+fn refused<T>(r: Result<T, ExecError>) -> Result<T, Status> {
+    r.map_err(|e| match e {
+        ExecError::Refused(s) => s,
+        ExecError::Store(e) => panic!("store error: {e}"),
+    })
+}
+
+fn names(store: &MetaStore, dir: InodeId) -> Vec<String> {
+    store
+        .read_dir(dir, 0, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|e| String::from_utf8(e.name).unwrap())
+        .collect()
+}
+
+#[test]
+fn created_entries_are_found_listed_and_inherit_goal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let d = mkdir(&store, ROOT, "d").unwrap();
+    let f = mknod(&store, d, "f").unwrap();
+    assert_eq!(store.lookup(d, b"f").unwrap().inode, f);
+    assert_eq!(store.attr(f).unwrap().goal, 2);
+    assert_eq!(store.attr(ROOT).unwrap().nlink, 3);
+    assert_eq!(mknod(&store, d, "f"), Err(Status::Exists));
+    assert_eq!(mknod(&store, f, "x"), Err(Status::NotDir));
+    assert_eq!(mknod(&store, InodeId(999), "x"), Err(Status::NotFound));
+    assert_eq!(mknod(&store, d, "a/b"), Err(Status::Invalid));
+    assert_eq!(mknod(&store, d, &"x".repeat(256)), Err(Status::NameTooLong));
+    assert_eq!(names(&store, d), vec!["f"]);
+    assert_eq!(store.inode_count().unwrap(), 3);
+}
+
+#[test]
+fn unlink_and_rmdir_give_posix_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let d = mkdir(&store, ROOT, "d").unwrap();
+    mknod(&store, d, "f").unwrap();
+    let rmdir = |p, n: &str| {
+        refused(store.commit(&MetaOp::Rmdir {
+            parent: p,
+            name: n.as_bytes().to_vec(),
+            time: t(4),
+        }))
+        .map(|_| ())
+    };
+    let unlink = |p, n: &str| {
+        refused(store.commit(&MetaOp::Unlink {
+            parent: p,
+            name: n.as_bytes().to_vec(),
+            time: t(4),
+        }))
+        .map(|_| ())
+    };
+    assert_eq!(rmdir(ROOT, "d"), Err(Status::NotEmpty));
+    assert_eq!(unlink(ROOT, "d"), Err(Status::IsDir));
+    assert_eq!(rmdir(d, "f"), Err(Status::NotDir));
+    assert_eq!(unlink(d, "nope"), Err(Status::NotFound));
+    unlink(d, "f").unwrap();
+    rmdir(ROOT, "d").unwrap();
+    assert!(names(&store, ROOT).is_empty());
+    assert_eq!(store.attr(ROOT).unwrap().nlink, 2);
+    assert_eq!(store.inode_count().unwrap(), 1);
+}
+
+#[test]
+fn rename_replaces_refuses_and_exchanges_like_linux() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = mkdir(&store, ROOT, "a").unwrap();
+    let b = mkdir(&store, ROOT, "b").unwrap();
+    let f = mknod(&store, a, "f").unwrap();
+    let g = mknod(&store, b, "g").unwrap();
+    assert_eq!(rename(&store, ROOT, "a", a, "x", 0), Err(Status::Loop));
+    assert_eq!(rename(&store, a, "f", ROOT, "b", 0), Err(Status::IsDir));
+    assert_eq!(rename(&store, ROOT, "a", b, "g", 0), Err(Status::NotDir));
+    assert_eq!(
+        rename(&store, a, "f", b, "g", RENAME_NOREPLACE),
+        Err(Status::Exists)
+    );
+    rename(&store, a, "f", b, "g", 0).unwrap();
+    assert_eq!(store.lookup(b, b"g").unwrap().inode, f);
+    assert!(matches!(
+        store.attr(g),
+        Err(ExecError::Refused(Status::NotFound))
+    ));
+    mknod(&store, a, "h").unwrap();
+    rename(&store, a, "h", b, "g", RENAME_EXCHANGE).unwrap();
+    assert_eq!(store.lookup(a, b"h").unwrap().inode, f);
+    rename(&store, ROOT, "a", b, "a2", 0).unwrap();
+    assert_eq!(store.attr(ROOT).unwrap().nlink, 3);
+    assert_eq!(store.attr(b).unwrap().nlink, 3);
+    assert_eq!(names(&store, ROOT), vec!["b"]);
+    assert_eq!(rename(&store, ROOT, "b", ROOT, "b", 0), Ok(()));
+}
+
+#[test]
+fn hard_links_keep_the_inode_until_the_last_name_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let f = mknod(&store, ROOT, "f").unwrap();
+    store
+        .commit(&MetaOp::Link {
+            inode: f,
+            parent: ROOT,
+            name: b"g".to_vec(),
+            time: t(5),
+        })
+        .unwrap();
+    assert_eq!(store.attr(f).unwrap().nlink, 2);
+    store
+        .commit(&MetaOp::Unlink {
+            parent: ROOT,
+            name: b"f".to_vec(),
+            time: t(6),
+        })
+        .unwrap();
+    assert_eq!(store.attr(f).unwrap().nlink, 1);
+    assert_eq!(store.lookup(ROOT, b"g").unwrap().inode, f);
+}
+
+#[test]
+fn truncate_and_unlink_free_the_chunks_past_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let f = mknod(&store, ROOT, "f").unwrap();
+    for i in 0..3u32 {
+        store
+            .commit(&MetaOp::CreateChunk {
+                inode: f,
+                index: i,
+                chunk: ChunkId(100 + i as u64),
+                version: ChunkVersion(1),
+            })
+            .unwrap();
+    }
+    let (_, outcome) = store
+        .commit(&MetaOp::SetAttr {
+            inode: f,
+            changes: SetAttr {
+                size: Some(1),
+                ..Default::default()
+            },
+            time: t(7),
+        })
+        .unwrap();
+    let mut freed: Vec<u64> = outcome.freed_chunks.iter().map(|c| c.0.0).collect();
+    freed.sort();
+    assert_eq!(freed, vec![101, 102]);
+    assert_eq!(store.file_chunks(f).unwrap().len(), 1);
+    let (_, outcome) = store
+        .commit(&MetaOp::Unlink {
+            parent: ROOT,
+            name: b"f".to_vec(),
+            time: t(8),
+        })
+        .unwrap();
+    assert_eq!(outcome.freed_chunks, vec![(ChunkId(100), ChunkVersion(1))]);
+    assert!(store.chunk(ChunkId(100)).unwrap().is_none());
+    assert!(store.chunk_ids_reserved().unwrap() >= 103);
+}
+
+#[test]
+fn everything_committed_is_back_after_reopen_even_if_sled_lost_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for i in 0..50 {
+        mknod(&store, ROOT, &format!("f{i}")).unwrap();
+    }
+    let version = store.version();
+    drop(store);
+    // Simulate sled having lost everything after the format by replaying into a fresh database.
+    std::fs::remove_dir_all(dir.path().join("metadata.sled")).unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.version(), version);
+    assert_eq!(names(&store, ROOT).len(), 50);
+    assert_eq!(store.inode_count().unwrap(), 51);
+    let next = mknod(&store, ROOT, "after").unwrap();
+    assert_eq!(next, InodeId(52));
+}
+
+#[test]
+fn listings_resume_after_a_cookie_while_entries_come_and_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for i in 0..10 {
+        mknod(&store, ROOT, &format!("f{i}")).unwrap();
+    }
+    let first = store.read_dir(ROOT, 0, 4).unwrap();
+    assert_eq!(first.len(), 4);
+    store
+        .commit(&MetaOp::Unlink {
+            parent: ROOT,
+            name: b"f1".to_vec(),
+            time: t(9),
+        })
+        .unwrap();
+    mknod(&store, ROOT, "late").unwrap();
+    let rest = store.read_dir(ROOT, first[3].cookie, 100).unwrap();
+    let rest: Vec<_> = rest
+        .into_iter()
+        .map(|e| String::from_utf8(e.name).unwrap())
+        .collect();
+    assert_eq!(rest, vec!["f4", "f5", "f6", "f7", "f8", "f9", "late"]);
+}

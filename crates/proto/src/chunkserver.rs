@@ -1,0 +1,121 @@
+//! Messages between a chunkserver and the master: registration, reports and chunk commands.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ChunkId, ChunkVersion, ServerId};
+use crate::status::Status;
+
+/// A chunk as a chunkserver reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkReport {
+    /// The chunk.
+    pub chunk: ChunkId,
+    /// The version of the copy on this server.
+    pub version: ChunkVersion,
+}
+
+/// Disk space on a chunkserver.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Space {
+    /// Bytes on all its data directories.
+    pub total: u64,
+    /// Bytes still free.
+    pub available: u64,
+}
+
+/// A request from a chunkserver to the master.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CsRequest {
+    /// Announces the server; the first request after the hello. Its chunks follow in
+    /// [`CsRequest::Chunks`] batches, ended by [`CsRequest::RegisterDone`].
+    Register {
+        /// The address clients and peers reach its data port at.
+        data_addr: SocketAddr,
+        /// Its disk space.
+        space: Space,
+        /// How many chunks it will report.
+        chunk_count: u64,
+    },
+    /// A batch of the chunks it holds.
+    Chunks(Vec<ChunkReport>),
+    /// All chunks have been reported.
+    RegisterDone,
+    /// Periodic space update (also shows the server is alive).
+    Heartbeat {
+        /// Current disk space.
+        space: Space,
+    },
+    /// A copy failed its hash check or could not be read; the master should replace it.
+    ChunkDamaged {
+        /// The damaged copy.
+        chunk: ChunkReport,
+    },
+}
+
+/// The master's answer to a [`CsRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CsReply {
+    /// Registration accepted under this id.
+    Registered {
+        /// The server's id for this master run.
+        server: ServerId,
+    },
+    /// Acknowledged.
+    Done,
+}
+
+/// A command from the master to a chunkserver.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CsCommand {
+    /// Creates an empty chunk.
+    Create {
+        /// The new chunk.
+        chunk: ChunkId,
+        /// Its first version.
+        version: ChunkVersion,
+    },
+    /// Moves a copy to a new version before a write.
+    SetVersion {
+        /// The chunk.
+        chunk: ChunkId,
+        /// The version the copy must have now.
+        from: ChunkVersion,
+        /// Its new version.
+        to: ChunkVersion,
+    },
+    /// Cuts or extends a copy and moves it to a new version.
+    Truncate {
+        /// The chunk.
+        chunk: ChunkId,
+        /// The version the copy must have now.
+        from: ChunkVersion,
+        /// Its new version.
+        to: ChunkVersion,
+        /// The new data length.
+        length: u32,
+    },
+    /// Deletes a copy.
+    Delete {
+        /// The chunk.
+        chunk: ChunkId,
+        /// The version that may be deleted (a newer copy is kept).
+        version: ChunkVersion,
+    },
+    /// Copies a chunk from another server (replication, balancing).
+    Replicate {
+        /// The chunk.
+        chunk: ChunkId,
+        /// The version to copy.
+        version: ChunkVersion,
+        /// A server holding a valid copy.
+        source: SocketAddr,
+    },
+}
+
+/// The chunkserver's answer to a [`CsCommand`].
+pub type CsCommandResult = Result<(), Status>;
+
+/// The body of every master response to a chunkserver.
+pub type CsResponse = Result<CsReply, Status>;

@@ -1,0 +1,639 @@
+//! A multiplexed connection: many requests in flight in both directions, answered in any order.
+//!
+//! Every frame's header starts with a kind (request or response) and a request id, then the body.
+//! One task reads frames and hands requests to a [`Handler`] (in arrival order) and responses to
+//! the callers waiting for them; another writes frames, coalescing small ones into one syscall.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{self, CodecError};
+use crate::frame::{self, FrameError, FrameLimits};
+use crate::hello::{Hello, HelloReply, PROTOCOL_VERSION};
+
+const KIND_REQUEST: u8 = 0;
+const KIND_RESPONSE: u8 = 1;
+
+/// Frames queued for the writer before senders wait.
+const OUTGOING_QUEUE: usize = 64;
+
+/// Socket buffer sizes in user space (the kernel's come on top).
+const IO_BUFFER: usize = 256 * 1024;
+
+/// Limits for the hello exchange, before the connection kind is known.
+const HELLO_LIMITS: FrameLimits = FrameLimits {
+    max_header: 4096,
+    max_data: 0,
+};
+
+/// Why a connection or a call on it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// Connecting or talking to the peer failed.
+    #[error("{peer}: {source}")]
+    Io {
+        /// Who we talked to.
+        peer: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The peer refused the hello.
+    #[error("{peer} refused the connection: {reason}")]
+    Refused {
+        /// Who refused.
+        peer: String,
+        /// What it said.
+        reason: String,
+    },
+    /// The connection is closed (the reason is what closed it).
+    #[error("connection to {peer} closed: {reason}")]
+    Closed {
+        /// Who we talked to.
+        peer: String,
+        /// What closed it.
+        reason: String,
+    },
+    /// A frame broke the framing rules.
+    #[error("{peer}: {source}")]
+    Frame {
+        /// Who sent it.
+        peer: String,
+        /// What was wrong.
+        #[source]
+        source: FrameError,
+    },
+    /// A message could not be encoded or decoded.
+    #[error("{peer}: {source}")]
+    Codec {
+        /// Who we talked to.
+        peer: String,
+        /// What was wrong.
+        #[source]
+        source: CodecError,
+    },
+    /// The peer sent something this connection kind does not carry.
+    #[error("{peer}: {what}")]
+    Protocol {
+        /// Who sent it.
+        peer: String,
+        /// What was wrong.
+        what: String,
+    },
+}
+
+/// A message type that can cross a connection.
+pub trait Message: Serialize + DeserializeOwned + Debug + Send + Sync + 'static {}
+impl<T: Serialize + DeserializeOwned + Debug + Send + Sync + 'static> Message for T {}
+
+/// A message type with no values, for a direction that carries no requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum NoMessage {}
+
+/// Receives the requests a peer sends, one at a time in arrival order.
+///
+/// `handle` should return quickly (spawn long work and answer through the [`Responder`] later), or
+/// the connection stops reading while it runs; that is also how a handler applies backpressure.
+pub trait Handler<Req, Reply>: Send + 'static {
+    /// Handles one request; answer it through `responder`, now or later.
+    fn handle(
+        &mut self,
+        request: Req,
+        data: Bytes,
+        responder: Responder<Reply>,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// A handler for connections on which the peer sends no requests: any request closes them.
+pub struct NoRequests;
+
+impl Handler<NoMessage, NoMessage> for NoRequests {
+    async fn handle(&mut self, request: NoMessage, _data: Bytes, _responder: Responder<NoMessage>) {
+        match request {}
+    }
+}
+
+struct OutFrame {
+    header: Vec<u8>,
+    data: Bytes,
+}
+
+/// Answers one request; dropping it without answering leaves the caller waiting until the
+/// connection closes, so always answer.
+pub struct Responder<Reply> {
+    id: u64,
+    out: mpsc::Sender<OutFrame>,
+    _reply: PhantomData<fn(Reply)>,
+}
+
+impl<Reply: Serialize> Responder<Reply> {
+    /// Sends the answer with optional raw data; a closed connection drops it silently.
+    pub async fn send(self, reply: &Reply, data: Bytes) {
+        match codec::encode(&(KIND_RESPONSE, self.id, reply)) {
+            Ok(header) => {
+                let _ = self.out.send(OutFrame { header, data }).await;
+            }
+            Err(e) => tracing::error!(error = %e, "cannot encode a reply"),
+        }
+    }
+}
+
+type Pending<Resp> = Mutex<Option<HashMap<u64, oneshot::Sender<Result<(Resp, Bytes), ConnError>>>>>;
+
+struct Shared<Resp> {
+    peer: SocketAddr,
+    label: &'static str,
+    pending: Pending<Resp>,
+    next_id: AtomicU64,
+    closed: CancellationToken,
+    close_reason: Mutex<Option<String>>,
+}
+
+impl<Resp> Shared<Resp> {
+    fn closed_error(&self) -> ConnError {
+        let reason = self
+            .close_reason
+            .lock()
+            .map(|r| r.clone())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "closed".to_string());
+        ConnError::Closed {
+            peer: self.peer_name(),
+            reason,
+        }
+    }
+
+    fn peer_name(&self) -> String {
+        format!("{} {}", self.label, self.peer)
+    }
+
+    fn close(&self, reason: String) {
+        if let Ok(mut r) = self.close_reason.lock() {
+            r.get_or_insert(reason);
+        }
+        self.closed.cancel();
+        let waiting = self.pending.lock().ok().and_then(|mut p| p.take());
+        for (_, tx) in waiting.into_iter().flatten() {
+            let _ = tx.send(Err(self.closed_error()));
+        }
+    }
+}
+
+/// The answer to a request queued with [`Connection::send`].
+pub struct PendingReply<Resp> {
+    rx: oneshot::Receiver<Result<(Resp, Bytes), ConnError>>,
+    shared: Arc<Shared<Resp>>,
+}
+
+impl<Resp> PendingReply<Resp> {
+    /// Waits for the answer (or for the connection to close).
+    pub async fn wait(self) -> Result<(Resp, Bytes), ConnError> {
+        match self.rx.await {
+            Ok(result) => result,
+            Err(_) => Err(self.shared.closed_error()),
+        }
+    }
+}
+
+/// Cancels the connection when the last client-side handle goes away.
+struct CloseOnDrop(CancellationToken);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// A handle for sending requests on a connection; cheap to clone.
+pub struct Connection<Req, Resp> {
+    shared: Arc<Shared<Resp>>,
+    out: mpsc::Sender<OutFrame>,
+    _owner: Option<Arc<CloseOnDrop>>,
+    _request: PhantomData<fn(Req)>,
+}
+
+impl<Req, Resp> Clone for Connection<Req, Resp> {
+    fn clone(&self) -> Self {
+        Connection {
+            shared: self.shared.clone(),
+            out: self.out.clone(),
+            _owner: self._owner.clone(),
+            _request: PhantomData,
+        }
+    }
+}
+
+impl<Req: Message, Resp: Message> Connection<Req, Resp> {
+    /// Sends a request (with optional raw data) and waits for its answer.
+    pub async fn call(&self, request: &Req, data: Bytes) -> Result<(Resp, Bytes), ConnError> {
+        self.send(request, data).await?.wait().await
+    }
+
+    /// Queues a request for sending and returns once it is queued, so requests sent one after
+    /// another leave in that order; the answer is awaited separately.
+    pub async fn send(&self, request: &Req, data: Bytes) -> Result<PendingReply<Resp>, ConnError> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let header =
+            codec::encode(&(KIND_REQUEST, id, request)).map_err(|source| ConnError::Codec {
+                peer: self.shared.peer_name(),
+                source,
+            })?;
+        let (tx, rx) = oneshot::channel();
+        match self.shared.pending.lock() {
+            Ok(mut pending) => match pending.as_mut() {
+                Some(map) => {
+                    map.insert(id, tx);
+                }
+                None => return Err(self.shared.closed_error()),
+            },
+            Err(_) => return Err(self.shared.closed_error()),
+        }
+        if self.out.send(OutFrame { header, data }).await.is_err() {
+            if let Ok(mut pending) = self.shared.pending.lock()
+                && let Some(map) = pending.as_mut()
+            {
+                map.remove(&id);
+            }
+            return Err(self.shared.closed_error());
+        }
+        Ok(PendingReply {
+            rx,
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Sends a request and returns just the message of the answer.
+    pub async fn ask(&self, request: &Req) -> Result<Resp, ConnError> {
+        Ok(self.call(request, Bytes::new()).await?.0)
+    }
+}
+
+impl<Req, Resp> Connection<Req, Resp> {
+    /// The address of the other end.
+    pub fn peer(&self) -> SocketAddr {
+        self.shared.peer
+    }
+
+    /// Whether the connection has closed (calls on it fail at once).
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.is_cancelled()
+    }
+
+    /// Waits until the connection closes, and says why.
+    pub async fn closed(&self) -> String {
+        self.shared.closed.cancelled().await;
+        self.shared
+            .close_reason
+            .lock()
+            .ok()
+            .and_then(|r| r.clone())
+            .unwrap_or_else(|| "closed".to_string())
+    }
+
+    /// Closes the connection; calls in flight fail.
+    pub fn close(&self, reason: &str) {
+        self.shared.close(reason.to_string());
+    }
+}
+
+/// Connects to `addr`, says hello as `role`, and starts the connection's tasks. Requests the peer
+/// sends go to `handler`. The connection closes when every handle to it is dropped.
+pub async fn connect<Req, Resp, PeerReq, PeerReply, H>(
+    addr: SocketAddr,
+    hello: &Hello,
+    limits: FrameLimits,
+    label: &'static str,
+    handler: H,
+) -> Result<Connection<Req, Resp>, ConnError>
+where
+    Req: Message,
+    Resp: Message,
+    PeerReq: Message,
+    PeerReply: Message,
+    H: Handler<PeerReq, PeerReply>,
+{
+    let peer = format!("{label} {addr}");
+    let io_err = |source| ConnError::Io {
+        peer: peer.clone(),
+        source,
+    };
+    let stream = TcpStream::connect(addr).await.map_err(io_err)?;
+    stream.set_nodelay(true).map_err(io_err)?;
+    let (read, write) = stream.into_split();
+    let mut reader = BufReader::with_capacity(IO_BUFFER, read);
+    let mut writer = BufWriter::with_capacity(IO_BUFFER, write);
+    let header = codec::encode(hello).map_err(|source| ConnError::Codec {
+        peer: peer.clone(),
+        source,
+    })?;
+    frame::write_frame(&mut writer, &header, &[])
+        .await
+        .map_err(io_err)?;
+    writer.flush().await.map_err(io_err)?;
+    let reply: HelloReply = match frame::read_frame(&mut reader, HELLO_LIMITS).await {
+        Ok(Some(f)) => codec::decode(&f.header).map_err(|source| ConnError::Codec {
+            peer: peer.clone(),
+            source,
+        })?,
+        Ok(None) => {
+            return Err(ConnError::Closed {
+                peer,
+                reason: "closed during hello".into(),
+            });
+        }
+        Err(source) => return Err(ConnError::Frame { peer, source }),
+    };
+    if let HelloReply::Refused { reason } = reply {
+        return Err(ConnError::Refused { peer, reason });
+    }
+    let (conn, run) =
+        start::<Req, Resp, PeerReq, PeerReply, H>(reader, writer, addr, limits, label, handler);
+    let token = conn.shared.closed.clone();
+    tokio::spawn(async move {
+        if let Err(reason) = run.await {
+            tracing::debug!(%reason, "connection closed");
+        }
+    });
+    Ok(Connection {
+        _owner: Some(Arc::new(CloseOnDrop(token))),
+        ..conn
+    })
+}
+
+/// A connection accepted by a server, after a successful hello.
+pub struct Accepted {
+    /// What the peer said it is.
+    pub hello: Hello,
+    /// Where it connects from.
+    pub peer: SocketAddr,
+    /// The local address it connected to.
+    pub local: SocketAddr,
+    reader: BufReader<OwnedReadHalf>,
+    writer: BufWriter<OwnedWriteHalf>,
+}
+
+/// Reads the peer's hello and accepts it if its protocol version matches and `admit` agrees
+/// (it checks the role and the peer's address); otherwise tells the peer why not and returns the
+/// reason.
+pub async fn accept(
+    stream: TcpStream,
+    server: &str,
+    admit: impl FnOnce(&Hello, SocketAddr) -> Result<(), String>,
+) -> Result<Accepted, String> {
+    let peer = stream
+        .peer_addr()
+        .map_err(|e| format!("no peer address: {e}"))?;
+    let local = stream
+        .local_addr()
+        .map_err(|e| format!("no local address: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    let mut reader = BufReader::with_capacity(IO_BUFFER, read);
+    let mut writer = BufWriter::with_capacity(IO_BUFFER, write);
+    let hello: Hello = match frame::read_frame(&mut reader, HELLO_LIMITS).await {
+        Ok(Some(f)) => codec::decode(&f.header).map_err(|e| format!("bad hello: {e}"))?,
+        Ok(None) => return Err("closed before hello".to_string()),
+        Err(e) => return Err(format!("bad hello: {e}")),
+    };
+    let refusal = if hello.protocol_version != PROTOCOL_VERSION {
+        Some(format!(
+            "protocol version mismatch: {} speaks version {}, {server} speaks version {PROTOCOL_VERSION}",
+            hello.software, hello.protocol_version
+        ))
+    } else {
+        admit(&hello, peer).err()
+    };
+    let reply = match &refusal {
+        Some(reason) => HelloReply::Refused {
+            reason: reason.clone(),
+        },
+        None => HelloReply::Accepted {
+            protocol_version: PROTOCOL_VERSION,
+        },
+    };
+    let header = codec::encode(&reply).map_err(|e| e.to_string())?;
+    frame::write_frame(&mut writer, &header, &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    writer.flush().await.map_err(|e| e.to_string())?;
+    if let Some(reason) = refusal {
+        return Err(reason);
+    }
+    Ok(Accepted {
+        hello,
+        peer,
+        local,
+        reader,
+        writer,
+    })
+}
+
+impl Accepted {
+    /// Serves the connection until it closes: requests go to the handler that `make_handler`
+    /// builds (it gets a handle for sending requests the other way). Returns why it closed:
+    /// `Ok` for a clean close by the peer or by `stop`, `Err` with one sentence otherwise.
+    pub async fn serve<Req, Resp, PeerReq, PeerReply, H>(
+        self,
+        limits: FrameLimits,
+        label: &'static str,
+        stop: CancellationToken,
+        make_handler: impl FnOnce(Connection<Req, Resp>) -> H,
+    ) -> Result<(), String>
+    where
+        Req: Message,
+        Resp: Message,
+        PeerReq: Message,
+        PeerReply: Message,
+        H: Handler<PeerReq, PeerReply>,
+    {
+        let (conn, run) = start_with::<Req, Resp, PeerReq, PeerReply, H>(
+            self.reader,
+            self.writer,
+            self.peer,
+            limits,
+            label,
+            make_handler,
+        );
+        let token = conn.shared.closed.clone();
+        tokio::select! {
+            result = run => result,
+            _ = stop.cancelled() => {
+                token.cancel();
+                Ok(())
+            }
+        }
+    }
+}
+
+fn start<Req, Resp, PeerReq, PeerReply, H>(
+    reader: BufReader<OwnedReadHalf>,
+    writer: BufWriter<OwnedWriteHalf>,
+    peer: SocketAddr,
+    limits: FrameLimits,
+    label: &'static str,
+    handler: H,
+) -> (
+    Connection<Req, Resp>,
+    impl Future<Output = Result<(), String>> + Send,
+)
+where
+    Req: Message,
+    Resp: Message,
+    PeerReq: Message,
+    PeerReply: Message,
+    H: Handler<PeerReq, PeerReply>,
+{
+    start_with(reader, writer, peer, limits, label, |_| handler)
+}
+
+fn start_with<Req, Resp, PeerReq, PeerReply, H>(
+    reader: BufReader<OwnedReadHalf>,
+    writer: BufWriter<OwnedWriteHalf>,
+    peer: SocketAddr,
+    limits: FrameLimits,
+    label: &'static str,
+    make_handler: impl FnOnce(Connection<Req, Resp>) -> H,
+) -> (
+    Connection<Req, Resp>,
+    impl Future<Output = Result<(), String>> + Send,
+)
+where
+    Req: Message,
+    Resp: Message,
+    PeerReq: Message,
+    PeerReply: Message,
+    H: Handler<PeerReq, PeerReply>,
+{
+    let (out_tx, out_rx) = mpsc::channel(OUTGOING_QUEUE);
+    let shared = Arc::new(Shared {
+        peer,
+        label,
+        pending: Mutex::new(Some(HashMap::new())),
+        next_id: AtomicU64::new(1),
+        closed: CancellationToken::new(),
+        close_reason: Mutex::new(None),
+    });
+    let conn = Connection {
+        shared: shared.clone(),
+        out: out_tx.clone(),
+        _owner: None,
+        _request: PhantomData,
+    };
+    let handler = make_handler(conn.clone());
+    let run = async move {
+        let writing = write_loop(writer, out_rx, shared.closed.clone());
+        let reading = read_loop::<Resp, PeerReq, PeerReply, H>(
+            reader,
+            out_tx,
+            shared.clone(),
+            limits,
+            handler,
+        );
+        let result = tokio::select! {
+            r = reading => r,
+            r = writing => r,
+            _ = shared.closed.cancelled() => Ok(()),
+        };
+        let reason = match &result {
+            Ok(()) => "closed".to_string(),
+            Err(e) => e.clone(),
+        };
+        shared.close(reason);
+        result
+    };
+    (conn, run)
+}
+
+async fn write_loop(
+    mut writer: BufWriter<OwnedWriteHalf>,
+    mut frames: mpsc::Receiver<OutFrame>,
+    closed: CancellationToken,
+) -> Result<(), String> {
+    loop {
+        let first = tokio::select! {
+            f = frames.recv() => f,
+            _ = closed.cancelled() => None,
+        };
+        let Some(first) = first else {
+            let _ = writer.shutdown().await;
+            return Ok(());
+        };
+        let mut next = Some(first);
+        while let Some(f) = next {
+            frame::write_frame(&mut writer, &f.header, &f.data)
+                .await
+                .map_err(|e| format!("write failed: {e}"))?;
+            next = frames.try_recv().ok();
+        }
+        writer
+            .flush()
+            .await
+            .map_err(|e| format!("write failed: {e}"))?;
+    }
+}
+
+async fn read_loop<Resp, PeerReq, PeerReply, H>(
+    mut reader: BufReader<OwnedReadHalf>,
+    out: mpsc::Sender<OutFrame>,
+    shared: Arc<Shared<Resp>>,
+    limits: FrameLimits,
+    mut handler: H,
+) -> Result<(), String>
+where
+    Resp: Message,
+    PeerReq: Message,
+    PeerReply: Message,
+    H: Handler<PeerReq, PeerReply>,
+{
+    loop {
+        let frame = match frame::read_frame(&mut reader, limits).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        let ((kind, id), used): ((u8, u64), usize) =
+            codec::decode_prefix(&frame.header).map_err(|e| e.to_string())?;
+        let body = &frame.header[used..];
+        match kind {
+            KIND_REQUEST => {
+                let request: PeerReq = codec::decode(body).map_err(|e| e.to_string())?;
+                let responder = Responder {
+                    id,
+                    out: out.clone(),
+                    _reply: PhantomData,
+                };
+                handler.handle(request, frame.data, responder).await;
+            }
+            KIND_RESPONSE => {
+                let response: Resp = codec::decode(body).map_err(|e| e.to_string())?;
+                let waiter = shared
+                    .pending
+                    .lock()
+                    .ok()
+                    .and_then(|mut p| p.as_mut().and_then(|m| m.remove(&id)));
+                match waiter {
+                    Some(tx) => {
+                        let _ = tx.send(Ok((response, frame.data)));
+                    }
+                    None => return Err(format!("response to unknown request {id}")),
+                }
+            }
+            other => return Err(format!("unknown frame kind {other}")),
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Describing the cluster a test wants before starting it: how many chunkservers, data
+//! directories and mounts, and extra arguments or environment for the processes.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cluster::Cluster;
+use crate::error::StartError;
+
+/// How long a process may take to write its ready file, unless the builder says otherwise.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings for [`Cluster::builder`]; [`ClusterBuilder::start`] starts the processes.
+///
+/// Defaults: 3 chunkservers with 1 data directory each, 1 mount of the root with no options,
+/// no extra arguments, 30 s to become ready.
+#[derive(Clone, Debug)]
+pub struct ClusterBuilder {
+    pub(crate) chunkservers: usize,
+    pub(crate) data_dirs_per_server: usize,
+    pub(crate) mounts: usize,
+    pub(crate) mount_options: String,
+    pub(crate) master_args: Vec<OsString>,
+    pub(crate) chunkserver_args: Vec<OsString>,
+    pub(crate) mount_args: Vec<OsString>,
+    pub(crate) env: Vec<(OsString, OsString)>,
+    pub(crate) allowed_errors: Vec<String>,
+    pub(crate) ready_timeout: Duration,
+    pub(crate) bin_dir: Option<PathBuf>,
+}
+
+impl Default for ClusterBuilder {
+    fn default() -> Self {
+        ClusterBuilder {
+            chunkservers: 3,
+            data_dirs_per_server: 1,
+            mounts: 1,
+            mount_options: String::new(),
+            master_args: Vec::new(),
+            chunkserver_args: Vec::new(),
+            mount_args: Vec::new(),
+            env: Vec::new(),
+            allowed_errors: Vec::new(),
+            ready_timeout: READY_TIMEOUT,
+            bin_dir: None,
+        }
+    }
+}
+
+impl ClusterBuilder {
+    /// Number of chunkservers started (and used again by [`Cluster::add_chunkserver`] for dirs).
+    pub fn chunkservers(mut self, n: usize) -> Self {
+        self.chunkservers = n;
+        self
+    }
+
+    /// Number of `--data` directories each chunkserver gets.
+    pub fn data_dirs_per_server(mut self, n: usize) -> Self {
+        self.data_dirs_per_server = n;
+        self
+    }
+
+    /// Number of mounts of the filesystem root started with the cluster.
+    pub fn mounts(mut self, n: usize) -> Self {
+        self.mounts = n;
+        self
+    }
+
+    /// `-o` options (comma separated) for the mounts started with the cluster.
+    pub fn mount_options(mut self, options: &str) -> Self {
+        self.mount_options = options.to_owned();
+        self
+    }
+
+    /// Extra arguments appended to the master's command line (every start).
+    pub fn master_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.master_args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Extra arguments appended to every chunkserver's command line, including added ones.
+    pub fn chunkserver_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.chunkserver_args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Extra arguments appended to every mount's command line, including added ones.
+    pub fn mount_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.mount_args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// An environment variable for every process (for example `ELKFS_LOG=debug`).
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// `ERROR` lines containing `pattern` do not fail the test (see [`Cluster::allow_log_errors`]);
+    /// set here for errors expected during startup.
+    pub fn allow_log_errors(mut self, pattern: &str) -> Self {
+        self.allowed_errors.push(pattern.to_owned());
+        self
+    }
+
+    /// How long each process may take to become ready (default [`READY_TIMEOUT`]).
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    /// Takes the binaries from `dir` instead of the target directory (release builds, or stand-in
+    /// programs in the harness's own tests).
+    pub fn bin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.bin_dir = Some(dir.into());
+        self
+    }
+
+    /// Starts the master, the chunkservers and the mounts, each waited for in that order.
+    ///
+    /// Panics with the reason and the logs' last lines if anything fails to start.
+    pub fn start(self) -> Cluster {
+        let mut cluster = Cluster::create(&self)
+            .unwrap_or_else(|e| panic!("creating the ElkFS test cluster failed: {e}"));
+        // Panicking while `cluster` is alive lets its drop print every log's tail and clean up.
+        if let Err(e) = cluster.start_initial(&self) {
+            panic!("starting the ElkFS test cluster failed: {e}");
+        }
+        cluster
+    }
+
+    /// Like [`ClusterBuilder::start`], but returns the error (after cleaning up) instead of
+    /// panicking, for tests that expect a process to refuse to start.
+    pub fn try_start(self) -> Result<Cluster, StartError> {
+        let mut cluster = Cluster::create(&self)?;
+        match cluster.start_initial(&self) {
+            Ok(()) => Ok(cluster),
+            Err(e) => {
+                cluster.checks = false;
+                Err(e)
+            }
+        }
+    }
+}

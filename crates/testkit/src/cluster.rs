@@ -1,0 +1,326 @@
+//! The running test cluster: its directory layout, the processes in it, and what tests read from
+//! it (addresses, mountpoints, logs, the CLI's output).
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::bin_dir::{self, CHUNKSERVER_BIN, CLI_BIN, MASTER_BIN, MOUNT_BIN};
+use crate::builder::ClusterBuilder;
+use crate::daemon::Daemon;
+use crate::error::StartError;
+use crate::handles::{ChunkserverHandle, MasterHandle, MountHandle, Process};
+
+/// Environment variable the `elkfs` CLI reads the master address from.
+pub const MASTER_ENV: &str = "ELKFS_MASTER";
+
+/// A master, chunkservers and FUSE mounts running as real processes on 127.0.0.1, everything in
+/// one temporary directory (`master/`, `cs0/data0/`, `mnt0/`, `logs/`, `run/`).
+///
+/// Dropping it unmounts the mounts and stops every process (SIGTERM, SIGKILL after
+/// [`STOP_TIMEOUT`](crate::STOP_TIMEOUT)); unless the test is already failing, it then fails the
+/// test if a process logged an unexpected `ERROR` (see [`Cluster::allow_log_errors`]), panicked,
+/// died on its own, or did not exit 0 on SIGTERM. Set `ELKFS_KEEP_TEST_DIR=1` to keep the
+/// directory of a failed test.
+pub struct Cluster {
+    pub(crate) root: PathBuf,
+    pub(crate) bin_dir: PathBuf,
+    pub(crate) env: Vec<(OsString, OsString)>,
+    pub(crate) ready_timeout: Duration,
+    pub(crate) data_dirs_per_server: usize,
+    pub(crate) chunkserver_args: Vec<OsString>,
+    pub(crate) mount_args: Vec<OsString>,
+    pub(crate) master: MasterHandle,
+    pub(crate) chunkservers: Vec<ChunkserverHandle>,
+    pub(crate) mounts: Vec<MountHandle>,
+    pub(crate) allowed_errors: Vec<String>,
+    /// Things that went wrong with processes during the test, reported when it ends.
+    pub(crate) problems: Vec<String>,
+    /// Off when the cluster is dropped after a failed `try_start`: the error was returned.
+    pub(crate) checks: bool,
+    /// Declared last so it is removed after every process is gone.
+    pub(crate) temp_dir: Option<TempDir>,
+}
+
+impl Cluster {
+    /// Settings for a new cluster; see [`ClusterBuilder`] for the defaults.
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder::default()
+    }
+
+    /// Creates the directory layout and the (not yet started) master.
+    pub(crate) fn create(builder: &ClusterBuilder) -> Result<Cluster, StartError> {
+        let bin_dir = match &builder.bin_dir {
+            Some(dir) => dir.clone(),
+            None => bin_dir::bin_dir()?,
+        };
+        let mut needed = vec![MASTER_BIN, CHUNKSERVER_BIN];
+        if builder.mounts > 0 {
+            needed.push(MOUNT_BIN);
+        }
+        for name in needed {
+            if !bin_dir.join(name).is_file() {
+                return Err(StartError::BinaryMissing {
+                    binary: name.to_owned(),
+                    dir: bin_dir,
+                });
+            }
+        }
+        let temp_dir = tempfile::Builder::new()
+            .prefix("elkfs-test-")
+            .tempdir()
+            .map_err(|e| StartError::io("creating the cluster's temp dir", e))?;
+        // Canonical, so mountpoints compare equal to the paths in /proc/self/mountinfo.
+        let root = temp_dir
+            .path()
+            .canonicalize()
+            .map_err(|e| StartError::io("resolving the cluster's temp dir", e))?;
+        for sub in ["master", "logs", "run"] {
+            create_dir(&root.join(sub))?;
+        }
+        let master = MasterHandle {
+            daemon: Daemon::new(
+                "master".into(),
+                bin_dir.join(MASTER_BIN),
+                root.join("logs/master.log"),
+                root.join("run/master.ready"),
+            ),
+            data_dir: root.join("master"),
+            addr: None,
+            args: builder.master_args.clone(),
+        };
+        Ok(Cluster {
+            root,
+            bin_dir,
+            env: builder.env.clone(),
+            ready_timeout: builder.ready_timeout,
+            data_dirs_per_server: builder.data_dirs_per_server,
+            chunkserver_args: builder.chunkserver_args.clone(),
+            mount_args: builder.mount_args.clone(),
+            master,
+            chunkservers: Vec::new(),
+            mounts: Vec::new(),
+            allowed_errors: builder.allowed_errors.clone(),
+            problems: Vec::new(),
+            checks: true,
+            temp_dir: Some(temp_dir),
+        })
+    }
+
+    /// Starts what the builder asked for: master, then chunkservers, then mounts.
+    pub(crate) fn start_initial(&mut self, builder: &ClusterBuilder) -> Result<(), StartError> {
+        self.try_start_master()?;
+        for _ in 0..builder.chunkservers {
+            let i = self.new_chunkserver()?;
+            self.try_start_chunkserver(i)?;
+        }
+        for _ in 0..builder.mounts {
+            let i = self.new_mount(None, &builder.mount_options)?;
+            self.try_remount(i)?;
+        }
+        Ok(())
+    }
+
+    /// Creates the directories of one more chunkserver and records it, without starting it.
+    pub(crate) fn new_chunkserver(&mut self) -> Result<usize, StartError> {
+        let i = self.chunkservers.len();
+        let name = format!("cs{i}");
+        let data_dirs: Vec<PathBuf> = (0..self.data_dirs_per_server)
+            .map(|j| self.root.join(&name).join(format!("data{j}")))
+            .collect();
+        for dir in &data_dirs {
+            create_dir(dir)?;
+        }
+        self.chunkservers.push(ChunkserverHandle {
+            daemon: Daemon::new(
+                name.clone(),
+                self.bin_dir.join(CHUNKSERVER_BIN),
+                self.root.join(format!("logs/{name}.log")),
+                self.root.join(format!("run/{name}.ready")),
+            ),
+            marked_for_removal: vec![false; data_dirs.len()],
+            data_dirs,
+            addr: None,
+            args: self.chunkserver_args.clone(),
+        });
+        Ok(i)
+    }
+
+    /// Creates the mountpoint of one more mount and records it, without mounting.
+    pub(crate) fn new_mount(
+        &mut self,
+        subdir: Option<&str>,
+        options: &str,
+    ) -> Result<usize, StartError> {
+        let i = self.mounts.len();
+        let name = format!("mount{i}");
+        let path = self.root.join(format!("mnt{i}"));
+        create_dir(&path)?;
+        self.mounts.push(MountHandle {
+            daemon: Daemon::new(
+                name.clone(),
+                self.bin_dir.join(MOUNT_BIN),
+                self.root.join(format!("logs/{name}.log")),
+                self.root.join(format!("run/{name}.ready")),
+            ),
+            path,
+            subdir: subdir.map(str::to_owned),
+            options: options.to_owned(),
+            args: self.mount_args.clone(),
+        });
+        Ok(i)
+    }
+
+    /// The cluster's temporary directory; everything the processes store is under it.
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// The master's address, the same across master restarts.
+    pub fn master_addr(&self) -> SocketAddr {
+        self.master.addr()
+    }
+
+    /// The master's directories, address and process.
+    pub fn master(&self) -> &MasterHandle {
+        &self.master
+    }
+
+    /// Chunkserver `i`'s directories, address and process.
+    pub fn chunkserver(&self, i: usize) -> &ChunkserverHandle {
+        check_index("chunkserver", i, self.chunkservers.len());
+        &self.chunkservers[i]
+    }
+
+    /// Chunkserver `i`'s `--data` directories.
+    pub fn chunkserver_data_dirs(&self, i: usize) -> &[PathBuf] {
+        self.chunkserver(i).data_dirs()
+    }
+
+    /// How many chunkservers the cluster has (running or not).
+    pub fn chunkserver_count(&self) -> usize {
+        self.chunkservers.len()
+    }
+
+    /// Mount `i`'s mountpoint, options and process.
+    pub fn mount(&self, i: usize) -> &MountHandle {
+        check_index("mount", i, self.mounts.len());
+        &self.mounts[i]
+    }
+
+    /// Mount `i`'s mountpoint.
+    pub fn mount_path(&self, i: usize) -> &Path {
+        self.mount(i).path()
+    }
+
+    /// How many mounts the cluster has (mounted or not).
+    pub fn mount_count(&self) -> usize {
+        self.mounts.len()
+    }
+
+    /// The pids of every process currently running, for checks that nothing is left behind.
+    pub fn pids(&self) -> Vec<u32> {
+        let master = self.master.pid();
+        let servers = self.chunkservers.iter().map(ChunkserverHandle::pid);
+        let mounts = self.mounts.iter().map(MountHandle::pid);
+        std::iter::once(master)
+            .chain(servers)
+            .chain(mounts)
+            .flatten()
+            .collect()
+    }
+
+    /// `ERROR` lines (and panic messages) containing `pattern` no longer fail the test.
+    pub fn allow_log_errors(&mut self, pattern: &str) {
+        self.allowed_errors.push(pattern.to_owned());
+    }
+
+    /// The whole log of a process, every run of it, for assertions on what it said.
+    pub fn log_of(&self, which: Process) -> String {
+        self.daemon(which).log_text()
+    }
+
+    /// The log file of a process.
+    pub fn log_path(&self, which: Process) -> &Path {
+        self.daemon(which).log_path()
+    }
+
+    /// Runs the `elkfs` CLI with `ELKFS_MASTER` set to the master's address.
+    pub fn run_cli(&self, args: &[&str]) -> Output {
+        let program = self.bin_dir.join(CLI_BIN);
+        if !program.is_file() {
+            let missing = StartError::BinaryMissing {
+                binary: CLI_BIN.to_owned(),
+                dir: self.bin_dir.clone(),
+            };
+            panic!("{missing}");
+        }
+        Command::new(&program)
+            .args(args)
+            .env(MASTER_ENV, self.master_addr().to_string())
+            .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running {} {args:?} failed: {e}", program.display()))
+    }
+
+    /// Runs the `elkfs` CLI, panics unless it exits 0, and returns its standard output.
+    pub fn run_cli_ok(&self, args: &[&str]) -> String {
+        let output = self.run_cli(args);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() {
+            panic!(
+                "elkfs {args:?} failed ({}).\nstdout:\n{stdout}\nstderr:\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        stdout
+    }
+
+    pub(crate) fn daemon(&self, which: Process) -> &Daemon {
+        match which {
+            Process::Master => &self.master.daemon,
+            Process::Chunkserver(i) => &self.chunkserver(i).daemon,
+            Process::Mount(i) => &self.mount(i).daemon,
+        }
+    }
+
+    pub(crate) fn daemon_mut(&mut self, which: Process) -> &mut Daemon {
+        match which {
+            Process::Master => &mut self.master.daemon,
+            Process::Chunkserver(i) => {
+                check_index("chunkserver", i, self.chunkservers.len());
+                &mut self.chunkservers[i].daemon
+            }
+            Process::Mount(i) => {
+                check_index("mount", i, self.mounts.len());
+                &mut self.mounts[i].daemon
+            }
+        }
+    }
+
+    /// Every daemon, master first, for reports.
+    pub(crate) fn daemons(&self) -> impl Iterator<Item = &Daemon> {
+        std::iter::once(&self.master.daemon)
+            .chain(self.chunkservers.iter().map(|c| &c.daemon))
+            .chain(self.mounts.iter().map(|m| &m.daemon))
+    }
+}
+
+/// Panics with a message naming the mistake when a test uses an index the cluster does not have.
+pub(crate) fn check_index(kind: &str, i: usize, count: usize) {
+    if i >= count {
+        panic!("there is no {kind} {i}; the cluster has {count}");
+    }
+}
+
+fn create_dir(path: &Path) -> Result<(), StartError> {
+    std::fs::create_dir_all(path)
+        .map_err(|e| StartError::io(format!("creating {}", path.display()), e))
+}

@@ -1,0 +1,225 @@
+//! Chunk operations that need the chunkservers: creating a chunk for a write, bumping its version
+//! when a write starts, truncating it, and deleting copies nobody refers to.
+//!
+//! Order matters for crash safety: chunkservers change first, then the change is logged. A master
+//! that dies in between finds copies newer than its record at the next registration and adopts
+//! them; chunk ids come from a logged reservation, so an id is never handed out twice.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use elkfs_metastore::{FileChunk, MetaOp};
+use elkfs_proto::chunkserver::CsCommand;
+use elkfs_proto::master::WriteLease;
+use elkfs_proto::types::FileKind;
+use elkfs_proto::{ChunkId, ChunkVersion, InodeId, Status};
+
+use crate::cluster::{Cluster, Target};
+use crate::meta::Meta;
+
+/// How long the master waits for a chunkserver to carry out a command.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Chunk ids reserved (and logged) at a time.
+const ID_RESERVATION: u64 = 4096;
+
+struct IdRange {
+    next: u64,
+    reserved: u64,
+}
+
+/// Chunk operations, shared by every client session.
+pub struct ChunkOps {
+    meta: Meta,
+    cluster: Arc<Cluster>,
+    ids: tokio::sync::Mutex<IdRange>,
+}
+
+impl ChunkOps {
+    /// Starts allocating chunk ids after everything the store says may have been handed out.
+    pub fn new(meta: Meta, cluster: Arc<Cluster>, reserved: u64) -> ChunkOps {
+        ChunkOps {
+            meta,
+            cluster,
+            ids: tokio::sync::Mutex::new(IdRange {
+                next: reserved.max(1),
+                reserved: reserved.max(1),
+            }),
+        }
+    }
+
+    async fn allocate_id(&self) -> Result<ChunkId, Status> {
+        let mut ids = self.ids.lock().await;
+        if ids.next >= ids.reserved {
+            let up_to = ids.next + ID_RESERVATION;
+            self.meta.commit(MetaOp::ReserveChunkIds { up_to }).await?;
+            ids.reserved = up_to;
+        }
+        let id = ids.next;
+        ids.next += 1;
+        Ok(ChunkId(id))
+    }
+
+    /// Prepares chunk `index` of `inode` for a write by the caller, who holds the write lease:
+    /// creates the chunk or bumps its version on every valid copy, and returns the chain.
+    pub async fn grant_write(
+        &self,
+        inode: InodeId,
+        index: u32,
+        near: Option<IpAddr>,
+    ) -> Result<WriteLease, Status> {
+        let attr = self.meta.read(move |s| s.attr(inode)).await?;
+        match attr.kind {
+            FileKind::File => {}
+            FileKind::Dir => return Err(Status::IsDir),
+            _ => return Err(Status::Invalid),
+        }
+        let existing = self.meta.read(move |s| s.file_chunk(inode, index)).await?;
+        let (chunk, version, chain) = match existing {
+            None => self.create_chunk(inode, index, attr.goal).await?,
+            Some(fc) => self.bump_version(fc, near).await?,
+        };
+        Ok(WriteLease {
+            chunk,
+            version,
+            chain: chain.iter().map(|t| t.data_addr).collect(),
+            file_length: attr.size,
+        })
+    }
+
+    async fn create_chunk(
+        &self,
+        inode: InodeId,
+        index: u32,
+        goal: u8,
+    ) -> Result<(ChunkId, ChunkVersion, Vec<Target>), Status> {
+        let targets = self.cluster.choose_for_new_chunk(goal.max(1) as usize);
+        if targets.is_empty() {
+            tracing::warn!(%inode, index, "no chunkserver with free space for a new chunk");
+            return Err(Status::NoSpace);
+        }
+        let chunk = self.allocate_id().await?;
+        let version = ChunkVersion(1);
+        let created = command_all(&targets, |_| CsCommand::Create { chunk, version }).await;
+        if created.is_empty() {
+            return Err(Status::NoSpace);
+        }
+        let op = MetaOp::CreateChunk {
+            inode,
+            index,
+            chunk,
+            version,
+        };
+        if let Err(status) = self.meta.commit(op).await {
+            self.delete_copies(chunk, version, &created);
+            return Err(status);
+        }
+        for t in &created {
+            self.cluster.set_copy(chunk, t.server, version);
+        }
+        Ok((chunk, version, created))
+    }
+
+    async fn bump_version(
+        &self,
+        fc: FileChunk,
+        near: Option<IpAddr>,
+    ) -> Result<(ChunkId, ChunkVersion, Vec<Target>), Status> {
+        let valid = self.cluster.valid_copies(fc.chunk, fc.version, near);
+        if valid.is_empty() {
+            tracing::warn!(chunk = %fc.chunk, version = %fc.version, "no valid copy of a chunk to write to");
+            return Err(Status::NoValidCopy);
+        }
+        let to = fc.version.next();
+        let (chunk, from) = (fc.chunk, fc.version);
+        let bumped = command_all(&valid, |_| CsCommand::SetVersion { chunk, from, to }).await;
+        if bumped.is_empty() {
+            return Err(Status::Io);
+        }
+        self.meta
+            .commit(MetaOp::SetChunkVersion { chunk, version: to })
+            .await?;
+        for t in &bumped {
+            self.cluster.set_copy(chunk, t.server, to);
+        }
+        Ok((chunk, to, bumped))
+    }
+
+    /// Cuts the copies of `fc` to `length` bytes under a new version (the caller holds the
+    /// lease on its slot and commits the file's new length afterwards).
+    pub async fn truncate_chunk(&self, fc: FileChunk, length: u32) -> Result<(), Status> {
+        let valid = self.cluster.valid_copies(fc.chunk, fc.version, None);
+        if valid.is_empty() {
+            return Err(Status::NoValidCopy);
+        }
+        let to = fc.version.next();
+        let (chunk, from) = (fc.chunk, fc.version);
+        let done = command_all(&valid, |_| CsCommand::Truncate {
+            chunk,
+            from,
+            to,
+            length,
+        })
+        .await;
+        if done.is_empty() {
+            return Err(Status::Io);
+        }
+        self.meta
+            .commit(MetaOp::SetChunkVersion { chunk, version: to })
+            .await?;
+        for t in &done {
+            self.cluster.set_copy(chunk, t.server, to);
+        }
+        Ok(())
+    }
+
+    /// Deletes every copy of chunks no file refers to any more (in the background).
+    pub fn delete_freed(&self, freed: Vec<(ChunkId, ChunkVersion)>) {
+        for (chunk, _) in freed {
+            for (target, version) in self.cluster.forget_chunk(chunk) {
+                self.delete_copies(chunk, version, std::slice::from_ref(&target));
+            }
+        }
+    }
+
+    fn delete_copies(&self, chunk: ChunkId, version: ChunkVersion, targets: &[Target]) {
+        for t in targets.iter().cloned() {
+            tokio::spawn(async move {
+                let cmd = CsCommand::Delete { chunk, version };
+                if let Err(e) = run_command(&t, &cmd).await {
+                    tracing::debug!(%chunk, server = %t.data_addr, error = %e, "could not delete a chunk copy");
+                }
+            });
+        }
+    }
+}
+
+/// Sends one command and waits for it to be carried out.
+pub async fn run_command(target: &Target, cmd: &CsCommand) -> Result<(), String> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, target.link.call(cmd, Bytes::new())).await {
+        Ok(Ok((Ok(()), _))) => Ok(()),
+        Ok(Ok((Err(status), _))) => Err(status.to_string()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".to_string()),
+    }
+}
+
+/// Sends a command to every target at once; returns those that carried it out.
+async fn command_all(targets: &[Target], cmd: impl Fn(&Target) -> CsCommand) -> Vec<Target> {
+    let calls = targets.iter().map(|t| {
+        let c = cmd(t);
+        async move {
+            match run_command(t, &c).await {
+                Ok(()) => Some(t.clone()),
+                Err(e) => {
+                    tracing::warn!(server = %t.data_addr, command = ?c, error = %e, "chunkserver did not carry out a command");
+                    None
+                }
+            }
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    results.into_iter().flatten().collect()
+}

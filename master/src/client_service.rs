@@ -1,0 +1,377 @@
+//! Serving clients (mounts and the CLI): each request is decoded on the connection and carried
+//! out in its own task, so a slow one never holds up the others.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use elkfs_metastore::MetaOp;
+use elkfs_proto::geometry::CHUNK_SIZE;
+use elkfs_proto::master::{MasterReply, MasterRequest, MasterResponse, ReadLocation};
+use elkfs_proto::types::{Caller, FsStats, SetAttr, Timestamp};
+use elkfs_proto::{Handler, InodeId, Responder, SessionId, Status};
+
+use crate::state::{MASTER_SESSION, MasterState};
+
+/// Most entries returned in one directory page.
+const MAX_DIR_PAGE: usize = 4096;
+
+/// Per-connection state of a client.
+pub struct ClientHandler {
+    state: Arc<MasterState>,
+    peer: SocketAddr,
+    session: Option<SessionId>,
+}
+
+impl ClientHandler {
+    /// A handler for a client that connected from `peer`.
+    pub fn new(state: Arc<MasterState>, peer: SocketAddr) -> ClientHandler {
+        ClientHandler {
+            state,
+            peer,
+            session: None,
+        }
+    }
+}
+
+impl Drop for ClientHandler {
+    fn drop(&mut self) {
+        if let Some(session) = self.session {
+            self.state.leases.release_session(session);
+            tracing::info!(%session, peer = %self.peer, "client session ended");
+        }
+    }
+}
+
+impl Handler<MasterRequest, MasterResponse> for ClientHandler {
+    async fn handle(
+        &mut self,
+        request: MasterRequest,
+        _data: Bytes,
+        responder: Responder<MasterResponse>,
+    ) {
+        if let MasterRequest::OpenSession {
+            subdir,
+            mount_point,
+        } = &request
+        {
+            let reply = self.open_session(subdir, mount_point).await;
+            responder.send(&reply, Bytes::new()).await;
+            return;
+        }
+        let Some(session) = self.session else {
+            responder.send(&Err(Status::Protocol), Bytes::new()).await;
+            return;
+        };
+        let state = self.state.clone();
+        let peer = self.peer;
+        tokio::spawn(async move {
+            let reply = serve(&state, session, peer, request).await;
+            responder.send(&reply, Bytes::new()).await;
+        });
+    }
+}
+
+impl ClientHandler {
+    async fn open_session(&mut self, subdir: &str, mount_point: &str) -> MasterResponse {
+        let root = resolve_subdir(&self.state, subdir).await?;
+        let session = match self.session {
+            Some(s) => s,
+            None => self.state.new_session(),
+        };
+        self.session = Some(session);
+        tracing::info!(%session, peer = %self.peer, subdir, mount_point, "client session opened");
+        Ok(MasterReply::Session { session, root })
+    }
+}
+
+async fn resolve_subdir(state: &MasterState, subdir: &str) -> Result<InodeId, Status> {
+    let mut inode = InodeId::ROOT;
+    for part in subdir.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        if part == ".." {
+            return Err(Status::Invalid);
+        }
+        let name = part.as_bytes().to_vec();
+        let attr = state.meta.read(move |s| s.lookup(inode, &name)).await?;
+        if attr.kind != elkfs_proto::types::FileKind::Dir {
+            return Err(Status::NotDir);
+        }
+        inode = attr.inode;
+    }
+    Ok(inode)
+}
+
+async fn serve(
+    state: &MasterState,
+    session: SessionId,
+    peer: SocketAddr,
+    request: MasterRequest,
+) -> MasterResponse {
+    let now = Timestamp::now();
+    let meta = &state.meta;
+    match request {
+        MasterRequest::OpenSession { .. } => Err(Status::Protocol),
+        MasterRequest::Lookup { parent, name } => {
+            let attr = meta.read(move |s| s.lookup(parent, &name)).await?;
+            Ok(MasterReply::Attr(attr))
+        }
+        MasterRequest::GetAttr { inode } => {
+            Ok(MasterReply::Attr(meta.read(move |s| s.attr(inode)).await?))
+        }
+        MasterRequest::SetAttr {
+            inode,
+            changes,
+            caller,
+        } => set_attr(state, inode, changes, caller, now).await,
+        MasterRequest::Mknod {
+            parent,
+            name,
+            kind,
+            mode,
+            rdev,
+            caller,
+        } => {
+            let op = MetaOp::Mknod {
+                parent,
+                name,
+                kind,
+                mode,
+                uid: caller.uid,
+                gid: caller.gid,
+                rdev,
+                time: now,
+            };
+            commit_attr(state, op).await
+        }
+        MasterRequest::Mkdir {
+            parent,
+            name,
+            mode,
+            caller,
+        } => {
+            let op = MetaOp::Mkdir {
+                parent,
+                name,
+                mode,
+                uid: caller.uid,
+                gid: caller.gid,
+                time: now,
+            };
+            commit_attr(state, op).await
+        }
+        MasterRequest::Symlink {
+            parent,
+            name,
+            target,
+            caller,
+        } => {
+            let op = MetaOp::Symlink {
+                parent,
+                name,
+                target,
+                uid: caller.uid,
+                gid: caller.gid,
+                time: now,
+            };
+            commit_attr(state, op).await
+        }
+        MasterRequest::Link {
+            inode,
+            parent,
+            name,
+        } => {
+            let op = MetaOp::Link {
+                inode,
+                parent,
+                name,
+                time: now,
+            };
+            commit_attr(state, op).await
+        }
+        MasterRequest::ReadLink { inode } => Ok(MasterReply::Target(
+            meta.read(move |s| s.read_link(inode)).await?,
+        )),
+        MasterRequest::Unlink { parent, name } => {
+            commit_done(
+                state,
+                MetaOp::Unlink {
+                    parent,
+                    name,
+                    time: now,
+                },
+            )
+            .await
+        }
+        MasterRequest::Rmdir { parent, name } => {
+            commit_done(
+                state,
+                MetaOp::Rmdir {
+                    parent,
+                    name,
+                    time: now,
+                },
+            )
+            .await
+        }
+        MasterRequest::Rename {
+            parent,
+            name,
+            new_parent,
+            new_name,
+            flags,
+        } => {
+            let op = MetaOp::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                flags,
+                time: now,
+            };
+            commit_done(state, op).await
+        }
+        MasterRequest::ReadDir {
+            inode,
+            after,
+            limit,
+        } => {
+            let limit = (limit as usize).clamp(1, MAX_DIR_PAGE);
+            let entries = meta.read(move |s| s.read_dir(inode, after, limit)).await?;
+            Ok(MasterReply::Entries(entries))
+        }
+        MasterRequest::StatFs => {
+            let totals = state.cluster.totals();
+            let inodes = meta.read(|s| s.inode_count().map_err(Into::into)).await?;
+            Ok(MasterReply::Stats(FsStats {
+                total_bytes: totals.space.total,
+                available_bytes: totals.space.available,
+                inodes,
+            }))
+        }
+        MasterRequest::ReadChunk { inode, index } => {
+            let (attr, chunk) = meta
+                .read(move |s| Ok((s.attr(inode)?, s.file_chunk(inode, index)?)))
+                .await?;
+            let servers = match chunk {
+                Some(fc) => state
+                    .cluster
+                    .valid_copies(fc.chunk, fc.version, Some(peer.ip()))
+                    .into_iter()
+                    .map(|t| t.data_addr)
+                    .collect(),
+                None => Vec::new(),
+            };
+            Ok(MasterReply::ReadLocation(ReadLocation {
+                file_length: attr.size,
+                chunk: chunk.map(|fc| (fc.chunk, fc.version)),
+                servers,
+            }))
+        }
+        MasterRequest::WriteChunk { inode, index } => {
+            state.leases.acquire((inode, index), session).await;
+            match state
+                .chunks
+                .grant_write(inode, index, Some(peer.ip()))
+                .await
+            {
+                Ok(lease) => Ok(MasterReply::WriteLease(lease)),
+                Err(status) => {
+                    state.leases.release((inode, index), session);
+                    Err(status)
+                }
+            }
+        }
+        MasterRequest::WriteEnd {
+            inode,
+            index,
+            chunk: _,
+            length,
+        } => {
+            let op = MetaOp::ExtendLength {
+                inode,
+                length,
+                time: now,
+            };
+            let result = meta.commit(op).await;
+            state.leases.release((inode, index), session);
+            result.map(|(_, o)| match o.attr {
+                Some(attr) => MasterReply::Attr(attr),
+                None => MasterReply::Done,
+            })
+        }
+        MasterRequest::Fsync => match meta.sync().await {
+            Ok(()) => Ok(MasterReply::Done),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot fsync the changelog");
+                Err(Status::Io)
+            }
+        },
+    }
+}
+
+async fn commit_attr(state: &MasterState, op: MetaOp) -> MasterResponse {
+    let (_, outcome) = state.meta.commit(op).await?;
+    state.chunks.delete_freed(outcome.freed_chunks);
+    outcome.attr.map(MasterReply::Attr).ok_or(Status::Io)
+}
+
+async fn commit_done(state: &MasterState, op: MetaOp) -> MasterResponse {
+    let (_, outcome) = state.meta.commit(op).await?;
+    state.chunks.delete_freed(outcome.freed_chunks);
+    Ok(MasterReply::Done)
+}
+
+async fn set_attr(
+    state: &MasterState,
+    inode: InodeId,
+    changes: SetAttr,
+    _caller: Caller,
+    now: Timestamp,
+) -> MasterResponse {
+    let Some(size) = changes.size else {
+        return commit_attr(
+            state,
+            MetaOp::SetAttr {
+                inode,
+                changes,
+                time: now,
+            },
+        )
+        .await;
+    };
+    // Shrinking into the middle of a chunk cuts that chunk's copies first (under its lease),
+    // so growing the file again later reads zeros there, never the old bytes.
+    let old = state.meta.read(move |s| s.attr(inode)).await?;
+    let cut = (size < old.size && size % CHUNK_SIZE != 0).then_some((size / CHUNK_SIZE) as u32);
+    if let Some(index) = cut {
+        state.leases.acquire((inode, index), MASTER_SESSION).await;
+        let chunk = state.meta.read(move |s| s.file_chunk(inode, index)).await;
+        let result = match chunk {
+            Ok(Some(fc)) => {
+                state
+                    .chunks
+                    .truncate_chunk(fc, (size % CHUNK_SIZE) as u32)
+                    .await
+            }
+            Ok(None) => Ok(()),
+            Err(s) => Err(s),
+        };
+        if let Err(status) = result {
+            state.leases.release((inode, index), MASTER_SESSION);
+            return Err(status);
+        }
+    }
+    let result = commit_attr(
+        state,
+        MetaOp::SetAttr {
+            inode,
+            changes,
+            time: now,
+        },
+    )
+    .await;
+    if let Some(index) = cut {
+        state.leases.release((inode, index), MASTER_SESSION);
+    }
+    result
+}

@@ -1,0 +1,231 @@
+//! The chunkservers connected right now and which chunk copies each holds: soft state, rebuilt
+//! from registrations after every master start and never persisted.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+
+use elkfs_proto::chunkserver::{CsCommand, CsCommandResult, Space};
+use elkfs_proto::{ChunkId, ChunkVersion, Connection, ServerId};
+use rand::seq::SliceRandom;
+
+/// The master's connection to a chunkserver, for sending it commands.
+pub type CsLink = Connection<CsCommand, CsCommandResult>;
+
+/// A server free space must exceed to receive new chunks (one full chunk and some margin).
+const MIN_FREE_FOR_NEW_CHUNKS: u64 = 128 * 1024 * 1024;
+
+/// A connected chunkserver.
+#[derive(Clone)]
+pub struct ServerEntry {
+    /// Its id for this master run.
+    pub id: ServerId,
+    /// Where clients and peers reach its data port.
+    pub data_addr: SocketAddr,
+    /// Its disk space as last reported.
+    pub space: Space,
+    /// The connection commands go over.
+    pub link: CsLink,
+}
+
+/// One copy of a chunk on a server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Copy {
+    /// The server holding it.
+    pub server: ServerId,
+    /// Its version there.
+    pub version: ChunkVersion,
+}
+
+/// A server chosen for some chunk operation.
+#[derive(Clone)]
+pub struct Target {
+    /// The server.
+    pub server: ServerId,
+    /// Its data address.
+    pub data_addr: SocketAddr,
+    /// Its command connection.
+    pub link: CsLink,
+}
+
+#[derive(Default)]
+struct Inner {
+    servers: HashMap<ServerId, ServerEntry>,
+    next_server: u32,
+    copies: HashMap<ChunkId, Vec<Copy>>,
+}
+
+/// Servers and copies, behind one lock held only for map operations.
+#[derive(Default)]
+pub struct Cluster {
+    inner: Mutex<Inner>,
+}
+
+/// Totals for `statfs` and status output.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClusterTotals {
+    /// Connected servers.
+    pub servers: usize,
+    /// Their disk space summed.
+    pub space: Space,
+}
+
+impl Cluster {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a newly registered server and returns its id.
+    pub fn add_server(&self, data_addr: SocketAddr, space: Space, link: CsLink) -> ServerId {
+        let mut inner = self.lock();
+        inner.next_server += 1;
+        let id = ServerId(inner.next_server);
+        inner.servers.insert(
+            id,
+            ServerEntry {
+                id,
+                data_addr,
+                space,
+                link,
+            },
+        );
+        id
+    }
+
+    /// Removes a server that disconnected, with every copy it held; returns how many it held.
+    pub fn remove_server(&self, id: ServerId) -> usize {
+        let mut inner = self.lock();
+        inner.servers.remove(&id);
+        let mut held = 0;
+        inner.copies.retain(|_, copies| {
+            let before = copies.len();
+            copies.retain(|c| c.server != id);
+            held += before - copies.len();
+            !copies.is_empty()
+        });
+        held
+    }
+
+    /// Records a server's latest space report.
+    pub fn update_space(&self, id: ServerId, space: Space) {
+        if let Some(s) = self.lock().servers.get_mut(&id) {
+            s.space = space;
+        }
+    }
+
+    /// Records (or updates) that `server` holds `chunk` at `version`.
+    pub fn set_copy(&self, chunk: ChunkId, server: ServerId, version: ChunkVersion) {
+        let mut inner = self.lock();
+        if !inner.servers.contains_key(&server) {
+            return;
+        }
+        let copies = inner.copies.entry(chunk).or_default();
+        match copies.iter_mut().find(|c| c.server == server) {
+            Some(c) => c.version = version,
+            None => copies.push(Copy { server, version }),
+        }
+    }
+
+    /// Forgets one copy (deleted or found damaged).
+    pub fn remove_copy(&self, chunk: ChunkId, server: ServerId) {
+        let mut inner = self.lock();
+        if let Some(copies) = inner.copies.get_mut(&chunk) {
+            copies.retain(|c| c.server != server);
+            if copies.is_empty() {
+                inner.copies.remove(&chunk);
+            }
+        }
+    }
+
+    /// Forgets a chunk entirely and returns where its copies were, to delete them.
+    pub fn forget_chunk(&self, chunk: ChunkId) -> Vec<(Target, ChunkVersion)> {
+        let mut inner = self.lock();
+        let copies = inner.copies.remove(&chunk).unwrap_or_default();
+        copies
+            .into_iter()
+            .filter_map(|c| {
+                inner
+                    .servers
+                    .get(&c.server)
+                    .map(|s| (target_of(s), c.version))
+            })
+            .collect()
+    }
+
+    /// Servers holding `chunk` at exactly `version`, those on `near` (the client's host) first,
+    /// the rest in random order to spread the load.
+    pub fn valid_copies(
+        &self,
+        chunk: ChunkId,
+        version: ChunkVersion,
+        near: Option<IpAddr>,
+    ) -> Vec<Target> {
+        let inner = self.lock();
+        let mut out: Vec<Target> = inner
+            .copies
+            .get(&chunk)
+            .into_iter()
+            .flatten()
+            .filter(|c| c.version == version)
+            .filter_map(|c| inner.servers.get(&c.server).map(target_of))
+            .collect();
+        out.shuffle(&mut rand::rng());
+        if let Some(ip) = near {
+            out.sort_by_key(|t| t.data_addr.ip() != ip);
+        }
+        out
+    }
+
+    /// Every copy the master knows of for `chunk`, whatever its version.
+    pub fn copies(&self, chunk: ChunkId) -> Vec<Copy> {
+        self.lock().copies.get(&chunk).cloned().unwrap_or_default()
+    }
+
+    /// Up to `count` servers for a new chunk: the emptiest (by used fraction) first, ties broken
+    /// at random, skipping servers without room.
+    pub fn choose_for_new_chunk(&self, count: usize) -> Vec<Target> {
+        let inner = self.lock();
+        let mut candidates: Vec<&ServerEntry> = inner
+            .servers
+            .values()
+            .filter(|s| s.space.available >= MIN_FREE_FOR_NEW_CHUNKS && !s.link.is_closed())
+            .collect();
+        candidates.shuffle(&mut rand::rng());
+        candidates.sort_by(|a, b| used_fraction(a.space).total_cmp(&used_fraction(b.space)));
+        candidates.into_iter().take(count).map(target_of).collect()
+    }
+
+    /// The command connection of a server, if it is still connected.
+    pub fn target(&self, server: ServerId) -> Option<Target> {
+        self.lock().servers.get(&server).map(target_of)
+    }
+
+    /// Servers and space summed.
+    pub fn totals(&self) -> ClusterTotals {
+        let inner = self.lock();
+        let mut totals = ClusterTotals {
+            servers: inner.servers.len(),
+            ..Default::default()
+        };
+        for s in inner.servers.values() {
+            totals.space.total += s.space.total;
+            totals.space.available += s.space.available;
+        }
+        totals
+    }
+}
+
+fn target_of(s: &ServerEntry) -> Target {
+    Target {
+        server: s.id,
+        data_addr: s.data_addr,
+        link: s.link.clone(),
+    }
+}
+
+fn used_fraction(space: Space) -> f64 {
+    if space.total == 0 {
+        return 1.0;
+    }
+    1.0 - space.available as f64 / space.total as f64
+}

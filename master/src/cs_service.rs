@@ -1,0 +1,170 @@
+//! Serving chunkservers: registration with their chunk lists, space reports, damage reports.
+//! The same connection carries the master's commands the other way.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use elkfs_metastore::MetaOp;
+use elkfs_proto::chunkserver::{ChunkReport, CsCommand, CsReply, CsRequest, CsResponse};
+use elkfs_proto::{Handler, Responder, ServerId, Status};
+
+use crate::chunk_ops::run_command;
+use crate::cluster::CsLink;
+use crate::state::MasterState;
+
+/// Per-connection state of a chunkserver.
+pub struct CsHandler {
+    state: Arc<MasterState>,
+    link: CsLink,
+    peer: SocketAddr,
+    server: Option<(ServerId, SocketAddr)>,
+    reported: u64,
+}
+
+impl CsHandler {
+    /// A handler for a chunkserver connected from `peer`; `link` sends it commands.
+    pub fn new(state: Arc<MasterState>, link: CsLink, peer: SocketAddr) -> CsHandler {
+        CsHandler {
+            state,
+            link,
+            peer,
+            server: None,
+            reported: 0,
+        }
+    }
+}
+
+impl Drop for CsHandler {
+    fn drop(&mut self) {
+        if let Some((id, addr)) = self.server {
+            let held = self.state.cluster.remove_server(id);
+            tracing::warn!(server = %id, addr = %addr, chunks = held, "chunkserver disconnected");
+        }
+    }
+}
+
+/// What sorting a batch of reported chunks found.
+#[derive(Default)]
+struct Sorted {
+    valid: Vec<ChunkReport>,
+    newer: Vec<ChunkReport>,
+    stale: usize,
+    orphans: Vec<ChunkReport>,
+    unknown: usize,
+}
+
+impl Handler<CsRequest, CsResponse> for CsHandler {
+    async fn handle(&mut self, request: CsRequest, _data: Bytes, responder: Responder<CsResponse>) {
+        let reply = self.serve(request).await;
+        responder.send(&reply, Bytes::new()).await;
+    }
+}
+
+impl CsHandler {
+    async fn serve(&mut self, request: CsRequest) -> CsResponse {
+        match request {
+            CsRequest::Register {
+                data_addr,
+                space,
+                chunk_count,
+            } => {
+                if self.server.is_some() {
+                    return Err(Status::Protocol);
+                }
+                // A server listening on 0.0.0.0 is reached at the address it connected from.
+                let data_addr = if data_addr.ip().is_unspecified() {
+                    SocketAddr::new(self.peer.ip(), data_addr.port())
+                } else {
+                    data_addr
+                };
+                let id = self
+                    .state
+                    .cluster
+                    .add_server(data_addr, space, self.link.clone());
+                self.server = Some((id, data_addr));
+                tracing::info!(server = %id, addr = %data_addr, chunks = chunk_count, total = space.total, available = space.available, "chunkserver registering");
+                Ok(CsReply::Registered { server: id })
+            }
+            CsRequest::Chunks(batch) => {
+                let (id, _) = self.server.ok_or(Status::Protocol)?;
+                self.reported += batch.len() as u64;
+                self.take_chunks(id, batch).await?;
+                Ok(CsReply::Done)
+            }
+            CsRequest::RegisterDone => {
+                let (id, addr) = self.server.ok_or(Status::Protocol)?;
+                tracing::info!(server = %id, addr = %addr, chunks = self.reported, "chunkserver registered");
+                Ok(CsReply::Done)
+            }
+            CsRequest::Heartbeat { space } => {
+                let (id, _) = self.server.ok_or(Status::Protocol)?;
+                self.state.cluster.update_space(id, space);
+                Ok(CsReply::Done)
+            }
+            CsRequest::ChunkDamaged { chunk } => {
+                let (id, addr) = self.server.ok_or(Status::Protocol)?;
+                tracing::warn!(chunk = %chunk.chunk, version = %chunk.version, server = %addr, "chunkserver reports a damaged copy");
+                self.state.cluster.remove_copy(chunk.chunk, id);
+                Ok(CsReply::Done)
+            }
+        }
+    }
+
+    async fn take_chunks(&self, server: ServerId, batch: Vec<ChunkReport>) -> Result<(), Status> {
+        let sorted = self
+            .state
+            .meta
+            .read(move |s| {
+                let reserved = s.chunk_ids_reserved()?;
+                let mut sorted = Sorted::default();
+                for report in batch {
+                    match s.chunk(report.chunk)? {
+                        Some(rec) if rec.version == report.version => sorted.valid.push(report),
+                        Some(rec) if report.version > rec.version => sorted.newer.push(report),
+                        Some(_) => sorted.stale += 1,
+                        None if report.chunk.0 < reserved => sorted.orphans.push(report),
+                        None => sorted.unknown += 1,
+                    }
+                }
+                Ok(sorted)
+            })
+            .await?;
+        let cluster = &self.state.cluster;
+        for r in &sorted.valid {
+            cluster.set_copy(r.chunk, server, r.version);
+        }
+        for r in &sorted.newer {
+            // Only a master that died between bumping a version and logging it leaves these.
+            tracing::warn!(chunk = %r.chunk, version = %r.version, "adopting a copy newer than the metadata");
+            let op = MetaOp::SetChunkVersion {
+                chunk: r.chunk,
+                version: r.version,
+            };
+            if self.state.meta.commit(op).await.is_ok() {
+                cluster.set_copy(r.chunk, server, r.version);
+            }
+        }
+        if sorted.stale > 0 {
+            tracing::info!(server = %server, count = sorted.stale, "chunkserver holds stale copies; they are not served");
+        }
+        if sorted.unknown > 0 {
+            tracing::warn!(server = %server, count = sorted.unknown, "chunkserver holds chunks this master never created; left in place");
+        }
+        if let Some(target) = cluster.target(server) {
+            for r in sorted.orphans {
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let cmd = CsCommand::Delete {
+                        chunk: r.chunk,
+                        version: r.version,
+                    };
+                    if let Err(e) = run_command(&target, &cmd).await {
+                        tracing::debug!(chunk = %r.chunk, error = %e, "could not delete an orphaned copy");
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,115 @@
+//! The ElkFS master: holds the namespace (changelog + sled), knows where every chunk copy is,
+//! hands out write leases and tells chunkservers what to create, bump, truncate and delete.
+
+pub mod chunk_ops;
+pub mod client_service;
+pub mod cluster;
+pub mod config;
+pub mod cs_service;
+pub mod leases;
+pub mod listener;
+pub mod meta;
+pub mod state;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use elkfs_common::defaults;
+use elkfs_metastore::{MetaOp, MetaStore, StoreConfig};
+use elkfs_proto::types::Timestamp;
+use tokio_util::sync::CancellationToken;
+
+use crate::chunk_ops::ChunkOps;
+use crate::cluster::Cluster;
+use crate::config::MasterConfig;
+use crate::leases::Leases;
+use crate::meta::Meta;
+use crate::state::MasterState;
+
+/// Runs the master until `stop` is cancelled, then syncs the changelog and returns.
+pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Result<()> {
+    let dir = config.data_dir.clone();
+    let cache_bytes = config.metadata_cache_mb * 1024 * 1024;
+    let (store, report) =
+        tokio::task::spawn_blocking(move || MetaStore::open(&dir, &StoreConfig { cache_bytes }))
+            .await?
+            .with_context(|| {
+                format!("cannot open the metadata in {}", config.data_dir.display())
+            })?;
+    tracing::info!(
+        dir = %config.data_dir.display(),
+        applied = report.applied_before,
+        replayed = report.replayed,
+        "metadata opened"
+    );
+    if report.replay_failures > 0 {
+        tracing::error!(
+            count = report.replay_failures,
+            "changelog records did not apply on replay"
+        );
+    }
+    if !store.is_formatted()? {
+        store
+            .commit(&MetaOp::Format {
+                time: Timestamp::now(),
+                goal: defaults::ROOT_GOAL,
+                trash_time: defaults::ROOT_TRASH_TIME,
+            })
+            .map_err(|e| anyhow::anyhow!("cannot create the root directory: {e}"))?;
+        tracing::info!("created a new filesystem");
+    }
+    let reserved = store.chunk_ids_reserved()?;
+    let meta = Meta::new(store);
+    let cluster = Arc::new(Cluster::default());
+    let state = Arc::new(MasterState::new(
+        meta.clone(),
+        cluster.clone(),
+        Leases::new(config.write_lease_timeout()),
+        ChunkOps::new(meta.clone(), cluster, reserved),
+    ));
+
+    let listen = elkfs_common::address::resolve(&config.listen, defaults::MASTER_PORT)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(addr = %bound, "master listening; only loopback clients are let in (no exports file)");
+    if let Some(path) = &config.ready_file {
+        elkfs_common::daemon::write_ready_file(path, &bound.to_string())?;
+    }
+
+    let syncer = tokio::spawn(sync_changelog(
+        meta.clone(),
+        config.commit_interval(),
+        stop.clone(),
+    ));
+    listener::accept_loop(listener, state, stop.clone()).await;
+    let _ = syncer.await;
+    meta.sync()
+        .await
+        .context("cannot fsync the changelog at shutdown")?;
+    let store = meta.store().clone();
+    tokio::task::spawn_blocking(move || store.flush()).await??;
+    tracing::info!("master stopped");
+    Ok(())
+}
+
+/// fsyncs the changelog every `interval` while there are new records.
+async fn sync_changelog(meta: Meta, interval: std::time::Duration, stop: CancellationToken) {
+    let mut synced = meta.store().version();
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let version = meta.store().version();
+        if version == synced {
+            continue;
+        }
+        match meta.sync().await {
+            Ok(()) => synced = version,
+            Err(e) => tracing::error!(error = %e, "cannot fsync the changelog"),
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The master's accept loop: every connection says hello, is admitted or refused, and is then
+//! served by the handler for its role until it closes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use elkfs_proto::chunkserver::{CsCommand, CsCommandResult, CsRequest, CsResponse};
+use elkfs_proto::connection::{self, NoMessage};
+use elkfs_proto::master::{MasterRequest, MasterResponse};
+use elkfs_proto::{Hello, MASTER_CHUNKSERVER_LIMITS, MASTER_CLIENT_LIMITS, Role};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::client_service::ClientHandler;
+use crate::cs_service::CsHandler;
+use crate::state::MasterState;
+
+/// Accepts connections until `stop` is cancelled.
+pub async fn accept_loop(listener: TcpListener, state: Arc<MasterState>, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_connection(stream, state.clone(), stop.child_token()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Who may connect: chunkservers from anywhere (until cluster keys exist), clients from loopback
+/// only until exports files exist.
+fn admit(hello: &Hello, peer: SocketAddr) -> Result<(), String> {
+    match hello.role {
+        Role::Client if peer.ip().is_loopback() => Ok(()),
+        Role::Client => Err(format!(
+            "elkfs-master lets in loopback clients only (no exports file); {} is not allowed",
+            peer.ip()
+        )),
+        Role::Chunkserver => Ok(()),
+        other => Err(format!(
+            "elkfs-master does not accept {other:?} connections"
+        )),
+    }
+}
+
+async fn serve_connection(stream: TcpStream, state: Arc<MasterState>, stop: CancellationToken) {
+    let accepted = match connection::accept(stream, "elkfs-master", admit).await {
+        Ok(a) => a,
+        Err(reason) => {
+            tracing::warn!(%reason, "refused a connection");
+            return;
+        }
+    };
+    let peer = accepted.peer;
+    let role = accepted.hello.role;
+    let result = match role {
+        Role::Chunkserver => {
+            accepted
+                .serve::<CsCommand, CsCommandResult, CsRequest, CsResponse, _>(
+                    MASTER_CHUNKSERVER_LIMITS,
+                    "chunkserver",
+                    stop,
+                    |link| CsHandler::new(state, link, peer),
+                )
+                .await
+        }
+        _ => {
+            accepted
+                .serve::<NoMessage, NoMessage, MasterRequest, MasterResponse, _>(
+                    MASTER_CLIENT_LIMITS,
+                    "client",
+                    stop,
+                    |_| ClientHandler::new(state, peer),
+                )
+                .await
+        }
+    };
+    if let Err(reason) = result {
+        tracing::warn!(%peer, ?role, %reason, "closed a connection");
+    }
+}

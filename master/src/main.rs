@@ -1,0 +1,65 @@
+//! `elkfs-master`: parses the command line and runs the master until SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use elkfs_common::defaults;
+use elkfs_master::config::MasterConfig;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "elkfs-master",
+    version,
+    about = "ElkFS metadata master: the namespace, the chunk map and the changelog",
+    after_help = format!(
+        "Defaults: listen {}, data dir {}, changelog fsync every {} ms.\n\
+         Every option can also be set in the --config file (TOML).",
+        defaults::MASTER_LISTEN,
+        defaults::MASTER_DATA_DIR,
+        defaults::COMMIT_INTERVAL.as_millis()
+    )
+)]
+struct Args {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory for the changelog and the metadata database.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on (HOST:PORT).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Exports file (who may mount what); without one only loopback clients are let in.
+    #[arg(long, value_name = "FILE")]
+    exports: Option<PathBuf>,
+    /// Write the bound address to FILE once listening.
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    elkfs_common::logging::init();
+    let mut config: MasterConfig = elkfs_common::config::load(args.config.as_deref())?;
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(file) = args.ready_file {
+        config.ready_file = Some(file);
+    }
+    if let Some(exports) = args.exports {
+        anyhow::bail!(
+            "exports files are not supported yet ({}); without one, only loopback clients are let in",
+            exports.display()
+        );
+    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let stop = elkfs_common::daemon::stop_on_signals()?;
+        elkfs_master::run(config, stop).await
+    })
+}

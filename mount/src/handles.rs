@@ -1,0 +1,54 @@
+//! Open file handles: what the kernel's file handle numbers stand for.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use elkfs_client::writer::FileWriter;
+use elkfs_proto::InodeId;
+
+/// One open file.
+pub struct OpenFile {
+    /// The file.
+    pub inode: InodeId,
+    /// Its write-behind buffer, for handles opened for writing.
+    pub writer: Option<Arc<FileWriter>>,
+}
+
+/// Every open handle of the mount.
+#[derive(Default)]
+pub struct Handles {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<OpenFile>>>,
+}
+
+impl Handles {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<OpenFile>>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers an open file and returns its handle number.
+    pub fn insert(&self, file: OpenFile) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.lock().insert(fh, Arc::new(file));
+        fh
+    }
+
+    /// The open file behind a handle.
+    pub fn get(&self, fh: u64) -> Option<Arc<OpenFile>> {
+        self.lock().get(&fh).cloned()
+    }
+
+    /// Forgets a handle (at release).
+    pub fn remove(&self, fh: u64) -> Option<Arc<OpenFile>> {
+        self.lock().remove(&fh)
+    }
+
+    /// Every writer still open (to flush before unmounting).
+    pub fn writers(&self) -> Vec<Arc<FileWriter>> {
+        self.lock()
+            .values()
+            .filter_map(|f| f.writer.clone())
+            .collect()
+    }
+}

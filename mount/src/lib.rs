@@ -1,0 +1,117 @@
+//! The ElkFS FUSE client: mounts a cluster (or a subdirectory of it) on a local directory.
+
+pub mod attr;
+pub mod daemon;
+pub mod fs;
+pub mod handles;
+pub mod ops;
+pub mod options;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use elkfs_client::{Client, ClientConfig};
+use elkfs_common::defaults;
+use fuser::{Config, MountOption, SessionACL};
+
+use crate::daemon::Verdict;
+use crate::fs::ElkFs;
+use crate::handles::Handles;
+use crate::ops::Ops;
+use crate::options::MountSpec;
+
+/// Mounts and serves until unmounted (by `umount`, SIGTERM or SIGINT).
+pub fn run(spec: MountSpec, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
+    check_mount_point(&spec)?;
+    let mut verdict = if spec.foreground {
+        Verdict::foreground()
+    } else {
+        daemon::fork_and_wait().context("cannot fork into the background")?
+    };
+    match serve(&spec, ready_file, &mut verdict) {
+        Ok(()) => Ok(()),
+        Err(e) if verdict.has_parent() => {
+            // The waiting parent prints the reason and exits with it.
+            verdict.failed(&format!("{e:#}"));
+            std::process::exit(1);
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn check_mount_point(spec: &MountSpec) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(&spec.mount_point)
+        .with_context(|| format!("mount point {} is not usable", spec.mount_point.display()))?;
+    if !meta.is_dir() {
+        anyhow::bail!(
+            "mount point {} is not a directory",
+            spec.mount_point.display()
+        );
+    }
+    Ok(())
+}
+
+fn serve(
+    spec: &MountSpec,
+    ready_file: Option<PathBuf>,
+    verdict: &mut Verdict,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("elkfs-mount")
+        .build()
+        .context("cannot start the async runtime")?;
+    let mount_point = spec.mount_point.display().to_string();
+    let client = runtime
+        .block_on(Client::connect(
+            &spec.master,
+            &spec.subdir,
+            &mount_point,
+            ClientConfig::default(),
+        ))
+        .with_context(|| format!("cannot mount {}:{}", spec.master, spec.subdir))?;
+    let ops = Arc::new(Ops {
+        client,
+        handles: Handles::default(),
+        read_only: spec.read_only,
+    });
+    let mut options = vec![
+        MountOption::FSName(format!("{}:{}", spec.master, spec.subdir)),
+        MountOption::Subtype("elkfs".to_string()),
+        MountOption::DefaultPermissions,
+    ];
+    if spec.read_only {
+        options.push(MountOption::RO);
+    }
+    let mut config = Config::default();
+    config.mount_options = options;
+    config.acl = if spec.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(2);
+    let fs = ElkFs::new(ops.clone(), runtime.handle().clone(), defaults::ATTR_CACHE);
+    let mut session = fuser::Session::new(fs, &spec.mount_point, &config)
+        .with_context(|| format!("cannot mount on {}", spec.mount_point.display()))?;
+    let mut unmounter = session.unmount_callable();
+    let stop = runtime.block_on(async { elkfs_common::daemon::stop_on_signals() })?;
+    let flusher = ops.clone();
+    runtime.spawn(async move {
+        stop.cancelled().await;
+        flusher.flush_all().await;
+        if let Err(e) = unmounter.unmount() {
+            tracing::error!(error = %e, "cannot unmount");
+        }
+    });
+    tracing::info!(master = %spec.master, subdir = %spec.subdir, mount_point = %mount_point, "mounted");
+    if let Some(path) = &ready_file {
+        elkfs_common::daemon::write_ready_file(path, &mount_point)?;
+    }
+    verdict.ready();
+    session.run().context("the FUSE session failed")?;
+    runtime.block_on(ops.flush_all());
+    tracing::info!(mount_point = %mount_point, "unmounted");
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! `elkfs-mount` (also installed as `mount.elkfs`): mounts an ElkFS cluster.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use elkfs_common::defaults;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "elkfs-mount",
+    version,
+    about = "Mount an ElkFS filesystem",
+    after_help = format!(
+        "SOURCE is [HOST[:PORT]][:/SUBDIR]; the master defaults to {} (or ${}).\n\
+         Options (-o): ro, rw, allow_other, subdir=DIR, and the generic ones mount(8) passes.",
+        defaults::MASTER_ADDR,
+        defaults::MASTER_ENV
+    )
+)]
+struct Args {
+    /// What to mount: [HOST[:PORT]][:/SUBDIR].
+    source: String,
+    /// Where to mount it.
+    mount_point: PathBuf,
+    /// Mount options, comma-separated (may be repeated).
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Vec<String>,
+    /// Stay in the foreground instead of going to the background once mounted.
+    #[arg(short = 'f', long)]
+    foreground: bool,
+    /// Write the mount point to FILE once the mount is live.
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
+    /// Accepted for mount(8) compatibility (no effect): -n, -s, -v.
+    #[arg(short = 'n', hide = true)]
+    no_mtab: bool,
+    /// Accepted for mount(8) compatibility.
+    #[arg(short = 's', hide = true)]
+    sloppy: bool,
+    /// Accepted for mount(8) compatibility.
+    #[arg(short = 'v', hide = true)]
+    verbose: bool,
+}
+
+fn main() {
+    let args = Args::parse();
+    elkfs_common::logging::init();
+    let spec = match elkfs_mount::options::parse(
+        &args.source,
+        args.mount_point,
+        &args.options,
+        args.foreground,
+    ) {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("elkfs-mount: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = elkfs_mount::run(spec, args.ready_file) {
+        eprintln!("elkfs-mount: {e:#}");
+        std::process::exit(1);
+    }
+}

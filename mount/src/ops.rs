@@ -1,0 +1,246 @@
+//! The filesystem's behaviour as plain async functions returning errno on failure, so it can be
+//! reasoned about (and tested) apart from the FUSE plumbing.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use elkfs_client::Client;
+use elkfs_client::errno::errno_of;
+use elkfs_proto::types::{Attr, Caller, DirEntry, FileKind, FsStats, SetAttr};
+use elkfs_proto::{InodeId, Status};
+use fuser::Errno;
+
+use crate::handles::{Handles, OpenFile};
+
+/// Entries fetched from the master per directory page.
+const DIR_PAGE: u32 = 1024;
+
+/// An errno for the kernel.
+pub fn errno(status: Status) -> Errno {
+    Errno::from_i32(errno_of(status))
+}
+
+/// What the mounted filesystem does.
+pub struct Ops {
+    /// The client session.
+    pub client: Arc<Client>,
+    /// Open handles.
+    pub handles: Handles,
+    /// Whether the mount is read-only.
+    pub read_only: bool,
+}
+
+type Result<T> = std::result::Result<T, Errno>;
+
+impl Ops {
+    fn writable(&self) -> Result<()> {
+        if self.read_only {
+            Err(Errno::EROFS)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Looks up a name.
+    pub async fn lookup(&self, parent: InodeId, name: &[u8]) -> Result<Attr> {
+        self.client.lookup(parent, name).await.map_err(errno)
+    }
+
+    /// Reads attributes.
+    pub async fn getattr(&self, inode: InodeId) -> Result<Attr> {
+        self.client.getattr(inode).await.map_err(errno)
+    }
+
+    /// Changes attributes.
+    pub async fn setattr(&self, inode: InodeId, changes: SetAttr, caller: Caller) -> Result<Attr> {
+        self.writable()?;
+        self.client
+            .setattr(inode, changes, caller)
+            .await
+            .map_err(errno)
+    }
+
+    /// Creates a node (file, fifo, socket, device).
+    pub async fn mknod(
+        &self,
+        parent: InodeId,
+        name: &[u8],
+        kind: FileKind,
+        mode: u32,
+        rdev: u32,
+        caller: Caller,
+    ) -> Result<Attr> {
+        self.writable()?;
+        self.client
+            .mknod(parent, name, kind, mode, rdev, caller)
+            .await
+            .map_err(errno)
+    }
+
+    /// Creates a directory.
+    pub async fn mkdir(
+        &self,
+        parent: InodeId,
+        name: &[u8],
+        mode: u32,
+        caller: Caller,
+    ) -> Result<Attr> {
+        self.writable()?;
+        self.client
+            .mkdir(parent, name, mode, caller)
+            .await
+            .map_err(errno)
+    }
+
+    /// Creates a symbolic link.
+    pub async fn symlink(
+        &self,
+        parent: InodeId,
+        name: &[u8],
+        target: &[u8],
+        caller: Caller,
+    ) -> Result<Attr> {
+        self.writable()?;
+        self.client
+            .symlink(parent, name, target, caller)
+            .await
+            .map_err(errno)
+    }
+
+    /// Adds a hard link.
+    pub async fn link(&self, inode: InodeId, parent: InodeId, name: &[u8]) -> Result<Attr> {
+        self.writable()?;
+        self.client.link(inode, parent, name).await.map_err(errno)
+    }
+
+    /// Reads a symbolic link.
+    pub async fn readlink(&self, inode: InodeId) -> Result<Vec<u8>> {
+        self.client.readlink(inode).await.map_err(errno)
+    }
+
+    /// Removes a file name.
+    pub async fn unlink(&self, parent: InodeId, name: &[u8]) -> Result<()> {
+        self.writable()?;
+        self.client.unlink(parent, name).await.map_err(errno)
+    }
+
+    /// Removes a directory.
+    pub async fn rmdir(&self, parent: InodeId, name: &[u8]) -> Result<()> {
+        self.writable()?;
+        self.client.rmdir(parent, name).await.map_err(errno)
+    }
+
+    /// Renames.
+    pub async fn rename(
+        &self,
+        parent: InodeId,
+        name: &[u8],
+        new_parent: InodeId,
+        new_name: &[u8],
+        flags: u32,
+    ) -> Result<()> {
+        self.writable()?;
+        self.client
+            .rename(parent, name, new_parent, new_name, flags)
+            .await
+            .map_err(errno)
+    }
+
+    /// Opens a file; handles opened for writing share the file's write-behind buffer.
+    pub async fn open(&self, inode: InodeId, flags: i32) -> Result<u64> {
+        let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        if writes {
+            self.writable()?;
+        }
+        // Close-to-open consistency: whatever another client wrote before we opened is read fresh.
+        self.client.forget_locations(inode);
+        Ok(self.handles.insert(OpenFile {
+            inode,
+            writer: writes.then(|| self.client.writer(inode)),
+        }))
+    }
+
+    /// Creates and opens a regular file.
+    pub async fn create(
+        &self,
+        parent: InodeId,
+        name: &[u8],
+        mode: u32,
+        flags: i32,
+        caller: Caller,
+    ) -> Result<(Attr, u64)> {
+        self.writable()?;
+        let attr = self
+            .client
+            .mknod(parent, name, FileKind::File, mode, 0, caller)
+            .await
+            .map_err(errno)?;
+        let fh = self.open(attr.inode, flags).await?;
+        Ok((attr, fh))
+    }
+
+    /// Reads file data.
+    pub async fn read(&self, inode: InodeId, offset: u64, size: u32) -> Result<Bytes> {
+        self.client.read(inode, offset, size).await.map_err(errno)
+    }
+
+    /// Buffers a write (write-behind); earlier write errors surface here.
+    pub async fn write(&self, fh: u64, offset: u64, data: Bytes) -> Result<u32> {
+        let file = self.handles.get(fh).ok_or(Errno::EBADF)?;
+        let writer = file.writer.as_ref().ok_or(Errno::EBADF)?;
+        let len = data.len() as u32;
+        writer.write(offset, data).await.map_err(errno)?;
+        Ok(len)
+    }
+
+    /// Waits for the handle's buffered writes (on every `close`).
+    pub async fn flush(&self, fh: u64) -> Result<()> {
+        match self.handles.get(fh).and_then(|f| f.writer.clone()) {
+            Some(w) => w.flush().await.map_err(errno),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes a handle, flushing its writes.
+    pub async fn release(&self, fh: u64) -> Result<()> {
+        match self.handles.remove(fh).and_then(|f| f.writer.clone()) {
+            Some(w) => w.flush().await.map_err(errno),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes the file's data and the metadata durable on every server holding them.
+    pub async fn fsync(&self, fh: u64) -> Result<()> {
+        if let Some(w) = self.handles.get(fh).and_then(|f| f.writer.clone()) {
+            w.sync_data().await.map_err(errno)?;
+        }
+        self.client.sync_metadata().await.map_err(errno)
+    }
+
+    /// Makes the metadata durable (fsync on a directory).
+    pub async fn fsyncdir(&self) -> Result<()> {
+        self.client.sync_metadata().await.map_err(errno)
+    }
+
+    /// A page of a directory after cookie `after`.
+    pub async fn readdir(&self, inode: InodeId, after: u64) -> Result<Vec<DirEntry>> {
+        self.client
+            .readdir(inode, after, DIR_PAGE)
+            .await
+            .map_err(errno)
+    }
+
+    /// Space and inode counts.
+    pub async fn statfs(&self) -> Result<FsStats> {
+        self.client.statfs().await.map_err(errno)
+    }
+
+    /// Flushes every open writer (before unmounting).
+    pub async fn flush_all(&self) {
+        for w in self.handles.writers() {
+            if let Err(status) = w.flush().await {
+                tracing::warn!(%status, "buffered writes failed while unmounting");
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The mount's command line as `mount(8)` and fstab pass it: `[HOST[:PORT]][:/SUBDIR] DIR -o OPTS`.
+
+use std::path::PathBuf;
+
+use elkfs_common::defaults;
+
+/// What to mount where, and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountSpec {
+    /// The master, `HOST[:PORT]`.
+    pub master: String,
+    /// The subdirectory of the namespace to mount (`/` for all of it).
+    pub subdir: String,
+    /// Where to mount it.
+    pub mount_point: PathBuf,
+    /// Mount read-only.
+    pub read_only: bool,
+    /// Let other users than the mounting one use the mount.
+    pub allow_other: bool,
+    /// Stay in the foreground.
+    pub foreground: bool,
+}
+
+/// A command line that cannot be mounted, with the reason.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OptionError {
+    /// A `-o` option this filesystem does not know.
+    #[error("unknown mount option '{0}'")]
+    Unknown(String),
+    /// An option that is known but not supported yet.
+    #[error("mount option '{0}' is not supported yet")]
+    Unsupported(String),
+    /// The source is not `[HOST[:PORT]][:/SUBDIR]`.
+    #[error("'{0}' is not a source of the form [HOST[:PORT]][:/SUBDIR]")]
+    BadSource(String),
+}
+
+/// Generic options `mount(8)` and fstab pass that concern the kernel or mount itself, not us.
+const GENERIC: &[&str] = &[
+    "rw",
+    "defaults",
+    "dev",
+    "nodev",
+    "suid",
+    "nosuid",
+    "exec",
+    "noexec",
+    "async",
+    "sync",
+    "atime",
+    "noatime",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "nodiratime",
+    "diratime",
+    "auto",
+    "noauto",
+    "user",
+    "nouser",
+    "users",
+    "owner",
+    "_netdev",
+    "nofail",
+    "default_permissions",
+    "loud",
+    "silent",
+];
+
+/// Splits a source into master address and subdirectory: `host:/sub`, `host:9421:/sub`,
+/// `host`, `:/sub` and the empty string (the default master) are all accepted.
+pub fn parse_source(source: &str) -> Result<(String, String), OptionError> {
+    let default_master = || {
+        std::env::var(defaults::MASTER_ENV).unwrap_or_else(|_| defaults::MASTER_ADDR.to_string())
+    };
+    let (master, subdir) = match source.find(":/") {
+        Some(i) => (&source[..i], &source[i + 1..]),
+        None if source.starts_with('/') => ("", source),
+        None => (source, "/"),
+    };
+    if master.contains('/') {
+        return Err(OptionError::BadSource(source.to_string()));
+    }
+    let master = if master.is_empty() {
+        default_master()
+    } else {
+        master.to_string()
+    };
+    Ok((master, subdir.to_string()))
+}
+
+/// Builds the spec from the source, mount point, `-o` option strings and `-f`.
+pub fn parse(
+    source: &str,
+    mount_point: PathBuf,
+    options: &[String],
+    foreground: bool,
+) -> Result<MountSpec, OptionError> {
+    let (master, mut subdir) = parse_source(source)?;
+    let mut spec = MountSpec {
+        master,
+        subdir: String::new(),
+        mount_point,
+        read_only: false,
+        allow_other: false,
+        foreground,
+    };
+    for opt in options
+        .iter()
+        .flat_map(|o| o.split(','))
+        .filter(|o| !o.is_empty())
+    {
+        let (key, value) = match opt.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (opt, None),
+        };
+        match (key, value) {
+            ("ro", None) => spec.read_only = true,
+            ("rw", None) => spec.read_only = false,
+            ("allow_other", None) => spec.allow_other = true,
+            ("subdir", Some(dir)) => subdir = dir.to_string(),
+            ("master", Some(m)) => spec.master = m.to_string(),
+            ("password" | "passwordfile" | "tls", _) => {
+                return Err(OptionError::Unsupported(key.to_string()));
+            }
+            (k, None) if GENERIC.contains(&k) => {}
+            ("comment" | "x-systemd.automount", _) => {}
+            (k, _) if k.starts_with("x-") => {}
+            _ => return Err(OptionError::Unknown(opt.to_string())),
+        }
+    }
+    spec.subdir = if subdir.starts_with('/') {
+        subdir
+    } else {
+        format!("/{subdir}")
+    };
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_split_into_master_and_subdir() {
+        assert_eq!(
+            parse_source("10.0.0.1:/").unwrap(),
+            ("10.0.0.1".into(), "/".into())
+        );
+        assert_eq!(
+            parse_source("h:9500:/a/b").unwrap(),
+            ("h:9500".into(), "/a/b".into())
+        );
+        assert_eq!(
+            parse_source("h:9500").unwrap(),
+            ("h:9500".into(), "/".into())
+        );
+        assert_eq!(parse_source(":/x").unwrap().1, "/x");
+        assert!(parse_source("a/b:/x").is_err());
+    }
+
+    #[test]
+    fn fstab_options_are_understood_and_unknown_ones_refused() {
+        let spec = parse(
+            "h:/",
+            "/mnt".into(),
+            &["rw,nosuid,nodev,relatime,_netdev,ro".into()],
+            false,
+        )
+        .unwrap();
+        assert!(spec.read_only);
+        assert_eq!(spec.subdir, "/");
+        let spec = parse("h:/", "/mnt".into(), &["subdir=proj".into()], true).unwrap();
+        assert_eq!(spec.subdir, "/proj");
+        assert_eq!(
+            parse("h", "/mnt".into(), &["frobnicate".into()], false),
+            Err(OptionError::Unknown("frobnicate".into()))
+        );
+    }
+}

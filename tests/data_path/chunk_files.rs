@@ -1,0 +1,110 @@
+//! What the chunkservers keep on disk: named chunk files, two copies at goal 2, and a flipped
+//! byte that is caught and read around.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::time::Duration;
+
+use elkfs_e2e::{ChunkFile, chunk_files, pseudo_random};
+use elkfs_testkit::{Cluster, Process, wait_until};
+
+const MIB: usize = 1024 * 1024;
+
+/// Bytes in front of the data in a chunk file.
+const HEADER: u64 = 64 * 1024;
+
+fn all_chunk_files(cluster: &Cluster) -> Vec<ChunkFile> {
+    (0..cluster.chunkserver_count())
+        .flat_map(|i| {
+            cluster
+                .chunkserver_data_dirs(i)
+                .iter()
+                .flat_map(move |d| chunk_files(i, d))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn chunks_are_named_files_with_two_copies_on_two_servers_at_goal_two() {
+    let cluster = Cluster::builder().chunkservers(3).start();
+    let data = pseudo_random(70 * MIB, 3);
+    std::fs::write(cluster.mount_path(0).join("two-chunks"), &data).unwrap();
+    let files = all_chunk_files(&cluster);
+    let mut servers_of: BTreeMap<u64, BTreeSet<usize>> = BTreeMap::new();
+    for f in &files {
+        assert_eq!(
+            f.subdir,
+            format!("{:02X}", f.id & 0xFF),
+            "{f:?} is in the wrong subdirectory"
+        );
+        assert!(servers_of.entry(f.id).or_default().insert(f.server));
+    }
+    assert_eq!(
+        servers_of.len(),
+        2,
+        "a 70 MiB file has two chunks: {files:?}"
+    );
+    for (id, servers) in &servers_of {
+        assert_eq!(
+            servers.len(),
+            2,
+            "chunk {id:X} should be on two servers: {files:?}"
+        );
+    }
+    let stored: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(&f.path).unwrap().len() - HEADER)
+        .sum();
+    assert_eq!(
+        stored,
+        2 * data.len() as u64,
+        "each byte is stored exactly twice"
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_one_copy_is_detected_and_the_other_copy_is_read() {
+    let mut cluster = Cluster::builder().chunkservers(2).start();
+    let path = cluster.mount_path(0).join("victim");
+    let data = pseudo_random(MIB, 9);
+    std::fs::write(&path, &data).unwrap();
+    let files = all_chunk_files(&cluster);
+    assert_eq!(files.len(), 2, "{files:?}");
+    let victim = &files[0];
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&victim.path)
+        .unwrap();
+    let at = HEADER + 300_000;
+    let mut byte = [0u8; 1];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut byte).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&[byte[0] ^ 0x01]).unwrap();
+    drop(f);
+
+    // Each open drops the kernel's cached pages, so every read goes to a chunkserver; copies are
+    // picked at random, so a few reads reach the damaged one.
+    let damaged_server = victim.server;
+    let mut reads = 0;
+    wait_until(
+        Duration::from_secs(60),
+        "the damaged copy to be detected",
+        || {
+            reads += 1;
+            assert!(
+                std::fs::read(&path).unwrap() == data,
+                "read {reads} returned wrong data"
+            );
+            cluster
+                .log_of(Process::Chunkserver(damaged_server))
+                .contains("damaged chunk copy")
+        },
+    );
+    for _ in 0..10 {
+        assert!(std::fs::read(&path).unwrap() == data);
+    }
+    cluster.allow_log_errors("damaged");
+}

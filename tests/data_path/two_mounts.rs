@@ -1,0 +1,47 @@
+//! Two mounts of one cluster see each other's changes (within the 1 s attribute cache).
+
+use std::path::Path;
+use std::time::Duration;
+
+use elkfs_testkit::{Cluster, wait_until};
+
+const CACHE: Duration = Duration::from_secs(10);
+
+fn read_eventually(path: &Path, expected: &[u8]) {
+    wait_until(
+        CACHE,
+        &format!("{} to read back the new contents", path.display()),
+        || std::fs::read(path).is_ok_and(|d| d == expected),
+    );
+}
+
+#[test]
+fn two_mounts_see_each_others_creates_writes_renames_and_deletes() {
+    let cluster = Cluster::builder().chunkservers(2).mounts(2).start();
+    let a = cluster.mount_path(0).to_path_buf();
+    let b = cluster.mount_path(1).to_path_buf();
+
+    std::fs::create_dir(a.join("dir")).unwrap();
+    std::fs::write(a.join("dir/one"), b"first version").unwrap();
+    read_eventually(&b.join("dir/one"), b"first version");
+
+    std::fs::write(b.join("dir/one"), b"second version, longer").unwrap();
+    read_eventually(&a.join("dir/one"), b"second version, longer");
+
+    std::fs::rename(a.join("dir/one"), a.join("dir/two")).unwrap();
+    wait_until(CACHE, "the rename to show on the other mount", || {
+        !b.join("dir/one").exists() && b.join("dir/two").exists()
+    });
+    read_eventually(&b.join("dir/two"), b"second version, longer");
+
+    std::fs::remove_file(b.join("dir/two")).unwrap();
+    wait_until(CACHE, "the delete to show on the other mount", || {
+        !a.join("dir/two").exists()
+    });
+    let listing: Vec<_> = std::fs::read_dir(a.join("dir")).unwrap().collect();
+    assert!(listing.is_empty(), "{listing:?}");
+    std::fs::remove_dir(b.join("dir")).unwrap();
+    wait_until(CACHE, "the rmdir to show on the other mount", || {
+        !a.join("dir").exists()
+    });
+}

@@ -1,0 +1,114 @@
+//! Helpers shared by the end-to-end test binaries: reproducible data, chunk files on disk,
+//! errno checks.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// `len` bytes of reproducible pseudo-random data (xorshift, seeded), fast enough for 200 MiB.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A chunk file found in a chunkserver's data directory.
+#[derive(Clone, Debug)]
+pub struct ChunkFile {
+    /// Which chunkserver (index in the cluster).
+    pub server: usize,
+    /// The chunk id, from the file name.
+    pub id: u64,
+    /// The version, from the file name.
+    pub version: u32,
+    /// The subdirectory name (`AA`).
+    pub subdir: String,
+    /// Full path.
+    pub path: PathBuf,
+}
+
+/// Every `AA/chunk_<16 hex>_<8 hex>.elk` file under `dir`, for chunkserver `server`.
+pub fn chunk_files(server: usize, dir: &Path) -> Vec<ChunkFile> {
+    let mut out = Vec::new();
+    let Ok(subdirs) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for sub in subdirs.flatten() {
+        let subdir = sub.file_name().to_string_lossy().to_string();
+        let Ok(files) = std::fs::read_dir(sub.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let name = f.file_name().to_string_lossy().to_string();
+            if let Some((id, version)) = parse_chunk_name(&name) {
+                out.push(ChunkFile {
+                    server,
+                    id,
+                    version,
+                    subdir: subdir.clone(),
+                    path: f.path(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Parses `chunk_<16 uppercase hex>_<8 uppercase hex>.elk`.
+pub fn parse_chunk_name(name: &str) -> Option<(u64, u32)> {
+    let rest = name.strip_prefix("chunk_")?.strip_suffix(".elk")?;
+    let (id, version) = rest.split_once('_')?;
+    let upper_hex = |s: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c))
+    };
+    if id.len() != 16 || version.len() != 8 || !upper_hex(id) || !upper_hex(version) {
+        return None;
+    }
+    Some((
+        u64::from_str_radix(id, 16).ok()?,
+        u32::from_str_radix(version, 16).ok()?,
+    ))
+}
+
+/// The errno of an I/O error, or a panic naming what was expected.
+pub fn errno_of<T: std::fmt::Debug>(result: io::Result<T>, what: &str) -> i32 {
+    match result {
+        Ok(v) => panic!("{what}: expected an error, got {v:?}"),
+        Err(e) => e
+            .raw_os_error()
+            .unwrap_or_else(|| panic!("{what}: not an OS error: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_names_parse_only_in_their_exact_form() {
+        assert_eq!(
+            parse_chunk_name("chunk_00000000000000CB_00000001.elk"),
+            Some((0xCB, 1))
+        );
+        assert_eq!(
+            parse_chunk_name("chunk_00000000000000cb_00000001.elk"),
+            None
+        );
+        assert_eq!(parse_chunk_name("chunk_CB_00000001.elk"), None);
+    }
+
+    #[test]
+    fn pseudo_random_data_is_reproducible_and_not_constant() {
+        let a = pseudo_random(1000, 7);
+        assert_eq!(a, pseudo_random(1000, 7));
+        assert_ne!(a, pseudo_random(1000, 8));
+        assert!(a.iter().any(|&b| b != a[0]));
+    }
+}
