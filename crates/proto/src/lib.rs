@@ -7,6 +7,8 @@ pub mod connection;
 pub mod data;
 pub mod frame;
 pub mod geometry;
+#[cfg(test)]
+mod golden;
 pub mod hello;
 pub mod ids;
 pub mod master;

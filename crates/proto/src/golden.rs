@@ -1,0 +1,97 @@
+//! Golden bytes: the exact encoding of a few messages, so an accidental change of the wire
+//! format (a reordered variant, a changed integer encoding) fails here instead of in a mixed
+//! cluster.
+
+use std::net::SocketAddr;
+
+use crate::chunkserver::{CsCommand, CsRequest, Space};
+use crate::codec;
+use crate::data::{DataError, DataRequest};
+use crate::hello::{Hello, Role};
+use crate::ids::{ChunkId, ChunkVersion, InodeId};
+use crate::master::{MasterReply, MasterRequest};
+use crate::status::Status;
+use crate::types::{Caller, FileKind};
+
+fn hex<T: serde::Serialize>(value: &T) -> String {
+    codec::encode(value)
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn addr() -> SocketAddr {
+    "127.0.0.1:9422".parse().unwrap()
+}
+
+#[test]
+fn hello_encoding_is_pinned() {
+    let hello = Hello {
+        protocol_version: 1,
+        role: Role::DataClient,
+        software: "x".into(),
+    };
+    assert_eq!(hex(&hello), "01030178");
+}
+
+#[test]
+fn master_messages_encoding_is_pinned() {
+    let lookup = MasterRequest::Lookup {
+        parent: InodeId(1),
+        name: b"ab".to_vec(),
+    };
+    assert_eq!(
+        hex(&(0u8, 300u64, &lookup)),
+        "00fb2c0101010261 62".replace(' ', "")
+    );
+    let mknod = MasterRequest::Mknod {
+        parent: InodeId(1),
+        name: b"f".to_vec(),
+        kind: FileKind::File,
+        mode: 0o644,
+        rdev: 0,
+        caller: Caller {
+            uid: 1000,
+            gid: 1000,
+        },
+    };
+    assert_eq!(hex(&mknod), "0401016600fba40100fbe803fbe803");
+    let refused: Result<MasterReply, Status> = Err(Status::NotEmpty);
+    assert_eq!(hex(&refused), "0102");
+}
+
+#[test]
+fn chunkserver_messages_encoding_is_pinned() {
+    let register = CsRequest::Register {
+        data_addr: addr(),
+        space: Space {
+            total: 1 << 20,
+            available: 5,
+        },
+        chunk_count: 2,
+    };
+    assert_eq!(hex(&register), "00007f000001fbce24fc000010000502");
+    let cmd = CsCommand::SetVersion {
+        chunk: ChunkId(0xCB),
+        from: ChunkVersion(1),
+        to: ChunkVersion(2),
+    };
+    assert_eq!(hex(&cmd), "01cb0102");
+}
+
+#[test]
+fn data_messages_encoding_is_pinned() {
+    let write = DataRequest::Write {
+        chunk: ChunkId(7),
+        version: ChunkVersion(3),
+        offset: 65536,
+        chain: vec![addr()],
+    };
+    assert_eq!(hex(&write), "010703fc0000010001007f000001fbce24");
+    let err: Result<(), DataError> = Err(DataError {
+        status: Status::Corrupt,
+        server: addr(),
+    });
+    assert_eq!(hex(&err), "010d007f000001fbce24");
+}
