@@ -27,7 +27,7 @@ enum Command {
         /// Where to mount the filesystem (default DIR/mnt).
         #[arg(long)]
         mountpoint: Option<PathBuf>,
-        /// Master port; chunkservers use the ports after it.
+        /// Master port; chunkservers use the ports after it (0: any free ports).
         #[arg(long, default_value_t = elkfs_common::defaults::MASTER_PORT)]
         port: u16,
     },

@@ -30,6 +30,14 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// Prints a line for the user; a closed stdout must not stop the cluster from running.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
@@ -69,17 +77,17 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
     let result = start_all(&opts, &dir, &mountpoint, &bin, &mut daemons);
     match result {
         Ok(master) => {
-            println!(
+            say!(
                 "ElkFS is up: master {master}, {} chunkservers.",
                 opts.chunkservers
             );
-            println!("Mounted at {}", mountpoint.display());
-            println!(
+            say!("Mounted at {}", mountpoint.display());
+            say!(
                 "Logs in {}. Press Ctrl-C to unmount and stop everything.",
                 dir.join("logs").display()
             );
             let died = watch(&mut daemons);
-            println!("Stopping...");
+            say!("Stopping...");
             stop_all(&mut daemons);
             match died {
                 Some(name) => bail!(
@@ -87,7 +95,7 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
                     dir.join("logs").display()
                 ),
                 None => {
-                    println!(
+                    say!(
                         "Stopped. Run `elkfs up --dir {}` again to bring the same files back.",
                         opts.dir.display()
                     );
@@ -128,7 +136,11 @@ fn start_all(
     for i in 0..opts.chunkservers {
         let data = dir.join(format!("cs{i}"));
         std::fs::create_dir_all(&data)?;
-        let port = opts.port as usize + 1 + i;
+        // Port 0 means any free ports, for the master and chunkservers alike.
+        let port = match opts.port {
+            0 => 0,
+            base => base as usize + 1 + i,
+        };
         let cs_listen = format!("127.0.0.1:{port}");
         ready.push(spawn(
             bin,
@@ -176,14 +188,24 @@ fn spawn(
     let _ = std::fs::remove_file(&ready);
     let log = dir.join("logs").join(format!("{name}.log"));
     let out: File = OpenOptions::new().create(true).append(true).open(&log)?;
-    let child = Command::new(bin.join(program))
+    let mut command = Command::new(bin.join(program));
+    command
         .args(args)
         .arg("--ready-file")
         .arg(&ready)
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)
-        .process_group(0)
+        .process_group(0);
+    // SAFETY: the closure only calls prctl, which is async-signal-safe, between fork and exec.
+    // If `elkfs up` itself dies, its children are told to stop instead of running on unseen.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let child = command
         .spawn()
         .with_context(|| format!("cannot start {}", bin.join(program).display()))?;
     daemons.push(Daemon {
