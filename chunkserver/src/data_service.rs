@@ -8,7 +8,7 @@ use bytes::Bytes;
 use elkfs_proto::chunkserver::ChunkReport;
 use elkfs_proto::connection::{self, NoMessage};
 use elkfs_proto::data::{DataError, DataReply, DataRequest, DataResponse};
-use elkfs_proto::geometry::CHUNK_SIZE;
+use elkfs_proto::geometry::{CHUNK_SIZE, MAX_COPIES};
 use elkfs_proto::{
     ChunkId, ChunkVersion, DATA_LIMITS, DataPool, Handler, Hello, Responder, Role, Status,
 };
@@ -208,7 +208,7 @@ impl DataHandler {
         data: Bytes,
         responder: Responder<DataResponse>,
     ) {
-        if offset as u64 + data.len() as u64 > CHUNK_SIZE {
+        if offset as u64 + data.len() as u64 > CHUNK_SIZE || chain.len() >= MAX_COPIES {
             responder
                 .send(&self.error(Status::Invalid), Bytes::new())
                 .await;
@@ -296,6 +296,12 @@ async fn sync(
     chunk: ChunkId,
     chain: Vec<SocketAddr>,
 ) -> DataResponse {
+    if chain.len() >= MAX_COPIES {
+        return Err(DataError {
+            status: Status::Invalid,
+            server: local,
+        });
+    }
     let forward = match chain.split_first() {
         None => None,
         Some((next, rest)) => {

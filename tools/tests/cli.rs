@@ -66,7 +66,10 @@ mod up {
                 if let Some(status) = self.child.try_wait().unwrap() {
                     return status;
                 }
-                assert!(Instant::now() < deadline, "elkfs up did not stop after SIGINT");
+                assert!(
+                    Instant::now() < deadline,
+                    "elkfs up did not stop after SIGINT"
+                );
                 std::thread::sleep(Duration::from_millis(50));
             }
         }

@@ -2,7 +2,7 @@
 //! writes it makes. The same code runs when the master makes a change and when it (or a
 //! metalogger) replays one, so both always agree.
 
-use elkfs_proto::geometry::CHUNK_SIZE;
+use elkfs_proto::geometry::{CHUNK_SIZE, MAX_FILE_SIZE};
 use elkfs_proto::types::{Attr, FileKind, SetAttr, TimeSet, Timestamp};
 use elkfs_proto::{ChunkId, ChunkVersion, InodeId, Status};
 
@@ -144,6 +144,9 @@ pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
             let mut rec = inode_of(txn, *inode)?;
             if rec.kind != FileKind::File {
                 return Err(Status::Invalid.into());
+            }
+            if *length > MAX_FILE_SIZE {
+                return Err(Status::TooBig.into());
             }
             rec.size = rec.size.max(*length);
             rec.mtime = *time;
@@ -666,6 +669,9 @@ fn set_attr(
             FileKind::File => {}
             FileKind::Dir => return Err(Status::IsDir.into()),
             _ => return Err(Status::Invalid.into()),
+        }
+        if size > MAX_FILE_SIZE {
+            return Err(Status::TooBig.into());
         }
         // Nothing may lie past the new end, whichever way the length moved.
         let keep = u32::try_from(size.div_ceil(CHUNK_SIZE)).map_err(|_| Status::TooBig)?;

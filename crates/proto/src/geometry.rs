@@ -12,6 +12,12 @@ pub const BLOCKS_PER_CHUNK: u32 = (CHUNK_SIZE / BLOCK_SIZE as u64) as u32;
 /// Largest data payload in one frame; reads and writes are split into pieces of at most this.
 pub const MAX_DATA_PAYLOAD: u32 = 1024 * 1024;
 
+/// Largest file length: chunk indexes are 32-bit.
+pub const MAX_FILE_SIZE: u64 = CHUNK_SIZE * u32::MAX as u64;
+
+/// Most copies of a chunk (the largest goal), and so the longest write chain.
+pub const MAX_COPIES: usize = 9;
+
 /// Index of the chunk that holds byte `offset` of a file.
 pub fn chunk_index_of(offset: u64) -> u32 {
     (offset / CHUNK_SIZE) as u32
