@@ -11,7 +11,7 @@ use elkfs_proto::master::{MasterReply, MasterRequest, MasterResponse, ReadLocati
 use elkfs_proto::types::{Caller, FsStats, SetAttr, Timestamp};
 use elkfs_proto::{Handler, InodeId, Responder, SessionId, Status};
 
-use crate::state::{MASTER_SESSION, MasterState};
+use crate::state::{MASTER_SESSION, MasterState, REOPEN_GRACE};
 
 /// Most entries returned in one directory page.
 const MAX_DIR_PAGE: usize = 4096;
@@ -36,10 +36,20 @@ impl ClientHandler {
 
 impl Drop for ClientHandler {
     fn drop(&mut self) {
-        if let Some(session) = self.session {
-            self.state.leases.release_session(session);
-            tracing::info!(%session, peer = %self.peer, "client session ended");
-        }
+        let Some(session) = self.session else {
+            return;
+        };
+        self.state.leases.release_session(session);
+        self.state.locks.release_session(session);
+        tracing::info!(%session, peer = %self.peer, "client session ended");
+        // Its open files keep unlinked files alive a little longer, in case it reconnects.
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(REOPEN_GRACE).await;
+            for inode in state.open_files.drop_session(session) {
+                state.purge_if_unused(inode).await;
+            }
+        });
     }
 }
 
@@ -306,18 +316,90 @@ async fn serve(
                 Err(Status::Io)
             }
         },
+        MasterRequest::GetXattr { inode, name } => Ok(MasterReply::Xattr(
+            meta.read(move |s| s.xattr(inode, &name)).await?,
+        )),
+        MasterRequest::ListXattr { inode } => Ok(MasterReply::XattrNames(
+            meta.read(move |s| s.xattr_names(inode)).await?,
+        )),
+        MasterRequest::SetXattr {
+            inode,
+            name,
+            value,
+            flags,
+        } => {
+            let op = MetaOp::SetXattr {
+                inode,
+                name,
+                value,
+                flags,
+                time: now,
+            };
+            commit_done(state, op).await
+        }
+        MasterRequest::RemoveXattr { inode, name } => {
+            commit_done(
+                state,
+                MetaOp::RemoveXattr {
+                    inode,
+                    name,
+                    time: now,
+                },
+            )
+            .await
+        }
+        MasterRequest::Open { inode } => {
+            state.open_files.open(inode, session);
+            Ok(MasterReply::Done)
+        }
+        MasterRequest::Close { inode } => {
+            if state.open_files.close(inode, session) {
+                state.purge_if_unused(inode).await;
+            }
+            Ok(MasterReply::Done)
+        }
+        MasterRequest::Reopen { inodes } => {
+            for inode in inodes {
+                state.open_files.open(inode, session);
+            }
+            Ok(MasterReply::Done)
+        }
+        MasterRequest::SetLock { inode, lock, wait } => {
+            state.locks.set(inode, session, lock, wait).await?;
+            Ok(MasterReply::Done)
+        }
+        MasterRequest::TestLock { inode, lock } => Ok(MasterReply::Conflict(
+            state.locks.test(inode, session, &lock),
+        )),
+        MasterRequest::ReleaseLocks { inode, owner } => {
+            state.locks.release_owner(inode, session, owner);
+            Ok(MasterReply::Done)
+        }
     }
 }
 
+/// Commits a change and does what it leaves to do: delete freed chunks, purge unlinked files.
+async fn commit(state: &MasterState, op: MetaOp) -> Result<elkfs_metastore::Outcome, Status> {
+    let (_, mut outcome) = state.meta.commit(op).await?;
+    state
+        .chunks
+        .delete_freed(std::mem::take(&mut outcome.freed_chunks));
+    for inode in std::mem::take(&mut outcome.unlinked) {
+        state.purge_if_unused(inode).await;
+    }
+    Ok(outcome)
+}
+
 async fn commit_attr(state: &MasterState, op: MetaOp) -> MasterResponse {
-    let (_, outcome) = state.meta.commit(op).await?;
-    state.chunks.delete_freed(outcome.freed_chunks);
-    outcome.attr.map(MasterReply::Attr).ok_or(Status::Io)
+    commit(state, op)
+        .await?
+        .attr
+        .map(MasterReply::Attr)
+        .ok_or(Status::Io)
 }
 
 async fn commit_done(state: &MasterState, op: MetaOp) -> MasterResponse {
-    let (_, outcome) = state.meta.commit(op).await?;
-    state.chunks.delete_freed(outcome.freed_chunks);
+    commit(state, op).await?;
     Ok(MasterReply::Done)
 }
 

@@ -8,7 +8,9 @@ pub mod config;
 pub mod cs_service;
 pub mod leases;
 pub mod listener;
+pub mod locks;
 pub mod meta;
+pub mod open_files;
 pub mod state;
 
 use std::sync::Arc;
@@ -83,6 +85,7 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
         config.commit_interval(),
         stop.clone(),
     ));
+    tokio::spawn(purge_leftover_unlinked(state.clone(), stop.clone()));
     listener::accept_loop(listener, state, stop.clone()).await;
     let _ = syncer.await;
     meta.sync()
@@ -92,6 +95,28 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
     tokio::task::spawn_blocking(move || store.flush()).await??;
     tracing::info!("master stopped");
     Ok(())
+}
+
+/// Files unlinked before this start that no client reopened within the grace period are purged.
+async fn purge_leftover_unlinked(state: Arc<MasterState>, stop: CancellationToken) {
+    tokio::select! {
+        _ = tokio::time::sleep(state::REOPEN_GRACE) => {}
+        _ = stop.cancelled() => return,
+    }
+    let leftovers = match state
+        .meta
+        .read(|s| s.unlinked_inodes().map_err(Into::into))
+        .await
+    {
+        Ok(l) => l,
+        Err(status) => {
+            tracing::warn!(%status, "cannot list unlinked files");
+            return;
+        }
+    };
+    for inode in leftovers {
+        state.purge_if_unused(inode).await;
+    }
 }
 
 /// fsyncs the changelog every `interval` while there are new records.

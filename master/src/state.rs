@@ -5,10 +5,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use elkfs_proto::SessionId;
 
+use std::time::Duration;
+
+use elkfs_metastore::MetaOp;
+use elkfs_proto::InodeId;
+
 use crate::chunk_ops::ChunkOps;
 use crate::cluster::Cluster;
 use crate::leases::Leases;
+use crate::locks::LockTable;
 use crate::meta::Meta;
+use crate::open_files::OpenFiles;
+
+/// How long a vanished session's open files keep unlinked files alive: long enough for its client
+/// to reconnect (after a master restart or a network blip) and say which files it has open.
+pub const REOPEN_GRACE: Duration = Duration::from_secs(60);
 
 /// The master's shared state.
 pub struct MasterState {
@@ -20,6 +31,10 @@ pub struct MasterState {
     pub leases: Leases,
     /// Chunk creation, versions, deletion.
     pub chunks: ChunkOps,
+    /// Files open in some session.
+    pub open_files: OpenFiles,
+    /// Byte-range locks.
+    pub locks: LockTable,
     next_session: AtomicU64,
 }
 
@@ -31,6 +46,8 @@ impl MasterState {
             cluster,
             leases,
             chunks,
+            open_files: OpenFiles::default(),
+            locks: LockTable::default(),
             next_session: AtomicU64::new(1),
         }
     }
@@ -38,6 +55,20 @@ impl MasterState {
     /// A fresh session id (ids are per master run; 0 is the master's own).
     pub fn new_session(&self) -> SessionId {
         SessionId(self.next_session.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl MasterState {
+    /// Deletes an unlinked file for good unless some session still has it open.
+    pub async fn purge_if_unused(&self, inode: InodeId) {
+        if self.open_files.is_open(inode) {
+            return;
+        }
+        match self.meta.commit(MetaOp::Purge { inode }).await {
+            Ok((_, outcome)) => self.chunks.delete_freed(outcome.freed_chunks),
+            Err(elkfs_proto::Status::NotFound) => {}
+            Err(status) => tracing::warn!(%inode, %status, "cannot purge an unlinked file"),
+        }
     }
 }
 

@@ -4,16 +4,17 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use elkfs_proto::master::{Lock, LockKind};
 use elkfs_proto::types::{Caller, SetAttr, TimeSet, Timestamp};
 use fuser::{
-    BsdFileFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
-    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    BsdFileFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 
@@ -32,17 +33,24 @@ pub struct ElkFs {
     map: InodeMap,
     runtime: Handle,
     ttl: Duration,
+    notifier: Arc<OnceLock<Notifier>>,
 }
 
 impl ElkFs {
-    /// Wraps the filesystem logic for fuser.
-    pub fn new(ops: Arc<Ops>, runtime: Handle, ttl: Duration) -> ElkFs {
+    /// Wraps the filesystem logic for fuser; `notifier` is filled in once the session exists.
+    pub fn new(
+        ops: Arc<Ops>,
+        runtime: Handle,
+        ttl: Duration,
+        notifier: Arc<OnceLock<Notifier>>,
+    ) -> ElkFs {
         let map = InodeMap::new(ops.client.root());
         ElkFs {
             ops,
             map,
             runtime,
             ttl,
+            notifier,
         }
     }
 
@@ -81,6 +89,34 @@ fn reply_entry(
     }
 }
 
+/// A lock request as the master understands it.
+fn lock_of(typ: i32, start: u64, end: u64, owner: LockOwner, pid: u32) -> Result<Lock, Errno> {
+    let kind = match typ {
+        libc::F_RDLCK => LockKind::Read,
+        libc::F_WRLCK => LockKind::Write,
+        libc::F_UNLCK => LockKind::Unlock,
+        _ => return Err(Errno::EINVAL),
+    };
+    Ok(Lock {
+        kind,
+        start,
+        end,
+        owner: owner.0,
+        pid,
+    })
+}
+
+/// Answers an xattr query: its size when the caller asked with size 0, ERANGE when its buffer is
+/// too small, the bytes otherwise.
+fn reply_xattr(reply: ReplyXattr, size: u32, result: Result<Vec<u8>, Errno>) {
+    match result {
+        Ok(v) if size == 0 => reply.size(v.len() as u32),
+        Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+        Ok(v) => reply.data(&v),
+        Err(e) => reply.error(e),
+    }
+}
+
 fn reply_empty(reply: ReplyEmpty, result: Result<(), Errno>) {
     match result {
         Ok(()) => reply.ok(),
@@ -97,6 +133,14 @@ impl Filesystem for ElkFs {
             let _ = config.set_max_readahead(max);
         }
         let _ = config.set_max_background(64);
+        // Locks go to the master so that they hold across every mount of the cluster.
+        let locks = InitFlags::FUSE_POSIX_LOCKS | InitFlags::FUSE_FLOCK_LOCKS;
+        if let Err(missing) = config.add_capabilities(locks) {
+            tracing::warn!(
+                ?missing,
+                "the kernel cannot pass locks to the filesystem; locks stay local to this host"
+            );
+        }
         Ok(())
     }
 
@@ -281,9 +325,16 @@ impl Filesystem for ElkFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let notifier = self.notifier.clone();
         self.spawn(|ops, map, _| async move {
             match ops.open(map.to_elk(ino), flags.0).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(fh) => {
+                    // Close-to-open: the kernel must not trust a cached length from before the open.
+                    if let Some(n) = notifier.get() {
+                        let _ = n.inval_inode(ino, -1, 0);
+                    }
+                    reply.opened(FileHandle(fh), FopenFlags::empty())
+                }
                 Err(e) => reply.error(e),
             }
         });
@@ -332,13 +383,13 @@ impl Filesystem for ElkFs {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
-        _lock_owner: LockOwner,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.spawn(|ops, _, _| async move {
-            reply_empty(reply, ops.flush(fh.0).await);
+        self.spawn(|ops, map, _| async move {
+            reply_empty(reply, ops.flush(map.to_elk(ino), fh.0, lock_owner.0).await);
         });
     }
 
@@ -348,25 +399,99 @@ impl Filesystem for ElkFs {
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         self.spawn(|ops, _, _| async move {
-            reply_empty(reply, ops.release(fh.0).await);
+            reply_empty(reply, ops.release(fh.0, lock_owner.map(|o| o.0)).await);
         });
     }
 
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(|ops, _, _| async move {
-            reply_empty(reply, ops.fsync(fh.0).await);
+        self.spawn(|ops, map, _| async move {
+            reply_empty(reply, ops.fsync(map.to_elk(ino)).await);
+        });
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: ReplyLock,
+    ) {
+        let lock = match lock_of(typ, start, end, lock_owner, pid) {
+            Ok(l) => l,
+            Err(e) => return reply.error(e),
+        };
+        self.spawn(|ops, map, _| async move {
+            match ops.getlk(map.to_elk(ino), lock).await {
+                Ok(Some(c)) => {
+                    let typ = if c.kind == LockKind::Read {
+                        libc::F_RDLCK
+                    } else {
+                        libc::F_WRLCK
+                    };
+                    reply.locked(c.start, c.end, typ, c.pid)
+                }
+                Ok(None) => reply.locked(start, end, libc::F_UNLCK, 0),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let lock = match lock_of(typ, start, end, lock_owner, pid) {
+            Ok(l) => l,
+            Err(e) => return reply.error(e),
+        };
+        self.spawn(|ops, map, _| async move {
+            reply_empty(reply, ops.setlk(map.to_elk(ino), lock, sleep).await);
+        });
+    }
+
+    fn fallocate(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let caller = Self::caller(req);
+        self.spawn(|ops, map, _| async move {
+            reply_empty(
+                reply,
+                ops.fallocate(map.to_elk(ino), offset, length, mode, caller)
+                    .await,
+            );
         });
     }
 
@@ -419,36 +544,58 @@ impl Filesystem for ElkFs {
         });
     }
 
-    fn getxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: ReplyXattr,
-    ) {
-        reply.error(Errno::ENOSYS);
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let name = name.as_bytes().to_vec();
+        self.spawn(|ops, map, _| async move {
+            reply_xattr(reply, size, ops.getxattr(map.to_elk(ino), &name).await);
+        });
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.spawn(|ops, map, _| async move {
+            reply_xattr(reply, size, ops.listxattr(map.to_elk(ino)).await);
+        });
     }
 
     fn setxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::ENOSYS);
+        let name = name.as_bytes().to_vec();
+        let value = value.to_vec();
+        self.spawn(|ops, map, _| async move {
+            reply_empty(
+                reply,
+                ops.setxattr(map.to_elk(ino), &name, &value, flags).await,
+            );
+        });
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::ENOSYS);
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.as_bytes().to_vec();
+        self.spawn(|ops, map, _| async move {
+            reply_empty(reply, ops.removexattr(map.to_elk(ino), &name).await);
+        });
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(Errno::from_i32(libc::ENOTTY));
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

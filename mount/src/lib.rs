@@ -8,7 +8,7 @@ pub mod ops;
 pub mod options;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use elkfs_client::{Client, ClientConfig};
@@ -75,6 +75,7 @@ fn serve(
         client,
         handles: Handles::default(),
         read_only: spec.read_only,
+        in_flight: Default::default(),
     });
     let mut options = vec![
         MountOption::FSName(format!("{}:{}", spec.master, spec.subdir)),
@@ -92,15 +93,24 @@ fn serve(
         SessionACL::Owner
     };
     config.n_threads = Some(2);
-    let fs = ElkFs::new(ops.clone(), runtime.handle().clone(), defaults::ATTR_CACHE);
+    let notifier = Arc::new(OnceLock::new());
+    let fs = ElkFs::new(
+        ops.clone(),
+        runtime.handle().clone(),
+        defaults::ATTR_CACHE,
+        notifier.clone(),
+    );
     let mut session = fuser::Session::new(fs, &spec.mount_point, &config)
         .with_context(|| format!("cannot mount on {}", spec.mount_point.display()))?;
+    let _ = notifier.set(session.notifier());
     let mut unmounter = session.unmount_callable();
     let stop = runtime.block_on(async { elkfs_common::daemon::stop_on_signals() })?;
     let flusher = ops.clone();
     runtime.spawn(async move {
         stop.cancelled().await;
         flusher.flush_all().await;
+        // Replies to requests still being worked on would find the kernel connection gone.
+        flusher.in_flight.wait_idle(defaults::SHUTDOWN_GRACE).await;
         if let Err(e) = unmounter.unmount() {
             tracing::error!(error = %e, "cannot unmount");
         }

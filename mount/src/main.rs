@@ -44,7 +44,9 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    elkfs_common::logging::init();
+    // fuser logs every reply the kernel no longer waits for (an interrupted request, or one
+    // racing an unmount) as an error; libfuse treats that as normal and so do we.
+    elkfs_common::logging::init_with(&["fuser::reply=off"]);
     let spec = match elkfs_mount::options::parse(
         &args.source,
         args.mount_point,

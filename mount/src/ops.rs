@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use elkfs_client::Client;
 use elkfs_client::errno::errno_of;
+use elkfs_proto::master::Lock;
 use elkfs_proto::types::{Attr, Caller, DirEntry, FileKind, FsStats, SetAttr};
 use elkfs_proto::{InodeId, Status};
 use fuser::Errno;
@@ -28,6 +29,55 @@ pub struct Ops {
     pub handles: Handles,
     /// Whether the mount is read-only.
     pub read_only: bool,
+    /// Kernel requests being worked on.
+    pub in_flight: Arc<InFlight>,
+}
+
+/// Counts kernel requests being worked on, so unmounting can wait for their replies.
+#[derive(Default)]
+pub struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One request being worked on; finished when dropped.
+pub struct InFlightGuard(Arc<InFlight>);
+
+impl InFlight {
+    /// Marks a request as started.
+    pub fn start(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlightGuard(self.clone())
+    }
+
+    /// Waits until no request is being worked on, or `timeout` passes.
+    pub async fn wait_idle(&self, timeout: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self
+            .0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 type Result<T> = std::result::Result<T, Errno>;
@@ -154,6 +204,7 @@ impl Ops {
         }
         // Close-to-open consistency: whatever another client wrote before we opened is read fresh.
         self.client.forget_locations(inode);
+        self.client.master.opened(inode).await.map_err(errno)?;
         Ok(self.handles.insert(OpenFile {
             inode,
             writer: writes.then(|| self.client.writer(inode)),
@@ -193,28 +244,126 @@ impl Ops {
         Ok(len)
     }
 
-    /// Waits for the handle's buffered writes (on every `close`).
-    pub async fn flush(&self, fh: u64) -> Result<()> {
-        match self.handles.get(fh).and_then(|f| f.writer.clone()) {
+    /// Waits for the handle's buffered writes and drops the closing process's POSIX locks (on
+    /// every `close`, as POSIX says).
+    pub async fn flush(&self, inode: InodeId, fh: u64, lock_owner: u64) -> Result<()> {
+        let flushed = match self.handles.get(fh).and_then(|f| f.writer.clone()) {
             Some(w) => w.flush().await.map_err(errno),
             None => Ok(()),
-        }
+        };
+        self.client
+            .release_locks(inode, lock_owner)
+            .await
+            .map_err(errno)?;
+        flushed
     }
 
-    /// Closes a handle, flushing its writes.
-    pub async fn release(&self, fh: u64) -> Result<()> {
-        match self.handles.remove(fh).and_then(|f| f.writer.clone()) {
+    /// Closes a handle: flushes its writes, drops its `flock` locks, and tells the master when
+    /// this client's last handle on the file is gone.
+    pub async fn release(&self, fh: u64, flock_owner: Option<u64>) -> Result<()> {
+        let Some(file) = self.handles.remove(fh) else {
+            return Ok(());
+        };
+        let flushed = match &file.writer {
             Some(w) => w.flush().await.map_err(errno),
             None => Ok(()),
+        };
+        if let Some(owner) = flock_owner {
+            self.client
+                .release_locks(file.inode, owner)
+                .await
+                .map_err(errno)?;
         }
+        self.client.master.closed(file.inode).await;
+        flushed
     }
 
-    /// Makes the file's data and the metadata durable on every server holding them.
-    pub async fn fsync(&self, fh: u64) -> Result<()> {
-        if let Some(w) = self.handles.get(fh).and_then(|f| f.writer.clone()) {
+    /// Makes the file's data and the metadata durable on every server holding them (data
+    /// written through any handle of this client).
+    pub async fn fsync(&self, inode: InodeId) -> Result<()> {
+        if let Some(w) = self.client.writer_if_open(inode) {
             w.sync_data().await.map_err(errno)?;
         }
         self.client.sync_metadata().await.map_err(errno)
+    }
+
+    /// Reads an extended attribute.
+    pub async fn getxattr(&self, inode: InodeId, name: &[u8]) -> Result<Vec<u8>> {
+        self.client.getxattr(inode, name).await.map_err(errno)
+    }
+
+    /// Lists extended attribute names, each followed by a NUL byte.
+    pub async fn listxattr(&self, inode: InodeId) -> Result<Vec<u8>> {
+        let names = self.client.listxattr(inode).await.map_err(errno)?;
+        let mut out = Vec::new();
+        for name in names {
+            out.extend_from_slice(&name);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    /// Sets an extended attribute.
+    pub async fn setxattr(
+        &self,
+        inode: InodeId,
+        name: &[u8],
+        value: &[u8],
+        flags: i32,
+    ) -> Result<()> {
+        self.writable()?;
+        self.client
+            .setxattr(inode, name, value, flags as u32)
+            .await
+            .map_err(errno)
+    }
+
+    /// Removes an extended attribute.
+    pub async fn removexattr(&self, inode: InodeId, name: &[u8]) -> Result<()> {
+        self.writable()?;
+        self.client.removexattr(inode, name).await.map_err(errno)
+    }
+
+    /// Takes or releases a lock held across all mounts.
+    pub async fn setlk(&self, inode: InodeId, lock: Lock, wait: bool) -> Result<()> {
+        self.client.set_lock(inode, lock, wait).await.map_err(errno)
+    }
+
+    /// Finds a lock that conflicts with `lock`.
+    pub async fn getlk(&self, inode: InodeId, lock: Lock) -> Result<Option<Lock>> {
+        self.client.test_lock(inode, lock).await.map_err(errno)
+    }
+
+    /// Preallocates: grows the file to `offset + length` unless `FALLOC_FL_KEEP_SIZE`; space is
+    /// not reserved ahead (chunks are created as data arrives). Other modes are not supported.
+    pub async fn fallocate(
+        &self,
+        inode: InodeId,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        caller: Caller,
+    ) -> Result<()> {
+        self.writable()?;
+        if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
+            return Err(Errno::from_i32(libc::EOPNOTSUPP));
+        }
+        let end = offset
+            .checked_add(length)
+            .ok_or(Errno::from_i32(libc::EFBIG))?;
+        let attr = self.client.getattr(inode).await.map_err(errno)?;
+        if mode & libc::FALLOC_FL_KEEP_SIZE != 0 || end <= attr.size {
+            return Ok(());
+        }
+        let grow = SetAttr {
+            size: Some(end),
+            ..Default::default()
+        };
+        self.client
+            .setattr(inode, grow, caller)
+            .await
+            .map_err(errno)?;
+        Ok(())
     }
 
     /// Makes the metadata durable (fsync on a directory).

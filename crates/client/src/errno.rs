@@ -19,6 +19,9 @@ pub fn errno_of(status: Status) -> i32 {
         Status::Again => libc::EAGAIN,
         Status::TooBig => libc::EFBIG,
         Status::NotSupported => libc::EOPNOTSUPP,
+        Status::NoAttribute => libc::ENODATA,
+        Status::TooLarge => libc::E2BIG,
+        Status::Locked => libc::EAGAIN,
         Status::WrongVersion
         | Status::Corrupt
         | Status::NoValidCopy

@@ -8,7 +8,7 @@ pub mod namespace;
 pub mod reader;
 pub mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -50,6 +50,7 @@ pub struct Client {
     data: DataPool,
     locations: LocationCache,
     writers: Mutex<HashMap<InodeId, Weak<FileWriter>>>,
+    held_locks: Mutex<HashSet<(InodeId, u64)>>,
     config: ClientConfig,
 }
 
@@ -72,6 +73,7 @@ impl Client {
             ),
             locations: LocationCache::new(config.location_ttl),
             writers: Mutex::new(HashMap::new()),
+            held_locks: Mutex::new(HashSet::new()),
             config,
         }))
     }

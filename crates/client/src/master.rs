@@ -1,6 +1,7 @@
 //! The client's session with the master: one multiplexed connection, reopened (with the session)
 //! when it breaks; requests wait and retry until the master is back or the timeout passes.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -62,6 +63,7 @@ pub struct MasterClient {
     root: InodeId,
     session: Mutex<Option<Session>>,
     reconnecting: tokio::sync::Mutex<()>,
+    open_files: Mutex<HashMap<InodeId, u32>>,
 }
 
 impl MasterClient {
@@ -83,6 +85,7 @@ impl MasterClient {
             root,
             session: Mutex::new(Some(session)),
             reconnecting: tokio::sync::Mutex::new(()),
+            open_files: Mutex::new(HashMap::new()),
         })
     }
 
@@ -115,6 +118,63 @@ impl MasterClient {
         }
     }
 
+    /// Tells a new session which files this client has open, so they live on as before.
+    async fn reopen_files(&self, session: &Session) -> Result<(), String> {
+        let inodes: Vec<InodeId> = self.lock_open_files().keys().copied().collect();
+        if inodes.is_empty() {
+            return Ok(());
+        }
+        match session.conn.ask(&MasterRequest::Reopen { inodes }).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) => Err(format!("reopening files: {status}")),
+            Err(e) => Err(format!("reopening files: {e}")),
+        }
+    }
+
+    fn lock_open_files(&self) -> std::sync::MutexGuard<'_, HashMap<InodeId, u32>> {
+        self.open_files.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts an open of `inode`; the master hears of the first one, so an unlinked file lives on.
+    pub async fn opened(&self, inode: InodeId) -> Result<(), Status> {
+        let first = {
+            let mut open = self.lock_open_files();
+            let count = open.entry(inode).or_default();
+            *count += 1;
+            *count == 1
+        };
+        if first && let Err(status) = self.request(&MasterRequest::Open { inode }).await {
+            self.forget_open(inode);
+            return Err(status);
+        }
+        Ok(())
+    }
+
+    /// Counts a close of `inode`; the master hears of the last one.
+    pub async fn closed(&self, inode: InodeId) {
+        if self.forget_open(inode)
+            && let Err(status) = self.request(&MasterRequest::Close { inode }).await
+        {
+            tracing::debug!(%inode, %status, "cannot tell the master a file was closed");
+        }
+    }
+
+    /// Drops one open count; true when it was the last.
+    fn forget_open(&self, inode: InodeId) -> bool {
+        let mut open = self.lock_open_files();
+        match open.get_mut(&inode) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                false
+            }
+            Some(_) => {
+                open.remove(&inode);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn current(&self) -> Option<Session> {
         let guard = self.session.lock().unwrap_or_else(|p| p.into_inner());
         guard.as_ref().filter(|s| !s.conn.is_closed()).cloned()
@@ -130,8 +190,12 @@ impl MasterClient {
             if let Some(s) = self.current() {
                 return Ok(s);
             }
-            match open_session(&self.target, &self.subdir, &self.mount_point).await {
-                Ok((session, _)) => {
+            let attempt = match open_session(&self.target, &self.subdir, &self.mount_point).await {
+                Ok((session, _)) => self.reopen_files(&session).await.map(|()| session),
+                Err(e) => Err(e.to_string()),
+            };
+            match attempt {
+                Ok(session) => {
                     tracing::info!(master = %self.target, session = %session.id, "reconnected to the master");
                     *self.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(session.clone());
                     return Ok(session);

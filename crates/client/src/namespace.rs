@@ -1,6 +1,6 @@
 //! Namespace operations as typed calls on the master session.
 
-use elkfs_proto::master::{MasterReply, MasterRequest};
+use elkfs_proto::master::{Lock, LockKind, MasterReply, MasterRequest};
 use elkfs_proto::types::{Attr, Caller, DirEntry, FileKind, FsStats, SetAttr};
 use elkfs_proto::{InodeId, Status};
 
@@ -217,5 +217,99 @@ impl Client {
     /// Makes the master's metadata durable (changelog fsynced).
     pub async fn sync_metadata(&self) -> Result<(), Status> {
         done(self.master.request(&MasterRequest::Fsync).await?)
+    }
+
+    /// One extended attribute.
+    pub async fn getxattr(&self, inode: InodeId, name: &[u8]) -> Result<Vec<u8>, Status> {
+        let request = MasterRequest::GetXattr {
+            inode,
+            name: name.to_vec(),
+        };
+        match self.master.request(&request).await? {
+            MasterReply::Xattr(v) => Ok(v),
+            _ => Err(Status::Protocol),
+        }
+    }
+
+    /// The names of an inode's extended attributes.
+    pub async fn listxattr(&self, inode: InodeId) -> Result<Vec<Vec<u8>>, Status> {
+        match self
+            .master
+            .request(&MasterRequest::ListXattr { inode })
+            .await?
+        {
+            MasterReply::XattrNames(v) => Ok(v),
+            _ => Err(Status::Protocol),
+        }
+    }
+
+    /// Sets an extended attribute.
+    pub async fn setxattr(
+        &self,
+        inode: InodeId,
+        name: &[u8],
+        value: &[u8],
+        flags: u32,
+    ) -> Result<(), Status> {
+        let request = MasterRequest::SetXattr {
+            inode,
+            name: name.to_vec(),
+            value: value.to_vec(),
+            flags,
+        };
+        done(self.master.request(&request).await?)
+    }
+
+    /// Removes an extended attribute.
+    pub async fn removexattr(&self, inode: InodeId, name: &[u8]) -> Result<(), Status> {
+        let request = MasterRequest::RemoveXattr {
+            inode,
+            name: name.to_vec(),
+        };
+        done(self.master.request(&request).await?)
+    }
+
+    /// Takes, changes or releases a byte-range lock held across every mount.
+    pub async fn set_lock(&self, inode: InodeId, lock: Lock, wait: bool) -> Result<(), Status> {
+        done(
+            self.master
+                .request(&MasterRequest::SetLock { inode, lock, wait })
+                .await?,
+        )?;
+        let mut held = self.held_locks.lock().unwrap_or_else(|p| p.into_inner());
+        if lock.kind != LockKind::Unlock {
+            held.insert((inode, lock.owner));
+        }
+        Ok(())
+    }
+
+    /// A lock that conflicts with `lock`, if any.
+    pub async fn test_lock(&self, inode: InodeId, lock: Lock) -> Result<Option<Lock>, Status> {
+        match self
+            .master
+            .request(&MasterRequest::TestLock { inode, lock })
+            .await?
+        {
+            MasterReply::Conflict(c) => Ok(c),
+            _ => Err(Status::Protocol),
+        }
+    }
+
+    /// Releases every lock `owner` holds on `inode` (a no-op without a round trip when it holds
+    /// none through this client).
+    pub async fn release_locks(&self, inode: InodeId, owner: u64) -> Result<(), Status> {
+        let held = self
+            .held_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(inode, owner));
+        if !held {
+            return Ok(());
+        }
+        done(
+            self.master
+                .request(&MasterRequest::ReleaseLocks { inode, owner })
+                .await?,
+        )
     }
 }

@@ -9,7 +9,17 @@ pub const LOG_ENV: &str = "ELKFS_LOG";
 
 /// Installs the stderr logger for a program; call once at the start of `main`.
 pub fn init() {
-    let filter = EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with(&[]);
+}
+
+/// Like [`init`], with extra filter directives that apply unless `ELKFS_LOG` is set.
+pub fn init_with(default_directives: &[&str]) {
+    let mut default = String::from("info");
+    for d in default_directives {
+        default.push(',');
+        default.push_str(d);
+    }
+    let filter = EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

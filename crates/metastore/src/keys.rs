@@ -18,6 +18,10 @@ pub const LINK_TARGET: u8 = b'l';
 pub const FILE_CHUNK: u8 = b'c';
 /// Chunk records: `k` + chunk id.
 pub const CHUNK: u8 = b'k';
+/// Extended attributes: `x` + inode + name.
+pub const XATTR: u8 = b'x';
+/// Files whose last name is gone but which may still be open: `u` + inode.
+pub const UNLINKED: u8 = b'u';
 
 /// Version of the last changelog record applied.
 pub const APPLIED: &[u8] = b"mapplied";
@@ -85,6 +89,29 @@ pub fn file_chunk_prefix(inode: InodeId) -> Vec<u8> {
 pub fn file_chunk_index(key: &[u8]) -> Option<u32> {
     let tail: [u8; 4] = key.get(9..13)?.try_into().ok()?;
     Some(u32::from_be_bytes(tail))
+}
+
+/// Key of an extended attribute.
+pub fn xattr(inode: InodeId, name: &[u8]) -> Vec<u8> {
+    let mut k = with_u64(XATTR, inode.0);
+    k.extend_from_slice(name);
+    k
+}
+
+/// Prefix of every extended attribute of `inode`.
+pub fn xattr_prefix(inode: InodeId) -> Vec<u8> {
+    with_u64(XATTR, inode.0)
+}
+
+/// Key marking an unlinked inode that awaits its last close.
+pub fn unlinked(inode: InodeId) -> Vec<u8> {
+    with_u64(UNLINKED, inode.0)
+}
+
+/// The inode of a key made of a prefix byte and an inode number.
+pub fn inode_of_key(key: &[u8]) -> Option<InodeId> {
+    let tail: [u8; 8] = key.get(1..9)?.try_into().ok()?;
+    Some(InodeId(u64::from_be_bytes(tail)))
 }
 
 /// Key of a chunk record.

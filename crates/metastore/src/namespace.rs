@@ -24,6 +24,15 @@ pub const RENAME_EXCHANGE: u32 = 2;
 
 const S_ISGID: u32 = 0o2000;
 
+/// Longest extended attribute name, in bytes.
+pub const XATTR_NAME_MAX: usize = 255;
+/// Largest extended attribute value, in bytes (Linux's `XATTR_SIZE_MAX`).
+pub const XATTR_SIZE_MAX: usize = 65536;
+/// `setxattr` flag: fail if the attribute exists.
+pub const XATTR_CREATE: u32 = 1;
+/// `setxattr` flag: fail if the attribute does not exist.
+pub const XATTR_REPLACE: u32 = 2;
+
 /// Cookies 1 and 2 are `.` and `..` in listings; real entries start after them.
 pub const FIRST_COOKIE: u64 = 3;
 
@@ -34,13 +43,15 @@ pub struct Outcome {
     pub attr: Option<Attr>,
     /// Chunks no file refers to any more: their copies can be deleted.
     pub freed_chunks: Vec<(ChunkId, ChunkVersion)>,
+    /// Files that lost their last name: they are purged once nobody has them open.
+    pub unlinked: Vec<InodeId>,
 }
 
 impl Outcome {
     fn attr(inode: InodeId, record: &InodeRecord) -> Outcome {
         Outcome {
             attr: Some(record.attr(inode)),
-            freed_chunks: Vec::new(),
+            ..Default::default()
         }
     }
 }
@@ -194,7 +205,68 @@ pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
             txn.set_counter(keys::CHUNK_IDS_RESERVED, reserved.max(*up_to))?;
             Ok(Outcome::default())
         }
+        MetaOp::SetXattr {
+            inode,
+            name,
+            value,
+            flags,
+            time,
+        } => set_xattr(txn, *inode, name, value, *flags, *time),
+        MetaOp::RemoveXattr { inode, name, time } => {
+            let mut rec = inode_of(txn, *inode)?;
+            let key = keys::xattr(*inode, name);
+            if txn.get_raw(&key)?.is_none() {
+                return Err(Status::NoAttribute.into());
+            }
+            txn.delete(key);
+            rec.ctime = *time;
+            txn.put(keys::inode(*inode), &rec)?;
+            Ok(Outcome::attr(*inode, &rec))
+        }
+        MetaOp::Purge { inode } => {
+            let key = keys::unlinked(*inode);
+            if txn.get_raw(&key)?.is_none() {
+                return Err(Status::NotFound.into());
+            }
+            txn.delete(key);
+            let rec = inode_of(txn, *inode)?;
+            let mut outcome = Outcome::default();
+            delete_inode(txn, *inode, &rec, &mut outcome)?;
+            Ok(outcome)
+        }
     }
+}
+
+fn set_xattr(
+    txn: &mut Txn<'_>,
+    inode: InodeId,
+    name: &[u8],
+    value: &[u8],
+    flags: u32,
+    time: Timestamp,
+) -> Result<Outcome, ExecError> {
+    if name.is_empty() || name.contains(&0) {
+        return Err(Status::Invalid.into());
+    }
+    if name.len() > XATTR_NAME_MAX {
+        return Err(Status::NameTooLong.into());
+    }
+    if value.len() > XATTR_SIZE_MAX {
+        return Err(Status::TooLarge.into());
+    }
+    let mut rec = inode_of(txn, inode)?;
+    let key = keys::xattr(inode, name);
+    let exists = txn.get_raw(&key)?.is_some();
+    if flags & XATTR_CREATE != 0 && exists {
+        return Err(Status::Exists.into());
+    }
+    if flags & XATTR_REPLACE != 0 && !exists {
+        return Err(Status::NoAttribute.into());
+    }
+    txn.put(key, &value.to_vec())?;
+    rec.ctime = time;
+    txn.put(keys::inode(inode), &rec)?;
+    Ok(Outcome::attr(inode, &rec))
 }
 
 /// Reads an inode or fails with ENOENT.
@@ -428,14 +500,18 @@ fn release_link(
     outcome: &mut Outcome,
 ) -> Result<(), ExecError> {
     let mut rec = inode_of(txn, inode)?;
-    if rec.kind == FileKind::Dir || rec.nlink <= 1 {
-        delete_inode(txn, inode, &rec, outcome)
-    } else {
-        rec.nlink -= 1;
-        rec.ctime = time;
-        txn.put(keys::inode(inode), &rec)?;
-        Ok(())
+    if rec.kind == FileKind::Dir {
+        return delete_inode(txn, inode, &rec, outcome);
     }
+    rec.nlink = rec.nlink.saturating_sub(1);
+    rec.ctime = time;
+    txn.put(keys::inode(inode), &rec)?;
+    if rec.nlink == 0 {
+        // Kept until the master purges it: an open file stays readable and writable.
+        txn.put(keys::unlinked(inode), &time)?;
+        outcome.unlinked.push(inode);
+    }
+    Ok(())
 }
 
 fn delete_inode(
@@ -450,6 +526,9 @@ fn delete_inode(
     }
     if rec.kind == FileKind::File {
         drop_chunks_from(txn, inode, 0, outcome)?;
+    }
+    for (key, _) in txn.scan_all(&keys::xattr_prefix(inode))? {
+        txn.delete(key);
     }
     let count = txn.counter(keys::INODE_COUNT)?;
     txn.set_counter(keys::INODE_COUNT, count.saturating_sub(1))?;

@@ -154,4 +154,31 @@ pub enum MetaOp {
         /// The new bound.
         up_to: u64,
     },
+    /// Sets an extended attribute.
+    SetXattr {
+        /// The inode.
+        inode: InodeId,
+        /// Full name.
+        name: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+        /// `XATTR_CREATE` (1) / `XATTR_REPLACE` (2).
+        flags: u32,
+        /// When (the new ctime).
+        time: Timestamp,
+    },
+    /// Removes an extended attribute.
+    RemoveXattr {
+        /// The inode.
+        inode: InodeId,
+        /// Full name.
+        name: Vec<u8>,
+        /// When (the new ctime).
+        time: Timestamp,
+    },
+    /// Deletes an unlinked file for good (its last close happened, or nobody reopened it).
+    Purge {
+        /// The file.
+        inode: InodeId,
+    },
 }

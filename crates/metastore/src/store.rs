@@ -280,6 +280,37 @@ impl MetaStore {
         }
     }
 
+    /// One extended attribute's value.
+    pub fn xattr(&self, inode: InodeId, name: &[u8]) -> Result<Vec<u8>, ExecError> {
+        let txn = self.txn();
+        namespace::inode_of(&txn, inode)?;
+        Ok(txn
+            .get::<Vec<u8>>(&keys::xattr(inode, name))?
+            .ok_or(Status::NoAttribute)?)
+    }
+
+    /// The names of an inode's extended attributes.
+    pub fn xattr_names(&self, inode: InodeId) -> Result<Vec<Vec<u8>>, ExecError> {
+        let txn = self.txn();
+        namespace::inode_of(&txn, inode)?;
+        let prefix = keys::xattr_prefix(inode);
+        Ok(txn
+            .scan_all(&prefix)?
+            .into_iter()
+            .map(|(k, _)| k[prefix.len()..].to_vec())
+            .collect())
+    }
+
+    /// Files whose last name is gone and that have not been purged yet.
+    pub fn unlinked_inodes(&self) -> Result<Vec<InodeId>, StoreError> {
+        Ok(self
+            .kv
+            .scan(&[keys::UNLINKED], None, usize::MAX)?
+            .into_iter()
+            .filter_map(|(k, _)| keys::inode_of_key(&k))
+            .collect())
+    }
+
     /// Number of inodes in use.
     pub fn inode_count(&self) -> Result<u64, StoreError> {
         read_counter(self.kv.as_ref(), keys::INODE_COUNT)

@@ -137,11 +137,22 @@ fn unlink_and_rmdir_give_posix_errors() {
     assert_eq!(unlink(ROOT, "d"), Err(Status::IsDir));
     assert_eq!(rmdir(d, "f"), Err(Status::NotDir));
     assert_eq!(unlink(d, "nope"), Err(Status::NotFound));
+    let f = store.lookup(d, b"f").unwrap().inode;
     unlink(d, "f").unwrap();
     rmdir(ROOT, "d").unwrap();
     assert!(names(&store, ROOT).is_empty());
     assert_eq!(store.attr(ROOT).unwrap().nlink, 2);
+    assert_eq!(
+        store.inode_count().unwrap(),
+        2,
+        "the unlinked file is not purged yet"
+    );
+    store.commit(&MetaOp::Purge { inode: f }).unwrap();
     assert_eq!(store.inode_count().unwrap(), 1);
+    assert!(
+        store.commit(&MetaOp::Purge { inode: f }).is_err(),
+        "purged twice"
+    );
 }
 
 #[test]
@@ -161,6 +172,13 @@ fn rename_replaces_refuses_and_exchanges_like_linux() {
     );
     rename(&store, a, "f", b, "g", 0).unwrap();
     assert_eq!(store.lookup(b, b"g").unwrap().inode, f);
+    assert_eq!(
+        store.attr(g).unwrap().nlink,
+        0,
+        "replaced file awaits its purge"
+    );
+    assert_eq!(store.unlinked_inodes().unwrap(), vec![g]);
+    store.commit(&MetaOp::Purge { inode: g }).unwrap();
     assert!(matches!(
         store.attr(g),
         Err(ExecError::Refused(Status::NotFound))
@@ -236,6 +254,12 @@ fn truncate_and_unlink_free_the_chunks_past_the_end() {
             time: t(8),
         })
         .unwrap();
+    assert!(
+        outcome.freed_chunks.is_empty(),
+        "an unlinked file keeps its data until purged"
+    );
+    assert_eq!(outcome.unlinked, vec![f]);
+    let (_, outcome) = store.commit(&MetaOp::Purge { inode: f }).unwrap();
     assert_eq!(outcome.freed_chunks, vec![(ChunkId(100), ChunkVersion(1))]);
     assert!(store.chunk(ChunkId(100)).unwrap().is_none());
     assert!(store.chunk_ids_reserved().unwrap() >= 103);
@@ -283,4 +307,49 @@ fn listings_resume_after_a_cookie_while_entries_come_and_go() {
         .map(|e| String::from_utf8(e.name).unwrap())
         .collect();
     assert_eq!(rest, vec!["f4", "f5", "f6", "f7", "f8", "f9", "late"]);
+}
+
+#[test]
+fn extended_attributes_are_set_listed_replaced_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let f = mknod(&store, ROOT, "f").unwrap();
+    let set = |name: &str, value: &[u8], flags: u32| {
+        refused(store.commit(&MetaOp::SetXattr {
+            inode: f,
+            name: name.as_bytes().to_vec(),
+            value: value.to_vec(),
+            flags,
+            time: t(3),
+        }))
+        .map(|_| ())
+    };
+    set("user.a", b"1", 0).unwrap();
+    assert_eq!(
+        set("user.a", b"2", crate::namespace::XATTR_CREATE),
+        Err(Status::Exists)
+    );
+    assert_eq!(
+        set("user.b", b"2", crate::namespace::XATTR_REPLACE),
+        Err(Status::NoAttribute)
+    );
+    set("user.a", b"3", crate::namespace::XATTR_REPLACE).unwrap();
+    set("security.x", b"", 0).unwrap();
+    assert_eq!(store.xattr(f, b"user.a").unwrap(), b"3");
+    assert_eq!(
+        store.xattr_names(f).unwrap(),
+        vec![b"security.x".to_vec(), b"user.a".to_vec()]
+    );
+    assert_eq!(set("user.big", &vec![0; 65537], 0), Err(Status::TooLarge));
+    store
+        .commit(&MetaOp::RemoveXattr {
+            inode: f,
+            name: b"user.a".to_vec(),
+            time: t(4),
+        })
+        .unwrap();
+    assert!(matches!(
+        store.xattr(f, b"user.a"),
+        Err(ExecError::Refused(Status::NoAttribute))
+    ));
 }

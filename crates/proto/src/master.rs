@@ -156,6 +156,100 @@ pub enum MasterRequest {
     },
     /// Makes every metadata change so far durable (changelog fsynced) before replying.
     Fsync,
+    /// Reads one extended attribute.
+    GetXattr {
+        /// The inode.
+        inode: InodeId,
+        /// Full name (`user.foo`, `security.selinux`, `system.posix_acl_access`).
+        name: Vec<u8>,
+    },
+    /// Lists the names of an inode's extended attributes.
+    ListXattr {
+        /// The inode.
+        inode: InodeId,
+    },
+    /// Sets an extended attribute (`flags`: `XATTR_CREATE` = 1, `XATTR_REPLACE` = 2).
+    SetXattr {
+        /// The inode.
+        inode: InodeId,
+        /// Full name.
+        name: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+        /// Create-only / replace-only.
+        flags: u32,
+    },
+    /// Removes an extended attribute.
+    RemoveXattr {
+        /// The inode.
+        inode: InodeId,
+        /// Full name.
+        name: Vec<u8>,
+    },
+    /// This session opened the file (an unlinked file lives on while some session has it open).
+    Open {
+        /// The file.
+        inode: InodeId,
+    },
+    /// This session closed its last handle on the file.
+    Close {
+        /// The file.
+        inode: InodeId,
+    },
+    /// After reconnecting: the files this session still has open.
+    Reopen {
+        /// The files.
+        inodes: Vec<InodeId>,
+    },
+    /// Takes, changes or releases a byte-range lock (POSIX `fcntl` or BSD `flock`).
+    SetLock {
+        /// The file.
+        inode: InodeId,
+        /// The lock and its owner.
+        lock: Lock,
+        /// Wait until it can be granted (`F_SETLKW`); otherwise fail with `Locked`.
+        wait: bool,
+    },
+    /// Finds a lock that would conflict with `lock` (`F_GETLK`).
+    TestLock {
+        /// The file.
+        inode: InodeId,
+        /// The lock that would be taken.
+        lock: Lock,
+    },
+    /// Releases every lock an owner holds on a file (close, or the end of a process).
+    ReleaseLocks {
+        /// The file.
+        inode: InodeId,
+        /// The owner (as the kernel names it).
+        owner: u64,
+    },
+}
+
+/// What a byte-range lock covers and who holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    /// Shared, exclusive, or unlock.
+    pub kind: LockKind,
+    /// First byte.
+    pub start: u64,
+    /// Last byte (inclusive; `u64::MAX` for "to the end").
+    pub end: u64,
+    /// The owner as the kernel names it (a process's file table, or an open file for flock).
+    pub owner: u64,
+    /// The process, for `F_GETLK` answers.
+    pub pid: u32,
+}
+
+/// The kind of a byte-range lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockKind {
+    /// Shared (read) lock.
+    Read,
+    /// Exclusive (write) lock.
+    Write,
+    /// Release the range.
+    Unlock,
 }
 
 /// The master's answer to a [`MasterRequest`].
@@ -182,6 +276,12 @@ pub enum MasterReply {
     ReadLocation(ReadLocation),
     /// A write lease.
     WriteLease(WriteLease),
+    /// An extended attribute's value.
+    Xattr(Vec<u8>),
+    /// Extended attribute names.
+    XattrNames(Vec<Vec<u8>>),
+    /// A conflicting lock (for `F_GETLK`), or none.
+    Conflict(Option<Lock>),
 }
 
 /// Where chunk data can be read.

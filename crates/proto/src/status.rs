@@ -65,4 +65,13 @@ pub enum Status {
     /// Not supported by this filesystem.
     #[error("operation not supported")]
     NotSupported,
+    /// No such extended attribute.
+    #[error("no such attribute")]
+    NoAttribute,
+    /// An attribute value or list is larger than allowed.
+    #[error("argument list too long")]
+    TooLarge,
+    /// A lock is held by someone else (and the caller asked not to wait).
+    #[error("resource temporarily unavailable (lock held)")]
+    Locked,
 }
