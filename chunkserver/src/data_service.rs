@@ -16,15 +16,18 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::chunk_locks::ChunkLocks;
+use crate::sequencer::Sequencer;
 use crate::storage::{Store, blocking, status_of};
+
+/// Requests one data connection may have in flight before it stops reading more.
+const CONNECTION_IN_FLIGHT: usize = 64;
 
 /// What every data connection shares.
 pub struct DataService {
     /// The chunk store.
     pub store: Store,
-    /// Per-chunk write ordering.
-    pub locks: Arc<ChunkLocks>,
+    /// Per-chunk ordering of writes and commands.
+    pub sequencer: Arc<Sequencer>,
     /// Connections to the next servers of chains.
     pub peers: DataPool,
     /// Where damaged copies are reported (to the master).
@@ -33,10 +36,10 @@ pub struct DataService {
 
 impl DataService {
     /// Builds the service; `peers` get connected on first forward.
-    pub fn new(store: Store, locks: Arc<ChunkLocks>, damage: mpsc::Sender<ChunkReport>) -> Self {
+    pub fn new(store: Store, sequencer: Arc<Sequencer>, damage: mpsc::Sender<ChunkReport>) -> Self {
         DataService {
             store,
-            locks,
+            sequencer,
             peers: DataPool::new(
                 Hello::new(Role::DataPeer, "elkfs-chunkserver"),
                 DATA_LIMITS,
@@ -92,6 +95,7 @@ async fn serve_connection(stream: TcpStream, service: Arc<DataService>, stop: Ca
     let handler = DataHandler {
         service,
         local: accepted.local,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(CONNECTION_IN_FLIGHT)),
     };
     let result = accepted
         .serve::<NoMessage, NoMessage, DataRequest, DataResponse, _>(
@@ -109,6 +113,7 @@ async fn serve_connection(stream: TcpStream, service: Arc<DataService>, stop: Ca
 struct DataHandler {
     service: Arc<DataService>,
     local: SocketAddr,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl DataHandler {
@@ -127,6 +132,12 @@ impl Handler<DataRequest, DataResponse> for DataHandler {
         data: Bytes,
         responder: Responder<DataResponse>,
     ) {
+        // Bounds the memory one peer can tie up; waiting here pauses only this connection.
+        let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let service = self.service.clone();
+        let local = self.local;
         match request {
             DataRequest::Read {
                 chunk,
@@ -134,11 +145,10 @@ impl Handler<DataRequest, DataResponse> for DataHandler {
                 offset,
                 length,
             } => {
-                let service = self.service.clone();
-                let local = self.local;
                 tokio::spawn(async move {
                     let (reply, data) = read(&service, local, chunk, version, offset, length).await;
                     responder.send(&reply, data).await;
+                    drop(permit);
                 });
             }
             DataRequest::Write {
@@ -147,15 +157,30 @@ impl Handler<DataRequest, DataResponse> for DataHandler {
                 offset,
                 chain,
             } => {
-                self.write(chunk, version, offset, chain, data, responder)
-                    .await
+                if offset as u64 + data.len() as u64 > CHUNK_SIZE || chain.len() >= MAX_COPIES {
+                    responder
+                        .send(&self.error(Status::Invalid), Bytes::new())
+                        .await;
+                    return;
+                }
+                let job = write(
+                    service.clone(),
+                    local,
+                    chunk,
+                    version,
+                    offset,
+                    chain,
+                    data,
+                    responder,
+                    permit,
+                );
+                service.sequencer.submit(chunk, Box::pin(job));
             }
             DataRequest::Sync { chunk, chain } => {
-                let service = self.service.clone();
-                let local = self.local;
                 tokio::spawn(async move {
                     let reply = sync(&service, local, chunk, chain).await;
                     responder.send(&reply, Bytes::new()).await;
+                    drop(permit);
                 });
             }
         }
@@ -196,67 +221,57 @@ async fn read(
     }
 }
 
-impl DataHandler {
-    /// Takes the chunk's lock in arrival order, queues the forward in that same order, then
-    /// stores locally while the next server does the same.
-    async fn write(
-        &self,
-        chunk: ChunkId,
-        version: ChunkVersion,
-        offset: u32,
-        chain: Vec<SocketAddr>,
-        data: Bytes,
-        responder: Responder<DataResponse>,
-    ) {
-        if offset as u64 + data.len() as u64 > CHUNK_SIZE || chain.len() >= MAX_COPIES {
-            responder
-                .send(&self.error(Status::Invalid), Bytes::new())
-                .await;
-            return;
+/// One chained write, run in its chunk's turn: queue the forward to the next server (so the
+/// chain sees writes in this same order), store locally, then let the next job of the chunk
+/// start while the answer is gathered.
+#[allow(clippy::too_many_arguments)]
+async fn write(
+    service: Arc<DataService>,
+    local: SocketAddr,
+    chunk: ChunkId,
+    version: ChunkVersion,
+    offset: u32,
+    chain: Vec<SocketAddr>,
+    data: Bytes,
+    responder: Responder<DataResponse>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let forward = match chain.split_first() {
+        None => None,
+        Some((next, rest)) => {
+            let request = DataRequest::Write {
+                chunk,
+                version,
+                offset,
+                chain: rest.to_vec(),
+            };
+            Some((
+                *next,
+                send_to(&service.peers, *next, &request, data.clone()).await,
+            ))
         }
-        let guard = self.service.locks.lock(chunk).await;
-        let forward = match chain.split_first() {
-            None => None,
-            Some((next, rest)) => {
-                let request = DataRequest::Write {
-                    chunk,
-                    version,
-                    offset,
-                    chain: rest.to_vec(),
-                };
-                Some((
-                    *next,
-                    send_to(&self.service.peers, *next, &request, data.clone()).await,
-                ))
-            }
-        };
-        let service = self.service.clone();
-        let local = self.local;
-        tokio::spawn(async move {
-            let stored = {
-                let data = data.clone();
-                blocking(&service.store, move |s| {
-                    s.write(chunk, version, offset, &data)
+    };
+    let stored = blocking(&service.store, move |s| {
+        s.write(chunk, version, offset, &data)
+    })
+    .await;
+    tokio::spawn(async move {
+        let reply = match stored {
+            Err(e) => {
+                tracing::warn!(error = %e, "write failed");
+                Err(DataError {
+                    status: status_of(&e),
+                    server: local,
                 })
-                .await
-            };
-            drop(guard);
-            let reply = match stored {
-                Err(e) => {
-                    tracing::warn!(error = %e, "write failed");
-                    Err(DataError {
-                        status: status_of(&e),
-                        server: local,
-                    })
-                }
-                Ok(()) => match forward {
-                    None => Ok(DataReply::Written),
-                    Some((next, pending)) => finish_forward(&service.peers, next, pending).await,
-                },
-            };
-            responder.send(&reply, Bytes::new()).await;
-        });
-    }
+            }
+            Ok(()) => match forward {
+                None => Ok(DataReply::Written),
+                Some((next, pending)) => finish_forward(&service.peers, next, pending).await,
+            },
+        };
+        responder.send(&reply, Bytes::new()).await;
+        drop(permit);
+    });
 }
 
 type Pending = Result<elkfs_proto::PendingReply<DataResponse>, elkfs_proto::ConnError>;

@@ -1,10 +1,10 @@
 //! The ElkFS chunkserver: keeps chunk files on local directories, serves hash-checked reads,
 //! takes part in chained writes, and does what the master tells it.
 
-pub mod chunk_locks;
 pub mod config;
 pub mod data_service;
 pub mod master_link;
+pub mod sequencer;
 pub mod storage;
 
 use std::sync::Arc;
@@ -15,10 +15,10 @@ use elkfs_common::defaults;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::chunk_locks::ChunkLocks;
 use crate::config::ChunkserverConfig;
 use crate::data_service::DataService;
 use crate::master_link::LinkSetup;
+use crate::sequencer::Sequencer;
 
 /// Damage reports waiting to reach the master.
 const DAMAGE_QUEUE: usize = 1024;
@@ -34,7 +34,7 @@ pub async fn run(config: ChunkserverConfig, stop: CancellationToken) -> anyhow::
     }
     tracing::info!(chunks = report.chunks, bytes = report.bytes, dirs = ?config.data, "data directories scanned");
     let store = Arc::new(store);
-    let locks = Arc::new(ChunkLocks::default());
+    let sequencer = Arc::new(Sequencer::default());
 
     let listen = elkfs_common::address::resolve(&config.listen, defaults::CHUNKSERVER_PORT)?;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -44,7 +44,11 @@ pub async fn run(config: ChunkserverConfig, stop: CancellationToken) -> anyhow::
     tracing::info!(addr = %data_addr, "data port listening");
 
     let (damage_tx, damage_rx) = mpsc::channel(DAMAGE_QUEUE);
-    let service = Arc::new(DataService::new(store.clone(), locks.clone(), damage_tx));
+    let service = Arc::new(DataService::new(
+        store.clone(),
+        sequencer.clone(),
+        damage_tx,
+    ));
     let link = tokio::spawn(master_link::run(
         LinkSetup {
             master: config.master.clone(),
@@ -52,7 +56,7 @@ pub async fn run(config: ChunkserverConfig, stop: CancellationToken) -> anyhow::
             ready_file: config.ready_file.clone(),
         },
         store,
-        locks,
+        sequencer,
         damage_rx,
         stop.clone(),
     ));

@@ -17,7 +17,7 @@ use elkfs_proto::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::chunk_locks::ChunkLocks;
+use crate::sequencer::Sequencer;
 use crate::storage::{Store, blocking, status_of};
 
 type MasterLink = Connection<CsRequest, CsResponse>;
@@ -37,7 +37,7 @@ pub struct LinkSetup {
 pub async fn run(
     setup: LinkSetup,
     store: Store,
-    locks: Arc<ChunkLocks>,
+    sequencer: Arc<Sequencer>,
     mut damage: mpsc::Receiver<ChunkReport>,
     stop: CancellationToken,
 ) {
@@ -49,7 +49,7 @@ pub async fn run(
                 .map_err(|e| e.to_string())?;
             let handler = CommandHandler {
                 store: store.clone(),
-                locks: locks.clone(),
+                sequencer: sequencer.clone(),
             };
             let link: MasterLink = connection::connect(
                 addr,
@@ -184,7 +184,7 @@ async fn serve_link(
 /// Carries out the master's commands.
 struct CommandHandler {
     store: Store,
-    locks: Arc<ChunkLocks>,
+    sequencer: Arc<Sequencer>,
 }
 
 impl Handler<CsCommand, CsCommandResult> for CommandHandler {
@@ -195,23 +195,25 @@ impl Handler<CsCommand, CsCommandResult> for CommandHandler {
         responder: Responder<CsCommandResult>,
     ) {
         let store = self.store.clone();
-        let locks = self.locks.clone();
-        tokio::spawn(async move {
-            let result = execute(&store, &locks, command).await;
-            responder.send(&result, Bytes::new()).await;
-        });
+        let chunk = match &command {
+            CsCommand::Create { chunk, .. }
+            | CsCommand::SetVersion { chunk, .. }
+            | CsCommand::Truncate { chunk, .. }
+            | CsCommand::Delete { chunk, .. }
+            | CsCommand::Replicate { chunk, .. } => *chunk,
+        };
+        // In the chunk's turn, after the writes that arrived before the command.
+        self.sequencer.submit(
+            chunk,
+            Box::pin(async move {
+                let result = execute(&store, command).await;
+                tokio::spawn(async move { responder.send(&result, Bytes::new()).await });
+            }),
+        );
     }
 }
 
-async fn execute(store: &Store, locks: &Arc<ChunkLocks>, command: CsCommand) -> CsCommandResult {
-    let chunk = match &command {
-        CsCommand::Create { chunk, .. }
-        | CsCommand::SetVersion { chunk, .. }
-        | CsCommand::Truncate { chunk, .. }
-        | CsCommand::Delete { chunk, .. }
-        | CsCommand::Replicate { chunk, .. } => *chunk,
-    };
-    let _guard = locks.lock(chunk).await;
+async fn execute(store: &Store, command: CsCommand) -> CsCommandResult {
     let result = match command {
         CsCommand::Create { chunk, version } => {
             blocking(store, move |s| s.create(chunk, version)).await

@@ -55,6 +55,12 @@ impl ChunkOps {
         if ids.next >= ids.reserved {
             let up_to = ids.next + ID_RESERVATION;
             self.meta.commit(MetaOp::ReserveChunkIds { up_to }).await?;
+            // Durable before any id of it is used: after a power cut the reservation must not
+            // come back lower than ids that chunkservers already hold.
+            self.meta.sync().await.map_err(|e| {
+                tracing::error!(error = %e, "cannot fsync the changelog");
+                Status::Io
+            })?;
             ids.reserved = up_to;
         }
         let id = ids.next;

@@ -49,6 +49,7 @@ struct State {
     error: Option<Status>,
     running: bool,
     max_end: u64,
+    stored_end: u64,
     unsynced: Vec<(ChunkId, Vec<SocketAddr>)>,
 }
 
@@ -175,7 +176,9 @@ impl FileWriter {
 
     /// Sets the length this writer reports (after a truncate by this client).
     pub fn set_length(&self, length: u64) {
-        self.lock().max_end = length;
+        let mut st = self.lock();
+        st.max_end = length;
+        st.stored_end = length;
     }
 
     /// Waits until everything written so far is stored on every server of its chain and the
@@ -289,16 +292,31 @@ impl FileWriter {
             MasterReply::WriteLease(l) => l,
             _ => return Err(Status::Protocol),
         };
-        let first = *lease.chain.first().ok_or(Status::NoSpace)?;
-        let conn = self.client.data.get(first).await.map_err(|e| {
-            tracing::warn!(server = %first, error = %e, "cannot connect to the first chunkserver of a chain");
-            Status::Io
-        })?;
-        Ok(ActiveLease { index, lease, conn })
+        let connected = match lease.chain.first() {
+            Some(first) => self.client.data.get(*first).await.map_err(|e| {
+                tracing::warn!(server = %first, error = %e, "cannot connect to the first chunkserver of a chain");
+                Status::Io
+            }),
+            None => Err(Status::NoSpace),
+        };
+        match connected {
+            Ok(conn) => Ok(ActiveLease { index, lease, conn }),
+            Err(status) => {
+                let end = MasterRequest::WriteEnd {
+                    inode: self.inode,
+                    index,
+                    chunk: lease.chunk,
+                    length: self.lock().stored_end,
+                };
+                let _ = self.client.master.request(&end).await;
+                Err(status)
+            }
+        }
     }
 
+    /// Ends a lease, reporting the length that every server of a chain has stored.
     async fn end_lease(&self, active: ActiveLease) {
-        let length = self.written_end();
+        let length = self.lock().stored_end;
         let request = MasterRequest::WriteEnd {
             inode: self.inode,
             index: active.index,
@@ -331,7 +349,7 @@ impl FileWriter {
         let mut failure = match wait_reply(oldest.reply).await {
             Ok(()) => {
                 if let Some(active) = lease.as_ref() {
-                    self.note_unsynced(active);
+                    self.note_stored(active, &oldest.piece);
                 }
                 return;
             }
@@ -357,28 +375,36 @@ impl FileWriter {
             };
             let mut all_ok = true;
             for piece in &pieces {
-                if let Err(status) = wait_reply(send_piece(&active, piece).await).await {
-                    failure = status;
-                    all_ok = false;
-                    break;
+                match wait_reply(send_piece(&active, piece).await).await {
+                    Ok(()) => self.note_stored(&active, piece),
+                    Err(status) => {
+                        failure = status;
+                        all_ok = false;
+                        break;
+                    }
                 }
             }
             if all_ok {
-                self.note_unsynced(&active);
                 *lease = Some(active);
                 return;
             }
         }
         tracing::warn!(inode = %self.inode, index, status = %failure, "giving up on a chunk write");
         self.record_error(failure);
-        *lease = None;
+        // Ending the lease lets other writers in at once and records what did get stored.
+        if let Some(active) = lease.take() {
+            self.end_lease(active).await;
+        }
     }
 
-    fn note_unsynced(&self, active: &ActiveLease) {
+    /// Records that every server of the lease's chain holds `piece`.
+    fn note_stored(&self, active: &ActiveLease, piece: &Outgoing) {
         let mut st = self.lock();
+        st.stored_end = st.stored_end.max(piece.offset + piece.data.len() as u64);
         let chunk = active.lease.chunk;
-        if !st.unsynced.iter().any(|(c, _)| *c == chunk) {
-            st.unsynced.push((chunk, active.lease.chain.clone()));
+        match st.unsynced.iter_mut().find(|(c, _)| *c == chunk) {
+            Some(entry) => entry.1 = active.lease.chain.clone(),
+            None => st.unsynced.push((chunk, active.lease.chain.clone())),
         }
     }
 }

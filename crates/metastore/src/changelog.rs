@@ -26,6 +26,7 @@ pub struct Changelog {
     file: File,
     path: PathBuf,
     last_version: u64,
+    broken: bool,
 }
 
 /// A record read back from the changelog.
@@ -126,10 +127,18 @@ fn read_file(
         let mut v = [0u8; 8];
         v.copy_from_slice(&body[..8]);
         let version = u64::from_le_bytes(v);
-        let op: MetaOp = match codec::decode(&body[8..]) {
-            Ok(op) => op,
-            Err(_) => return Ok(Tail::Torn(offset)),
-        };
+        // The checksum matched, so the bytes are what was written: a record that does not
+        // decode comes from a newer ElkFS, and cutting it off would lose a change.
+        let op: MetaOp = codec::decode(&body[8..]).map_err(|e| StoreError::Changelog {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "record {version} at offset {offset} is not understood by this version of \
+                     ElkFS ({e}); run the version that wrote it"
+                ),
+            ),
+        })?;
         visit(Record { version, op })?;
         offset += (RECORD_HEADER + body.len()) as u64;
     }
@@ -192,17 +201,25 @@ impl Changelog {
             Some((_, path)) => path.clone(),
             None => dir.join(file_name(last_version + 1)),
         };
+        let created = !path.exists();
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(io_err(&path))?;
+        if created {
+            // The new file's name must survive a power cut too.
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(dir))?;
+        }
         file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
         Ok(Changelog {
             dir: dir.to_path_buf(),
             file,
             path,
             last_version,
+            broken: false,
         })
     }
 
@@ -213,9 +230,35 @@ impl Changelog {
 
     /// Appends one record with one `write(2)`; it survives the process dying from here on (and a
     /// power cut after the next [`Changelog::sync`]).
+    ///
+    /// If the write fails part-way (a full disk), the partial record is cut off again so that
+    /// later records do not land behind it; if even that fails, the error says the changelog
+    /// must not be appended to any more.
     pub fn append(&mut self, version: u64, op: &MetaOp) -> Result<(), StoreError> {
+        if self.broken {
+            return Err(StoreError::Changelog {
+                path: self.path.clone(),
+                source: std::io::Error::other(
+                    "an earlier partial record could not be cut off; restart the master",
+                ),
+            });
+        }
         let record = encode_record(version, op)?;
-        self.file.write_all(&record).map_err(io_err(&self.path))?;
+        let before = self.file.metadata().map_err(io_err(&self.path))?.len();
+        if let Err(e) = self.file.write_all(&record) {
+            let cut = self.file.set_len(before);
+            self.broken = cut.is_err();
+            return Err(StoreError::Changelog {
+                path: self.path.clone(),
+                source: match cut {
+                    Ok(()) => e,
+                    Err(cut_err) => std::io::Error::other(format!(
+                        "{e}; and cutting the partial record failed ({cut_err}): the changelog \
+                         cannot be appended to until the master restarts"
+                    )),
+                },
+            });
+        }
         self.last_version = version;
         Ok(())
     }
@@ -291,6 +334,26 @@ mod tests {
                 op: op(22)
             }
         );
+    }
+
+    #[test]
+    fn a_record_that_checks_out_but_does_not_decode_is_an_error_not_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Changelog::open(dir.path(), 1, &mut |_| Ok(())).unwrap();
+        log.append(1, &op(1)).unwrap();
+        let path = log.path.clone();
+        drop(log);
+        let body = [2u64.to_le_bytes().to_vec(), vec![0xEE, 0x01]].concat();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&checksum(&body).to_le_bytes());
+        bytes.extend_from_slice(&body);
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Changelog::open(dir.path(), 1, &mut |_| Ok(()))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("not understood"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing was cut");
     }
 
     #[test]
