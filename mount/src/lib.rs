@@ -4,6 +4,7 @@ pub mod attr;
 pub mod daemon;
 pub mod fs;
 pub mod handles;
+pub mod kernel_mount;
 pub mod ops;
 pub mod options;
 
@@ -20,6 +21,23 @@ use crate::fs::ElkFs;
 use crate::handles::Handles;
 use crate::ops::Ops;
 use crate::options::MountSpec;
+
+/// How this mount is undone on SIGTERM.
+enum Unmount {
+    /// Mounted by us through `/dev/fuse`.
+    Kernel(PathBuf),
+    /// Mounted by fuser (through `fusermount3`).
+    Fuser(fuser::SessionUnmounter),
+}
+
+impl Unmount {
+    fn run(self) -> std::io::Result<()> {
+        match self {
+            Unmount::Kernel(path) => kernel_mount::unmount(&path),
+            Unmount::Fuser(mut u) => u.unmount(),
+        }
+    }
+}
 
 /// Mounts and serves until unmounted (by `umount`, SIGTERM or SIGINT).
 pub fn run(spec: MountSpec, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
@@ -77,16 +95,14 @@ fn serve(
         read_only: spec.read_only,
         in_flight: Default::default(),
     });
-    let mut options = vec![
-        MountOption::FSName(format!("{}:{}", spec.master, spec.subdir)),
-        MountOption::Subtype("elkfs".to_string()),
-        MountOption::DefaultPermissions,
-    ];
-    if spec.read_only {
-        options.push(MountOption::RO);
+    if kernel_mount::is_mount_point(&spec.mount_point) {
+        anyhow::bail!(
+            "{} is already a mount point (busy); unmount it first",
+            spec.mount_point.display()
+        );
     }
+    let source = format!("{}:{}", spec.master, spec.subdir);
     let mut config = Config::default();
-    config.mount_options = options;
     config.acl = if spec.allow_other {
         SessionACL::All
     } else {
@@ -100,10 +116,35 @@ fn serve(
         defaults::ATTR_CACHE,
         notifier.clone(),
     );
-    let mut session = fuser::Session::new(fs, &spec.mount_point, &config)
+    // SAFETY: geteuid has no preconditions.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    let (session, unmount) = if as_root {
+        let fd = kernel_mount::mount(&kernel_mount::KernelMount {
+            source: &source,
+            mount_point: &spec.mount_point,
+            read_only: spec.read_only,
+            allow_other: spec.allow_other,
+        })
         .with_context(|| format!("cannot mount on {}", spec.mount_point.display()))?;
+        let session = fuser::Session::from_fd(fs, fd, config.acl, config)
+            .context("the kernel refused the FUSE session")?;
+        (session, Unmount::Kernel(spec.mount_point.clone()))
+    } else {
+        let mut options = vec![
+            MountOption::FSName(source.clone()),
+            MountOption::Subtype("elkfs".to_string()),
+            MountOption::DefaultPermissions,
+        ];
+        if spec.read_only {
+            options.push(MountOption::RO);
+        }
+        config.mount_options = options;
+        let mut session = fuser::Session::new(fs, &spec.mount_point, &config)
+            .with_context(|| format!("cannot mount on {}", spec.mount_point.display()))?;
+        let unmounter = session.unmount_callable();
+        (session, Unmount::Fuser(unmounter))
+    };
     let _ = notifier.set(session.notifier());
-    let mut unmounter = session.unmount_callable();
     let stop = runtime.block_on(async { elkfs_common::daemon::stop_on_signals() })?;
     let flusher = ops.clone();
     runtime.spawn(async move {
@@ -111,7 +152,7 @@ fn serve(
         flusher.flush_all().await;
         // Replies to requests still being worked on would find the kernel connection gone.
         flusher.in_flight.wait_idle(defaults::SHUTDOWN_GRACE).await;
-        if let Err(e) = unmounter.unmount() {
+        if let Err(e) = unmount.run() {
             tracing::error!(error = %e, "cannot unmount");
         }
     });
