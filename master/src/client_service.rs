@@ -138,6 +138,7 @@ async fn serve(
             name,
             kind,
             mode,
+            umask,
             rdev,
             caller,
         } => {
@@ -146,6 +147,7 @@ async fn serve(
                 name,
                 kind,
                 mode,
+                umask,
                 uid: caller.uid,
                 gid: caller.gid,
                 rdev,
@@ -157,12 +159,14 @@ async fn serve(
             parent,
             name,
             mode,
+            umask,
             caller,
         } => {
             let op = MetaOp::Mkdir {
                 parent,
                 name,
                 mode,
+                umask,
                 uid: caller.uid,
                 gid: caller.gid,
                 time: now,

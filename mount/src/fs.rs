@@ -141,6 +141,15 @@ impl Filesystem for ElkFs {
                 "the kernel cannot pass locks to the filesystem; locks stay local to this host"
             );
         }
+        // The kernel enforces POSIX ACLs; new inodes inherit default ACLs in the master, which
+        // therefore gets the umask unapplied.
+        let acls = InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK;
+        if let Err(missing) = config.add_capabilities(acls) {
+            tracing::warn!(
+                ?missing,
+                "the kernel cannot enforce POSIX ACLs on this mount"
+            );
+        }
         Ok(())
     }
 
@@ -221,10 +230,10 @@ impl Filesystem for ElkFs {
         };
         let name = name.as_bytes().to_vec();
         let caller = Self::caller(req);
-        let perm = mode & !umask & 0o7777;
+        let perm = mode & 0o7777;
         self.spawn(|ops, map, ttl| async move {
             let result = ops
-                .mknod(map.to_elk(parent), &name, kind, perm, rdev, caller)
+                .mknod(map.to_elk(parent), &name, kind, perm, umask, rdev, caller)
                 .await;
             reply_entry(reply, &map, ttl, result);
         });
@@ -241,9 +250,11 @@ impl Filesystem for ElkFs {
     ) {
         let name = name.as_bytes().to_vec();
         let caller = Self::caller(req);
-        let perm = mode & !umask & 0o7777;
+        let perm = mode & 0o7777;
         self.spawn(|ops, map, ttl| async move {
-            let result = ops.mkdir(map.to_elk(parent), &name, perm, caller).await;
+            let result = ops
+                .mkdir(map.to_elk(parent), &name, perm, umask, caller)
+                .await;
             reply_entry(reply, &map, ttl, result);
         });
     }
@@ -632,10 +643,10 @@ impl Filesystem for ElkFs {
     ) {
         let name = name.as_bytes().to_vec();
         let caller = Self::caller(req);
-        let perm = mode & !umask & 0o7777;
+        let perm = mode & 0o7777;
         self.spawn(|ops, map, ttl| async move {
             match ops
-                .create(map.to_elk(parent), &name, perm, flags, caller)
+                .create(map.to_elk(parent), &name, perm, umask, flags, caller)
                 .await
             {
                 Ok((a, fh)) => reply.created(

@@ -111,18 +111,20 @@ impl Ops {
     }
 
     /// Creates a node (file, fifo, socket, device).
+    #[allow(clippy::too_many_arguments)]
     pub async fn mknod(
         &self,
         parent: InodeId,
         name: &[u8],
         kind: FileKind,
         mode: u32,
+        umask: u32,
         rdev: u32,
         caller: Caller,
     ) -> Result<Attr> {
         self.writable()?;
         self.client
-            .mknod(parent, name, kind, mode, rdev, caller)
+            .mknod(parent, name, kind, mode, umask, rdev, caller)
             .await
             .map_err(errno)
     }
@@ -133,11 +135,12 @@ impl Ops {
         parent: InodeId,
         name: &[u8],
         mode: u32,
+        umask: u32,
         caller: Caller,
     ) -> Result<Attr> {
         self.writable()?;
         self.client
-            .mkdir(parent, name, mode, caller)
+            .mkdir(parent, name, mode, umask, caller)
             .await
             .map_err(errno)
     }
@@ -212,18 +215,20 @@ impl Ops {
     }
 
     /// Creates and opens a regular file.
+    #[allow(clippy::too_many_arguments)]
     pub async fn create(
         &self,
         parent: InodeId,
         name: &[u8],
         mode: u32,
+        umask: u32,
         flags: i32,
         caller: Caller,
     ) -> Result<(Attr, u64)> {
         self.writable()?;
         let attr = self
             .client
-            .mknod(parent, name, FileKind::File, mode, 0, caller)
+            .mknod(parent, name, FileKind::File, mode, umask, 0, caller)
             .await
             .map_err(errno)?;
         let fh = self.open(attr.inode, flags).await?;

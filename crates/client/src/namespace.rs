@@ -52,10 +52,10 @@ impl Client {
         changes: SetAttr,
         caller: Caller,
     ) -> Result<Attr, Status> {
+        // Buffered writes happened before this change and must not land after it (their length
+        // and mtime would override what is being set).
         let writer = self.writer_if_open(inode);
-        if changes.size.is_some()
-            && let Some(w) = &writer
-        {
+        if let Some(w) = &writer {
             w.flush().await?;
         }
         let size = changes.size;
@@ -74,13 +74,16 @@ impl Client {
         Ok(a)
     }
 
-    /// Creates a regular file, fifo, socket or device node.
+    /// Creates a regular file, fifo, socket or device node (`umask` applies unless the
+    /// directory has a default ACL).
+    #[allow(clippy::too_many_arguments)]
     pub async fn mknod(
         &self,
         parent: InodeId,
         name: &[u8],
         kind: FileKind,
         mode: u32,
+        umask: u32,
         rdev: u32,
         caller: Caller,
     ) -> Result<Attr, Status> {
@@ -89,24 +92,27 @@ impl Client {
             name: name.to_vec(),
             kind,
             mode,
+            umask,
             rdev,
             caller,
         };
         attr(self.master.request(&request).await?)
     }
 
-    /// Creates a directory.
+    /// Creates a directory (`umask` applies unless the parent has a default ACL).
     pub async fn mkdir(
         &self,
         parent: InodeId,
         name: &[u8],
         mode: u32,
+        umask: u32,
         caller: Caller,
     ) -> Result<Attr, Status> {
         let request = MasterRequest::Mkdir {
             parent,
             name: name.to_vec(),
             mode,
+            umask,
             caller,
         };
         attr(self.master.request(&request).await?)

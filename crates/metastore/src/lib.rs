@@ -1,6 +1,7 @@
 //! The ElkFS namespace as the master (and a metalogger) keeps it: a changelog that is the
 //! write-ahead log, and the state it builds in sled (behind the [`kv::KvStore`] trait).
 
+pub mod acl;
 pub mod changelog;
 pub mod error;
 pub mod keys;

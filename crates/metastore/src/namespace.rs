@@ -6,6 +6,7 @@ use elkfs_proto::geometry::{CHUNK_SIZE, MAX_FILE_SIZE};
 use elkfs_proto::types::{Attr, FileKind, SetAttr, TimeSet, Timestamp};
 use elkfs_proto::{ChunkId, ChunkVersion, InodeId, Status};
 
+use crate::acl;
 use crate::keys;
 use crate::op::MetaOp;
 use crate::records::{ChunkRecord, DirentRecord, InodeRecord, OrderRecord};
@@ -69,6 +70,7 @@ pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
             name,
             kind,
             mode,
+            umask,
             uid,
             gid,
             rdev,
@@ -80,6 +82,7 @@ pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
             let new = NewInode {
                 kind: *kind,
                 mode: *mode,
+                umask: *umask,
                 uid: *uid,
                 gid: *gid,
                 rdev: *rdev,
@@ -91,6 +94,7 @@ pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
             parent,
             name,
             mode,
+            umask,
             uid,
             gid,
             time,
@@ -98,6 +102,7 @@ pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
             let new = NewInode {
                 kind: FileKind::Dir,
                 mode: *mode,
+                umask: *umask,
                 uid: *uid,
                 gid: *gid,
                 rdev: 0,
@@ -119,6 +124,7 @@ pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
             let new = NewInode {
                 kind: FileKind::Symlink,
                 mode: 0o777,
+                umask: 0,
                 uid: *uid,
                 gid: *gid,
                 rdev: 0,
@@ -330,6 +336,7 @@ fn format(
 struct NewInode {
     kind: FileKind,
     mode: u32,
+    umask: u32,
     uid: u32,
     gid: u32,
     rdev: u32,
@@ -351,9 +358,25 @@ fn create(
     let inode = InodeId(txn.counter(keys::NEXT_INODE)?.max(InodeId::ROOT.0 + 1));
     let setgid_dir = dir.mode & S_ISGID != 0;
     let is_dir = new.kind == FileKind::Dir;
-    let mut mode = new.mode & 0o7777;
+    let acls = if new.kind == FileKind::Symlink {
+        acl::Inherited {
+            mode: 0o777,
+            access: None,
+            default: None,
+        }
+    } else {
+        let parent_default: Option<Vec<u8>> = txn.get(&keys::xattr(parent, acl::DEFAULT))?;
+        acl::inherit(new.mode, new.umask, parent_default.as_deref(), is_dir)
+    };
+    let mut mode = acls.mode;
     if setgid_dir && is_dir {
         mode |= S_ISGID;
+    }
+    if let Some(access) = &acls.access {
+        txn.put(keys::xattr(inode, acl::ACCESS), access)?;
+    }
+    if let Some(default) = &acls.default {
+        txn.put(keys::xattr(inode, acl::DEFAULT), default)?;
     }
     let rec = InodeRecord {
         kind: new.kind,
@@ -736,6 +759,13 @@ fn set_attr(
     let mut outcome = Outcome::default();
     if let Some(mode) = changes.mode {
         rec.mode = mode & 0o7777;
+        // The filesystem keeps an access ACL in step with the mode bits (the kernel does not).
+        let key = keys::xattr(inode, acl::ACCESS);
+        if let Some(access) = txn.get::<Vec<u8>>(&key)?
+            && let Some(updated) = acl::chmod(&access, rec.mode)
+        {
+            txn.put(key, &updated)?;
+        }
     }
     if let Some(uid) = changes.uid {
         rec.uid = uid;

@@ -27,8 +27,10 @@ pub enum MetaOp {
         name: Vec<u8>,
         /// Kind (not a directory or symlink).
         kind: FileKind,
-        /// Permission bits.
+        /// Permission bits as asked for.
         mode: u32,
+        /// The caller's umask (ignored under a default ACL).
+        umask: u32,
         /// Owner.
         uid: u32,
         /// Group (before setgid-directory inheritance).
@@ -44,8 +46,10 @@ pub enum MetaOp {
         parent: InodeId,
         /// Name.
         name: Vec<u8>,
-        /// Permission bits.
+        /// Permission bits as asked for.
         mode: u32,
+        /// The caller's umask (ignored under a default ACL).
+        umask: u32,
         /// Owner.
         uid: u32,
         /// Group (before setgid-directory inheritance).

@@ -50,13 +50,14 @@ fn master_messages_encoding_is_pinned() {
         name: b"f".to_vec(),
         kind: FileKind::File,
         mode: 0o644,
+        umask: 0o22,
         rdev: 0,
         caller: Caller {
             uid: 1000,
             gid: 1000,
         },
     };
-    assert_eq!(hex(&mknod), "0401016600fba40100fbe803fbe803");
+    assert_eq!(hex(&mknod), "0401016600fba4011200fbe803fbe803");
     let refused: Result<MasterReply, Status> = Err(Status::NotEmpty);
     assert_eq!(hex(&refused), "0102");
 }

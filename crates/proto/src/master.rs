@@ -47,8 +47,10 @@ pub enum MasterRequest {
         name: Vec<u8>,
         /// What to create.
         kind: FileKind,
-        /// Permission bits, already masked by the caller's umask.
+        /// Permission bits as the program asked for them.
         mode: u32,
+        /// The program's umask (applied unless the directory has a default ACL).
+        umask: u32,
         /// Device number for device nodes.
         rdev: u32,
         /// Owner of the new inode.
@@ -60,8 +62,10 @@ pub enum MasterRequest {
         parent: InodeId,
         /// Its name.
         name: Vec<u8>,
-        /// Permission bits, already masked by the caller's umask.
+        /// Permission bits as the program asked for them.
         mode: u32,
+        /// The program's umask (applied unless the directory has a default ACL).
+        umask: u32,
         /// Owner of the new directory.
         caller: Caller,
     },
