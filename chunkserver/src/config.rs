@@ -17,6 +17,8 @@ pub struct ChunkserverConfig {
     pub data: Vec<String>,
     /// File to write the data address to once registered with the master.
     pub ready_file: Option<PathBuf>,
+    /// How fast the background chunk test re-reads chunks, in MiB/s (default 8).
+    pub chunk_test_mib_per_sec: u64,
 }
 
 impl Default for ChunkserverConfig {
@@ -27,6 +29,7 @@ impl Default for ChunkserverConfig {
             listen: defaults::CHUNKSERVER_LISTEN.to_string(),
             data: Vec::new(),
             ready_file: None,
+            chunk_test_mib_per_sec: 8,
         }
     }
 }

@@ -29,7 +29,7 @@ pub struct DataService {
     /// Per-chunk ordering of writes and commands.
     pub sequencer: Arc<Sequencer>,
     /// Connections to the next servers of chains.
-    pub peers: DataPool,
+    pub peers: Arc<DataPool>,
     /// Where damaged copies are reported (to the master).
     pub damage: mpsc::Sender<ChunkReport>,
 }
@@ -40,11 +40,11 @@ impl DataService {
         DataService {
             store,
             sequencer,
-            peers: DataPool::new(
+            peers: Arc::new(DataPool::new(
                 Hello::new(Role::DataPeer, "elkfs-chunkserver"),
                 DATA_LIMITS,
                 "chunkserver",
-            ),
+            )),
             damage,
         }
     }
@@ -205,7 +205,11 @@ async fn read(
         Err(e) => {
             if e.is_damage() {
                 tracing::warn!(error = %e, "damaged chunk copy");
-                let _ = service.damage.try_send(ChunkReport { chunk, version });
+                let _ = service.damage.try_send(ChunkReport {
+                    chunk,
+                    version,
+                    marked_for_removal: service.store.is_marked_for_removal(chunk),
+                });
             } else {
                 tracing::debug!(error = %e, "read refused");
             }

@@ -1,9 +1,12 @@
 //! The ElkFS chunkserver: keeps chunk files on local directories, serves hash-checked reads,
 //! takes part in chained writes, and does what the master tells it.
 
+pub mod chunk_test;
 pub mod config;
 pub mod data_service;
+pub mod identity;
 pub mod master_link;
+pub mod replicate;
 pub mod sequencer;
 pub mod storage;
 
@@ -12,13 +15,25 @@ use std::sync::Arc;
 use anyhow::Context;
 use elkfs_chunkstore::{ChunkStore, DataDirSpec};
 use elkfs_common::defaults;
+use elkfs_common::worker::{self, WorkerRegistry};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::chunk_test::ChunkTest;
 use crate::config::ChunkserverConfig;
 use crate::data_service::DataService;
 use crate::master_link::LinkSetup;
 use crate::sequencer::Sequencer;
+
+/// The first data directory not marked for removal (where the server id lives).
+fn dirs_in_use(data: &[String]) -> anyhow::Result<std::path::PathBuf> {
+    data.iter()
+        .map(|d| DataDirSpec::parse(d))
+        .find(|d| !d.marked_for_removal)
+        .or_else(|| data.first().map(|d| DataDirSpec::parse(d)))
+        .map(|d| d.path)
+        .context("no data directory")
+}
 
 /// Damage reports waiting to reach the master.
 const DAMAGE_QUEUE: usize = 1024;
@@ -33,6 +48,8 @@ pub async fn run(config: ChunkserverConfig, stop: CancellationToken) -> anyhow::
         tracing::warn!(path = %path.display(), %reason, "ignored a file in a data directory");
     }
     tracing::info!(chunks = report.chunks, bytes = report.bytes, dirs = ?config.data, "data directories scanned");
+    let first_dir = dirs_in_use(&config.data)?;
+    let server_id = identity::load_or_create(&first_dir)?;
     let store = Arc::new(store);
     let sequencer = Arc::new(Sequencer::default());
 
@@ -44,24 +61,35 @@ pub async fn run(config: ChunkserverConfig, stop: CancellationToken) -> anyhow::
     tracing::info!(addr = %data_addr, "data port listening");
 
     let (damage_tx, damage_rx) = mpsc::channel(DAMAGE_QUEUE);
+    let damage_tx_for_test = damage_tx.clone();
     let service = Arc::new(DataService::new(
         store.clone(),
         sequencer.clone(),
         damage_tx,
     ));
+    let workers = WorkerRegistry::default();
+    let chunk_test = ChunkTest::new(
+        store.clone(),
+        damage_tx_for_test,
+        config.chunk_test_mib_per_sec.saturating_mul(1 << 20),
+    );
+    let chunk_test = worker::spawn(chunk_test, workers, stop.clone());
     let link = tokio::spawn(master_link::run(
         LinkSetup {
+            server_id,
             master: config.master.clone(),
             data_addr,
             ready_file: config.ready_file.clone(),
         },
         store,
         sequencer,
+        service.peers.clone(),
         damage_rx,
         stop.clone(),
     ));
     data_service::accept_loop(listener, service, stop.clone()).await;
     let _ = link.await;
+    let _ = chunk_test.await;
     tracing::info!("chunkserver stopped");
     Ok(())
 }

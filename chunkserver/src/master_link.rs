@@ -11,12 +11,13 @@ use elkfs_proto::chunkserver::{
     ChunkReport, CsCommand, CsCommandResult, CsReply, CsRequest, CsResponse, Space,
 };
 use elkfs_proto::{
-    CHUNK_REPORT_BATCH, Connection, Handler, Hello, MASTER_CHUNKSERVER_LIMITS, Responder, Role,
-    Status, connection,
+    CHUNK_REPORT_BATCH, Connection, DataPool, Handler, Hello, MASTER_CHUNKSERVER_LIMITS, Responder,
+    Role, connection,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::replicate;
 use crate::sequencer::Sequencer;
 use crate::storage::{Store, blocking, status_of};
 
@@ -24,6 +25,8 @@ type MasterLink = Connection<CsRequest, CsResponse>;
 
 /// What the link needs to know about this server.
 pub struct LinkSetup {
+    /// This server's persistent id.
+    pub server_id: u64,
     /// How to reach the master, `HOST[:PORT]` (resolved at every attempt).
     pub master: String,
     /// This server's data address, as it tells the master.
@@ -38,6 +41,7 @@ pub async fn run(
     setup: LinkSetup,
     store: Store,
     sequencer: Arc<Sequencer>,
+    peers: Arc<DataPool>,
     mut damage: mpsc::Receiver<ChunkReport>,
     stop: CancellationToken,
 ) {
@@ -50,6 +54,7 @@ pub async fn run(
             let handler = CommandHandler {
                 store: store.clone(),
                 sequencer: sequencer.clone(),
+                peers: peers.clone(),
             };
             let link: MasterLink = connection::connect(
                 addr,
@@ -60,7 +65,7 @@ pub async fn run(
             )
             .await
             .map_err(|e| e.to_string())?;
-            register(&link, &store, setup.data_addr).await?;
+            register(&link, &store, setup.server_id, setup.data_addr).await?;
             Ok::<_, String>((addr, link))
         };
         let (addr, link) = tokio::select! {
@@ -97,7 +102,12 @@ pub async fn run(
     }
 }
 
-async fn register(link: &MasterLink, store: &Store, data_addr: SocketAddr) -> Result<(), String> {
+async fn register(
+    link: &MasterLink,
+    store: &Store,
+    server_id: u64,
+    data_addr: SocketAddr,
+) -> Result<(), String> {
     let space = space_of(store).await;
     let chunks: Vec<ChunkReport> = store
         .list()
@@ -105,10 +115,12 @@ async fn register(link: &MasterLink, store: &Store, data_addr: SocketAddr) -> Re
         .map(|c| ChunkReport {
             chunk: c.id,
             version: c.version,
+            marked_for_removal: store.is_marked_for_removal(c.id),
         })
         .collect();
     expect_ok(
         link.ask(&CsRequest::Register {
+            server_id,
             data_addr,
             space,
             chunk_count: chunks.len() as u64,
@@ -163,6 +175,12 @@ async fn serve_link(
         tokio::select! {
             reason = link.closed() => return reason,
             _ = stop.cancelled() => {
+                // A planned stop: the master waits for us before copying our chunks elsewhere.
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(2),
+                    link.ask(&CsRequest::Stopping),
+                )
+                .await;
                 link.close("chunkserver stopping");
                 return "stopping".to_string();
             }
@@ -185,6 +203,7 @@ async fn serve_link(
 struct CommandHandler {
     store: Store,
     sequencer: Arc<Sequencer>,
+    peers: Arc<DataPool>,
 }
 
 impl Handler<CsCommand, CsCommandResult> for CommandHandler {
@@ -195,6 +214,7 @@ impl Handler<CsCommand, CsCommandResult> for CommandHandler {
         responder: Responder<CsCommandResult>,
     ) {
         let store = self.store.clone();
+        let peers = self.peers.clone();
         let chunk = match &command {
             CsCommand::Create { chunk, .. }
             | CsCommand::SetVersion { chunk, .. }
@@ -206,14 +226,14 @@ impl Handler<CsCommand, CsCommandResult> for CommandHandler {
         self.sequencer.submit(
             chunk,
             Box::pin(async move {
-                let result = execute(&store, command).await;
+                let result = execute(&store, &peers, command).await;
                 tokio::spawn(async move { responder.send(&result, Bytes::new()).await });
             }),
         );
     }
 }
 
-async fn execute(store: &Store, command: CsCommand) -> CsCommandResult {
+async fn execute(store: &Store, peers: &DataPool, command: CsCommand) -> CsCommandResult {
     let result = match command {
         CsCommand::Create { chunk, version } => {
             blocking(store, move |s| s.create(chunk, version)).await
@@ -230,7 +250,17 @@ async fn execute(store: &Store, command: CsCommand) -> CsCommandResult {
         CsCommand::Delete { chunk, version } => {
             blocking(store, move |s| s.delete(chunk, version)).await
         }
-        CsCommand::Replicate { .. } => return Err(Status::NotSupported),
+        CsCommand::Replicate {
+            chunk,
+            version,
+            source,
+        } => {
+            return replicate::replicate(store, peers, chunk, version, source)
+                .await
+                .inspect_err(|status| {
+                    tracing::warn!(%chunk, %source, %status, "replication failed");
+                });
+        }
     };
     result.map_err(|e| {
         tracing::warn!(error = %e, "command failed");

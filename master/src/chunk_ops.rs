@@ -5,7 +5,7 @@
 //! that dies in between finds copies newer than its record at the next registration and adopts
 //! them; chunk ids come from a logged reservation, so an id is never handed out twice.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,6 +75,7 @@ impl ChunkOps {
         inode: InodeId,
         index: u32,
         near: Option<IpAddr>,
+        exclude: &[SocketAddr],
     ) -> Result<WriteLease, Status> {
         let attr = self.meta.read(move |s| s.attr(inode)).await?;
         match attr.kind {
@@ -84,8 +85,8 @@ impl ChunkOps {
         }
         let existing = self.meta.read(move |s| s.file_chunk(inode, index)).await?;
         let (chunk, version, chain) = match existing {
-            None => self.create_chunk(inode, index, attr.goal).await?,
-            Some(fc) => self.bump_version(fc, near).await?,
+            None => self.create_chunk(inode, index, attr.goal, exclude).await?,
+            Some(fc) => self.bump_version(fc, near, exclude).await?,
         };
         Ok(WriteLease {
             chunk,
@@ -100,8 +101,11 @@ impl ChunkOps {
         inode: InodeId,
         index: u32,
         goal: u8,
+        exclude: &[SocketAddr],
     ) -> Result<(ChunkId, ChunkVersion, Vec<Target>), Status> {
-        let targets = self.cluster.choose_for_new_chunk(goal.max(1) as usize);
+        let targets = self
+            .cluster
+            .choose_for_new_chunk(goal.max(1) as usize, exclude);
         if targets.is_empty() {
             tracing::warn!(%inode, index, "no chunkserver with free space for a new chunk");
             return Err(Status::NoSpace);
@@ -132,8 +136,10 @@ impl ChunkOps {
         &self,
         fc: FileChunk,
         near: Option<IpAddr>,
+        exclude: &[SocketAddr],
     ) -> Result<(ChunkId, ChunkVersion, Vec<Target>), Status> {
-        let valid = self.cluster.valid_copies(fc.chunk, fc.version, near);
+        let mut valid = self.cluster.valid_copies(fc.chunk, fc.version, near);
+        valid.retain(|t| !exclude.contains(&t.data_addr));
         if valid.is_empty() {
             tracing::warn!(chunk = %fc.chunk, version = %fc.version, "no valid copy of a chunk to write to");
             return Err(Status::NoValidCopy);
@@ -202,13 +208,33 @@ impl ChunkOps {
     }
 }
 
+/// Why a chunkserver did not carry out a command.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// It answered with an error.
+    #[error("{0}")]
+    Refused(Status),
+    /// It did not answer (connection lost, timeout).
+    #[error("{0}")]
+    NoAnswer(String),
+}
+
 /// Sends one command and waits for it to be carried out.
-pub async fn run_command(target: &Target, cmd: &CsCommand) -> Result<(), String> {
-    match tokio::time::timeout(COMMAND_TIMEOUT, target.link.call(cmd, Bytes::new())).await {
+pub async fn run_command(target: &Target, cmd: &CsCommand) -> Result<(), CommandError> {
+    run_command_within(target, cmd, COMMAND_TIMEOUT).await
+}
+
+/// Sends one command and waits up to `timeout` for it to be carried out.
+pub async fn run_command_within(
+    target: &Target,
+    cmd: &CsCommand,
+    timeout: Duration,
+) -> Result<(), CommandError> {
+    match tokio::time::timeout(timeout, target.link.call(cmd, Bytes::new())).await {
         Ok(Ok((Ok(()), _))) => Ok(()),
-        Ok(Ok((Err(status), _))) => Err(status.to_string()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out".to_string()),
+        Ok(Ok((Err(status), _))) => Err(CommandError::Refused(status)),
+        Ok(Err(e)) => Err(CommandError::NoAnswer(e.to_string())),
+        Err(_) => Err(CommandError::NoAnswer("timed out".to_string())),
     }
 }
 

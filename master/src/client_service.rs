@@ -282,19 +282,13 @@ async fn serve(
             }))
         }
         MasterRequest::WriteChunk { inode, index } => {
-            state.leases.acquire((inode, index), session).await;
-            match state
-                .chunks
-                .grant_write(inode, index, Some(peer.ip()))
-                .await
-            {
-                Ok(lease) => Ok(MasterReply::WriteLease(lease)),
-                Err(status) => {
-                    state.leases.release((inode, index), session);
-                    Err(status)
-                }
-            }
+            write_chunk(state, session, peer, inode, index, &[]).await
         }
+        MasterRequest::RetryWriteChunk {
+            inode,
+            index,
+            failed,
+        } => write_chunk(state, session, peer, inode, index, &failed).await,
         MasterRequest::WriteEnd {
             inode,
             index,
@@ -379,7 +373,83 @@ async fn serve(
             state.locks.release_owner(inode, session, owner);
             Ok(MasterReply::Done)
         }
+        MasterRequest::SetGoal {
+            inode,
+            goal,
+            recursive,
+        } => set_goal(state, inode, goal, recursive).await,
     }
+}
+
+/// Grants this session the write lease on a chunk slot, leaving `failed` servers out.
+async fn write_chunk(
+    state: &MasterState,
+    session: SessionId,
+    peer: SocketAddr,
+    inode: InodeId,
+    index: u32,
+    failed: &[SocketAddr],
+) -> MasterResponse {
+    state.leases.acquire((inode, index), session).await;
+    match state
+        .chunks
+        .grant_write(inode, index, Some(peer.ip()), failed)
+        .await
+    {
+        Ok(lease) => {
+            state.leases.set_chunk((inode, index), session, lease.chunk);
+            Ok(MasterReply::WriteLease(lease))
+        }
+        Err(status) => {
+            state.leases.release((inode, index), session);
+            Err(status)
+        }
+    }
+}
+
+/// Sets the goal of an inode, or of every inode of a tree (one change per inode), and has the
+/// replication worker look at the chunks again.
+async fn set_goal(
+    state: &MasterState,
+    inode: InodeId,
+    goal: u8,
+    recursive: bool,
+) -> MasterResponse {
+    if !(1..=elkfs_proto::geometry::MAX_COPIES as u8).contains(&goal) {
+        return Err(Status::Invalid);
+    }
+    let (mut changed, mut unchanged) = (0u64, 0u64);
+    let mut pending = vec![inode];
+    while let Some(current) = pending.pop() {
+        let attr = state.meta.read(move |s| s.attr(current)).await?;
+        if attr.goal == goal {
+            unchanged += 1;
+        } else {
+            let op = MetaOp::SetGoal {
+                inode: current,
+                goal,
+                time: Timestamp::now(),
+            };
+            state.meta.commit(op).await?;
+            changed += 1;
+        }
+        if recursive && attr.kind == elkfs_proto::types::FileKind::Dir {
+            let mut after = 0;
+            loop {
+                let page = state
+                    .meta
+                    .read(move |s| s.read_dir(current, after, MAX_DIR_PAGE))
+                    .await?;
+                let Some(last) = page.last() else {
+                    break;
+                };
+                after = last.cookie;
+                pending.extend(page.iter().map(|e| e.inode));
+            }
+        }
+    }
+    state.replication.wake();
+    Ok(MasterReply::GoalSet { changed, unchanged })
 }
 
 /// Commits a change and does what it leaves to do: delete freed chunks, purge unlinked files.

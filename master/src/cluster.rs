@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use elkfs_proto::chunkserver::{CsCommand, CsCommandResult, Space};
 use elkfs_proto::{ChunkId, ChunkVersion, Connection, ServerId};
@@ -20,6 +21,8 @@ const MIN_FREE_FOR_NEW_CHUNKS: u64 = 128 * 1024 * 1024;
 pub struct ServerEntry {
     /// Its id for this master run.
     pub id: ServerId,
+    /// The id it keeps across restarts.
+    pub server_id: u64,
     /// Where clients and peers reach its data port.
     pub data_addr: SocketAddr,
     /// Its disk space as last reported.
@@ -35,6 +38,8 @@ pub struct Copy {
     pub server: ServerId,
     /// Its version there.
     pub version: ChunkVersion,
+    /// It sits in a directory marked for removal (serves reads, does not count to the goal).
+    pub marked: bool,
 }
 
 /// A server chosen for some chunk operation.
@@ -48,11 +53,19 @@ pub struct Target {
     pub link: CsLink,
 }
 
+/// A server that went away, remembered until it comes back or its grace period ends.
+#[derive(Clone, Copy, Debug)]
+struct Departure {
+    at: Instant,
+    announced: bool,
+}
+
 #[derive(Default)]
 struct Inner {
     servers: HashMap<ServerId, ServerEntry>,
     next_server: u32,
     copies: HashMap<ChunkId, Vec<Copy>>,
+    departures: HashMap<u64, Departure>,
 }
 
 /// Servers and copies, behind one lock held only for map operations.
@@ -76,14 +89,22 @@ impl Cluster {
     }
 
     /// Adds a newly registered server and returns its id.
-    pub fn add_server(&self, data_addr: SocketAddr, space: Space, link: CsLink) -> ServerId {
+    pub fn add_server(
+        &self,
+        server_id: u64,
+        data_addr: SocketAddr,
+        space: Space,
+        link: CsLink,
+    ) -> ServerId {
         let mut inner = self.lock();
         inner.next_server += 1;
         let id = ServerId(inner.next_server);
+        inner.departures.remove(&server_id);
         inner.servers.insert(
             id,
             ServerEntry {
                 id,
+                server_id,
                 data_addr,
                 space,
                 link,
@@ -93,9 +114,18 @@ impl Cluster {
     }
 
     /// Removes a server that disconnected, with every copy it held; returns how many it held.
-    pub fn remove_server(&self, id: ServerId) -> usize {
+    /// `announced` says it stopped on purpose (and is expected back).
+    pub fn remove_server(&self, id: ServerId, announced: bool) -> usize {
         let mut inner = self.lock();
-        inner.servers.remove(&id);
+        if let Some(entry) = inner.servers.remove(&id) {
+            inner.departures.insert(
+                entry.server_id,
+                Departure {
+                    at: Instant::now(),
+                    announced,
+                },
+            );
+        }
         let mut held = 0;
         inner.copies.retain(|_, copies| {
             let before = copies.len();
@@ -115,15 +145,49 @@ impl Cluster {
 
     /// Records (or updates) that `server` holds `chunk` at `version`.
     pub fn set_copy(&self, chunk: ChunkId, server: ServerId, version: ChunkVersion) {
+        self.set_copy_marked(chunk, server, version, false);
+    }
+
+    /// Records a copy, saying whether it sits in a directory marked for removal.
+    pub fn set_copy_marked(
+        &self,
+        chunk: ChunkId,
+        server: ServerId,
+        version: ChunkVersion,
+        marked: bool,
+    ) {
         let mut inner = self.lock();
         if !inner.servers.contains_key(&server) {
             return;
         }
         let copies = inner.copies.entry(chunk).or_default();
         match copies.iter_mut().find(|c| c.server == server) {
-            Some(c) => c.version = version,
-            None => copies.push(Copy { server, version }),
+            Some(c) => {
+                c.version = version;
+                c.marked = marked;
+            }
+            None => copies.push(Copy {
+                server,
+                version,
+                marked,
+            }),
         }
+    }
+
+    /// Whether a server left recently enough that its copies may still come back: an
+    /// announced stop waits `planned`, a lost connection `lost`.
+    pub fn awaiting_return(&self, lost: Duration, planned: Duration) -> bool {
+        let mut inner = self.lock();
+        inner.departures.retain(|_, d| {
+            let grace = if d.announced { planned } else { lost };
+            d.at.elapsed() < grace
+        });
+        !inner.departures.is_empty()
+    }
+
+    /// Every connected server.
+    pub fn servers(&self) -> Vec<ServerEntry> {
+        self.lock().servers.values().cloned().collect()
     }
 
     /// Forgets one copy (deleted or found damaged).
@@ -181,17 +245,20 @@ impl Cluster {
         self.lock().copies.get(&chunk).cloned().unwrap_or_default()
     }
 
-    /// Up to `count` servers for a new chunk: the emptiest (by used fraction) first, ties broken
-    /// at random, skipping servers without room.
-    pub fn choose_for_new_chunk(&self, count: usize) -> Vec<Target> {
+    /// Up to `count` servers for a new copy: the emptiest (by used fraction) first, ties broken
+    /// at random, skipping servers without room and those in `exclude`.
+    pub fn choose_for_new_chunk(&self, count: usize, exclude: &[SocketAddr]) -> Vec<Target> {
         let inner = self.lock();
         let mut candidates: Vec<&ServerEntry> = inner
             .servers
             .values()
             .filter(|s| s.space.available >= MIN_FREE_FOR_NEW_CHUNKS && !s.link.is_closed())
+            .filter(|s| !exclude.contains(&s.data_addr))
             .collect();
+        // Servers within a point of each other count as equally full (on a shared disk they
+        // are), so new copies spread evenly among them.
         candidates.shuffle(&mut rand::rng());
-        candidates.sort_by(|a, b| used_fraction(a.space).total_cmp(&used_fraction(b.space)));
+        candidates.sort_by_key(|s| (used_fraction(s.space) * 100.0) as u32);
         candidates.into_iter().take(count).map(target_of).collect()
     }
 
@@ -215,7 +282,8 @@ impl Cluster {
     }
 }
 
-fn target_of(s: &ServerEntry) -> Target {
+/// The target for a server entry.
+pub fn target_of(s: &ServerEntry) -> Target {
     Target {
         server: s.id,
         data_addr: s.data_addr,
@@ -223,7 +291,8 @@ fn target_of(s: &ServerEntry) -> Target {
     }
 }
 
-fn used_fraction(space: Space) -> f64 {
+/// The share of a server's space in use, 0.0..=1.0 (1.0 when it reports no space).
+pub fn used_fraction(space: Space) -> f64 {
     if space.total == 0 {
         return 1.0;
     }

@@ -22,6 +22,18 @@ pub struct MasterConfig {
     pub write_lease_timeout_secs: u64,
     /// File to write the bound address to once listening (for supervisors and tests).
     pub ready_file: Option<PathBuf>,
+    /// Seconds chunks with a copy left wait for a chunkserver that vanished without a word
+    /// (crash, network cut) to come back before they are copied elsewhere (default 15).
+    pub replication_delay_lost_secs: u64,
+    /// The same wait after a chunkserver stopped on purpose, e.g. for an upgrade (default 300).
+    pub replication_delay_planned_secs: u64,
+    /// Seconds after the master starts before anything is copied, while chunkservers
+    /// re-register (default 15).
+    pub replication_startup_delay_secs: u64,
+    /// Chunk copies one chunkserver takes part in at once (default 2).
+    pub replications_per_server: usize,
+    /// Used-space difference, in percentage points, that balancing evens out (default 4).
+    pub balance_threshold_percent: f64,
 }
 
 impl Default for MasterConfig {
@@ -33,6 +45,11 @@ impl Default for MasterConfig {
             metadata_cache_mb: defaults::METADATA_CACHE_BYTES / (1024 * 1024),
             write_lease_timeout_secs: defaults::WRITE_LEASE_TIMEOUT.as_secs(),
             ready_file: None,
+            replication_delay_lost_secs: 15,
+            replication_delay_planned_secs: 300,
+            replication_startup_delay_secs: 15,
+            replications_per_server: 2,
+            balance_threshold_percent: 4.0,
         }
     }
 }
@@ -41,6 +58,18 @@ impl MasterConfig {
     /// The fsync interval of the changelog.
     pub fn commit_interval(&self) -> Duration {
         Duration::from_millis(self.commit_interval_ms.max(1))
+    }
+
+    /// The replication worker's settings.
+    pub fn replication(&self) -> crate::replication::ReplicationSettings {
+        crate::replication::ReplicationSettings {
+            lost_delay: Duration::from_secs(self.replication_delay_lost_secs),
+            planned_delay: Duration::from_secs(self.replication_delay_planned_secs),
+            startup_delay: Duration::from_secs(self.replication_startup_delay_secs),
+            per_server: self.replications_per_server.max(1),
+            balance_threshold: (self.balance_threshold_percent / 100.0).max(0.001),
+            pass_pause: Duration::from_secs(1),
+        }
     }
 
     /// How long an unrenewed write lease lasts.

@@ -20,6 +20,7 @@ pub struct CsHandler {
     peer: SocketAddr,
     server: Option<(ServerId, SocketAddr)>,
     reported: u64,
+    stopping: bool,
 }
 
 impl CsHandler {
@@ -31,6 +32,7 @@ impl CsHandler {
             peer,
             server: None,
             reported: 0,
+            stopping: false,
         }
     }
 }
@@ -38,8 +40,13 @@ impl CsHandler {
 impl Drop for CsHandler {
     fn drop(&mut self) {
         if let Some((id, addr)) = self.server {
-            let held = self.state.cluster.remove_server(id);
-            tracing::warn!(server = %id, addr = %addr, chunks = held, "chunkserver disconnected");
+            let held = self.state.cluster.remove_server(id, self.stopping);
+            if self.stopping {
+                tracing::info!(server = %id, addr = %addr, chunks = held, "chunkserver stopped for maintenance");
+            } else {
+                tracing::warn!(server = %id, addr = %addr, chunks = held, "chunkserver disconnected");
+            }
+            self.state.replication.wake();
         }
     }
 }
@@ -49,7 +56,7 @@ impl Drop for CsHandler {
 struct Sorted {
     valid: Vec<ChunkReport>,
     newer: Vec<ChunkReport>,
-    stale: usize,
+    stale: Vec<ChunkReport>,
     orphans: Vec<ChunkReport>,
     unknown: usize,
 }
@@ -65,6 +72,7 @@ impl CsHandler {
     async fn serve(&mut self, request: CsRequest) -> CsResponse {
         match request {
             CsRequest::Register {
+                server_id,
                 data_addr,
                 space,
                 chunk_count,
@@ -78,10 +86,10 @@ impl CsHandler {
                 } else {
                     data_addr
                 };
-                let id = self
-                    .state
-                    .cluster
-                    .add_server(data_addr, space, self.link.clone());
+                let id =
+                    self.state
+                        .cluster
+                        .add_server(server_id, data_addr, space, self.link.clone());
                 self.server = Some((id, data_addr));
                 tracing::info!(server = %id, addr = %data_addr, chunks = chunk_count, total = space.total, available = space.available, "chunkserver registering");
                 Ok(CsReply::Registered { server: id })
@@ -95,6 +103,12 @@ impl CsHandler {
             CsRequest::RegisterDone => {
                 let (id, addr) = self.server.ok_or(Status::Protocol)?;
                 tracing::info!(server = %id, addr = %addr, chunks = self.reported, "chunkserver registered");
+                self.state.replication.wake();
+                Ok(CsReply::Done)
+            }
+            CsRequest::Stopping => {
+                self.server.ok_or(Status::Protocol)?;
+                self.stopping = true;
                 Ok(CsReply::Done)
             }
             CsRequest::Heartbeat { space } => {
@@ -106,6 +120,23 @@ impl CsHandler {
                 let (id, addr) = self.server.ok_or(Status::Protocol)?;
                 tracing::warn!(chunk = %chunk.chunk, version = %chunk.version, server = %addr, "chunkserver reports a damaged copy");
                 self.state.cluster.remove_copy(chunk.chunk, id);
+                // The damaged file goes once a good copy exists elsewhere; with none left it
+                // stays, as the last trace of the data.
+                let others = self.state.cluster.copies(chunk.chunk);
+                if others.iter().any(|c| c.version == chunk.version)
+                    && let Some(target) = self.state.cluster.target(id)
+                {
+                    let cmd = CsCommand::Delete {
+                        chunk: chunk.chunk,
+                        version: chunk.version,
+                    };
+                    tokio::spawn(async move {
+                        if let Err(e) = run_command(&target, &cmd).await {
+                            tracing::debug!(error = %e, "could not delete a damaged copy");
+                        }
+                    });
+                }
+                self.state.replication.wake();
                 Ok(CsReply::Done)
             }
         }
@@ -122,7 +153,7 @@ impl CsHandler {
                     match s.chunk(report.chunk)? {
                         Some(rec) if rec.version == report.version => sorted.valid.push(report),
                         Some(rec) if report.version > rec.version => sorted.newer.push(report),
-                        Some(_) => sorted.stale += 1,
+                        Some(_) => sorted.stale.push(report),
                         None if report.chunk.0 < reserved => sorted.orphans.push(report),
                         None => sorted.unknown += 1,
                     }
@@ -132,7 +163,7 @@ impl CsHandler {
             .await?;
         let cluster = &self.state.cluster;
         for r in &sorted.valid {
-            cluster.set_copy(r.chunk, server, r.version);
+            cluster.set_copy_marked(r.chunk, server, r.version, r.marked_for_removal);
         }
         for r in &sorted.newer {
             // Only a master that died between bumping a version and logging it leaves these.
@@ -145,8 +176,12 @@ impl CsHandler {
                 cluster.set_copy(r.chunk, server, r.version);
             }
         }
-        if sorted.stale > 0 {
-            tracing::info!(server = %server, count = sorted.stale, "chunkserver holds stale copies; they are not served");
+        if !sorted.stale.is_empty() {
+            tracing::info!(server = %server, count = sorted.stale.len(), "chunkserver holds stale copies; they are not served");
+        }
+        for r in &sorted.stale {
+            // Known, so the replication worker deletes them once current copies are safe.
+            cluster.set_copy_marked(r.chunk, server, r.version, r.marked_for_removal);
         }
         if sorted.unknown > 0 {
             tracing::warn!(server = %server, count = sorted.unknown, "chunkserver holds chunks this master never created; left in place");

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use elkfs_proto::{InodeId, SessionId};
+use elkfs_proto::{ChunkId, InodeId, SessionId};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -16,6 +16,7 @@ pub type LeaseKey = (InodeId, u32);
 struct Lease {
     holder: SessionId,
     expires: Instant,
+    chunk: Option<ChunkId>,
 }
 
 /// Every lease currently held.
@@ -56,6 +57,7 @@ impl Leases {
                             Lease {
                                 holder: session,
                                 expires: now + self.timeout,
+                                chunk: None,
                             },
                         );
                         return;
@@ -79,6 +81,23 @@ impl Leases {
             }
             _ => false,
         }
+    }
+
+    /// Records which chunk a held lease is writing.
+    pub fn set_chunk(&self, key: LeaseKey, session: SessionId, chunk: ChunkId) {
+        if let Some(l) = self.lock().get_mut(&key)
+            && l.holder == session
+        {
+            l.chunk = Some(chunk);
+        }
+    }
+
+    /// Whether a live lease is writing `chunk` (its copies must not be copied or deleted now).
+    pub fn chunk_busy(&self, chunk: ChunkId) -> bool {
+        let now = Instant::now();
+        self.lock()
+            .values()
+            .any(|l| l.chunk == Some(chunk) && l.expires > now)
     }
 
     /// Ends `session`'s lease on `key`, if it holds it.

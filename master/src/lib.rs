@@ -11,12 +11,14 @@ pub mod listener;
 pub mod locks;
 pub mod meta;
 pub mod open_files;
+pub mod replication;
 pub mod state;
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use elkfs_common::defaults;
+use elkfs_common::worker::{self, WorkerRegistry};
 use elkfs_metastore::{MetaOp, MetaStore, StoreConfig};
 use elkfs_proto::types::Timestamp;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +28,7 @@ use crate::cluster::Cluster;
 use crate::config::MasterConfig;
 use crate::leases::Leases;
 use crate::meta::Meta;
+use crate::replication::ReplicationWorker;
 use crate::state::MasterState;
 
 /// Runs the master until `stop` is cancelled, then syncs the changelog and returns.
@@ -68,7 +71,14 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
         cluster.clone(),
         Leases::new(config.write_lease_timeout()),
         ChunkOps::new(meta.clone(), cluster, reserved),
+        config.replications_per_server.max(1),
     ));
+    let workers = WorkerRegistry::default();
+    let replication = worker::spawn(
+        ReplicationWorker::new(state.clone(), config.replication()),
+        workers.clone(),
+        stop.clone(),
+    );
 
     let listen = elkfs_common::address::resolve(&config.listen, defaults::MASTER_PORT)?;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -88,6 +98,7 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
     tokio::spawn(purge_leftover_unlinked(state.clone(), stop.clone()));
     listener::accept_loop(listener, state, stop.clone()).await;
     let _ = syncer.await;
+    let _ = replication.await;
     meta.sync()
         .await
         .context("cannot fsync the changelog at shutdown")?;

@@ -16,6 +16,7 @@ use crate::leases::Leases;
 use crate::locks::LockTable;
 use crate::meta::Meta;
 use crate::open_files::OpenFiles;
+use crate::replication::ReplicationTrigger;
 
 /// How long a vanished session's open files keep unlinked files alive: long enough for its client
 /// to reconnect (after a master restart or a network blip) and say which files it has open.
@@ -35,12 +36,22 @@ pub struct MasterState {
     pub open_files: OpenFiles,
     /// Byte-range locks.
     pub locks: LockTable,
+    /// Wakes the replication worker.
+    pub replication: ReplicationTrigger,
+    /// Chunk copies a chunkserver takes part in at once.
+    pub replication_per_server: usize,
     next_session: AtomicU64,
 }
 
 impl MasterState {
     /// Assembles the shared state.
-    pub fn new(meta: Meta, cluster: Arc<Cluster>, leases: Leases, chunks: ChunkOps) -> Self {
+    pub fn new(
+        meta: Meta,
+        cluster: Arc<Cluster>,
+        leases: Leases,
+        chunks: ChunkOps,
+        replication_per_server: usize,
+    ) -> Self {
         MasterState {
             meta,
             cluster,
@@ -48,6 +59,8 @@ impl MasterState {
             chunks,
             open_files: OpenFiles::default(),
             locks: LockTable::default(),
+            replication: ReplicationTrigger::default(),
+            replication_per_server,
             next_session: AtomicU64::new(1),
         }
     }

@@ -318,4 +318,22 @@ impl Client {
                 .await?,
         )
     }
+
+    /// Sets the goal of an inode (or of a whole tree); returns (changed, unchanged) counts.
+    pub async fn set_goal(
+        &self,
+        inode: InodeId,
+        goal: u8,
+        recursive: bool,
+    ) -> Result<(u64, u64), Status> {
+        let request = MasterRequest::SetGoal {
+            inode,
+            goal,
+            recursive,
+        };
+        match self.master.request(&request).await? {
+            MasterReply::GoalSet { changed, unchanged } => Ok((changed, unchanged)),
+            _ => Err(Status::Protocol),
+        }
+    }
 }

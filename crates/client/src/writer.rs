@@ -265,7 +265,7 @@ impl FileWriter {
                 }
             }
             if lease.is_none() {
-                match self.open_lease(index).await {
+                match self.open_lease(index, &[]).await {
                     Ok(active) => lease = Some(active),
                     Err(status) => {
                         self.record_error(status);
@@ -283,10 +283,18 @@ impl FileWriter {
         }
     }
 
-    async fn open_lease(&self, index: u32) -> Result<ActiveLease, Status> {
-        let request = MasterRequest::WriteChunk {
-            inode: self.inode,
-            index,
+    async fn open_lease(&self, index: u32, failed: &[SocketAddr]) -> Result<ActiveLease, Status> {
+        let request = if failed.is_empty() {
+            MasterRequest::WriteChunk {
+                inode: self.inode,
+                index,
+            }
+        } else {
+            MasterRequest::RetryWriteChunk {
+                inode: self.inode,
+                index,
+                failed: failed.to_vec(),
+            }
         };
         let lease = match self.client.master.request(&request).await? {
             MasterReply::WriteLease(l) => l,
@@ -346,39 +354,59 @@ impl FileWriter {
         let Some(oldest) = flight.pop_front() else {
             return;
         };
-        let mut failure = match wait_reply(oldest.reply).await {
+        let Some(head) = lease.as_ref().map(|l| l.conn.peer()) else {
+            return;
+        };
+        let mut failure = match wait_reply(oldest.reply, head).await {
             Ok(()) => {
                 if let Some(active) = lease.as_ref() {
                     self.note_stored(active, &oldest.piece);
                 }
                 return;
             }
-            Err(status) => status,
+            Err(f) => f,
         };
+        let mut failed_servers: Vec<SocketAddr> = failure.server.into_iter().collect();
         let mut pieces = vec![oldest.piece];
         for f in flight.drain(..) {
-            let _ = wait_reply(f.reply).await;
+            if let Err(ChainFailure {
+                server: Some(server),
+                ..
+            }) = wait_reply(f.reply, head).await
+                && !failed_servers.contains(&server)
+            {
+                failed_servers.push(server);
+            }
             pieces.push(f.piece);
         }
         let Some(index) = lease.as_ref().map(|l| l.index) else {
-            self.record_error(failure);
+            self.record_error(failure.status);
             return;
         };
         for attempt in 1..CHAIN_ATTEMPTS {
-            tracing::info!(inode = %self.inode, index, attempt, status = %failure, "chunk write failed; retrying on a new chain");
-            let active = match self.open_lease(index).await {
+            tracing::info!(inode = %self.inode, index, attempt, status = %failure.status, failed = ?failed_servers, "chunk write failed; retrying on a new chain");
+            let active = match self.open_lease(index, &failed_servers).await {
                 Ok(a) => a,
                 Err(status) => {
-                    failure = status;
+                    failure = ChainFailure {
+                        status,
+                        server: None,
+                    };
                     continue;
                 }
             };
+            let head = active.conn.peer();
             let mut all_ok = true;
             for piece in &pieces {
-                match wait_reply(send_piece(&active, piece).await).await {
+                match wait_reply(send_piece(&active, piece).await, head).await {
                     Ok(()) => self.note_stored(&active, piece),
-                    Err(status) => {
-                        failure = status;
+                    Err(f) => {
+                        if let Some(server) = f.server
+                            && !failed_servers.contains(&server)
+                        {
+                            failed_servers.push(server);
+                        }
+                        failure = f;
                         all_ok = false;
                         break;
                     }
@@ -389,8 +417,8 @@ impl FileWriter {
                 return;
             }
         }
-        tracing::warn!(inode = %self.inode, index, status = %failure, "giving up on a chunk write");
-        self.record_error(failure);
+        tracing::warn!(inode = %self.inode, index, status = %failure.status, "giving up on a chunk write");
+        self.record_error(failure.status);
         // Ending the lease lets other writers in at once and records what did get stored.
         if let Some(active) = lease.take() {
             self.end_lease(active).await;
@@ -422,23 +450,34 @@ async fn send_piece(
     active.conn.send(&request, piece.data.clone()).await
 }
 
-async fn wait_reply(reply: Result<PendingReply<DataResponse>, ConnError>) -> Result<(), Status> {
+/// Why a chained write failed, and which server failed when that is known.
+#[derive(Clone, Copy, Debug)]
+struct ChainFailure {
+    status: Status,
+    server: Option<SocketAddr>,
+}
+
+async fn wait_reply(
+    reply: Result<PendingReply<DataResponse>, ConnError>,
+    head: SocketAddr,
+) -> Result<(), ChainFailure> {
+    let failure = |status, server| Err(ChainFailure { status, server });
     match reply {
         Ok(pending) => match pending.wait().await {
             Ok((Ok(DataReply::Written), _)) => Ok(()),
-            Ok((Ok(_), _)) => Err(Status::Protocol),
+            Ok((Ok(_), _)) => failure(Status::Protocol, None),
             Ok((Err(e), _)) => {
                 tracing::debug!(error = %e, "chained write failed");
-                Err(e.status)
+                failure(e.status, Some(e.server))
             }
             Err(e) => {
                 tracing::debug!(error = %e, "chained write failed");
-                Err(Status::Io)
+                failure(Status::Io, Some(head))
             }
         },
         Err(e) => {
             tracing::debug!(error = %e, "cannot send a chained write");
-            Err(Status::Io)
+            failure(Status::Io, Some(head))
         }
     }
 }

@@ -6,3 +6,4 @@ pub mod config;
 pub mod daemon;
 pub mod defaults;
 pub mod logging;
+pub mod worker;

@@ -25,6 +25,9 @@ pub const RENAME_EXCHANGE: u32 = 2;
 
 const S_ISGID: u32 = 0o2000;
 
+/// The largest goal (copies of each chunk).
+pub const MAX_GOAL: u8 = elkfs_proto::geometry::MAX_COPIES as u8;
+
 /// Longest extended attribute name, in bytes.
 pub const XATTR_NAME_MAX: usize = 255;
 /// Largest extended attribute value, in bytes (Linux's `XATTR_SIZE_MAX`).
@@ -191,6 +194,7 @@ pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
                 &ChunkRecord {
                     version: *version,
                     refs: 1,
+                    goal: rec.goal,
                 },
             )?;
             let reserved = txn.counter(keys::CHUNK_IDS_RESERVED)?;
@@ -227,6 +231,26 @@ pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
             txn.delete(key);
             rec.ctime = *time;
             txn.put(keys::inode(*inode), &rec)?;
+            Ok(Outcome::attr(*inode, &rec))
+        }
+        MetaOp::SetGoal { inode, goal, time } => {
+            if !(1..=MAX_GOAL).contains(goal) {
+                return Err(Status::Invalid.into());
+            }
+            let mut rec = inode_of(txn, *inode)?;
+            rec.goal = *goal;
+            rec.ctime = *time;
+            txn.put(keys::inode(*inode), &rec)?;
+            if rec.kind == FileKind::File {
+                for (key, value) in txn.scan_all(&keys::file_chunk_prefix(*inode))? {
+                    let chunk: ChunkId = crate::txn::decode_value(&key, &value)?;
+                    let ckey = keys::chunk(chunk);
+                    if let Some(mut crec) = txn.get::<ChunkRecord>(&ckey)? {
+                        crec.goal = *goal;
+                        txn.put(ckey, &crec)?;
+                    }
+                }
+            }
             Ok(Outcome::attr(*inode, &rec))
         }
         MetaOp::Purge { inode } => {

@@ -185,4 +185,13 @@ pub enum MetaOp {
         /// The file.
         inode: InodeId,
     },
+    /// Sets an inode's goal (and, for a file, its chunks').
+    SetGoal {
+        /// The inode.
+        inode: InodeId,
+        /// Copies to keep, 1..=9.
+        goal: u8,
+        /// When (the new ctime).
+        time: Timestamp,
+    },
 }

@@ -87,6 +87,8 @@ pub struct ChunkRecord {
     pub version: ChunkVersion,
     /// How many file slots refer to it (more than one after a snapshot).
     pub refs: u32,
+    /// How many copies to keep (the goal of the file it belongs to).
+    pub goal: u8,
 }
 
 /// A chunk of a file, as listed for a client or the CLI.

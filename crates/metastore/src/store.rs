@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use elkfs_proto::types::{Attr, DirEntry, FileKind};
-use elkfs_proto::{ChunkId, ChunkVersion, InodeId, MetaVersion, Status};
+use elkfs_proto::{ChunkId, InodeId, MetaVersion, Status};
 
 use crate::changelog::{Changelog, Record};
 use crate::error::StoreError;
@@ -258,26 +258,19 @@ impl MetaStore {
         self.txn().get(&keys::chunk(chunk))
     }
 
-    /// Calls `visit` for every chunk record, in id order (for building the chunk table at start).
-    pub fn for_each_chunk(
+    /// Up to `limit` chunk records with ids after `after` (all from the start when `None`), in id
+    /// order: the replication worker walks the chunk table with this, a page at a time.
+    pub fn chunks_after(
         &self,
-        mut visit: impl FnMut(ChunkId, ChunkVersion),
-    ) -> Result<(), StoreError> {
-        let prefix = [keys::CHUNK];
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let rows = self.kv.scan(&prefix, after.as_deref(), 4096)?;
-            let Some((last, _)) = rows.last() else {
-                return Ok(());
-            };
-            after = Some(last.clone());
-            for (k, v) in &rows {
-                let rec: ChunkRecord = decode_value(k, v)?;
-                if let Some(id) = keys::chunk_id_of(k) {
-                    visit(id, rec.version);
-                }
-            }
-        }
+        after: Option<ChunkId>,
+        limit: usize,
+    ) -> Result<Vec<(ChunkId, ChunkRecord)>, StoreError> {
+        let after_key = after.map(keys::chunk);
+        let rows = self.kv.scan(&[keys::CHUNK], after_key.as_deref(), limit)?;
+        rows.iter()
+            .filter_map(|(k, v)| keys::chunk_id_of(k).map(|id| (id, k, v)))
+            .map(|(id, k, v)| Ok((id, decode_value(k, v)?)))
+            .collect()
     }
 
     /// One extended attribute's value.

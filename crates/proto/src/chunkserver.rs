@@ -14,6 +14,9 @@ pub struct ChunkReport {
     pub chunk: ChunkId,
     /// The version of the copy on this server.
     pub version: ChunkVersion,
+    /// The copy is in a data directory marked for removal: it serves reads but does not count
+    /// toward the goal, so it gets copied elsewhere and then deleted.
+    pub marked_for_removal: bool,
 }
 
 /// Disk space on a chunkserver.
@@ -31,6 +34,8 @@ pub enum CsRequest {
     /// Announces the server; the first request after the hello. Its chunks follow in
     /// [`CsRequest::Chunks`] batches, ended by [`CsRequest::RegisterDone`].
     Register {
+        /// A random id the server keeps in its data directory, the same across restarts.
+        server_id: u64,
         /// The address clients and peers reach its data port at.
         data_addr: SocketAddr,
         /// Its disk space.
@@ -52,6 +57,9 @@ pub enum CsRequest {
         /// The damaged copy.
         chunk: ChunkReport,
     },
+    /// The server is stopping on purpose (maintenance, upgrade): its copies are expected back,
+    /// so only chunks left with a single copy are replicated before the grace period ends.
+    Stopping,
 }
 
 /// The master's answer to a [`CsRequest`].

@@ -65,6 +65,7 @@ fn master_messages_encoding_is_pinned() {
 #[test]
 fn chunkserver_messages_encoding_is_pinned() {
     let register = CsRequest::Register {
+        server_id: 7,
         data_addr: addr(),
         space: Space {
             total: 1 << 20,
@@ -72,7 +73,7 @@ fn chunkserver_messages_encoding_is_pinned() {
         },
         chunk_count: 2,
     };
-    assert_eq!(hex(&register), "00007f000001fbce24fc000010000502");
+    assert_eq!(hex(&register), "0007007f000001fbce24fc000010000502");
     let cmd = CsCommand::SetVersion {
         chunk: ChunkId(0xCB),
         from: ChunkVersion(1),

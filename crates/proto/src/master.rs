@@ -228,6 +228,25 @@ pub enum MasterRequest {
         /// The owner (as the kernel names it).
         owner: u64,
     },
+    /// Sets the goal of an inode, or of a whole tree.
+    SetGoal {
+        /// The inode (a directory when `recursive`).
+        inode: InodeId,
+        /// Copies to keep, 1..=9.
+        goal: u8,
+        /// Apply to everything below too.
+        recursive: bool,
+    },
+    /// Like [`MasterRequest::WriteChunk`], after a chain failed: the listed servers are left
+    /// out of the new chain.
+    RetryWriteChunk {
+        /// The file.
+        inode: InodeId,
+        /// Chunk number within the file.
+        index: u32,
+        /// Servers that failed in the previous chain.
+        failed: Vec<SocketAddr>,
+    },
 }
 
 /// What a byte-range lock covers and who holds it.
@@ -286,6 +305,13 @@ pub enum MasterReply {
     XattrNames(Vec<Vec<u8>>),
     /// A conflicting lock (for `F_GETLK`), or none.
     Conflict(Option<Lock>),
+    /// How a goal change went.
+    GoalSet {
+        /// Inodes whose goal changed.
+        changed: u64,
+        /// Inodes that already had it.
+        unchanged: u64,
+    },
 }
 
 /// Where chunk data can be read.

@@ -1,0 +1,96 @@
+//! The chunk test: re-reads every chunk at a bounded rate, checks every block against its hash,
+//! and reports damage to the master, which replaces the copy.
+
+use std::time::Duration;
+
+use elkfs_common::worker::{Worker, WorkerState};
+use elkfs_proto::ChunkId;
+use elkfs_proto::chunkserver::ChunkReport;
+use tokio::sync::mpsc;
+
+use crate::storage::{Store, blocking};
+
+/// Pause between passes over all chunks, at the least.
+const PASS_PAUSE: Duration = Duration::from_secs(1);
+
+/// The background chunk test.
+pub struct ChunkTest {
+    store: Store,
+    damage: mpsc::Sender<ChunkReport>,
+    bytes_per_sec: u64,
+    queue: Vec<ChunkId>,
+    pause: Duration,
+    checked_chunks: u64,
+    checked_bytes: u64,
+    damaged: u64,
+}
+
+impl ChunkTest {
+    /// A test of `store` reading at most `bytes_per_sec`, reporting damage on `damage`.
+    pub fn new(store: Store, damage: mpsc::Sender<ChunkReport>, bytes_per_sec: u64) -> ChunkTest {
+        ChunkTest {
+            store,
+            damage,
+            bytes_per_sec: bytes_per_sec.max(1),
+            queue: Vec::new(),
+            pause: Duration::ZERO,
+            checked_chunks: 0,
+            checked_bytes: 0,
+            damaged: 0,
+        }
+    }
+}
+
+impl Worker for ChunkTest {
+    fn name(&self) -> &'static str {
+        "chunk-test"
+    }
+
+    async fn work(&mut self) -> WorkerState {
+        if self.queue.is_empty() {
+            self.queue = self.store.list().into_iter().map(|c| c.id).collect();
+            self.queue.sort_unstable_by(|a, b| b.cmp(a));
+            self.pause = PASS_PAUSE;
+            return WorkerState::Idle;
+        }
+        let Some(chunk) = self.queue.pop() else {
+            return WorkerState::Idle;
+        };
+        let Some(info) = self.store.info(chunk) else {
+            return WorkerState::Busy;
+        };
+        match blocking(&self.store, move |s| s.verify(chunk)).await {
+            Ok(bytes) => {
+                self.checked_chunks += 1;
+                self.checked_bytes += bytes;
+                self.pause = Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec as f64);
+            }
+            Err(e) if e.is_damage() => {
+                self.damaged += 1;
+                tracing::warn!(error = %e, "chunk test found a damaged copy");
+                let report = ChunkReport {
+                    chunk,
+                    version: info.version,
+                    marked_for_removal: self.store.is_marked_for_removal(chunk),
+                };
+                let _ = self.damage.send(report).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "chunk test skipped a chunk"),
+        }
+        WorkerState::Idle
+    }
+
+    async fn wait_for_work(&mut self) {
+        tokio::time::sleep(std::mem::take(&mut self.pause)).await;
+    }
+
+    fn status(&self) -> String {
+        format!(
+            "checked {} chunks ({} MiB), {} damaged, {} left in this pass",
+            self.checked_chunks,
+            self.checked_bytes >> 20,
+            self.damaged,
+            self.queue.len()
+        )
+    }
+}

@@ -1,0 +1,105 @@
+//! Copying a chunk from another chunkserver on the master's command (replication, balancing).
+//!
+//! The copy is built under version 0, which no valid chunk ever has, and takes its real version
+//! only once complete: a copy cut short by a crash is stale at the next start, never served.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use elkfs_proto::data::{DataReply, DataRequest};
+use elkfs_proto::geometry::{CHUNK_SIZE, MAX_DATA_PAYLOAD};
+use elkfs_proto::{ChunkId, ChunkVersion, DataPool, Status};
+
+use crate::storage::{Store, blocking, status_of};
+
+/// The version an incomplete copy has.
+pub const BUILDING: ChunkVersion = ChunkVersion(0);
+
+/// Reads kept in flight from the source.
+const WINDOW: usize = 4;
+
+/// Copies `chunk` at `version` from `source` into this server's store.
+pub async fn replicate(
+    store: &Store,
+    peers: &DataPool,
+    chunk: ChunkId,
+    version: ChunkVersion,
+    source: SocketAddr,
+) -> Result<(), Status> {
+    if let Some(info) = store.info(chunk) {
+        if info.version == version {
+            return Ok(());
+        }
+        // An older copy is in the way; the master has given up on it.
+        let old = info.version;
+        blocking(store, move |s| s.delete(chunk, old))
+            .await
+            .map_err(|e| status_of(&e))?;
+    }
+    blocking(store, move |s| s.create(chunk, BUILDING))
+        .await
+        .map_err(|e| status_of(&e))?;
+    match copy_data(store, peers, chunk, version, source).await {
+        Ok(()) => blocking(store, move |s| s.set_version(chunk, BUILDING, version))
+            .await
+            .map_err(|e| status_of(&e)),
+        Err(status) => {
+            if let Err(e) = blocking(store, move |s| s.delete(chunk, BUILDING)).await {
+                tracing::warn!(%chunk, error = %e, "cannot remove an incomplete copy");
+            }
+            Err(status)
+        }
+    }
+}
+
+async fn copy_data(
+    store: &Store,
+    peers: &DataPool,
+    chunk: ChunkId,
+    version: ChunkVersion,
+    source: SocketAddr,
+) -> Result<(), Status> {
+    let conn = peers.get(source).await.map_err(|e| {
+        tracing::warn!(%chunk, %source, error = %e, "cannot reach the replication source");
+        Status::Io
+    })?;
+    let piece = MAX_DATA_PAYLOAD;
+    let mut next_offset: u64 = 0;
+    let mut in_flight = VecDeque::new();
+    loop {
+        while in_flight.len() < WINDOW && next_offset < CHUNK_SIZE {
+            let request = DataRequest::Read {
+                chunk,
+                version,
+                offset: next_offset as u32,
+                length: piece,
+            };
+            let pending = conn
+                .send(&request, Bytes::new())
+                .await
+                .map_err(|_| Status::Io)?;
+            in_flight.push_back((next_offset as u32, pending));
+            next_offset += piece as u64;
+        }
+        let Some((offset, pending)) = in_flight.pop_front() else {
+            return Ok(());
+        };
+        let data = match pending.wait().await {
+            Ok((Ok(DataReply::Read), data)) => data,
+            Ok((Err(e), _)) => return Err(e.status),
+            Ok((Ok(_), _)) => return Err(Status::Protocol),
+            Err(_) => return Err(Status::Io),
+        };
+        let len = data.len();
+        if len > 0 {
+            blocking(store, move |s| s.write(chunk, BUILDING, offset, &data))
+                .await
+                .map_err(|e| status_of(&e))?;
+        }
+        if len < piece as usize {
+            // The end of the chunk's data: later reads in flight are empty.
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! Keeping every chunk at its goal: the replication worker walks the chunk table a page at a
+//! time and compares each chunk's valid copies with its goal. Missing copies are copied
+//! chunkserver to chunkserver (the data never passes through the master), surplus and stale ones
+//! deleted, and copies moved from fuller to emptier servers until used space is about even.
+//!
+//! A copy is only ever deleted when enough valid copies remain, and a chunk being written (its
+//! write lease is held) is left alone until the write ends.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use elkfs_common::worker::{Worker, WorkerState};
+use elkfs_metastore::ChunkRecord;
+use elkfs_proto::chunkserver::CsCommand;
+use elkfs_proto::{ChunkId, ChunkVersion, ServerId, Status};
+use tokio::sync::Notify;
+
+use crate::chunk_ops::{CommandError, run_command, run_command_within};
+use crate::cluster::{Copy, ServerEntry, Target, target_of, used_fraction};
+use crate::state::MasterState;
+
+/// Chunk records examined per step.
+const PAGE: usize = 1024;
+
+/// How long one chunk copy may take before the master gives up on it.
+const REPLICATION_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// When and how much the worker may copy.
+#[derive(Clone, Debug)]
+pub struct ReplicationSettings {
+    /// After a chunkserver is lost (no goodbye), copies with another copy left wait this long
+    /// for it to come back.
+    pub lost_delay: Duration,
+    /// After a chunkserver stopped on purpose, the same wait (long enough for an upgrade).
+    pub planned_delay: Duration,
+    /// Nothing is copied this long after the master starts, while chunkservers re-register.
+    pub startup_delay: Duration,
+    /// Copies a chunkserver takes part in at once (as source or destination).
+    pub per_server: usize,
+    /// Servers whose used space differs from the average by more than half of this (a
+    /// fraction, 0.04 = 4 points) get chunks moved.
+    pub balance_threshold: f64,
+    /// Pause between passes over all chunks when nothing wakes the worker.
+    pub pass_pause: Duration,
+}
+
+/// Wakes the replication worker early (a server joined or left, a copy was damaged).
+#[derive(Default)]
+pub struct ReplicationTrigger {
+    notify: Notify,
+}
+
+impl ReplicationTrigger {
+    /// Asks for a new look at the chunks soon.
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct PassStats {
+    chunks: u64,
+    under_goal: u64,
+    over_goal: u64,
+    without_copy: u64,
+    copies_started: u64,
+    deletions: u64,
+}
+
+#[derive(Default)]
+struct InFlight {
+    chunks: HashMap<ChunkId, ()>,
+    per_server: HashMap<ServerId, usize>,
+}
+
+/// The replication and balancing worker.
+pub struct ReplicationWorker {
+    state: Arc<MasterState>,
+    settings: ReplicationSettings,
+    started: Instant,
+    cursor: Option<ChunkId>,
+    current: PassStats,
+    last: Option<PassStats>,
+    in_flight: Arc<Mutex<InFlight>>,
+}
+
+impl ReplicationWorker {
+    /// A worker for this master's state.
+    pub fn new(state: Arc<MasterState>, settings: ReplicationSettings) -> ReplicationWorker {
+        ReplicationWorker {
+            state,
+            settings,
+            started: Instant::now(),
+            cursor: None,
+            current: PassStats::default(),
+            last: None,
+            in_flight: Arc::default(),
+        }
+    }
+
+    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, InFlight> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Worker for ReplicationWorker {
+    fn name(&self) -> &'static str {
+        "replication"
+    }
+
+    async fn work(&mut self) -> WorkerState {
+        if self.started.elapsed() < self.settings.startup_delay {
+            return WorkerState::Idle;
+        }
+        let cursor = self.cursor;
+        let page = match self
+            .state
+            .meta
+            .read(move |s| s.chunks_after(cursor, PAGE).map_err(Into::into))
+            .await
+        {
+            Ok(p) => p,
+            Err(status) => {
+                tracing::warn!(%status, "replication cannot read the chunk table");
+                return WorkerState::Idle;
+            }
+        };
+        let Some((last, _)) = page.last() else {
+            self.cursor = None;
+            self.last = Some(std::mem::take(&mut self.current));
+            return WorkerState::Idle;
+        };
+        self.cursor = Some(*last);
+        let view = ClusterView::new(&self.state, &self.settings);
+        for (chunk, record) in page {
+            self.current.chunks += 1;
+            self.check(chunk, record, &view);
+        }
+        WorkerState::Busy
+    }
+
+    async fn wait_for_work(&mut self) {
+        let pause = if self.started.elapsed() < self.settings.startup_delay {
+            self.settings.startup_delay - self.started.elapsed()
+        } else {
+            self.settings.pass_pause
+        };
+        tokio::select! {
+            _ = self.state.replication.notify.notified() => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+
+    fn status(&self) -> String {
+        let p = self.last.unwrap_or(self.current);
+        let copying = self.lock_in_flight().chunks.len();
+        format!(
+            "{} chunks: {} under goal, {} over goal, {} without a valid copy; {} copies in progress",
+            p.chunks, p.under_goal, p.over_goal, p.without_copy, copying
+        )
+    }
+}
+
+/// What one page of decisions needs to know about the servers.
+struct ClusterView {
+    servers: HashMap<ServerId, ServerEntry>,
+    average_used: f64,
+    awaiting_return: bool,
+    balance_threshold: f64,
+}
+
+impl ClusterView {
+    fn new(state: &MasterState, settings: &ReplicationSettings) -> ClusterView {
+        let servers: HashMap<ServerId, ServerEntry> = state
+            .cluster
+            .servers()
+            .into_iter()
+            .map(|s| (s.id, s))
+            .collect();
+        let average_used = if servers.is_empty() {
+            0.0
+        } else {
+            servers
+                .values()
+                .map(|s| used_fraction(s.space))
+                .sum::<f64>()
+                / servers.len() as f64
+        };
+        ClusterView {
+            servers,
+            average_used,
+            awaiting_return: state
+                .cluster
+                .awaiting_return(settings.lost_delay, settings.planned_delay),
+            balance_threshold: settings.balance_threshold,
+        }
+    }
+
+    fn used(&self, server: ServerId) -> f64 {
+        self.servers
+            .get(&server)
+            .map(|s| used_fraction(s.space))
+            .unwrap_or(1.0)
+    }
+}
+
+impl ReplicationWorker {
+    fn check(&mut self, chunk: ChunkId, record: ChunkRecord, view: &ClusterView) {
+        if self.lock_in_flight().chunks.contains_key(&chunk) || self.state.leases.chunk_busy(chunk)
+        {
+            return;
+        }
+        let copies = self.state.cluster.copies(chunk);
+        let valid: Vec<Copy> = copies
+            .iter()
+            .copied()
+            .filter(|c| c.version == record.version)
+            .collect();
+        if valid.is_empty() {
+            // Stale copies are kept: they may be all that is left of the data.
+            self.current.without_copy += 1;
+            return;
+        }
+        for stale in copies.iter().filter(|c| c.version != record.version) {
+            self.delete(chunk, *stale);
+        }
+        let goal = (record.goal.max(1) as usize).min(elkfs_proto::geometry::MAX_COPIES);
+        let counted = valid.iter().filter(|c| !c.marked).count();
+        if counted < goal {
+            self.current.under_goal += 1;
+            let endangered = valid.len() <= 1;
+            if endangered || !view.awaiting_return {
+                self.copy_somewhere(chunk, record.version, &valid, &copies, view, None);
+            }
+        } else {
+            for marked in valid.iter().filter(|c| c.marked) {
+                self.delete(chunk, *marked);
+            }
+            if counted > goal {
+                self.current.over_goal += 1;
+                let mut surplus: Vec<Copy> = valid.iter().copied().filter(|c| !c.marked).collect();
+                // The fullest servers give up their copies first.
+                surplus.sort_by(|a, b| view.used(b.server).total_cmp(&view.used(a.server)));
+                for c in surplus.into_iter().take(counted - goal) {
+                    self.delete(chunk, c);
+                }
+            } else {
+                self.balance(chunk, record.version, &valid, &copies, view);
+            }
+        }
+    }
+
+    /// Moves a copy off a server well above the average used space onto one well below it.
+    fn balance(
+        &mut self,
+        chunk: ChunkId,
+        version: ChunkVersion,
+        valid: &[Copy],
+        copies: &[Copy],
+        view: &ClusterView,
+    ) {
+        let half = view.balance_threshold / 2.0;
+        let on_full = valid
+            .iter()
+            .any(|c| view.used(c.server) > view.average_used + half);
+        if !on_full {
+            return;
+        }
+        let ceiling = view.average_used - half;
+        self.copy_somewhere(chunk, version, valid, copies, view, Some(ceiling));
+    }
+
+    /// Starts copying `chunk` to a server that has no copy yet (with used space below
+    /// `ceiling`, when given).
+    fn copy_somewhere(
+        &mut self,
+        chunk: ChunkId,
+        version: ChunkVersion,
+        valid: &[Copy],
+        copies: &[Copy],
+        view: &ClusterView,
+        ceiling: Option<f64>,
+    ) {
+        let limit = self.state.replication_per_server;
+        let busy = |s: ServerId, flight: &InFlight| {
+            flight.per_server.get(&s).copied().unwrap_or(0) >= limit
+        };
+        let mut flight = self.lock_in_flight();
+        let exclude: Vec<std::net::SocketAddr> = copies
+            .iter()
+            .filter_map(|c| view.servers.get(&c.server).map(|s| s.data_addr))
+            .collect();
+        let destination = self
+            .state
+            .cluster
+            .choose_for_new_chunk(view.servers.len(), &exclude)
+            .into_iter()
+            .filter(|t| !busy(t.server, &flight))
+            .find(|t| ceiling.is_none_or(|c| view.used(t.server) < c));
+        let Some(destination) = destination else {
+            return;
+        };
+        let mut sources: Vec<&Copy> = valid.iter().filter(|c| !busy(c.server, &flight)).collect();
+        sources.sort_by_key(|c| c.marked);
+        let Some(source) = sources
+            .first()
+            .and_then(|c| view.servers.get(&c.server))
+            .map(target_of)
+        else {
+            return;
+        };
+        flight.chunks.insert(chunk, ());
+        *flight.per_server.entry(source.server).or_default() += 1;
+        *flight.per_server.entry(destination.server).or_default() += 1;
+        drop(flight);
+        self.current.copies_started += 1;
+        let state = self.state.clone();
+        let in_flight = self.in_flight.clone();
+        tokio::spawn(async move {
+            copy_chunk(&state, chunk, version, &source, &destination).await;
+            let mut flight = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            flight.chunks.remove(&chunk);
+            for s in [source.server, destination.server] {
+                if let Some(n) = flight.per_server.get_mut(&s) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            drop(flight);
+            state.replication.wake();
+        });
+    }
+
+    /// Deletes one copy (in the background); the copy is forgotten once it is gone.
+    fn delete(&mut self, chunk: ChunkId, copy: Copy) {
+        let Some(target) = self.state.cluster.target(copy.server) else {
+            return;
+        };
+        self.current.deletions += 1;
+        self.lock_in_flight().chunks.insert(chunk, ());
+        let state = self.state.clone();
+        let in_flight = self.in_flight.clone();
+        tokio::spawn(async move {
+            let cmd = CsCommand::Delete {
+                chunk,
+                version: copy.version,
+            };
+            match run_command(&target, &cmd).await {
+                Ok(()) => state.cluster.remove_copy(chunk, copy.server),
+                Err(CommandError::Refused(Status::NotFound)) => {
+                    state.cluster.remove_copy(chunk, copy.server)
+                }
+                Err(e) => {
+                    tracing::debug!(%chunk, server = %target.data_addr, error = %e, "could not delete a copy");
+                }
+            }
+            in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .chunks
+                .remove(&chunk);
+        });
+    }
+}
+
+/// Has `destination` copy the chunk from `source`, then counts the new copy if the chunk still
+/// has that version (a write may have started meanwhile; then the copy is stale and goes).
+async fn copy_chunk(
+    state: &MasterState,
+    chunk: ChunkId,
+    version: ChunkVersion,
+    source: &Target,
+    destination: &Target,
+) {
+    let cmd = CsCommand::Replicate {
+        chunk,
+        version,
+        source: source.data_addr,
+    };
+    if let Err(e) = run_command_within(destination, &cmd, REPLICATION_TIMEOUT).await {
+        tracing::warn!(%chunk, from = %source.data_addr, to = %destination.data_addr, error = %e, "chunk copy failed");
+        return;
+    }
+    let current = state
+        .meta
+        .read(move |s| s.chunk(chunk).map_err(Into::into))
+        .await;
+    match current {
+        Ok(Some(record)) if record.version == version => {
+            state.cluster.set_copy(chunk, destination.server, version);
+            tracing::debug!(%chunk, from = %source.data_addr, to = %destination.data_addr, "chunk copied");
+        }
+        _ => {
+            let cmd = CsCommand::Delete { chunk, version };
+            if let Err(e) = run_command(destination, &cmd).await {
+                tracing::debug!(%chunk, error = %e, "could not delete an outdated copy");
+            }
+        }
+    }
+}
