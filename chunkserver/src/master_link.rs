@@ -220,7 +220,8 @@ impl Handler<CsCommand, CsCommandResult> for CommandHandler {
             | CsCommand::SetVersion { chunk, .. }
             | CsCommand::Truncate { chunk, .. }
             | CsCommand::Delete { chunk, .. }
-            | CsCommand::Replicate { chunk, .. } => *chunk,
+            | CsCommand::Replicate { chunk, .. }
+            | CsCommand::Duplicate { chunk, .. } => *chunk,
         };
         // In the chunk's turn, after the writes that arrived before the command.
         self.sequencer.submit(
@@ -247,6 +248,17 @@ async fn execute(store: &Store, peers: &DataPool, command: CsCommand) -> CsComma
             to,
             length,
         } => blocking(store, move |s| s.truncate(chunk, from, to, length)).await,
+        CsCommand::Duplicate {
+            chunk,
+            version,
+            new_chunk,
+            new_version,
+        } => {
+            blocking(store, move |s| {
+                s.duplicate(chunk, version, new_chunk, new_version)
+            })
+            .await
+        }
         CsCommand::Delete { chunk, version } => {
             blocking(store, move |s| s.delete(chunk, version)).await
         }

@@ -86,6 +86,9 @@ impl ChunkOps {
         let existing = self.meta.read(move |s| s.file_chunk(inode, index)).await?;
         let (chunk, version, chain) = match existing {
             None => self.create_chunk(inode, index, attr.goal, exclude).await?,
+            Some(fc) if self.shared(fc.chunk).await? => {
+                self.copy_private(inode, fc, near, exclude).await?
+            }
             Some(fc) => self.bump_version(fc, near, exclude).await?,
         };
         Ok(WriteLease {
@@ -130,6 +133,75 @@ impl ChunkOps {
             self.cluster.set_copy(chunk, t.server, version);
         }
         Ok((chunk, version, created))
+    }
+
+    /// Whether a snapshot shares the chunk (it must be copied before it is changed).
+    async fn shared(&self, chunk: ChunkId) -> Result<bool, Status> {
+        let record = self
+            .meta
+            .read(move |s| s.chunk(chunk).map_err(Into::into))
+            .await?;
+        Ok(record.is_some_and(|r| r.refs > 1))
+    }
+
+    /// Gives a file its own copy of a chunk shared with a snapshot: every server holding a
+    /// valid copy duplicates it locally under a new id, and the file's slot moves to it.
+    async fn copy_private(
+        &self,
+        inode: InodeId,
+        fc: FileChunk,
+        near: Option<IpAddr>,
+        exclude: &[SocketAddr],
+    ) -> Result<(ChunkId, ChunkVersion, Vec<Target>), Status> {
+        let mut valid = self.cluster.valid_copies(fc.chunk, fc.version, near);
+        valid.retain(|t| !exclude.contains(&t.data_addr));
+        if valid.is_empty() {
+            return Err(Status::NoValidCopy);
+        }
+        let new_chunk = self.allocate_id().await?;
+        let new_version = ChunkVersion(1);
+        let (chunk, version) = (fc.chunk, fc.version);
+        let copied = command_all(&valid, |_| CsCommand::Duplicate {
+            chunk,
+            version,
+            new_chunk,
+            new_version,
+        })
+        .await;
+        if copied.is_empty() {
+            return Err(Status::Io);
+        }
+        let op = MetaOp::ReplaceChunk {
+            inode,
+            index: fc.index,
+            chunk: new_chunk,
+            version: new_version,
+        };
+        match self.meta.commit(op).await {
+            Ok((_, outcome)) => self.delete_freed(outcome.freed_chunks),
+            Err(status) => {
+                self.delete_copies(new_chunk, new_version, &copied);
+                return Err(status);
+            }
+        }
+        for t in &copied {
+            self.cluster.set_copy(new_chunk, t.server, new_version);
+        }
+        Ok((new_chunk, new_version, copied))
+    }
+
+    /// Makes sure a file's chunk is its own before it is cut (copy-on-write), returning the
+    /// chunk to cut.
+    pub async fn private_chunk(&self, inode: InodeId, fc: FileChunk) -> Result<FileChunk, Status> {
+        if !self.shared(fc.chunk).await? {
+            return Ok(fc);
+        }
+        let (chunk, version, _) = self.copy_private(inode, fc, None, &[]).await?;
+        Ok(FileChunk {
+            index: fc.index,
+            chunk,
+            version,
+        })
     }
 
     async fn bump_version(

@@ -14,7 +14,7 @@ use elkfs_proto::{Handler, InodeId, Responder, SessionId, Status};
 use crate::state::{MASTER_SESSION, MasterState, REOPEN_GRACE};
 
 /// Most entries returned in one directory page.
-const MAX_DIR_PAGE: usize = 4096;
+pub(crate) const MAX_DIR_PAGE: usize = 4096;
 
 /// Per-connection state of a client.
 pub struct ClientHandler {
@@ -141,6 +141,7 @@ async fn serve(
             umask,
             rdev,
             caller,
+            open,
         } => {
             let op = MetaOp::Mknod {
                 parent,
@@ -153,7 +154,11 @@ async fn serve(
                 rdev,
                 time: now,
             };
-            commit_attr(state, op).await
+            let reply = commit_attr(state, op).await?;
+            if let (true, MasterReply::Attr(attr)) = (open, &reply) {
+                state.register_open(session, &[attr.inode]).await;
+            }
+            Ok(reply)
         }
         MasterRequest::Mkdir {
             parent,
@@ -347,7 +352,7 @@ async fn serve(
             .await
         }
         MasterRequest::Open { inode } => {
-            state.open_files.open(inode, session);
+            state.register_open(session, &[inode]).await;
             Ok(MasterReply::Done)
         }
         MasterRequest::Close { inode } => {
@@ -357,9 +362,7 @@ async fn serve(
             Ok(MasterReply::Done)
         }
         MasterRequest::Reopen { inodes } => {
-            for inode in inodes {
-                state.open_files.open(inode, session);
-            }
+            state.register_open(session, &inodes).await;
             Ok(MasterReply::Done)
         }
         MasterRequest::SetLock { inode, lock, wait } => {
@@ -373,11 +376,65 @@ async fn serve(
             state.locks.release_owner(inode, session, owner);
             Ok(MasterReply::Done)
         }
-        MasterRequest::SetGoal {
+        MasterRequest::Access { inode } => {
+            let attr = meta.read(move |s| s.attr(inode)).await?;
+            // relatime: the first read after a change, or one a day.
+            let stale = attr.atime <= attr.mtime
+                || attr.atime <= attr.ctime
+                || now.secs.saturating_sub(attr.atime.secs) >= 86_400;
+            if stale {
+                meta.commit(MetaOp::SetAtime { inode, time: now }).await?;
+            }
+            Ok(MasterReply::Done)
+        }
+        MasterRequest::AppendBegin { inode } => {
+            state.leases.acquire((inode, u32::MAX), session).await;
+            match meta.read(move |s| s.attr(inode)).await {
+                Ok(attr) => Ok(MasterReply::AppendAt(attr.size)),
+                Err(status) => {
+                    state.leases.release((inode, u32::MAX), session);
+                    Err(status)
+                }
+            }
+        }
+        MasterRequest::AppendEnd { inode } => {
+            state.leases.release((inode, u32::MAX), session);
+            Ok(MasterReply::Done)
+        }
+        MasterRequest::ClearChunks { inode, first, end } => {
+            commit_done(
+                state,
+                MetaOp::ClearChunks {
+                    inode,
+                    first,
+                    end,
+                    time: now,
+                },
+            )
+            .await
+        }
+        MasterRequest::FileInfo { inode } => crate::info::file_info(state, inode).await,
+        MasterRequest::DirInfo { inode } => crate::info::dir_info(state, inode).await,
+        MasterRequest::SummarizeTree { inode, attr } => {
+            crate::info::summarize(state, inode, attr).await
+        }
+        MasterRequest::TrashList => Ok(MasterReply::Trash(crate::trash::list(state).await?)),
+        MasterRequest::TrashRestore { inode } => crate::trash::restore(state, inode).await,
+        MasterRequest::TrashPurge { inode } => crate::trash::purge(state, inode).await,
+        MasterRequest::Snapshot {
+            source,
+            parent,
+            name,
+            caller: _,
+        } => crate::snapshot::snapshot(state, source, parent, name).await,
+        MasterRequest::Status => crate::info::status(state).await,
+        MasterRequest::ChangeTree {
             inode,
-            goal,
+            attr,
+            change,
             recursive,
-        } => set_goal(state, inode, goal, recursive).await,
+            caller,
+        } => crate::tree::change_tree(state, inode, attr, change, recursive, caller).await,
     }
 }
 
@@ -405,51 +462,6 @@ async fn write_chunk(
             Err(status)
         }
     }
-}
-
-/// Sets the goal of an inode, or of every inode of a tree (one change per inode), and has the
-/// replication worker look at the chunks again.
-async fn set_goal(
-    state: &MasterState,
-    inode: InodeId,
-    goal: u8,
-    recursive: bool,
-) -> MasterResponse {
-    if !(1..=elkfs_proto::geometry::MAX_COPIES as u8).contains(&goal) {
-        return Err(Status::Invalid);
-    }
-    let (mut changed, mut unchanged) = (0u64, 0u64);
-    let mut pending = vec![inode];
-    while let Some(current) = pending.pop() {
-        let attr = state.meta.read(move |s| s.attr(current)).await?;
-        if attr.goal == goal {
-            unchanged += 1;
-        } else {
-            let op = MetaOp::SetGoal {
-                inode: current,
-                goal,
-                time: Timestamp::now(),
-            };
-            state.meta.commit(op).await?;
-            changed += 1;
-        }
-        if recursive && attr.kind == elkfs_proto::types::FileKind::Dir {
-            let mut after = 0;
-            loop {
-                let page = state
-                    .meta
-                    .read(move |s| s.read_dir(current, after, MAX_DIR_PAGE))
-                    .await?;
-                let Some(last) = page.last() else {
-                    break;
-                };
-                after = last.cookie;
-                pending.extend(page.iter().map(|e| e.inode));
-            }
-        }
-    }
-    state.replication.wake();
-    Ok(MasterReply::GoalSet { changed, unchanged })
 }
 
 /// Commits a change and does what it leaves to do: delete freed chunks, purge unlinked files.
@@ -503,12 +515,15 @@ async fn set_attr(
         state.leases.acquire((inode, index), MASTER_SESSION).await;
         let chunk = state.meta.read(move |s| s.file_chunk(inode, index)).await;
         let result = match chunk {
-            Ok(Some(fc)) => {
-                state
-                    .chunks
-                    .truncate_chunk(fc, (size % CHUNK_SIZE) as u32)
-                    .await
-            }
+            Ok(Some(fc)) => match state.chunks.private_chunk(inode, fc).await {
+                Ok(fc) => {
+                    state
+                        .chunks
+                        .truncate_chunk(fc, (size % CHUNK_SIZE) as u32)
+                        .await
+                }
+                Err(status) => Err(status),
+            },
             Ok(None) => Ok(()),
             Err(s) => Err(s),
         };

@@ -185,6 +185,20 @@ impl Cluster {
         !inner.departures.is_empty()
     }
 
+    /// How many copies each connected server holds.
+    pub fn copies_per_server(&self) -> HashMap<ServerId, u64> {
+        let inner = self.lock();
+        let mut counts: HashMap<ServerId, u64> = inner.servers.keys().map(|s| (*s, 0)).collect();
+        for copies in inner.copies.values() {
+            for c in copies {
+                if let Some(n) = counts.get_mut(&c.server) {
+                    *n += 1;
+                }
+            }
+        }
+        counts
+    }
+
     /// Every connected server.
     pub fn servers(&self) -> Vec<ServerEntry> {
         self.lock().servers.values().cloned().collect()

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use elkfs_common::defaults;
+use elkfs_metastore::StoreConfig;
 use serde::Deserialize;
 
 /// Every setting of the master, with its default.
@@ -18,6 +19,15 @@ pub struct MasterConfig {
     pub commit_interval_ms: u64,
     /// sled's page cache, in MiB (default 64): bounds the memory used for metadata.
     pub metadata_cache_mb: u64,
+    /// A metadata image is written after this many changelog records since the last one
+    /// (default 1 000 000); a new filesystem gets its first after 1000.
+    pub image_every_records: u64,
+    /// A metadata image is written after this many seconds since the last one, if anything
+    /// changed (default 3600).
+    pub image_every_secs: u64,
+    /// Size in MiB past which the changelog starts a new file (default 64); files an image
+    /// covers are deleted.
+    pub changelog_file_mib: u64,
     /// Seconds a write lease lasts without being renewed or ended (default 60).
     pub write_lease_timeout_secs: u64,
     /// File to write the bound address to once listening (for supervisors and tests).
@@ -43,6 +53,9 @@ impl Default for MasterConfig {
             data_dir: PathBuf::from(defaults::MASTER_DATA_DIR),
             commit_interval_ms: defaults::COMMIT_INTERVAL.as_millis() as u64,
             metadata_cache_mb: defaults::METADATA_CACHE_BYTES / (1024 * 1024),
+            image_every_records: elkfs_metastore::store::DEFAULT_IMAGE_EVERY_RECORDS,
+            image_every_secs: elkfs_metastore::store::DEFAULT_IMAGE_EVERY.as_secs(),
+            changelog_file_mib: elkfs_metastore::changelog::DEFAULT_FILE_BYTES / (1024 * 1024),
             write_lease_timeout_secs: defaults::WRITE_LEASE_TIMEOUT.as_secs(),
             ready_file: None,
             replication_delay_lost_secs: 15,
@@ -55,6 +68,17 @@ impl Default for MasterConfig {
 }
 
 impl MasterConfig {
+    /// The metadata store's settings.
+    pub fn store(&self) -> StoreConfig {
+        StoreConfig {
+            cache_bytes: self.metadata_cache_mb * 1024 * 1024,
+            changelog_file_bytes: self.changelog_file_mib.max(1) * 1024 * 1024,
+            image_every_records: self.image_every_records.max(1),
+            image_every: Duration::from_secs(self.image_every_secs.max(1)),
+            ..StoreConfig::default()
+        }
+    }
+
     /// The fsync interval of the changelog.
     pub fn commit_interval(&self) -> Duration {
         Duration::from_millis(self.commit_interval_ms.max(1))

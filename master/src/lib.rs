@@ -6,20 +6,24 @@ pub mod client_service;
 pub mod cluster;
 pub mod config;
 pub mod cs_service;
+pub mod info;
 pub mod leases;
 pub mod listener;
 pub mod locks;
 pub mod meta;
 pub mod open_files;
 pub mod replication;
+pub mod snapshot;
 pub mod state;
+pub mod trash;
+pub mod tree;
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use elkfs_common::defaults;
-use elkfs_common::worker::{self, WorkerRegistry};
-use elkfs_metastore::{MetaOp, MetaStore, StoreConfig};
+use elkfs_common::worker;
+use elkfs_metastore::{MetaOp, MetaStore};
 use elkfs_proto::types::Timestamp;
 use tokio_util::sync::CancellationToken;
 
@@ -27,26 +31,23 @@ use crate::chunk_ops::ChunkOps;
 use crate::cluster::Cluster;
 use crate::config::MasterConfig;
 use crate::leases::Leases;
-use crate::meta::Meta;
+use crate::meta::{ImageWorker, Meta};
 use crate::replication::ReplicationWorker;
 use crate::state::MasterState;
+use crate::trash::TrashWorker;
 
 /// Runs the master until `stop` is cancelled, then syncs the changelog and returns.
 pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Result<()> {
     let dir = config.data_dir.clone();
-    let cache_bytes = config.metadata_cache_mb * 1024 * 1024;
-    let (store, report) =
-        tokio::task::spawn_blocking(move || MetaStore::open(&dir, &StoreConfig { cache_bytes }))
-            .await?
-            .with_context(|| {
-                format!("cannot open the metadata in {}", config.data_dir.display())
-            })?;
-    tracing::info!(
-        dir = %config.data_dir.display(),
-        applied = report.applied_before,
-        replayed = report.replayed,
-        "metadata opened"
-    );
+    let store_config = config.store();
+    let (store, report) = tokio::task::spawn_blocking(move || MetaStore::open(&dir, &store_config))
+        .await?
+        .with_context(|| format!("cannot open the metadata in {}", config.data_dir.display()))?;
+    if report.rebuilt {
+        tracing::warn!(dir = %config.data_dir.display(), "{report}");
+    } else {
+        tracing::info!(dir = %config.data_dir.display(), "{report}");
+    }
     if report.replay_failures > 0 {
         tracing::error!(
             count = report.replay_failures,
@@ -73,12 +74,18 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
         ChunkOps::new(meta.clone(), cluster, reserved),
         config.replications_per_server.max(1),
     ));
-    let workers = WorkerRegistry::default();
+    let workers = state.workers.clone();
     let replication = worker::spawn(
         ReplicationWorker::new(state.clone(), config.replication()),
         workers.clone(),
         stop.clone(),
     );
+    let images = worker::spawn(
+        ImageWorker::new(meta.clone()),
+        workers.clone(),
+        stop.clone(),
+    );
+    let trash = worker::spawn(TrashWorker::new(state.clone()), workers, stop.clone());
 
     let listen = elkfs_common::address::resolve(&config.listen, defaults::MASTER_PORT)?;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -97,8 +104,12 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
     ));
     tokio::spawn(purge_leftover_unlinked(state.clone(), stop.clone()));
     listener::accept_loop(listener, state, stop.clone()).await;
+    // An image being written stops at its next page (its temporary file is removed).
+    meta.store().stop_images();
+    let _ = images.await;
     let _ = syncer.await;
     let _ = replication.await;
+    let _ = trash.await;
     meta.sync()
         .await
         .context("cannot fsync the changelog at shutdown")?;

@@ -1,8 +1,11 @@
 //! The metadata store as async code sees it: every call runs on the blocking pool, and store
-//! failures become `Status::Io` with one log line where they happen.
+//! failures become `Status::Io` with one log line where they happen. Also the worker that writes
+//! metadata images in the background when they are due.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use elkfs_common::worker::{Worker, WorkerState};
 use elkfs_metastore::{ExecError, MetaOp, MetaStore, Outcome, StoreError};
 use elkfs_proto::{MetaVersion, Status};
 
@@ -66,5 +69,85 @@ impl Meta {
     /// The store itself, for code already on a blocking thread.
     pub fn store(&self) -> &Arc<MetaStore> {
         &self.store
+    }
+}
+
+/// How often the image worker asks the store whether an image is due.
+const IMAGE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long the image worker waits after a failed image before trying again.
+const IMAGE_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+/// Writes a metadata image whenever the store says one is due (every `image_every_records`
+/// records or `image_every_secs`), on a blocking thread while commits go on; after a good image
+/// the store deletes the changelog files and images no longer needed.
+pub struct ImageWorker {
+    meta: Meta,
+    status: String,
+    retry_at: Option<Instant>,
+}
+
+impl ImageWorker {
+    /// A worker for `meta`'s store.
+    pub fn new(meta: Meta) -> ImageWorker {
+        ImageWorker {
+            meta,
+            status: "no image written since start".to_string(),
+            retry_at: None,
+        }
+    }
+}
+
+impl Worker for ImageWorker {
+    fn name(&self) -> &'static str {
+        "metadata-image"
+    }
+
+    async fn work(&mut self) -> WorkerState {
+        if self.retry_at.is_some_and(|at| Instant::now() < at) || !self.meta.store.image_due() {
+            return WorkerState::Idle;
+        }
+        let store = self.meta.store.clone();
+        match tokio::task::spawn_blocking(move || store.write_image()).await {
+            Ok(Ok(image)) => {
+                tracing::info!(
+                    version = image.version,
+                    keys = image.keys,
+                    bytes = image.bytes,
+                    ms = image.elapsed.as_millis() as u64,
+                    saved_values = image.saved_values,
+                    removed_images = image.removed_images,
+                    removed_changelogs = image.removed_changelogs,
+                    path = %image.path.display(),
+                    "metadata image written"
+                );
+                self.status = format!(
+                    "last image: version {}, {} keys, {} ms",
+                    image.version,
+                    image.keys,
+                    image.elapsed.as_millis()
+                );
+                self.retry_at = None;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot write a metadata image; retrying in a minute");
+                self.status = format!("last image failed: {e}");
+                self.retry_at = Some(Instant::now() + IMAGE_RETRY_DELAY);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the metadata image writer failed");
+                self.status = format!("last image failed: {e}");
+                self.retry_at = Some(Instant::now() + IMAGE_RETRY_DELAY);
+            }
+        }
+        WorkerState::Idle
+    }
+
+    async fn wait_for_work(&mut self) {
+        tokio::time::sleep(IMAGE_CHECK_INTERVAL).await;
+    }
+
+    fn status(&self) -> String {
+        self.status.clone()
     }
 }

@@ -45,10 +45,12 @@ pub struct ReplicationSettings {
     pub pass_pause: Duration,
 }
 
-/// Wakes the replication worker early (a server joined or left, a copy was damaged).
+/// Wakes the replication worker early (a server joined or left, a copy was damaged), and
+/// holds what its last complete pass found.
 #[derive(Default)]
 pub struct ReplicationTrigger {
     notify: Notify,
+    last_pass: std::sync::Mutex<Option<PassStats>>,
 }
 
 impl ReplicationTrigger {
@@ -56,16 +58,28 @@ impl ReplicationTrigger {
     pub fn wake(&self) {
         self.notify.notify_one();
     }
+
+    /// What the last complete pass over all chunks found.
+    pub fn last_pass(&self) -> Option<PassStats> {
+        *self.last_pass.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
+/// What one pass over all chunks found.
 #[derive(Clone, Copy, Debug, Default)]
-struct PassStats {
-    chunks: u64,
-    under_goal: u64,
-    over_goal: u64,
-    without_copy: u64,
-    copies_started: u64,
-    deletions: u64,
+pub struct PassStats {
+    /// Chunks looked at.
+    pub chunks: u64,
+    /// Chunks with fewer valid copies than their goal.
+    pub under_goal: u64,
+    /// Chunks with more.
+    pub over_goal: u64,
+    /// Chunks without a single valid copy.
+    pub without_copy: u64,
+    /// Copies started.
+    pub copies_started: u64,
+    /// Copies deleted.
+    pub deletions: u64,
 }
 
 #[derive(Default)]
@@ -128,7 +142,14 @@ impl Worker for ReplicationWorker {
         };
         let Some((last, _)) = page.last() else {
             self.cursor = None;
-            self.last = Some(std::mem::take(&mut self.current));
+            let pass = std::mem::take(&mut self.current);
+            self.last = Some(pass);
+            *self
+                .state
+                .replication
+                .last_pass
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(pass);
             return WorkerState::Idle;
         };
         self.cursor = Some(*last);

@@ -3,12 +3,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use elkfs_proto::SessionId;
-
 use std::time::Duration;
 
+use elkfs_common::worker::WorkerRegistry;
 use elkfs_metastore::MetaOp;
-use elkfs_proto::InodeId;
+use elkfs_proto::{InodeId, SessionId};
 
 use crate::chunk_ops::ChunkOps;
 use crate::cluster::Cluster;
@@ -40,6 +39,11 @@ pub struct MasterState {
     pub replication: ReplicationTrigger,
     /// Chunk copies a chunkserver takes part in at once.
     pub replication_per_server: usize,
+    /// The background workers' statuses.
+    pub workers: WorkerRegistry,
+    /// Held while deciding a purge and while registering an open, so an open can never slip
+    /// between a purge's "nobody has it open" and the purge itself.
+    purge_gate: tokio::sync::Mutex<()>,
     next_session: AtomicU64,
 }
 
@@ -61,6 +65,8 @@ impl MasterState {
             locks: LockTable::default(),
             replication: ReplicationTrigger::default(),
             replication_per_server,
+            workers: WorkerRegistry::default(),
+            purge_gate: tokio::sync::Mutex::new(()),
             next_session: AtomicU64::new(1),
         }
     }
@@ -74,6 +80,7 @@ impl MasterState {
 impl MasterState {
     /// Deletes an unlinked file for good unless some session still has it open.
     pub async fn purge_if_unused(&self, inode: InodeId) {
+        let _gate = self.purge_gate.lock().await;
         if self.open_files.is_open(inode) {
             return;
         }
@@ -81,6 +88,16 @@ impl MasterState {
             Ok((_, outcome)) => self.chunks.delete_freed(outcome.freed_chunks),
             Err(elkfs_proto::Status::NotFound) => {}
             Err(status) => tracing::warn!(%inode, %status, "cannot purge an unlinked file"),
+        }
+    }
+}
+
+impl MasterState {
+    /// Records that `session` opened these files (never in the middle of a purge decision).
+    pub async fn register_open(&self, session: SessionId, inodes: &[InodeId]) {
+        let _gate = self.purge_gate.lock().await;
+        for inode in inodes {
+            self.open_files.open(*inode, session);
         }
     }
 }

@@ -20,6 +20,7 @@ use tokio::runtime::Handle;
 
 use crate::attr::{self, InodeMap, kind_of_mode};
 use crate::ops::Ops;
+use crate::view::View;
 
 /// Largest read or write the kernel sends in one request.
 pub const MAX_IO: u32 = 1024 * 1024;
@@ -30,9 +31,8 @@ const STATFS_BLOCK: u32 = 65536;
 /// The mounted filesystem as the kernel sees it.
 pub struct ElkFs {
     ops: Arc<Ops>,
-    map: InodeMap,
+    view: Arc<View>,
     runtime: Handle,
-    ttl: Duration,
     notifier: Arc<OnceLock<Notifier>>,
 }
 
@@ -44,12 +44,11 @@ impl ElkFs {
         ttl: Duration,
         notifier: Arc<OnceLock<Notifier>>,
     ) -> ElkFs {
-        let map = InodeMap::new(ops.client.root());
+        let view = Arc::new(View::new(InodeMap::new(ops.client.root()), ttl));
         ElkFs {
             ops,
-            map,
+            view,
             runtime,
-            ttl,
             notifier,
         }
     }
@@ -61,12 +60,17 @@ impl ElkFs {
         }
     }
 
-    fn spawn<F>(&self, work: impl FnOnce(Arc<Ops>, InodeMap, Duration) -> F)
+    /// Runs a request's work on the runtime; the kernel's reply is sent from there.
+    fn spawn<F>(&self, work: impl FnOnce(Arc<Ops>, Arc<View>) -> F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.runtime
-            .spawn(work(self.ops.clone(), self.map, self.ttl));
+        let task = work(self.ops.clone(), self.view.clone());
+        let in_flight = self.ops.in_flight.start();
+        self.runtime.spawn(async move {
+            task.await;
+            drop(in_flight);
+        });
     }
 }
 
@@ -74,18 +78,6 @@ fn time_set(t: TimeOrNow) -> TimeSet {
     match t {
         TimeOrNow::Now => TimeSet::Now,
         TimeOrNow::SpecificTime(t) => TimeSet::At(Timestamp::from_system_time(t)),
-    }
-}
-
-fn reply_entry(
-    reply: ReplyEntry,
-    map: &InodeMap,
-    ttl: Duration,
-    result: Result<elkfs_proto::types::Attr, Errno>,
-) {
-    match result {
-        Ok(a) => reply.entry(&ttl, &attr::file_attr(map, &a), Generation(0)),
-        Err(e) => reply.error(e),
     }
 }
 
@@ -153,20 +145,19 @@ impl Filesystem for ElkFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.as_bytes().to_vec();
-        self.spawn(|ops, map, ttl| async move {
-            let parent = map.to_elk(parent);
-            reply_entry(reply, &map, ttl, ops.lookup(parent, &name).await);
+        let caller = Self::caller(req);
+        self.spawn(|ops, view| async move {
+            let parent = view.map.to_elk(parent);
+            view.reply_entry(reply, parent, caller, ops.lookup(parent, &name).await);
         });
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.spawn(|ops, map, ttl| async move {
-            match ops.getattr(map.to_elk(ino)).await {
-                Ok(a) => reply.attr(&ttl, &attr::file_attr(&map, &a)),
-                Err(e) => reply.error(e),
-            }
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let caller = Self::caller(req);
+        self.spawn(|ops, view| async move {
+            view.reply_attr(reply, caller, ops.getattr(view.map.to_elk(ino)).await);
         });
     }
 
@@ -197,17 +188,15 @@ impl Filesystem for ElkFs {
             mtime: mtime.map(time_set),
         };
         let caller = Self::caller(req);
-        self.spawn(|ops, map, ttl| async move {
-            match ops.setattr(map.to_elk(ino), changes, caller).await {
-                Ok(a) => reply.attr(&ttl, &attr::file_attr(&map, &a)),
-                Err(e) => reply.error(e),
-            }
+        self.spawn(|ops, view| async move {
+            let result = ops.setattr(view.map.to_elk(ino), changes, caller).await;
+            view.reply_attr(reply, caller, result);
         });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.spawn(|ops, map, _| async move {
-            match ops.readlink(map.to_elk(ino)).await {
+        self.spawn(|ops, view| async move {
+            match ops.readlink(view.map.to_elk(ino)).await {
                 Ok(target) => reply.data(&target),
                 Err(e) => reply.error(e),
             }
@@ -231,11 +220,19 @@ impl Filesystem for ElkFs {
         let name = name.as_bytes().to_vec();
         let caller = Self::caller(req);
         let perm = mode & 0o7777;
-        self.spawn(|ops, map, ttl| async move {
+        self.spawn(|ops, view| async move {
             let result = ops
-                .mknod(map.to_elk(parent), &name, kind, perm, umask, rdev, caller)
+                .mknod(
+                    view.map.to_elk(parent),
+                    &name,
+                    kind,
+                    perm,
+                    umask,
+                    rdev,
+                    caller,
+                )
                 .await;
-            reply_entry(reply, &map, ttl, result);
+            view.reply_entry(reply, view.map.to_elk(parent), caller, result);
         });
     }
 
@@ -251,25 +248,25 @@ impl Filesystem for ElkFs {
         let name = name.as_bytes().to_vec();
         let caller = Self::caller(req);
         let perm = mode & 0o7777;
-        self.spawn(|ops, map, ttl| async move {
+        self.spawn(|ops, view| async move {
             let result = ops
-                .mkdir(map.to_elk(parent), &name, perm, umask, caller)
+                .mkdir(view.map.to_elk(parent), &name, perm, umask, caller)
                 .await;
-            reply_entry(reply, &map, ttl, result);
+            view.reply_entry(reply, view.map.to_elk(parent), caller, result);
         });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.as_bytes().to_vec();
-        self.spawn(|ops, map, _| async move {
-            reply_empty(reply, ops.unlink(map.to_elk(parent), &name).await);
+        self.spawn(|ops, view| async move {
+            reply_empty(reply, ops.unlink(view.map.to_elk(parent), &name).await);
         });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.as_bytes().to_vec();
-        self.spawn(|ops, map, _| async move {
-            reply_empty(reply, ops.rmdir(map.to_elk(parent), &name).await);
+        self.spawn(|ops, view| async move {
+            reply_empty(reply, ops.rmdir(view.map.to_elk(parent), &name).await);
         });
     }
 
@@ -284,11 +281,11 @@ impl Filesystem for ElkFs {
         let name = link_name.as_bytes().to_vec();
         let target = target.as_os_str().as_bytes().to_vec();
         let caller = Self::caller(req);
-        self.spawn(|ops, map, ttl| async move {
+        self.spawn(|ops, view| async move {
             let result = ops
-                .symlink(map.to_elk(parent), &name, &target, caller)
+                .symlink(view.map.to_elk(parent), &name, &target, caller)
                 .await;
-            reply_entry(reply, &map, ttl, result);
+            view.reply_entry(reply, view.map.to_elk(parent), caller, result);
         });
     }
 
@@ -304,12 +301,12 @@ impl Filesystem for ElkFs {
     ) {
         let name = name.as_bytes().to_vec();
         let newname = newname.as_bytes().to_vec();
-        self.spawn(|ops, map, _| async move {
+        self.spawn(|ops, view| async move {
             let result = ops
                 .rename(
-                    map.to_elk(parent),
+                    view.map.to_elk(parent),
                     &name,
-                    map.to_elk(newparent),
+                    view.map.to_elk(newparent),
                     &newname,
                     flags.bits(),
                 )
@@ -320,31 +317,37 @@ impl Filesystem for ElkFs {
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
         let name = newname.as_bytes().to_vec();
-        self.spawn(|ops, map, ttl| async move {
+        let caller = Self::caller(req);
+        self.spawn(|ops, view| async move {
             let result = ops
-                .link(map.to_elk(ino), map.to_elk(newparent), &name)
+                .link(view.map.to_elk(ino), view.map.to_elk(newparent), &name)
                 .await;
-            reply_entry(reply, &map, ttl, result);
+            view.reply_entry(reply, view.map.to_elk(newparent), caller, result);
         });
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let notifier = self.notifier.clone();
-        self.spawn(|ops, map, _| async move {
-            match ops.open(map.to_elk(ino), flags.0).await {
-                Ok(fh) => {
+        self.spawn(|ops, view| async move {
+            match ops.open(view.map.to_elk(ino), flags.0).await {
+                Ok((fh, direct)) => {
                     // Close-to-open: the kernel must not trust a cached length from before the open.
                     if let Some(n) = notifier.get() {
                         let _ = n.inval_inode(ino, -1, 0);
                     }
-                    reply.opened(FileHandle(fh), FopenFlags::empty())
+                    let flags = if direct || view.uncached_data(view.map.to_elk(ino)) {
+                        FopenFlags::FOPEN_DIRECT_IO
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.opened(FileHandle(fh), flags)
                 }
                 Err(e) => reply.error(e),
             }
@@ -355,15 +358,16 @@ impl Filesystem for ElkFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.spawn(|ops, map, _| async move {
-            match ops.read(map.to_elk(ino), offset, size).await {
+        self.spawn(|ops, view| async move {
+            ops.note_access(view.map.to_elk(ino), Some(fh.0));
+            match ops.read(view.map.to_elk(ino), offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(e),
             }
@@ -377,14 +381,15 @@ impl Filesystem for ElkFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let data = Bytes::copy_from_slice(data);
-        self.spawn(|ops, _, _| async move {
-            match ops.write(fh.0, offset, data).await {
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        self.spawn(|ops, _view| async move {
+            match ops.write(fh.0, offset, data, kill).await {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(e),
             }
@@ -399,8 +404,11 @@ impl Filesystem for ElkFs {
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.spawn(|ops, map, _| async move {
-            reply_empty(reply, ops.flush(map.to_elk(ino), fh.0, lock_owner.0).await);
+        self.spawn(|ops, view| async move {
+            reply_empty(
+                reply,
+                ops.flush(view.map.to_elk(ino), fh.0, lock_owner.0).await,
+            );
         });
     }
 
@@ -414,7 +422,7 @@ impl Filesystem for ElkFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(|ops, _, _| async move {
+        self.spawn(|ops, _view| async move {
             reply_empty(reply, ops.release(fh.0, lock_owner.map(|o| o.0)).await);
         });
     }
@@ -427,8 +435,8 @@ impl Filesystem for ElkFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(|ops, map, _| async move {
-            reply_empty(reply, ops.fsync(map.to_elk(ino)).await);
+        self.spawn(|ops, view| async move {
+            reply_empty(reply, ops.fsync(view.map.to_elk(ino)).await);
         });
     }
 
@@ -448,8 +456,8 @@ impl Filesystem for ElkFs {
             Ok(l) => l,
             Err(e) => return reply.error(e),
         };
-        self.spawn(|ops, map, _| async move {
-            match ops.getlk(map.to_elk(ino), lock).await {
+        self.spawn(|ops, view| async move {
+            match ops.getlk(view.map.to_elk(ino), lock).await {
                 Ok(Some(c)) => {
                     let typ = if c.kind == LockKind::Read {
                         libc::F_RDLCK
@@ -481,8 +489,8 @@ impl Filesystem for ElkFs {
             Ok(l) => l,
             Err(e) => return reply.error(e),
         };
-        self.spawn(|ops, map, _| async move {
-            reply_empty(reply, ops.setlk(map.to_elk(ino), lock, sleep).await);
+        self.spawn(|ops, view| async move {
+            reply_empty(reply, ops.setlk(view.map.to_elk(ino), lock, sleep).await);
         });
     }
 
@@ -497,10 +505,10 @@ impl Filesystem for ElkFs {
         reply: ReplyEmpty,
     ) {
         let caller = Self::caller(req);
-        self.spawn(|ops, map, _| async move {
+        self.spawn(|ops, view| async move {
             reply_empty(
                 reply,
-                ops.fallocate(map.to_elk(ino), offset, length, mode, caller)
+                ops.fallocate(view.map.to_elk(ino), offset, length, mode, caller)
                     .await,
             );
         });
@@ -514,8 +522,31 @@ impl Filesystem for ElkFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(|ops, _, _| async move {
+        self.spawn(|ops, _view| async move {
             reply_empty(reply, ops.fsyncdir().await);
+        });
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.spawn(|ops, view| async move {
+            match ops.opendir(view.map.to_elk(ino)).await {
+                Ok(()) => reply.opened(FileHandle(0), FopenFlags::empty()),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(|ops, view| async move {
+            ops.releasedir(view.map.to_elk(ino)).await;
+            reply.ok();
         });
     }
 
@@ -527,8 +558,11 @@ impl Filesystem for ElkFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        self.spawn(|ops, map, _| async move {
-            let dir = map.to_elk(ino);
+        self.spawn(|ops, view| async move {
+            let dir = view.map.to_elk(ino);
+            if offset == 0 {
+                ops.note_access(dir, None);
+            }
             if offset < 1 && reply.add(ino, 1, fuser::FileType::Directory, ".") {
                 return reply.ok();
             }
@@ -539,7 +573,7 @@ impl Filesystem for ElkFs {
                 Ok(entries) => {
                     for e in entries {
                         let full = reply.add(
-                            map.to_fuse(e.inode),
+                            view.map.to_fuse(e.inode),
                             e.cookie,
                             attr::file_type(e.kind),
                             OsStr::from_bytes(&e.name),
@@ -556,15 +590,19 @@ impl Filesystem for ElkFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if name.as_bytes() == elkfs_client::mount_info::XATTR.as_bytes() {
+            let info = self.ops.info(self.view.map.to_elk(ino));
+            return reply_xattr(reply, size, Ok(info.into_bytes()));
+        }
         let name = name.as_bytes().to_vec();
-        self.spawn(|ops, map, _| async move {
-            reply_xattr(reply, size, ops.getxattr(map.to_elk(ino), &name).await);
+        self.spawn(|ops, view| async move {
+            reply_xattr(reply, size, ops.getxattr(view.map.to_elk(ino), &name).await);
         });
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.spawn(|ops, map, _| async move {
-            reply_xattr(reply, size, ops.listxattr(map.to_elk(ino)).await);
+        self.spawn(|ops, view| async move {
+            reply_xattr(reply, size, ops.listxattr(view.map.to_elk(ino)).await);
         });
     }
 
@@ -580,18 +618,19 @@ impl Filesystem for ElkFs {
     ) {
         let name = name.as_bytes().to_vec();
         let value = value.to_vec();
-        self.spawn(|ops, map, _| async move {
+        self.spawn(|ops, view| async move {
             reply_empty(
                 reply,
-                ops.setxattr(map.to_elk(ino), &name, &value, flags).await,
+                ops.setxattr(view.map.to_elk(ino), &name, &value, flags)
+                    .await,
             );
         });
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.as_bytes().to_vec();
-        self.spawn(|ops, map, _| async move {
-            reply_empty(reply, ops.removexattr(map.to_elk(ino), &name).await);
+        self.spawn(|ops, view| async move {
+            reply_empty(reply, ops.removexattr(view.map.to_elk(ino), &name).await);
         });
     }
 
@@ -610,7 +649,7 @@ impl Filesystem for ElkFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        self.spawn(|ops, _, _| async move {
+        self.spawn(|ops, _view| async move {
             match ops.statfs().await {
                 Ok(s) => {
                     let block = STATFS_BLOCK as u64;
@@ -644,18 +683,20 @@ impl Filesystem for ElkFs {
         let name = name.as_bytes().to_vec();
         let caller = Self::caller(req);
         let perm = mode & 0o7777;
-        self.spawn(|ops, map, ttl| async move {
+        self.spawn(|ops, view| async move {
             match ops
-                .create(map.to_elk(parent), &name, perm, umask, flags, caller)
+                .create(view.map.to_elk(parent), &name, perm, umask, flags, caller)
                 .await
             {
-                Ok((a, fh)) => reply.created(
-                    &ttl,
-                    &attr::file_attr(&map, &a),
-                    Generation(0),
-                    FileHandle(fh),
-                    FopenFlags::empty(),
-                ),
+                Ok((a, fh, direct)) => {
+                    let (shown, ttl) = view.attr(&a, caller);
+                    let flags = if direct || view.uncached_data(a.inode) {
+                        FopenFlags::FOPEN_DIRECT_IO
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.created(&ttl, &shown, Generation(0), FileHandle(fh), flags)
+                }
                 Err(e) => reply.error(e),
             }
         });

@@ -13,6 +13,12 @@ pub struct OpenFile {
     pub inode: InodeId,
     /// Its write-behind buffer, for handles opened for writing.
     pub writer: Option<Arc<FileWriter>>,
+    /// Opened with `O_APPEND`: every write goes to the end as the master knows it.
+    pub append: bool,
+    /// The first read through this handle has been reported (for access times).
+    pub accessed: std::sync::atomic::AtomicBool,
+    /// Setuid/setgid bits have been dropped for a write by an unprivileged process.
+    pub privileges_dropped: std::sync::atomic::AtomicBool,
 }
 
 /// Every open handle of the mount.

@@ -7,6 +7,7 @@ pub mod handles;
 pub mod kernel_mount;
 pub mod ops;
 pub mod options;
+pub mod view;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -155,6 +156,11 @@ fn serve(
         if let Err(e) = unmount.run() {
             tracing::error!(error = %e, "cannot unmount");
         }
+        // A lazily detached mount lives on while programs hold files open in it; this process
+        // has done its part (everything is flushed) and goes.
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        tracing::info!("files are still open in the detached mount; exiting");
+        std::process::exit(0);
     });
     tracing::info!(master = %spec.master, subdir = %spec.subdir, mount_point = %mount_point, "mounted");
     if let Some(path) = &ready_file {

@@ -199,8 +199,9 @@ impl Ops {
             .map_err(errno)
     }
 
-    /// Opens a file; handles opened for writing share the file's write-behind buffer.
-    pub async fn open(&self, inode: InodeId, flags: i32) -> Result<u64> {
+    /// Opens a file; handles opened for writing share the file's write-behind buffer. Returns
+    /// the handle and whether the kernel must bypass its page cache for it (appends).
+    pub async fn open(&self, inode: InodeId, flags: i32) -> Result<(u64, bool)> {
         let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
         if writes {
             self.writable()?;
@@ -208,13 +209,45 @@ impl Ops {
         // Close-to-open consistency: whatever another client wrote before we opened is read fresh.
         self.client.forget_locations(inode);
         self.client.master.opened(inode).await.map_err(errno)?;
-        Ok(self.handles.insert(OpenFile {
+        let append = writes && flags & libc::O_APPEND != 0;
+        let fh = self.handles.insert(OpenFile {
             inode,
             writer: writes.then(|| self.client.writer(inode)),
-        }))
+            append,
+            accessed: Default::default(),
+            privileges_dropped: Default::default(),
+        });
+        Ok((fh, append))
     }
 
-    /// Creates and opens a regular file.
+    /// Opens a directory (an open directory outlives its removal, like an open file).
+    pub async fn opendir(&self, inode: InodeId) -> Result<()> {
+        self.client.master.opened(inode).await.map_err(errno)
+    }
+
+    /// Closes a directory.
+    pub async fn releasedir(&self, inode: InodeId) {
+        self.client.master.closed(inode).await;
+    }
+
+    /// Reports a read of `inode` for its access time (once per handle, in the background).
+    pub fn note_access(&self, inode: InodeId, fh: Option<u64>) {
+        if let Some(fh) = fh {
+            let Some(file) = self.handles.get(fh) else {
+                return;
+            };
+            if file
+                .accessed
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                return;
+            }
+        }
+        let client = self.client.clone();
+        tokio::spawn(async move { client.access(inode).await });
+    }
+
+    /// Creates and opens a regular file (one master request for both).
     #[allow(clippy::too_many_arguments)]
     pub async fn create(
         &self,
@@ -224,15 +257,23 @@ impl Ops {
         umask: u32,
         flags: i32,
         caller: Caller,
-    ) -> Result<(Attr, u64)> {
+    ) -> Result<(Attr, u64, bool)> {
         self.writable()?;
         let attr = self
             .client
-            .mknod(parent, name, FileKind::File, mode, umask, 0, caller)
+            .create_open(parent, name, mode, umask, caller)
             .await
             .map_err(errno)?;
-        let fh = self.open(attr.inode, flags).await?;
-        Ok((attr, fh))
+        let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let append = writes && flags & libc::O_APPEND != 0;
+        let fh = self.handles.insert(OpenFile {
+            inode: attr.inode,
+            writer: writes.then(|| self.client.writer(attr.inode)),
+            append,
+            accessed: Default::default(),
+            privileges_dropped: Default::default(),
+        });
+        Ok((attr, fh, append))
     }
 
     /// Reads file data.
@@ -240,13 +281,55 @@ impl Ops {
         self.client.read(inode, offset, size).await.map_err(errno)
     }
 
-    /// Buffers a write (write-behind); earlier write errors surface here.
-    pub async fn write(&self, fh: u64, offset: u64, data: Bytes) -> Result<u32> {
+    /// Buffers a write (write-behind); earlier write errors surface here. Appends go to the end
+    /// of the file as every mount sees it, whatever offset the kernel computed.
+    pub async fn write(
+        &self,
+        fh: u64,
+        offset: u64,
+        data: Bytes,
+        kill_privileges: bool,
+    ) -> Result<u32> {
         let file = self.handles.get(fh).ok_or(Errno::EBADF)?;
         let writer = file.writer.as_ref().ok_or(Errno::EBADF)?;
+        if kill_privileges
+            && !file
+                .privileges_dropped
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.drop_privileges(file.inode).await?;
+        }
         let len = data.len() as u32;
-        writer.write(offset, data).await.map_err(errno)?;
+        if file.append {
+            self.client.append(file.inode, data).await.map_err(errno)?;
+        } else {
+            writer.write(offset, data).await.map_err(errno)?;
+        }
         Ok(len)
+    }
+
+    /// A write by a process that may not keep them clears setuid, and setgid on a
+    /// group-executable file, as on a local filesystem (the kernel leaves it to us).
+    async fn drop_privileges(&self, inode: InodeId) -> Result<()> {
+        let attr = self.client.getattr(inode).await.map_err(errno)?;
+        let mut mode = attr.mode;
+        mode &= !0o4000;
+        if mode & 0o2010 == 0o2010 {
+            mode &= !0o2000;
+        }
+        if mode == attr.mode {
+            return Ok(());
+        }
+        let change = SetAttr {
+            mode: Some(mode),
+            ..Default::default()
+        };
+        let root = Caller { uid: 0, gid: 0 };
+        self.client
+            .setattr(inode, change, root)
+            .await
+            .map_err(errno)?;
+        Ok(())
     }
 
     /// Waits for the handle's buffered writes and drops the closing process's POSIX locks (on
@@ -279,7 +362,9 @@ impl Ops {
                 .await
                 .map_err(errno)?;
         }
-        self.client.master.closed(file.inode).await;
+        // Nothing waits on the master hearing of the close.
+        let client = self.client.clone();
+        tokio::spawn(async move { client.master.closed(file.inode).await });
         flushed
     }
 
@@ -290,6 +375,16 @@ impl Ops {
             w.sync_data().await.map_err(errno)?;
         }
         self.client.sync_metadata().await.map_err(errno)
+    }
+
+    /// What the CLI needs to reach the cluster about `inode` (see `elkfs_client::mount_info`).
+    pub fn info(&self, inode: InodeId) -> String {
+        elkfs_client::mount_info::MountInfo {
+            master: self.client.master.target().to_string(),
+            subdir: self.client.master.subdir().to_string(),
+            inode,
+        }
+        .encode()
     }
 
     /// Reads an extended attribute.
@@ -339,8 +434,9 @@ impl Ops {
         self.client.test_lock(inode, lock).await.map_err(errno)
     }
 
-    /// Preallocates: grows the file to `offset + length` unless `FALLOC_FL_KEEP_SIZE`; space is
-    /// not reserved ahead (chunks are created as data arrives). Other modes are not supported.
+    /// `fallocate`: mode 0 grows the file to `offset + length` (space is not reserved ahead:
+    /// chunks are created as data arrives); `KEEP_SIZE` alone does nothing; `PUNCH_HOLE` and
+    /// `ZERO_RANGE` make the range read as zeros. Other modes are not supported.
     pub async fn fallocate(
         &self,
         inode: InodeId,
@@ -350,14 +446,26 @@ impl Ops {
         caller: Caller,
     ) -> Result<()> {
         self.writable()?;
-        if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
+        let keep_size = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
+        let zeroing = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;
+        if mode & !(libc::FALLOC_FL_KEEP_SIZE | zeroing) != 0 {
             return Err(Errno::from_i32(libc::EOPNOTSUPP));
+        }
+        if mode & zeroing != 0 {
+            if mode & libc::FALLOC_FL_PUNCH_HOLE != 0 && !keep_size {
+                return Err(Errno::EINVAL);
+            }
+            return self
+                .client
+                .zero_range(inode, offset, length, keep_size, caller)
+                .await
+                .map_err(errno);
         }
         let end = offset
             .checked_add(length)
             .ok_or(Errno::from_i32(libc::EFBIG))?;
         let attr = self.client.getattr(inode).await.map_err(errno)?;
-        if mode & libc::FALLOC_FL_KEEP_SIZE != 0 || end <= attr.size {
+        if keep_size || end <= attr.size {
             return Ok(());
         }
         let grow = SetAttr {

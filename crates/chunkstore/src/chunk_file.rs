@@ -223,6 +223,15 @@ impl ChunkFile {
         })
     }
 
+    /// Makes this file (a byte copy of another chunk's) the chunk `id` at `version`.
+    pub fn retag(&mut self, id: ChunkId, version: ChunkVersion) -> Result<(), ChunkError> {
+        self.store_header(Header {
+            id,
+            version,
+            ..self.header
+        })
+    }
+
     /// New content of a block partly covered by a write: its surviving older bytes (read and
     /// checked), zeros where a gap opens, then the written bytes.
     fn compose_block(

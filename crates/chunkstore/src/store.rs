@@ -168,6 +168,45 @@ impl ChunkStore {
         }
     }
 
+    /// Makes a copy of chunk `src` (at `version`) as a new chunk `dst` at `dst_version`, in the
+    /// same directory (copy-on-write after a snapshot: the copy is taken before either is
+    /// written). `AlreadyExists` if `dst` is present.
+    pub fn duplicate(
+        &self,
+        src: ChunkId,
+        version: ChunkVersion,
+        dst: ChunkId,
+        dst_version: ChunkVersion,
+    ) -> Result<(), ChunkError> {
+        if self.index.contains(dst) {
+            return Err(ChunkError::AlreadyExists { chunk: dst });
+        }
+        self.shared(src, Some(version), |slot, state, src_path| {
+            let length = slot.length.load(Ordering::Relaxed);
+            let copy = Arc::new(Slot::new(state.dir, dst_version, length));
+            let mut copy_state = copy.exclusive();
+            self.index.insert(dst, &copy)?;
+            let dst_path = chunk_path_for(&self.dirs[state.dir].path, dst, dst_version);
+            let made = fs::copy(&src_path, &dst_path)
+                .map_err(|e| ChunkError::io(dst, &dst_path, e))
+                .and_then(|_| ChunkFile::open(dst_path.clone(), src, version))
+                .and_then(|mut file| file.retag(dst, dst_version));
+            match made {
+                Ok(()) => {
+                    copy.name_unsynced.store(true, Ordering::Relaxed);
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = fs::remove_file(&dst_path);
+                    copy_state.removed = true;
+                    drop(copy_state);
+                    self.index.remove(dst, &copy);
+                    Err(e)
+                }
+            }
+        })
+    }
+
     /// Moves the chunk from version `from` to `to`: the header first, then the file is renamed.
     /// `WrongVersion` if the stored version is not `from`.
     pub fn set_version(

@@ -910,3 +910,27 @@ proptest! {
         prop_assert_eq!(store.verify(id).unwrap(), model.len() as u64);
     }
 }
+
+#[test]
+fn a_duplicate_is_an_independent_chunk_with_the_same_data() {
+    let (_dir, store) = fresh();
+    let (a, b) = (ChunkId(10), ChunkId(11));
+    store.create(a, ChunkVersion(3)).unwrap();
+    let data = pattern(200_000, 4);
+    store.write(a, ChunkVersion(3), 0, &data).unwrap();
+    store
+        .duplicate(a, ChunkVersion(3), b, ChunkVersion(1))
+        .unwrap();
+    assert_eq!(store.read(b, ChunkVersion(1), 0, 300_000).unwrap(), data);
+    store.write(b, ChunkVersion(1), 0, b"changed").unwrap();
+    assert_eq!(store.read(a, ChunkVersion(3), 0, 7).unwrap(), &data[..7]);
+    assert_eq!(store.info(b).unwrap().length, 200_000);
+    assert!(matches!(
+        store.duplicate(a, ChunkVersion(3), b, ChunkVersion(1)),
+        Err(ChunkError::AlreadyExists { .. })
+    ));
+    assert!(matches!(
+        store.duplicate(a, ChunkVersion(2), ChunkId(12), ChunkVersion(1)),
+        Err(ChunkError::WrongVersion { .. })
+    ));
+}

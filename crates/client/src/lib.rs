@@ -4,7 +4,9 @@
 pub mod errno;
 pub mod locations;
 pub mod master;
+pub mod mount_info;
 pub mod namespace;
+pub mod ranges;
 pub mod reader;
 pub mod writer;
 

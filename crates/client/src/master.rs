@@ -99,6 +99,11 @@ impl MasterClient {
         &self.target
     }
 
+    /// The subdirectory this session is rooted at.
+    pub fn subdir(&self) -> &str {
+        &self.subdir
+    }
+
     /// Sends a request, waiting out master restarts up to the timeout (then EIO).
     pub async fn request(&self, request: &MasterRequest) -> Result<MasterReply, Status> {
         let deadline = Instant::now() + self.timeout;
@@ -148,6 +153,11 @@ impl MasterClient {
             return Err(status);
         }
         Ok(())
+    }
+
+    /// Counts the open a create-and-open request registered in the master already.
+    pub fn opened_by_create(&self, inode: InodeId) {
+        *self.lock_open_files().entry(inode).or_default() += 1;
     }
 
     /// Counts a close of `inode`; the master hears of the last one.

@@ -1,6 +1,6 @@
 //! Namespace operations as typed calls on the master session.
 
-use elkfs_proto::master::{Lock, LockKind, MasterReply, MasterRequest};
+use elkfs_proto::master::{Change, Lock, LockKind, MasterReply, MasterRequest, TreeAttr};
 use elkfs_proto::types::{Attr, Caller, DirEntry, FileKind, FsStats, SetAttr};
 use elkfs_proto::{InodeId, Status};
 
@@ -95,8 +95,33 @@ impl Client {
             umask,
             rdev,
             caller,
+            open: false,
         };
         attr(self.master.request(&request).await?)
+    }
+
+    /// Creates a regular file and opens it for this client, in one request.
+    pub async fn create_open(
+        &self,
+        parent: InodeId,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        caller: Caller,
+    ) -> Result<Attr, Status> {
+        let request = MasterRequest::Mknod {
+            parent,
+            name: name.to_vec(),
+            kind: FileKind::File,
+            mode,
+            umask,
+            rdev: 0,
+            caller,
+            open: true,
+        };
+        let attr = attr(self.master.request(&request).await?)?;
+        self.master.opened_by_create(attr.inode);
+        Ok(attr)
     }
 
     /// Creates a directory (`umask` applies unless the parent has a default ACL).
@@ -319,21 +344,57 @@ impl Client {
         )
     }
 
-    /// Sets the goal of an inode (or of a whole tree); returns (changed, unchanged) counts.
+    /// Changes goal, trash time or eattrs of an inode (or a whole tree); returns how many
+    /// inodes changed, were already so, and were not the caller's to change.
+    pub async fn change_tree(
+        &self,
+        inode: InodeId,
+        attr: TreeAttr,
+        change: Change,
+        recursive: bool,
+        caller: Caller,
+    ) -> Result<(u64, u64, u64), Status> {
+        let request = MasterRequest::ChangeTree {
+            inode,
+            attr,
+            change,
+            recursive,
+            caller,
+        };
+        match self.master.request(&request).await? {
+            MasterReply::TreeChanged {
+                changed,
+                unchanged,
+                denied,
+            } => Ok((changed, unchanged, denied)),
+            _ => Err(Status::Protocol),
+        }
+    }
+
+    /// Sets the goal of an inode (or of a whole tree) as root; returns (changed, unchanged).
     pub async fn set_goal(
         &self,
         inode: InodeId,
         goal: u8,
         recursive: bool,
     ) -> Result<(u64, u64), Status> {
-        let request = MasterRequest::SetGoal {
-            inode,
-            goal,
-            recursive,
-        };
-        match self.master.request(&request).await? {
-            MasterReply::GoalSet { changed, unchanged } => Ok((changed, unchanged)),
-            _ => Err(Status::Protocol),
+        let root = Caller { uid: 0, gid: 0 };
+        let (changed, unchanged, _) = self
+            .change_tree(
+                inode,
+                TreeAttr::Goal,
+                Change::Set(goal as u64),
+                recursive,
+                root,
+            )
+            .await?;
+        Ok((changed, unchanged))
+    }
+
+    /// Tells the master the inode was read (it keeps `relatime` access times).
+    pub async fn access(&self, inode: InodeId) {
+        if let Err(status) = self.master.request(&MasterRequest::Access { inode }).await {
+            tracing::debug!(%inode, %status, "cannot record an access time");
         }
     }
 }

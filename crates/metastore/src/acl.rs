@@ -111,6 +111,32 @@ pub fn inherit(mode: u32, umask: u32, parent_default: Option<&[u8]>, is_dir: boo
     }
 }
 
+/// The permission bits an access ACL stands for, and whether it says no more than they do (only
+/// owner, group and other entries). `None` when the value is not a valid ACL.
+pub fn mode_of(access: &[u8]) -> Option<(u32, bool)> {
+    let entries = parse(access)?;
+    let mut mode = 0u32;
+    let mut equivalent = true;
+    let mut group = None;
+    let mut mask = None;
+    for e in &entries {
+        let perm = (e.perm & 7) as u32;
+        match e.tag {
+            USER_OBJ => mode |= perm << 6,
+            GROUP_OBJ => group = Some(perm),
+            MASK => {
+                mask = Some(perm);
+                equivalent = false;
+            }
+            OTHER => mode |= perm,
+            USER | GROUP => equivalent = false,
+            _ => return None,
+        }
+    }
+    mode |= mask.or(group)? << 3;
+    Some((mode, equivalent))
+}
+
 /// An access ACL brought in line with new mode bits after a `chmod` (the kernel's
 /// `posix_acl_chmod`): owner, mask (or group) and other entries take the mode's bits. `None`
 /// when the stored value is not a valid ACL.
@@ -217,6 +243,21 @@ mod tests {
             perm: 0,
             id: 0
         }));
+    }
+
+    #[test]
+    fn an_acl_gives_mode_bits_and_says_whether_it_is_more() {
+        let minimal = acl(&[(USER_OBJ, 6, 0), (GROUP_OBJ, 4, 0), (OTHER, 0, 0)]);
+        assert_eq!(mode_of(&minimal), Some((0o640, true)));
+        let extended = acl(&[
+            (USER_OBJ, 7, 0),
+            (USER, 7, 5),
+            (GROUP_OBJ, 5, 0),
+            (MASK, 1, 0),
+            (OTHER, 4, 0),
+        ]);
+        assert_eq!(mode_of(&extended), Some((0o714, false)));
+        assert_eq!(mode_of(b"junk"), None);
     }
 
     #[test]

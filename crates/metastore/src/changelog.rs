@@ -5,10 +5,14 @@
 //! `u32 body length | u32 checksum | body`, the body being `u64 version | encoded MetaOp`, the
 //! checksum the first four bytes of the body's BLAKE3. A record that is cut short or fails its
 //! checksum at the end of the last file is a torn write: it is cut off and the log goes on.
+//!
+//! Once the current file has passed a size limit, the next record starts a new file (rotation),
+//! so that files wholly covered by a metadata image can be deleted.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use elkfs_proto::codec;
 
@@ -20,13 +24,22 @@ const MAX_RECORD: u32 = 16 * 1024 * 1024;
 
 const RECORD_HEADER: usize = 8;
 
+/// Size past which the next record starts a new file, unless configured otherwise.
+pub const DEFAULT_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// The open changelog, positioned for appending.
 pub struct Changelog {
     dir: PathBuf,
     file: File,
     path: PathBuf,
+    /// Bytes in the current file.
+    len: u64,
+    /// Size past which the next record goes to a new file.
+    max_file_bytes: u64,
     last_version: u64,
     broken: bool,
+    /// A second handle on the current file, swapped on rotation, for fsyncs from other threads.
+    sync: Arc<Mutex<File>>,
 }
 
 /// A record read back from the changelog.
@@ -38,7 +51,8 @@ pub struct Record {
     pub op: MetaOp,
 }
 
-fn file_name(first_version: u64) -> String {
+/// The name of the changelog file whose first record has `first_version`.
+pub fn file_name(first_version: u64) -> String {
     format!("changelog.{first_version:020}.elk")
 }
 
@@ -49,6 +63,12 @@ fn parse_file_name(name: &str) -> Option<u64> {
         .ok()
 }
 
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Changelog {
         path: path.to_path_buf(),
@@ -56,10 +76,16 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
     }
 }
 
-/// The changelog files in `dir`, oldest first, with the first version each holds.
+/// The changelog files in `dir`, oldest first, with the first version each holds (none when the
+/// directory does not exist).
 pub fn list_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(files),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    for entry in entries {
         let entry = entry.map_err(io_err(dir))?;
         if let Some(first) = entry.file_name().to_str().and_then(parse_file_name) {
             files.push((first, entry.path()));
@@ -157,22 +183,52 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
+/// Deletes the files that hold only records up to `version` (each file's records end where the
+/// next file begins), never the last file; returns how many went.
+pub fn remove_files_through(dir: &Path, version: u64) -> Result<usize, StoreError> {
+    let files = list_files(dir)?;
+    let mut removed = 0;
+    for pair in files.windows(2) {
+        let ((_, path), (next_first, _)) = (&pair[0], &pair[1]);
+        if *next_first > version.saturating_add(1) {
+            break;
+        }
+        std::fs::remove_file(path).map_err(io_err(path))?;
+        removed += 1;
+    }
+    if removed > 0 {
+        sync_dir(dir)?;
+    }
+    Ok(removed)
+}
+
 impl Changelog {
-    /// Opens the changelog in `dir` (creating it), handing every stored record to `visit` in
-    /// order, and cuts a torn record off the end of the last file. `next_version` is used to
-    /// name a new file when there is none.
+    /// Opens the changelog in `dir` (creating it) and cuts a torn record off the end of the last
+    /// file. Every record of the files that may hold `next_version` or later is handed to
+    /// `visit` in order (older files are not read); `next_version` also names a new file when
+    /// there is none. A file grows to about `max_file_bytes` before the next record starts a
+    /// new one.
     pub fn open(
         dir: &Path,
         next_version: u64,
+        max_file_bytes: u64,
         visit: &mut dyn FnMut(Record) -> Result<(), StoreError>,
     ) -> Result<Changelog, StoreError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let files = list_files(dir)?;
-        let mut last_version = next_version.saturating_sub(1);
+        // Files before the last one starting at or before `next_version` end before it.
+        let start = files
+            .iter()
+            .rposition(|(first, _)| *first <= next_version)
+            .unwrap_or(0);
+        let mut last_version = match files.last() {
+            Some((first, _)) => first.saturating_sub(1),
+            None => next_version.saturating_sub(1),
+        };
         let count = files.len();
-        for (i, (_, path)) in files.iter().enumerate() {
+        for (i, (_, path)) in files.iter().enumerate().skip(start) {
             let mut track = |r: Record| {
-                last_version = r.version;
+                last_version = last_version.max(r.version);
                 visit(r)
             };
             match read_file(path, &mut track)? {
@@ -187,12 +243,9 @@ impl Changelog {
                     f.sync_all().map_err(io_err(path))?;
                 }
                 Tail::Torn(at) => {
-                    return Err(StoreError::Changelog {
+                    return Err(StoreError::ChangelogDamaged {
                         path: path.clone(),
-                        source: std::io::Error::new(
-                            std::io::ErrorKind::InvalidData,
-                            format!("damaged record at offset {at} in a file that is not the last"),
-                        ),
+                        offset: at,
                     });
                 }
             }
@@ -209,23 +262,59 @@ impl Changelog {
             .map_err(io_err(&path))?;
         if created {
             // The new file's name must survive a power cut too.
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err(dir))?;
+            sync_dir(dir)?;
         }
-        file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
+        let len = file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
+        let sync = Arc::new(Mutex::new(file.try_clone().map_err(io_err(&path))?));
         Ok(Changelog {
             dir: dir.to_path_buf(),
             file,
             path,
+            len,
+            max_file_bytes: max_file_bytes.max(1),
             last_version,
             broken: false,
+            sync,
         })
     }
 
-    /// Version of the last record written.
+    /// Version of the last record in the log: the last one read or written, or, when the last
+    /// file is still empty, the one just before that file's first.
     pub fn last_version(&self) -> u64 {
         self.last_version
+    }
+
+    /// Starts the file `changelog.<version>.elk` for the record `version`. The full file is
+    /// fsynced first, so only the last file can ever have a torn tail, and the directory after
+    /// the new name appears, so the name survives a power cut.
+    fn rotate(&mut self, version: u64) -> Result<(), StoreError> {
+        self.file.sync_data().map_err(io_err(&self.path))?;
+        let path = self.dir.join(file_name(version));
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let len = file.metadata().map_err(io_err(&path))?.len();
+        if len != 0 {
+            return Err(StoreError::Changelog {
+                path,
+                source: std::io::Error::other(
+                    "a new changelog file already exists and is not empty",
+                ),
+            });
+        }
+        sync_dir(&self.dir)?;
+        let handle = file.try_clone().map_err(io_err(&path))?;
+        match self.sync.lock() {
+            Ok(mut sync) => *sync = handle,
+            Err(poisoned) => *poisoned.into_inner() = handle,
+        }
+        tracing::info!(path = %path.display(), "changelog: started a new file");
+        self.file = file;
+        self.path = path;
+        self.len = 0;
+        Ok(())
     }
 
     /// Appends one record with one `write(2)`; it survives the process dying from here on (and a
@@ -244,7 +333,10 @@ impl Changelog {
             });
         }
         let record = encode_record(version, op)?;
-        let before = self.file.metadata().map_err(io_err(&self.path))?.len();
+        if self.len >= self.max_file_bytes {
+            self.rotate(version)?;
+        }
+        let before = self.len;
         if let Err(e) = self.file.write_all(&record) {
             let cut = self.file.set_len(before);
             self.broken = cut.is_err();
@@ -259,13 +351,21 @@ impl Changelog {
                 },
             });
         }
+        self.len += record.len() as u64;
         self.last_version = version;
         Ok(())
     }
 
-    /// A second handle on the current file, for fsyncing it from another thread.
-    pub fn sync_handle(&self) -> Result<File, StoreError> {
-        self.file.try_clone().map_err(io_err(&self.path))
+    /// A handle on the current file (kept current across rotations), for fsyncing it from
+    /// another thread: an fsync through it covers every record appended before it, since
+    /// earlier files were fsynced when the next one started.
+    pub fn sync_handle(&self) -> Arc<Mutex<File>> {
+        self.sync.clone()
+    }
+
+    /// The file records are appended to.
+    pub fn current_path(&self) -> &Path {
+        &self.path
     }
 
     /// The directory holding the changelog files.
@@ -284,7 +384,7 @@ mod tests {
 
     fn read_all(dir: &Path) -> Vec<Record> {
         let mut out = Vec::new();
-        Changelog::open(dir, 1, &mut |r| {
+        Changelog::open(dir, 1, DEFAULT_FILE_BYTES, &mut |r| {
             out.push(r);
             Ok(())
         })
@@ -295,7 +395,7 @@ mod tests {
     #[test]
     fn records_come_back_in_order_after_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Changelog::open(dir.path(), 1, &mut |_| Ok(())).unwrap();
+        let mut log = Changelog::open(dir.path(), 1, DEFAULT_FILE_BYTES, &mut |_| Ok(())).unwrap();
         for v in 1..=5 {
             log.append(v, &op(v * 10)).unwrap();
         }
@@ -314,7 +414,7 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_and_appending_goes_on() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Changelog::open(dir.path(), 1, &mut |_| Ok(())).unwrap();
+        let mut log = Changelog::open(dir.path(), 1, DEFAULT_FILE_BYTES, &mut |_| Ok(())).unwrap();
         log.append(1, &op(1)).unwrap();
         log.append(2, &op(2)).unwrap();
         let path = log.path.clone();
@@ -323,7 +423,7 @@ mod tests {
         let f = OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(len - 3).unwrap();
         assert_eq!(read_all(dir.path()).len(), 1);
-        let mut log = Changelog::open(dir.path(), 1, &mut |_| Ok(())).unwrap();
+        let mut log = Changelog::open(dir.path(), 1, DEFAULT_FILE_BYTES, &mut |_| Ok(())).unwrap();
         assert_eq!(log.last_version(), 1);
         log.append(2, &op(22)).unwrap();
         drop(log);
@@ -339,7 +439,7 @@ mod tests {
     #[test]
     fn a_record_that_checks_out_but_does_not_decode_is_an_error_not_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Changelog::open(dir.path(), 1, &mut |_| Ok(())).unwrap();
+        let mut log = Changelog::open(dir.path(), 1, DEFAULT_FILE_BYTES, &mut |_| Ok(())).unwrap();
         log.append(1, &op(1)).unwrap();
         let path = log.path.clone();
         drop(log);
@@ -349,7 +449,7 @@ mod tests {
         bytes.extend_from_slice(&checksum(&body).to_le_bytes());
         bytes.extend_from_slice(&body);
         std::fs::write(&path, &bytes).unwrap();
-        let err = Changelog::open(dir.path(), 1, &mut |_| Ok(()))
+        let err = Changelog::open(dir.path(), 1, DEFAULT_FILE_BYTES, &mut |_| Ok(()))
             .err()
             .unwrap();
         assert!(err.to_string().contains("not understood"), "{err}");
@@ -359,7 +459,7 @@ mod tests {
     #[test]
     fn a_flipped_byte_in_the_last_record_is_detected() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Changelog::open(dir.path(), 1, &mut |_| Ok(())).unwrap();
+        let mut log = Changelog::open(dir.path(), 1, DEFAULT_FILE_BYTES, &mut |_| Ok(())).unwrap();
         log.append(1, &op(1)).unwrap();
         log.append(2, &op(2)).unwrap();
         let path = log.path.clone();
@@ -369,5 +469,87 @@ mod tests {
         bytes[last] ^= 0x40;
         std::fs::write(&path, bytes).unwrap();
         assert_eq!(read_all(dir.path()).len(), 1);
+    }
+
+    fn names(dir: &Path) -> Vec<u64> {
+        list_files(dir)
+            .unwrap()
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect()
+    }
+
+    #[test]
+    fn a_full_file_makes_the_next_record_start_a_new_file_named_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Changelog::open(dir.path(), 1, 40, &mut |_| Ok(())).unwrap();
+        let handle = log.sync_handle();
+        for v in 1..=10 {
+            log.append(v, &op(v)).unwrap();
+        }
+        // Each record is 18 bytes: a file takes three before passing 40 bytes.
+        assert_eq!(names(dir.path()), vec![1, 4, 7, 10]);
+        use std::os::unix::fs::MetadataExt;
+        let synced = handle.lock().unwrap().metadata().unwrap().ino();
+        let current = std::fs::metadata(log.current_path()).unwrap().ino();
+        assert_eq!(synced, current, "the sync handle follows rotation");
+        drop(log);
+        let versions: Vec<u64> = read_all(dir.path()).iter().map(|r| r.version).collect();
+        assert_eq!(versions, (1..=10).collect::<Vec<_>>());
+        let log = Changelog::open(dir.path(), 1, 40, &mut |_| Ok(())).unwrap();
+        assert_eq!(log.last_version(), 10);
+    }
+
+    #[test]
+    fn files_that_end_before_the_next_version_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Changelog::open(dir.path(), 1, 40, &mut |_| Ok(())).unwrap();
+        for v in 1..=10 {
+            log.append(v, &op(v)).unwrap();
+        }
+        drop(log);
+        let mut seen = Vec::new();
+        let log = Changelog::open(dir.path(), 6, 40, &mut |r| {
+            seen.push(r.version);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![4, 5, 6, 7, 8, 9, 10],
+            "from the file holding 6 on"
+        );
+        assert_eq!(log.last_version(), 10);
+    }
+
+    #[test]
+    fn an_empty_last_file_still_says_where_the_log_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Changelog::open(dir.path(), 1, 1 << 20, &mut |_| Ok(())).unwrap();
+        log.append(1, &op(1)).unwrap();
+        drop(log);
+        // As after a rotation that crashed before its first record.
+        std::fs::write(dir.path().join(file_name(8)), b"").unwrap();
+        let log = Changelog::open(dir.path(), 1, 1 << 20, &mut |_| Ok(())).unwrap();
+        assert_eq!(log.last_version(), 7);
+    }
+
+    #[test]
+    fn only_files_wholly_at_or_below_a_version_are_removed_and_never_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Changelog::open(dir.path(), 1, 40, &mut |_| Ok(())).unwrap();
+        for v in 1..=10 {
+            log.append(v, &op(v)).unwrap();
+        }
+        assert_eq!(remove_files_through(dir.path(), 5).unwrap(), 1);
+        assert_eq!(names(dir.path()), vec![4, 7, 10], "file 4 holds 6");
+        assert_eq!(remove_files_through(dir.path(), 6).unwrap(), 1);
+        assert_eq!(names(dir.path()), vec![7, 10]);
+        assert_eq!(remove_files_through(dir.path(), 100).unwrap(), 1);
+        assert_eq!(names(dir.path()), vec![10]);
+        log.append(11, &op(11)).unwrap();
+        drop(log);
+        let versions: Vec<u64> = read_all(dir.path()).iter().map(|r| r.version).collect();
+        assert_eq!(versions, vec![10, 11]);
     }
 }

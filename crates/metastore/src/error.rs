@@ -22,6 +22,15 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// A record in a changelog file other than the last is cut short or fails its checksum: the
+    /// records from there on in that file are lost (only the last file can have a torn tail).
+    #[error("changelog {path}: damaged record at offset {offset} in a file that is not the last")]
+    ChangelogDamaged {
+        /// The changelog file.
+        path: PathBuf,
+        /// Where the damaged record starts.
+        offset: u64,
+    },
     /// A stored value does not decode: the database is damaged.
     #[error("metadata key {key} is damaged: {reason}")]
     Damaged {
@@ -37,5 +46,25 @@ pub enum StoreError {
         version: u64,
         /// Why.
         reason: String,
+    },
+    /// A metadata image could not be written or read back whole.
+    #[error("metadata image {path}: {reason}")]
+    Image {
+        /// The image file (or the data directory).
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// sled needs rebuilding and neither an image nor the changelog can give back the state.
+    #[error(
+        "cannot rebuild the metadata in {dir}: {missing}. The database was left as it was. To \
+         recover, start the master on a metalogger's data directory (docs/OPERATIONS.md, \"Promoting a \
+         metalogger\")"
+    )]
+    Unrecoverable {
+        /// The data directory.
+        dir: PathBuf,
+        /// Why sled is being rebuilt, and what is missing or damaged that a rebuild needs.
+        missing: String,
     },
 }

@@ -22,6 +22,8 @@ pub const CHUNK: u8 = b'k';
 pub const XATTR: u8 = b'x';
 /// Files whose last name is gone but which may still be open: `u` + inode.
 pub const UNLINKED: u8 = b'u';
+/// Deleted files in the trash: `t` + inode.
+pub const TRASH: u8 = b't';
 
 /// Version of the last changelog record applied.
 pub const APPLIED: &[u8] = b"mapplied";
@@ -106,6 +108,11 @@ pub fn xattr_prefix(inode: InodeId) -> Vec<u8> {
 /// Key marking an unlinked inode that awaits its last close.
 pub fn unlinked(inode: InodeId) -> Vec<u8> {
     with_u64(UNLINKED, inode.0)
+}
+
+/// Key of a trashed file.
+pub fn trash(inode: InodeId) -> Vec<u8> {
+    with_u64(TRASH, inode.0)
 }
 
 /// The inode of a key made of a prefix byte and an inode number.

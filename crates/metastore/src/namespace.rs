@@ -9,7 +9,7 @@ use elkfs_proto::{ChunkId, ChunkVersion, InodeId, Status};
 use crate::acl;
 use crate::keys;
 use crate::op::MetaOp;
-use crate::records::{ChunkRecord, DirentRecord, InodeRecord, OrderRecord};
+use crate::records::{ChunkRecord, DirentRecord, InodeRecord, OrderRecord, TrashRecord};
 use crate::txn::{ExecError, Txn};
 
 /// Longest file name, in bytes.
@@ -253,12 +253,107 @@ pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
             }
             Ok(Outcome::attr(*inode, &rec))
         }
+        MetaOp::SetTrashTime {
+            inode,
+            seconds,
+            time,
+        } => {
+            let mut rec = inode_of(txn, *inode)?;
+            rec.trash_time = *seconds;
+            rec.ctime = *time;
+            txn.put(keys::inode(*inode), &rec)?;
+            Ok(Outcome::attr(*inode, &rec))
+        }
+        MetaOp::SetEattr {
+            inode,
+            eattrs,
+            time,
+        } => {
+            let mut rec = inode_of(txn, *inode)?;
+            rec.eattrs = *eattrs;
+            rec.ctime = *time;
+            txn.put(keys::inode(*inode), &rec)?;
+            Ok(Outcome::attr(*inode, &rec))
+        }
+        MetaOp::ClearChunks {
+            inode,
+            first,
+            end,
+            time,
+        } => {
+            let mut rec = inode_of(txn, *inode)?;
+            if rec.kind != FileKind::File {
+                return Err(Status::Invalid.into());
+            }
+            let mut outcome = Outcome::default();
+            drop_chunks_in(txn, *inode, *first, *end, &mut outcome)?;
+            rec.mtime = *time;
+            rec.ctime = *time;
+            txn.put(keys::inode(*inode), &rec)?;
+            outcome.attr = Some(rec.attr(*inode));
+            Ok(outcome)
+        }
+        MetaOp::TrashRestore { inode, time } => restore(txn, *inode, *time),
+        MetaOp::Snapshot {
+            source,
+            parent,
+            name,
+            time,
+        } => snapshot(txn, *source, *parent, name, *time),
+        MetaOp::ReplaceChunk {
+            inode,
+            index,
+            chunk,
+            version,
+        } => {
+            let rec = inode_of(txn, *inode)?;
+            let slot = keys::file_chunk(*inode, *index);
+            let old: ChunkId = txn.get(&slot)?.ok_or(Status::NotFound)?;
+            if txn.get_raw(&keys::chunk(*chunk))?.is_some() {
+                return Err(Status::Exists.into());
+            }
+            let mut outcome = Outcome::default();
+            let okey = keys::chunk(old);
+            if let Some(mut orec) = txn.get::<ChunkRecord>(&okey)? {
+                if orec.refs <= 1 {
+                    txn.delete(okey);
+                    outcome.freed_chunks.push((old, orec.version));
+                } else {
+                    orec.refs -= 1;
+                    txn.put(okey, &orec)?;
+                }
+            }
+            txn.put(slot, chunk)?;
+            txn.put(
+                keys::chunk(*chunk),
+                &ChunkRecord {
+                    version: *version,
+                    refs: 1,
+                    goal: rec.goal,
+                },
+            )?;
+            let reserved = txn.counter(keys::CHUNK_IDS_RESERVED)?;
+            if chunk.0 >= reserved {
+                txn.set_counter(keys::CHUNK_IDS_RESERVED, chunk.0 + 1)?;
+            }
+            Ok(outcome)
+        }
+        MetaOp::SetAtime { inode, time } => {
+            let mut rec = inode_of(txn, *inode)?;
+            rec.atime = *time;
+            txn.put(keys::inode(*inode), &rec)?;
+            Ok(Outcome::attr(*inode, &rec))
+        }
         MetaOp::Purge { inode } => {
-            let key = keys::unlinked(*inode);
-            if txn.get_raw(&key)?.is_none() {
+            let unlinked = keys::unlinked(*inode);
+            let trashed = keys::trash(*inode);
+            if txn.get_raw(&unlinked)?.is_some() {
+                txn.delete(unlinked);
+            } else if txn.get_raw(&trashed)?.is_some() {
+                txn.delete(trashed);
+            } else {
                 return Err(Status::NotFound.into());
             }
-            txn.delete(key);
             let rec = inode_of(txn, *inode)?;
             let mut outcome = Outcome::default();
             delete_inode(txn, *inode, &rec, &mut outcome)?;
@@ -284,6 +379,9 @@ fn set_xattr(
     if value.len() > XATTR_SIZE_MAX {
         return Err(Status::TooLarge.into());
     }
+    if !xattr_namespace_supported(name) {
+        return Err(Status::NotSupported.into());
+    }
     let mut rec = inode_of(txn, inode)?;
     let key = keys::xattr(inode, name);
     let exists = txn.get_raw(&key)?.is_some();
@@ -293,10 +391,36 @@ fn set_xattr(
     if flags & XATTR_REPLACE != 0 && !exists {
         return Err(Status::NoAttribute.into());
     }
-    txn.put(key, &value.to_vec())?;
     rec.ctime = time;
+    // An access ACL sets the mode's permission bits; one that says no more than them is not
+    // kept at all, as on a local filesystem.
+    let keep = if name == acl::ACCESS {
+        match acl::mode_of(value) {
+            Some((perm, equivalent)) => {
+                rec.mode = (rec.mode & !0o777) | perm;
+                !equivalent
+            }
+            None => return Err(Status::Invalid.into()),
+        }
+    } else {
+        true
+    };
+    if keep {
+        txn.put(key, &value.to_vec())?;
+    } else {
+        txn.delete(key);
+    }
     txn.put(keys::inode(inode), &rec)?;
     Ok(Outcome::attr(inode, &rec))
+}
+
+/// The extended attribute namespaces Linux filesystems accept.
+fn xattr_namespace_supported(name: &[u8]) -> bool {
+    name.starts_with(b"user.")
+        || name.starts_with(b"security.")
+        || name.starts_with(b"trusted.")
+        || name == acl::ACCESS
+        || name == acl::DEFAULT
 }
 
 /// Reads an inode or fails with ENOENT.
@@ -310,6 +434,10 @@ fn dir_of(txn: &Txn<'_>, inode: InodeId) -> Result<InodeRecord, ExecError> {
     let rec = inode_of(txn, inode)?;
     if rec.kind != FileKind::Dir {
         return Err(Status::NotDir.into());
+    }
+    if rec.nlink == 0 {
+        // Removed but still open somewhere: nothing new may appear in it.
+        return Err(Status::NotFound.into());
     }
     Ok(rec)
 }
@@ -350,6 +478,8 @@ fn format(
         trash_time,
         parent: InodeId::ROOT,
         next_cookie: FIRST_COOKIE,
+        eattrs: 0,
+        name: Vec::new(),
     };
     txn.put(keys::inode(InodeId::ROOT), &root)?;
     txn.set_counter(keys::NEXT_INODE, InodeId::ROOT.0 + 1)?;
@@ -417,6 +547,8 @@ fn create(
         trash_time: dir.trash_time,
         parent,
         next_cookie: FIRST_COOKIE,
+        eattrs: dir.eattrs,
+        name: name.to_vec(),
     };
     txn.put(keys::inode(inode), &rec)?;
     if let Some(target) = target {
@@ -535,30 +667,76 @@ fn remove(
     dir.ctime = time;
     txn.put(keys::inode(parent), &dir)?;
     let mut outcome = Outcome::default();
-    release_link(txn, entry.inode, time, &mut outcome)?;
+    release_link(txn, entry.inode, (parent, name), time, &mut outcome)?;
     Ok(outcome)
 }
 
-/// Drops one name of `inode`; with its last name the inode and its chunks go too.
+/// Drops the name `from` of `inode`. With its last name a file goes to the trash (when its
+/// trash time is not 0), or awaits its purge at the last close.
 fn release_link(
     txn: &mut Txn<'_>,
     inode: InodeId,
+    from: (InodeId, &[u8]),
     time: Timestamp,
     outcome: &mut Outcome,
 ) -> Result<(), ExecError> {
     let mut rec = inode_of(txn, inode)?;
     if rec.kind == FileKind::Dir {
-        return delete_inode(txn, inode, &rec, outcome);
+        // Kept (empty, without links) until nobody has it open, like an unlinked file.
+        rec.nlink = 0;
+        rec.ctime = time;
+        txn.put(keys::inode(inode), &rec)?;
+        txn.put(keys::unlinked(inode), &time)?;
+        outcome.unlinked.push(inode);
+        return Ok(());
     }
     rec.nlink = rec.nlink.saturating_sub(1);
     rec.ctime = time;
     txn.put(keys::inode(inode), &rec)?;
     if rec.nlink == 0 {
-        // Kept until the master purges it: an open file stays readable and writable.
-        txn.put(keys::unlinked(inode), &time)?;
-        outcome.unlinked.push(inode);
+        if rec.trash_time > 0 && matches!(rec.kind, FileKind::File | FileKind::Symlink) {
+            let mut path = path_of(txn, from.0)?;
+            if path.last() != Some(&b'/') {
+                path.push(b'/');
+            }
+            path.extend_from_slice(from.1);
+            txn.put(
+                keys::trash(inode),
+                &TrashRecord {
+                    path,
+                    deleted: time,
+                },
+            )?;
+        } else {
+            // Kept until the master purges it: an open file stays readable and writable.
+            txn.put(keys::unlinked(inode), &time)?;
+            outcome.unlinked.push(inode);
+        }
     }
     Ok(())
+}
+
+/// The path of a directory from the root (`/` for the root).
+pub fn path_of(txn: &Txn<'_>, dir: InodeId) -> Result<Vec<u8>, ExecError> {
+    let mut parts = Vec::new();
+    let mut cur = dir;
+    for _ in 0..4096 {
+        if cur == InodeId::ROOT {
+            break;
+        }
+        let rec = inode_of(txn, cur)?;
+        parts.push(rec.name);
+        cur = rec.parent;
+    }
+    let mut path = Vec::new();
+    for part in parts.iter().rev() {
+        path.push(b'/');
+        path.extend_from_slice(part);
+    }
+    if path.is_empty() {
+        path.push(b'/');
+    }
+    Ok(path)
 }
 
 fn delete_inode(
@@ -589,11 +767,22 @@ fn drop_chunks_from(
     first: u32,
     outcome: &mut Outcome,
 ) -> Result<(), ExecError> {
+    drop_chunks_in(txn, inode, first, u32::MAX, outcome)
+}
+
+/// Removes chunk slots `first..end` of a file, freeing chunks no other slot refers to.
+fn drop_chunks_in(
+    txn: &mut Txn<'_>,
+    inode: InodeId,
+    first: u32,
+    end: u32,
+    outcome: &mut Outcome,
+) -> Result<(), ExecError> {
     for (key, value) in txn.scan_all(&keys::file_chunk_prefix(inode))? {
         let Some(index) = keys::file_chunk_index(&key) else {
             continue;
         };
-        if index < first {
+        if index < first || (index >= end && end != u32::MAX) {
             continue;
         }
         let chunk: ChunkId = crate::txn::decode_value(&key, &value)?;
@@ -688,7 +877,7 @@ fn rename(
             np.nlink = np.nlink.saturating_sub(1);
             txn.put(keys::inode(new_parent), &np)?;
         }
-        release_link(txn, dst.inode, time, &mut outcome)?;
+        release_link(txn, dst.inode, (new_parent, new_name), time, &mut outcome)?;
     }
     drop_entry(txn, parent, name, &src);
     let mut old_dir = inode_of(txn, parent)?;
@@ -709,6 +898,7 @@ fn rename(
     let mut moved = inode_of(txn, src.inode)?;
     moved.ctime = time;
     moved.parent = new_parent;
+    moved.name = new_name.to_vec();
     txn.put(keys::inode(src.inode), &moved)?;
     outcome.attr = Some(moved.attr(src.inode));
     Ok(outcome)
@@ -764,10 +954,14 @@ fn exchange(
         rec.ctime = time;
         txn.put(keys::inode(dir), &rec)?;
     }
-    for (inode, new_parent) in [(a_entry.inode, b_parent), (b_entry.inode, a_parent)] {
+    for (inode, new_parent, new_name) in [
+        (a_entry.inode, b_parent, b_name),
+        (b_entry.inode, a_parent, a_name),
+    ] {
         let mut rec = inode_of(txn, inode)?;
         rec.ctime = time;
         rec.parent = new_parent;
+        rec.name = new_name.to_vec();
         txn.put(keys::inode(inode), &rec)?;
     }
     Ok(Outcome::default())
@@ -826,4 +1020,119 @@ fn set_attr(
     txn.put(keys::inode(inode), &rec)?;
     outcome.attr = Some(rec.attr(inode));
     Ok(outcome)
+}
+
+/// Puts a trashed file back at its old path, creating missing directories on the way.
+fn restore(txn: &mut Txn<'_>, inode: InodeId, time: Timestamp) -> Result<Outcome, ExecError> {
+    let trashed: TrashRecord = txn.get(&keys::trash(inode))?.ok_or(Status::NotFound)?;
+    let mut rec = inode_of(txn, inode)?;
+    let parts: Vec<&[u8]> = trashed
+        .path
+        .split(|b| *b == b'/')
+        .filter(|p| !p.is_empty())
+        .collect();
+    let Some((name, dirs)) = parts.split_last() else {
+        return Err(Status::Invalid.into());
+    };
+    let mut parent = InodeId::ROOT;
+    for dir in dirs {
+        parent = match txn.get::<DirentRecord>(&keys::dirent(parent, dir))? {
+            Some(e) if e.kind == FileKind::Dir => e.inode,
+            Some(_) => return Err(Status::NotDir.into()),
+            None => {
+                let new = NewInode {
+                    kind: FileKind::Dir,
+                    mode: 0o755,
+                    umask: 0,
+                    uid: rec.uid,
+                    gid: rec.gid,
+                    rdev: 0,
+                    time,
+                };
+                let made = create(txn, parent, dir, new, None)?;
+                made.attr.map(|a| a.inode).ok_or(Status::Io)?
+            }
+        };
+    }
+    let mut dir = dir_of(txn, parent)?;
+    if txn.get_raw(&keys::dirent(parent, name))?.is_some() {
+        return Err(Status::Exists.into());
+    }
+    add_entry(txn, parent, &mut dir, name, inode, rec.kind)?;
+    dir.mtime = time;
+    dir.ctime = time;
+    txn.put(keys::inode(parent), &dir)?;
+    rec.nlink = 1;
+    rec.parent = parent;
+    rec.name = name.to_vec();
+    rec.ctime = time;
+    txn.put(keys::inode(inode), &rec)?;
+    txn.delete(keys::trash(inode));
+    Ok(Outcome::attr(inode, &rec))
+}
+
+/// Creates `name` in `parent` as a copy of `source` sharing its chunks (a directory is created
+/// empty; the master snapshots its entries one by one).
+fn snapshot(
+    txn: &mut Txn<'_>,
+    source: InodeId,
+    parent: InodeId,
+    name: &[u8],
+    time: Timestamp,
+) -> Result<Outcome, ExecError> {
+    check_name(name)?;
+    let src = inode_of(txn, source)?;
+    let mut dir = dir_of(txn, parent)?;
+    if txn.get_raw(&keys::dirent(parent, name))?.is_some() {
+        return Err(Status::Exists.into());
+    }
+    let inode = InodeId(txn.counter(keys::NEXT_INODE)?.max(InodeId::ROOT.0 + 1));
+    let is_dir = src.kind == FileKind::Dir;
+    let rec = InodeRecord {
+        nlink: if is_dir { 2 } else { 1 },
+        ctime: time,
+        parent,
+        next_cookie: FIRST_COOKIE,
+        name: name.to_vec(),
+        ..src.clone()
+    };
+    txn.put(keys::inode(inode), &rec)?;
+    if src.kind == FileKind::Symlink
+        && let Some(target) = txn.get::<Vec<u8>>(&keys::link_target(source))?
+    {
+        txn.put(keys::link_target(inode), &target)?;
+    }
+    let xattr_prefix = keys::xattr_prefix(source);
+    for (key, value) in txn.scan_all(&xattr_prefix)? {
+        let xname = key[xattr_prefix.len()..].to_vec();
+        txn.put(
+            keys::xattr(inode, &xname),
+            &crate::txn::decode_value::<Vec<u8>>(&key, &value)?,
+        )?;
+    }
+    if src.kind == FileKind::File {
+        for (key, value) in txn.scan_all(&keys::file_chunk_prefix(source))? {
+            let Some(index) = keys::file_chunk_index(&key) else {
+                continue;
+            };
+            let chunk: ChunkId = crate::txn::decode_value(&key, &value)?;
+            let ckey = keys::chunk(chunk);
+            if let Some(mut crec) = txn.get::<ChunkRecord>(&ckey)? {
+                crec.refs += 1;
+                txn.put(ckey, &crec)?;
+                txn.put(keys::file_chunk(inode, index), &chunk)?;
+            }
+        }
+    }
+    add_entry(txn, parent, &mut dir, name, inode, rec.kind)?;
+    if is_dir {
+        dir.nlink += 1;
+    }
+    dir.mtime = time;
+    dir.ctime = time;
+    txn.put(keys::inode(parent), &dir)?;
+    txn.set_counter(keys::NEXT_INODE, inode.0 + 1)?;
+    let count = txn.counter(keys::INODE_COUNT)?;
+    txn.set_counter(keys::INODE_COUNT, count + 1)?;
+    Ok(Outcome::attr(inode, &rec))
 }

@@ -194,4 +194,69 @@ pub enum MetaOp {
         /// When (the new ctime).
         time: Timestamp,
     },
+    /// Sets an inode's trash time.
+    SetTrashTime {
+        /// The inode.
+        inode: InodeId,
+        /// Seconds a deleted file stays in the trash.
+        seconds: u32,
+        /// When (the new ctime).
+        time: Timestamp,
+    },
+    /// Sets an inode's MooseFS-style extra attributes.
+    SetEattr {
+        /// The inode.
+        inode: InodeId,
+        /// The new flags.
+        eattrs: u8,
+        /// When (the new ctime).
+        time: Timestamp,
+    },
+    /// Drops the chunks `first..end` of a file (punching a hole).
+    ClearChunks {
+        /// The file.
+        inode: InodeId,
+        /// First index dropped.
+        first: u32,
+        /// One past the last index dropped.
+        end: u32,
+        /// When (the new mtime and ctime).
+        time: Timestamp,
+    },
+    /// Records a read: sets the access time only (no ctime change, as on Linux).
+    SetAtime {
+        /// The inode.
+        inode: InodeId,
+        /// The new access time.
+        time: Timestamp,
+    },
+    /// Puts a trashed file back at its old path, recreating missing directories.
+    TrashRestore {
+        /// The file.
+        inode: InodeId,
+        /// When.
+        time: Timestamp,
+    },
+    /// Creates `name` in `parent` as a copy-on-write copy of `source` (its chunks shared).
+    Snapshot {
+        /// What to copy (a directory is copied empty; the master copies its entries).
+        source: InodeId,
+        /// Directory for the copy.
+        parent: InodeId,
+        /// Name of the copy.
+        name: Vec<u8>,
+        /// When.
+        time: Timestamp,
+    },
+    /// Points a file's chunk slot at a private copy of a shared chunk (copy-on-write).
+    ReplaceChunk {
+        /// The file.
+        inode: InodeId,
+        /// The slot.
+        index: u32,
+        /// The new chunk (from the reserved range).
+        chunk: ChunkId,
+        /// Its version.
+        version: ChunkVersion,
+    },
 }

@@ -35,6 +35,10 @@ pub struct InodeRecord {
     pub parent: InodeId,
     /// Directories: the cookie the next new entry gets.
     pub next_cookie: u64,
+    /// MooseFS-style extra attributes (`elkfs_proto::types::eattr` flags).
+    pub eattrs: u8,
+    /// Its name in `parent` (the first name, for files with several), for paths in the trash.
+    pub name: Vec<u8>,
 }
 
 impl InodeRecord {
@@ -54,6 +58,7 @@ impl InodeRecord {
             rdev: self.rdev,
             goal: self.goal,
             trash_time: self.trash_time,
+            eattrs: self.eattrs,
         }
     }
 }
@@ -100,4 +105,13 @@ pub struct FileChunk {
     pub chunk: ChunkId,
     /// Its current version.
     pub version: ChunkVersion,
+}
+
+/// A deleted file waiting in the trash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrashRecord {
+    /// Where it was, from the root (`/a/b/file`).
+    pub path: Vec<u8>,
+    /// When it was deleted.
+    pub deleted: elkfs_proto::types::Timestamp,
 }

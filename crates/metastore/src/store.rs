@@ -2,88 +2,97 @@
 //!
 //! A change is checked against the state, appended to the changelog, then applied to sled in one
 //! batch that also records the version of its record. At open, records newer than that version
-//! are replayed, so a crash anywhere never loses or doubles an appended change.
+//! are replayed, so a crash anywhere never loses or doubles an appended change (opening and
+//! rebuilding are in `recovery.rs`, metadata images in `checkpoint.rs`).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use elkfs_proto::types::{Attr, DirEntry, FileKind};
 use elkfs_proto::{ChunkId, InodeId, MetaVersion, Status};
 
-use crate::changelog::{Changelog, Record};
+use crate::changelog::{self, Changelog};
+use crate::checkpoint::ImageSchedule;
 use crate::error::StoreError;
 use crate::keys;
-use crate::kv::{KvStore, SledStore};
+use crate::kv::KvStore;
 use crate::namespace::{self, Outcome};
 use crate::op::MetaOp;
 use crate::records::{ChunkRecord, DirentRecord, FileChunk, InodeRecord, OrderRecord};
+use crate::recovery::OpenReport;
+use crate::snapshot::Overlay;
 use crate::txn::{ExecError, Txn, decode_value};
+
+/// Records after which a new metadata image is written, unless configured otherwise.
+pub const DEFAULT_IMAGE_EVERY_RECORDS: u64 = 1_000_000;
+/// Time after which a new metadata image is written if anything changed.
+pub const DEFAULT_IMAGE_EVERY: Duration = Duration::from_secs(3600);
+/// Records after which a filesystem without any image gets its first one.
+pub const DEFAULT_FIRST_IMAGE_AFTER_RECORDS: u64 = 1000;
+/// Keys read per step while writing an image.
+pub const DEFAULT_IMAGE_PAGE_KEYS: usize = 1024;
 
 /// Settings of the metadata store.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
     /// Bytes of sled page cache (bounds the master's memory for metadata).
     pub cache_bytes: u64,
+    /// Size past which the next changelog record starts a new file (rotation), so that files an
+    /// image covers can be deleted.
+    pub changelog_file_bytes: u64,
+    /// A new image is due after this many records since the last one.
+    pub image_every_records: u64,
+    /// A new image is due after this long since the last one (or since open) if anything
+    /// changed.
+    pub image_every: Duration,
+    /// While there is no image at all, the first is due after this many records.
+    pub first_image_after_records: u64,
+    /// Keys read per step while writing an image: each step briefly holds up commits that
+    /// touch keys ahead of the image writer.
+    pub image_page_keys: usize,
 }
 
-struct Writer {
-    changelog: Changelog,
-    version: u64,
-    failed: Option<String>,
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            cache_bytes: 64 * 1024 * 1024,
+            changelog_file_bytes: changelog::DEFAULT_FILE_BYTES,
+            image_every_records: DEFAULT_IMAGE_EVERY_RECORDS,
+            image_every: DEFAULT_IMAGE_EVERY,
+            first_image_after_records: DEFAULT_FIRST_IMAGE_AFTER_RECORDS,
+            image_page_keys: DEFAULT_IMAGE_PAGE_KEYS,
+        }
+    }
+}
+
+pub(crate) struct Writer {
+    pub(crate) changelog: Changelog,
+    pub(crate) version: u64,
+    pub(crate) failed: Option<String>,
 }
 
 /// The namespace, durable through the changelog.
 pub struct MetaStore {
-    kv: Box<dyn KvStore>,
-    writer: Mutex<Writer>,
-    sync_file: Mutex<File>,
-    dir: PathBuf,
-}
-
-/// What happened while opening the store, for the operator's log.
-#[derive(Clone, Debug, Default)]
-pub struct OpenReport {
-    /// The version sled had applied.
-    pub applied_before: u64,
-    /// Records replayed from the changelog.
-    pub replayed: u64,
-    /// Records that did not apply on replay (should be 0).
-    pub replay_failures: u64,
+    pub(crate) kv: Box<dyn KvStore>,
+    pub(crate) writer: Mutex<Writer>,
+    pub(crate) sync_file: Arc<Mutex<File>>,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: StoreConfig,
+    /// Values saved for an image being written (copy-on-write).
+    pub(crate) overlay: Overlay,
+    pub(crate) images: ImageSchedule,
 }
 
 impl MetaStore {
-    /// Opens the store in `dir` (`dir/metadata.sled`, `dir/changelog/`), replaying the changelog.
+    /// Opens the store in `dir` (`dir/metadata.sled`, `dir/changelog/`, `dir/image.*.elk`),
+    /// replaying the changelog. If sled does not open, holds damaged values, is ahead of the
+    /// changelog or misses records the changelog no longer has, it is rebuilt from the newest
+    /// good image and the changelog (the old one is moved aside); the report says what happened.
+    /// Fails only when no image and changelog together hold the state.
     pub fn open(dir: &Path, config: &StoreConfig) -> Result<(MetaStore, OpenReport), StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Changelog {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let sled_dir = dir.join("metadata.sled");
-        let kv = SledStore::open(&sled_dir, config.cache_bytes)?;
-        let kv: Box<dyn KvStore> = Box::new(kv);
-        let applied = read_counter(kv.as_ref(), keys::APPLIED)?;
-        let mut report = OpenReport {
-            applied_before: applied,
-            ..Default::default()
-        };
-        let mut last_seen = applied;
-        let changelog = Changelog::open(&dir.join("changelog"), applied + 1, &mut |record| {
-            replay_one(kv.as_ref(), record, &mut last_seen, &mut report)
-        })?;
-        let version = changelog.last_version().max(last_seen);
-        let sync_file = changelog.sync_handle()?;
-        let store = MetaStore {
-            kv,
-            writer: Mutex::new(Writer {
-                changelog,
-                version,
-                failed: None,
-            }),
-            sync_file: Mutex::new(sync_file),
-            dir: dir.to_path_buf(),
-        };
-        Ok((store, report))
+        crate::recovery::open(dir, config)
     }
 
     /// Checks `op` against the current state, logs it and applies it; returns the outcome and
@@ -100,10 +109,12 @@ impl MetaStore {
         let mut txn = Txn::new(self.kv.as_ref());
         let outcome = namespace::execute(&mut txn, op)?;
         let version = writer.version + 1;
-        writer.changelog.append(version, op)?;
-        writer.version = version;
         let mut writes = txn.into_writes();
         writes.push((keys::APPLIED.to_vec(), Some(encode_u64(version))));
+        // Before anything is logged: an image being written keeps the values these writes replace.
+        self.overlay.preserve(self.kv.as_ref(), &writes)?;
+        writer.changelog.append(version, op)?;
+        writer.version = version;
         if let Err(e) = self.kv.apply(writes) {
             // The record is logged but not applied: only a restart (replay) can repair that.
             tracing::error!(error = %e, version, "cannot apply a logged change; the master must restart");
@@ -114,6 +125,7 @@ impl MetaStore {
     }
 
     /// fsyncs the changelog: every change committed before the call survives a power cut.
+    /// (Earlier changelog files were fsynced when the next one was started.)
     pub fn sync(&self) -> Result<(), StoreError> {
         let file = self.sync_file.lock().map_err(|_| StoreError::Changelog {
             path: self.dir.clone(),
@@ -294,6 +306,22 @@ impl MetaStore {
             .collect())
     }
 
+    /// The files in the trash with their records and attributes.
+    pub fn trash(&self) -> Result<Vec<(crate::records::TrashRecord, Attr)>, ExecError> {
+        let txn = self.txn();
+        let mut out = Vec::new();
+        for (key, value) in txn.scan_all(&[keys::TRASH])? {
+            let Some(inode) = keys::inode_of_key(&key) else {
+                continue;
+            };
+            let record: crate::records::TrashRecord = decode_value(&key, &value)?;
+            if let Ok(rec) = namespace::inode_of(&txn, inode) {
+                out.push((record, rec.attr(inode)));
+            }
+        }
+        Ok(out)
+    }
+
     /// Files whose last name is gone and that have not been purged yet.
     pub fn unlinked_inodes(&self) -> Result<Vec<InodeId>, StoreError> {
         Ok(self
@@ -309,53 +337,25 @@ impl MetaStore {
         read_counter(self.kv.as_ref(), keys::INODE_COUNT)
     }
 
+    /// Every key and value, in key order (tests compare whole states with it).
+    #[cfg(test)]
+    pub(crate) fn all_pairs(&self) -> crate::kv::Rows {
+        self.kv.scan(&[], None, usize::MAX).unwrap()
+    }
+
     /// Chunk ids below this may have been handed out.
     pub fn chunk_ids_reserved(&self) -> Result<u64, StoreError> {
         read_counter(self.kv.as_ref(), keys::CHUNK_IDS_RESERVED)
     }
 }
 
-fn encode_u64(n: u64) -> Vec<u8> {
+pub(crate) fn encode_u64(n: u64) -> Vec<u8> {
     elkfs_proto::codec::encode(&n).unwrap_or_default()
 }
 
-fn read_counter(kv: &dyn KvStore, key: &[u8]) -> Result<u64, StoreError> {
+pub(crate) fn read_counter(kv: &dyn KvStore, key: &[u8]) -> Result<u64, StoreError> {
     match kv.get(key)? {
         Some(bytes) => decode_value(key, &bytes),
         None => Ok(0),
     }
-}
-
-fn replay_one(
-    kv: &dyn KvStore,
-    record: Record,
-    last_seen: &mut u64,
-    report: &mut OpenReport,
-) -> Result<(), StoreError> {
-    if record.version <= *last_seen {
-        return Ok(());
-    }
-    if record.version != *last_seen + 1 {
-        tracing::error!(
-            expected = *last_seen + 1,
-            found = record.version,
-            "changelog has a gap: records are missing"
-        );
-    }
-    let mut txn = Txn::new(kv);
-    match namespace::execute(&mut txn, &record.op) {
-        Ok(_) => {}
-        Err(ExecError::Refused(status)) => {
-            report.replay_failures += 1;
-            tracing::error!(version = record.version, %status, op = ?record.op, "changelog record does not apply on replay; skipped");
-            txn = Txn::new(kv);
-        }
-        Err(ExecError::Store(e)) => return Err(e),
-    }
-    let mut writes = txn.into_writes();
-    writes.push((keys::APPLIED.to_vec(), Some(encode_u64(record.version))));
-    kv.apply(writes)?;
-    *last_seen = record.version;
-    report.replayed += 1;
-    Ok(())
 }

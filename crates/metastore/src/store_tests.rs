@@ -17,6 +17,7 @@ fn open(dir: &std::path::Path) -> MetaStore {
         dir,
         &StoreConfig {
             cache_bytes: 8 << 20,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -25,7 +26,7 @@ fn open(dir: &std::path::Path) -> MetaStore {
             .commit(&MetaOp::Format {
                 time: t(1),
                 goal: 2,
-                trash_time: 86400,
+                trash_time: 0,
             })
             .unwrap();
     }
@@ -145,11 +146,18 @@ fn unlink_and_rmdir_give_posix_errors() {
     assert!(names(&store, ROOT).is_empty());
     assert_eq!(store.attr(ROOT).unwrap().nlink, 2);
     assert_eq!(
+        store.attr(d).unwrap().nlink,
+        0,
+        "a removed directory stays until purged"
+    );
+    assert_eq!(mknod(&store, d, "late"), Err(Status::NotFound));
+    assert_eq!(
         store.inode_count().unwrap(),
-        2,
-        "the unlinked file is not purged yet"
+        3,
+        "unlinked inodes wait for their purge"
     );
     store.commit(&MetaOp::Purge { inode: f }).unwrap();
+    store.commit(&MetaOp::Purge { inode: d }).unwrap();
     assert_eq!(store.inode_count().unwrap(), 1);
     assert!(
         store.commit(&MetaOp::Purge { inode: f }).is_err(),
@@ -354,4 +362,109 @@ fn extended_attributes_are_set_listed_replaced_and_removed() {
         store.xattr(f, b"user.a"),
         Err(ExecError::Refused(Status::NoAttribute))
     ));
+}
+
+#[test]
+fn deleted_files_wait_in_the_trash_and_come_back_to_their_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let d = mkdir(&store, ROOT, "d").unwrap();
+    let e = mkdir(&store, d, "e").unwrap();
+    let f = mknod(&store, e, "f").unwrap();
+    store
+        .commit(&MetaOp::SetTrashTime {
+            inode: f,
+            seconds: 60,
+            time: t(2),
+        })
+        .unwrap();
+    let (_, outcome) = store
+        .commit(&MetaOp::Unlink {
+            parent: e,
+            name: b"f".to_vec(),
+            time: t(3),
+        })
+        .unwrap();
+    assert!(
+        outcome.unlinked.is_empty(),
+        "a trashed file is not waiting for a purge"
+    );
+    for (parent, name) in [(d, "e"), (ROOT, "d")] {
+        store
+            .commit(&MetaOp::Rmdir {
+                parent,
+                name: name.as_bytes().to_vec(),
+                time: t(4),
+            })
+            .unwrap();
+    }
+    let trash = store.trash().unwrap();
+    assert_eq!(trash.len(), 1);
+    assert_eq!(trash[0].0.path, b"/d/e/f");
+    store
+        .commit(&MetaOp::TrashRestore {
+            inode: f,
+            time: t(5),
+        })
+        .unwrap();
+    let d2 = store.lookup(ROOT, b"d").unwrap().inode;
+    let e2 = store.lookup(d2, b"e").unwrap().inode;
+    assert_eq!(store.lookup(e2, b"f").unwrap().inode, f);
+    assert_eq!(store.attr(f).unwrap().nlink, 1);
+    assert!(store.trash().unwrap().is_empty());
+}
+
+#[test]
+fn a_snapshot_shares_chunks_until_one_side_replaces_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let f = mknod(&store, ROOT, "f").unwrap();
+    store
+        .commit(&MetaOp::CreateChunk {
+            inode: f,
+            index: 0,
+            chunk: ChunkId(500),
+            version: ChunkVersion(1),
+        })
+        .unwrap();
+    let (_, outcome) = store
+        .commit(&MetaOp::Snapshot {
+            source: f,
+            parent: ROOT,
+            name: b"copy".to_vec(),
+            time: t(2),
+        })
+        .unwrap();
+    let copy = outcome.attr.unwrap().inode;
+    assert_eq!(
+        store.file_chunk(copy, 0).unwrap().unwrap().chunk,
+        ChunkId(500)
+    );
+    assert_eq!(store.chunk(ChunkId(500)).unwrap().unwrap().refs, 2);
+    store
+        .commit(&MetaOp::ReplaceChunk {
+            inode: copy,
+            index: 0,
+            chunk: ChunkId(501),
+            version: ChunkVersion(1),
+        })
+        .unwrap();
+    assert_eq!(store.chunk(ChunkId(500)).unwrap().unwrap().refs, 1);
+    let (_, outcome) = store
+        .commit(&MetaOp::Unlink {
+            parent: ROOT,
+            name: b"f".to_vec(),
+            time: t(3),
+        })
+        .unwrap();
+    let (_, purged) = store
+        .commit(&MetaOp::Purge {
+            inode: outcome.unlinked[0],
+        })
+        .unwrap();
+    assert_eq!(purged.freed_chunks, vec![(ChunkId(500), ChunkVersion(1))]);
+    assert!(
+        store.chunk(ChunkId(501)).unwrap().is_some(),
+        "the copy's own chunk stays"
+    );
 }

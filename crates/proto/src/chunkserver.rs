@@ -120,6 +120,17 @@ pub enum CsCommand {
         /// A server holding a valid copy.
         source: SocketAddr,
     },
+    /// Copies a local chunk into a new chunk (copy-on-write after a snapshot).
+    Duplicate {
+        /// The shared chunk.
+        chunk: ChunkId,
+        /// Its version.
+        version: ChunkVersion,
+        /// The new chunk.
+        new_chunk: ChunkId,
+        /// The new chunk's version.
+        new_version: ChunkVersion,
+    },
 }
 
 /// The chunkserver's answer to a [`CsCommand`].

@@ -56,8 +56,9 @@ fn master_messages_encoding_is_pinned() {
             uid: 1000,
             gid: 1000,
         },
+        open: true,
     };
-    assert_eq!(hex(&mknod), "0401016600fba4011200fbe803fbe803");
+    assert_eq!(hex(&mknod), "0401016600fba4011200fbe803fbe80301");
     let refused: Result<MasterReply, Status> = Err(Status::NotEmpty);
     assert_eq!(hex(&refused), "0102");
 }

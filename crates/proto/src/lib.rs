@@ -11,6 +11,7 @@ pub mod geometry;
 mod golden;
 pub mod hello;
 pub mod ids;
+pub mod info;
 pub mod master;
 pub mod pool;
 pub mod status;

@@ -55,6 +55,8 @@ pub enum MasterRequest {
         rdev: u32,
         /// Owner of the new inode.
         caller: Caller,
+        /// Register the new file as open by this session (create-and-open in one request).
+        open: bool,
     },
     /// Creates a directory.
     Mkdir {
@@ -228,15 +230,87 @@ pub enum MasterRequest {
         /// The owner (as the kernel names it).
         owner: u64,
     },
-    /// Sets the goal of an inode, or of a whole tree.
-    SetGoal {
+    /// Changes goal, trash time or eattrs of an inode, or of a whole tree.
+    ChangeTree {
         /// The inode (a directory when `recursive`).
         inode: InodeId,
-        /// Copies to keep, 1..=9.
-        goal: u8,
+        /// Which attribute.
+        attr: TreeAttr,
+        /// How to change it.
+        change: Change,
         /// Apply to everything below too.
         recursive: bool,
+        /// Who asks (only an inode's owner or root may change it).
+        caller: Caller,
     },
+    /// The file or directory was read: its access time moves as Linux's `relatime` says.
+    Access {
+        /// The inode.
+        inode: InodeId,
+    },
+    /// Starts an append to a file: waits for other appenders and returns the current length,
+    /// where the caller then writes.
+    AppendBegin {
+        /// The file.
+        inode: InodeId,
+    },
+    /// Ends an append (the caller has ended its chunk write leases, so the length is set).
+    AppendEnd {
+        /// The file.
+        inode: InodeId,
+    },
+    /// Drops the chunks `first..end` of a file (they read as zeros afterwards); for punching
+    /// holes.
+    ClearChunks {
+        /// The file.
+        inode: InodeId,
+        /// First chunk index dropped.
+        first: u32,
+        /// One past the last index dropped.
+        end: u32,
+    },
+    /// Every chunk of a file with its copies (`elkfs fileinfo`).
+    FileInfo {
+        /// The file.
+        inode: InodeId,
+    },
+    /// Totals over a tree (`elkfs dirinfo`).
+    DirInfo {
+        /// The top of the tree.
+        inode: InodeId,
+    },
+    /// How a tree's values of an attribute are spread (`elkfs getgoal -r`).
+    SummarizeTree {
+        /// The top of the tree.
+        inode: InodeId,
+        /// Which attribute.
+        attr: TreeAttr,
+    },
+    /// The files in the trash.
+    TrashList,
+    /// Puts a deleted file back where it was (recreating missing directories).
+    TrashRestore {
+        /// The trashed file.
+        inode: InodeId,
+    },
+    /// Deletes trashed files for good: one, or all of them.
+    TrashPurge {
+        /// The file, or `None` for everything in the trash.
+        inode: Option<InodeId>,
+    },
+    /// Makes a copy-on-write snapshot of `source` (a file or a tree) as `name` in `parent`.
+    Snapshot {
+        /// What to snapshot.
+        source: InodeId,
+        /// Directory for the copy.
+        parent: InodeId,
+        /// Name of the copy.
+        name: Vec<u8>,
+        /// Who asks (owns the copy's new directories).
+        caller: Caller,
+    },
+    /// The cluster at a glance (`elkfs status`).
+    Status,
     /// Like [`MasterRequest::WriteChunk`], after a chain failed: the listed servers are left
     /// out of the new chain.
     RetryWriteChunk {
@@ -247,6 +321,32 @@ pub enum MasterRequest {
         /// Servers that failed in the previous chain.
         failed: Vec<SocketAddr>,
     },
+}
+
+/// An attribute the CLI reads or changes on whole trees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TreeAttr {
+    /// Copies to keep of each chunk.
+    Goal,
+    /// Seconds a deleted file stays in the trash.
+    TrashTime,
+    /// MooseFS-style extra attributes (bit flags, see [`crate::types::eattr`]).
+    Eattr,
+}
+
+/// How to change a [`TreeAttr`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// Set it to this value.
+    Set(u64),
+    /// Raise it to this value where it is lower.
+    Raise(u64),
+    /// Lower it to this value where it is higher.
+    Lower(u64),
+    /// Turn these flags on.
+    AddFlags(u64),
+    /// Turn these flags off.
+    RemoveFlags(u64),
 }
 
 /// What a byte-range lock covers and who holds it.
@@ -305,12 +405,31 @@ pub enum MasterReply {
     XattrNames(Vec<Vec<u8>>),
     /// A conflicting lock (for `F_GETLK`), or none.
     Conflict(Option<Lock>),
-    /// How a goal change went.
-    GoalSet {
-        /// Inodes whose goal changed.
+    /// The length an append starts at.
+    AppendAt(u64),
+    /// A file's chunks and their copies.
+    FileChunks(Vec<crate::info::ChunkCopies>),
+    /// Totals over a tree.
+    DirStats(crate::info::DirStats),
+    /// (value, count) pairs for files and for directories.
+    TreeSummary {
+        /// Regular files (and other non-directories).
+        files: Vec<(u64, u64)>,
+        /// Directories.
+        dirs: Vec<(u64, u64)>,
+    },
+    /// The files in the trash.
+    Trash(Vec<crate::info::TrashEntry>),
+    /// The cluster at a glance.
+    Status(crate::info::ClusterStatus),
+    /// How a tree change went.
+    TreeChanged {
+        /// Inodes changed.
         changed: u64,
-        /// Inodes that already had it.
+        /// Inodes that already had the value.
         unchanged: u64,
+        /// Inodes the caller may not change.
+        denied: u64,
     },
 }
 

@@ -105,6 +105,27 @@ pub struct Attr {
     pub goal: u8,
     /// Seconds a deleted file stays in the trash.
     pub trash_time: u32,
+    /// MooseFS-style extra attributes ([`eattr`] flags).
+    pub eattrs: u8,
+}
+
+/// MooseFS-style extra attributes, as bit flags.
+pub mod eattr {
+    /// Every user (but root) sees the inode as their own.
+    pub const NOOWNER: u8 = 1;
+    /// The kernel must not cache the inode's attributes.
+    pub const NOATTRCACHE: u8 = 2;
+    /// The kernel must not cache names in this directory.
+    pub const NOENTRYCACHE: u8 = 4;
+    /// The kernel must not cache the file's data.
+    pub const NODATACACHE: u8 = 8;
+    /// Every flag with its name, as the CLI shows them.
+    pub const NAMES: [(u8, &str); 4] = [
+        (NOOWNER, "noowner"),
+        (NOATTRCACHE, "noattrcache"),
+        (NOENTRYCACHE, "noentrycache"),
+        (NODATACACHE, "nodatacache"),
+    ];
 }
 
 /// The user on whose behalf a request is made, for ownership of what it creates.

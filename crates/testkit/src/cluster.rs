@@ -127,11 +127,20 @@ impl Cluster {
 
     /// Creates the directories of one more chunkserver and records it, without starting it.
     pub(crate) fn new_chunkserver(&mut self) -> Result<usize, StartError> {
-        let i = self.chunkservers.len();
-        let name = format!("cs{i}");
+        let name = format!("cs{}", self.chunkservers.len());
         let data_dirs: Vec<PathBuf> = (0..self.data_dirs_per_server)
             .map(|j| self.root.join(&name).join(format!("data{j}")))
             .collect();
+        self.new_chunkserver_on(data_dirs)
+    }
+
+    /// Records one more chunkserver using `data_dirs` (created if missing), without starting it.
+    pub(crate) fn new_chunkserver_on(
+        &mut self,
+        data_dirs: Vec<PathBuf>,
+    ) -> Result<usize, StartError> {
+        let i = self.chunkservers.len();
+        let name = format!("cs{i}");
         for dir in &data_dirs {
             create_dir(dir)?;
         }

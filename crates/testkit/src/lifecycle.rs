@@ -4,6 +4,7 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -126,6 +127,26 @@ impl Cluster {
     pub fn add_chunkserver(&mut self) -> usize {
         let i = self
             .new_chunkserver()
+            .unwrap_or_else(|e| panic!("adding a chunkserver failed: {e}"));
+        self.start_chunkserver(i);
+        i
+    }
+
+    /// Adds a chunkserver whose `--data` directories are `dirs` (created if missing) instead of
+    /// fresh ones under [`Cluster::dir`], starts it and returns its index. For a chunkserver on a
+    /// file system of its own, such as a size-limited tmpfs the test mounted: the test owns the
+    /// directories, and keeps them (and their mounts) until the cluster is dropped.
+    pub fn add_chunkserver_on<I, P>(&mut self, dirs: I) -> usize
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<PathBuf>,
+    {
+        let dirs: Vec<PathBuf> = dirs.into_iter().map(Into::into).collect();
+        if dirs.is_empty() {
+            panic!("add_chunkserver_on needs at least one data directory");
+        }
+        let i = self
+            .new_chunkserver_on(dirs)
             .unwrap_or_else(|e| panic!("adding a chunkserver failed: {e}"));
         self.start_chunkserver(i);
         i

@@ -221,3 +221,29 @@ fn cli_runs_with_the_master_address() {
     let stdout = cluster.run_cli_ok(&["--fake-print-master"]);
     assert_eq!(stdout.trim(), format!("master={}", cluster.master_addr()));
 }
+
+#[test]
+fn a_chunkserver_can_be_added_on_directories_the_test_owns() {
+    let own = tempfile::tempdir().expect("temp dir");
+    let dirs = [own.path().join("disk-a"), own.path().join("disk-b")];
+    let mut cluster = fake_cluster().chunkservers(1).mounts(0).start();
+    let i = cluster.add_chunkserver_on(dirs.clone());
+    assert_eq!(i, 1);
+    assert_eq!(cluster.chunkserver_data_dirs(i), &dirs);
+    assert!(
+        dirs.iter().all(|d| d.is_dir()),
+        "the directories are created"
+    );
+    let log = cluster.log_of(Process::Chunkserver(i));
+    let expected = format!("--data {} --data {}", dirs[0].display(), dirs[1].display());
+    assert!(log.contains(&expected), "{log}");
+    cluster.stop_chunkserver(i);
+    cluster.start_chunkserver(i);
+    assert!(
+        cluster
+            .log_of(Process::Chunkserver(i))
+            .matches(&expected)
+            .count()
+            == 2
+    );
+}

@@ -1,0 +1,110 @@
+//! The trash: listing, restoring and purging deleted files, and the worker that purges those
+//! whose trash time has passed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use elkfs_common::worker::{Worker, WorkerState};
+use elkfs_metastore::MetaOp;
+use elkfs_proto::info::TrashEntry;
+use elkfs_proto::master::{MasterReply, MasterResponse};
+use elkfs_proto::types::Timestamp;
+use elkfs_proto::{InodeId, Status};
+
+use crate::state::MasterState;
+
+/// How often the trash is checked for expired files.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Every file in the trash.
+pub async fn list(state: &MasterState) -> Result<Vec<TrashEntry>, Status> {
+    let trash = state.meta.read(|s| s.trash()).await?;
+    Ok(trash
+        .into_iter()
+        .map(|(record, attr)| TrashEntry {
+            inode: attr.inode,
+            path: String::from_utf8_lossy(&record.path).into_owned(),
+            deleted: record.deleted,
+            expires: Timestamp {
+                secs: record.deleted.secs.saturating_add(attr.trash_time as i64),
+                nanos: record.deleted.nanos,
+            },
+            length: attr.size,
+        })
+        .collect())
+}
+
+/// Puts a trashed file back where it was.
+pub async fn restore(state: &MasterState, inode: InodeId) -> MasterResponse {
+    let op = MetaOp::TrashRestore {
+        inode,
+        time: Timestamp::now(),
+    };
+    state.meta.commit(op).await?;
+    Ok(MasterReply::Done)
+}
+
+/// Deletes one trashed file, or all of them, for good (files still open wait for their close).
+pub async fn purge(state: &MasterState, inode: Option<InodeId>) -> MasterResponse {
+    let targets = match inode {
+        Some(i) => vec![i],
+        None => list(state).await?.into_iter().map(|e| e.inode).collect(),
+    };
+    for inode in targets {
+        state.purge_if_unused(inode).await;
+    }
+    Ok(MasterReply::Done)
+}
+
+/// Purges files whose trash time has passed.
+pub struct TrashWorker {
+    state: Arc<MasterState>,
+    purged: u64,
+    waiting: usize,
+}
+
+impl TrashWorker {
+    /// A worker for this master.
+    pub fn new(state: Arc<MasterState>) -> TrashWorker {
+        TrashWorker {
+            state,
+            purged: 0,
+            waiting: 0,
+        }
+    }
+}
+
+impl Worker for TrashWorker {
+    fn name(&self) -> &'static str {
+        "trash"
+    }
+
+    async fn work(&mut self) -> WorkerState {
+        let entries = match list(&self.state).await {
+            Ok(e) => e,
+            Err(status) => {
+                tracing::warn!(%status, "cannot list the trash");
+                return WorkerState::Idle;
+            }
+        };
+        let now = Timestamp::now();
+        self.waiting = entries.len();
+        for entry in entries.into_iter().filter(|e| e.expires <= now) {
+            self.state.purge_if_unused(entry.inode).await;
+            self.purged += 1;
+            self.waiting -= 1;
+        }
+        WorkerState::Idle
+    }
+
+    async fn wait_for_work(&mut self) {
+        tokio::time::sleep(CHECK_EVERY).await;
+    }
+
+    fn status(&self) -> String {
+        format!(
+            "{} files in the trash, {} purged",
+            self.waiting, self.purged
+        )
+    }
+}

@@ -1,0 +1,274 @@
+//! POSIX (fcntl) and BSD (flock) locks hold across two mounts of the cluster, with the
+//! semantics Linux gives them on one machine.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use elkfs_testkit::Cluster;
+
+use crate::sys::{self, Errno, Sys};
+
+fn flock_struct(kind: i32, start: i64, len: i64) -> libc::flock {
+    // SAFETY: an all-zero flock is valid; the fields that matter are set below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    fl.l_start = start;
+    fl.l_len = len;
+    fl
+}
+
+/// `fcntl(F_SETLK / F_SETLKW)` of `kind` over `start..start+len`.
+fn set_lock(f: &File, cmd: i32, kind: i32, start: i64, len: i64) -> Sys<()> {
+    let fl = flock_struct(kind, start, len);
+    // SAFETY: `fl` is a valid flock for the duration of the call.
+    sys::check(unsafe { libc::fcntl(f.as_raw_fd(), cmd, &fl) }).map(drop)
+}
+
+/// `fcntl(F_GETLK)`: the type of a lock that would conflict (F_UNLCK if none).
+fn get_lock(f: &File, kind: i32, start: i64, len: i64) -> Sys<(i32, i64, i64)> {
+    let mut fl = flock_struct(kind, start, len);
+    // SAFETY: `fl` is a valid flock the kernel fills in.
+    sys::check(unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl) })?;
+    Ok((i32::from(fl.l_type), fl.l_start, fl.l_len))
+}
+
+fn flock(f: &File, op: i32) -> Sys<()> {
+    // SAFETY: plain system call on an owned descriptor.
+    sys::check(unsafe { libc::flock(f.as_raw_fd(), op) }).map(drop)
+}
+
+fn open_rw(path: &Path) -> File {
+    sys::open(path, libc::O_RDWR | libc::O_CREAT, 0o644).unwrap()
+}
+
+#[test]
+fn posix_locks_conflict_across_two_mounts() {
+    let cluster = Cluster::builder().chunkservers(1).mounts(2).start();
+    let a = open_rw(&cluster.mount_path(0).join("db"));
+    let b = open_rw(&cluster.mount_path(1).join("db"));
+
+    set_lock(&a, libc::F_SETLK, libc::F_WRLCK, 0, 100).unwrap();
+    assert_eq!(
+        set_lock(&b, libc::F_SETLK, libc::F_WRLCK, 50, 10),
+        Err(Errno(libc::EAGAIN)),
+        "a write lock held through mount A must stop mount B"
+    );
+    assert_eq!(
+        set_lock(&b, libc::F_SETLK, libc::F_RDLCK, 99, 1),
+        Err(Errno(libc::EAGAIN))
+    );
+    let (kind, start, len) = get_lock(&b, libc::F_WRLCK, 0, 0).unwrap();
+    assert_eq!(
+        (kind, start, len),
+        (libc::F_WRLCK, 0, 100),
+        "F_GETLK reports A's lock"
+    );
+    set_lock(&b, libc::F_SETLK, libc::F_WRLCK, 100, 50).expect("a range next to it is free");
+
+    // Shared read locks coexist across mounts.
+    set_lock(&a, libc::F_SETLK, libc::F_RDLCK, 1000, 10).unwrap();
+    set_lock(&b, libc::F_SETLK, libc::F_RDLCK, 1000, 10).unwrap();
+    assert_eq!(
+        set_lock(&a, libc::F_SETLK, libc::F_WRLCK, 1000, 10),
+        Err(Errno(libc::EAGAIN)),
+        "upgrading while the other mount reads"
+    );
+
+    // Unlocking lets the other side in.
+    set_lock(&a, libc::F_SETLK, libc::F_UNLCK, 0, 100).unwrap();
+    set_lock(&b, libc::F_SETLK, libc::F_WRLCK, 0, 100).unwrap();
+    assert_eq!(get_lock(&a, libc::F_RDLCK, 0, 10).unwrap().0, libc::F_WRLCK);
+}
+
+#[test]
+fn a_blocking_posix_lock_waits_for_the_other_mount_to_release() {
+    let cluster = Cluster::builder().chunkservers(1).mounts(2).start();
+    let a = open_rw(&cluster.mount_path(0).join("f"));
+    let path_b = cluster.mount_path(1).join("f");
+    set_lock(&a, libc::F_SETLK, libc::F_WRLCK, 0, 0).unwrap();
+
+    let (tx, rx) = mpsc::channel();
+    let b = open_rw(&path_b);
+    let waiter = std::thread::spawn(move || {
+        let r = set_lock(&b, libc::F_SETLKW, libc::F_WRLCK, 0, 0);
+        tx.send(()).unwrap();
+        (r, b)
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_millis(700)).is_err(),
+        "F_SETLKW on mount B returned while mount A held the lock"
+    );
+    set_lock(&a, libc::F_SETLK, libc::F_UNLCK, 0, 0).unwrap();
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("F_SETLKW on mount B did not return within 10 s of the unlock");
+    let (r, b) = waiter.join().unwrap();
+    r.expect("the blocking lock is granted");
+    assert_eq!(
+        set_lock(&a, libc::F_SETLK, libc::F_WRLCK, 0, 0),
+        Err(Errno(libc::EAGAIN)),
+        "mount B holds it now"
+    );
+    drop(b);
+}
+
+#[test]
+fn closing_any_descriptor_releases_the_process_posix_locks() {
+    let cluster = Cluster::builder().chunkservers(1).mounts(2).start();
+    let path = cluster.mount_path(0).join("f");
+    let a = open_rw(&path);
+    let b = open_rw(&cluster.mount_path(1).join("f"));
+    set_lock(&a, libc::F_SETLK, libc::F_WRLCK, 0, 0).unwrap();
+    assert_eq!(
+        set_lock(&b, libc::F_SETLK, libc::F_WRLCK, 0, 0),
+        Err(Errno(libc::EAGAIN))
+    );
+    // POSIX: closing another descriptor of the same file drops this process's locks.
+    drop(File::open(&path).unwrap());
+    set_lock(&b, libc::F_SETLK, libc::F_WRLCK, 0, 0)
+        .expect("the lock must be gone once the process closed a descriptor of the file");
+    drop(a);
+}
+
+/// flock(1) holding a lock on `path` while its command sleeps, in a process group of its own
+/// (the command inherits the locked descriptor, so both must die to drop the lock).
+fn hold_with_flock_command(path: &Path, mode: &str) -> Child {
+    use std::os::unix::process::CommandExt;
+    Command::new("flock")
+        .arg(mode)
+        .arg(path)
+        .args(["-c", "echo locked; exec sleep 600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .process_group(0)
+        .spawn()
+        .expect("running flock(1) from util-linux")
+}
+
+/// SIGKILL to the holder's whole process group (flock and its sleeping command), then reap.
+fn kill_holder(mut holder: Child) {
+    // SAFETY: kill(2) of the process group this test created for the holder.
+    unsafe { libc::kill(-(holder.id() as i32), libc::SIGKILL) };
+    holder.wait().unwrap();
+}
+
+fn wait_for_line(child: &mut Child) {
+    use std::io::BufRead;
+    let out = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(out).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "locked", "flock(1) did not take the lock");
+}
+
+#[test]
+fn flock_locks_conflict_across_two_mounts_and_die_with_their_holder() {
+    let cluster = Cluster::builder().chunkservers(1).mounts(2).start();
+    let pa = cluster.mount_path(0).join("lockfile");
+    std::fs::write(&pa, b"").unwrap();
+    let b = open_rw(&cluster.mount_path(1).join("lockfile"));
+
+    let mut holder = hold_with_flock_command(&pa, "-x");
+    wait_for_line(&mut holder);
+    assert_eq!(
+        flock(&b, libc::LOCK_EX | libc::LOCK_NB),
+        Err(Errno(libc::EWOULDBLOCK)),
+        "an exclusive flock held through mount A must stop mount B"
+    );
+    assert_eq!(
+        flock(&b, libc::LOCK_SH | libc::LOCK_NB),
+        Err(Errno(libc::EWOULDBLOCK))
+    );
+
+    // The holder dies without unlocking: its lock goes with it.
+    kill_holder(holder);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match flock(&b, libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(()) => break,
+            Err(e) if Instant::now() < deadline => assert_eq!(e, Errno(libc::EWOULDBLOCK)),
+            Err(e) => panic!("the dead holder's flock is still held after 5 s: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    flock(&b, libc::LOCK_UN).unwrap();
+
+    // Shared locks coexist across mounts; an exclusive one waits for both.
+    let mut reader = hold_with_flock_command(&pa, "-s");
+    wait_for_line(&mut reader);
+    flock(&b, libc::LOCK_SH | libc::LOCK_NB).expect("two shared flocks coexist");
+    let a2 = open_rw(&pa);
+    assert_eq!(
+        flock(&a2, libc::LOCK_EX | libc::LOCK_NB),
+        Err(Errno(libc::EWOULDBLOCK))
+    );
+    kill_holder(reader);
+    flock(&b, libc::LOCK_UN).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while flock(&a2, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the exclusive flock never became free"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn posix_locks_of_a_killed_process_are_released() {
+    let cluster = Cluster::builder().chunkservers(1).mounts(2).start();
+    let pa = cluster.mount_path(0).join("f");
+    std::fs::write(&pa, b"").unwrap();
+    let b = open_rw(&cluster.mount_path(1).join("f"));
+    // flock(1) has no fcntl mode; a child of ours takes the POSIX lock and is killed.
+    let (read_end, write_end) = {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for two descriptors.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        fds.into()
+    };
+    let path_c = sys::cpath(&pa);
+    // SAFETY: the child makes only system calls before it is killed.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: system calls only; the child never returns.
+        unsafe {
+            let fd = libc::open(path_c.as_ptr(), libc::O_RDWR);
+            let fl = flock_struct(libc::F_WRLCK, 0, 0);
+            let ok = fd >= 0 && libc::fcntl(fd, libc::F_SETLK, &fl) == 0;
+            let byte = [u8::from(ok)];
+            libc::write(write_end, byte.as_ptr().cast(), 1);
+            libc::pause();
+            libc::_exit(0);
+        }
+    }
+    let read_end: i32 = read_end;
+    let mut byte = [0u8; 1];
+    // SAFETY: reading one byte into a valid buffer.
+    unsafe {
+        libc::close(write_end);
+        libc::read(read_end, byte.as_mut_ptr().cast(), 1);
+        libc::close(read_end);
+    }
+    assert_eq!(byte[0], 1, "the child could not take the lock");
+    assert_eq!(
+        set_lock(&b, libc::F_SETLK, libc::F_WRLCK, 0, 0),
+        Err(Errno(libc::EAGAIN))
+    );
+    // SAFETY: our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while set_lock(&b, libc::F_SETLK, libc::F_WRLCK, 0, 0).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the killed process's lock is still held after 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

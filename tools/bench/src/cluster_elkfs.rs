@@ -1,0 +1,315 @@
+//! A local ElkFS cluster of the benchmark's shape: a master, three chunkservers and one mount, all
+//! on 127.0.0.1 under one directory, each started with a ready file; dropping it unmounts and
+//! stops everything.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::interrupt::Role;
+use crate::mountpoint::{self, MountProcess};
+use crate::process::{self, Daemon, STOP_TIMEOUT};
+
+/// How long each ElkFS process may take to write its ready file.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Chunkservers in the cluster (goal 2 is ElkFS's default).
+pub const CHUNKSERVERS: usize = 3;
+/// The nice value ElkFS's processes run at: the one MooseFS's daemons and mfsmount give
+/// themselves by default, so neither system gets more CPU than the other.
+pub const NICE: &str = "-19";
+
+/// Where the ElkFS release binaries are.
+#[derive(Clone, Debug)]
+pub struct ElkBinaries {
+    /// The directory holding `elkfs-master`, `elkfs-chunkserver` and `elkfs-mount`.
+    pub dir: PathBuf,
+}
+
+impl ElkBinaries {
+    /// The names of the binaries the benchmark runs.
+    pub const NAMES: [&'static str; 3] = ["elkfs-master", "elkfs-chunkserver", "elkfs-mount"];
+
+    fn command(&self, name: &str) -> Command {
+        let mut command = Command::new("nice");
+        command.args(["-n", NICE]).arg(self.dir.join(name));
+        command
+    }
+}
+
+/// The master exited before becoming ready (for instance because it refuses a config key).
+#[derive(Debug)]
+pub struct MasterRefused {
+    /// Its whole log.
+    pub log: String,
+    /// The last lines of it.
+    pub log_tail: String,
+}
+
+impl fmt::Display for MasterRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the ElkFS master exited before becoming ready:\n{}",
+            self.log_tail
+        )
+    }
+}
+
+impl std::error::Error for MasterRefused {}
+
+struct Chunkserver {
+    daemon: Daemon,
+    data_dir: PathBuf,
+}
+
+/// A running ElkFS cluster.
+pub struct ElkCluster {
+    // Field order is teardown order: the mount, the chunkservers, then the master.
+    mount: Option<MountProcess>,
+    chunkservers: Vec<Chunkserver>,
+    master: Daemon,
+    logs: PathBuf,
+}
+
+impl ElkCluster {
+    /// Starts the cluster under `root` (created); `master_config` is the TOML of the master's
+    /// `--config` file, if any. A master that exits before it is ready yields [`MasterRefused`].
+    pub fn start(
+        bins: &ElkBinaries,
+        root: &Path,
+        master_config: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let logs = root.join("logs");
+        let run = root.join("run");
+        for dir in [&logs, &run, &root.join("master")] {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+
+        let mut command = bins.command("elkfs-master");
+        command
+            .arg("--data-dir")
+            .arg(root.join("master"))
+            .args(["--listen", "127.0.0.1:0", "--ready-file"])
+            .arg(run.join("master.ready"));
+        if let Some(toml) = master_config {
+            let path = root.join("master.toml");
+            std::fs::write(&path, toml).with_context(|| format!("writing {}", path.display()))?;
+            command.arg("--config").arg(&path);
+        }
+        let log = logs.join("master.log");
+        let mut master = Daemon::spawn("ElkFS master", command, Role::Server, &log)?;
+        let addr = match master.wait_ready_file(&run.join("master.ready"), READY_TIMEOUT) {
+            Ok(addr) => addr,
+            Err(_) if master.pid().is_none() => {
+                let log = std::fs::read(&log)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                return Err(MasterRefused {
+                    log,
+                    log_tail: master.log_tail(),
+                }
+                .into());
+            }
+            Err(e) => return Err(e),
+        };
+
+        let mut chunkservers = Vec::new();
+        for i in 0..CHUNKSERVERS {
+            let data_dir = root.join(format!("cs{i}"));
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("creating {}", data_dir.display()))?;
+            let mut command = bins.command("elkfs-chunkserver");
+            command
+                .args(["--master", &addr, "--listen", "127.0.0.1:0", "--data"])
+                .arg(&data_dir)
+                .arg("--ready-file")
+                .arg(run.join(format!("cs{i}.ready")));
+            let log = logs.join(format!("cs{i}.log"));
+            let name = format!("ElkFS chunkserver {i}");
+            let daemon = Daemon::spawn(&name, command, Role::Server, &log)?;
+            chunkservers.push(Chunkserver { daemon, data_dir });
+        }
+        let mut cluster = ElkCluster {
+            mount: None,
+            chunkservers,
+            master,
+            logs,
+        };
+        for (i, cs) in cluster.chunkservers.iter_mut().enumerate() {
+            cs.daemon
+                .wait_ready_file(&run.join(format!("cs{i}.ready")), READY_TIMEOUT)?;
+        }
+
+        let mnt = mountpoint::make_mountpoint(&root.join("mnt"))?;
+        let mut command = bins.command("elkfs-mount");
+        command
+            .arg(format!("{addr}:/"))
+            .arg(&mnt)
+            .arg("-f")
+            .arg("--ready-file")
+            .arg(run.join("mount.ready"));
+        let log = cluster.logs.join("mount.log");
+        let mut mount = MountProcess::spawn("ElkFS mount", command, &mnt, &log, true)?;
+        mount
+            .daemon_mut()
+            .wait_ready_file(&run.join("mount.ready"), READY_TIMEOUT)?;
+        cluster.mount = Some(mount);
+        Ok(cluster)
+    }
+
+    /// The mountpoint.
+    pub fn mount_path(&self) -> anyhow::Result<&Path> {
+        self.mount
+            .as_ref()
+            .map(MountProcess::path)
+            .context("the ElkFS mount is not running")
+    }
+
+    /// The master's process id.
+    pub fn master_pid(&self) -> anyhow::Result<u32> {
+        self.master.pid().context("the ElkFS master is not running")
+    }
+
+    /// The directory holding the logs of every process.
+    pub fn logs_dir(&self) -> &Path {
+        &self.logs
+    }
+
+    /// Chunk ids (with their newest version) stored by each chunkserver still running; index `i`
+    /// is `None` for a chunkserver that was killed.
+    pub fn chunks_per_server(&mut self) -> anyhow::Result<Vec<Option<HashMap<u64, u32>>>> {
+        let mut result = Vec::new();
+        for cs in &mut self.chunkservers {
+            if cs.daemon.try_exit().is_some() || cs.daemon.pid().is_none() {
+                result.push(None);
+            } else {
+                result.push(Some(chunk_versions(&cs.data_dir)?));
+            }
+        }
+        Ok(result)
+    }
+
+    /// Kills chunkserver `i` with SIGKILL, as a crash would.
+    pub fn kill_chunkserver(&mut self, i: usize) -> anyhow::Result<()> {
+        let cs = self
+            .chunkservers
+            .get_mut(i)
+            .with_context(|| format!("there is no ElkFS chunkserver {i}"))?;
+        cs.daemon.kill();
+        Ok(())
+    }
+
+    /// Unmounts and stops everything (mount, chunkservers, master); returns what did not end
+    /// cleanly.
+    pub fn stop(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(mut mount) = self.mount.take() {
+            problems.extend(mount.unmount());
+        }
+        problems.extend(process::stop_all(
+            self.chunkservers.iter_mut().map(|cs| &mut cs.daemon),
+        ));
+        problems.extend(self.master.stop(STOP_TIMEOUT).problem(self.master.name()));
+        problems
+    }
+}
+
+impl Drop for ElkCluster {
+    fn drop(&mut self) {
+        for problem in self.stop() {
+            eprintln!("elkfs-bench: {problem}");
+        }
+    }
+}
+
+/// Parses an ElkFS chunk file name, `chunk_<16 hex id>_<8 hex version>.elk`.
+pub fn parse_chunk_file_name(name: &str) -> Option<(u64, u32)> {
+    let rest = name.strip_prefix("chunk_")?.strip_suffix(".elk")?;
+    let (id, version) = rest.split_once('_')?;
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+    };
+    if !hex(id, 16) || !hex(version, 8) {
+        return None;
+    }
+    Some((
+        u64::from_str_radix(id, 16).ok()?,
+        u32::from_str_radix(version, 16).ok()?,
+    ))
+}
+
+/// The chunks in one chunkserver data directory (`DIR/AA/chunk_*.elk`), id to newest version.
+/// Valid on one machine only: it reads the chunkservers' directories directly, in place of a
+/// status command ElkFS does not have yet.
+pub fn chunk_versions(dir: &Path) -> anyhow::Result<HashMap<u64, u32>> {
+    let mut chunks = HashMap::new();
+    let entries = std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let sub = entry.path();
+        let files = match std::fs::read_dir(&sub) {
+            Ok(files) => files,
+            // A subdirectory may vanish while the chunkserver tidies up.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("listing {}", sub.display())),
+        };
+        for file in files.flatten() {
+            if let Some((id, version)) = parse_chunk_file_name(&file.file_name().to_string_lossy())
+            {
+                let newest = chunks.entry(id).or_insert(version);
+                *newest = (*newest).max(version);
+            }
+        }
+    }
+    Ok(chunks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_file_names_parse_and_others_do_not() {
+        assert_eq!(
+            parse_chunk_file_name("chunk_00000000000000AB_0000002A.elk"),
+            Some((0xAB, 0x2A))
+        );
+        for bad in [
+            "chunk_00000000000000ab_0000002A.elk",
+            "chunk_00000000000000AB_0000002A.mfs",
+            "chunk_AB_0000002A.elk",
+            "chunk_00000000000000AB-0000002A.elk",
+            "chunk_00000000000000AB_0000002A.elk.tmp",
+            "header.elk",
+        ] {
+            assert_eq!(parse_chunk_file_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn chunk_scan_keeps_the_newest_version_per_id() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sub = dir.path().join("AB");
+        std::fs::create_dir(&sub).expect("subdir");
+        for name in [
+            "chunk_00000000000000AB_00000001.elk",
+            "chunk_00000000000000AB_00000003.elk",
+            "chunk_00000000000001AB_00000002.elk",
+            "notes.txt",
+        ] {
+            std::fs::write(sub.join(name), b"").expect("file");
+        }
+        std::fs::write(dir.path().join("chunk_0000000000000001_00000001.elk"), b"").expect("file");
+        let chunks = chunk_versions(dir.path()).expect("scan");
+        assert_eq!(chunks, HashMap::from([(0xAB, 3), (0x1AB, 2)]));
+    }
+}
