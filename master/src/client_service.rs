@@ -76,7 +76,14 @@ impl Handler<MasterRequest, MasterResponse> for ClientHandler {
         let state = self.state.clone();
         let peer = self.peer;
         tokio::spawn(async move {
-            let reply = serve(&state, session, peer, request).await;
+            let reply = match request {
+                MasterRequest::Tagged {
+                    client,
+                    seq,
+                    request,
+                } => serve_tagged(&state, session, peer, client, seq, *request).await,
+                request => serve(&state, session, peer, request).await,
+            };
             responder.send(&reply, Bytes::new()).await;
         });
     }
@@ -111,6 +118,43 @@ async fn resolve_subdir(state: &MasterState, subdir: &str) -> Result<InodeId, St
     Ok(inode)
 }
 
+tokio::task_local! {
+    /// The client and sequence number of the request being served, when it is a tagged one:
+    /// its change is logged with them, so a retry is recognised.
+    static REQUEST_TAG: (u64, u64);
+}
+
+/// Serves a change that must not happen twice: a retry of one already made is answered from
+/// the record of it, without making it again.
+async fn serve_tagged(
+    state: &MasterState,
+    session: SessionId,
+    peer: SocketAddr,
+    client: u64,
+    seq: u64,
+    request: MasterRequest,
+) -> MasterResponse {
+    if matches!(request, MasterRequest::Tagged { .. }) {
+        return Err(Status::Invalid);
+    }
+    let done = state
+        .meta
+        .read(move |s| s.request(client, seq).map_err(Into::into))
+        .await?;
+    if let Some(record) = done {
+        tracing::debug!(client, seq, "answering a retried request from its record");
+        return match record.inode {
+            Some(inode) => Ok(MasterReply::Attr(
+                state.meta.read(move |s| s.attr(inode)).await?,
+            )),
+            None => Ok(MasterReply::Done),
+        };
+    }
+    REQUEST_TAG
+        .scope((client, seq), serve(state, session, peer, request))
+        .await
+}
+
 async fn serve(
     state: &MasterState,
     session: SessionId,
@@ -120,7 +164,7 @@ async fn serve(
     let now = Timestamp::now();
     let meta = &state.meta;
     match request {
-        MasterRequest::OpenSession { .. } => Err(Status::Protocol),
+        MasterRequest::OpenSession { .. } | MasterRequest::Tagged { .. } => Err(Status::Protocol),
         MasterRequest::Lookup { parent, name } => {
             let attr = meta.read(move |s| s.lookup(parent, &name)).await?;
             Ok(MasterReply::Attr(attr))
@@ -418,15 +462,21 @@ async fn serve(
         MasterRequest::SummarizeTree { inode, attr } => {
             crate::info::summarize(state, inode, attr).await
         }
-        MasterRequest::TrashList => Ok(MasterReply::Trash(crate::trash::list(state).await?)),
-        MasterRequest::TrashRestore { inode } => crate::trash::restore(state, inode).await,
-        MasterRequest::TrashPurge { inode } => crate::trash::purge(state, inode).await,
+        MasterRequest::TrashList { caller } => {
+            Ok(MasterReply::Trash(crate::trash::list(state, caller).await?))
+        }
+        MasterRequest::TrashRestore { inode, caller } => {
+            crate::trash::restore(state, inode, caller).await
+        }
+        MasterRequest::TrashPurge { inode, caller } => {
+            crate::trash::purge(state, inode, caller).await
+        }
         MasterRequest::Snapshot {
             source,
             parent,
             name,
-            caller: _,
-        } => crate::snapshot::snapshot(state, source, parent, name).await,
+            caller,
+        } => crate::snapshot::snapshot(state, source, parent, name, caller).await,
         MasterRequest::Status => crate::info::status(state).await,
         MasterRequest::ChangeTree {
             inode,
@@ -466,6 +516,15 @@ async fn write_chunk(
 
 /// Commits a change and does what it leaves to do: delete freed chunks, purge unlinked files.
 async fn commit(state: &MasterState, op: MetaOp) -> Result<elkfs_metastore::Outcome, Status> {
+    let op = match REQUEST_TAG.try_with(|tag| *tag) {
+        Ok((client, seq)) => MetaOp::Tagged {
+            client,
+            seq,
+            time: Timestamp::now(),
+            op: Box::new(op),
+        },
+        Err(_) => op,
+    };
     let (_, mut outcome) = state.meta.commit(op).await?;
     state
         .chunks

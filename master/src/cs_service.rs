@@ -21,11 +21,14 @@ pub struct CsHandler {
     server: Option<(ServerId, SocketAddr)>,
     reported: u64,
     stopping: bool,
+    heard: Arc<std::sync::Mutex<tokio::time::Instant>>,
 }
 
 impl CsHandler {
     /// A handler for a chunkserver connected from `peer`; `link` sends it commands.
     pub fn new(state: Arc<MasterState>, link: CsLink, peer: SocketAddr) -> CsHandler {
+        let heard = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
+        tokio::spawn(watch_silence(link.clone(), heard.clone(), peer));
         CsHandler {
             state,
             link,
@@ -33,6 +36,29 @@ impl CsHandler {
             server: None,
             reported: 0,
             stopping: false,
+            heard,
+        }
+    }
+}
+
+/// Cuts the connection of a chunkserver that stopped talking (hung, or cut off by the network
+/// with the connection left open): it is then lost, like one whose connection broke.
+async fn watch_silence(
+    link: CsLink,
+    heard: Arc<std::sync::Mutex<tokio::time::Instant>>,
+    peer: SocketAddr,
+) {
+    let limit = elkfs_common::defaults::CHUNKSERVER_SILENCE;
+    loop {
+        tokio::select! {
+            _ = link.closed() => return,
+            _ = tokio::time::sleep(limit / 3) => {}
+        }
+        let last = *heard.lock().unwrap_or_else(|p| p.into_inner());
+        if last.elapsed() > limit {
+            tracing::warn!(%peer, silent_for = ?last.elapsed(), "chunkserver went silent; treating it as lost");
+            link.close("silent for too long");
+            return;
         }
     }
 }
@@ -70,6 +96,7 @@ impl Handler<CsRequest, CsResponse> for CsHandler {
 
 impl CsHandler {
     async fn serve(&mut self, request: CsRequest) -> CsResponse {
+        *self.heard.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
         match request {
             CsRequest::Register {
                 server_id,

@@ -133,7 +133,7 @@ pub async fn status(state: &MasterState) -> MasterResponse {
         inodes,
         chunks: pass.chunks,
         chunkservers,
-        metaloggers: Vec::new(),
+        metaloggers: state.metaloggers.list(),
         under_goal: pass.under_goal,
         over_goal: pass.over_goal,
         missing: pass.without_copy,

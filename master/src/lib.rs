@@ -11,8 +11,10 @@ pub mod leases;
 pub mod listener;
 pub mod locks;
 pub mod meta;
+pub mod metalogger_service;
 pub mod open_files;
 pub mod replication;
+pub mod requests;
 pub mod snapshot;
 pub mod state;
 pub mod trash;
@@ -33,6 +35,7 @@ use crate::config::MasterConfig;
 use crate::leases::Leases;
 use crate::meta::{ImageWorker, Meta};
 use crate::replication::ReplicationWorker;
+use crate::requests::RequestJanitor;
 use crate::state::MasterState;
 use crate::trash::TrashWorker;
 
@@ -85,7 +88,12 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
         workers.clone(),
         stop.clone(),
     );
-    let trash = worker::spawn(TrashWorker::new(state.clone()), workers, stop.clone());
+    let trash = worker::spawn(
+        TrashWorker::new(state.clone()),
+        workers.clone(),
+        stop.clone(),
+    );
+    let janitor = worker::spawn(RequestJanitor::new(state.clone()), workers, stop.clone());
 
     let listen = elkfs_common::address::resolve(&config.listen, defaults::MASTER_PORT)?;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -110,6 +118,7 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
     let _ = syncer.await;
     let _ = replication.await;
     let _ = trash.await;
+    let _ = janitor.await;
     meta.sync()
         .await
         .context("cannot fsync the changelog at shutdown")?;

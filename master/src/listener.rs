@@ -7,12 +7,16 @@ use std::sync::Arc;
 use elkfs_proto::chunkserver::{CsCommand, CsCommandResult, CsRequest, CsResponse};
 use elkfs_proto::connection::{self, NoMessage};
 use elkfs_proto::master::{MasterRequest, MasterResponse};
-use elkfs_proto::{Hello, MASTER_CHUNKSERVER_LIMITS, MASTER_CLIENT_LIMITS, Role};
+use elkfs_proto::metalogger::{MlRequest, MlResponse};
+use elkfs_proto::{
+    Hello, MASTER_CHUNKSERVER_LIMITS, MASTER_CLIENT_LIMITS, MASTER_METALOGGER_LIMITS, Role,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::client_service::ClientHandler;
 use crate::cs_service::CsHandler;
+use crate::metalogger_service::MetaloggerHandler;
 use crate::state::MasterState;
 
 /// Accepts connections until `stop` is cancelled.
@@ -43,7 +47,7 @@ fn admit(hello: &Hello, peer: SocketAddr) -> Result<(), String> {
             "elkfs-master lets in loopback clients only (no exports file); {} is not allowed",
             peer.ip()
         )),
-        Role::Chunkserver => Ok(()),
+        Role::Chunkserver | Role::Metalogger => Ok(()),
         other => Err(format!(
             "elkfs-master does not accept {other:?} connections"
         )),
@@ -68,6 +72,16 @@ async fn serve_connection(stream: TcpStream, state: Arc<MasterState>, stop: Canc
                     "chunkserver",
                     stop,
                     |link| CsHandler::new(state, link, peer),
+                )
+                .await
+        }
+        Role::Metalogger => {
+            accepted
+                .serve::<NoMessage, NoMessage, MlRequest, MlResponse, _>(
+                    MASTER_METALOGGER_LIMITS,
+                    "metalogger",
+                    stop,
+                    |_| MetaloggerHandler::new(state, peer),
                 )
                 .await
         }

@@ -13,6 +13,7 @@ use elkfs_proto::{MetaVersion, Status};
 #[derive(Clone)]
 pub struct Meta {
     store: Arc<MetaStore>,
+    committed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Turns a store result into what a client is told.
@@ -29,18 +30,33 @@ pub fn to_status(e: ExecError) -> Status {
 impl Meta {
     /// Wraps an opened store.
     pub fn new(store: MetaStore) -> Meta {
+        let version = store.version().0;
         Meta {
             store: Arc::new(store),
+            committed: Arc::new(tokio::sync::watch::channel(version).0),
         }
     }
 
     /// Commits one change (checked, logged, applied).
     pub async fn commit(&self, op: MetaOp) -> Result<(MetaVersion, Outcome), Status> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.commit(&op))
+        let result = tokio::task::spawn_blocking(move || store.commit(&op))
             .await
             .map_err(|_| Status::Io)?
-            .map_err(to_status)
+            .map_err(to_status);
+        if let Ok((version, _)) = &result {
+            self.committed.send_if_modified(|v| {
+                let newer = version.0 > *v;
+                *v = (*v).max(version.0);
+                newer
+            });
+        }
+        result
+    }
+
+    /// Watches the version of the last committed change (metaloggers wait on it).
+    pub fn committed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.committed.subscribe()
     }
 
     /// Runs a read against the store on the blocking pool.

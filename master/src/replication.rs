@@ -26,6 +26,30 @@ const PAGE: usize = 1024;
 /// How long one chunk copy may take before the master gives up on it.
 const REPLICATION_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Balancing moves started per round; a round ends when they are all done.
+const BALANCE_MOVES_PER_ROUND: usize = 16;
+
+/// Pause after a balancing round, so every server's space report reflects the moves before
+/// the next round decides (reports come every 2 s).
+const BALANCE_SETTLE: Duration = Duration::from_secs(3);
+
+/// Balancing moves in rounds: a few moves, then wait for fresh space reports. Deciding from
+/// reports that do not show the moves yet would send every chunk the same way.
+#[derive(Default)]
+struct BalanceRounds {
+    in_flight: usize,
+    started: usize,
+    quiet_until: Option<Instant>,
+}
+
+impl BalanceRounds {
+    fn may_start(&self) -> bool {
+        self.started < BALANCE_MOVES_PER_ROUND
+            && self.quiet_until.is_none_or(|t| Instant::now() >= t)
+            && (self.in_flight == 0 || self.started > 0)
+    }
+}
+
 /// When and how much the worker may copy.
 #[derive(Clone, Debug)]
 pub struct ReplicationSettings {
@@ -97,6 +121,7 @@ pub struct ReplicationWorker {
     current: PassStats,
     last: Option<PassStats>,
     in_flight: Arc<Mutex<InFlight>>,
+    rounds: Arc<Mutex<BalanceRounds>>,
 }
 
 impl ReplicationWorker {
@@ -110,6 +135,7 @@ impl ReplicationWorker {
             current: PassStats::default(),
             last: None,
             in_flight: Arc::default(),
+            rounds: Arc::default(),
         }
     }
 
@@ -288,12 +314,24 @@ impl ReplicationWorker {
         if !on_full {
             return;
         }
+        if !self
+            .rounds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .may_start()
+        {
+            return;
+        }
         let ceiling = view.average_used - half;
-        self.copy_somewhere(chunk, version, valid, copies, view, Some(ceiling));
+        if self.copy_somewhere(chunk, version, valid, copies, view, Some(ceiling)) {
+            let mut rounds = self.rounds.lock().unwrap_or_else(|p| p.into_inner());
+            rounds.started += 1;
+            rounds.in_flight += 1;
+        }
     }
 
     /// Starts copying `chunk` to a server that has no copy yet (with used space below
-    /// `ceiling`, when given).
+    /// `ceiling`, when given: a balancing move). Returns whether a copy started.
     fn copy_somewhere(
         &mut self,
         chunk: ChunkId,
@@ -302,7 +340,7 @@ impl ReplicationWorker {
         copies: &[Copy],
         view: &ClusterView,
         ceiling: Option<f64>,
-    ) {
+    ) -> bool {
         let limit = self.state.replication_per_server;
         let busy = |s: ServerId, flight: &InFlight| {
             flight.per_server.get(&s).copied().unwrap_or(0) >= limit
@@ -320,7 +358,7 @@ impl ReplicationWorker {
             .filter(|t| !busy(t.server, &flight))
             .find(|t| ceiling.is_none_or(|c| view.used(t.server) < c));
         let Some(destination) = destination else {
-            return;
+            return false;
         };
         let mut sources: Vec<&Copy> = valid.iter().filter(|c| !busy(c.server, &flight)).collect();
         sources.sort_by_key(|c| c.marked);
@@ -329,7 +367,7 @@ impl ReplicationWorker {
             .and_then(|c| view.servers.get(&c.server))
             .map(target_of)
         else {
-            return;
+            return false;
         };
         flight.chunks.insert(chunk, ());
         *flight.per_server.entry(source.server).or_default() += 1;
@@ -338,6 +376,7 @@ impl ReplicationWorker {
         self.current.copies_started += 1;
         let state = self.state.clone();
         let in_flight = self.in_flight.clone();
+        let rounds = ceiling.map(|_| self.rounds.clone());
         tokio::spawn(async move {
             copy_chunk(&state, chunk, version, &source, &destination).await;
             let mut flight = in_flight.lock().unwrap_or_else(|p| p.into_inner());
@@ -348,8 +387,17 @@ impl ReplicationWorker {
                 }
             }
             drop(flight);
+            if let Some(rounds) = rounds {
+                let mut rounds = rounds.lock().unwrap_or_else(|p| p.into_inner());
+                rounds.in_flight = rounds.in_flight.saturating_sub(1);
+                if rounds.in_flight == 0 {
+                    rounds.started = 0;
+                    rounds.quiet_until = Some(Instant::now() + BALANCE_SETTLE);
+                }
+            }
             state.replication.wake();
         });
+        true
     }
 
     /// Deletes one copy (in the background); the copy is forgotten once it is gone.

@@ -3,29 +3,50 @@
 
 use elkfs_metastore::MetaOp;
 use elkfs_proto::master::{MasterReply, MasterResponse};
-use elkfs_proto::types::{FileKind, Timestamp};
+use elkfs_proto::types::{Caller, FileKind, Timestamp};
 use elkfs_proto::{InodeId, Status};
 
 use crate::client_service::MAX_DIR_PAGE;
 use crate::state::MasterState;
+use crate::tree::permits;
 
-/// Snapshots `source` as `name` in `parent`, entry by entry for a tree.
+/// Snapshots `source` as `name` in `parent`, entry by entry for a tree. Like a copy, it needs
+/// write access to `parent` and read access to what is copied (unreadable entries of a tree are
+/// left out and counted as denied); a user's copies are the user's.
 pub async fn snapshot(
     state: &MasterState,
     source: InodeId,
     parent: InodeId,
     name: Vec<u8>,
+    caller: Caller,
 ) -> MasterResponse {
     if inside(state, parent, source).await? {
         return Err(Status::Loop);
     }
+    let dir = state.meta.read(move |s| s.attr(parent)).await?;
+    let top = state.meta.read(move |s| s.attr(source)).await?;
+    if !permits(caller, &dir, 3) || !permits(caller, &top, 4) {
+        return Err(Status::AccessDenied);
+    }
+    let owner = (caller.uid != 0).then_some((caller.uid, caller.gid));
     let mut pending = vec![(source, parent, name)];
-    let mut made = 0u64;
+    let (mut made, mut denied) = (0u64, 0u64);
     while let Some((src, dst_parent, dst_name)) = pending.pop() {
+        let attr = state.meta.read(move |s| s.attr(src)).await?;
+        let readable = if attr.kind == FileKind::Dir {
+            permits(caller, &attr, 5)
+        } else {
+            attr.kind == FileKind::Symlink || permits(caller, &attr, 4)
+        };
+        if !readable {
+            denied += 1;
+            continue;
+        }
         let op = MetaOp::Snapshot {
             source: src,
             parent: dst_parent,
             name: dst_name,
+            owner,
             time: Timestamp::now(),
         };
         let (_, outcome) = state.meta.commit(op).await?;
@@ -52,7 +73,7 @@ pub async fn snapshot(
     Ok(MasterReply::TreeChanged {
         changed: made,
         unchanged: 0,
-        denied: 0,
+        denied,
     })
 }
 

@@ -41,6 +41,8 @@ pub struct MasterState {
     pub replication_per_server: usize,
     /// The background workers' statuses.
     pub workers: WorkerRegistry,
+    /// Connected metaloggers.
+    pub metaloggers: Metaloggers,
     /// Held while deciding a purge and while registering an open, so an open can never slip
     /// between a purge's "nobody has it open" and the purge itself.
     purge_gate: tokio::sync::Mutex<()>,
@@ -66,6 +68,7 @@ impl MasterState {
             replication: ReplicationTrigger::default(),
             replication_per_server,
             workers: WorkerRegistry::default(),
+            metaloggers: Metaloggers::default(),
             purge_gate: tokio::sync::Mutex::new(()),
             next_session: AtomicU64::new(1),
         }
@@ -99,6 +102,40 @@ impl MasterState {
         for inode in inodes {
             self.open_files.open(*inode, session);
         }
+    }
+}
+
+/// The metaloggers connected now, for `elkfs status`.
+#[derive(Default)]
+pub struct Metaloggers {
+    peers: std::sync::Mutex<Vec<std::net::SocketAddr>>,
+}
+
+impl Metaloggers {
+    /// Records a connected metalogger.
+    pub fn add(&self, peer: std::net::SocketAddr) {
+        self.peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(peer);
+    }
+
+    /// Forgets a metalogger that disconnected.
+    pub fn remove(&self, peer: std::net::SocketAddr) {
+        self.peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|p| *p != peer);
+    }
+
+    /// Their addresses.
+    pub fn list(&self) -> Vec<String> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
     }
 }
 

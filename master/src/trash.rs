@@ -8,16 +8,21 @@ use elkfs_common::worker::{Worker, WorkerState};
 use elkfs_metastore::MetaOp;
 use elkfs_proto::info::TrashEntry;
 use elkfs_proto::master::{MasterReply, MasterResponse};
-use elkfs_proto::types::Timestamp;
+use elkfs_proto::types::{Caller, Timestamp};
 use elkfs_proto::{InodeId, Status};
 
 use crate::state::MasterState;
+use crate::tree::owns;
+
+/// The master acting for itself.
+const ROOT: Caller = Caller { uid: 0, gid: 0 };
 
 /// How often the trash is checked for expired files.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// Every file in the trash.
-pub async fn list(state: &MasterState) -> Result<Vec<TrashEntry>, Status> {
+/// Every file in the trash (anyone may list it, as MooseFS's trash directory; only a file's
+/// owner or root may restore or purge it). `caller` is kept for when listing gets restricted.
+pub async fn list(state: &MasterState, _caller: Caller) -> Result<Vec<TrashEntry>, Status> {
     let trash = state.meta.read(|s| s.trash()).await?;
     Ok(trash
         .into_iter()
@@ -34,8 +39,12 @@ pub async fn list(state: &MasterState) -> Result<Vec<TrashEntry>, Status> {
         .collect())
 }
 
-/// Puts a trashed file back where it was.
-pub async fn restore(state: &MasterState, inode: InodeId) -> MasterResponse {
+/// Puts a trashed file back where it was (its owner or root may).
+pub async fn restore(state: &MasterState, inode: InodeId, caller: Caller) -> MasterResponse {
+    let attr = state.meta.read(move |s| s.attr(inode)).await?;
+    if !owns(caller, &attr) {
+        return Err(Status::AccessDenied);
+    }
     let op = MetaOp::TrashRestore {
         inode,
         time: Timestamp::now(),
@@ -44,11 +53,27 @@ pub async fn restore(state: &MasterState, inode: InodeId) -> MasterResponse {
     Ok(MasterReply::Done)
 }
 
-/// Deletes one trashed file, or all of them, for good (files still open wait for their close).
-pub async fn purge(state: &MasterState, inode: Option<InodeId>) -> MasterResponse {
+/// Deletes one trashed file, or all those `caller` may, for good (files still open wait for
+/// their close).
+pub async fn purge(state: &MasterState, inode: Option<InodeId>, caller: Caller) -> MasterResponse {
     let targets = match inode {
-        Some(i) => vec![i],
-        None => list(state).await?.into_iter().map(|e| e.inode).collect(),
+        Some(i) => {
+            let listed = list(state, ROOT).await?;
+            let entry = listed
+                .iter()
+                .find(|e| e.inode == i)
+                .ok_or(Status::NotFound)?;
+            let attr = state.meta.read(move |s| s.attr(i)).await?;
+            if !owns(caller, &attr) {
+                return Err(Status::AccessDenied);
+            }
+            vec![entry.inode]
+        }
+        None => list(state, caller)
+            .await?
+            .into_iter()
+            .map(|e| e.inode)
+            .collect(),
     };
     for inode in targets {
         state.purge_if_unused(inode).await;
@@ -80,7 +105,7 @@ impl Worker for TrashWorker {
     }
 
     async fn work(&mut self) -> WorkerState {
-        let entries = match list(&self.state).await {
+        let entries = match list(&self.state, ROOT).await {
             Ok(e) => e,
             Err(status) => {
                 tracing::warn!(%status, "cannot list the trash");

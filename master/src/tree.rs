@@ -9,6 +9,29 @@ use elkfs_proto::{InodeId, Status};
 use crate::client_service::MAX_DIR_PAGE;
 use crate::state::MasterState;
 
+/// Whether `caller` may change what only an owner may: root, the owner, or anyone when the
+/// inode has the `noowner` eattr (everyone is its owner, as in MooseFS).
+pub fn owns(caller: Caller, attr: &Attr) -> bool {
+    caller.uid == 0 || caller.uid == attr.uid || attr.eattrs & eattr::NOOWNER != 0
+}
+
+/// Whether `caller` may do what permission bits `want` (4 read, 2 write, 1 search) allow on
+/// `attr`, by the owner, group and other bits (the groups a caller is in beyond its first are
+/// not known to the master).
+pub fn permits(caller: Caller, attr: &Attr, want: u32) -> bool {
+    if caller.uid == 0 {
+        return true;
+    }
+    let bits = if owns(caller, attr) {
+        attr.mode >> 6
+    } else if caller.gid == attr.gid {
+        attr.mode >> 3
+    } else {
+        attr.mode
+    };
+    bits & want == want
+}
+
 /// The attribute's current value on an inode.
 pub fn value_of(attr: &Attr, which: TreeAttr) -> u64 {
     match which {
@@ -135,7 +158,7 @@ pub async fn change_tree(
             unchanged += 1;
             continue;
         };
-        if caller.uid != 0 && caller.uid != attr.uid {
+        if !owns(caller, &attr) {
             denied += 1;
             continue;
         }

@@ -64,6 +64,9 @@ pub struct MasterClient {
     session: Mutex<Option<Session>>,
     reconnecting: tokio::sync::Mutex<()>,
     open_files: Mutex<HashMap<InodeId, u32>>,
+    /// This process's id for numbered requests, and the next number.
+    client_id: u64,
+    next_seq: std::sync::atomic::AtomicU64,
 }
 
 impl MasterClient {
@@ -86,6 +89,8 @@ impl MasterClient {
             session: Mutex::new(Some(session)),
             reconnecting: tokio::sync::Mutex::new(()),
             open_files: Mutex::new(HashMap::new()),
+            client_id: client_id(),
+            next_seq: std::sync::atomic::AtomicU64::new(1),
         })
     }
 
@@ -104,8 +109,23 @@ impl MasterClient {
         &self.subdir
     }
 
-    /// Sends a request, waiting out master restarts up to the timeout (then EIO).
+    /// Sends a request, waiting out master restarts up to the timeout (then EIO). Changes that
+    /// must not happen twice are numbered, so a retry after a lost reply is answered, not
+    /// repeated.
     pub async fn request(&self, request: &MasterRequest) -> Result<MasterReply, Status> {
+        let tagged;
+        let request = if must_not_repeat(request) {
+            tagged = MasterRequest::Tagged {
+                client: self.client_id,
+                seq: self
+                    .next_seq
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                request: Box::new(request.clone()),
+            };
+            &tagged
+        } else {
+            request
+        };
         let deadline = Instant::now() + self.timeout;
         loop {
             let session = self.session(deadline).await?;
@@ -222,6 +242,33 @@ impl MasterClient {
             }
         }
     }
+}
+
+/// Whether repeating a request after a lost reply would fail or change something twice.
+fn must_not_repeat(request: &MasterRequest) -> bool {
+    matches!(
+        request,
+        MasterRequest::Mknod { .. }
+            | MasterRequest::Mkdir { .. }
+            | MasterRequest::Symlink { .. }
+            | MasterRequest::Link { .. }
+            | MasterRequest::Unlink { .. }
+            | MasterRequest::Rmdir { .. }
+            | MasterRequest::Rename { .. }
+            | MasterRequest::Snapshot { .. }
+            | MasterRequest::TrashRestore { .. }
+            | MasterRequest::RemoveXattr { .. }
+    )
+}
+
+/// A random id for this client process (the clock's nanoseconds mixed with the process id).
+fn client_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let pid = std::process::id() as u64;
+    (nanos ^ pid.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
 }
 
 async fn open_session(

@@ -101,7 +101,16 @@ impl Client {
                         continue;
                     }
                 };
-                match conn.call(&request, Bytes::new()).await {
+                let call = conn.call(&request, Bytes::new());
+                let answer = tokio::time::timeout(elkfs_common::defaults::DATA_TIMEOUT, call)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(elkfs_proto::ConnError::Closed {
+                            peer: server.to_string(),
+                            reason: "no answer in time".to_string(),
+                        })
+                    });
+                match answer {
                     Ok((Ok(DataReply::Read), data)) => return Ok(pad(data, len)),
                     Ok((Ok(_), _)) => last_error = Status::Protocol,
                     Ok((Err(DataError { status, server }), _)) => {

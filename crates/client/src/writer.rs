@@ -50,7 +50,15 @@ struct State {
     running: bool,
     max_end: u64,
     stored_end: u64,
-    unsynced: Vec<(ChunkId, Vec<SocketAddr>)>,
+    unsynced: Vec<Unsynced>,
+}
+
+/// A chunk written since the last fsync, and the chain that took the data.
+#[derive(Clone, Debug)]
+struct Unsynced {
+    chunk: ChunkId,
+    index: u32,
+    chain: Vec<SocketAddr>,
 }
 
 /// The write-behind buffer of one open file (shared by all its open handles in this client).
@@ -204,29 +212,66 @@ impl FileWriter {
     /// Flushes, then has every chunkserver that took data since the last sync fsync it.
     pub async fn sync_data(&self) -> Result<(), Status> {
         self.flush().await?;
-        let unsynced = std::mem::take(&mut self.lock().unsynced);
-        let syncs = unsynced.into_iter().map(|(chunk, chain)| async move {
-            let Some((first, rest)) = chain.split_first() else {
-                return Ok(());
-            };
-            let conn = self.client.data.get(*first).await.map_err(|_| Status::Io)?;
-            let request = DataRequest::Sync {
-                chunk,
-                chain: rest.to_vec(),
-            };
-            match conn.call(&request, Bytes::new()).await {
-                Ok((Ok(DataReply::Synced), _)) => Ok(()),
-                Ok((Err(e), _)) => {
-                    tracing::warn!(%chunk, error = %e, "fsync of a chunk failed");
-                    Err(Status::Io)
-                }
-                _ => Err(Status::Io),
+        let unsynced = self.lock().unsynced.clone();
+        let results = futures::future::join_all(unsynced.iter().map(|u| self.sync_chunk(u))).await;
+        let mut outcome = Ok(());
+        let mut st = self.lock();
+        for (u, result) in unsynced.iter().zip(results) {
+            match result {
+                Ok(()) => st.unsynced.retain(|x| x.chunk != u.chunk),
+                Err(status) => outcome = Err(status),
             }
-        });
-        for r in futures::future::join_all(syncs).await {
-            r?;
+        }
+        outcome
+    }
+
+    /// fsyncs one chunk along the chain that took its data; if a server of that chain is gone,
+    /// on every copy the master lists as valid now.
+    async fn sync_chunk(&self, u: &Unsynced) -> Result<(), Status> {
+        if self.sync_chain(u.chunk, &u.chain).await.is_ok() {
+            return Ok(());
+        }
+        let request = MasterRequest::ReadChunk {
+            inode: self.inode,
+            index: u.index,
+        };
+        let location = match self.client.master.request(&request).await? {
+            MasterReply::ReadLocation(l) => l,
+            _ => return Err(Status::Protocol),
+        };
+        match location.chunk {
+            Some((chunk, _)) if chunk == u.chunk && !location.servers.is_empty() => {}
+            // The chunk is gone from the file (truncated, or the file removed): nothing to sync.
+            None => return Ok(()),
+            Some(_) => return Ok(()),
+        }
+        for server in location.servers {
+            self.sync_chain(u.chunk, &[server]).await?;
         }
         Ok(())
+    }
+
+    async fn sync_chain(&self, chunk: ChunkId, chain: &[SocketAddr]) -> Result<(), Status> {
+        let Some((first, rest)) = chain.split_first() else {
+            return Ok(());
+        };
+        let conn = self.client.data.get(*first).await.map_err(|_| Status::Io)?;
+        let request = DataRequest::Sync {
+            chunk,
+            chain: rest.to_vec(),
+        };
+        let call = conn.call(&request, Bytes::new());
+        match tokio::time::timeout(elkfs_common::defaults::DATA_TIMEOUT, call).await {
+            Ok(Ok((Ok(DataReply::Synced), _))) => Ok(()),
+            Ok(Ok((Err(e), _))) => {
+                tracing::debug!(%chunk, error = %e, "fsync of a chunk failed");
+                Err(Status::Io)
+            }
+            _ => {
+                self.client.data.forget(*first);
+                Err(Status::Io)
+            }
+        }
     }
 
     fn record_error(&self, status: Status) {
@@ -430,9 +475,13 @@ impl FileWriter {
         let mut st = self.lock();
         st.stored_end = st.stored_end.max(piece.offset + piece.data.len() as u64);
         let chunk = active.lease.chunk;
-        match st.unsynced.iter_mut().find(|(c, _)| *c == chunk) {
-            Some(entry) => entry.1 = active.lease.chain.clone(),
-            None => st.unsynced.push((chunk, active.lease.chain.clone())),
+        match st.unsynced.iter_mut().find(|u| u.chunk == chunk) {
+            Some(entry) => entry.chain = active.lease.chain.clone(),
+            None => st.unsynced.push(Unsynced {
+                chunk,
+                index: active.index,
+                chain: active.lease.chain.clone(),
+            }),
         }
     }
 }
@@ -463,18 +512,27 @@ async fn wait_reply(
 ) -> Result<(), ChainFailure> {
     let failure = |status, server| Err(ChainFailure { status, server });
     match reply {
-        Ok(pending) => match pending.wait().await {
-            Ok((Ok(DataReply::Written), _)) => Ok(()),
-            Ok((Ok(_), _)) => failure(Status::Protocol, None),
-            Ok((Err(e), _)) => {
-                tracing::debug!(error = %e, "chained write failed");
-                failure(e.status, Some(e.server))
+        Ok(pending) => {
+            match tokio::time::timeout(elkfs_common::defaults::DATA_TIMEOUT, pending.wait())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ConnError::Closed {
+                        peer: head.to_string(),
+                        reason: "no answer in time".to_string(),
+                    })
+                }) {
+                Ok((Ok(DataReply::Written), _)) => Ok(()),
+                Ok((Ok(_), _)) => failure(Status::Protocol, None),
+                Ok((Err(e), _)) => {
+                    tracing::debug!(error = %e, "chained write failed");
+                    failure(e.status, Some(e.server))
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "chained write failed");
+                    failure(Status::Io, Some(head))
+                }
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "chained write failed");
-                failure(Status::Io, Some(head))
-            }
-        },
+        }
         Err(e) => {
             tracing::debug!(error = %e, "cannot send a chained write");
             failure(Status::Io, Some(head))

@@ -50,6 +50,12 @@ pub const RECONNECT_MAX: Duration = Duration::from_secs(2);
 /// How often a chunkserver reports its space to the master.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 
+/// A chunkserver that sends nothing for this long is treated as lost (its connection is cut).
+pub const CHUNKSERVER_SILENCE: Duration = Duration::from_secs(6);
+
+/// How long a client waits for a chunkserver's answer before trying another copy or chain.
+pub const DATA_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a write lease lasts without its holder renewing or ending it.
 pub const WRITE_LEASE_TIMEOUT: Duration = Duration::from_secs(60);
 

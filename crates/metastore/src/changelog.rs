@@ -109,6 +109,28 @@ pub fn encode_record(version: u64, op: &MetaOp) -> Result<Vec<u8>, StoreError> {
     Ok(out)
 }
 
+/// Decodes one complete raw record (header and body): `Ok(None)` if it fails its checksum or
+/// is cut short, an error if it checks out but does not decode (a newer ElkFS wrote it).
+pub fn decode_raw(raw: &[u8]) -> Result<Option<Record>, StoreError> {
+    if raw.len() < RECORD_HEADER + 8 {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]) as usize;
+    let sum = u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]);
+    let body = &raw[RECORD_HEADER..];
+    if body.len() != len || checksum(body) != sum {
+        return Ok(None);
+    }
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&body[..8]);
+    let version = u64::from_le_bytes(v);
+    let op: MetaOp = codec::decode(&body[8..]).map_err(|e| StoreError::Replay {
+        version,
+        reason: format!("not understood by this version of ElkFS ({e})"),
+    })?;
+    Ok(Some(Record { version, op }))
+}
+
 fn checksum(body: &[u8]) -> u32 {
     let h = blake3::hash(body);
     let b = h.as_bytes();

@@ -24,6 +24,8 @@ pub const XATTR: u8 = b'x';
 pub const UNLINKED: u8 = b'u';
 /// Deleted files in the trash: `t` + inode.
 pub const TRASH: u8 = b't';
+/// Changes already made for a client's numbered request: `r` + client + sequence number.
+pub const REQUEST: u8 = b'r';
 
 /// Version of the last changelog record applied.
 pub const APPLIED: &[u8] = b"mapplied";
@@ -108,6 +110,13 @@ pub fn xattr_prefix(inode: InodeId) -> Vec<u8> {
 /// Key marking an unlinked inode that awaits its last close.
 pub fn unlinked(inode: InodeId) -> Vec<u8> {
     with_u64(UNLINKED, inode.0)
+}
+
+/// Key recording that a client's request `seq` was carried out.
+pub fn request(client: u64, seq: u64) -> Vec<u8> {
+    let mut k = with_u64(REQUEST, client);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
 }
 
 /// Key of a trashed file.

@@ -6,6 +6,7 @@ pub mod acl;
 pub mod changelog;
 pub mod checkpoint;
 pub mod error;
+pub mod follow;
 pub mod image;
 pub mod keys;
 pub mod kv;

@@ -9,7 +9,9 @@ use elkfs_proto::{ChunkId, ChunkVersion, InodeId, Status};
 use crate::acl;
 use crate::keys;
 use crate::op::MetaOp;
-use crate::records::{ChunkRecord, DirentRecord, InodeRecord, OrderRecord, TrashRecord};
+use crate::records::{
+    ChunkRecord, DirentRecord, InodeRecord, OrderRecord, RequestRecord, TrashRecord,
+};
 use crate::txn::{ExecError, Txn};
 
 /// Longest file name, in bytes.
@@ -298,8 +300,9 @@ pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
             source,
             parent,
             name,
+            owner,
             time,
-        } => snapshot(txn, *source, *parent, name, *time),
+        } => snapshot(txn, *source, *parent, name, *owner, *time),
         MetaOp::ReplaceChunk {
             inode,
             index,
@@ -337,6 +340,34 @@ pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
                 txn.set_counter(keys::CHUNK_IDS_RESERVED, chunk.0 + 1)?;
             }
             Ok(outcome)
+        }
+        MetaOp::Tagged {
+            client,
+            seq,
+            time,
+            op,
+        } => {
+            if matches!(**op, MetaOp::Tagged { .. }) {
+                return Err(Status::Invalid.into());
+            }
+            let outcome = execute(txn, op)?;
+            txn.put(
+                keys::request(*client, *seq),
+                &RequestRecord {
+                    inode: outcome.attr.as_ref().map(|a| a.inode),
+                    time: *time,
+                },
+            )?;
+            Ok(outcome)
+        }
+        MetaOp::ForgetRequests { before } => {
+            for (key, value) in txn.scan_all(&[keys::REQUEST])? {
+                let rec: RequestRecord = crate::txn::decode_value(&key, &value)?;
+                if rec.time < *before {
+                    txn.delete(key);
+                }
+            }
+            Ok(Outcome::default())
         }
         MetaOp::SetAtime { inode, time } => {
             let mut rec = inode_of(txn, *inode)?;
@@ -1078,6 +1109,7 @@ fn snapshot(
     source: InodeId,
     parent: InodeId,
     name: &[u8],
+    owner: Option<(u32, u32)>,
     time: Timestamp,
 ) -> Result<Outcome, ExecError> {
     check_name(name)?;
@@ -1088,12 +1120,15 @@ fn snapshot(
     }
     let inode = InodeId(txn.counter(keys::NEXT_INODE)?.max(InodeId::ROOT.0 + 1));
     let is_dir = src.kind == FileKind::Dir;
+    let (uid, gid) = owner.unwrap_or((src.uid, src.gid));
     let rec = InodeRecord {
         nlink: if is_dir { 2 } else { 1 },
         ctime: time,
         parent,
         next_cookie: FIRST_COOKIE,
         name: name.to_vec(),
+        uid,
+        gid,
         ..src.clone()
     };
     txn.put(keys::inode(inode), &rec)?;

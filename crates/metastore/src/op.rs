@@ -245,6 +245,8 @@ pub enum MetaOp {
         parent: InodeId,
         /// Name of the copy.
         name: Vec<u8>,
+        /// Owner and group of the copy (the source's when `None`).
+        owner: Option<(u32, u32)>,
         /// When.
         time: Timestamp,
     },
@@ -258,5 +260,21 @@ pub enum MetaOp {
         chunk: ChunkId,
         /// Its version.
         version: ChunkVersion,
+    },
+    /// A change made for a client's numbered request, remembered so a retry is not made twice.
+    Tagged {
+        /// The client process.
+        client: u64,
+        /// The request's number.
+        seq: u64,
+        /// When.
+        time: Timestamp,
+        /// The change.
+        op: Box<MetaOp>,
+    },
+    /// Forgets the numbered requests carried out before `before` (retries come within seconds).
+    ForgetRequests {
+        /// The cut-off time.
+        before: Timestamp,
     },
 }

@@ -115,3 +115,12 @@ pub struct TrashRecord {
     /// When it was deleted.
     pub deleted: elkfs_proto::types::Timestamp,
 }
+
+/// What a client's numbered request produced, to answer a retry the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// The inode the change created or changed, when there is one.
+    pub inode: Option<InodeId>,
+    /// When it was carried out (old records are forgotten).
+    pub time: elkfs_proto::types::Timestamp,
+}

@@ -124,6 +124,11 @@ impl MetaStore {
         Ok((MetaVersion(version), outcome))
     }
 
+    /// The data directory (changelog files in `changelog/`, images at the top).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// fsyncs the changelog: every change committed before the call survives a power cut.
     /// (Earlier changelog files were fsynced when the next one was started.)
     pub fn sync(&self) -> Result<(), StoreError> {
@@ -320,6 +325,15 @@ impl MetaStore {
             }
         }
         Ok(out)
+    }
+
+    /// What a client's numbered request produced, if it was carried out.
+    pub fn request(
+        &self,
+        client: u64,
+        seq: u64,
+    ) -> Result<Option<crate::records::RequestRecord>, StoreError> {
+        self.txn().get(&keys::request(client, seq))
     }
 
     /// Files whose last name is gone and that have not been purged yet.

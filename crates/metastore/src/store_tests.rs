@@ -432,6 +432,7 @@ fn a_snapshot_shares_chunks_until_one_side_replaces_its_own() {
             source: f,
             parent: ROOT,
             name: b"copy".to_vec(),
+            owner: None,
             time: t(2),
         })
         .unwrap();

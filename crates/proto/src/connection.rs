@@ -198,6 +198,8 @@ impl<Resp> Shared<Resp> {
 pub struct PendingReply<Resp> {
     rx: oneshot::Receiver<Result<(Resp, Bytes), ConnError>>,
     shared: Arc<Shared<Resp>>,
+    /// Keeps a client-side connection open until the answer is in.
+    _owner: Option<Arc<CloseOnDrop>>,
 }
 
 impl<Resp> PendingReply<Resp> {
@@ -274,6 +276,7 @@ impl<Req: Message, Resp: Message> Connection<Req, Resp> {
         Ok(PendingReply {
             rx,
             shared: self.shared.clone(),
+            _owner: self._owner.clone(),
         })
     }
 

@@ -13,6 +13,7 @@ pub mod hello;
 pub mod ids;
 pub mod info;
 pub mod master;
+pub mod metalogger;
 pub mod pool;
 pub mod status;
 pub mod types;
@@ -42,6 +43,12 @@ pub const MASTER_CHUNKSERVER_LIMITS: FrameLimits = FrameLimits {
 pub const DATA_LIMITS: FrameLimits = FrameLimits {
     max_header: 64 * 1024,
     max_data: geometry::MAX_DATA_PAYLOAD,
+};
+
+/// Frame limits of a metaloggers's connection to the master (records and image pieces as data).
+pub const MASTER_METALOGGER_LIMITS: FrameLimits = FrameLimits {
+    max_header: 64 * 1024,
+    max_data: 16 * 1024 * 1024,
 };
 
 /// Chunk reports per [`chunkserver::CsRequest::Chunks`] batch, well inside the frame limit.

@@ -286,17 +286,24 @@ pub enum MasterRequest {
         /// Which attribute.
         attr: TreeAttr,
     },
-    /// The files in the trash.
-    TrashList,
+    /// The files in the trash (a user sees their own; root sees all).
+    TrashList {
+        /// Who asks.
+        caller: Caller,
+    },
     /// Puts a deleted file back where it was (recreating missing directories).
     TrashRestore {
         /// The trashed file.
         inode: InodeId,
+        /// Who asks (the file's owner, or root).
+        caller: Caller,
     },
     /// Deletes trashed files for good: one, or all of them.
     TrashPurge {
-        /// The file, or `None` for everything in the trash.
+        /// The file, or `None` for everything in the trash the caller may purge.
         inode: Option<InodeId>,
+        /// Who asks (the file's owner, or root).
+        caller: Caller,
     },
     /// Makes a copy-on-write snapshot of `source` (a file or a tree) as `name` in `parent`.
     Snapshot {
@@ -311,6 +318,16 @@ pub enum MasterRequest {
     },
     /// The cluster at a glance (`elkfs status`).
     Status,
+    /// A change that must not happen twice: if the master already carried out this client's
+    /// request `seq` (the reply was lost with a connection), it answers as it did then.
+    Tagged {
+        /// The client process (random, chosen at start).
+        client: u64,
+        /// The request's number in that client.
+        seq: u64,
+        /// The change.
+        request: Box<MasterRequest>,
+    },
     /// Like [`MasterRequest::WriteChunk`], after a chain failed: the listed servers are left
     /// out of the new chain.
     RetryWriteChunk {

@@ -55,8 +55,16 @@ impl<Req: Message, Resp: Message> Pool<Req, Resp> {
                 });
             }
         };
-        self.lock().insert(addr, conn.clone());
-        Ok(conn)
+        // Another caller may have connected meanwhile: keep one connection per peer, so requests
+        // already sent on it are not cut off by replacing it.
+        let mut conns = self.lock();
+        match conns.get(&addr) {
+            Some(existing) if !existing.is_closed() => Ok(existing.clone()),
+            _ => {
+                conns.insert(addr, conn.clone());
+                Ok(conn)
+            }
+        }
     }
 
     /// Drops the connection to `addr` (after an error), so the next use opens a fresh one.
