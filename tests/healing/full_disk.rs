@@ -1,0 +1,122 @@
+//! A chunkserver whose disk fills up under writes answers "no space" (ENOSPC): the writes go on
+//! to other servers and succeed, and once its disk is full, new chunks go elsewhere.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use elkfs_testkit::Process;
+
+use crate::support::{
+    Admin, CHUNK_SIZE, Configs, Disks, MIB, QUICK_MASTER, Tmpfs, Writer, check_copies,
+    check_placement, data, eventually, write_file,
+};
+
+/// Fills the file system holding `path` with a file of that name until it is full.
+fn fill_up(path: &std::path::Path) {
+    let mut f = File::create(path).expect("create the filler");
+    let block = vec![0xA5u8; MIB];
+    loop {
+        match f.write(&block) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    match f.sync_all() {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::StorageFull => {}
+        Err(e) => panic!("fsync {}: {e}", path.display()),
+    }
+}
+
+#[test]
+fn a_server_whose_disk_fills_up_answers_enospc_and_new_chunks_go_elsewhere() {
+    // cs0 on a 160 MiB tmpfs, empty, so the master's first pick for every new chunk; cs1..cs3
+    // on the (much fuller, much bigger) shared disk.
+    let small = Tmpfs::mount(160);
+    let configs = Configs::new(QUICK_MASTER, "");
+    let mut cluster = configs.builder().chunkservers(0).start();
+    let full = cluster.add_chunkserver_on([small.path()]);
+    for _ in 0..3 {
+        cluster.add_chunkserver();
+    }
+    let admin = Admin::connect(&cluster);
+    let mnt = cluster.mount_path(0).to_path_buf();
+    let all = [0, 1, 2, 3];
+
+    // Four full chunks at once, all placed on cs0 before it next reports its space: 256 MiB
+    // for 160.
+    let first: Vec<(PathBuf, Arc<[u8]>)> = (0..4)
+        .map(|i| (mnt.join(format!("first{i}")), data(CHUNK_SIZE, 20 + i)))
+        .collect();
+    let writers: Vec<Writer> = first
+        .iter()
+        .map(|(p, d)| Writer::start(p, d.clone()))
+        .collect();
+    for (w, (path, _)) in writers.into_iter().zip(&first) {
+        w.finish().unwrap_or_else(|e| {
+            panic!(
+                "writing {} failed although 3 servers have room: {e}",
+                path.display()
+            )
+        });
+    }
+    let log = cluster.log_of(Process::Chunkserver(full));
+    assert!(
+        log.contains("no space left"),
+        "cs0 never ran out of space, so this test tested nothing; its log:\n{log}"
+    );
+    for (path, want) in &first {
+        assert!(
+            std::fs::read(path).expect("read") == **want,
+            "{} reads back wrong",
+            path.display()
+        );
+    }
+    eventually(
+        Duration::from_secs(60),
+        "the first files' chunks have 2 good copies and no partial ones",
+        || check_placement(&cluster, &admin, &all, &first, 2),
+    );
+
+    // Now cs0's disk is full and stays so (whatever it held is deleted or not): new chunks
+    // must go to the others.
+    fill_up(&small.path().join("filler"));
+    let second: Vec<(PathBuf, Arc<[u8]>)> = (0..4)
+        .map(|i| (mnt.join(format!("second{i}")), data(16 * MIB, 30 + i)))
+        .collect();
+    for (path, bytes) in &second {
+        write_file(path, bytes).expect("a write while cs0's disk is full");
+    }
+    eventually(
+        Duration::from_secs(60),
+        "every chunk has 2 good copies, and the new ones none on cs0",
+        || {
+            check_placement(&cluster, &admin, &all, &first, 2)?;
+            check_placement(&cluster, &admin, &all, &second, 2)?;
+            let disks = Disks::scan(&cluster, &all);
+            for (path, _) in &second {
+                for c in admin.chunks_of(path) {
+                    if disks.servers_at(c.chunk, c.version).contains(&full) {
+                        return Err(format!("{} has a copy on cs0", path.display()));
+                    }
+                }
+            }
+            Ok(())
+        },
+    );
+    let mut every = first.clone();
+    every.extend(second.iter().cloned());
+    for (path, want) in &every {
+        assert!(
+            std::fs::read(path).expect("read") == **want,
+            "{} reads back wrong",
+            path.display()
+        );
+    }
+    check_copies(&cluster, &admin, &all, &every, 2).unwrap_or_else(|e| panic!("at the end: {e}"));
+}

@@ -1,0 +1,53 @@
+//! A chunkserver that stops answering without closing its connections, as a server cut off by
+//! the network (or a hung machine) looks to its peers: no FIN, no RST, just silence. It must be
+//! treated like one that vanished: its chunks copied elsewhere after the lost-server delay, and
+//! readers moved on to other copies. When it answers again, its extra copies go.
+//!
+//! The server is frozen with SIGSTOP: the same silence as a network cut without network
+//! namespaces (whose veth addresses the harness's loopback-only cluster cannot reach).
+
+use std::time::Duration;
+
+use crate::support::{
+    Admin, Configs, Disks, Frozen, MIB, QUICK_MASTER, Readers, check_copies, check_placement, data,
+    eventually, write_file,
+};
+
+#[test]
+fn a_server_that_goes_silent_without_closing_its_connections_is_treated_as_lost() {
+    let configs = Configs::new(QUICK_MASTER, "");
+    let cluster = configs.builder().chunkservers(4).start();
+    let admin = Admin::connect(&cluster);
+    let file = (cluster.mount_path(0).join("f"), data(4 * MIB + 3, 11));
+    write_file(&file.0, &file.1).expect("write");
+    let all = [0, 1, 2, 3];
+    check_placement(&cluster, &admin, &all, std::slice::from_ref(&file), 2)
+        .unwrap_or_else(|e| panic!("after the write: {e}"));
+    let chunk = admin.chunks_of(&file.0)[0].chunk;
+    let victim = *Disks::scan(&cluster, &all)
+        .valid_servers(chunk)
+        .first()
+        .expect("a copy");
+    let live: Vec<usize> = all.into_iter().filter(|&i| i != victim).collect();
+
+    let frozen = Frozen::freeze(cluster.chunkserver(victim).pid().expect("running"));
+    eventually(
+        Duration::from_secs(45),
+        &format!(
+            "the master treats the silent cs{victim} as lost: 2 copies on the others, and it names only those for reads"
+        ),
+        || check_placement(&cluster, &admin, &live, std::slice::from_ref(&file), 2),
+    );
+    let readers = Readers::start(std::slice::from_ref(&file), 2);
+    readers.wait_for_reads_within(10, Duration::from_secs(20));
+
+    frozen.thaw();
+    eventually(
+        Duration::from_secs(45),
+        &format!("cs{victim} is back and the chunk has exactly 2 copies"),
+        || check_placement(&cluster, &admin, &all, std::slice::from_ref(&file), 2),
+    );
+    readers.wait_for_reads(4);
+    readers.finish_without_errors();
+    check_copies(&cluster, &admin, &all, &[file], 2).unwrap_or_else(|e| panic!("at the end: {e}"));
+}
