@@ -41,6 +41,12 @@ const DAMAGE_QUEUE: usize = 1024;
 /// Runs the chunkserver until `stop` is cancelled.
 pub async fn run(config: ChunkserverConfig, stop: CancellationToken) -> anyhow::Result<()> {
     let dirs: Vec<DataDirSpec> = config.data.iter().map(|d| DataDirSpec::parse(d)).collect();
+    let mut _locks = Vec::with_capacity(dirs.len());
+    for dir in &dirs {
+        std::fs::create_dir_all(&dir.path)
+            .with_context(|| format!("cannot create {}", dir.path.display()))?;
+        _locks.push(elkfs_common::daemon::lock_data_dir(&dir.path)?);
+    }
     let (store, report) = tokio::task::spawn_blocking(move || ChunkStore::open(&dirs))
         .await?
         .context("cannot open the data directories")?;

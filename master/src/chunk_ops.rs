@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use elkfs_metastore::{FileChunk, MetaOp};
@@ -22,6 +22,9 @@ use crate::meta::Meta;
 /// How long the master waits for a chunkserver to carry out a command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How often a request waiting for chunkservers to re-register looks again.
+const REGISTRATION_POLL: Duration = Duration::from_millis(100);
+
 /// Chunk ids reserved (and logged) at a time.
 const ID_RESERVATION: u64 = 4096;
 
@@ -35,11 +38,20 @@ pub struct ChunkOps {
     meta: Meta,
     cluster: Arc<Cluster>,
     ids: tokio::sync::Mutex<IdRange>,
+    /// Until then, chunkservers may still be re-registering after a master start: a chunk
+    /// without a known copy is waited for rather than reported lost.
+    registration_window_end: Instant,
 }
 
 impl ChunkOps {
-    /// Starts allocating chunk ids after everything the store says may have been handed out.
-    pub fn new(meta: Meta, cluster: Arc<Cluster>, reserved: u64) -> ChunkOps {
+    /// Starts allocating chunk ids after everything the store says may have been handed out;
+    /// for `registration_window` after now, chunkservers are given time to register.
+    pub fn new(
+        meta: Meta,
+        cluster: Arc<Cluster>,
+        reserved: u64,
+        registration_window: Duration,
+    ) -> ChunkOps {
         ChunkOps {
             meta,
             cluster,
@@ -47,6 +59,35 @@ impl ChunkOps {
                 next: reserved.max(1),
                 reserved: reserved.max(1),
             }),
+            registration_window_end: Instant::now() + registration_window,
+        }
+    }
+
+    /// The servers holding a valid copy of `fc` (those near `near` first). Right after the
+    /// master starts, a chunk with none yet is waited for until a holder registers or the
+    /// registration window ends, so requests retried across a master restart do not fail
+    /// just because they arrived before the chunkservers.
+    /// The chunk's version is read again while waiting, since a registering server may bring a
+    /// newer copy; the returned `FileChunk` carries the version the copies have.
+    pub async fn valid_copies(
+        &self,
+        mut fc: FileChunk,
+        near: Option<IpAddr>,
+    ) -> Result<(FileChunk, Vec<Target>), Status> {
+        loop {
+            let valid = self.cluster.valid_copies(fc.chunk, fc.version, near);
+            if !valid.is_empty() || Instant::now() >= self.registration_window_end {
+                return Ok((fc, valid));
+            }
+            tokio::time::sleep(REGISTRATION_POLL).await;
+            let chunk = fc.chunk;
+            if let Some(rec) = self
+                .meta
+                .read(move |s| s.chunk(chunk).map_err(Into::into))
+                .await?
+            {
+                fc.version = rec.version;
+            }
         }
     }
 
@@ -106,9 +147,16 @@ impl ChunkOps {
         goal: u8,
         exclude: &[SocketAddr],
     ) -> Result<(ChunkId, ChunkVersion, Vec<Target>), Status> {
-        let targets = self
-            .cluster
-            .choose_for_new_chunk(goal.max(1) as usize, exclude);
+        let targets = loop {
+            let targets = self
+                .cluster
+                .choose_for_new_chunk(goal.max(1) as usize, exclude);
+            // Right after a start, no server may have registered yet.
+            if !targets.is_empty() || Instant::now() >= self.registration_window_end {
+                break targets;
+            }
+            tokio::time::sleep(REGISTRATION_POLL).await;
+        };
         if targets.is_empty() {
             tracing::warn!(%inode, index, "no chunkserver with free space for a new chunk");
             return Err(Status::NoSpace);
@@ -153,7 +201,7 @@ impl ChunkOps {
         near: Option<IpAddr>,
         exclude: &[SocketAddr],
     ) -> Result<(ChunkId, ChunkVersion, Vec<Target>), Status> {
-        let mut valid = self.cluster.valid_copies(fc.chunk, fc.version, near);
+        let (fc, mut valid) = self.valid_copies(fc, near).await?;
         valid.retain(|t| !exclude.contains(&t.data_addr));
         if valid.is_empty() {
             return Err(Status::NoValidCopy);
@@ -210,7 +258,7 @@ impl ChunkOps {
         near: Option<IpAddr>,
         exclude: &[SocketAddr],
     ) -> Result<(ChunkId, ChunkVersion, Vec<Target>), Status> {
-        let mut valid = self.cluster.valid_copies(fc.chunk, fc.version, near);
+        let (fc, mut valid) = self.valid_copies(fc, near).await?;
         valid.retain(|t| !exclude.contains(&t.data_addr));
         if valid.is_empty() {
             tracing::warn!(chunk = %fc.chunk, version = %fc.version, "no valid copy of a chunk to write to");
@@ -234,7 +282,7 @@ impl ChunkOps {
     /// Cuts the copies of `fc` to `length` bytes under a new version (the caller holds the
     /// lease on its slot and commits the file's new length afterwards).
     pub async fn truncate_chunk(&self, fc: FileChunk, length: u32) -> Result<(), Status> {
-        let valid = self.cluster.valid_copies(fc.chunk, fc.version, None);
+        let (fc, valid) = self.valid_copies(fc, None).await?;
         if valid.is_empty() {
             return Err(Status::NoValidCopy);
         }

@@ -80,8 +80,9 @@ impl Handler<MasterRequest, MasterResponse> for ClientHandler {
                 MasterRequest::Tagged {
                     client,
                     seq,
+                    retry,
                     request,
-                } => serve_tagged(&state, session, peer, client, seq, *request).await,
+                } => serve_tagged(&state, session, peer, (client, seq), retry, *request).await,
                 request => serve(&state, session, peer, request).await,
             };
             responder.send(&reply, Bytes::new()).await;
@@ -130,17 +131,22 @@ async fn serve_tagged(
     state: &MasterState,
     session: SessionId,
     peer: SocketAddr,
-    client: u64,
-    seq: u64,
+    (client, seq): (u64, u64),
+    retry: bool,
     request: MasterRequest,
 ) -> MasterResponse {
     if matches!(request, MasterRequest::Tagged { .. }) {
         return Err(Status::Invalid);
     }
-    let done = state
-        .meta
-        .read(move |s| s.request(client, seq).map_err(Into::into))
-        .await?;
+    let done = match retry {
+        true => {
+            state
+                .meta
+                .read(move |s| s.request(client, seq).map_err(Into::into))
+                .await?
+        }
+        false => None,
+    };
     if let Some(record) = done {
         tracing::debug!(client, seq, "answering a retried request from its record");
         return match record.inode {
@@ -315,14 +321,12 @@ async fn serve(
             let (attr, chunk) = meta
                 .read(move |s| Ok((s.attr(inode)?, s.file_chunk(inode, index)?)))
                 .await?;
-            let servers = match chunk {
-                Some(fc) => state
-                    .cluster
-                    .valid_copies(fc.chunk, fc.version, Some(peer.ip()))
-                    .into_iter()
-                    .map(|t| t.data_addr)
-                    .collect(),
-                None => Vec::new(),
+            let (chunk, servers) = match chunk {
+                Some(fc) => {
+                    let (fc, valid) = state.chunks.valid_copies(fc, Some(peer.ip())).await?;
+                    (Some(fc), valid.into_iter().map(|t| t.data_addr).collect())
+                }
+                None => (None, Vec::new()),
             };
             Ok(MasterReply::ReadLocation(ReadLocation {
                 file_length: attr.size,

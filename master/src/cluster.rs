@@ -40,6 +40,16 @@ pub struct Copy {
     pub version: ChunkVersion,
     /// It sits in a directory marked for removal (serves reads, does not count to the goal).
     pub marked: bool,
+    /// Its server found it damaged: never served, deleted once a good copy exists, and its
+    /// server gets no other copy of the chunk until then.
+    pub damaged: bool,
+}
+
+impl Copy {
+    /// Whether this copy holds `version` intact.
+    pub fn is_valid(&self, version: ChunkVersion) -> bool {
+        self.version == version && !self.damaged
+    }
 }
 
 /// A server chosen for some chunk operation.
@@ -165,11 +175,13 @@ impl Cluster {
             Some(c) => {
                 c.version = version;
                 c.marked = marked;
+                c.damaged = false;
             }
             None => copies.push(Copy {
                 server,
                 version,
                 marked,
+                damaged: false,
             }),
         }
     }
@@ -204,7 +216,22 @@ impl Cluster {
         self.lock().servers.values().cloned().collect()
     }
 
-    /// Forgets one copy (deleted or found damaged).
+    /// Records that `server` found its copy of `chunk` damaged; returns whether a valid copy is
+    /// left elsewhere.
+    pub fn mark_damaged(&self, chunk: ChunkId, server: ServerId) -> bool {
+        let mut inner = self.lock();
+        let Some(copies) = inner.copies.get_mut(&chunk) else {
+            return false;
+        };
+        let mut version = None;
+        for c in copies.iter_mut().filter(|c| c.server == server) {
+            c.damaged = true;
+            version = Some(c.version);
+        }
+        version.is_some_and(|v| copies.iter().any(|c| c.is_valid(v)))
+    }
+
+    /// Forgets one copy (deleted).
     pub fn remove_copy(&self, chunk: ChunkId, server: ServerId) {
         let mut inner = self.lock();
         if let Some(copies) = inner.copies.get_mut(&chunk) {
@@ -244,7 +271,7 @@ impl Cluster {
             .get(&chunk)
             .into_iter()
             .flatten()
-            .filter(|c| c.version == version)
+            .filter(|c| c.is_valid(version))
             .filter_map(|c| inner.servers.get(&c.server).map(target_of))
             .collect();
         out.shuffle(&mut rand::rng());

@@ -17,8 +17,14 @@ pub struct MasterConfig {
     pub data_dir: PathBuf,
     /// The changelog is fsynced at least this often, in milliseconds (default 100).
     pub commit_interval_ms: u64,
+    /// Every acknowledgement waits for the changelog fsync (default false); concurrent
+    /// changes share one fsync. Without it a power cut may lose the last `commit_interval_ms`.
+    pub sync_commit: bool,
     /// sled's page cache, in MiB (default 64): bounds the memory used for metadata.
     pub metadata_cache_mb: u64,
+    /// Decoded metadata records kept in RAM on top of sled's cache (default 100 000, about
+    /// 20 MiB), so hot lookups and getattrs are answered without waiting for a disk read.
+    pub metadata_hot_entries: usize,
     /// A metadata image is written after this many changelog records since the last one
     /// (default 1 000 000); a new filesystem gets its first after 1000.
     pub image_every_records: u64,
@@ -52,7 +58,9 @@ impl Default for MasterConfig {
             listen: defaults::MASTER_LISTEN.to_string(),
             data_dir: PathBuf::from(defaults::MASTER_DATA_DIR),
             commit_interval_ms: defaults::COMMIT_INTERVAL.as_millis() as u64,
+            sync_commit: false,
             metadata_cache_mb: defaults::METADATA_CACHE_BYTES / (1024 * 1024),
+            metadata_hot_entries: elkfs_metastore::store::DEFAULT_HOT_ENTRIES,
             image_every_records: elkfs_metastore::store::DEFAULT_IMAGE_EVERY_RECORDS,
             image_every_secs: elkfs_metastore::store::DEFAULT_IMAGE_EVERY.as_secs(),
             changelog_file_mib: elkfs_metastore::changelog::DEFAULT_FILE_BYTES / (1024 * 1024),
@@ -75,6 +83,7 @@ impl MasterConfig {
             changelog_file_bytes: self.changelog_file_mib.max(1) * 1024 * 1024,
             image_every_records: self.image_every_records.max(1),
             image_every: Duration::from_secs(self.image_every_secs.max(1)),
+            hot_entries: self.metadata_hot_entries,
             ..StoreConfig::default()
         }
     }

@@ -146,22 +146,11 @@ impl CsHandler {
             CsRequest::ChunkDamaged { chunk } => {
                 let (id, addr) = self.server.ok_or(Status::Protocol)?;
                 tracing::warn!(chunk = %chunk.chunk, version = %chunk.version, server = %addr, "chunkserver reports a damaged copy");
-                self.state.cluster.remove_copy(chunk.chunk, id);
-                // The damaged file goes once a good copy exists elsewhere; with none left it
-                // stays, as the last trace of the data.
-                let others = self.state.cluster.copies(chunk.chunk);
-                if others.iter().any(|c| c.version == chunk.version)
-                    && let Some(target) = self.state.cluster.target(id)
-                {
-                    let cmd = CsCommand::Delete {
-                        chunk: chunk.chunk,
-                        version: chunk.version,
-                    };
-                    tokio::spawn(async move {
-                        if let Err(e) = run_command(&target, &cmd).await {
-                            tracing::debug!(error = %e, "could not delete a damaged copy");
-                        }
-                    });
+                // Never served again; the replication worker deletes it once a good copy
+                // exists elsewhere (with none left it stays, as the last trace of the data) and
+                // meanwhile copies the chunk to another server.
+                if !self.state.cluster.mark_damaged(chunk.chunk, id) {
+                    tracing::error!(chunk = %chunk.chunk, version = %chunk.version, "no intact copy of a chunk is left");
                 }
                 self.state.replication.wake();
                 Ok(CsReply::Done)
@@ -176,7 +165,7 @@ impl CsHandler {
             .read(move |s| {
                 let reserved = s.chunk_ids_reserved()?;
                 let mut sorted = Sorted::default();
-                for report in batch {
+                for &report in &batch {
                     match s.chunk(report.chunk)? {
                         Some(rec) if rec.version == report.version => sorted.valid.push(report),
                         Some(rec) if report.version > rec.version => sorted.newer.push(report),

@@ -42,10 +42,11 @@ pub async fn file_info(state: &MasterState, inode: InodeId) -> MasterResponse {
             .into_iter()
             .filter_map(|c| {
                 let server = state.cluster.target(c.server)?.data_addr;
-                let copy_state = match (c.version == fc.version, c.marked) {
-                    (true, false) => CopyState::Valid,
-                    (true, true) => CopyState::Marked,
-                    (false, _) => CopyState::Stale,
+                let copy_state = match (c.version == fc.version, c.marked, c.damaged) {
+                    (_, _, true) => CopyState::Damaged,
+                    (true, false, false) => CopyState::Valid,
+                    (true, true, false) => CopyState::Marked,
+                    (false, _, false) => CopyState::Stale,
                 };
                 Some(CopyInfo {
                     server,

@@ -41,6 +41,9 @@ use crate::trash::TrashWorker;
 
 /// Runs the master until `stop` is cancelled, then syncs the changelog and returns.
 pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let _lock = elkfs_common::daemon::lock_data_dir(&config.data_dir)?;
     let dir = config.data_dir.clone();
     let store_config = config.store();
     let (store, report) = tokio::task::spawn_blocking(move || MetaStore::open(&dir, &store_config))
@@ -68,13 +71,18 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
         tracing::info!("created a new filesystem");
     }
     let reserved = store.chunk_ids_reserved()?;
-    let meta = Meta::new(store);
+    let meta = Meta::new(store, config.sync_commit);
     let cluster = Arc::new(Cluster::default());
     let state = Arc::new(MasterState::new(
         meta.clone(),
         cluster.clone(),
         Leases::new(config.write_lease_timeout()),
-        ChunkOps::new(meta.clone(), cluster, reserved),
+        ChunkOps::new(
+            meta.clone(),
+            cluster,
+            reserved,
+            config.replication().startup_delay,
+        ),
         config.replications_per_server.max(1),
     ));
     let workers = state.workers.clone();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use elkfs_common::worker::{Worker, WorkerState};
+use elkfs_metastore::kv_cache::cache_only;
 use elkfs_metastore::{ExecError, MetaOp, MetaStore, Outcome, StoreError};
 use elkfs_proto::{MetaVersion, Status};
 
@@ -14,6 +15,18 @@ use elkfs_proto::{MetaVersion, Status};
 pub struct Meta {
     store: Arc<MetaStore>,
     committed: Arc<tokio::sync::watch::Sender<u64>>,
+    durable: Arc<GroupSync>,
+    sync_commit: bool,
+}
+
+/// Group commit: one changelog fsync at a time, and everyone waiting for a version that the
+/// running fsync covers shares it instead of starting another.
+#[derive(Default)]
+struct GroupSync {
+    /// The version up to which the changelog is known to be on disk.
+    synced: std::sync::atomic::AtomicU64,
+    /// Held while an fsync runs; waiters queue here and usually find their version covered.
+    running: tokio::sync::Mutex<()>,
 }
 
 /// Turns a store result into what a client is told.
@@ -28,16 +41,19 @@ pub fn to_status(e: ExecError) -> Status {
 }
 
 impl Meta {
-    /// Wraps an opened store.
-    pub fn new(store: MetaStore) -> Meta {
+    /// Wraps an opened store. With `sync_commit`, a commit returns only once its record is
+    /// fsynced (concurrent commits share one fsync).
+    pub fn new(store: MetaStore, sync_commit: bool) -> Meta {
         let version = store.version().0;
         Meta {
             store: Arc::new(store),
             committed: Arc::new(tokio::sync::watch::channel(version).0),
+            durable: Arc::new(GroupSync::default()),
+            sync_commit,
         }
     }
 
-    /// Commits one change (checked, logged, applied).
+    /// Commits one change (checked, logged, applied; with `sync_commit`, also fsynced).
     pub async fn commit(&self, op: MetaOp) -> Result<(MetaVersion, Outcome), Status> {
         let store = self.store.clone();
         let result = tokio::task::spawn_blocking(move || store.commit(&op))
@@ -50,6 +66,14 @@ impl Meta {
                 *v = (*v).max(version.0);
                 newer
             });
+            if self.sync_commit
+                && let Err(e) = self.sync_through(version.0).await
+            {
+                // Applied and logged, but not known to be on disk: the caller must not take it
+                // as durable. A retried tagged request is answered from its record.
+                tracing::error!(error = %e, version = version.0, "cannot fsync the changelog");
+                return Err(Status::Io);
+            }
         }
         result
     }
@@ -59,11 +83,17 @@ impl Meta {
         self.committed.subscribe()
     }
 
-    /// Runs a read against the store on the blocking pool.
+    /// Runs a read against the store: right here when everything it reads is in the store's
+    /// cache, else again on the blocking pool (reads change nothing, so running one twice is
+    /// harmless).
     pub async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&MetaStore) -> Result<T, ExecError> + Send + 'static,
+        f: impl Fn(&MetaStore) -> Result<T, ExecError> + Send + 'static,
     ) -> Result<T, Status> {
+        match cache_only(|| f(&self.store)) {
+            Err(ExecError::Store(StoreError::NotCached)) => {}
+            result => return result.map_err(to_status),
+        }
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || f(&store))
             .await
@@ -71,15 +101,34 @@ impl Meta {
             .map_err(to_status)
     }
 
-    /// fsyncs the changelog.
+    /// fsyncs the changelog: every change committed before the call is on disk when it returns.
     pub async fn sync(&self) -> Result<(), StoreError> {
+        self.sync_through(self.store.version().0).await
+    }
+
+    /// Returns once the changelog is on disk at least up to `version`, sharing an fsync that
+    /// is running or starting one that covers everything logged so far.
+    async fn sync_through(&self, version: u64) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        let durable = &self.durable;
+        if durable.synced.load(Ordering::Acquire) >= version {
+            return Ok(());
+        }
+        let _running = durable.running.lock().await;
+        if durable.synced.load(Ordering::Acquire) >= version {
+            return Ok(());
+        }
+        // Everything logged by now goes to disk with this fsync, not only `version`.
+        let covered = self.store.version().0;
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.sync())
             .await
             .map_err(|e| StoreError::Changelog {
                 path: Default::default(),
                 source: std::io::Error::other(e.to_string()),
-            })?
+            })??;
+        durable.synced.fetch_max(covered, Ordering::AcqRel);
+        Ok(())
     }
 
     /// The store itself, for code already on a blocking thread.
@@ -165,5 +214,57 @@ impl Worker for ImageWorker {
 
     fn status(&self) -> String {
         self.status.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use elkfs_metastore::StoreConfig;
+
+    use super::*;
+
+    fn open(dir: &std::path::Path, sync_commit: bool) -> Meta {
+        let (store, _) = MetaStore::open(dir, &StoreConfig::default()).unwrap();
+        Meta::new(store, sync_commit)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_sync_commit_every_acknowledged_change_is_already_fsynced() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = open(dir.path(), true);
+        let tasks: Vec<_> = (0..64u64)
+            .map(|i| {
+                let meta = meta.clone();
+                tokio::spawn(async move {
+                    let (version, _) = meta
+                        .commit(MetaOp::ReserveChunkIds { up_to: 1000 + i })
+                        .await
+                        .unwrap();
+                    let synced = meta.durable.synced.load(Ordering::Acquire);
+                    assert!(
+                        synced >= version.0,
+                        "acknowledged {version:?}, synced {synced}"
+                    );
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn without_sync_commit_an_acknowledgement_does_not_wait_for_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = open(dir.path(), false);
+        let (version, _) = meta
+            .commit(MetaOp::ReserveChunkIds { up_to: 1000 })
+            .await
+            .unwrap();
+        assert!(meta.durable.synced.load(Ordering::Acquire) < version.0);
+        meta.sync().await.unwrap();
+        assert!(meta.durable.synced.load(Ordering::Acquire) >= version.0);
     }
 }

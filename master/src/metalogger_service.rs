@@ -50,7 +50,11 @@ impl Drop for MetaloggerHandler {
 impl Handler<MlRequest, MlResponse> for MetaloggerHandler {
     async fn handle(&mut self, request: MlRequest, _data: Bytes, responder: Responder<MlResponse>) {
         let (reply, data) = match request {
-            MlRequest::Fetch { after, max_bytes } => self.fetch(after, max_bytes).await,
+            MlRequest::Fetch { after, max_bytes } => {
+                // A metalogger asks for more only once what it has is fsynced.
+                self.state.metaloggers.holds(self.peer, after);
+                self.fetch(after, max_bytes).await
+            }
             MlRequest::LatestImage => (latest_image(&self.state).await, Bytes::new()),
             MlRequest::FetchImage {
                 version,

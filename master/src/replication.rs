@@ -262,14 +262,14 @@ impl ReplicationWorker {
         let valid: Vec<Copy> = copies
             .iter()
             .copied()
-            .filter(|c| c.version == record.version)
+            .filter(|c| c.is_valid(record.version))
             .collect();
         if valid.is_empty() {
             // Stale copies are kept: they may be all that is left of the data.
             self.current.without_copy += 1;
             return;
         }
-        for stale in copies.iter().filter(|c| c.version != record.version) {
+        for stale in copies.iter().filter(|c| !c.is_valid(record.version)) {
             self.delete(chunk, *stale);
         }
         let goal = (record.goal.max(1) as usize).min(elkfs_proto::geometry::MAX_COPIES);

@@ -105,37 +105,38 @@ impl MasterState {
     }
 }
 
-/// The metaloggers connected now, for `elkfs status`.
+/// The metaloggers connected now and how far each has got, for `elkfs status`.
 #[derive(Default)]
 pub struct Metaloggers {
-    peers: std::sync::Mutex<Vec<std::net::SocketAddr>>,
+    peers: std::sync::Mutex<Vec<elkfs_proto::info::MetaloggerStatus>>,
 }
 
 impl Metaloggers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<elkfs_proto::info::MetaloggerStatus>> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Records a connected metalogger.
-    pub fn add(&self, peer: std::net::SocketAddr) {
-        self.peers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(peer);
+    pub fn add(&self, addr: std::net::SocketAddr) {
+        self.lock()
+            .push(elkfs_proto::info::MetaloggerStatus { addr, version: 0 });
+    }
+
+    /// Records that a metalogger holds everything up to `version`.
+    pub fn holds(&self, addr: std::net::SocketAddr, version: u64) {
+        for m in self.lock().iter_mut().filter(|m| m.addr == addr) {
+            m.version = version;
+        }
     }
 
     /// Forgets a metalogger that disconnected.
-    pub fn remove(&self, peer: std::net::SocketAddr) {
-        self.peers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|p| *p != peer);
+    pub fn remove(&self, addr: std::net::SocketAddr) {
+        self.lock().retain(|m| m.addr != addr);
     }
 
-    /// Their addresses.
-    pub fn list(&self) -> Vec<String> {
-        self.peers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|p| p.to_string())
-            .collect()
+    /// Every connected metalogger.
+    pub fn list(&self) -> Vec<elkfs_proto::info::MetaloggerStatus> {
+        self.lock().clone()
     }
 }
 

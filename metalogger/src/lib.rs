@@ -32,6 +32,9 @@ const IMAGE_CHECK: Duration = Duration::from_secs(600);
 
 /// Runs the metalogger until `stop` is cancelled.
 pub async fn run(config: MetaloggerConfig, stop: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let _lock = elkfs_common::daemon::lock_data_dir(&config.data_dir)?;
     let dir = config.data_dir.clone();
     let file_bytes = config.changelog_file_mib.max(1) * 1024 * 1024;
     let copy = tokio::task::spawn_blocking(move || LocalCopy::open(&dir, file_bytes))

@@ -87,7 +87,10 @@ fn serve(
             &spec.master,
             &spec.subdir,
             &mount_point,
-            ClientConfig::default(),
+            ClientConfig {
+                master_timeout: spec.master_timeout,
+                ..ClientConfig::default()
+            },
         ))
         .with_context(|| format!("cannot mount {}:{}", spec.master, spec.subdir))?;
     let ops = Arc::new(Ops {

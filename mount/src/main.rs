@@ -12,9 +12,12 @@ use elkfs_common::defaults;
     about = "Mount an ElkFS filesystem",
     after_help = format!(
         "SOURCE is [HOST[:PORT]][:/SUBDIR]; the master defaults to {} (or ${}).\n\
-         Options (-o): ro, rw, allow_other, subdir=DIR, and the generic ones mount(8) passes.",
+         Options (-o): ro, rw, allow_other, subdir=DIR, master=ADDR, master_timeout=SECS (how\n\
+         long operations wait for an unreachable master before EIO, default {} s), and the\n\
+         generic ones mount(8) passes.",
         defaults::MASTER_ADDR,
-        defaults::MASTER_ENV
+        defaults::MASTER_ENV,
+        defaults::MASTER_TIMEOUT.as_secs()
     )
 )]
 struct Args {

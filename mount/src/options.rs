@@ -19,6 +19,9 @@ pub struct MountSpec {
     pub allow_other: bool,
     /// Stay in the foreground.
     pub foreground: bool,
+    /// How long operations wait for an unreachable master (restart, failover) before they
+    /// fail with EIO (`-o master_timeout=SECS`).
+    pub master_timeout: std::time::Duration,
 }
 
 /// A command line that cannot be mounted, with the reason.
@@ -30,6 +33,9 @@ pub enum OptionError {
     /// An option that is known but not supported yet.
     #[error("mount option '{0}' is not supported yet")]
     Unsupported(String),
+    /// An option whose value does not parse.
+    #[error("mount option '{0}' needs {1}")]
+    BadValue(String, &'static str),
     /// The source is not `[HOST[:PORT]][:/SUBDIR]`.
     #[error("'{0}' is not a source of the form [HOST[:PORT]][:/SUBDIR]")]
     BadSource(String),
@@ -104,6 +110,7 @@ pub fn parse(
         read_only: false,
         allow_other: false,
         foreground,
+        master_timeout: defaults::MASTER_TIMEOUT,
     };
     for opt in options
         .iter()
@@ -120,6 +127,16 @@ pub fn parse(
             ("allow_other", None) => spec.allow_other = true,
             ("subdir", Some(dir)) => subdir = dir.to_string(),
             ("master", Some(m)) => spec.master = m.to_string(),
+            ("master_timeout", Some(secs)) => {
+                spec.master_timeout = secs
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&s| s > 0)
+                    .map(std::time::Duration::from_secs)
+                    .ok_or_else(|| {
+                        OptionError::BadValue(opt.to_string(), "a whole number of seconds above 0")
+                    })?;
+            }
             ("password" | "passwordfile" | "tls", _) => {
                 return Err(OptionError::Unsupported(key.to_string()));
             }
@@ -176,5 +193,26 @@ mod tests {
             parse("h", "/mnt".into(), &["frobnicate".into()], false),
             Err(OptionError::Unknown("frobnicate".into()))
         );
+    }
+
+    #[test]
+    fn the_master_timeout_is_whole_seconds_above_zero() {
+        let spec = parse("h", "/mnt".into(), &["master_timeout=5".into()], false).unwrap();
+        assert_eq!(spec.master_timeout, std::time::Duration::from_secs(5));
+        let spec = parse("h", "/mnt".into(), &[], false).unwrap();
+        assert_eq!(spec.master_timeout, defaults::MASTER_TIMEOUT);
+        for bad in [
+            "master_timeout=0",
+            "master_timeout=1.5",
+            "master_timeout=soon",
+        ] {
+            assert!(
+                matches!(
+                    parse("h", "/mnt".into(), &[bad.into()], false),
+                    Err(OptionError::BadValue(..))
+                ),
+                "{bad}"
+            );
+        }
     }
 }

@@ -68,6 +68,7 @@ fn state_name(state: CopyState) -> &'static str {
         CopyState::Valid => "VALID",
         CopyState::Marked => "MARKED FOR REMOVAL",
         CopyState::Stale => "WRONG VERSION",
+        CopyState::Damaged => "INVALID",
     }
 }
 

@@ -163,7 +163,12 @@ fn plain_text(status: &ClusterStatus) -> String {
     }
     out.push('\n');
     for m in &status.metaloggers {
-        out.push_str(&format!("metadata backup loggers:\t{m}\t-\n"));
+        out.push_str(&format!(
+            "metadata backup loggers:\t{}\t{}\t{}\n",
+            m.addr.ip(),
+            m.addr.port(),
+            m.version
+        ));
     }
     if !status.metaloggers.is_empty() {
         out.push('\n');
@@ -241,7 +246,11 @@ fn tables_text(master: &str, status: &ClusterStatus) -> String {
         out.push_str("  none connected\n");
     }
     for m in &status.metaloggers {
-        out.push_str(&format!("  {m}\n"));
+        let behind = status.metadata_version.saturating_sub(m.version);
+        out.push_str(&format!(
+            "  {}  at metadata version {} ({behind} behind)\n",
+            m.addr, m.version
+        ));
     }
     out.push_str("\nWorkers\n");
     let name_w = status
@@ -290,7 +299,11 @@ fn to_json(master: &str, status: &ClusterStatus) -> Value {
         "under_goal": status.under_goal,
         "over_goal": status.over_goal,
         "chunkservers": servers,
-        "metaloggers": status.metaloggers,
+        "metaloggers": status
+            .metaloggers
+            .iter()
+            .map(|m| json!({ "addr": m.addr.to_string(), "version": m.version }))
+            .collect::<Vec<_>>(),
         "workers": workers,
     })
 }

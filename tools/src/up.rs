@@ -1,6 +1,6 @@
 //! `elkfs up`: a whole cluster on loopback under one directory, in the foreground. Children run
 //! in their own process group so Ctrl-C reaches only us, and we stop them in order: the mount
-//! first (its buffered writes drain), then chunkservers, then the master.
+//! first (its buffered writes drain), then chunkservers, then the metalogger, then the master.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -64,7 +64,7 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
     prepare_mountpoint(&mountpoint)?;
     let mountpoint = mountpoint.canonicalize()?;
     let bin = binaries_dir()?;
-    for d in ["logs", "run", "master"] {
+    for d in ["logs", "run", "master", "metalogger"] {
         std::fs::create_dir_all(dir.join(d))?;
     }
     // SAFETY: installing a handler that only stores to an atomic.
@@ -78,7 +78,7 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
     match result {
         Ok(master) => {
             say!(
-                "ElkFS is up: master {master}, {} chunkservers.",
+                "ElkFS is up: master {master}, a metalogger, {} chunkservers.",
                 opts.chunkservers
             );
             say!("Mounted at {}", mountpoint.display());
@@ -132,7 +132,20 @@ fn start_all(
         daemons,
     )?;
     let master_addr = wait_ready(&master, daemons)?;
-    let mut ready = Vec::new();
+    let metalogger = spawn(
+        bin,
+        "elkfs-metalogger",
+        "metalogger",
+        dir,
+        &[
+            "--master".as_ref(),
+            master_addr.as_ref(),
+            "--data-dir".as_ref(),
+            dir.join("metalogger").as_os_str(),
+        ],
+        daemons,
+    )?;
+    let mut ready = vec![metalogger];
     for i in 0..opts.chunkservers {
         let data = dir.join(format!("cs{i}"));
         std::fs::create_dir_all(&data)?;
@@ -257,7 +270,7 @@ fn watch(daemons: &mut [Daemon]) -> Option<String> {
     None
 }
 
-/// Stops daemons newest first (mount, chunkservers, master).
+/// Stops daemons newest first (mount, chunkservers, metalogger, master).
 fn stop_all(daemons: &mut Vec<Daemon>) {
     while let Some(mut d) = daemons.pop() {
         if let Ok(Some(_)) = d.child.try_wait() {
@@ -299,7 +312,12 @@ fn binaries_dir() -> anyhow::Result<PathBuf> {
         .parent()
         .context("program has no directory")?
         .to_path_buf();
-    for program in ["elkfs-master", "elkfs-chunkserver", "elkfs-mount"] {
+    for program in [
+        "elkfs-master",
+        "elkfs-metalogger",
+        "elkfs-chunkserver",
+        "elkfs-mount",
+    ] {
         if !dir.join(program).exists() {
             bail!(
                 "{} not found next to {}; build everything with `cargo build --release`",

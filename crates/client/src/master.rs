@@ -113,23 +113,18 @@ impl MasterClient {
     /// must not happen twice are numbered, so a retry after a lost reply is answered, not
     /// repeated.
     pub async fn request(&self, request: &MasterRequest) -> Result<MasterReply, Status> {
-        let tagged;
-        let request = if must_not_repeat(request) {
-            tagged = MasterRequest::Tagged {
-                client: self.client_id,
-                seq: self
-                    .next_seq
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                request: Box::new(request.clone()),
-            };
-            &tagged
-        } else {
-            request
-        };
+        let mut tagged = must_not_repeat(request).then(|| MasterRequest::Tagged {
+            client: self.client_id,
+            seq: self
+                .next_seq
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            retry: false,
+            request: Box::new(request.clone()),
+        });
         let deadline = Instant::now() + self.timeout;
         loop {
             let session = self.session(deadline).await?;
-            match session.conn.ask(request).await {
+            match session.conn.ask(tagged.as_ref().unwrap_or(request)).await {
                 Ok(reply) => return reply,
                 Err(e) => {
                     tracing::debug!(error = %e, "master request failed; will reconnect");
@@ -137,6 +132,10 @@ impl MasterClient {
                     if Instant::now() >= deadline {
                         tracing::warn!(master = %self.target, error = %e, "giving up on the master");
                         return Err(Status::Io);
+                    }
+                    // The master may have carried it out before the connection failed.
+                    if let Some(MasterRequest::Tagged { retry, .. }) = &mut tagged {
+                        *retry = true;
                     }
                 }
             }

@@ -1,4 +1,5 @@
-//! Plumbing every daemon shares: stopping on SIGTERM/SIGINT and announcing readiness.
+//! Plumbing every daemon shares: stopping on SIGTERM/SIGINT, announcing readiness, and keeping
+//! a data directory to one process.
 
 use std::io::Write;
 use std::path::Path;
@@ -36,4 +37,65 @@ pub fn write_ready_file(path: &Path, contents: &str) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path)
         .with_context(|| format!("cannot rename ready file to {}", path.display()))?;
     Ok(())
+}
+
+/// Name of the lock file a daemon holds in each data directory it uses.
+pub const LOCK_FILE: &str = ".elkfs.lock";
+
+/// An exclusive hold on a data directory, released when dropped or when the process dies
+/// (even by SIGKILL: it is an `flock`).
+#[derive(Debug)]
+pub struct DirLock {
+    _file: std::fs::File,
+}
+
+/// Takes the data directory `dir` for this process, so that two daemons (say, a metalogger and
+/// a master promoted on its directory) never write the same files. Fails at once, naming the
+/// holder's pid, when another process holds it.
+pub fn lock_data_dir(dir: &Path) -> anyhow::Result<DirLock> {
+    use std::io::{Read, Seek};
+    use std::os::fd::AsRawFd;
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; it does not touch memory.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            anyhow::bail!(
+                "{} is in use by another ElkFS process (pid {}); stop it first",
+                dir.display(),
+                holder.trim()
+            );
+        }
+        return Err(error).with_context(|| format!("cannot lock {}", path.display()));
+    }
+    file.set_len(0)
+        .and_then(|_| file.rewind())
+        .and_then(|_| writeln!(file, "{}", std::process::id()))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(DirLock { _file: file })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_directory_is_held_by_one_holder_until_it_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock_data_dir(dir.path()).unwrap();
+        let err = lock_data_dir(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("in use by another ElkFS process"), "{err}");
+        assert!(err.contains(&std::process::id().to_string()), "{err}");
+        drop(first);
+        lock_data_dir(dir.path()).unwrap();
+    }
 }

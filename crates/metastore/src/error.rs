@@ -5,6 +5,10 @@ use std::path::PathBuf;
 /// The metadata store could not do its job: a damaged or unreadable file, a failed disk.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A read in cache-only mode needs the disk (not a failure: run it again where blocking is
+    /// allowed).
+    #[error("the value is not in the metadata cache")]
+    NotCached,
     /// sled failed to open or to read or write.
     #[error("metadata database {path}: {reason}")]
     Sled {

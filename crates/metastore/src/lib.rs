@@ -4,12 +4,14 @@
 
 pub mod acl;
 pub mod changelog;
+pub mod check;
 pub mod checkpoint;
 pub mod error;
 pub mod follow;
 pub mod image;
 pub mod keys;
 pub mod kv;
+pub mod kv_cache;
 pub mod namespace;
 pub mod op;
 pub mod records;

@@ -208,8 +208,13 @@ pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
         MetaOp::SetChunkVersion { chunk, version } => {
             let key = keys::chunk(*chunk);
             let mut rec: ChunkRecord = txn.get(&key)?.ok_or(Status::NotFound)?;
-            rec.version = *version;
-            txn.put(key, &rec)?;
+            // Versions only grow: a newer copy adopted at registration must not take a chunk
+            // back below a version bumped meanwhile (two copies would then share a version
+            // with different data).
+            if *version > rec.version {
+                rec.version = *version;
+                txn.put(key, &rec)?;
+            }
             Ok(Outcome::default())
         }
         MetaOp::ReserveChunkIds { up_to } => {
@@ -650,6 +655,11 @@ fn link(
     let mut rec = inode_of(txn, inode)?;
     if rec.kind == FileKind::Dir {
         return Err(Status::NotPermitted.into());
+    }
+    if rec.nlink == 0 {
+        // Its last name is gone (open, in the trash or unlinked): like Linux, no new name, or
+        // the purge at last close or trash expiry would leave that name dangling.
+        return Err(Status::NotFound.into());
     }
     let mut dir = dir_of(txn, parent)?;
     if txn.get_raw(&keys::dirent(parent, name))?.is_some() {

@@ -145,11 +145,12 @@ pub enum MetaOp {
         /// Its first version.
         version: ChunkVersion,
     },
-    /// Moves a chunk to a new version (a write or truncate started, or a newer copy was found).
+    /// Moves a chunk to a newer version (a write or truncate started, or a newer copy was
+    /// found); a version not above the recorded one changes nothing.
     SetChunkVersion {
         /// The chunk.
         chunk: ChunkId,
-        /// Its version from now on.
+        /// Its version from now on, if higher.
         version: ChunkVersion,
     },
     /// Reserves chunk ids below `up_to` for allocation, so ids are never handed out twice even

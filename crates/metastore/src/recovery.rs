@@ -20,6 +20,7 @@ use crate::error::StoreError;
 use crate::image;
 use crate::keys;
 use crate::kv::{KvStore, SledStore, Write};
+use crate::kv_cache::CachedKv;
 use crate::namespace;
 use crate::snapshot::Overlay;
 use crate::store::{MetaStore, StoreConfig, Writer, encode_u64, read_counter};
@@ -148,7 +149,7 @@ pub(crate) fn open(
     report.version = opened.version;
     let store = MetaStore {
         sync_file: opened.changelog.sync_handle(),
-        kv: opened.kv,
+        kv: Box::new(CachedKv::new(opened.kv, config.hot_entries)),
         writer: Mutex::new(Writer {
             changelog: opened.changelog,
             version: opened.version,

@@ -52,7 +52,13 @@ pub struct StoreConfig {
     /// Keys read per step while writing an image: each step briefly holds up commits that
     /// touch keys ahead of the image writer.
     pub image_page_keys: usize,
+    /// Keys (inodes, directory entries, names known to be absent) kept in the read cache in
+    /// front of sled, answered without going to the disk.
+    pub hot_entries: usize,
 }
+
+/// Keys in the read cache by default (about 20 MiB).
+pub const DEFAULT_HOT_ENTRIES: usize = 100_000;
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -63,6 +69,7 @@ impl Default for StoreConfig {
             image_every: DEFAULT_IMAGE_EVERY,
             first_image_after_records: DEFAULT_FIRST_IMAGE_AFTER_RECORDS,
             image_page_keys: DEFAULT_IMAGE_PAGE_KEYS,
+            hot_entries: DEFAULT_HOT_ENTRIES,
         }
     }
 }

@@ -469,3 +469,31 @@ fn a_snapshot_shares_chunks_until_one_side_replaces_its_own() {
         "the copy's own chunk stays"
     );
 }
+
+/// A newer copy adopted late (its registration read the record before a bump) must not take
+/// the chunk's version back down.
+#[test]
+fn chunk_versions_only_grow() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let f = mknod(&store, ROOT, "f").unwrap();
+    let chunk = ChunkId(700);
+    store
+        .commit(&MetaOp::CreateChunk {
+            inode: f,
+            index: 0,
+            chunk,
+            version: ChunkVersion(1),
+        })
+        .unwrap();
+    for (set, expected) in [(4, 4), (3, 4), (4, 4), (5, 5)] {
+        store
+            .commit(&MetaOp::SetChunkVersion {
+                chunk,
+                version: ChunkVersion(set),
+            })
+            .unwrap();
+        let rec = store.chunk(chunk).unwrap().expect("chunk record");
+        assert_eq!(rec.version, ChunkVersion(expected), "after setting {set}");
+    }
+}

@@ -16,6 +16,8 @@ pub enum CopyState {
     Marked,
     /// An older version (missed a write): never served, about to be deleted.
     Stale,
+    /// Found damaged by its server: never served, deleted once a good copy exists elsewhere.
+    Damaged,
 }
 
 /// One copy of a chunk.
@@ -91,6 +93,15 @@ pub struct ServerStatus {
     pub available: u64,
 }
 
+/// One connected metalogger.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaloggerStatus {
+    /// Where it connects from.
+    pub addr: SocketAddr,
+    /// The last metadata version it holds on disk (what it asked to continue after).
+    pub version: u64,
+}
+
 /// The cluster at a glance.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterStatus {
@@ -104,8 +115,8 @@ pub struct ClusterStatus {
     pub chunks: u64,
     /// Connected chunkservers.
     pub chunkservers: Vec<ServerStatus>,
-    /// Connected metaloggers (their addresses).
-    pub metaloggers: Vec<String>,
+    /// Connected metaloggers.
+    pub metaloggers: Vec<MetaloggerStatus>,
     /// Chunks below their goal in the last replication pass.
     pub under_goal: u64,
     /// Chunks above their goal in the last replication pass.

@@ -325,6 +325,9 @@ pub enum MasterRequest {
         client: u64,
         /// The request's number in that client.
         seq: u64,
+        /// Sent before (the connection failed before the answer came): the master looks for
+        /// its record. A first send cannot have been carried out, so it skips the look.
+        retry: bool,
         /// The change.
         request: Box<MasterRequest>,
     },
