@@ -13,6 +13,8 @@ pub const BIN_DIR_ENV: &str = "ELKFS_BIN_DIR";
 pub const MASTER_BIN: &str = "elkfs-master";
 /// File name of the chunkserver binary.
 pub const CHUNKSERVER_BIN: &str = "elkfs-chunkserver";
+/// File name of the metalogger binary.
+pub const METALOGGER_BIN: &str = "elkfs-metalogger";
 /// File name of the FUSE mount binary.
 pub const MOUNT_BIN: &str = "elkfs-mount";
 /// File name of the command-line tool.

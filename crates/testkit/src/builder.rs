@@ -14,12 +14,13 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Settings for [`Cluster::builder`]; [`ClusterBuilder::start`] starts the processes.
 ///
 /// Defaults: 3 chunkservers with 1 data directory each, 1 mount of the root with no options,
-/// no extra arguments, 30 s to become ready.
+/// no metalogger, no extra arguments, 30 s to become ready.
 #[derive(Clone, Debug)]
 pub struct ClusterBuilder {
     pub(crate) chunkservers: usize,
     pub(crate) data_dirs_per_server: usize,
     pub(crate) mounts: usize,
+    pub(crate) metaloggers: usize,
     pub(crate) mount_options: String,
     pub(crate) master_args: Vec<OsString>,
     pub(crate) chunkserver_args: Vec<OsString>,
@@ -36,6 +37,7 @@ impl Default for ClusterBuilder {
             chunkservers: 3,
             data_dirs_per_server: 1,
             mounts: 1,
+            metaloggers: 0,
             mount_options: String::new(),
             master_args: Vec::new(),
             chunkserver_args: Vec::new(),
@@ -64,6 +66,12 @@ impl ClusterBuilder {
     /// Number of mounts of the filesystem root started with the cluster.
     pub fn mounts(mut self, n: usize) -> Self {
         self.mounts = n;
+        self
+    }
+
+    /// Number of metaloggers started with the cluster, right after the master (default 0).
+    pub fn metaloggers(mut self, n: usize) -> Self {
+        self.metaloggers = n;
         self
     }
 

@@ -13,13 +13,14 @@ use crate::bin_dir::{self, CHUNKSERVER_BIN, CLI_BIN, MASTER_BIN, MOUNT_BIN};
 use crate::builder::ClusterBuilder;
 use crate::daemon::Daemon;
 use crate::error::StartError;
-use crate::handles::{ChunkserverHandle, MasterHandle, MountHandle, Process};
+use crate::handles::{ChunkserverHandle, MasterHandle, MetaloggerHandle, MountHandle, Process};
+use crate::launcher::Launcher;
 
 /// Environment variable the `elkfs` CLI reads the master address from.
 pub const MASTER_ENV: &str = "ELKFS_MASTER";
 
-/// A master, chunkservers and FUSE mounts running as real processes on 127.0.0.1, everything in
-/// one temporary directory (`master/`, `cs0/data0/`, `mnt0/`, `logs/`, `run/`).
+/// A master, metaloggers, chunkservers and FUSE mounts running as real processes on 127.0.0.1, everything in
+/// one temporary directory (`master/`, `ml0/`, `cs0/data0/`, `mnt0/`, `logs/`, `run/`).
 ///
 /// Dropping it unmounts the mounts and stops every process (SIGTERM, SIGKILL after
 /// [`STOP_TIMEOUT`](crate::STOP_TIMEOUT)); unless the test is already failing, it then fails the
@@ -37,6 +38,9 @@ pub struct Cluster {
     pub(crate) master: MasterHandle,
     pub(crate) chunkservers: Vec<ChunkserverHandle>,
     pub(crate) mounts: Vec<MountHandle>,
+    pub(crate) metaloggers: Vec<MetaloggerHandle>,
+    /// Starts every process of the cluster (see [`crate::launcher`]).
+    pub(crate) launcher: Launcher,
     pub(crate) allowed_errors: Vec<String>,
     /// Things that went wrong with processes during the test, reported when it ends.
     pub(crate) problems: Vec<String>,
@@ -82,12 +86,14 @@ impl Cluster {
         for sub in ["master", "logs", "run"] {
             create_dir(&root.join(sub))?;
         }
+        let launcher = Launcher::default();
         let master = MasterHandle {
             daemon: Daemon::new(
                 "master".into(),
                 bin_dir.join(MASTER_BIN),
                 root.join("logs/master.log"),
                 root.join("run/master.ready"),
+                launcher.clone(),
             ),
             data_dir: root.join("master"),
             addr: None,
@@ -104,6 +110,8 @@ impl Cluster {
             master,
             chunkservers: Vec::new(),
             mounts: Vec::new(),
+            metaloggers: Vec::new(),
+            launcher,
             allowed_errors: builder.allowed_errors.clone(),
             problems: Vec::new(),
             checks: true,
@@ -111,9 +119,13 @@ impl Cluster {
         })
     }
 
-    /// Starts what the builder asked for: master, then chunkservers, then mounts.
+    /// Starts what the builder asked for: master, then metaloggers, chunkservers and mounts.
     pub(crate) fn start_initial(&mut self, builder: &ClusterBuilder) -> Result<(), StartError> {
         self.try_start_master()?;
+        for _ in 0..builder.metaloggers {
+            let i = self.new_metalogger()?;
+            self.try_start_metalogger(i)?;
+        }
         for _ in 0..builder.chunkservers {
             let i = self.new_chunkserver()?;
             self.try_start_chunkserver(i)?;
@@ -150,6 +162,7 @@ impl Cluster {
                 self.bin_dir.join(CHUNKSERVER_BIN),
                 self.root.join(format!("logs/{name}.log")),
                 self.root.join(format!("run/{name}.ready")),
+                self.launcher.clone(),
             ),
             marked_for_removal: vec![false; data_dirs.len()],
             data_dirs,
@@ -175,6 +188,7 @@ impl Cluster {
                 self.bin_dir.join(MOUNT_BIN),
                 self.root.join(format!("logs/{name}.log")),
                 self.root.join(format!("run/{name}.ready")),
+                self.launcher.clone(),
             ),
             path,
             subdir: subdir.map(str::to_owned),
@@ -236,9 +250,11 @@ impl Cluster {
         let master = self.master.pid();
         let servers = self.chunkservers.iter().map(ChunkserverHandle::pid);
         let mounts = self.mounts.iter().map(MountHandle::pid);
+        let metaloggers = self.metaloggers.iter().map(MetaloggerHandle::pid);
         std::iter::once(master)
             .chain(servers)
             .chain(mounts)
+            .chain(metaloggers)
             .flatten()
             .collect()
     }
@@ -297,6 +313,7 @@ impl Cluster {
             Process::Master => &self.master.daemon,
             Process::Chunkserver(i) => &self.chunkserver(i).daemon,
             Process::Mount(i) => &self.mount(i).daemon,
+            Process::Metalogger(i) => &self.metalogger(i).daemon,
         }
     }
 
@@ -311,6 +328,10 @@ impl Cluster {
                 check_index("mount", i, self.mounts.len());
                 &mut self.mounts[i].daemon
             }
+            Process::Metalogger(i) => {
+                check_index("metalogger", i, self.metaloggers.len());
+                &mut self.metaloggers[i].daemon
+            }
         }
     }
 
@@ -319,6 +340,7 @@ impl Cluster {
         std::iter::once(&self.master.daemon)
             .chain(self.chunkservers.iter().map(|c| &c.daemon))
             .chain(self.mounts.iter().map(|m| &m.daemon))
+            .chain(self.metaloggers.iter().map(|m| &m.daemon))
     }
 }
 

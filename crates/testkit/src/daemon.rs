@@ -6,15 +6,18 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::error::StartError;
+use crate::launcher::Launcher;
 use crate::log_scan::{self, MARKER};
 
 /// How often the ready file is looked for.
 const READY_POLL: Duration = Duration::from_millis(10);
+/// How long a SIGKILLed process may take to be reaped.
+const REAP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a stopping process is checked for exit.
 const EXIT_POLL: Duration = Duration::from_millis(10);
 /// Pause between attempts to rebind a port that is still in use.
@@ -83,7 +86,9 @@ pub(crate) struct Daemon {
     program: PathBuf,
     log_path: PathBuf,
     ready_path: PathBuf,
-    child: Option<Child>,
+    launcher: Launcher,
+    /// The running process, started by `launcher` and not yet seen to end.
+    pid: Option<u32>,
     /// Byte ranges of the log written by failed start attempts that were retried (port in use);
     /// their errors were expected and are not reported.
     excused: Vec<Range<usize>>,
@@ -96,13 +101,15 @@ impl Daemon {
         program: PathBuf,
         log_path: PathBuf,
         ready_path: PathBuf,
+        launcher: Launcher,
     ) -> Self {
         Daemon {
             name,
             program,
             log_path,
             ready_path,
-            child: None,
+            launcher,
+            pid: None,
             excused: Vec::new(),
         }
     }
@@ -124,7 +131,7 @@ impl Daemon {
 
     /// The pid of the process the harness started and has not stopped yet.
     pub(crate) fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.pid
     }
 
     /// Starts the process and waits until it writes its ready file; returns the file's content.
@@ -171,7 +178,7 @@ impl Daemon {
     /// Sends SIGTERM. Returns how it ended when there is nothing to wait for (not running, or it
     /// had already exited); `None` means the signal was sent and [`Daemon::await_exit`] follows.
     pub(crate) fn terminate(&mut self) -> Option<Ending> {
-        if self.child.is_none() {
+        if self.pid.is_none() {
             return Some(Ending::NotRunning);
         }
         if let Some(status) = self.try_reap() {
@@ -185,7 +192,7 @@ impl Daemon {
     /// Waits until the process exits; at `deadline` it is killed with SIGKILL.
     pub(crate) fn await_exit(&mut self, deadline: Instant) -> Ending {
         loop {
-            if self.child.is_none() {
+            if self.pid.is_none() {
                 return Ending::NotRunning;
             }
             if let Some(status) = self.try_reap() {
@@ -210,7 +217,7 @@ impl Daemon {
 
     /// SIGKILL and reap.
     pub(crate) fn kill(&mut self) -> Ending {
-        if self.child.is_none() {
+        if self.pid.is_none() {
             return Ending::NotRunning;
         }
         if let Some(status) = self.try_reap() {
@@ -223,11 +230,11 @@ impl Daemon {
 
     /// If the process exited on its own, reaps it and returns its status.
     pub(crate) fn try_reap(&mut self) -> Option<ExitStatus> {
-        let child = self.child.as_mut()?;
-        // An error here would mean the child was reaped elsewhere; keep treating it as running
-        // and let the stop path's SIGKILL + wait settle it.
-        let status = child.try_wait().ok().flatten()?;
-        self.child = None;
+        let pid = self.pid?;
+        // An error here means the launcher is gone; keep treating the process as running and
+        // let the stop path's SIGKILL settle it.
+        let status = self.launcher.exit_status(pid).ok().flatten()?;
+        self.pid = None;
         Some(status)
     }
 
@@ -275,36 +282,32 @@ impl Daemon {
             _ => {}
         }
         let log_err = |e| StartError::io(format!("opening log {}", self.log_path.display()), e);
-        let mut stdout = OpenOptions::new()
+        let mut log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log_path)
             .map_err(log_err)?;
-        let stderr = stdout.try_clone().map_err(log_err)?;
         let command_line = std::iter::once(self.program.as_os_str())
             .chain(args.iter().map(OsString::as_os_str))
             .map(|a| a.to_string_lossy())
             .collect::<Vec<_>>()
             .join(" ");
-        writeln!(stdout, "{MARKER} starting {command_line}").map_err(log_err)?;
+        writeln!(log, "{MARKER} starting {command_line}").map_err(log_err)?;
 
-        let mut command = Command::new(&self.program);
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .env("NO_COLOR", "1");
+        let mut full_env: Vec<(OsString, OsString)> = vec![("NO_COLOR".into(), "1".into())];
         if std::env::var_os("RUST_BACKTRACE").is_none() {
-            command.env("RUST_BACKTRACE", "1");
+            full_env.push(("RUST_BACKTRACE".into(), "1".into()));
         }
-        command.envs(env.iter().map(|(k, v)| (k, v)));
-        let child = command.spawn().map_err(|source| StartError::Spawn {
-            name: self.name.clone(),
-            program: self.program.clone(),
-            source,
-        })?;
-        self.child = Some(child);
+        full_env.extend(env.iter().cloned());
+        let pid = self
+            .launcher
+            .spawn(&self.program, args, &full_env, &self.log_path)
+            .map_err(|source| StartError::Spawn {
+                name: self.name.clone(),
+                program: self.program.clone(),
+                source,
+            })?;
+        self.pid = Some(pid);
         Ok(())
     }
 
@@ -349,26 +352,26 @@ impl Daemon {
     }
 
     fn signal(&self, signal: libc::c_int) {
-        let Some(pid) = self
-            .child
-            .as_ref()
-            .and_then(|c| libc::pid_t::try_from(c.id()).ok())
-        else {
+        let Some(pid) = self.pid.and_then(|p| libc::pid_t::try_from(p).ok()) else {
             return;
         };
-        // SAFETY: kill(2) has no memory-safety preconditions; `pid` is our own unreaped child,
-        // so it cannot have been reused by another process.
+        // SAFETY: kill(2) has no memory-safety preconditions. `pid` is the process this daemon
+        // started, last seen running by its launcher.
         unsafe {
             libc::kill(pid, signal);
         }
     }
 
     fn kill_and_reap(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // Both fail only if the child was already reaped, and then there is nothing to do.
-            let _ = child.kill();
-            let _ = child.wait();
+        if self.pid.is_none() {
+            return;
         }
+        self.signal(libc::SIGKILL);
+        let deadline = Instant::now() + REAP_TIMEOUT;
+        while self.try_reap().is_none() && Instant::now() < deadline {
+            thread::sleep(EXIT_POLL);
+        }
+        self.pid = None;
     }
 
     /// Appends a harness line to the log, so a reader sees where signals and restarts happened.

@@ -16,6 +16,8 @@ pub enum Process {
     Chunkserver(usize),
     /// Mount `i` (in the order started or added).
     Mount(usize),
+    /// Metalogger `i` (in the order added).
+    Metalogger(usize),
 }
 
 /// The master: its data directory, its address (kept across restarts) and its process.
@@ -165,12 +167,41 @@ impl MountHandle {
     }
 }
 
+/// A metalogger: its data directory (a master data directory in waiting) and its process.
+pub struct MetaloggerHandle {
+    pub(crate) daemon: Daemon,
+    pub(crate) data_dir: PathBuf,
+}
+
+impl MetaloggerHandle {
+    /// Its `--data-dir`: what a promoted master starts on.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The pid while the harness has it running; `None` after a stop or kill.
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.pid()
+    }
+
+    /// The log file every run of this metalogger appends to.
+    pub fn log_path(&self) -> &Path {
+        self.daemon.log_path()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn daemon() -> Daemon {
-        Daemon::new("x".into(), "/bin/x".into(), "/l".into(), "/r".into())
+        Daemon::new(
+            "x".into(),
+            "/bin/x".into(),
+            "/l".into(),
+            "/r".into(),
+            crate::launcher::Launcher::default(),
+        )
     }
 
     #[test]

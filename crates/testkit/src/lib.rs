@@ -24,21 +24,23 @@ mod cluster;
 mod daemon;
 mod error;
 mod handles;
+mod launcher;
 mod lifecycle;
 mod log_scan;
+mod metaloggers;
 mod mountinfo;
 mod prereq;
 mod teardown;
 mod wait;
 
 pub use bin_dir::{
-    BIN_DIR_ENV, CHUNKSERVER_BIN, CLI_BIN, MASTER_BIN, MOUNT_BIN, bin_dir, binary,
+    BIN_DIR_ENV, CHUNKSERVER_BIN, CLI_BIN, MASTER_BIN, METALOGGER_BIN, MOUNT_BIN, bin_dir, binary,
     cluster_binaries_available,
 };
 pub use builder::{ClusterBuilder, READY_TIMEOUT};
 pub use cluster::{Cluster, MASTER_ENV};
 pub use error::StartError;
-pub use handles::{ChunkserverHandle, MasterHandle, MountHandle, Process};
+pub use handles::{ChunkserverHandle, MasterHandle, MetaloggerHandle, MountHandle, Process};
 pub use lifecycle::STOP_TIMEOUT;
 pub use prereq::fuse_available;
 pub use teardown::KEEP_DIR_ENV;

@@ -296,7 +296,7 @@ impl Cluster {
 
 /// Before a start: a process that died on its own since the last check is reaped and reported;
 /// one that is still running is a mistake in the test.
-fn note_if_exited(daemon: &mut Daemon, problems: &mut Vec<String>) {
+pub(crate) fn note_if_exited(daemon: &mut Daemon, problems: &mut Vec<String>) {
     if let Some(status) = daemon.try_reap() {
         problems.push(format!(
             "{} had exited on its own ({status}) before it was started again",
@@ -307,7 +307,7 @@ fn note_if_exited(daemon: &mut Daemon, problems: &mut Vec<String>) {
     }
 }
 
-fn expect_clean_stop(daemon: &mut Daemon) {
+pub(crate) fn expect_clean_stop(daemon: &mut Daemon) {
     let ending = daemon.stop(STOP_TIMEOUT);
     if let Ending::NotRunning = ending {
         panic!("cannot stop {}: it is not running", daemon.name());
@@ -317,7 +317,7 @@ fn expect_clean_stop(daemon: &mut Daemon) {
     }
 }
 
-fn expect_killed(daemon: &mut Daemon) {
+pub(crate) fn expect_killed(daemon: &mut Daemon) {
     match daemon.kill() {
         Ending::Killed | Ending::Exited(_) => {}
         Ending::NotRunning => panic!("cannot kill {}: it is not running", daemon.name()),

@@ -15,7 +15,8 @@ pub const KEEP_DIR_ENV: &str = "ELKFS_KEEP_TEST_DIR";
 const ERROR_LINES_SHOWN: usize = 20;
 
 impl Cluster {
-    /// Stops mounts, then chunkservers, then the master; returns what went wrong.
+    /// Stops mounts, then chunkservers, then metaloggers, then the master; returns what went
+    /// wrong.
     fn stop_everything(&mut self) -> Vec<String> {
         let stopped =
             daemon::stop_together(self.mounts.iter_mut().map(|m| &mut m.daemon), STOP_TIMEOUT);
@@ -23,6 +24,11 @@ impl Cluster {
         problems.extend(self.mounts.iter().filter_map(|m| detach_leftover(m).err()));
         let stopped = daemon::stop_together(
             self.chunkservers.iter_mut().map(|c| &mut c.daemon),
+            STOP_TIMEOUT,
+        );
+        problems.extend(stop_problems(stopped));
+        let stopped = daemon::stop_together(
+            self.metaloggers.iter_mut().map(|m| &mut m.daemon),
             STOP_TIMEOUT,
         );
         problems.extend(stop_problems(stopped));

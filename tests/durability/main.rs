@@ -1,0 +1,9 @@
+//! End-to-end tests of the master's durability: real daemons, a real FUSE mount, and the master
+//! killed, its metadata directory deleted or damaged, metaloggers stopped, restarted and promoted.
+//! What a client was told is done must survive; what the mount sees must stay consistent; and
+//! the mount must keep working through it all without being remounted.
+//!
+//! Run as root (the harness mounts through /dev/fuse).
+
+mod master_crash;
+mod metalogger;
