@@ -1,12 +1,13 @@
 //! A local ElkFS cluster of the benchmark's shape: a master, three chunkservers and one mount, all
 //! on 127.0.0.1 under one directory, each started with a ready file; dropping it unmounts and
-//! stops everything.
+//! stops everything. The master can be killed and started again on the same data and address,
+//! as after a crash.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, ExitStatus};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 
@@ -66,12 +67,51 @@ struct Chunkserver {
     data_dir: PathBuf,
 }
 
+/// How the master is started: kept so it can be started again after a kill.
+struct MasterLaunch {
+    bins: ElkBinaries,
+    data_dir: PathBuf,
+    ready_file: PathBuf,
+    config_file: Option<PathBuf>,
+    log: PathBuf,
+}
+
+impl MasterLaunch {
+    /// The command for a master listening on `listen`.
+    fn command(&self, listen: &str) -> Command {
+        let mut command = self.bins.command("elkfs-master");
+        command
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--listen", listen, "--ready-file"])
+            .arg(&self.ready_file);
+        if let Some(path) = &self.config_file {
+            command.arg("--config").arg(path);
+        }
+        command
+    }
+}
+
+/// When a restarted master was spawned, on both clocks: the monotonic one to time it, the wall
+/// clock to compare with the timestamps of its log.
+#[derive(Clone, Copy, Debug)]
+pub struct Spawned {
+    /// The monotonic time of the spawn.
+    pub at: Instant,
+    /// The wall-clock time of the spawn.
+    pub wall: SystemTime,
+    /// Where its log started (the log is appended to), in bytes.
+    pub log_offset: u64,
+}
+
 /// A running ElkFS cluster.
 pub struct ElkCluster {
     // Field order is teardown order: the mount, the chunkservers, then the master.
     mount: Option<MountProcess>,
     chunkservers: Vec<Chunkserver>,
     master: Daemon,
+    master_launch: MasterLaunch,
+    master_addr: String,
     logs: PathBuf,
 }
 
@@ -89,20 +129,30 @@ impl ElkCluster {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
 
-        let mut command = bins.command("elkfs-master");
-        command
-            .arg("--data-dir")
-            .arg(root.join("master"))
-            .args(["--listen", "127.0.0.1:0", "--ready-file"])
-            .arg(run.join("master.ready"));
-        if let Some(toml) = master_config {
-            let path = root.join("master.toml");
-            std::fs::write(&path, toml).with_context(|| format!("writing {}", path.display()))?;
-            command.arg("--config").arg(&path);
-        }
-        let log = logs.join("master.log");
-        let mut master = Daemon::spawn("ElkFS master", command, Role::Server, &log)?;
-        let addr = match master.wait_ready_file(&run.join("master.ready"), READY_TIMEOUT) {
+        let config_file = match master_config {
+            Some(toml) => {
+                let path = root.join("master.toml");
+                std::fs::write(&path, toml)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                Some(path)
+            }
+            None => None,
+        };
+        let launch = MasterLaunch {
+            bins: bins.clone(),
+            data_dir: root.join("master"),
+            ready_file: run.join("master.ready"),
+            config_file,
+            log: logs.join("master.log"),
+        };
+        let log = launch.log.clone();
+        let mut master = Daemon::spawn(
+            "ElkFS master",
+            launch.command("127.0.0.1:0"),
+            Role::Server,
+            &log,
+        )?;
+        let addr = match master.wait_ready_file(&launch.ready_file, READY_TIMEOUT) {
             Ok(addr) => addr,
             Err(_) if master.pid().is_none() => {
                 let log = std::fs::read(&log)
@@ -137,6 +187,8 @@ impl ElkCluster {
             mount: None,
             chunkservers,
             master,
+            master_launch: launch,
+            master_addr: addr.clone(),
             logs,
         };
         for (i, cs) in cluster.chunkservers.iter_mut().enumerate() {
@@ -172,6 +224,63 @@ impl ElkCluster {
     /// The master's process id.
     pub fn master_pid(&self) -> anyhow::Result<u32> {
         self.master.pid().context("the ElkFS master is not running")
+    }
+
+    /// The address the master listens on (`127.0.0.1:PORT`), the same across restarts.
+    pub fn master_addr(&self) -> &str {
+        &self.master_addr
+    }
+
+    /// The master's log (every start of it appends to the same file).
+    pub fn master_log(&self) -> &Path {
+        &self.master_launch.log
+    }
+
+    /// Kills the master with SIGKILL, as a crash would, and waits until it is gone.
+    pub fn kill_master(&mut self) {
+        self.master.kill();
+    }
+
+    /// Starts the master again on the same data directory and address, after
+    /// [`ElkCluster::kill_master`]; returns at once, without waiting for it to be ready.
+    pub fn restart_master(&mut self) -> anyhow::Result<Spawned> {
+        if self.master.pid().is_some() {
+            anyhow::bail!("the ElkFS master is still running; kill it first");
+        }
+        let ready = &self.master_launch.ready_file;
+        match std::fs::remove_file(ready) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", ready.display())),
+        }
+        let log = &self.master_launch.log;
+        let log_offset = std::fs::metadata(log).map_or(0, |m| m.len());
+        let command = self.master_launch.command(&self.master_addr);
+        let wall = SystemTime::now();
+        let at = Instant::now();
+        self.master = Daemon::spawn("ElkFS master", command, Role::Server, log)?;
+        Ok(Spawned {
+            at,
+            wall,
+            log_offset,
+        })
+    }
+
+    /// If the master has exited, its status (the master is then reaped).
+    pub fn master_exited(&mut self) -> Option<ExitStatus> {
+        self.master.try_exit()
+    }
+
+    /// Waits up to `timeout` until a restarted master has written its ready file; fails with
+    /// its log's tail if it exits first.
+    pub fn wait_master_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let ready = self.master_launch.ready_file.clone();
+        self.master.wait_ready_file(&ready, timeout).map(|_| ())
+    }
+
+    /// The last lines of the master's log.
+    pub fn master_log_tail(&self) -> String {
+        self.master.log_tail()
     }
 
     /// The directory holding the logs of every process.

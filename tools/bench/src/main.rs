@@ -10,7 +10,9 @@ mod cluster_moosefs;
 mod doc;
 mod fio;
 mod interrupt;
+mod master_log;
 mod mountpoint;
+mod namespace_client;
 mod prereq;
 mod process;
 mod progress;
@@ -46,6 +48,9 @@ struct Args {
     /// A short run: a 256 MiB file, 2 000 files, a 10 000-entry directory, one repetition.
     #[arg(long)]
     quick: bool,
+    /// Files the master-scale workload creates (default 1 000 000, 100 000 with --quick).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    scale_files: Option<u64>,
     /// Repetitions of each measurement; the table shows the median (default 3, 1 with --quick).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     runs: Option<u16>,
@@ -115,6 +120,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     };
     if let Some(runs) = args.runs {
         sizes.runs = usize::from(runs);
+    }
+    if let Some(files) = args.scale_files {
+        sizes.scale_files = usize::try_from(files).context("--scale-files is too large")?;
     }
     let mut workloads = if args.workloads.is_empty() {
         Workload::all()
@@ -210,6 +218,11 @@ mod tests {
             .expect("parse");
         assert_eq!(args.workloads, vec![Workload::SeqRead, Workload::LargeDir]);
         assert!(Args::try_parse_from(["elkfs-bench", "no-such-workload"]).is_err());
+        let args = Args::try_parse_from(["elkfs-bench", "master-scale", "--scale-files", "5000"])
+            .expect("parse");
+        assert_eq!(args.workloads, vec![Workload::MasterScale]);
+        assert_eq!(args.scale_files, Some(5_000));
+        assert!(Args::try_parse_from(["elkfs-bench", "--scale-files", "0"]).is_err());
         assert_eq!(Workload::ChunkserverLoss.name(), "chunkserver-loss");
         assert_eq!(Workload::all().last(), Some(&Workload::ChunkserverLoss));
     }

@@ -37,21 +37,37 @@ impl Column {
     }
 }
 
-/// A target from the issue: ElkFS ÷ MooseFS (default or DIRECT) at least or at most `ratio`.
+/// A target from the issue, checked against ElkFS's median.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Goal {
-    /// The MooseFS column compared with.
-    pub against: Column,
-    /// `true` for "at least", `false` for "at most".
-    pub at_least: bool,
-    /// The ratio ElkFS ÷ MooseFS to reach.
-    pub ratio: f64,
+pub enum Goal {
+    /// ElkFS ÷ MooseFS (default or DIRECT) at least or at most `ratio`.
+    Ratio {
+        /// The MooseFS column compared with.
+        against: Column,
+        /// `true` for "at least", `false` for "at most".
+        at_least: bool,
+        /// The ratio ElkFS ÷ MooseFS to reach.
+        ratio: f64,
+    },
+    /// ElkFS's value below `limit`, in the row's unit (a time the issue gives in seconds).
+    Below {
+        /// The limit, not included.
+        limit: f64,
+    },
+    /// ElkFS's value at most ElkFS's value in the row `base` plus `slack`: memory that does not
+    /// grow with the namespace beyond what a bounded cache may add.
+    Bounded {
+        /// The key of the row compared with.
+        base: &'static str,
+        /// What may be added to the base row's value, in the row's unit.
+        slack: f64,
+    },
 }
 
 impl Goal {
     /// ElkFS at least `ratio` times MooseFS's default mount.
     pub const fn at_least(ratio: f64) -> Goal {
-        Goal {
+        Goal::Ratio {
             against: Column::Mfs,
             at_least: true,
             ratio,
@@ -60,7 +76,7 @@ impl Goal {
 
     /// ElkFS at least `ratio` times MooseFS DIRECT.
     pub const fn at_least_direct(ratio: f64) -> Goal {
-        Goal {
+        Goal::Ratio {
             against: Column::MfsDirect,
             at_least: true,
             ratio,
@@ -69,29 +85,71 @@ impl Goal {
 
     /// ElkFS at most `ratio` times MooseFS's default mount.
     pub const fn at_most(ratio: f64) -> Goal {
-        Goal {
+        Goal::Ratio {
             against: Column::Mfs,
             at_least: false,
             ratio,
         }
     }
 
-    fn met_by(&self, ratio: f64) -> bool {
-        if self.at_least {
-            ratio >= self.ratio
-        } else {
-            ratio <= self.ratio
+    /// ElkFS's value below `limit`.
+    pub const fn below(limit: f64) -> Goal {
+        Goal::Below { limit }
+    }
+
+    /// ElkFS's value at most its value in the row keyed `base`, plus `slack`.
+    pub const fn bounded(base: &'static str, slack: f64) -> Goal {
+        Goal::Bounded { base, slack }
+    }
+
+    /// Whether `row` meets the goal; `None` when a value it needs is missing. `rows` are the
+    /// report's rows, where a [`Goal::Bounded`] finds its base.
+    fn verdict(&self, row: &Row, rows: &[Row]) -> Option<bool> {
+        match *self {
+            Goal::Ratio {
+                against,
+                at_least,
+                ratio,
+            } => {
+                let actual = row.ratio(against)?;
+                Some(if at_least {
+                    actual >= ratio
+                } else {
+                    actual <= ratio
+                })
+            }
+            Goal::Below { limit } => Some(row.elk_median()? < limit),
+            Goal::Bounded { base, slack } => {
+                let base = rows.iter().find(|r| r.metric.key == base)?.elk_median()?;
+                Some(row.elk_median()? <= base + slack)
+            }
         }
     }
 
-    fn describe(&self) -> String {
-        let sign = if self.at_least { "≥" } else { "≤" };
-        let against = if self.against == Column::MfsDirect {
-            " DIRECT"
-        } else {
-            ""
-        };
-        format!("{sign} {}×{against}", trim_ratio(self.ratio))
+    fn describe(&self, unit: Unit, rows: &[Row]) -> String {
+        match *self {
+            Goal::Ratio {
+                against,
+                at_least,
+                ratio,
+            } => {
+                let sign = if at_least { "≥" } else { "≤" };
+                let against = if against == Column::MfsDirect {
+                    " DIRECT"
+                } else {
+                    ""
+                };
+                format!("{sign} {}×{against}", trim_ratio(ratio))
+            }
+            Goal::Below { limit } => format!("< {}", unit.format_limit(limit)),
+            Goal::Bounded { base, slack } => {
+                let base = rows
+                    .iter()
+                    .find(|r| r.metric.key == base)
+                    .map_or(base, |r| r.metric.label.as_str());
+                format!("bounded: ≤ ({base}) + {}", unit.format_limit(slack))
+            }
+        }
     }
 }
 
@@ -155,17 +213,28 @@ impl Row {
         (other != 0.0).then(|| elk / other)
     }
 
+    /// ElkFS's median, if measured.
+    pub fn elk_median(&self) -> Option<f64> {
+        self.cells[Column::Elk.index()].median()
+    }
+
     /// The target column: the goals and whether they are met (`met`, `missed`), or nothing.
-    pub fn target_text(&self) -> String {
+    /// `rows` are the report's rows, which a [`Goal::Bounded`] refers to.
+    pub fn target_text(&self, rows: &[Row]) -> String {
         if self.metric.goals.is_empty() {
             return String::new();
         }
-        let goals: Vec<String> = self.metric.goals.iter().map(Goal::describe).collect();
+        let goals: Vec<String> = self
+            .metric
+            .goals
+            .iter()
+            .map(|g| g.describe(self.metric.unit, rows))
+            .collect();
         let verdicts: Vec<Option<bool>> = self
             .metric
             .goals
             .iter()
-            .map(|g| self.ratio(g.against).map(|r| g.met_by(r)))
+            .map(|g| g.verdict(self, rows))
             .collect();
         let verdict = if verdicts.contains(&Some(false)) {
             ": missed"
@@ -215,6 +284,12 @@ impl Report {
         &mut self.rows[index]
     }
 
+    /// Adds `metric`'s row, still empty, if it is not there yet: rows appear in the order they
+    /// are declared or first measured.
+    pub fn declare(&mut self, metric: &Metric) {
+        self.row_mut(metric);
+    }
+
     /// Adds one run's value.
     pub fn add_sample(&mut self, metric: &Metric, column: Column, value: f64) {
         let cell = &mut self.row_mut(metric).cells[column.index()];
@@ -254,7 +329,7 @@ impl Report {
                     row.cell_text(Column::MfsDirect),
                     row.ratio_text(Column::Mfs),
                     row.ratio_text(Column::MfsDirect),
-                    row.target_text(),
+                    row.target_text(&self.rows),
                 ]
             })
             .collect();
@@ -360,7 +435,10 @@ mod tests {
         let row = &report.rows[0];
         assert_eq!(row.ratio(Column::Mfs), Some(2.5));
         assert_eq!(row.ratio(Column::MfsDirect), Some(1.25));
-        assert_eq!(row.target_text(), "≥ 2.0×, ≥ 1.3× DIRECT: missed");
+        assert_eq!(
+            row.target_text(&report.rows),
+            "≥ 2.0×, ≥ 1.3× DIRECT: missed"
+        );
 
         let rss = Metric {
             key: "rss",
@@ -370,7 +448,7 @@ mod tests {
         };
         report.add_sample(&rss, Column::Elk, 50.0);
         report.add_sample(&rss, Column::Mfs, 400.0);
-        assert_eq!(report.rows[1].target_text(), "≤ 0.25×: met");
+        assert_eq!(report.rows[1].target_text(&report.rows), "≤ 0.25×: met");
     }
 
     #[test]
@@ -379,7 +457,7 @@ mod tests {
         let mut report = Report::default();
         report.set_note(&m, Column::Elk, "not available");
         report.add_sample(&m, Column::Mfs, 10.0);
-        assert_eq!(report.rows[0].target_text(), "≥ 1.5×");
+        assert_eq!(report.rows[0].target_text(&report.rows), "≥ 1.5×");
         assert_eq!(report.rows[0].ratio(Column::Mfs), None);
     }
 

@@ -27,6 +27,22 @@ impl Unit {
             Unit::Mib => format!("{} MiB", group_thousands(value)),
         }
     }
+
+    /// A round limit with its unit, without the decimals [`Unit::format`] adds: `2 s`, `64 MiB`.
+    pub fn format_limit(self, value: f64) -> String {
+        let number = if value.fract() == 0.0 {
+            group_thousands(value)
+        } else {
+            value.to_string()
+        };
+        match self {
+            Unit::MibPerSec => format!("{number} MiB/s"),
+            Unit::Iops => format!("{number} IOPS"),
+            Unit::OpsPerSec => format!("{number}/s"),
+            Unit::Seconds => format!("{number} s"),
+            Unit::Mib => format!("{number} MiB"),
+        }
+    }
 }
 
 /// A value rounded to an integer, with a space between groups of three digits (`15 200`).
@@ -87,5 +103,8 @@ mod tests {
         assert_eq!(Unit::Mib.format(374.0), "374 MiB");
         assert_eq!(group_thousands(999.6), "1 000");
         assert_eq!(group_thousands(-1500.0), "-1 500");
+        assert_eq!(Unit::Seconds.format_limit(2.0), "2 s");
+        assert_eq!(Unit::Seconds.format_limit(0.5), "0.5 s");
+        assert_eq!(Unit::Mib.format_limit(1024.0), "1 024 MiB");
     }
 }

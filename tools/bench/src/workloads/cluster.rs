@@ -27,21 +27,48 @@ const SETTLE_COPIES: Duration = Duration::from_secs(30);
 /// How often copies are counted while waiting.
 const POLL: Duration = Duration::from_millis(100);
 
-/// `VmRSS` in kB from the text of `/proc/PID/status`.
-pub fn parse_vm_rss_kib(status: &str) -> Option<u64> {
+/// A `kB` field (`VmRSS`, `VmHWM`, ...) from the text of `/proc/PID/status`.
+pub fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
 }
 
-/// The resident set size of process `pid`, in MiB.
-pub fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+/// A `kB` field of `/proc/PID/status`, in MiB.
+fn status_mib(pid: u32, field: &str) -> anyhow::Result<f64> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let kib = parse_vm_rss_kib(&text).with_context(|| format!("no VmRSS line in {path}"))?;
+    let kib =
+        parse_status_kib(&text, field).with_context(|| format!("no {field} line in {path}"))?;
     Ok(kib as f64 / 1024.0)
+}
+
+/// The resident set size of process `pid`, in MiB.
+pub fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    status_mib(pid, "VmRSS")
+}
+
+/// The RSS of process `pid` in MiB once two reads a second apart differ by less than 1 MiB
+/// (or after 15 s): what a process holds once the work it was given has settled.
+pub fn settled_rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = rss_mib(pid)?;
+    while Instant::now() < deadline {
+        interrupt::sleep(Duration::from_secs(1))?;
+        let now = rss_mib(pid)?;
+        if (now - last).abs() < 1.0 {
+            return Ok(now);
+        }
+        last = now;
+    }
+    Ok(last)
+}
+
+/// The highest resident set size process `pid` has had (`VmHWM`), in MiB.
+pub fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
+    status_mib(pid, "VmHWM")
 }
 
 /// Creates per second on an ElkFS cluster whose master has `sync_commit = true`, beside MooseFS's
@@ -335,8 +362,13 @@ mod tests {
     #[test]
     fn vm_rss_is_read_in_kib() {
         let status = "Name:\tmfsmaster\nVmPeak:\t  999 kB\nVmRSS:\t  383012 kB\nThreads:\t1\n";
-        assert_eq!(parse_vm_rss_kib(status), Some(383_012));
-        assert_eq!(parse_vm_rss_kib("Name:\tx\n"), None);
+        assert_eq!(parse_status_kib(status, "VmRSS"), Some(383_012));
+        assert_eq!(parse_status_kib("Name:\tx\n", "VmRSS"), None);
+        assert_eq!(parse_status_kib(status, "VmPeak"), Some(999));
+        assert_eq!(
+            parse_status_kib("VmHWMX:\t5 kB\nVmHWM:\t7 kB\n", "VmHWM"),
+            Some(7)
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@
 mod cluster;
 mod files;
 mod io;
+mod master_scale;
+mod master_scale_mfs;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -41,6 +43,10 @@ pub enum Workload {
     SyncCommit,
     /// `ls -l` of a directory with 100 000 entries, and each master's RSS with those files.
     LargeDir,
+    /// ElkFS only: a million files created through the client library, the master's RSS at
+    /// 100 000 and 1 000 000 of them, and the time from a restart after SIGKILL to its first
+    /// lookup answered.
+    MasterScale,
     /// A chunkserver killed: time until every chunk is back at goal 2.
     ChunkserverLoss,
 }
@@ -76,6 +82,8 @@ pub struct Sizes {
     pub loss_file_bytes: u64,
     /// How long chunks get to be back at goal after a chunkserver is lost.
     pub recovery_timeout: Duration,
+    /// Files the master-scale workload creates.
+    pub scale_files: usize,
 }
 
 const MIB: u64 = 1 << 20;
@@ -91,6 +99,7 @@ impl Sizes {
             randread_secs: 8,
             loss_file_bytes: 1024 * MIB,
             recovery_timeout: Duration::from_secs(60),
+            scale_files: 1_000_000,
         }
     }
 
@@ -104,6 +113,7 @@ impl Sizes {
             randread_secs: 3,
             loss_file_bytes: 256 * MIB,
             recovery_timeout: Duration::from_secs(20),
+            scale_files: 100_000,
         }
     }
 }
@@ -173,6 +183,7 @@ impl Bench {
                 Workload::SmallFiles => files::small_files(self),
                 Workload::SyncCommit => cluster::sync_commit(self),
                 Workload::LargeDir => files::large_dir(self),
+                Workload::MasterScale => master_scale::master_scale(self),
                 Workload::ChunkserverLoss => cluster::chunkserver_loss(self),
             }
             .with_context(|| format!("workload {}", workload.name()))?;
