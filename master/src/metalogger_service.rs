@@ -97,6 +97,14 @@ impl MetaloggerHandler {
                 Ok(bytes) => {
                     let last = follower.last();
                     self.follower = Some(follower);
+                    // Only what is on the master's disk: records a power cut could still take
+                    // back would leave a metalogger ahead of the master, on another history.
+                    if !bytes.is_empty()
+                        && let Err(e) = self.state.meta.sync().await
+                    {
+                        tracing::error!(error = %e, "cannot fsync the changelog");
+                        return (Err(Status::Io), Bytes::new());
+                    }
                     return (Ok(MlReply::Records { last }), Bytes::from(bytes));
                 }
                 Err(FollowError::Gone(_)) => return (Ok(MlReply::Gone), Bytes::new()),
