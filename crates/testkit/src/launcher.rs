@@ -67,7 +67,9 @@ impl Shell {
             .args(["--noprofile", "--norc", "-c", SCRIPT])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            // bash reports each killed child there ("Killed"); the children's own output goes
+            // to their logs.
+            .stderr(Stdio::null())
             .spawn()?;
         let requests = child
             .stdin
