@@ -11,6 +11,7 @@ use elkfs_proto::master::{MasterReply, MasterRequest, MasterResponse, ReadLocati
 use elkfs_proto::types::{Caller, FsStats, SetAttr, Timestamp};
 use elkfs_proto::{Handler, InodeId, Responder, SessionId, Status};
 
+use crate::exports::{Admission, Exports};
 use crate::state::{MASTER_SESSION, MasterState, REOPEN_GRACE};
 
 /// Most entries returned in one directory page.
@@ -21,15 +22,29 @@ pub struct ClientHandler {
     state: Arc<MasterState>,
     peer: SocketAddr,
     session: Option<SessionId>,
+    /// The export the session was let in by (its options apply to every request).
+    admission: Option<Arc<Admission>>,
+    /// The nonce of the last challenge on this connection, for a password proof.
+    nonce: Option<[u8; 32]>,
+    /// Cancelled to close this connection (when the exports file no longer lets it in).
+    close: tokio_util::sync::CancellationToken,
 }
 
 impl ClientHandler {
-    /// A handler for a client that connected from `peer`.
-    pub fn new(state: Arc<MasterState>, peer: SocketAddr) -> ClientHandler {
+    /// A handler for a client that connected from `peer`; cancelling `close` ends the
+    /// connection.
+    pub fn new(
+        state: Arc<MasterState>,
+        peer: SocketAddr,
+        close: tokio_util::sync::CancellationToken,
+    ) -> ClientHandler {
         ClientHandler {
             state,
             peer,
             session: None,
+            admission: None,
+            nonce: None,
+            close,
         }
     }
 }
@@ -60,18 +75,34 @@ impl Handler<MasterRequest, MasterResponse> for ClientHandler {
         _data: Bytes,
         responder: Responder<MasterResponse>,
     ) {
+        if let MasterRequest::Challenge = request {
+            let nonce: [u8; 32] = rand::random();
+            self.nonce = Some(nonce);
+            responder
+                .send(&Ok(MasterReply::Challenge { nonce }), Bytes::new())
+                .await;
+            return;
+        }
         if let MasterRequest::OpenSession {
             subdir,
             mount_point,
+            proof,
         } = &request
         {
-            let reply = self.open_session(subdir, mount_point).await;
+            let reply = self.open_session(subdir, mount_point, *proof).await;
             responder.send(&reply, Bytes::new()).await;
             return;
         }
-        let Some(session) = self.session else {
+        let (Some(session), Some(admission)) = (self.session, self.admission.clone()) else {
             responder.send(&Err(Status::Protocol), Bytes::new()).await;
             return;
+        };
+        let request = match crate::session_rules::apply(&admission.options, request) {
+            Ok(request) => request,
+            Err(status) => {
+                responder.send(&Err(status), Bytes::new()).await;
+                return;
+            }
         };
         let state = self.state.clone();
         let peer = self.peer;
@@ -91,16 +122,101 @@ impl Handler<MasterRequest, MasterResponse> for ClientHandler {
 }
 
 impl ClientHandler {
-    async fn open_session(&mut self, subdir: &str, mount_point: &str) -> MasterResponse {
+    async fn open_session(
+        &mut self,
+        subdir: &str,
+        mount_point: &str,
+        proof: Option<[u8; 32]>,
+    ) -> MasterResponse {
+        let exports = self.state.exports();
+        let admission = match admit(&exports, self.peer, subdir, proof, self.nonce) {
+            Ok(a) => Arc::new(a),
+            Err(reason) => {
+                tracing::warn!(peer = %self.peer, subdir, %reason, "mount refused");
+                return Ok(MasterReply::Refused { reason });
+            }
+        };
         let root = resolve_subdir(&self.state, subdir).await?;
         let session = match self.session {
             Some(s) => s,
             None => self.state.new_session(),
         };
+        if self.session.is_none() {
+            self.watch_exports(subdir.to_string(), proof);
+        }
         self.session = Some(session);
-        tracing::info!(%session, peer = %self.peer, subdir, mount_point, "client session opened");
-        Ok(MasterReply::Session { session, root })
+        let read_only = admission.options.read_only;
+        tracing::info!(%session, peer = %self.peer, subdir, mount_point, export_line = admission.line, read_only, "client session opened");
+        self.admission = Some(admission);
+        Ok(MasterReply::Session {
+            session,
+            root,
+            read_only,
+        })
     }
+
+    /// Closes the connection when a reloaded exports file no longer lets it in; sessions that
+    /// stay allowed go on untouched (with the options they were opened with).
+    fn watch_exports(&self, subdir: String, proof: Option<[u8; 32]>) {
+        let mut changes = self.state.exports_changes();
+        let close = self.close.clone();
+        let (peer, nonce) = (self.peer, self.nonce);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                    _ = close.cancelled() => return,
+                }
+                let exports = changes.borrow_and_update().clone();
+                if let Err(reason) = admit(&exports, peer, &subdir, proof, nonce) {
+                    tracing::warn!(%peer, subdir, %reason, "the reloaded exports file no longer lets a session in; closing it");
+                    close.cancel();
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Whether the exports let `peer` mount `subdir`, with the password proved when the export has
+/// one; the refusal is worded for the user and names the file to edit.
+fn admit(
+    exports: &Exports,
+    peer: SocketAddr,
+    subdir: &str,
+    proof: Option<[u8; 32]>,
+    nonce: Option<[u8; 32]>,
+) -> Result<Admission, String> {
+    let where_to_fix = match exports.file() {
+        Some(file) => format!("edit {} on the master", file.display()),
+        None => "the master has no exports file (see --exports)".to_string(),
+    };
+    let admission = exports
+        .admit(peer.ip(), subdir)
+        .map_err(|refusal| format!("{refusal}; {where_to_fix}"))?;
+    if let Some(password) = &admission.options.password {
+        let proved = match (proof, nonce) {
+            (Some(proof), Some(nonce)) => elkfs_proto::auth::proofs_match(
+                &proof,
+                &elkfs_proto::auth::password_proof(password, &nonce),
+            ),
+            _ => {
+                return Err(format!(
+                    "line {} of the exports file asks for a password (-o password=... or \
+                     -o passwordfile=FILE)",
+                    admission.line
+                ));
+            }
+        };
+        if !proved {
+            return Err("wrong password".to_string());
+        }
+    }
+    Ok(admission)
 }
 
 async fn resolve_subdir(state: &MasterState, subdir: &str) -> Result<InodeId, Status> {
@@ -170,7 +286,9 @@ async fn serve(
     let now = Timestamp::now();
     let meta = &state.meta;
     match request {
-        MasterRequest::OpenSession { .. } | MasterRequest::Tagged { .. } => Err(Status::Protocol),
+        MasterRequest::OpenSession { .. }
+        | MasterRequest::Tagged { .. }
+        | MasterRequest::Challenge => Err(Status::Protocol),
         MasterRequest::Lookup { parent, name } => {
             let attr = meta.read(move |s| s.lookup(parent, &name)).await?;
             Ok(MasterReply::Attr(attr))

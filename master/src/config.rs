@@ -36,6 +36,9 @@ pub struct MasterConfig {
     pub changelog_file_mib: u64,
     /// Seconds a write lease lasts without being renewed or ended (default 60).
     pub write_lease_timeout_secs: u64,
+    /// The exports file (who may mount what, MooseFS's `mfsexports.cfg` shape); without one
+    /// only loopback clients are let in. Reloaded on SIGHUP.
+    pub exports: Option<PathBuf>,
     /// File to write the bound address to once listening (for supervisors and tests).
     pub ready_file: Option<PathBuf>,
     /// Seconds chunks with a copy left wait for a chunkserver that vanished without a word
@@ -65,6 +68,7 @@ impl Default for MasterConfig {
             image_every_secs: elkfs_metastore::store::DEFAULT_IMAGE_EVERY.as_secs(),
             changelog_file_mib: elkfs_metastore::changelog::DEFAULT_FILE_BYTES / (1024 * 1024),
             write_lease_timeout_secs: defaults::WRITE_LEASE_TIMEOUT.as_secs(),
+            exports: None,
             ready_file: None,
             replication_delay_lost_secs: 15,
             replication_delay_planned_secs: 300,

@@ -6,6 +6,7 @@ pub mod client_service;
 pub mod cluster;
 pub mod config;
 pub mod cs_service;
+pub mod exports;
 pub mod info;
 pub mod leases;
 pub mod listener;
@@ -15,11 +16,13 @@ pub mod metalogger_service;
 pub mod open_files;
 pub mod replication;
 pub mod requests;
+pub mod session_rules;
 pub mod snapshot;
 pub mod state;
 pub mod trash;
 pub mod tree;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -32,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::chunk_ops::ChunkOps;
 use crate::cluster::Cluster;
 use crate::config::MasterConfig;
+use crate::exports::Exports;
 use crate::leases::Leases;
 use crate::meta::{ImageWorker, Meta};
 use crate::replication::ReplicationWorker;
@@ -70,6 +74,7 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
             .map_err(|e| anyhow::anyhow!("cannot create the root directory: {e}"))?;
         tracing::info!("created a new filesystem");
     }
+    let exports = load_exports(&config)?;
     let reserved = store.chunk_ids_reserved()?;
     let meta = Meta::new(store, config.sync_commit);
     let cluster = Arc::new(Cluster::default());
@@ -84,6 +89,7 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
             config.replication().startup_delay,
         ),
         config.replications_per_server.max(1),
+        exports,
     ));
     let workers = state.workers.clone();
     let replication = worker::spawn(
@@ -108,7 +114,14 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let bound = listener.local_addr()?;
-    tracing::info!(addr = %bound, "master listening; only loopback clients are let in (no exports file)");
+    match &config.exports {
+        Some(file) => {
+            tracing::info!(addr = %bound, exports = %file.display(), "master listening; mounts are let in as the exports file says")
+        }
+        None => {
+            tracing::info!(addr = %bound, "master listening; only loopback clients are let in (no exports file)")
+        }
+    }
     if let Some(path) = &config.ready_file {
         elkfs_common::daemon::write_ready_file(path, &bound.to_string())?;
     }
@@ -119,6 +132,9 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
         stop.clone(),
     ));
     tokio::spawn(purge_leftover_unlinked(state.clone(), stop.clone()));
+    if let Some(file) = config.exports.clone() {
+        tokio::spawn(reload_exports_on_sighup(state.clone(), file, stop.clone()));
+    }
     listener::accept_loop(listener, state, stop.clone()).await;
     // An image being written stops at its next page (its temporary file is removed).
     meta.store().stop_images();
@@ -174,6 +190,51 @@ async fn sync_changelog(meta: Meta, interval: std::time::Duration, stop: Cancell
         match meta.sync().await {
             Ok(()) => synced = version,
             Err(e) => tracing::error!(error = %e, "cannot fsync the changelog"),
+        }
+    }
+}
+
+/// The exports file named in the configuration, or the loopback-only default without one.
+fn load_exports(config: &MasterConfig) -> anyhow::Result<Exports> {
+    let Some(file) = &config.exports else {
+        return Ok(Exports::loopback_only());
+    };
+    let (exports, warnings) = Exports::load(file)?;
+    for warning in warnings {
+        tracing::warn!(exports = %file.display(), "{warning}");
+    }
+    Ok(exports)
+}
+
+/// Reads the exports file again on each SIGHUP; a file that does not parse is reported and the
+/// rules in force stay.
+async fn reload_exports_on_sighup(state: Arc<MasterState>, file: PathBuf, stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch for SIGHUP; the exports file will not be reloaded");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = hangups.recv() => {}
+            _ = stop.cancelled() => return,
+        }
+        let path = file.clone();
+        match tokio::task::spawn_blocking(move || Exports::load(&path)).await {
+            Ok(Ok((exports, warnings))) => {
+                for warning in warnings {
+                    tracing::warn!(exports = %file.display(), "{warning}");
+                }
+                state.set_exports(exports);
+                tracing::info!(exports = %file.display(), "exports file reloaded");
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the exports file was not reloaded; the rules in force stay")
+            }
+            Err(e) => tracing::error!(error = %e, "reloading the exports file failed"),
         }
     }
 }

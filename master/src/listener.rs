@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client_service::ClientHandler;
 use crate::cs_service::CsHandler;
+use crate::exports::Exports;
 use crate::metalogger_service::MetaloggerHandler;
 use crate::state::MasterState;
 
@@ -38,15 +39,23 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<MasterState>, stop: C
     }
 }
 
-/// Who may connect: chunkservers from anywhere (until cluster keys exist), clients from loopback
-/// only until exports files exist.
-fn admit(hello: &Hello, peer: SocketAddr) -> Result<(), String> {
+/// Who may connect: chunkservers and metaloggers from anywhere (until cluster keys exist),
+/// clients from an address some line of the exports file names (loopback only without one).
+fn admit(hello: &Hello, peer: SocketAddr, exports: &Exports) -> Result<(), String> {
     match hello.role {
-        Role::Client if peer.ip().is_loopback() => Ok(()),
-        Role::Client => Err(format!(
-            "elkfs-master lets in loopback clients only (no exports file); {} is not allowed",
-            peer.ip()
-        )),
+        Role::Client if exports.admits_host(peer.ip()) => Ok(()),
+        Role::Client => Err(match exports.file() {
+            Some(file) => format!(
+                "no line of the exports file lets {} in; edit {} on the master",
+                peer.ip(),
+                file.display()
+            ),
+            None => format!(
+                "elkfs-master lets in loopback clients only (no exports file, see --exports); \
+                 {} is not allowed",
+                peer.ip()
+            ),
+        }),
         Role::Chunkserver | Role::Metalogger => Ok(()),
         other => Err(format!(
             "elkfs-master does not accept {other:?} connections"
@@ -55,7 +64,9 @@ fn admit(hello: &Hello, peer: SocketAddr) -> Result<(), String> {
 }
 
 async fn serve_connection(stream: TcpStream, state: Arc<MasterState>, stop: CancellationToken) {
-    let accepted = match connection::accept(stream, "elkfs-master", admit).await {
+    let exports = state.exports();
+    let admission = |hello: &Hello, peer| admit(hello, peer, &exports);
+    let accepted = match connection::accept(stream, "elkfs-master", admission).await {
         Ok(a) => a,
         Err(reason) => {
             tracing::warn!(%reason, "refused a connection");
@@ -86,12 +97,13 @@ async fn serve_connection(stream: TcpStream, state: Arc<MasterState>, stop: Canc
                 .await
         }
         _ => {
+            let close = stop.child_token();
             accepted
                 .serve::<NoMessage, NoMessage, MasterRequest, MasterResponse, _>(
                     MASTER_CLIENT_LIMITS,
                     "client",
-                    stop,
-                    |_| ClientHandler::new(state, peer),
+                    close.clone(),
+                    |_| ClientHandler::new(state, peer, close),
                 )
                 .await
         }

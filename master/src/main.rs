@@ -53,10 +53,7 @@ fn main() -> anyhow::Result<()> {
         config.ready_file = Some(file);
     }
     if let Some(exports) = args.exports {
-        anyhow::bail!(
-            "exports files are not supported yet ({}); without one, only loopback clients are let in",
-            exports.display()
-        );
+        config.exports = Some(exports);
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {

@@ -1,5 +1,6 @@
 //! Everything the master's connection handlers share.
 
+use crate::exports::Exports;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -47,6 +48,8 @@ pub struct MasterState {
     /// between a purge's "nobody has it open" and the purge itself.
     purge_gate: tokio::sync::Mutex<()>,
     next_session: AtomicU64,
+    /// Who may mount what; replaced when the exports file is reloaded.
+    exports: tokio::sync::watch::Sender<Arc<Exports>>,
 }
 
 impl MasterState {
@@ -57,6 +60,7 @@ impl MasterState {
         leases: Leases,
         chunks: ChunkOps,
         replication_per_server: usize,
+        exports: Exports,
     ) -> Self {
         MasterState {
             meta,
@@ -71,7 +75,23 @@ impl MasterState {
             metaloggers: Metaloggers::default(),
             purge_gate: tokio::sync::Mutex::new(()),
             next_session: AtomicU64::new(1),
+            exports: tokio::sync::watch::Sender::new(Arc::new(exports)),
         }
+    }
+
+    /// The exports in force.
+    pub fn exports(&self) -> Arc<Exports> {
+        self.exports.borrow().clone()
+    }
+
+    /// Watches for reloads of the exports file.
+    pub fn exports_changes(&self) -> tokio::sync::watch::Receiver<Arc<Exports>> {
+        self.exports.subscribe()
+    }
+
+    /// Puts reloaded exports in force; sessions they no longer let in are closed.
+    pub fn set_exports(&self, exports: Exports) {
+        self.exports.send_replace(Arc::new(exports));
     }
 
     /// A fresh session id (ids are per master run; 0 is the master's own).

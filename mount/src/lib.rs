@@ -1,5 +1,6 @@
 //! The ElkFS FUSE client: mounts a cluster (or a subdirectory of it) on a local directory.
 
+pub mod access_notes;
 pub mod attr;
 pub mod daemon;
 pub mod fs;
@@ -59,6 +60,32 @@ pub fn run(spec: MountSpec, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
     }
 }
 
+/// The password from `-o password` or `-o passwordfile` (first line, which only its owner may
+/// read).
+fn password(spec: &MountSpec) -> anyhow::Result<Option<String>> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(password) = &spec.password {
+        return Ok(Some(password.clone()));
+    }
+    let Some(file) = &spec.password_file else {
+        return Ok(None);
+    };
+    let meta = std::fs::metadata(file)
+        .with_context(|| format!("cannot read the password file {}", file.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        anyhow::bail!(
+            "the password file {} can be read by others than its owner; chmod 600 it",
+            file.display()
+        );
+    }
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the password file {}", file.display()))?;
+    match text.lines().next().map(str::trim_end) {
+        Some(line) if !line.is_empty() => Ok(Some(line.to_string())),
+        _ => anyhow::bail!("the password file {} is empty", file.display()),
+    }
+}
+
 fn check_mount_point(spec: &MountSpec) -> anyhow::Result<()> {
     let meta = std::fs::metadata(&spec.mount_point)
         .with_context(|| format!("mount point {} is not usable", spec.mount_point.display()))?;
@@ -82,6 +109,10 @@ fn serve(
         .build()
         .context("cannot start the async runtime")?;
     let mount_point = spec.mount_point.display().to_string();
+    let session = elkfs_client::master::SessionOptions {
+        password: password(spec)?,
+        bind: spec.bind,
+    };
     let client = runtime
         .block_on(Client::connect(
             &spec.master,
@@ -89,15 +120,19 @@ fn serve(
             &mount_point,
             ClientConfig {
                 master_timeout: spec.master_timeout,
+                session,
                 ..ClientConfig::default()
             },
         ))
         .with_context(|| format!("cannot mount {}:{}", spec.master, spec.subdir))?;
+    // A read-only export mounts read-only, so the kernel answers EROFS itself.
+    let read_only = spec.read_only || client.master.read_only();
     let ops = Arc::new(Ops {
         client,
         handles: Handles::default(),
-        read_only: spec.read_only,
+        read_only,
         in_flight: Default::default(),
+        access_notes: Default::default(),
     });
     if kernel_mount::is_mount_point(&spec.mount_point) {
         anyhow::bail!(
@@ -126,7 +161,7 @@ fn serve(
         let fd = kernel_mount::mount(&kernel_mount::KernelMount {
             source: &source,
             mount_point: &spec.mount_point,
-            read_only: spec.read_only,
+            read_only,
             allow_other: spec.allow_other,
         })
         .with_context(|| format!("cannot mount on {}", spec.mount_point.display()))?;
@@ -139,7 +174,7 @@ fn serve(
             MountOption::Subtype("elkfs".to_string()),
             MountOption::DefaultPermissions,
         ];
-        if spec.read_only {
+        if read_only {
             options.push(MountOption::RO);
         }
         config.mount_options = options;

@@ -13,8 +13,9 @@ use elkfs_common::defaults;
     after_help = format!(
         "SOURCE is [HOST[:PORT]][:/SUBDIR]; the master defaults to {} (or ${}).\n\
          Options (-o): ro, rw, allow_other, subdir=DIR, master=ADDR, master_timeout=SECS (how\n\
-         long operations wait for an unreachable master before EIO, default {} s), and the\n\
-         generic ones mount(8) passes.",
+         long operations wait for an unreachable master before EIO, default {} s),\n\
+         passwordfile=FILE (the export's password, first line; mode 600) or password=PASS,\n\
+         bind=IP (the local address to connect from), and the generic ones mount(8) passes.",
         defaults::MASTER_ADDR,
         defaults::MASTER_ENV,
         defaults::MASTER_TIMEOUT.as_secs()

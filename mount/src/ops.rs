@@ -31,6 +31,8 @@ pub struct Ops {
     pub read_only: bool,
     /// Kernel requests being worked on.
     pub in_flight: Arc<InFlight>,
+    /// Access-time notes on their way to the master.
+    pub access_notes: Arc<crate::access_notes::AccessNotes>,
 }
 
 /// Counts kernel requests being worked on, so unmounting can wait for their replies.
@@ -98,6 +100,7 @@ impl Ops {
 
     /// Reads attributes.
     pub async fn getattr(&self, inode: InodeId) -> Result<Attr> {
+        self.access_notes.settled(inode).await;
         self.client.getattr(inode).await.map_err(errno)
     }
 
@@ -244,7 +247,12 @@ impl Ops {
             }
         }
         let client = self.client.clone();
-        tokio::spawn(async move { client.access(inode).await });
+        let notes = self.access_notes.clone();
+        let done = notes.start(inode);
+        tokio::spawn(async move {
+            client.access(inode).await;
+            notes.finish(inode, done);
+        });
     }
 
     /// Creates and opens a regular file (one master request for both).

@@ -22,6 +22,12 @@ pub struct MountSpec {
     /// How long operations wait for an unreachable master (restart, failover) before they
     /// fail with EIO (`-o master_timeout=SECS`).
     pub master_timeout: std::time::Duration,
+    /// The export's password (`-o password=PASS`); visible in `ps`, so prefer a file.
+    pub password: Option<String>,
+    /// A file holding the password (`-o passwordfile=FILE`, mode 0600 or stricter).
+    pub password_file: Option<PathBuf>,
+    /// The local address to connect to the master from (`-o bind=IP`).
+    pub bind: Option<std::net::IpAddr>,
 }
 
 /// A command line that cannot be mounted, with the reason.
@@ -111,6 +117,9 @@ pub fn parse(
         allow_other: false,
         foreground,
         master_timeout: defaults::MASTER_TIMEOUT,
+        password: None,
+        password_file: None,
+        bind: None,
     };
     for opt in options
         .iter()
@@ -137,7 +146,17 @@ pub fn parse(
                         OptionError::BadValue(opt.to_string(), "a whole number of seconds above 0")
                     })?;
             }
-            ("password" | "passwordfile" | "tls", _) => {
+            ("password", Some(p)) if !p.is_empty() => spec.password = Some(p.to_string()),
+            ("passwordfile", Some(f)) if !f.is_empty() => spec.password_file = Some(f.into()),
+            ("password" | "passwordfile", _) => {
+                return Err(OptionError::BadValue(opt.to_string(), "a value"));
+            }
+            ("bind", Some(ip)) => {
+                spec.bind = Some(ip.parse().map_err(|_| {
+                    OptionError::BadValue(opt.to_string(), "an IP address of this host")
+                })?);
+            }
+            ("tls", _) => {
                 return Err(OptionError::Unsupported(key.to_string()));
             }
             (k, None) if GENERIC.contains(&k) => {}
@@ -214,5 +233,28 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn passwords_and_the_local_address_are_options() {
+        let opts = ["passwordfile=/etc/elkfs/p,bind=127.0.0.2".into()];
+        let spec = parse("h", "/mnt".into(), &opts, false).unwrap();
+        assert_eq!(spec.password_file, Some(PathBuf::from("/etc/elkfs/p")));
+        assert_eq!(spec.bind, Some("127.0.0.2".parse().unwrap()));
+        let spec = parse("h", "/mnt".into(), &["password=s3cret".into()], false).unwrap();
+        assert_eq!(spec.password.as_deref(), Some("s3cret"));
+        for bad in ["password=", "passwordfile", "bind=here"] {
+            assert!(
+                matches!(
+                    parse("h", "/mnt".into(), &[bad.into()], false),
+                    Err(OptionError::BadValue(..))
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse("h", "/mnt".into(), &["tls".into()], false),
+            Err(OptionError::Unsupported("tls".into()))
+        );
     }
 }

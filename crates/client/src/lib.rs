@@ -32,6 +32,8 @@ pub struct ClientConfig {
     pub write_window: usize,
     /// How long chunk locations are reused without asking the master.
     pub location_ttl: Duration,
+    /// Password and local address for the session.
+    pub session: master::SessionOptions,
 }
 
 impl Default for ClientConfig {
@@ -41,6 +43,7 @@ impl Default for ClientConfig {
             write_buffer: defaults::WRITE_BUFFER_BYTES,
             write_window: defaults::WRITE_WINDOW,
             location_ttl: defaults::ATTR_CACHE,
+            session: master::SessionOptions::default(),
         }
     }
 }
@@ -64,8 +67,14 @@ impl Client {
         mount_point: &str,
         config: ClientConfig,
     ) -> Result<Arc<Client>, ConnectError> {
-        let master =
-            MasterClient::connect(target, subdir, mount_point, config.master_timeout).await?;
+        let master = MasterClient::connect_with(
+            target,
+            subdir,
+            mount_point,
+            config.master_timeout,
+            config.session.clone(),
+        )
+        .await?;
         Ok(Arc::new(Client {
             master,
             data: DataPool::new(

@@ -2,7 +2,7 @@
 //! when it breaks; requests wait and retry until the master is back or the timeout passes.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -48,6 +48,15 @@ pub enum ConnectError {
     },
 }
 
+/// How a session is opened, beyond the master and the subdirectory.
+#[derive(Clone, Debug, Default)]
+pub struct SessionOptions {
+    /// The export's password, if it has one (proved, never sent).
+    pub password: Option<String>,
+    /// The local address to connect from (the master's exports file matches on it).
+    pub bind: Option<IpAddr>,
+}
+
 #[derive(Clone)]
 struct Session {
     conn: MasterConnection,
@@ -60,7 +69,9 @@ pub struct MasterClient {
     subdir: String,
     mount_point: String,
     timeout: Duration,
+    options: SessionOptions,
     root: InodeId,
+    read_only: bool,
     session: Mutex<Option<Session>>,
     reconnecting: tokio::sync::Mutex<()>,
     open_files: Mutex<HashMap<InodeId, u32>>,
@@ -78,14 +89,35 @@ impl MasterClient {
         mount_point: &str,
         timeout: Duration,
     ) -> Result<MasterClient, ConnectError> {
-        let (session, root) = open_session(target, subdir, mount_point).await?;
+        Self::connect_with(
+            target,
+            subdir,
+            mount_point,
+            timeout,
+            SessionOptions::default(),
+        )
+        .await
+    }
+
+    /// Like [`MasterClient::connect`], with a password or a local address to connect from.
+    pub async fn connect_with(
+        target: &str,
+        subdir: &str,
+        mount_point: &str,
+        timeout: Duration,
+        options: SessionOptions,
+    ) -> Result<MasterClient, ConnectError> {
+        let (session, root, read_only) =
+            open_session(target, subdir, mount_point, &options).await?;
         tracing::debug!(session = %session.id, %root, "session opened");
         Ok(MasterClient {
             target: target.to_string(),
             subdir: subdir.to_string(),
             mount_point: mount_point.to_string(),
             timeout,
+            options,
             root,
+            read_only,
             session: Mutex::new(Some(session)),
             reconnecting: tokio::sync::Mutex::new(()),
             open_files: Mutex::new(HashMap::new()),
@@ -97,6 +129,11 @@ impl MasterClient {
     /// The inode that is this session's root directory.
     pub fn root(&self) -> InodeId {
         self.root
+    }
+
+    /// Whether the export this session uses is read-only.
+    pub fn read_only(&self) -> bool {
+        self.read_only
     }
 
     /// The master's address as given.
@@ -219,8 +256,10 @@ impl MasterClient {
             if let Some(s) = self.current() {
                 return Ok(s);
             }
-            let attempt = match open_session(&self.target, &self.subdir, &self.mount_point).await {
-                Ok((session, _)) => self.reopen_files(&session).await.map(|()| session),
+            let opened =
+                open_session(&self.target, &self.subdir, &self.mount_point, &self.options).await;
+            let attempt = match opened {
+                Ok((session, _, _)) => self.reopen_files(&session).await.map(|()| session),
                 Err(e) => Err(e.to_string()),
             };
             match attempt {
@@ -274,9 +313,11 @@ async fn open_session(
     target: &str,
     subdir: &str,
     mount_point: &str,
-) -> Result<(Session, InodeId), ConnectError> {
+    options: &SessionOptions,
+) -> Result<(Session, InodeId, bool), ConnectError> {
     let addr: SocketAddr = elkfs_common::address::resolve(target, defaults::MASTER_PORT)?;
-    let conn: MasterConnection = connection::connect(
+    let conn: MasterConnection = connection::connect_from(
+        options.bind,
         addr,
         &Hello::new(Role::Client, "elkfs-client"),
         MASTER_CLIENT_LIMITS,
@@ -294,18 +335,43 @@ async fn open_session(
             reason: other.to_string(),
         },
     })?;
+    let unreachable = |e: ConnError| ConnectError::Unreachable {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    };
+    let proof = match &options.password {
+        None => None,
+        Some(password) => match conn.ask(&MasterRequest::Challenge).await {
+            Ok(Ok(MasterReply::Challenge { nonce })) => {
+                Some(elkfs_proto::auth::password_proof(password, &nonce))
+            }
+            Ok(_) => {
+                return Err(ConnectError::Refused {
+                    addr: addr.to_string(),
+                    reason: "it does not support passwords".to_string(),
+                });
+            }
+            Err(e) => return Err(unreachable(e)),
+        },
+    };
     let reply = conn
         .ask(&MasterRequest::OpenSession {
             subdir: subdir.to_string(),
             mount_point: mount_point.to_string(),
+            proof,
         })
         .await
-        .map_err(|e| ConnectError::Unreachable {
-            addr: addr.to_string(),
-            reason: e.to_string(),
-        })?;
+        .map_err(unreachable)?;
     match reply {
-        Ok(MasterReply::Session { session, root }) => Ok((Session { conn, id: session }, root)),
+        Ok(MasterReply::Session {
+            session,
+            root,
+            read_only,
+        }) => Ok((Session { conn, id: session }, root, read_only)),
+        Ok(MasterReply::Refused { reason }) => Err(ConnectError::Refused {
+            addr: addr.to_string(),
+            reason,
+        }),
         Ok(_) => Err(ConnectError::Session {
             addr: addr.to_string(),
             subdir: subdir.to_string(),

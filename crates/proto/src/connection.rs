@@ -330,12 +330,44 @@ where
     PeerReply: Message,
     H: Handler<PeerReq, PeerReply>,
 {
+    connect_from(None, addr, hello, limits, label, handler).await
+}
+
+/// Like [`connect`], from the local address `bind` when given (a host with several addresses
+/// choosing the one the peer's access rules know).
+pub async fn connect_from<Req, Resp, PeerReq, PeerReply, H>(
+    bind: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    hello: &Hello,
+    limits: FrameLimits,
+    label: &'static str,
+    handler: H,
+) -> Result<Connection<Req, Resp>, ConnError>
+where
+    Req: Message,
+    Resp: Message,
+    PeerReq: Message,
+    PeerReply: Message,
+    H: Handler<PeerReq, PeerReply>,
+{
     let peer = format!("{label} {addr}");
     let io_err = |source| ConnError::Io {
         peer: peer.clone(),
         source,
     };
-    let stream = TcpStream::connect(addr).await.map_err(io_err)?;
+    let stream = match bind {
+        None => TcpStream::connect(addr).await.map_err(io_err)?,
+        Some(ip) => {
+            let socket = if ip.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()
+            } else {
+                tokio::net::TcpSocket::new_v6()
+            }
+            .map_err(io_err)?;
+            socket.bind(SocketAddr::new(ip, 0)).map_err(io_err)?;
+            socket.connect(addr).await.map_err(io_err)?
+        }
+    };
     stream.set_nodelay(true).map_err(io_err)?;
     let (read, write) = stream.into_split();
     let mut reader = BufReader::with_capacity(IO_BUFFER, read);

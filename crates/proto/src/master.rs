@@ -17,6 +17,9 @@ pub enum MasterRequest {
         subdir: String,
         /// Where the client mounted it (for `elkfs status`).
         mount_point: String,
+        /// For exports with a password: [`crate::auth::password_proof`] of it and the nonce of
+        /// this connection's [`MasterRequest::Challenge`]; the password never crosses the wire.
+        proof: Option<[u8; 32]>,
     },
     /// Finds `name` in directory `parent`.
     Lookup {
@@ -341,6 +344,8 @@ pub enum MasterRequest {
         /// Servers that failed in the previous chain.
         failed: Vec<SocketAddr>,
     },
+    /// Asks for a fresh nonce for this connection, to prove a password with at `OpenSession`.
+    Challenge,
 }
 
 /// An attribute the CLI reads or changes on whole trees.
@@ -404,6 +409,8 @@ pub enum MasterReply {
         session: SessionId,
         /// The inode that is this session's root.
         root: InodeId,
+        /// The export is read-only: every change is refused with `ReadOnly`.
+        read_only: bool,
     },
     /// Attributes of the inode found, created or changed.
     Attr(Attr),
@@ -450,6 +457,17 @@ pub enum MasterReply {
         unchanged: u64,
         /// Inodes the caller may not change.
         denied: u64,
+    },
+    /// The nonce for [`MasterRequest::Challenge`].
+    Challenge {
+        /// Random, new for each challenge.
+        nonce: [u8; 32],
+    },
+    /// The session was not opened; the reason is meant for the user (it names the exports
+    /// file to edit on the master).
+    Refused {
+        /// Why.
+        reason: String,
     },
 }
 

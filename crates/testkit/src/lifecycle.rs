@@ -184,6 +184,17 @@ impl Cluster {
         i
     }
 
+    /// Like [`Cluster::add_mount`], returning the error (with the mount's log) when the mount
+    /// fails, for tests that expect a refusal; the mount keeps its index either way.
+    pub fn try_add_mount(
+        &mut self,
+        subdir: Option<&str>,
+        options: &str,
+    ) -> Result<usize, StartError> {
+        let i = self.new_mount(subdir, options)?;
+        self.try_remount(i).map(|()| i)
+    }
+
     /// Mounts mount `i` again at the same mountpoint with the same options.
     pub fn remount(&mut self, i: usize) {
         self.try_remount(i)
