@@ -213,6 +213,8 @@ impl Worker for ReplicationWorker {
 struct ClusterView {
     servers: HashMap<ServerId, ServerEntry>,
     average_used: f64,
+    /// Used fraction of the fullest server minus that of the emptiest.
+    used_spread: f64,
     awaiting_return: bool,
     balance_threshold: f64,
 }
@@ -234,9 +236,19 @@ impl ClusterView {
                 .sum::<f64>()
                 / servers.len() as f64
         };
+        let (least, most) = servers
+            .values()
+            .map(|s| used_fraction(s.space))
+            .fold((f64::MAX, f64::MIN), |(lo, hi), u| (lo.min(u), hi.max(u)));
+        let used_spread = if servers.is_empty() {
+            0.0
+        } else {
+            most - least
+        };
         ClusterView {
             servers,
             average_used,
+            used_spread,
             awaiting_return: state
                 .cluster
                 .awaiting_return(settings.lost_delay, settings.planned_delay),
@@ -298,7 +310,9 @@ impl ReplicationWorker {
         }
     }
 
-    /// Moves a copy off a server well above the average used space onto one well below it.
+    /// While the fullest and the emptiest server differ by more than the threshold, moves a
+    /// copy off a server above the average used space onto one below it; each move narrows
+    /// the spread, and moving stops once it is within the threshold.
     fn balance(
         &mut self,
         chunk: ChunkId,
@@ -307,10 +321,20 @@ impl ReplicationWorker {
         copies: &[Copy],
         view: &ClusterView,
     ) {
+        if view.used_spread <= view.balance_threshold {
+            return;
+        }
         let half = view.balance_threshold / 2.0;
+        // The fuller servers give first: those well above the average, or, when no server is
+        // (one nearly empty server pulls the average down), every server above it.
+        let well_above = view
+            .servers
+            .keys()
+            .any(|&s| view.used(s) > view.average_used + half);
+        let margin = if well_above { half } else { 0.0 };
         let on_full = valid
             .iter()
-            .any(|c| view.used(c.server) > view.average_used + half);
+            .any(|c| view.used(c.server) > view.average_used + margin);
         if !on_full {
             return;
         }
@@ -322,7 +346,7 @@ impl ReplicationWorker {
         {
             return;
         }
-        let ceiling = view.average_used - half;
+        let ceiling = view.average_used - margin;
         if self.copy_somewhere(chunk, version, valid, copies, view, Some(ceiling)) {
             let mut rounds = self.rounds.lock().unwrap_or_else(|p| p.into_inner());
             rounds.started += 1;

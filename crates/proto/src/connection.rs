@@ -11,6 +11,7 @@ use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -369,6 +370,7 @@ where
         }
     };
     stream.set_nodelay(true).map_err(io_err)?;
+    set_keepalive(&stream);
     let (read, write) = stream.into_split();
     let mut reader = BufReader::with_capacity(IO_BUFFER, read);
     let mut writer = BufWriter::with_capacity(IO_BUFFER, write);
@@ -422,6 +424,26 @@ pub struct Accepted {
     writer: BufWriter<OwnedWriteHalf>,
 }
 
+/// How long an accepted connection may take to say hello before it is closed.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TCP keepalive: a peer silent this long is probed, every [`KEEPALIVE_INTERVAL`], and given
+/// up after [`KEEPALIVE_PROBES`] unanswered probes, so half-open connections (a peer that lost
+/// power, a cut cable) end within about a minute instead of never.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_PROBES: u32 = 3;
+
+fn set_keepalive(stream: &TcpStream) {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(error = %e, "cannot enable TCP keepalive");
+    }
+}
+
 /// Reads the peer's hello and accepts it if its protocol version matches and `admit` agrees
 /// (it checks the role and the peer's address); otherwise tells the peer why not and returns the
 /// reason.
@@ -437,13 +459,16 @@ pub async fn accept(
         .local_addr()
         .map_err(|e| format!("no local address: {e}"))?;
     let _ = stream.set_nodelay(true);
+    set_keepalive(&stream);
     let (read, write) = stream.into_split();
     let mut reader = BufReader::with_capacity(IO_BUFFER, read);
     let mut writer = BufWriter::with_capacity(IO_BUFFER, write);
-    let hello: Hello = match frame::read_frame(&mut reader, HELLO_LIMITS).await {
-        Ok(Some(f)) => codec::decode(&f.header).map_err(|e| format!("bad hello: {e}"))?,
-        Ok(None) => return Err("closed before hello".to_string()),
-        Err(e) => return Err(format!("bad hello: {e}")),
+    let first = tokio::time::timeout(HELLO_TIMEOUT, frame::read_frame(&mut reader, HELLO_LIMITS));
+    let hello: Hello = match first.await {
+        Ok(Ok(Some(f))) => codec::decode(&f.header).map_err(|e| format!("bad hello: {e}"))?,
+        Ok(Ok(None)) => return Err("closed before hello".to_string()),
+        Ok(Err(e)) => return Err(format!("bad hello: {e}")),
+        Err(_) => return Err(format!("no hello within {HELLO_TIMEOUT:?}")),
     };
     let refusal = if hello.protocol_version != PROTOCOL_VERSION {
         Some(format!(
@@ -669,6 +694,24 @@ where
                 }
             }
             other => return Err(format!("unknown frame kind {other}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_never_says_hello_is_closed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _silent = TcpStream::connect(addr).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let outcome = accept(stream, "test", |_, _| Ok(())).await;
+        match outcome {
+            Err(reason) => assert!(reason.contains("no hello"), "{reason}"),
+            Ok(_) => panic!("a silent peer was accepted"),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod ids;
 pub mod info;
 pub mod master;
 pub mod metalogger;
+pub mod peer_limit;
 pub mod pool;
 pub mod status;
 pub mod types;
