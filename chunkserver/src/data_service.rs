@@ -56,30 +56,10 @@ pub async fn accept_loop(
     service: Arc<DataService>,
     stop: CancellationToken,
 ) {
-    let limit = elkfs_proto::peer_limit::PeerLimit::default();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.cancelled() => return,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let Some(slot) = limit.admit(peer.ip()) else {
-                    tracing::warn!(%peer, "too many connections from one address; closing the newest");
-                    continue;
-                };
-                let (service, stop) = (service.clone(), stop.child_token());
-                tokio::spawn(async move {
-                    serve_connection(stream, service, stop).await;
-                    drop(slot);
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
+    elkfs_proto::peer_limit::accept_loop(listener, stop, |stream, stop| {
+        serve_connection(stream, service.clone(), stop)
+    })
+    .await;
 }
 
 async fn serve_connection(stream: TcpStream, service: Arc<DataService>, stop: CancellationToken) {
@@ -162,7 +142,7 @@ impl Handler<DataRequest, DataResponse> for DataHandler {
                 offset,
                 chain,
             } => {
-                if offset as u64 + data.len() as u64 > CHUNK_SIZE || chain.len() >= MAX_COPIES {
+                if offset as u64 + data.len() as u64 > CHUNK_SIZE || !valid_chain(local, &chain) {
                     responder
                         .send(&self.error(Status::Invalid), Bytes::new())
                         .await;
@@ -314,13 +294,25 @@ async fn finish_forward(peers: &DataPool, next: SocketAddr, pending: Pending) ->
     }
 }
 
+/// A chain never comes back: at most [`MAX_COPIES`] - 1 further servers, none twice and not
+/// this one. A chain through a server twice would have the connection between two servers
+/// wait on itself once its in-flight places are all taken, forwarding nothing ever again.
+fn valid_chain(local: SocketAddr, chain: &[SocketAddr]) -> bool {
+    chain.len() < MAX_COPIES
+        && !chain.contains(&local)
+        && chain
+            .iter()
+            .enumerate()
+            .all(|(i, addr)| !chain[..i].contains(addr))
+}
+
 async fn sync(
     service: &DataService,
     local: SocketAddr,
     chunk: ChunkId,
     chain: Vec<SocketAddr>,
 ) -> DataResponse {
-    if chain.len() >= MAX_COPIES {
+    if !valid_chain(local, &chain) {
         return Err(DataError {
             status: Status::Invalid,
             server: local,

@@ -217,18 +217,16 @@ impl Cluster {
     }
 
     /// Records that `server` found its copy of `chunk` damaged; returns whether a valid copy is
-    /// left elsewhere.
-    pub fn mark_damaged(&self, chunk: ChunkId, server: ServerId) -> bool {
+    /// left elsewhere, or `None` when the master knows of no copy of it there.
+    pub fn mark_damaged(&self, chunk: ChunkId, server: ServerId) -> Option<bool> {
         let mut inner = self.lock();
-        let Some(copies) = inner.copies.get_mut(&chunk) else {
-            return false;
-        };
+        let copies = inner.copies.get_mut(&chunk)?;
         let mut version = None;
         for c in copies.iter_mut().filter(|c| c.server == server) {
             c.damaged = true;
             version = Some(c.version);
         }
-        version.is_some_and(|v| copies.iter().any(|c| c.is_valid(v)))
+        version.map(|v| copies.iter().any(|c| c.is_valid(v)))
     }
 
     /// Forgets one copy (deleted).
@@ -316,8 +314,9 @@ impl Cluster {
             ..Default::default()
         };
         for s in inner.servers.values() {
-            totals.space.total += s.space.total;
-            totals.space.available += s.space.available;
+            // Reported by the servers themselves: never trusted not to overflow.
+            totals.space.total = totals.space.total.saturating_add(s.space.total);
+            totals.space.available = totals.space.available.saturating_add(s.space.available);
         }
         totals
     }

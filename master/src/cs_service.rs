@@ -149,8 +149,14 @@ impl CsHandler {
                 // Never served again; the replication worker deletes it once a good copy
                 // exists elsewhere (with none left it stays, as the last trace of the data) and
                 // meanwhile copies the chunk to another server.
-                if !self.state.cluster.mark_damaged(chunk.chunk, id) {
-                    tracing::error!(chunk = %chunk.chunk, version = %chunk.version, "no intact copy of a chunk is left");
+                match self.state.cluster.mark_damaged(chunk.chunk, id) {
+                    Some(true) => {}
+                    Some(false) => {
+                        tracing::error!(chunk = %chunk.chunk, version = %chunk.version, "no intact copy of a chunk is left");
+                    }
+                    None => {
+                        tracing::warn!(chunk = %chunk.chunk, server = %addr, "damage reported for a copy the master does not know there; ignored");
+                    }
                 }
                 self.state.replication.wake();
                 Ok(CsReply::Done)

@@ -132,6 +132,10 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
         stop.clone(),
     ));
     tokio::spawn(purge_leftover_unlinked(state.clone(), stop.clone()));
+    tokio::spawn(elkfs_common::daemon::return_free_memory(
+        std::time::Duration::from_secs(5),
+        stop.clone(),
+    ));
     if let Some(file) = config.exports.clone() {
         tokio::spawn(reload_exports_on_sighup(state.clone(), file, stop.clone()));
     }

@@ -22,30 +22,10 @@ use crate::state::MasterState;
 
 /// Accepts connections until `stop` is cancelled.
 pub async fn accept_loop(listener: TcpListener, state: Arc<MasterState>, stop: CancellationToken) {
-    let limit = elkfs_proto::peer_limit::PeerLimit::default();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.cancelled() => return,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let Some(slot) = limit.admit(peer.ip()) else {
-                    tracing::warn!(%peer, "too many connections from one address; closing the newest");
-                    continue;
-                };
-                let (state, stop) = (state.clone(), stop.child_token());
-                tokio::spawn(async move {
-                    serve_connection(stream, state, stop).await;
-                    drop(slot);
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
+    elkfs_proto::peer_limit::accept_loop(listener, stop, |stream, stop| {
+        serve_connection(stream, state.clone(), stop)
+    })
+    .await;
 }
 
 /// Who may connect: chunkservers and metaloggers from anywhere (until cluster keys exist),

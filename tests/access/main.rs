@@ -5,6 +5,8 @@
 //!
 //! Run as root (the harness mounts through /dev/fuse).
 
+mod fuzz;
+
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -60,6 +60,23 @@ pub fn limit_malloc_arenas() {
     }
 }
 
+/// Gives memory the allocator holds but no longer uses back to the system, every `every`,
+/// until `stop`: a metadata server frees its cached pages in many small pieces, which glibc
+/// otherwise keeps for reuse, so the RSS would show the highest use ever instead of the
+/// current one.
+pub async fn return_free_memory(every: std::time::Duration, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only returns free heap pages to the kernel.
+        let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+    }
+}
+
 /// Takes the data directory `dir` for this process, so that two daemons (say, a metalogger and
 /// a master promoted on its directory) never write the same files. Fails at once, naming the
 /// holder's pid, when another process holds it.

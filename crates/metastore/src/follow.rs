@@ -37,7 +37,8 @@ impl Follower {
     pub fn new(dir: &Path, after: u64) -> Follower {
         Follower {
             dir: dir.to_path_buf(),
-            next: after + 1,
+            // A peer may ask for anything; past the last version there is simply nothing.
+            next: after.saturating_add(1),
             at: None,
         }
     }

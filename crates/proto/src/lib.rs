@@ -7,6 +7,8 @@ pub mod codec;
 pub mod connection;
 pub mod data;
 pub mod frame;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod geometry;
 #[cfg(test)]
 mod golden;

@@ -331,7 +331,9 @@ pub enum MasterRequest {
         /// Sent before (the connection failed before the answer came): the master looks for
         /// its record. A first send cannot have been carried out, so it skips the look.
         retry: bool,
-        /// The change.
+        /// The change (never itself tagged: decoding refuses nesting, so a peer cannot
+        /// overflow the decoder's stack with a deep one).
+        #[serde(deserialize_with = "one_level")]
         request: Box<MasterRequest>,
     },
     /// Like [`MasterRequest::WriteChunk`], after a chain failed: the listed servers are left
@@ -497,3 +499,29 @@ pub struct WriteLease {
 
 /// The body of every master response.
 pub type MasterResponse = Result<MasterReply, Status>;
+
+thread_local! {
+    /// How many `Tagged` requests the decoder on this thread is inside of.
+    static TAGGED_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Decodes the request inside a `Tagged` one, refusing a `Tagged` inside it.
+fn one_level<'de, D>(deserializer: D) -> Result<Box<MasterRequest>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            TAGGED_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+        }
+    }
+    let outer = TAGGED_DEPTH.with(|d| d.replace(d.get() + 1));
+    let _leave = Leave;
+    if outer > 0 {
+        return Err(serde::de::Error::custom(
+            "a tagged request inside a tagged request",
+        ));
+    }
+    MasterRequest::deserialize(deserializer).map(Box::new)
+}

@@ -1,5 +1,6 @@
-//! A bound on the connections one address may hold open to a daemon at once, so a single peer
-//! (broken or hostile) cannot use up its tasks and file descriptors.
+//! Accepting connections, with a bound on the connections one address may hold open to a
+//! daemon at once, so a single peer (broken or hostile) cannot use up its tasks and file
+//! descriptors.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -59,6 +60,43 @@ impl Drop for PeerSlot {
             *count -= 1;
             if *count == 0 {
                 open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Accepts connections on `listener` until `stop`, each served by `serve` in its own task with
+/// a child of `stop`; an address past [`MAX_CONNECTIONS_PER_PEER`] has its newest connection
+/// closed at once.
+pub async fn accept_loop<F, Fut>(
+    listener: tokio::net::TcpListener,
+    stop: tokio_util::sync::CancellationToken,
+    serve: F,
+) where
+    F: Fn(tokio::net::TcpStream, tokio_util::sync::CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let limit = PeerLimit::default();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let Some(slot) = limit.admit(peer.ip()) else {
+                    tracing::warn!(%peer, "too many connections from one address; closing the newest");
+                    continue;
+                };
+                let served = serve(stream, stop.child_token());
+                tokio::spawn(async move {
+                    served.await;
+                    drop(slot);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
     }
