@@ -6,6 +6,7 @@
 //! Run as root (the harness mounts through /dev/fuse).
 
 mod fuzz;
+mod unprivileged;
 
 use std::ffi::OsString;
 use std::fs;

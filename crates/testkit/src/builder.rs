@@ -29,6 +29,7 @@ pub struct ClusterBuilder {
     pub(crate) allowed_errors: Vec<String>,
     pub(crate) ready_timeout: Duration,
     pub(crate) bin_dir: Option<PathBuf>,
+    pub(crate) run_as: Option<(u32, u32)>,
 }
 
 impl Default for ClusterBuilder {
@@ -46,6 +47,7 @@ impl Default for ClusterBuilder {
             allowed_errors: Vec::new(),
             ready_timeout: READY_TIMEOUT,
             bin_dir: None,
+            run_as: None,
         }
     }
 }
@@ -139,6 +141,13 @@ impl ClusterBuilder {
 
     /// Starts the master, the chunkservers and the mounts, each waited for in that order.
     ///
+    /// Runs every daemon (mounts too, through `fusermount3`) as this user and group instead of
+    /// root; the cluster's directories are given to them.
+    pub fn run_as(mut self, uid: u32, gid: u32) -> Self {
+        self.run_as = Some((uid, gid));
+        self
+    }
+
     /// Panics with the reason and the logs' last lines if anything fails to start.
     pub fn start(self) -> Cluster {
         let mut cluster = Cluster::create(&self)

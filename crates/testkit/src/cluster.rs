@@ -83,10 +83,12 @@ impl Cluster {
             .path()
             .canonicalize()
             .map_err(|e| StartError::io("resolving the cluster's temp dir", e))?;
+        let launcher = Launcher::new(builder.run_as);
+        give(&root, &launcher)?;
         for sub in ["master", "logs", "run"] {
             create_dir(&root.join(sub))?;
+            give(&root.join(sub), &launcher)?;
         }
-        let launcher = Launcher::default();
         let master = MasterHandle {
             daemon: Daemon::new(
                 "master".into(),
@@ -155,6 +157,7 @@ impl Cluster {
         let name = format!("cs{i}");
         for dir in &data_dirs {
             create_dir(dir)?;
+            give(dir, &self.launcher)?;
         }
         self.chunkservers.push(ChunkserverHandle {
             daemon: Daemon::new(
@@ -182,6 +185,7 @@ impl Cluster {
         let name = format!("mount{i}");
         let path = self.root.join(format!("mnt{i}"));
         create_dir(&path)?;
+        give(&path, &self.launcher)?;
         self.mounts.push(MountHandle {
             daemon: Daemon::new(
                 name.clone(),
@@ -348,6 +352,15 @@ impl Cluster {
 pub(crate) fn check_index(kind: &str, i: usize, count: usize) {
     if i >= count {
         panic!("there is no {kind} {i}; the cluster has {count}");
+    }
+}
+
+/// Gives `path` to the user the daemons run as (nothing to do when they run as root).
+pub(crate) fn give(path: &Path, launcher: &Launcher) -> Result<(), StartError> {
+    match launcher.run_as() {
+        None => Ok(()),
+        Some((uid, gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .map_err(|e| StartError::io(format!("giving {} to uid {uid}", path.display()), e)),
     }
 }
 

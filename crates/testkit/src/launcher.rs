@@ -53,6 +53,8 @@ done
 #[derive(Clone, Default)]
 pub(crate) struct Launcher {
     shell: Arc<Mutex<Option<Shell>>>,
+    /// The user and group the processes run as (`setpriv`), when not root.
+    run_as: Option<(u32, u32)>,
 }
 
 struct Shell {
@@ -117,6 +119,19 @@ impl Drop for Shell {
 }
 
 impl Launcher {
+    /// A launcher whose processes run as `run_as` (uid, gid) when given.
+    pub(crate) fn new(run_as: Option<(u32, u32)>) -> Launcher {
+        Launcher {
+            shell: Arc::default(),
+            run_as,
+        }
+    }
+
+    /// The user and group processes run as, when not root.
+    pub(crate) fn run_as(&self) -> Option<(u32, u32)> {
+        self.run_as
+    }
+
     fn with_shell<T>(&self, f: impl FnOnce(&mut Shell) -> io::Result<T>) -> io::Result<T> {
         let mut guard = self.shell.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
@@ -142,7 +157,20 @@ impl Launcher {
         env: &[(OsString, OsString)],
         log: &Path,
     ) -> io::Result<u32> {
-        let mut argv: Vec<Vec<u8>> = vec![b"env".to_vec()];
+        let mut argv: Vec<Vec<u8>> = Vec::new();
+        if let Some((uid, gid)) = self.run_as {
+            argv.extend(
+                [
+                    "setpriv".to_string(),
+                    format!("--reuid={uid}"),
+                    format!("--regid={gid}"),
+                    "--clear-groups".to_string(),
+                    "--".to_string(),
+                ]
+                .map(String::into_bytes),
+            );
+        }
+        argv.push(b"env".to_vec());
         for (key, value) in env {
             let mut pair = key.as_bytes().to_vec();
             pair.push(b'=');

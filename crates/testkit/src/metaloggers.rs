@@ -36,6 +36,7 @@ impl Cluster {
         let data_dir = self.root.join(&name);
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| StartError::io(format!("creating {}", data_dir.display()), e))?;
+        crate::cluster::give(&data_dir, &self.launcher)?;
         self.metaloggers.push(MetaloggerHandle {
             daemon: Daemon::new(
                 format!("metalogger{i}"),
