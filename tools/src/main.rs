@@ -46,7 +46,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Start a complete local cluster (master, chunkservers, a mount) in the foreground;
+    /// Start a complete local cluster (master, metalogger, chunkservers, a mount) in the foreground;
     /// Ctrl-C unmounts and stops everything. Running it again brings back the same files.
     Up {
         /// Directory holding everything (metadata, chunks, logs, the mount point).
