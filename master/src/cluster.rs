@@ -1,7 +1,7 @@
 //! The chunkservers connected right now and which chunk copies each holds: soft state, rebuilt
 //! from registrations after every master start and never persisted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -76,6 +76,9 @@ struct Inner {
     next_server: u32,
     copies: HashMap<ChunkId, Vec<Copy>>,
     departures: HashMap<u64, Departure>,
+    /// Copies found damaged, by chunk, the server's persistent id and version: still damaged
+    /// when that server registers again (a restart does not re-check its chunks).
+    damaged: HashSet<(ChunkId, u64, ChunkVersion)>,
 }
 
 /// Servers and copies, behind one lock held only for map operations.
@@ -167,21 +170,22 @@ impl Cluster {
         marked: bool,
     ) {
         let mut inner = self.lock();
-        if !inner.servers.contains_key(&server) {
+        let Some(server_id) = inner.servers.get(&server).map(|s| s.server_id) else {
             return;
-        }
+        };
+        let damaged = inner.damaged.contains(&(chunk, server_id, version));
         let copies = inner.copies.entry(chunk).or_default();
         match copies.iter_mut().find(|c| c.server == server) {
             Some(c) => {
                 c.version = version;
                 c.marked = marked;
-                c.damaged = false;
+                c.damaged = damaged;
             }
             None => copies.push(Copy {
                 server,
                 version,
                 marked,
-                damaged: false,
+                damaged,
             }),
         }
     }
@@ -220,18 +224,29 @@ impl Cluster {
     /// left elsewhere, or `None` when the master knows of no copy of it there.
     pub fn mark_damaged(&self, chunk: ChunkId, server: ServerId) -> Option<bool> {
         let mut inner = self.lock();
+        let server_id = inner.servers.get(&server)?.server_id;
         let copies = inner.copies.get_mut(&chunk)?;
         let mut version = None;
         for c in copies.iter_mut().filter(|c| c.server == server) {
             c.damaged = true;
             version = Some(c.version);
         }
-        version.map(|v| copies.iter().any(|c| c.is_valid(v)))
+        let intact_left = copies
+            .iter()
+            .any(|c| version.is_some_and(|v| c.is_valid(v)));
+        let version = version?;
+        inner.damaged.insert((chunk, server_id, version));
+        Some(intact_left)
     }
 
     /// Forgets one copy (deleted).
     pub fn remove_copy(&self, chunk: ChunkId, server: ServerId) {
         let mut inner = self.lock();
+        if let Some(server_id) = inner.servers.get(&server).map(|s| s.server_id) {
+            inner
+                .damaged
+                .retain(|&(c, s, _)| c != chunk || s != server_id);
+        }
         if let Some(copies) = inner.copies.get_mut(&chunk) {
             copies.retain(|c| c.server != server);
             if copies.is_empty() {
@@ -243,6 +258,7 @@ impl Cluster {
     /// Forgets a chunk entirely and returns where its copies were, to delete them.
     pub fn forget_chunk(&self, chunk: ChunkId) -> Vec<(Target, ChunkVersion)> {
         let mut inner = self.lock();
+        inner.damaged.retain(|&(c, _, _)| c != chunk);
         let copies = inner.copies.remove(&chunk).unwrap_or_default();
         copies
             .into_iter()
@@ -337,4 +353,77 @@ pub fn used_fraction(space: Space) -> f64 {
         return 1.0;
     }
     1.0 - space.available as f64 / space.total as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use elkfs_proto::connection::{self, NoMessage, NoRequests};
+    use elkfs_proto::{Hello, MASTER_CHUNKSERVER_LIMITS, Role};
+
+    /// A live connection to stand for the master's link to a chunkserver (never used to send).
+    async fn link() -> (CsLink, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let accepted = connection::accept(stream, "test", |_, _| Ok(())).await;
+            // Held open until the test ends.
+            std::future::pending::<()>().await;
+            drop(accepted);
+        });
+        let hello = Hello::new(Role::Chunkserver, "test");
+        let link = connection::connect::<CsCommand, CsCommandResult, NoMessage, NoMessage, _>(
+            addr,
+            &hello,
+            MASTER_CHUNKSERVER_LIMITS,
+            "test",
+            NoRequests,
+        )
+        .await
+        .unwrap();
+        (link, peer)
+    }
+
+    #[tokio::test]
+    async fn a_damaged_copy_stays_damaged_when_its_server_registers_again() {
+        let (link, peer) = link().await;
+        let cluster = Cluster::default();
+        let space = Space {
+            total: 1 << 40,
+            available: 1 << 39,
+        };
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:9001".parse().unwrap(),
+            "127.0.0.1:9002".parse().unwrap(),
+        );
+        let first = cluster.add_server(11, a, space, link.clone());
+        let other = cluster.add_server(22, b, space, link.clone());
+        let (chunk, version) = (ChunkId(5), ChunkVersion(3));
+        cluster.set_copy(chunk, first, version);
+        cluster.set_copy(chunk, other, version);
+        assert_eq!(cluster.mark_damaged(chunk, first), Some(true));
+        assert_eq!(
+            cluster.mark_damaged(ChunkId(6), first),
+            None,
+            "no such copy"
+        );
+
+        // The server restarts and reports the same copy again.
+        cluster.remove_server(first, true);
+        let again = cluster.add_server(11, a, space, link.clone());
+        cluster.set_copy_marked(chunk, again, version, false);
+        let valid: Vec<SocketAddr> = cluster
+            .valid_copies(chunk, version, None)
+            .iter()
+            .map(|t| t.data_addr)
+            .collect();
+        assert_eq!(valid, vec![b], "the damaged copy is still not served");
+
+        // Once deleted there, a new copy on that server is a good one.
+        cluster.remove_copy(chunk, again);
+        cluster.set_copy(chunk, again, version);
+        assert_eq!(cluster.valid_copies(chunk, version, None).len(), 2);
+        peer.abort();
+    }
 }
