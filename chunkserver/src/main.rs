@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
 use elkfs_chunkserver::config::ChunkserverConfig;
 use elkfs_common::defaults;
@@ -59,9 +58,5 @@ fn main() -> anyhow::Result<()> {
             "no data directory: give at least one --data DIR (or `data` in the config file)"
         );
     }
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let stop = elkfs_common::daemon::stop_on_signals()?;
-        elkfs_chunkserver::run(config, stop).await
-    })
+    elkfs_common::daemon::serve_until_stopped(|stop| elkfs_chunkserver::run(config, stop))
 }

@@ -5,6 +5,7 @@
 //! One rule per line, `ADDRESS PATH [OPTIONS]`; `#` starts a comment. As in MooseFS, the first
 //! rule in file order whose address and path both fit a mount decides its options.
 
+use elkfs_common::duration::{parse_decimal, parse_seconds};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -655,57 +656,14 @@ fn parse_goal(option: &str, value: &str) -> Result<u8, LineProblem> {
         .ok_or_else(|| bad_value(option, "a goal is a number from 1 to 9"))
 }
 
-/// Parses a trash time, see [`parse_duration`].
+/// Parses a trash time, see [`parse_seconds`].
 fn parse_trash(option: &str, value: &str) -> Result<u64, LineProblem> {
-    parse_duration(value).ok_or_else(|| {
+    parse_seconds(value).ok_or_else(|| {
         bad_value(
             option,
             "expected seconds, or a time like 2h, 1d or 1w2d (units w, d, h, m, s, largest first)",
         )
     })
-}
-
-/// Parses a MooseFS time: plain seconds (`3600`), or numbers with units from the largest to the
-/// smallest (`90s`, `2h30m`, `1w2d`); units are w, d, h, m and s, in either case.
-fn parse_duration(text: &str) -> Option<u64> {
-    if text.is_empty() {
-        return None;
-    }
-    if let Some(seconds) = parse_decimal(text) {
-        return Some(seconds);
-    }
-    let mut total: u64 = 0;
-    let mut previous_unit = u64::MAX;
-    let mut rest = text;
-    while !rest.is_empty() {
-        // A trailing number without a unit is refused: "1h30" is ambiguous.
-        let unit_at = rest.find(|c: char| !c.is_ascii_digit())?;
-        let number = parse_decimal(&rest[..unit_at])?;
-        let unit = match rest[unit_at..].chars().next()?.to_ascii_lowercase() {
-            'w' => 7 * 24 * 3600,
-            'd' => 24 * 3600,
-            'h' => 3600,
-            'm' => 60,
-            's' => 1,
-            _ => return None,
-        };
-        if unit >= previous_unit {
-            return None;
-        }
-        previous_unit = unit;
-        total = total.checked_add(number.checked_mul(unit)?)?;
-        // The unit is one ASCII byte.
-        rest = &rest[unit_at + 1..];
-    }
-    Some(total)
-}
-
-/// Parses a non-empty string of ASCII digits (no sign, no spaces) that fits a `u64`.
-fn parse_decimal(text: &str) -> Option<u64> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
 }
 
 /// [`parse_decimal`] for a `u32`.

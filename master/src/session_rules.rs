@@ -13,12 +13,22 @@ pub fn apply(options: &ExportOptions, request: MasterRequest) -> Result<MasterRe
     if options.read_only && changes_something(&request) {
         return Err(Status::ReadOnly);
     }
-    let mut request = request;
-    if let MasterRequest::Tagged { request: inner, .. } = &mut request {
-        let taken = std::mem::replace(inner.as_mut(), MasterRequest::StatFs);
-        **inner = apply(options, taken)?;
-        return Ok(request);
-    }
+    let mut request = match request {
+        MasterRequest::Tagged {
+            client,
+            seq,
+            retry,
+            request,
+        } => {
+            return Ok(MasterRequest::Tagged {
+                client,
+                seq,
+                retry,
+                request: Box::new(apply(options, *request)?),
+            });
+        }
+        request => request,
+    };
     if let Some(caller) = caller_of(&mut request) {
         let (uid, gid) = options.map_ids(caller.uid, caller.gid);
         *caller = Caller { uid, gid };

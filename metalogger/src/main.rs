@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
 use elkfs_common::defaults;
 use elkfs_metalogger::config::MetaloggerConfig;
@@ -49,9 +48,5 @@ fn main() -> anyhow::Result<()> {
     if let Some(file) = args.ready_file {
         config.ready_file = Some(file);
     }
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let stop = elkfs_common::daemon::stop_on_signals()?;
-        elkfs_metalogger::run(config, stop).await
-    })
+    elkfs_common::daemon::serve_until_stopped(|stop| elkfs_metalogger::run(config, stop))
 }

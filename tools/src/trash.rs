@@ -118,17 +118,8 @@ fn list(args: &ListArgs, session: &mut Session, report: &mut Report) {
 fn restore(args: &SelectArgs, session: &mut Session, report: &mut Report) {
     for path in &args.paths {
         let shown = path.display().to_string();
-        let chosen = place(path).and_then(|place| {
-            let all = entries(session, &place.info.master)?;
-            let newest = newest_per_path(all.into_iter().filter(|e| place.contains(&e.path)));
-            if newest.is_empty() {
-                return Err(Failure {
-                    reason: "nothing in the trash was there".into(),
-                    errno: Some(libc::ENOENT),
-                });
-            }
-            Ok((place, newest))
-        });
+        let chosen = trashed_under(session, path)
+            .map(|(place, under)| (place, newest_per_path(under.into_iter())));
         let (place, chosen) = match chosen {
             Ok(c) => c,
             Err(f) => {
@@ -183,20 +174,7 @@ fn purge(args: &PurgeArgs, session: &mut Session, report: &mut Report) {
     }
     for path in &args.select.paths {
         let shown = path.display().to_string();
-        let chosen = place(path).and_then(|place| {
-            let all = entries(session, &place.info.master)?;
-            let under: Vec<TrashEntry> = all
-                .into_iter()
-                .filter(|e| place.contains(&e.path))
-                .collect();
-            if under.is_empty() {
-                return Err(Failure {
-                    reason: "nothing in the trash was there".into(),
-                    errno: Some(libc::ENOENT),
-                });
-            }
-            Ok((place, under))
-        });
+        let chosen = trashed_under(session, path);
         let (place, chosen) = match chosen {
             Ok(c) => c,
             Err(f) => {
@@ -324,6 +302,22 @@ fn done(reply: Result<MasterReply, Failure>) -> Result<MasterReply, Failure> {
 }
 
 /// Everything in the trash of the cluster at `master`.
+/// Where `path` is, and the trashed files that were at or below it (an error when none were).
+fn trashed_under(session: &mut Session, path: &Path) -> Result<(Place, Vec<TrashEntry>), Failure> {
+    let place = place(path)?;
+    let under: Vec<TrashEntry> = entries(session, &place.info.master)?
+        .into_iter()
+        .filter(|e| place.contains(&e.path))
+        .collect();
+    if under.is_empty() {
+        return Err(Failure {
+            reason: "nothing in the trash was there".into(),
+            errno: Some(libc::ENOENT),
+        });
+    }
+    Ok((place, under))
+}
+
 fn entries(session: &mut Session, master: &str) -> Result<Vec<TrashEntry>, Failure> {
     match session.ask(
         master,

@@ -72,23 +72,14 @@ fn parse_trash_time(text: &str) -> Result<Change, String> {
     tree::parse_change(text, seconds)
 }
 
-/// Reads `86400`, `90s`, `30m`, `12h`, `7d` or `2w` as seconds.
+/// Reads a MooseFS time (`86400`, `30m`, `12h`, `2h30m`, `7d`, `1w2d`) as seconds.
 fn seconds(text: &str) -> Result<u64, String> {
-    let bad = || format!("{text:?} is not a trash time: seconds, or a number with s, m, h, d or w");
-    let (digits, unit) = match text.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c),
-        _ => (text, 's'),
-    };
-    let unit: u64 = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        'w' => 7 * 86_400,
-        _ => return Err(bad()),
-    };
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    n.checked_mul(unit)
+    let seconds = elkfs_common::duration::parse_seconds(text).ok_or_else(|| {
+        format!(
+            "{text:?} is not a trash time: seconds, or numbers with w, d, h, m or s (largest first)"
+        )
+    })?;
+    Some(seconds)
         .filter(|s| *s <= u32::MAX as u64)
         .ok_or_else(|| format!("{text:?} is longer than a trash time can be"))
 }

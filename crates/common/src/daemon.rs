@@ -25,6 +25,17 @@ pub fn stop_on_signals() -> anyhow::Result<CancellationToken> {
     Ok(token)
 }
 
+/// Runs a daemon's `serve` on a new async runtime until it returns; its token is cancelled on
+/// the first SIGTERM or SIGINT ([`stop_on_signals`]).
+pub fn serve_until_stopped<F, Fut>(serve: F) -> anyhow::Result<()>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async { serve(stop_on_signals()?).await })
+}
+
 /// Writes `contents` to `path` atomically (temporary file, then rename), so a process waiting
 /// for the file never reads half of it. Used to tell a supervisor the bound address.
 pub fn write_ready_file(path: &Path, contents: &str) -> anyhow::Result<()> {

@@ -5,5 +5,6 @@ pub mod address;
 pub mod config;
 pub mod daemon;
 pub mod defaults;
+pub mod duration;
 pub mod logging;
 pub mod worker;

@@ -264,24 +264,12 @@ pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
             inode,
             seconds,
             time,
-        } => {
-            let mut rec = inode_of(txn, *inode)?;
-            rec.trash_time = *seconds;
-            rec.ctime = *time;
-            txn.put(keys::inode(*inode), &rec)?;
-            Ok(Outcome::attr(*inode, &rec))
-        }
+        } => change_inode(txn, *inode, *time, |rec| rec.trash_time = *seconds),
         MetaOp::SetEattr {
             inode,
             eattrs,
             time,
-        } => {
-            let mut rec = inode_of(txn, *inode)?;
-            rec.eattrs = *eattrs;
-            rec.ctime = *time;
-            txn.put(keys::inode(*inode), &rec)?;
-            Ok(Outcome::attr(*inode, &rec))
-        }
+        } => change_inode(txn, *inode, *time, |rec| rec.eattrs = *eattrs),
         MetaOp::ClearChunks {
             inode,
             first,
@@ -464,6 +452,20 @@ pub fn inode_of(txn: &Txn<'_>, inode: InodeId) -> Result<InodeRecord, ExecError>
     Ok(txn
         .get::<InodeRecord>(&keys::inode(inode))?
         .ok_or(Status::NotFound)?)
+}
+
+/// Changes an attribute kept in an inode's record (its ctime moves with it).
+fn change_inode(
+    txn: &mut Txn<'_>,
+    inode: InodeId,
+    time: Timestamp,
+    change: impl FnOnce(&mut InodeRecord),
+) -> Result<Outcome, ExecError> {
+    let mut rec = inode_of(txn, inode)?;
+    change(&mut rec);
+    rec.ctime = time;
+    txn.put(keys::inode(inode), &rec)?;
+    Ok(Outcome::attr(inode, &rec))
 }
 
 fn dir_of(txn: &Txn<'_>, inode: InodeId) -> Result<InodeRecord, ExecError> {
