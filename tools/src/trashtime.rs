@@ -26,8 +26,8 @@ pub struct SetArgs {
     /// Change the whole tree below each directory.
     #[arg(short, long)]
     pub recursive: bool,
-    /// Seconds (or with a unit: 30m, 12h, 7d, 2w; 0 deletes at once); `N+`/`+N` only raises,
-    /// `N-`/`-N` only lowers.
+    /// Seconds (or with units, largest first: 30m, 12h, 2h30m, 1w2d; 0 deletes at once);
+    /// `N+`/`+N` only raises, `N-`/`-N` only lowers.
     #[arg(value_parser = parse_trash_time, allow_hyphen_values = true)]
     pub seconds: Change,
     /// Files or directories inside an ElkFS mount.
@@ -92,6 +92,7 @@ mod tests {
     fn trash_times_take_units() {
         assert_eq!(parse_trash_time("86400"), Ok(Change::Set(86_400)));
         assert_eq!(parse_trash_time("1d"), Ok(Change::Set(86_400)));
+        assert_eq!(parse_trash_time("2h30m"), Ok(Change::Set(9000)));
         assert_eq!(parse_trash_time("2h+"), Ok(Change::Raise(7200)));
         assert_eq!(parse_trash_time("-30m"), Ok(Change::Lower(1800)));
         assert!(parse_trash_time("1y").is_err());
