@@ -19,6 +19,9 @@ pub struct ChunkserverConfig {
     pub ready_file: Option<PathBuf>,
     /// How fast the background chunk test re-reads chunks, in MiB/s (default 8).
     pub chunk_test_mib_per_sec: u64,
+    /// A copy of the master's cluster key file (default: `cluster.key` in the first data
+    /// directory).
+    pub cluster_key: Option<PathBuf>,
 }
 
 impl Default for ChunkserverConfig {
@@ -30,6 +33,7 @@ impl Default for ChunkserverConfig {
             data: Vec::new(),
             ready_file: None,
             chunk_test_mib_per_sec: 8,
+            cluster_key: None,
         }
     }
 }

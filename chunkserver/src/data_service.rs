@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use elkfs_proto::capability::{Access, Capability, CapabilityError};
 use elkfs_proto::chunkserver::ChunkReport;
 use elkfs_proto::connection::{self, NoMessage};
 use elkfs_proto::data::{DataError, DataReply, DataRequest, DataResponse};
@@ -16,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::capabilities::Capabilities;
 use crate::sequencer::Sequencer;
 use crate::storage::{Store, blocking, status_of};
 
@@ -32,12 +34,20 @@ pub struct DataService {
     pub peers: Arc<DataPool>,
     /// Where damaged copies are reported (to the master).
     pub damage: mpsc::Sender<ChunkReport>,
+    /// Checks that each request carries the master's permission.
+    pub capabilities: Arc<Capabilities>,
 }
 
 impl DataService {
     /// Builds the service; `peers` get connected on first forward.
-    pub fn new(store: Store, sequencer: Arc<Sequencer>, damage: mpsc::Sender<ChunkReport>) -> Self {
+    pub fn new(
+        store: Store,
+        sequencer: Arc<Sequencer>,
+        damage: mpsc::Sender<ChunkReport>,
+        capabilities: Arc<Capabilities>,
+    ) -> Self {
         DataService {
+            capabilities,
             store,
             sequencer,
             peers: Arc::new(DataPool::new(
@@ -80,6 +90,7 @@ async fn serve_connection(stream: TcpStream, service: Arc<DataService>, stop: Ca
     let handler = DataHandler {
         service,
         local: accepted.local,
+        peer,
         in_flight: Arc::new(tokio::sync::Semaphore::new(CONNECTION_IN_FLIGHT)),
     };
     let result = accepted
@@ -98,6 +109,7 @@ async fn serve_connection(stream: TcpStream, service: Arc<DataService>, stop: Ca
 struct DataHandler {
     service: Arc<DataService>,
     local: SocketAddr,
+    peer: SocketAddr,
     in_flight: Arc<tokio::sync::Semaphore>,
 }
 
@@ -107,6 +119,41 @@ impl DataHandler {
             status,
             server: self.local,
         })
+    }
+
+    /// Whether the request's capability allows it; the refusal to send when not.
+    fn permitted(&self, request: &DataRequest) -> Result<(), DataResponse> {
+        let (capability, chunk, version, access) = match request {
+            DataRequest::Read {
+                chunk,
+                version,
+                capability,
+                ..
+            } => (capability, *chunk, Some(*version), Access::Read),
+            DataRequest::Write {
+                chunk,
+                version,
+                capability,
+                ..
+            } => (capability, *chunk, Some(*version), Access::Write),
+            DataRequest::Sync {
+                chunk, capability, ..
+            } => (capability, *chunk, None, Access::Read),
+        };
+        self.service
+            .capabilities
+            .check(capability, chunk, version, access)
+            .map_err(|reason| {
+                match reason {
+                    CapabilityError::Expired => {
+                        tracing::debug!(peer = %self.peer, %chunk, %reason, "refused a data request")
+                    }
+                    _ => {
+                        tracing::warn!(peer = %self.peer, %chunk, %reason, "refused a data request")
+                    }
+                }
+                self.error(Status::BadCapability)
+            })
     }
 }
 
@@ -121,6 +168,10 @@ impl Handler<DataRequest, DataResponse> for DataHandler {
         let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
             return;
         };
+        if let Err(refusal) = self.permitted(&request) {
+            responder.send(&refusal, Bytes::new()).await;
+            return;
+        }
         let service = self.service.clone();
         let local = self.local;
         match request {
@@ -129,6 +180,7 @@ impl Handler<DataRequest, DataResponse> for DataHandler {
                 version,
                 offset,
                 length,
+                capability: _,
             } => {
                 tokio::spawn(async move {
                     let (reply, data) = read(&service, local, chunk, version, offset, length).await;
@@ -141,6 +193,7 @@ impl Handler<DataRequest, DataResponse> for DataHandler {
                 version,
                 offset,
                 chain,
+                capability,
             } => {
                 if offset as u64 + data.len() as u64 > CHUNK_SIZE || !valid_chain(local, &chain) {
                     responder
@@ -150,20 +203,27 @@ impl Handler<DataRequest, DataResponse> for DataHandler {
                 }
                 let job = write(
                     service.clone(),
-                    local,
-                    chunk,
-                    version,
-                    offset,
-                    chain,
+                    Placement {
+                        local,
+                        chunk,
+                        version,
+                        offset,
+                        chain,
+                        capability,
+                    },
                     data,
                     responder,
                     permit,
                 );
                 service.sequencer.submit(chunk, Box::pin(job));
             }
-            DataRequest::Sync { chunk, chain } => {
+            DataRequest::Sync {
+                chunk,
+                chain,
+                capability,
+            } => {
                 tokio::spawn(async move {
-                    let reply = sync(&service, local, chunk, chain).await;
+                    let reply = sync(&service, local, chunk, chain, capability).await;
                     responder.send(&reply, Bytes::new()).await;
                     drop(permit);
                 });
@@ -210,21 +270,35 @@ async fn read(
     }
 }
 
-/// One chained write, run in its chunk's turn: queue the forward to the next server (so the
-/// chain sees writes in this same order), store locally, then let the next job of the chunk
-/// start while the answer is gathered.
-#[allow(clippy::too_many_arguments)]
-async fn write(
-    service: Arc<DataService>,
+/// Where a chained write goes: this server, the chunk and offset, the servers after this one,
+/// and the permission it carries along the chain.
+struct Placement {
     local: SocketAddr,
     chunk: ChunkId,
     version: ChunkVersion,
     offset: u32,
     chain: Vec<SocketAddr>,
+    capability: Capability,
+}
+
+/// One chained write, run in its chunk's turn: queue the forward to the next server (so the
+/// chain sees writes in this same order), store locally, then let the next job of the chunk
+/// start while the answer is gathered.
+async fn write(
+    service: Arc<DataService>,
+    placement: Placement,
     data: Bytes,
     responder: Responder<DataResponse>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
+    let Placement {
+        local,
+        chunk,
+        version,
+        offset,
+        chain,
+        capability,
+    } = placement;
     let forward = match chain.split_first() {
         None => None,
         Some((next, rest)) => {
@@ -233,6 +307,7 @@ async fn write(
                 version,
                 offset,
                 chain: rest.to_vec(),
+                capability,
             };
             Some((
                 *next,
@@ -311,6 +386,7 @@ async fn sync(
     local: SocketAddr,
     chunk: ChunkId,
     chain: Vec<SocketAddr>,
+    capability: Capability,
 ) -> DataResponse {
     if !valid_chain(local, &chain) {
         return Err(DataError {
@@ -324,6 +400,7 @@ async fn sync(
             let request = DataRequest::Sync {
                 chunk,
                 chain: rest.to_vec(),
+                capability,
             };
             Some((
                 *next,

@@ -1,6 +1,7 @@
 //! The ElkFS chunkserver: keeps chunk files on local directories, serves hash-checked reads,
 //! takes part in chained writes, and does what the master tells it.
 
+pub mod capabilities;
 pub mod chunk_test;
 pub mod config;
 pub mod data_service;
@@ -16,9 +17,11 @@ use anyhow::Context;
 use elkfs_chunkstore::{ChunkStore, DataDirSpec};
 use elkfs_common::defaults;
 use elkfs_common::worker::{self, WorkerRegistry};
+use elkfs_proto::cluster_key::{ClusterKey, KEY_FILE};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::capabilities::Capabilities;
 use crate::chunk_test::ChunkTest;
 use crate::config::ChunkserverConfig;
 use crate::data_service::DataService;
@@ -33,6 +36,28 @@ fn dirs_in_use(data: &[String]) -> anyhow::Result<std::path::PathBuf> {
         .or_else(|| data.first().map(|d| DataDirSpec::parse(d)))
         .map(|d| d.path)
         .context("no data directory")
+}
+
+/// The cluster key from `--cluster-key`, or from the first data directory.
+fn load_cluster_key(
+    config: &ChunkserverConfig,
+    first_dir: &std::path::Path,
+) -> anyhow::Result<ClusterKey> {
+    let path = config
+        .cluster_key
+        .clone()
+        .unwrap_or_else(|| first_dir.join(KEY_FILE));
+    let key = ClusterKey::read_file(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}: copy the master's cluster key (the file {KEY_FILE} in its data directory) \
+             to {} or give its path with --cluster-key",
+            path.display()
+        )
+    })?;
+    if ClusterKey::file_is_exposed(&path) {
+        tracing::warn!(key = %path.display(), "the cluster key file can be read by other users; chmod 600 it");
+    }
+    Ok(key)
 }
 
 /// Damage reports waiting to reach the master.
@@ -56,6 +81,8 @@ pub async fn run(config: ChunkserverConfig, stop: CancellationToken) -> anyhow::
     tracing::info!(chunks = report.chunks, bytes = report.bytes, dirs = ?config.data, "data directories scanned");
     let first_dir = dirs_in_use(&config.data)?;
     let server_id = identity::load_or_create(&first_dir)?;
+    let cluster_key = load_cluster_key(&config, &first_dir)?;
+    let capabilities = Arc::new(Capabilities::new(&cluster_key));
     let store = Arc::new(store);
     let sequencer = Arc::new(Sequencer::default());
 
@@ -72,6 +99,7 @@ pub async fn run(config: ChunkserverConfig, stop: CancellationToken) -> anyhow::
         store.clone(),
         sequencer.clone(),
         damage_tx,
+        capabilities.clone(),
     ));
     let workers = WorkerRegistry::default();
     let chunk_test = ChunkTest::new(
@@ -86,6 +114,8 @@ pub async fn run(config: ChunkserverConfig, stop: CancellationToken) -> anyhow::
             master: config.master.clone(),
             data_addr,
             ready_file: config.ready_file.clone(),
+            cluster_key,
+            capabilities,
         },
         store,
         sequencer,

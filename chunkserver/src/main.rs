@@ -35,6 +35,10 @@ struct Args {
     /// Write the data address to FILE once registered with the master.
     #[arg(long, value_name = "FILE")]
     ready_file: Option<PathBuf>,
+    /// A copy of the master's cluster key file (its DATA_DIR/cluster.key); default: cluster.key
+    /// in the first data directory.
+    #[arg(long, value_name = "FILE")]
+    cluster_key: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +56,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(file) = args.ready_file {
         config.ready_file = Some(file);
+    }
+    if let Some(file) = args.cluster_key {
+        config.cluster_key = Some(file);
     }
     if config.data.is_empty() {
         anyhow::bail!(

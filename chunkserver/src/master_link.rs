@@ -4,12 +4,15 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use elkfs_common::defaults;
+use elkfs_proto::auth::{Prover, cluster_proof, proofs_match};
 use elkfs_proto::chunkserver::{
     ChunkReport, CsCommand, CsCommandResult, CsReply, CsRequest, CsResponse, Space,
 };
+use elkfs_proto::cluster_key::ClusterKey;
 use elkfs_proto::{
     CHUNK_REPORT_BATCH, Connection, DataPool, Handler, Hello, MASTER_CHUNKSERVER_LIMITS, Responder,
     Role, connection,
@@ -17,6 +20,7 @@ use elkfs_proto::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::capabilities::Capabilities;
 use crate::replicate;
 use crate::sequencer::Sequencer;
 use crate::storage::{Store, blocking, status_of};
@@ -33,6 +37,10 @@ pub struct LinkSetup {
     pub data_addr: SocketAddr,
     /// Where to announce readiness after the first registration.
     pub ready_file: Option<PathBuf>,
+    /// The cluster's key, proved to the master (and by it).
+    pub cluster_key: ClusterKey,
+    /// Capability checks, which learn the master's clock at each registration.
+    pub capabilities: Arc<Capabilities>,
 }
 
 /// Keeps a registered connection to the master until `stop`; damaged copies reported on
@@ -51,10 +59,13 @@ pub async fn run(
         let attempt = async {
             let addr = elkfs_common::address::resolve(&setup.master, defaults::MASTER_PORT)
                 .map_err(|e| e.to_string())?;
+            let trusted = Arc::new(AtomicBool::new(false));
             let handler = CommandHandler {
                 store: store.clone(),
                 sequencer: sequencer.clone(),
                 peers: peers.clone(),
+                capabilities: setup.capabilities.clone(),
+                trusted: trusted.clone(),
             };
             let link: MasterLink = connection::connect(
                 addr,
@@ -65,7 +76,7 @@ pub async fn run(
             )
             .await
             .map_err(|e| e.to_string())?;
-            register(&link, &store, setup.server_id, setup.data_addr).await?;
+            register(&link, &store, &setup, &trusted).await?;
             Ok::<_, String>((addr, link))
         };
         let (addr, link) = tokio::select! {
@@ -102,12 +113,29 @@ pub async fn run(
     }
 }
 
+/// Proves the cluster key to the master and has it prove the key back (only then are its
+/// commands carried out), then reports every chunk held.
 async fn register(
     link: &MasterLink,
     store: &Store,
-    server_id: u64,
-    data_addr: SocketAddr,
+    setup: &LinkSetup,
+    trusted: &AtomicBool,
 ) -> Result<(), String> {
+    let ours: [u8; 32] = rand::random();
+    let theirs = match expect_ok(link.ask(&CsRequest::Challenge { nonce: ours }).await)? {
+        CsReply::Challenge { proof, nonce } => {
+            let expected = cluster_proof(&setup.cluster_key, Prover::Master, &ours);
+            if !proofs_match(&proof, &expected) {
+                return Err(
+                    "the master does not hold this cluster's key (is --cluster-key the master's cluster.key?)"
+                        .to_string(),
+                );
+            }
+            nonce
+        }
+        other => return Err(format!("unexpected answer to a challenge: {other:?}")),
+    };
+    trusted.store(true, Ordering::Release);
     let space = space_of(store).await;
     let chunks: Vec<ChunkReport> = store
         .list()
@@ -118,15 +146,26 @@ async fn register(
             marked_for_removal: store.is_marked_for_removal(c.id),
         })
         .collect();
-    expect_ok(
+    let registered = expect_ok(
         link.ask(&CsRequest::Register {
-            server_id,
-            data_addr,
+            server_id: setup.server_id,
+            data_addr: setup.data_addr,
             space,
             chunk_count: chunks.len() as u64,
+            proof: cluster_proof(&setup.cluster_key, Prover::Member, &theirs),
         })
         .await,
-    )?;
+    )
+    .map_err(|e| {
+        if e.contains(&elkfs_proto::Status::AccessDenied.to_string()) {
+            format!("{e}: this server's cluster key is not the master's (copy the master's cluster.key to --cluster-key)")
+        } else {
+            e
+        }
+    })?;
+    if let CsReply::Registered { clock, .. } = registered {
+        setup.capabilities.set_master_clock(clock);
+    }
     for batch in chunks.chunks(CHUNK_REPORT_BATCH) {
         expect_ok(link.ask(&CsRequest::Chunks(batch.to_vec())).await)?;
     }
@@ -199,11 +238,13 @@ async fn serve_link(
     }
 }
 
-/// Carries out the master's commands.
+/// Carries out the master's commands, once the master has proved the cluster key.
 struct CommandHandler {
     store: Store,
     sequencer: Arc<Sequencer>,
     peers: Arc<DataPool>,
+    capabilities: Arc<Capabilities>,
+    trusted: Arc<AtomicBool>,
 }
 
 impl Handler<CsCommand, CsCommandResult> for CommandHandler {
@@ -213,8 +254,16 @@ impl Handler<CsCommand, CsCommandResult> for CommandHandler {
         _data: Bytes,
         responder: Responder<CsCommandResult>,
     ) {
+        if !self.trusted.load(Ordering::Acquire) {
+            tracing::warn!("a command came before the master proved the cluster key; refused");
+            responder
+                .send(&Err(elkfs_proto::Status::AccessDenied), Bytes::new())
+                .await;
+            return;
+        }
         let store = self.store.clone();
         let peers = self.peers.clone();
+        let capabilities = self.capabilities.clone();
         let chunk = match &command {
             CsCommand::Create { chunk, .. }
             | CsCommand::SetVersion { chunk, .. }
@@ -227,14 +276,19 @@ impl Handler<CsCommand, CsCommandResult> for CommandHandler {
         self.sequencer.submit(
             chunk,
             Box::pin(async move {
-                let result = execute(&store, &peers, command).await;
+                let result = execute(&store, &peers, &capabilities, command).await;
                 tokio::spawn(async move { responder.send(&result, Bytes::new()).await });
             }),
         );
     }
 }
 
-async fn execute(store: &Store, peers: &DataPool, command: CsCommand) -> CsCommandResult {
+async fn execute(
+    store: &Store,
+    peers: &DataPool,
+    capabilities: &Capabilities,
+    command: CsCommand,
+) -> CsCommandResult {
     let result = match command {
         CsCommand::Create { chunk, version } => {
             blocking(store, move |s| s.create(chunk, version)).await
@@ -267,7 +321,8 @@ async fn execute(store: &Store, peers: &DataPool, command: CsCommand) -> CsComma
             version,
             source,
         } => {
-            return replicate::replicate(store, peers, chunk, version, source)
+            let capability = capabilities.for_copying(chunk, version);
+            return replicate::replicate(store, peers, chunk, version, source, capability)
                 .await
                 .inspect_err(|status| {
                     tracing::warn!(%chunk, %source, %status, "replication failed");

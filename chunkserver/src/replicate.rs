@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use elkfs_proto::capability::Capability;
 use elkfs_proto::data::{DataReply, DataRequest};
 use elkfs_proto::geometry::{CHUNK_SIZE, MAX_DATA_PAYLOAD};
 use elkfs_proto::{ChunkId, ChunkVersion, DataPool, Status};
@@ -26,6 +27,7 @@ pub async fn replicate(
     chunk: ChunkId,
     version: ChunkVersion,
     source: SocketAddr,
+    capability: Capability,
 ) -> Result<(), Status> {
     if let Some(info) = store.info(chunk) {
         if info.version == version {
@@ -40,7 +42,7 @@ pub async fn replicate(
     blocking(store, move |s| s.create(chunk, BUILDING))
         .await
         .map_err(|e| status_of(&e))?;
-    match copy_data(store, peers, chunk, version, source).await {
+    match copy_data(store, peers, chunk, version, source, capability).await {
         Ok(()) => blocking(store, move |s| s.set_version(chunk, BUILDING, version))
             .await
             .map_err(|e| status_of(&e)),
@@ -59,6 +61,7 @@ async fn copy_data(
     chunk: ChunkId,
     version: ChunkVersion,
     source: SocketAddr,
+    capability: Capability,
 ) -> Result<(), Status> {
     let conn = peers.get(source).await.map_err(|e| {
         tracing::warn!(%chunk, %source, error = %e, "cannot reach the replication source");
@@ -74,6 +77,7 @@ async fn copy_data(
                 version,
                 offset: next_offset as u32,
                 length: piece,
+                capability,
             };
             let pending = conn
                 .send(&request, Bytes::new())

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use elkfs_metastore::{FileChunk, MetaOp};
+use elkfs_proto::capability::{Access, Capability, CapabilityKey, unix_now};
 use elkfs_proto::chunkserver::CsCommand;
 use elkfs_proto::master::WriteLease;
 use elkfs_proto::types::FileKind;
@@ -41,6 +42,8 @@ pub struct ChunkOps {
     /// Until then, chunkservers may still be re-registering after a master start: a chunk
     /// without a known copy is waited for rather than reported lost.
     registration_window_end: Instant,
+    /// Signs the capabilities that let clients at chunk data.
+    capabilities: CapabilityKey,
 }
 
 impl ChunkOps {
@@ -51,8 +54,10 @@ impl ChunkOps {
         cluster: Arc<Cluster>,
         reserved: u64,
         registration_window: Duration,
+        capabilities: CapabilityKey,
     ) -> ChunkOps {
         ChunkOps {
+            capabilities,
             meta,
             cluster,
             ids: tokio::sync::Mutex::new(IdRange {
@@ -61,6 +66,11 @@ impl ChunkOps {
             }),
             registration_window_end: Instant::now() + registration_window,
         }
+    }
+
+    /// The master's permission for `access` to `chunk` at `version`, valid for a while.
+    pub fn capability(&self, chunk: ChunkId, version: ChunkVersion, access: Access) -> Capability {
+        self.capabilities.sign(chunk, version, access, unix_now())
     }
 
     /// The servers holding a valid copy of `fc` (those near `near` first). Right after the
@@ -137,6 +147,7 @@ impl ChunkOps {
             version,
             chain: chain.iter().map(|t| t.data_addr).collect(),
             file_length: attr.size,
+            capability: self.capability(chunk, version, Access::Write),
         })
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use elkfs_metastore::MetaOp;
+use elkfs_proto::capability::Access;
 use elkfs_proto::geometry::CHUNK_SIZE;
 use elkfs_proto::master::{MasterReply, MasterRequest, MasterResponse, ReadLocation};
 use elkfs_proto::types::{Caller, FsStats, SetAttr, Timestamp};
@@ -450,6 +451,8 @@ async fn serve(
                 file_length: attr.size,
                 chunk: chunk.map(|fc| (fc.chunk, fc.version)),
                 servers,
+                capability: chunk
+                    .map(|fc| state.chunks.capability(fc.chunk, fc.version, Access::Read)),
             }))
         }
         MasterRequest::WriteChunk { inode, index } => {

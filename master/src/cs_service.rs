@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use elkfs_metastore::MetaOp;
+use elkfs_proto::auth::{Prover, cluster_proof, proofs_match};
+use elkfs_proto::capability::unix_now;
 use elkfs_proto::chunkserver::{ChunkReport, CsCommand, CsReply, CsRequest, CsResponse};
 use elkfs_proto::{Handler, Responder, ServerId, Status};
 
@@ -19,6 +21,10 @@ pub struct CsHandler {
     link: CsLink,
     peer: SocketAddr,
     server: Option<(ServerId, SocketAddr)>,
+    /// The nonce this connection's chunkserver must prove the cluster key for.
+    nonce: Option<[u8; 32]>,
+    /// It failed to prove the key: the connection closes once it has been told.
+    refused: bool,
     reported: u64,
     stopping: bool,
     heard: Arc<std::sync::Mutex<tokio::time::Instant>>,
@@ -34,6 +40,8 @@ impl CsHandler {
             link,
             peer,
             server: None,
+            nonce: None,
+            refused: false,
             reported: 0,
             stopping: false,
             heard,
@@ -90,7 +98,11 @@ struct Sorted {
 impl Handler<CsRequest, CsResponse> for CsHandler {
     async fn handle(&mut self, request: CsRequest, _data: Bytes, responder: Responder<CsResponse>) {
         let reply = self.serve(request).await;
-        responder.send(&reply, Bytes::new()).await;
+        if self.refused {
+            responder.send_then_close(&reply).await;
+        } else {
+            responder.send(&reply, Bytes::new()).await;
+        }
     }
 }
 
@@ -98,14 +110,32 @@ impl CsHandler {
     async fn serve(&mut self, request: CsRequest) -> CsResponse {
         *self.heard.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
         match request {
+            CsRequest::Challenge { nonce } => {
+                let ours: [u8; 32] = rand::random();
+                self.nonce = Some(ours);
+                Ok(CsReply::Challenge {
+                    proof: cluster_proof(&self.state.cluster_key, Prover::Master, &nonce),
+                    nonce: ours,
+                })
+            }
             CsRequest::Register {
                 server_id,
                 data_addr,
                 space,
                 chunk_count,
+                proof,
             } => {
                 if self.server.is_some() {
                     return Err(Status::Protocol);
+                }
+                let proved = self.nonce.take().is_some_and(|nonce| {
+                    let expected = cluster_proof(&self.state.cluster_key, Prover::Member, &nonce);
+                    proofs_match(&proof, &expected)
+                });
+                if !proved {
+                    tracing::warn!(peer = %self.peer, "refused a chunkserver without this cluster's key; give it a copy of the master's cluster.key (--cluster-key)");
+                    self.refused = true;
+                    return Err(Status::AccessDenied);
                 }
                 // A server listening on 0.0.0.0 is reached at the address it connected from.
                 let data_addr = if data_addr.ip().is_unspecified() {
@@ -119,7 +149,10 @@ impl CsHandler {
                         .add_server(server_id, data_addr, space, self.link.clone());
                 self.server = Some((id, data_addr));
                 tracing::info!(server = %id, addr = %data_addr, chunks = chunk_count, total = space.total, available = space.available, "chunkserver registering");
-                Ok(CsReply::Registered { server: id })
+                Ok(CsReply::Registered {
+                    server: id,
+                    clock: unix_now(),
+                })
             }
             CsRequest::Chunks(batch) => {
                 let (id, _) = self.server.ok_or(Status::Protocol)?;

@@ -29,6 +29,8 @@ use anyhow::Context;
 use elkfs_common::defaults;
 use elkfs_common::worker;
 use elkfs_metastore::{MetaOp, MetaStore};
+use elkfs_proto::capability::CapabilityKey;
+use elkfs_proto::cluster_key::{ClusterKey, KEY_FILE};
 use elkfs_proto::types::Timestamp;
 use tokio_util::sync::CancellationToken;
 
@@ -75,6 +77,7 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
         tracing::info!("created a new filesystem");
     }
     let exports = load_exports(&config)?;
+    let cluster_key = load_cluster_key(&config.data_dir)?;
     let reserved = store.chunk_ids_reserved()?;
     let meta = Meta::new(store, config.sync_commit);
     let cluster = Arc::new(Cluster::default());
@@ -87,9 +90,11 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
             cluster,
             reserved,
             config.replication().startup_delay,
+            CapabilityKey::new(&cluster_key),
         ),
         config.replications_per_server.max(1),
         exports,
+        cluster_key,
     ));
     let workers = state.workers.clone();
     let replication = worker::spawn(
@@ -196,6 +201,25 @@ async fn sync_changelog(meta: Meta, interval: std::time::Duration, stop: Cancell
             Err(e) => tracing::error!(error = %e, "cannot fsync the changelog"),
         }
     }
+}
+
+/// The cluster key in the data directory, made on the first start. Chunkservers and metaloggers
+/// need a copy of the file to join.
+fn load_cluster_key(data_dir: &std::path::Path) -> anyhow::Result<ClusterKey> {
+    let path = data_dir.join(KEY_FILE);
+    let (key, created) = ClusterKey::load_or_create(&path, rand::random).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}; copy the key back from a chunkserver's or metalogger's key file \
+                 (every node of the cluster holds the same key)"
+        )
+    })?;
+    if created {
+        tracing::info!(key = %path.display(), "created the cluster key; every chunkserver and metalogger needs a copy of this file (--cluster-key)");
+    }
+    if ClusterKey::file_is_exposed(&path) {
+        tracing::warn!(key = %path.display(), "the cluster key file can be read by other users; chmod 600 it");
+    }
+    Ok(key)
 }
 
 /// The exports file named in the configuration, or the loopback-only default without one.

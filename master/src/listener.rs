@@ -28,8 +28,8 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<MasterState>, stop: C
     .await;
 }
 
-/// Who may connect: chunkservers and metaloggers from anywhere (until cluster keys exist),
-/// clients from an address some line of the exports file names (loopback only without one).
+/// Who may connect: chunkservers and metaloggers from anywhere (they prove the cluster key
+/// next), clients from an address some line of the exports file names (loopback only without one).
 fn admit(hello: &Hello, peer: SocketAddr, exports: &Exports) -> Result<(), String> {
     match hello.role {
         Role::Client if exports.admits_host(peer.ip()) => Ok(()),

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use elkfs_metastore::follow::{FollowError, Follower};
+use elkfs_proto::auth::{Prover, cluster_proof, proofs_match};
 use elkfs_proto::metalogger::{MlReply, MlRequest, MlResponse};
 use elkfs_proto::{Handler, Responder, Status};
 
@@ -25,31 +26,78 @@ pub struct MetaloggerHandler {
     state: Arc<MasterState>,
     peer: SocketAddr,
     follower: Option<Follower>,
+    /// The nonce the metalogger must prove the cluster key for.
+    nonce: Option<[u8; 32]>,
+    /// It proved the key: changelog and images are served.
+    joined: bool,
 }
 
 impl MetaloggerHandler {
     /// A handler for a metalogger connected from `peer`.
     pub fn new(state: Arc<MasterState>, peer: SocketAddr) -> MetaloggerHandler {
-        state.metaloggers.add(peer);
-        tracing::info!(%peer, "metalogger connected");
         MetaloggerHandler {
             state,
             peer,
             follower: None,
+            nonce: None,
+            joined: false,
+        }
+    }
+
+    /// Answers a challenge, or lets the metalogger in if it proved the key.
+    fn join(&mut self, request: MlRequest) -> MlResponse {
+        match request {
+            MlRequest::Challenge { nonce } => {
+                let ours: [u8; 32] = rand::random();
+                self.nonce = Some(ours);
+                Ok(MlReply::Challenge {
+                    proof: cluster_proof(&self.state.cluster_key, Prover::Master, &nonce),
+                    nonce: ours,
+                })
+            }
+            MlRequest::Join { proof } => {
+                let proved = self.nonce.take().is_some_and(|nonce| {
+                    let expected = cluster_proof(&self.state.cluster_key, Prover::Member, &nonce);
+                    proofs_match(&proof, &expected)
+                });
+                if !proved {
+                    tracing::warn!(peer = %self.peer, "refused a metalogger without this cluster's key; give it a copy of the master's cluster.key (--cluster-key)");
+                    return Err(Status::AccessDenied);
+                }
+                self.joined = true;
+                self.state.metaloggers.add(self.peer);
+                tracing::info!(peer = %self.peer, "metalogger connected");
+                Ok(MlReply::Joined)
+            }
+            _ => Err(Status::AccessDenied),
         }
     }
 }
 
 impl Drop for MetaloggerHandler {
     fn drop(&mut self) {
-        self.state.metaloggers.remove(self.peer);
-        tracing::info!(peer = %self.peer, "metalogger disconnected");
+        if self.joined {
+            self.state.metaloggers.remove(self.peer);
+            tracing::info!(peer = %self.peer, "metalogger disconnected");
+        }
     }
 }
 
 impl Handler<MlRequest, MlResponse> for MetaloggerHandler {
     async fn handle(&mut self, request: MlRequest, _data: Bytes, responder: Responder<MlResponse>) {
+        if !self.joined {
+            let reply = self.join(request);
+            if reply.is_err() {
+                responder.send_then_close(&reply).await;
+            } else {
+                responder.send(&reply, Bytes::new()).await;
+            }
+            return;
+        }
         let (reply, data) = match request {
+            MlRequest::Challenge { .. } | MlRequest::Join { .. } => {
+                (Err(Status::Protocol), Bytes::new())
+            }
             MlRequest::Fetch { after, max_bytes } => {
                 // A metalogger asks for more only once what it has is fsynced.
                 self.state.metaloggers.holds(self.peer, after);

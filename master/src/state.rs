@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use elkfs_common::worker::WorkerRegistry;
 use elkfs_metastore::MetaOp;
+use elkfs_proto::cluster_key::ClusterKey;
 use elkfs_proto::{InodeId, SessionId};
 
 use crate::chunk_ops::ChunkOps;
@@ -48,6 +49,8 @@ pub struct MasterState {
     /// between a purge's "nobody has it open" and the purge itself.
     purge_gate: tokio::sync::Mutex<()>,
     next_session: AtomicU64,
+    /// The cluster's secret: chunkservers and metaloggers prove they hold it.
+    pub cluster_key: ClusterKey,
     /// Who may mount what; replaced when the exports file is reloaded.
     exports: tokio::sync::watch::Sender<Arc<Exports>>,
 }
@@ -61,8 +64,10 @@ impl MasterState {
         chunks: ChunkOps,
         replication_per_server: usize,
         exports: Exports,
+        cluster_key: ClusterKey,
     ) -> Self {
         MasterState {
+            cluster_key,
             meta,
             cluster,
             leases,

@@ -17,6 +17,9 @@ pub struct MetaloggerConfig {
     pub changelog_file_mib: u64,
     /// File to write the master's address to once the copy is up to date for the first time.
     pub ready_file: Option<PathBuf>,
+    /// A copy of the master's cluster key file (default: `cluster.key` in the data directory;
+    /// a key given elsewhere is copied there, so a promoted master has it).
+    pub cluster_key: Option<PathBuf>,
 }
 
 impl Default for MetaloggerConfig {
@@ -27,6 +30,7 @@ impl Default for MetaloggerConfig {
             data_dir: PathBuf::from(defaults::METALOGGER_DATA_DIR),
             changelog_file_mib: 64,
             ready_file: None,
+            cluster_key: None,
         }
     }
 }

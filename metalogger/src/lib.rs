@@ -11,6 +11,8 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use elkfs_common::defaults;
 use elkfs_metastore::follow::split_raw;
+use elkfs_proto::auth::{Prover, cluster_proof, proofs_match};
+use elkfs_proto::cluster_key::{ClusterKey, KEY_FILE};
 use elkfs_proto::metalogger::{MlReply, MlRequest, MlResponse};
 use elkfs_proto::{Connection, Hello, MASTER_METALOGGER_LIMITS, NoRequests, Role, connection};
 use tokio::io::AsyncWriteExt;
@@ -41,7 +43,9 @@ pub async fn run(config: MetaloggerConfig, stop: CancellationToken) -> anyhow::R
         .await?
         .with_context(|| format!("cannot open the copy in {}", config.data_dir.display()))?;
     tracing::info!(dir = %config.data_dir.display(), version = copy.last(), "metadata copy opened");
+    let cluster_key = load_cluster_key(&config)?;
     let mut follower = Follow {
+        cluster_key,
         copy: Some(copy),
         announced: false,
         config,
@@ -68,7 +72,36 @@ pub async fn run(config: MetaloggerConfig, stop: CancellationToken) -> anyhow::R
     Ok(())
 }
 
+/// The cluster key: from `--cluster-key` (then also kept in the data directory, which must be
+/// able to serve as a master's) or from the data directory.
+fn load_cluster_key(config: &MetaloggerConfig) -> anyhow::Result<ClusterKey> {
+    let kept = config.data_dir.join(KEY_FILE);
+    let path = config.cluster_key.clone().unwrap_or_else(|| kept.clone());
+    let key = ClusterKey::read_file(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}: copy the master's cluster key (the file {KEY_FILE} in its data directory) \
+             to {} or give its path with --cluster-key",
+            path.display()
+        )
+    })?;
+    if ClusterKey::file_is_exposed(&path) {
+        tracing::warn!(key = %path.display(), "the cluster key file can be read by other users; chmod 600 it");
+    }
+    if path != kept && ClusterKey::read_file(&kept).ok().as_ref() != Some(&key) {
+        match std::fs::remove_file(&kept) {
+            Ok(()) => {
+                tracing::warn!(key = %kept.display(), "replacing the cluster key kept in the data directory with the one given")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot replace {}", kept.display())),
+        }
+        key.write_new_file(&kept)?;
+    }
+    Ok(key)
+}
+
 struct Follow {
+    cluster_key: ClusterKey,
     copy: Option<LocalCopy>,
     announced: bool,
     config: MetaloggerConfig,
@@ -105,6 +138,7 @@ impl Follow {
             NoRequests,
         )
         .await?;
+        self.join(&link).await?;
         tracing::info!(master = %addr, version = self.last(), "following the master");
         let mut image_checked = tokio::time::Instant::now();
         loop {
@@ -142,6 +176,32 @@ impl Follow {
                 image_checked = tokio::time::Instant::now();
                 self.fetch_image(&link, false).await?;
             }
+        }
+    }
+
+    /// Proves the cluster key to the master, after it has proved it to us (a master without
+    /// it could feed us another history).
+    async fn join(&self, link: &MasterLink) -> anyhow::Result<()> {
+        let ours: [u8; 32] = rand::random();
+        let (reply, _) = ask(link, &MlRequest::Challenge { nonce: ours }).await?;
+        let MlReply::Challenge { proof, nonce } = reply else {
+            bail!("unexpected reply to a challenge: {reply:?}");
+        };
+        if !proofs_match(
+            &proof,
+            &cluster_proof(&self.cluster_key, Prover::Master, &ours),
+        ) {
+            bail!(
+                "the master does not hold this cluster's key (is --cluster-key the master's cluster.key?)"
+            );
+        }
+        let proof = cluster_proof(&self.cluster_key, Prover::Member, &nonce);
+        match link.call(&MlRequest::Join { proof }, Bytes::new()).await? {
+            (Ok(MlReply::Joined), _) => Ok(()),
+            (Err(elkfs_proto::Status::AccessDenied), _) => bail!(
+                "the master refused this metalogger's cluster key (copy the master's cluster.key to --cluster-key)"
+            ),
+            (other, _) => bail!("unexpected reply to joining: {other:?}"),
         }
     }
 

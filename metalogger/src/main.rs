@@ -32,6 +32,10 @@ struct Args {
     /// Write the master's address to FILE once the copy is up to date.
     #[arg(long, value_name = "FILE")]
     ready_file: Option<PathBuf>,
+    /// A copy of the master's cluster key file (its DATA_DIR/cluster.key); default: cluster.key
+    /// in the data directory.
+    #[arg(long, value_name = "FILE")]
+    cluster_key: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +51,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(file) = args.ready_file {
         config.ready_file = Some(file);
+    }
+    if let Some(file) = args.cluster_key {
+        config.cluster_key = Some(file);
     }
     elkfs_common::daemon::serve_until_stopped(|stop| elkfs_metalogger::run(config, stop))
 }

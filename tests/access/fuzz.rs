@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use std::{fs, thread};
 
 use elkfs_e2e::{chunk_files, pseudo_random};
+use elkfs_proto::capability::{Access, Capability, CapabilityKey, unix_now};
 use elkfs_proto::chunkserver::{ChunkReport, CsRequest, Space};
+use elkfs_proto::cluster_key::ClusterKey;
 use elkfs_proto::codec;
 use elkfs_proto::data::{DataReply, DataRequest, DataResponse};
 use elkfs_proto::geometry::{CHUNK_SIZE, MAX_DATA_PAYLOAD};
@@ -91,9 +93,9 @@ fn daemons_keep_serving_after_tens_of_thousands_of_random_and_mutated_frames() {
     let mount = cluster.mount_path(0).to_path_buf();
     let before = pseudo_random(3 << 20, seed);
     fs::write(mount.join(BEFORE_FUZZ), &before).expect("writing before the fuzz");
-    let before_chunk = chunk_files(0, &cluster.chunkserver_data_dirs(0)[0])
+    let (before_chunk, before_version) = chunk_files(0, &cluster.chunkserver_data_dirs(0)[0])
         .first()
-        .map(|c| ChunkId(c.id))
+        .map(|c| (ChunkId(c.id), ChunkVersion(c.version)))
         .expect("the chunk of the file written before the fuzz");
     let targets = Targets::create(&cluster, &mount);
 
@@ -199,6 +201,12 @@ fn daemons_keep_serving_after_tens_of_thousands_of_random_and_mutated_frames() {
         let request = DataRequest::Sync {
             chunk: before_chunk,
             chain: chain.clone(),
+            capability: capabilities_of(&cluster).sign(
+                before_chunk,
+                before_version,
+                Access::Read,
+                unix_now(),
+            ),
         };
         let answer = ask_data_port(cs, &request);
         let as_expected = match &answer {
@@ -296,10 +304,11 @@ fn master_survives_a_deeply_nested_tagged_request() {
 fn chunkserver_keeps_forwarding_after_chains_that_come_back_to_it() {
     let cluster = Cluster::builder().chunkservers(2).start();
     fs::write(cluster.mount_path(0).join("file"), b"data").expect("writing a file");
-    let chunk = chunk_files(0, &cluster.chunkserver_data_dirs(0)[0])
+    let (chunk, version) = chunk_files(0, &cluster.chunkserver_data_dirs(0)[0])
         .first()
-        .map(|c| ChunkId(c.id))
+        .map(|c| (ChunkId(c.id), ChunkVersion(c.version)))
         .expect("the file's chunk");
+    let capability = capabilities_of(&cluster).sign(chunk, version, Access::Read, unix_now());
     let cs = cluster.chunkserver(0).addr();
     let mut bytes = frame(
         &encode_hello(&Hello::new(Role::DataClient, "elkfs-fuzz")),
@@ -308,6 +317,7 @@ fn chunkserver_keeps_forwarding_after_chains_that_come_back_to_it() {
     let looping = DataRequest::Sync {
         chunk,
         chain: vec![cs; 8],
+        capability,
     };
     let body = codec::encode(&looping).expect("encoding");
     for id in 0..40 {
@@ -325,6 +335,7 @@ fn chunkserver_keeps_forwarding_after_chains_that_come_back_to_it() {
     let request = DataRequest::Sync {
         chunk,
         chain: vec![cluster.chunkserver(1).addr()],
+        capability,
     };
     let answer = ask_data_port(cs, &request);
     assert!(
@@ -333,6 +344,12 @@ fn chunkserver_keeps_forwarding_after_chains_that_come_back_to_it() {
         plan.summary,
         got.frames
     );
+}
+
+/// Signs capabilities as the cluster's master does (the test holds the cluster key).
+fn capabilities_of(cluster: &Cluster) -> CapabilityKey {
+    let key = ClusterKey::read_file(cluster.cluster_key_file()).expect("reading the cluster key");
+    CapabilityKey::new(&key)
 }
 
 /// A request header (kind, id, body) whose body is a `Tagged` of a `Tagged` of ... `StatFs`.
@@ -792,6 +809,7 @@ struct Targets {
     chunks: Vec<(ChunkId, ChunkVersion)>,
     master: SocketAddr,
     chunkserver: SocketAddr,
+    capabilities: CapabilityKey,
 }
 
 impl Targets {
@@ -820,6 +838,31 @@ impl Targets {
             chunks,
             master: cluster.master_addr(),
             chunkserver: cluster.chunkserver(0).addr(),
+            capabilities: capabilities_of(cluster),
+        }
+    }
+
+    /// Mostly a capability the master could have signed for the request (so the fuzz gets past
+    /// the check), sometimes an expired, forged or misdirected one.
+    fn capability(
+        &self,
+        rng: &mut StdRng,
+        chunk: ChunkId,
+        version: ChunkVersion,
+        access: Access,
+    ) -> Capability {
+        let now = unix_now();
+        match rng.random_range(0..8) {
+            0 => self.capabilities.sign(chunk, version, access, now - 3600),
+            1 => Capability {
+                mac: rng.random(),
+                ..self.capabilities.sign(chunk, version, access, now)
+            },
+            2 => self
+                .capabilities
+                .sign(unknown_chunk(rng), version, access, now),
+            3 => self.capabilities.sign(chunk, version, Access::Read, now),
+            _ => self.capabilities.sign(chunk, version, access, now),
         }
     }
 
@@ -1028,6 +1071,7 @@ fn register(rng: &mut StdRng) -> CsRequest {
             available: number(rng),
         },
         chunk_count: number(rng),
+        proof: rng.random(),
     }
 }
 
@@ -1291,17 +1335,26 @@ fn data_request(t: &Targets, rng: &mut StdRng) -> DataRequest {
                 length: *[0, 1, 65_536, MAX_DATA_PAYLOAD, u32::MAX]
                     .choose(rng)
                     .expect("length"),
+                capability: t.capability(rng, chunk, version, Access::Read),
             }
         }
-        1 => DataRequest::Write {
-            chunk: unknown_chunk(rng),
-            version: ChunkVersion(number32(rng)),
-            offset: offset(rng),
-            chain: t.chain(rng),
-        },
-        _ => DataRequest::Sync {
-            chunk: t.chunk(rng).0,
-            chain: t.chain(rng),
-        },
+        1 => {
+            let (chunk, version) = (unknown_chunk(rng), ChunkVersion(number32(rng)));
+            DataRequest::Write {
+                chunk,
+                version,
+                offset: offset(rng),
+                chain: t.chain(rng),
+                capability: t.capability(rng, chunk, version, Access::Write),
+            }
+        }
+        _ => {
+            let (chunk, version) = t.chunk(rng);
+            DataRequest::Sync {
+                chunk,
+                chain: t.chain(rng),
+                capability: t.capability(rng, chunk, version, Access::Read),
+            }
+        }
     }
 }

@@ -5,6 +5,7 @@
 //!
 //! Run as root (the harness mounts through /dev/fuse).
 
+mod capabilities;
 mod fuzz;
 mod unprivileged;
 

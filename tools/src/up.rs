@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use elkfs_proto::cluster_key::KEY_FILE;
 
 /// What `elkfs up` was asked for.
 pub struct UpOptions {
@@ -132,6 +133,8 @@ fn start_all(
         daemons,
     )?;
     let master_addr = wait_ready(&master, daemons)?;
+    // Made by the master on its first start; every other daemon joins with it.
+    let cluster_key = dir.join("master").join(KEY_FILE);
     let metalogger = spawn(
         bin,
         "elkfs-metalogger",
@@ -142,6 +145,8 @@ fn start_all(
             master_addr.as_ref(),
             "--data-dir".as_ref(),
             dir.join("metalogger").as_os_str(),
+            "--cluster-key".as_ref(),
+            cluster_key.as_os_str(),
         ],
         daemons,
     )?;
@@ -167,6 +172,8 @@ fn start_all(
                 data.as_os_str(),
                 "--listen".as_ref(),
                 cs_listen.as_ref(),
+                "--cluster-key".as_ref(),
+                cluster_key.as_os_str(),
             ],
             daemons,
         )?);

@@ -10,7 +10,7 @@ pub fn errno_of(status: Status) -> i32 {
         Status::NotEmpty => libc::ENOTEMPTY,
         Status::NotDir => libc::ENOTDIR,
         Status::IsDir => libc::EISDIR,
-        Status::AccessDenied => libc::EACCES,
+        Status::AccessDenied | Status::BadCapability => libc::EACCES,
         Status::NotPermitted => libc::EPERM,
         Status::ReadOnly => libc::EROFS,
         Status::NoSpace => libc::ENOSPC,

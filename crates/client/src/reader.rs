@@ -86,11 +86,15 @@ impl Client {
             let Some((chunk, version)) = loc.chunk else {
                 return Ok(Bytes::from(vec![0u8; len as usize]));
             };
+            let Some(capability) = loc.capability else {
+                return Err(Status::Protocol);
+            };
             let request = DataRequest::Read {
                 chunk,
                 version,
                 offset: in_chunk,
                 length: len,
+                capability,
             };
             for server in &loc.servers {
                 let conn = match self.data.get(*server).await {
@@ -116,7 +120,8 @@ impl Client {
                     Ok((Err(DataError { status, server }), _)) => {
                         tracing::debug!(%chunk, %server, %status, "chunk read failed; trying the next copy");
                         last_error = status;
-                        if status == Status::WrongVersion {
+                        // Another copy would say the same: ask the master again.
+                        if matches!(status, Status::WrongVersion | Status::BadCapability) {
                             break;
                         }
                     }

@@ -10,8 +10,10 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use elkfs_proto::capability::{CAPABILITY_LIFETIME, Capability};
 use elkfs_proto::data::{DataReply, DataRequest, DataResponse};
 use elkfs_proto::geometry::{CHUNK_SIZE, MAX_DATA_PAYLOAD, chunk_index_of, offset_in_chunk};
 use elkfs_proto::master::{MasterReply, MasterRequest, WriteLease};
@@ -53,12 +55,14 @@ struct State {
     unsynced: Vec<Unsynced>,
 }
 
-/// A chunk written since the last fsync, and the chain that took the data.
+/// A chunk written since the last fsync, the chain that took the data and the permission that
+/// came with it.
 #[derive(Clone, Debug)]
 struct Unsynced {
     chunk: ChunkId,
     index: u32,
     chain: Vec<SocketAddr>,
+    capability: Capability,
 }
 
 /// The write-behind buffer of one open file (shared by all its open handles in this client).
@@ -74,6 +78,15 @@ struct ActiveLease {
     index: u32,
     lease: WriteLease,
     conn: DataConnection,
+    /// When the master granted it: it is renewed well before its capability expires.
+    granted: Instant,
+}
+
+impl ActiveLease {
+    /// Whether its capability is old enough to be renewed before the next piece.
+    fn due_for_renewal(&self) -> bool {
+        self.granted.elapsed() > CAPABILITY_LIFETIME / 2
+    }
 }
 
 /// A piece taken off the queue: its bytes are frozen so resending it costs no copy.
@@ -228,7 +241,11 @@ impl FileWriter {
     /// fsyncs one chunk along the chain that took its data; if a server of that chain is gone,
     /// on every copy the master lists as valid now.
     async fn sync_chunk(&self, u: &Unsynced) -> Result<(), Status> {
-        if self.sync_chain(u.chunk, &u.chain).await.is_ok() {
+        if self
+            .sync_chain(u.chunk, &u.chain, u.capability)
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         let request = MasterRequest::ReadChunk {
@@ -239,19 +256,27 @@ impl FileWriter {
             MasterReply::ReadLocation(l) => l,
             _ => return Err(Status::Protocol),
         };
-        match location.chunk {
-            Some((chunk, _)) if chunk == u.chunk && !location.servers.is_empty() => {}
+        let capability = match (location.chunk, location.capability) {
+            (Some((chunk, _)), Some(capability))
+                if chunk == u.chunk && !location.servers.is_empty() =>
+            {
+                capability
+            }
             // The chunk is gone from the file (truncated, or the file removed): nothing to sync.
-            None => return Ok(()),
-            Some(_) => return Ok(()),
-        }
+            _ => return Ok(()),
+        };
         for server in location.servers {
-            self.sync_chain(u.chunk, &[server]).await?;
+            self.sync_chain(u.chunk, &[server], capability).await?;
         }
         Ok(())
     }
 
-    async fn sync_chain(&self, chunk: ChunkId, chain: &[SocketAddr]) -> Result<(), Status> {
+    async fn sync_chain(
+        &self,
+        chunk: ChunkId,
+        chain: &[SocketAddr],
+        capability: Capability,
+    ) -> Result<(), Status> {
         let Some((first, rest)) = chain.split_first() else {
             return Ok(());
         };
@@ -259,6 +284,7 @@ impl FileWriter {
         let request = DataRequest::Sync {
             chunk,
             chain: rest.to_vec(),
+            capability,
         };
         let call = conn.call(&request, Bytes::new());
         match tokio::time::timeout(elkfs_common::defaults::DATA_TIMEOUT, call).await {
@@ -303,7 +329,10 @@ impl FileWriter {
                 continue;
             };
             let index = chunk_index_of(piece.offset);
-            if lease.as_ref().is_some_and(|l| l.index != index) {
+            if lease
+                .as_ref()
+                .is_some_and(|l| l.index != index || l.due_for_renewal())
+            {
                 self.drain(&mut flight, &mut lease).await;
                 if let Some(active) = lease.take() {
                     self.end_lease(active).await;
@@ -353,7 +382,12 @@ impl FileWriter {
             None => Err(Status::NoSpace),
         };
         match connected {
-            Ok(conn) => Ok(ActiveLease { index, lease, conn }),
+            Ok(conn) => Ok(ActiveLease {
+                index,
+                lease,
+                conn,
+                granted: Instant::now(),
+            }),
             Err(status) => {
                 let end = MasterRequest::WriteEnd {
                     inode: self.inode,
@@ -476,11 +510,15 @@ impl FileWriter {
         st.stored_end = st.stored_end.max(piece.offset + piece.data.len() as u64);
         let chunk = active.lease.chunk;
         match st.unsynced.iter_mut().find(|u| u.chunk == chunk) {
-            Some(entry) => entry.chain = active.lease.chain.clone(),
+            Some(entry) => {
+                entry.chain = active.lease.chain.clone();
+                entry.capability = active.lease.capability;
+            }
             None => st.unsynced.push(Unsynced {
                 chunk,
                 index: active.index,
                 chain: active.lease.chain.clone(),
+                capability: active.lease.capability,
             }),
         }
     }
@@ -495,6 +533,7 @@ async fn send_piece(
         version: active.lease.version,
         offset: offset_in_chunk(piece.offset),
         chain: active.lease.chain[1..].to_vec(),
+        capability: active.lease.capability,
     };
     active.conn.send(&request, piece.data.clone()).await
 }
@@ -523,6 +562,11 @@ async fn wait_reply(
                 }) {
                 Ok((Ok(DataReply::Written), _)) => Ok(()),
                 Ok((Ok(_), _)) => failure(Status::Protocol, None),
+                // An expired permission says nothing against the server: renew it only.
+                Ok((Err(e), _)) if e.status == Status::BadCapability => {
+                    tracing::debug!(error = %e, "chained write refused");
+                    failure(e.status, None)
+                }
                 Ok((Err(e), _)) => {
                     tracing::debug!(error = %e, "chained write failed");
                     failure(e.status, Some(e.server))

@@ -42,6 +42,8 @@ pub enum CsRequest {
         space: Space,
         /// How many chunks it will report.
         chunk_count: u64,
+        /// [`crate::auth::cluster_proof`] of the cluster key for the master's nonce.
+        proof: [u8; 32],
     },
     /// A batch of the chunks it holds.
     Chunks(Vec<ChunkReport>),
@@ -60,6 +62,12 @@ pub enum CsRequest {
     /// The server is stopping on purpose (maintenance, upgrade): its copies are expected back,
     /// so only chunks left with a single copy are replicated before the grace period ends.
     Stopping,
+    /// Asks the master to prove it holds the cluster key; the reply carries a nonce for the
+    /// chunkserver's own proof in [`CsRequest::Register`]. The first request after the hello.
+    Challenge {
+        /// A random nonce for the master's proof.
+        nonce: [u8; 32],
+    },
 }
 
 /// The master's answer to a [`CsRequest`].
@@ -69,9 +77,18 @@ pub enum CsReply {
     Registered {
         /// The server's id for this master run.
         server: ServerId,
+        /// The master's clock, seconds since the epoch: capabilities expire by it.
+        clock: u64,
     },
     /// Acknowledged.
     Done,
+    /// The master's proof of the cluster key, and its nonce for the chunkserver's proof.
+    Challenge {
+        /// [`crate::auth::cluster_proof`] of the cluster key for the chunkserver's nonce.
+        proof: [u8; 32],
+        /// The nonce the chunkserver must prove the key for.
+        nonce: [u8; 32],
+    },
 }
 
 /// A command from the master to a chunkserver.

@@ -131,6 +131,8 @@ impl Handler<NoMessage, NoMessage> for NoRequests {
 struct OutFrame {
     header: Vec<u8>,
     data: Bytes,
+    /// The connection closes once this frame is written.
+    last: bool,
 }
 
 /// Answers one request; dropping it without answering leaves the caller waiting until the
@@ -144,9 +146,19 @@ pub struct Responder<Reply> {
 impl<Reply: Serialize> Responder<Reply> {
     /// Sends the answer with optional raw data; a closed connection drops it silently.
     pub async fn send(self, reply: &Reply, data: Bytes) {
+        self.enqueue(reply, data, false).await;
+    }
+
+    /// Sends the answer, then closes the connection once it is written (a refusal the peer
+    /// must still get to read).
+    pub async fn send_then_close(self, reply: &Reply) {
+        self.enqueue(reply, Bytes::new(), true).await;
+    }
+
+    async fn enqueue(self, reply: &Reply, data: Bytes, last: bool) {
         match codec::encode(&(KIND_RESPONSE, self.id, reply)) {
             Ok(header) => {
-                let _ = self.out.send(OutFrame { header, data }).await;
+                let _ = self.out.send(OutFrame { header, data, last }).await;
             }
             Err(e) => tracing::error!(error = %e, "cannot encode a reply"),
         }
@@ -266,7 +278,12 @@ impl<Req: Message, Resp: Message> Connection<Req, Resp> {
             },
             Err(_) => return Err(self.shared.closed_error()),
         }
-        if self.out.send(OutFrame { header, data }).await.is_err() {
+        let frame = OutFrame {
+            header,
+            data,
+            last: false,
+        };
+        if self.out.send(frame).await.is_err() {
             if let Ok(mut pending) = self.shared.pending.lock()
                 && let Some(map) = pending.as_mut()
             {
@@ -638,6 +655,11 @@ async fn write_loop(
             frame::write_frame(&mut writer, &f.header, &f.data)
                 .await
                 .map_err(|e| format!("write failed: {e}"))?;
+            if f.last {
+                let _ = writer.flush().await;
+                let _ = writer.shutdown().await;
+                return Ok(());
+            }
             next = frames.try_recv().ok();
         }
         writer

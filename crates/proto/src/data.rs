@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::capability::Capability;
 use crate::ids::{ChunkId, ChunkVersion};
 use crate::status::Status;
 
@@ -21,6 +22,8 @@ pub enum DataRequest {
         offset: u32,
         /// Bytes wanted.
         length: u32,
+        /// The master's permission to read this version of the chunk.
+        capability: Capability,
     },
     /// Writes the frame's data at `offset`, then forwards to `chain[0]` with the rest of the chain.
     Write {
@@ -32,6 +35,8 @@ pub enum DataRequest {
         offset: u32,
         /// The servers after this one that must store the data too.
         chain: Vec<SocketAddr>,
+        /// The master's permission to write this version of the chunk (forwarded along).
+        capability: Capability,
     },
     /// fsyncs the chunk here and on every server of `chain`.
     Sync {
@@ -39,6 +44,8 @@ pub enum DataRequest {
         chunk: ChunkId,
         /// The servers after this one.
         chain: Vec<SocketAddr>,
+        /// Any capability for the chunk (syncing changes no data).
+        capability: Capability,
     },
 }
 

@@ -20,6 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
+use crate::capability::{Access, Capability};
 use crate::chunkserver::{
     ChunkReport, CsCommand, CsCommandResult, CsReply, CsRequest, CsResponse, Space,
 };
@@ -393,12 +394,14 @@ fn master_responses() -> Vec<MasterResponse> {
             file_length: 100,
             chunk: Some((ChunkId(1), ChunkVersion(2))),
             servers: vec![v4(), v6()],
+            capability: Some(test_capability()),
         })),
         Ok(MasterReply::WriteLease(WriteLease {
             chunk: ChunkId(u64::MAX),
             version: ChunkVersion(u32::MAX),
             chain: vec![v4()],
             file_length: 0,
+            capability: test_capability(),
         })),
         Ok(MasterReply::XattrNames(vec![
             b"user.a".to_vec(),
@@ -472,7 +475,9 @@ fn cs_requests() -> Vec<CsRequest> {
                 available: 0,
             },
             chunk_count: 3,
+            proof: [3; 32],
         },
+        CsRequest::Challenge { nonce: [4; 32] },
         CsRequest::Chunks(vec![report; 3]),
         CsRequest::RegisterDone,
         CsRequest::Heartbeat {
@@ -487,6 +492,11 @@ fn cs_responses() -> Vec<CsResponse> {
     vec![
         Ok(CsReply::Registered {
             server: ServerId(4),
+            clock: u64::MAX,
+        }),
+        Ok(CsReply::Challenge {
+            proof: [1; 32],
+            nonce: [2; 32],
         }),
         Ok(CsReply::Done),
         Err(Status::Protocol),
@@ -530,18 +540,31 @@ fn data_requests() -> Vec<DataRequest> {
             version: ChunkVersion(1),
             offset: 65_536,
             length: u32::MAX,
+            capability: test_capability(),
         },
         DataRequest::Write {
             chunk: ChunkId(3),
             version: ChunkVersion(1),
             offset: 0,
             chain: vec![v4(), v6()],
+            capability: test_capability(),
         },
         DataRequest::Sync {
             chunk: ChunkId(u64::MAX),
             chain: Vec::new(),
+            capability: test_capability(),
         },
     ]
+}
+
+fn test_capability() -> Capability {
+    Capability {
+        chunk: ChunkId(3),
+        version: ChunkVersion(1),
+        access: Access::Write,
+        expires: u64::MAX,
+        mac: [9; 32],
+    }
 }
 
 fn data_responses() -> Vec<DataResponse> {
@@ -563,6 +586,8 @@ fn ml_requests() -> Vec<MlRequest> {
             max_bytes: u32::MAX,
         },
         MlRequest::LatestImage,
+        MlRequest::Challenge { nonce: [5; 32] },
+        MlRequest::Join { proof: [6; 32] },
         MlRequest::FetchImage {
             version: 12,
             offset: u64::MAX,
@@ -575,6 +600,11 @@ fn ml_responses() -> Vec<MlResponse> {
     vec![
         Ok(MlReply::Records { last: 99 }),
         Ok(MlReply::Gone),
+        Ok(MlReply::Joined),
+        Ok(MlReply::Challenge {
+            proof: [7; 32],
+            nonce: [8; 32],
+        }),
         Ok(MlReply::Image {
             version: 5,
             size: 1 << 20,

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use crate::capability::{Access, Capability};
 use crate::chunkserver::{CsCommand, CsRequest, Space};
 use crate::codec;
 use crate::data::{DataError, DataRequest};
@@ -73,8 +74,12 @@ fn chunkserver_messages_encoding_is_pinned() {
             available: 5,
         },
         chunk_count: 2,
+        proof: [0; 32],
     };
-    assert_eq!(hex(&register), "0007007f000001fbce24fc000010000502");
+    assert_eq!(
+        hex(&register),
+        "0007007f000001fbce24fc0000100005020000000000000000000000000000000000000000000000000000000000000000"
+    );
     let cmd = CsCommand::SetVersion {
         chunk: ChunkId(0xCB),
         from: ChunkVersion(1),
@@ -90,8 +95,18 @@ fn data_messages_encoding_is_pinned() {
         version: ChunkVersion(3),
         offset: 65536,
         chain: vec![addr()],
+        capability: Capability {
+            chunk: ChunkId(7),
+            version: ChunkVersion(3),
+            access: Access::Write,
+            expires: 1,
+            mac: [0xAB; 32],
+        },
     };
-    assert_eq!(hex(&write), "010703fc0000010001007f000001fbce24");
+    assert_eq!(
+        hex(&write),
+        "010703fc0000010001007f000001fbce2407030101abababababababababababababababababababababababababababababababab"
+    );
     let err: Result<(), DataError> = Err(DataError {
         status: Status::Corrupt,
         server: addr(),

@@ -2,7 +2,9 @@
 //! and the multiplexed connection that carries them. Nothing outside this crate calls bincode.
 
 pub mod auth;
+pub mod capability;
 pub mod chunkserver;
+pub mod cluster_key;
 pub mod codec;
 pub mod connection;
 pub mod data;

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::capability::Capability;
 use crate::ids::{ChunkId, ChunkVersion, InodeId, SessionId};
 use crate::status::Status;
 use crate::types::{Attr, Caller, DirEntry, FileKind, FsStats, SetAttr};
@@ -482,6 +483,8 @@ pub struct ReadLocation {
     pub chunk: Option<(ChunkId, ChunkVersion)>,
     /// Servers holding a valid copy, best first.
     pub servers: Vec<SocketAddr>,
+    /// Permission to read the chunk from them (none for a hole).
+    pub capability: Option<Capability>,
 }
 
 /// Permission to write one chunk, and where to send the data.
@@ -495,6 +498,8 @@ pub struct WriteLease {
     pub chain: Vec<SocketAddr>,
     /// The file's length when the lease was granted.
     pub file_length: u64,
+    /// Permission to write the chunk at its new version, for every server of the chain.
+    pub capability: Capability,
 }
 
 /// The body of every master response.

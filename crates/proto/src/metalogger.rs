@@ -26,6 +26,16 @@ pub enum MlRequest {
         /// Most bytes wanted.
         length: u32,
     },
+    /// Asks the master to prove it holds the cluster key; the first request after the hello.
+    Challenge {
+        /// A random nonce for the master's proof.
+        nonce: [u8; 32],
+    },
+    /// Proves the cluster key for the master's nonce; nothing else is served before it.
+    Join {
+        /// [`crate::auth::cluster_proof`] of the cluster key for the master's nonce.
+        proof: [u8; 32],
+    },
 }
 
 /// The master's answer to an [`MlRequest`].
@@ -47,6 +57,15 @@ pub enum MlReply {
     },
     /// A piece of an image follows as the frame's data (empty at its end).
     ImagePart,
+    /// The master's proof of the cluster key, and its nonce for the metalogger's proof.
+    Challenge {
+        /// [`crate::auth::cluster_proof`] of the cluster key for the metalogger's nonce.
+        proof: [u8; 32],
+        /// The nonce the metalogger must prove the key for.
+        nonce: [u8; 32],
+    },
+    /// The proof was right: the metalogger may follow the changelog.
+    Joined,
 }
 
 /// The body of every master response to a metalogger.

@@ -71,6 +71,10 @@ pub enum Status {
     /// An attribute value or list is larger than allowed.
     #[error("argument list too long")]
     TooLarge,
+    /// A chunkserver was asked for chunk data without a valid capability from the master
+    /// (missing, forged, for another chunk, or expired): ask the master again.
+    #[error("no valid capability for the chunk")]
+    BadCapability,
     /// A lock is held by someone else (and the caller asked not to wait).
     #[error("resource temporarily unavailable (lock held)")]
     Locked,

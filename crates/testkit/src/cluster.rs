@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use elkfs_proto::cluster_key::{ClusterKey, KEY_FILE};
 use tempfile::TempDir;
 
 use crate::bin_dir::{self, CHUNKSERVER_BIN, CLI_BIN, MASTER_BIN, MOUNT_BIN};
@@ -41,6 +42,8 @@ pub struct Cluster {
     pub(crate) metaloggers: Vec<MetaloggerHandle>,
     /// Starts every process of the cluster (see [`crate::launcher`]).
     pub(crate) launcher: Launcher,
+    /// The cluster key every chunkserver and metalogger is given (the master has a copy).
+    pub(crate) cluster_key: PathBuf,
     pub(crate) allowed_errors: Vec<String>,
     /// Things that went wrong with processes during the test, reported when it ends.
     pub(crate) problems: Vec<String>,
@@ -51,6 +54,12 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// The cluster key file every chunkserver and metalogger is started with (the master's
+    /// data directory holds the same key).
+    pub fn cluster_key_file(&self) -> &Path {
+        &self.cluster_key
+    }
+
     /// Settings for a new cluster; see [`ClusterBuilder`] for the defaults.
     pub fn builder() -> ClusterBuilder {
         ClusterBuilder::default()
@@ -89,6 +98,11 @@ impl Cluster {
             create_dir(&root.join(sub))?;
             give(&root.join(sub), &launcher)?;
         }
+        let cluster_key = root.join(KEY_FILE);
+        make_cluster_key(
+            &[&cluster_key, &root.join("master").join(KEY_FILE)],
+            &launcher,
+        )?;
         let master = MasterHandle {
             daemon: Daemon::new(
                 "master".into(),
@@ -114,6 +128,7 @@ impl Cluster {
             mounts: Vec::new(),
             metaloggers: Vec::new(),
             launcher,
+            cluster_key,
             allowed_errors: builder.allowed_errors.clone(),
             problems: Vec::new(),
             checks: true,
@@ -171,6 +186,7 @@ impl Cluster {
             data_dirs,
             addr: None,
             args: self.chunkserver_args.clone(),
+            cluster_key: self.cluster_key.clone(),
         });
         Ok(i)
     }
@@ -353,6 +369,22 @@ pub(crate) fn check_index(kind: &str, i: usize, count: usize) {
     if i >= count {
         panic!("there is no {kind} {i}; the cluster has {count}");
     }
+}
+
+/// Writes one new random cluster key to each of `files` (the master finds it in its data
+/// directory as if it had made it on its first start).
+fn make_cluster_key(files: &[&Path], launcher: &Launcher) -> Result<(), StartError> {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .map_err(|e| StartError::io("reading /dev/urandom for a cluster key", e))?;
+    let key = ClusterKey::from_bytes(bytes);
+    for file in files {
+        key.write_new_file(file)
+            .map_err(|e| StartError::io("writing the cluster key", std::io::Error::other(e)))?;
+        give(file, launcher)?;
+    }
+    Ok(())
 }
 
 /// Gives `path` to the user the daemons run as (nothing to do when they run as root).

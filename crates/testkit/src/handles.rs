@@ -58,6 +58,8 @@ pub struct ChunkserverHandle {
     pub(crate) marked_for_removal: Vec<bool>,
     pub(crate) addr: Option<SocketAddr>,
     pub(crate) args: Vec<OsString>,
+    /// The `--cluster-key` file.
+    pub(crate) cluster_key: PathBuf,
 }
 
 impl ChunkserverHandle {
@@ -110,6 +112,8 @@ impl ChunkserverHandle {
             listen.into(),
             "--ready-file".into(),
             ready.into(),
+            "--cluster-key".into(),
+            self.cluster_key.clone().into(),
         ]);
         args.extend(self.args.iter().cloned());
         args
@@ -212,11 +216,13 @@ mod tests {
             marked_for_removal: vec![false, true],
             addr: None,
             args: vec!["--config".into(), "/t/cs.toml".into()],
+            cluster_key: "/t/cluster.key".into(),
         };
         let master: SocketAddr = "127.0.0.1:9421".parse().expect("addr");
         let args = cs.command_args(master, "127.0.0.1:0", Path::new("/t/run/cs0.ready"));
         let expected = "--master 127.0.0.1:9421 --data /t/cs0/data0 --data */t/cs0/data1 \
-                        --listen 127.0.0.1:0 --ready-file /t/run/cs0.ready --config /t/cs.toml";
+                        --listen 127.0.0.1:0 --ready-file /t/run/cs0.ready --cluster-key /t/cluster.key \
+                        --config /t/cs.toml";
         assert_eq!(join(&args), expected);
     }
 

@@ -72,6 +72,8 @@ impl Cluster {
             ml.data_dir.clone().into(),
             "--ready-file".into(),
             ml.daemon.ready_path().into(),
+            "--cluster-key".into(),
+            self.cluster_key.clone().into(),
         ];
         ml.daemon.start(&args, env, timeout).map(drop)
     }

@@ -10,6 +10,7 @@ use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
+use elkfs_proto::cluster_key::KEY_FILE;
 
 use crate::interrupt::Role;
 use crate::mountpoint::{self, MountProcess};
@@ -177,7 +178,9 @@ impl ElkCluster {
                 .args(["--master", &addr, "--listen", "127.0.0.1:0", "--data"])
                 .arg(&data_dir)
                 .arg("--ready-file")
-                .arg(run.join(format!("cs{i}.ready")));
+                .arg(run.join(format!("cs{i}.ready")))
+                .arg("--cluster-key")
+                .arg(launch.data_dir.join(KEY_FILE));
             let log = logs.join(format!("cs{i}.log"));
             let name = format!("ElkFS chunkserver {i}");
             let daemon = Daemon::spawn(&name, command, Role::Server, &log)?;
