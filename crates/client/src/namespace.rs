@@ -21,6 +21,29 @@ fn done(reply: MasterReply) -> Result<(), Status> {
 }
 
 impl Client {
+    /// The new entry's attributes from the reply to a request that made a name; the
+    /// directory's attributes, when the master sent them along, are kept for the next getattr.
+    fn made(&self, reply: MasterReply) -> Result<Attr, Status> {
+        match reply {
+            MasterReply::Entry { attr, parent } => {
+                self.fresh.put(parent);
+                Ok(attr)
+            }
+            other => attr(other),
+        }
+    }
+
+    /// The same for a request that removed a name.
+    fn removed(&self, reply: MasterReply) -> Result<(), Status> {
+        match reply {
+            MasterReply::Removed { parent } => {
+                self.fresh.put(parent);
+                Ok(())
+            }
+            other => done(other),
+        }
+    }
+
     /// Finds `name` in `parent`.
     pub async fn lookup(&self, parent: InodeId, name: &[u8]) -> Result<Attr, Status> {
         let request = MasterRequest::Lookup {
@@ -32,11 +55,14 @@ impl Client {
 
     /// Attributes of `inode`, with the length this client has written but not yet reported.
     pub async fn getattr(&self, inode: InodeId) -> Result<Attr, Status> {
-        let mut a = attr(
-            self.master
-                .request(&MasterRequest::GetAttr { inode })
-                .await?,
-        )?;
+        let mut a = match self.fresh.take(inode) {
+            Some(a) => a,
+            None => attr(
+                self.master
+                    .request(&MasterRequest::GetAttr { inode })
+                    .await?,
+            )?,
+        };
         if let Some(w) = self.writer_if_open(inode)
             && w.is_busy()
         {
@@ -59,6 +85,7 @@ impl Client {
             w.flush().await?;
         }
         let size = changes.size;
+        self.fresh.forget(inode);
         let request = MasterRequest::SetAttr {
             inode,
             changes,
@@ -97,7 +124,7 @@ impl Client {
             caller,
             open: false,
         };
-        attr(self.master.request(&request).await?)
+        self.made(self.master.request(&request).await?)
     }
 
     /// Creates a regular file and opens it for this client, in one request.
@@ -119,7 +146,7 @@ impl Client {
             caller,
             open: true,
         };
-        let attr = attr(self.master.request(&request).await?)?;
+        let attr = self.made(self.master.request(&request).await?)?;
         self.master.opened_by_create(attr.inode);
         Ok(attr)
     }
@@ -140,7 +167,7 @@ impl Client {
             umask,
             caller,
         };
-        attr(self.master.request(&request).await?)
+        self.made(self.master.request(&request).await?)
     }
 
     /// Creates a symbolic link.
@@ -157,7 +184,7 @@ impl Client {
             target: target.to_vec(),
             caller,
         };
-        attr(self.master.request(&request).await?)
+        self.made(self.master.request(&request).await?)
     }
 
     /// Adds a hard link.
@@ -167,7 +194,7 @@ impl Client {
             parent,
             name: name.to_vec(),
         };
-        attr(self.master.request(&request).await?)
+        self.made(self.master.request(&request).await?)
     }
 
     /// Reads a symbolic link.
@@ -188,7 +215,7 @@ impl Client {
             parent,
             name: name.to_vec(),
         };
-        done(self.master.request(&request).await?)
+        self.removed(self.master.request(&request).await?)
     }
 
     /// Removes an empty directory.
@@ -197,7 +224,10 @@ impl Client {
             parent,
             name: name.to_vec(),
         };
-        done(self.master.request(&request).await?)
+        let reply = self.master.request(&request).await?;
+        // The directory removed may have attributes kept (a change in it just before).
+        self.fresh.forget_all();
+        self.removed(reply)
     }
 
     /// Renames an entry (`flags`: `RENAME_NOREPLACE`, `RENAME_EXCHANGE`).
@@ -216,7 +246,10 @@ impl Client {
             new_name: new_name.to_vec(),
             flags,
         };
-        done(self.master.request(&request).await?)
+        let reply = self.master.request(&request).await?;
+        // It may have replaced a directory whose attributes are kept, or moved one (`..`).
+        self.fresh.forget_all();
+        done(reply)
     }
 
     /// A page of a directory listing after cookie `after`.
@@ -288,6 +321,7 @@ impl Client {
             value: value.to_vec(),
             flags,
         };
+        self.fresh.forget(inode);
         done(self.master.request(&request).await?)
     }
 
@@ -297,6 +331,7 @@ impl Client {
             inode,
             name: name.to_vec(),
         };
+        self.fresh.forget(inode);
         done(self.master.request(&request).await?)
     }
 
@@ -354,6 +389,7 @@ impl Client {
         recursive: bool,
         caller: Caller,
     ) -> Result<(u64, u64, u64), Status> {
+        self.fresh.forget(inode);
         let request = MasterRequest::ChangeTree {
             inode,
             attr,
@@ -393,6 +429,7 @@ impl Client {
 
     /// Tells the master the inode was read (it keeps `relatime` access times).
     pub async fn access(&self, inode: InodeId) {
+        self.fresh.forget(inode);
         if let Err(status) = self.master.request(&MasterRequest::Access { inode }).await {
             tracing::debug!(%inode, %status, "cannot record an access time");
         }
