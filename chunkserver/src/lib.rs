@@ -47,17 +47,7 @@ fn load_cluster_key(
         .cluster_key
         .clone()
         .unwrap_or_else(|| first_dir.join(KEY_FILE));
-    let key = ClusterKey::read_file(&path).map_err(|e| {
-        anyhow::anyhow!(
-            "{e}: copy the master's cluster key (the file {KEY_FILE} in its data directory) \
-             to {} or give its path with --cluster-key",
-            path.display()
-        )
-    })?;
-    if ClusterKey::file_is_exposed(&path) {
-        tracing::warn!(key = %path.display(), "the cluster key file can be read by other users; chmod 600 it");
-    }
-    Ok(key)
+    ClusterKey::read_member_copy(&path).map_err(anyhow::Error::msg)
 }
 
 /// Damage reports waiting to reach the master.

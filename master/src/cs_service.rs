@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use elkfs_metastore::MetaOp;
-use elkfs_proto::auth::{Prover, cluster_proof, proofs_match};
+use elkfs_proto::auth::{Prover, cluster_proof, member_proved};
 use elkfs_proto::capability::unix_now;
 use elkfs_proto::chunkserver::{ChunkReport, CsCommand, CsReply, CsRequest, CsResponse};
 use elkfs_proto::{Handler, Responder, ServerId, Status};
@@ -128,11 +128,7 @@ impl CsHandler {
                 if self.server.is_some() {
                     return Err(Status::Protocol);
                 }
-                let proved = self.nonce.take().is_some_and(|nonce| {
-                    let expected = cluster_proof(&self.state.cluster_key, Prover::Member, &nonce);
-                    proofs_match(&proof, &expected)
-                });
-                if !proved {
+                if !member_proved(&self.state.cluster_key, self.nonce.take(), &proof) {
                     tracing::warn!(peer = %self.peer, "refused a chunkserver without this cluster's key; give it a copy of the master's cluster.key (--cluster-key)");
                     self.refused = true;
                     return Err(Status::AccessDenied);

@@ -216,9 +216,7 @@ fn load_cluster_key(data_dir: &std::path::Path) -> anyhow::Result<ClusterKey> {
     if created {
         tracing::info!(key = %path.display(), "created the cluster key; every chunkserver and metalogger needs a copy of this file (--cluster-key)");
     }
-    if ClusterKey::file_is_exposed(&path) {
-        tracing::warn!(key = %path.display(), "the cluster key file can be read by other users; chmod 600 it");
-    }
+    elkfs_proto::cluster_key::warn_if_exposed(&path);
     Ok(key)
 }
 

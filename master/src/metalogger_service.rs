@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use elkfs_metastore::follow::{FollowError, Follower};
-use elkfs_proto::auth::{Prover, cluster_proof, proofs_match};
+use elkfs_proto::auth::{Prover, cluster_proof, member_proved};
 use elkfs_proto::metalogger::{MlReply, MlRequest, MlResponse};
 use elkfs_proto::{Handler, Responder, Status};
 
@@ -56,11 +56,7 @@ impl MetaloggerHandler {
                 })
             }
             MlRequest::Join { proof } => {
-                let proved = self.nonce.take().is_some_and(|nonce| {
-                    let expected = cluster_proof(&self.state.cluster_key, Prover::Member, &nonce);
-                    proofs_match(&proof, &expected)
-                });
-                if !proved {
+                if !member_proved(&self.state.cluster_key, self.nonce.take(), &proof) {
                     tracing::warn!(peer = %self.peer, "refused a metalogger without this cluster's key; give it a copy of the master's cluster.key (--cluster-key)");
                     return Err(Status::AccessDenied);
                 }

@@ -77,16 +77,7 @@ pub async fn run(config: MetaloggerConfig, stop: CancellationToken) -> anyhow::R
 fn load_cluster_key(config: &MetaloggerConfig) -> anyhow::Result<ClusterKey> {
     let kept = config.data_dir.join(KEY_FILE);
     let path = config.cluster_key.clone().unwrap_or_else(|| kept.clone());
-    let key = ClusterKey::read_file(&path).map_err(|e| {
-        anyhow::anyhow!(
-            "{e}: copy the master's cluster key (the file {KEY_FILE} in its data directory) \
-             to {} or give its path with --cluster-key",
-            path.display()
-        )
-    })?;
-    if ClusterKey::file_is_exposed(&path) {
-        tracing::warn!(key = %path.display(), "the cluster key file can be read by other users; chmod 600 it");
-    }
+    let key = ClusterKey::read_member_copy(&path).map_err(anyhow::Error::msg)?;
     if path != kept && ClusterKey::read_file(&kept).ok().as_ref() != Some(&key) {
         match std::fs::remove_file(&kept) {
             Ok(()) => {

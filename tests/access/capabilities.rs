@@ -318,32 +318,25 @@ fn chunkservers_and_metaloggers_join_only_with_the_cluster_key() {
             matches!(&reply, Ok((Err(Status::AccessDenied), data)) if data.is_empty()),
             "a fetch without joining: {reply:?}"
         );
-        let link = ml().await.expect("connecting as a metalogger");
-        let Ok(Ok(MlReply::Challenge { nonce, .. })) =
-            link.ask(&MlRequest::Challenge { nonce: ours }).await
-        else {
-            panic!("no challenge answer");
+        // A metalogger connection joining with a proof under `signer`'s key: the answer.
+        let ml = &ml;
+        let join = |signer: ClusterKey| async move {
+            let link = ml().await.expect("connecting as a metalogger");
+            let Ok(Ok(MlReply::Challenge { nonce, .. })) =
+                link.ask(&MlRequest::Challenge { nonce: ours }).await
+            else {
+                panic!("no challenge answer");
+            };
+            let proof = cluster_proof(&signer, Prover::Member, &nonce);
+            let reply = link.ask(&MlRequest::Join { proof }).await;
+            (link, reply)
         };
-        let reply = link
-            .ask(&MlRequest::Join {
-                proof: cluster_proof(&wrong, Prover::Member, &nonce),
-            })
-            .await;
+        let (_, reply) = join(wrong.clone()).await;
         assert!(
             matches!(reply, Ok(Err(Status::AccessDenied))),
             "joining with another key: {reply:?}"
         );
-        let link = ml().await.expect("connecting as a metalogger");
-        let Ok(Ok(MlReply::Challenge { nonce, .. })) =
-            link.ask(&MlRequest::Challenge { nonce: ours }).await
-        else {
-            panic!("no challenge answer");
-        };
-        let reply = link
-            .ask(&MlRequest::Join {
-                proof: cluster_proof(&key, Prover::Member, &nonce),
-            })
-            .await;
+        let (link, reply) = join(key.clone()).await;
         assert!(matches!(reply, Ok(Ok(MlReply::Joined))), "{reply:?}");
         let reply = link.call(&fetch, Bytes::new()).await;
         assert!(

@@ -41,6 +41,12 @@ pub fn cluster_proof(key: &ClusterKey, prover: Prover, nonce: &[u8; 32]) -> [u8;
     *blake3::keyed_hash(&derived, &message).as_bytes()
 }
 
+/// Whether `proof` answers the challenge `nonce` this side sent (none sent: nothing proved) as a
+/// member holding `key`.
+pub fn member_proved(key: &ClusterKey, nonce: Option<[u8; 32]>, proof: &[u8; 32]) -> bool {
+    nonce.is_some_and(|nonce| proofs_match(proof, &cluster_proof(key, Prover::Member, &nonce)))
+}
+
 /// Compares two proofs in time independent of where they differ.
 pub fn proofs_match(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

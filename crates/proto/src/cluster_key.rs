@@ -119,6 +119,20 @@ impl ClusterKey {
         Ok(())
     }
 
+    /// Reads a chunkserver's or metalogger's copy of the key; the error says what to do, and a
+    /// copy that other users can read is warned about.
+    pub fn read_member_copy(path: &Path) -> Result<ClusterKey, String> {
+        let key = ClusterKey::read_file(path).map_err(|e| {
+            format!(
+                "{e}: copy the master's cluster key (the file {KEY_FILE} in its data directory) \
+                 to {} or give its path with --cluster-key",
+                path.display()
+            )
+        })?;
+        warn_if_exposed(path);
+        Ok(key)
+    }
+
     /// The key in `path`, or `fresh` written there when there is no file yet; says which.
     pub fn load_or_create(
         path: &Path,
@@ -140,6 +154,13 @@ impl ClusterKey {
             }
             other => other.map(|key| (key, false)),
         }
+    }
+}
+
+/// Warns when the key file at `path` can be read by other users than its owner.
+pub fn warn_if_exposed(path: &Path) {
+    if ClusterKey::file_is_exposed(path) {
+        tracing::warn!(key = %path.display(), "the cluster key file can be read by other users; chmod 600 it");
     }
 }
 
