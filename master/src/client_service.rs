@@ -327,7 +327,7 @@ async fn serve(
             if let (true, MasterReply::Attr(attr)) = (open, &reply) {
                 state.register_open(session, &[attr.inode]).await;
             }
-            with_parent(state, parent, reply).await
+            Ok(reply)
         }
         MasterRequest::Mkdir {
             parent,
@@ -345,7 +345,7 @@ async fn serve(
                 gid: caller.gid,
                 time: now,
             };
-            with_parent(state, parent, commit_attr(state, op).await?).await
+            commit_attr(state, op).await
         }
         MasterRequest::Symlink {
             parent,
@@ -361,7 +361,7 @@ async fn serve(
                 gid: caller.gid,
                 time: now,
             };
-            with_parent(state, parent, commit_attr(state, op).await?).await
+            commit_attr(state, op).await
         }
         MasterRequest::Link {
             inode,
@@ -374,26 +374,32 @@ async fn serve(
                 name,
                 time: now,
             };
-            with_parent(state, parent, commit_attr(state, op).await?).await
+            commit_attr(state, op).await
         }
         MasterRequest::ReadLink { inode } => Ok(MasterReply::Target(
             meta.read(move |s| s.read_link(inode)).await?,
         )),
         MasterRequest::Unlink { parent, name } => {
-            let op = MetaOp::Unlink {
-                parent,
-                name,
-                time: now,
-            };
-            with_parent(state, parent, commit_done(state, op).await?).await
+            commit_done(
+                state,
+                MetaOp::Unlink {
+                    parent,
+                    name,
+                    time: now,
+                },
+            )
+            .await
         }
         MasterRequest::Rmdir { parent, name } => {
-            let op = MetaOp::Rmdir {
-                parent,
-                name,
-                time: now,
-            };
-            with_parent(state, parent, commit_done(state, op).await?).await
+            commit_done(
+                state,
+                MetaOp::Rmdir {
+                    parent,
+                    name,
+                    time: now,
+                },
+            )
+            .await
         }
         MasterRequest::Rename {
             parent,
@@ -605,21 +611,6 @@ async fn serve(
             caller,
         } => crate::tree::change_tree(state, inode, attr, change, recursive, caller).await,
     }
-}
-
-/// Adds the directory's attributes after a change to the reply of a request that made
-/// (`Attr`) or removed (`Done`) a name in it. The kernel drops its copy of a directory's
-/// attributes after every such change and asks again before the next permission check; with
-/// these the client answers that from what it was just told instead of asking the master.
-async fn with_parent(state: &MasterState, parent: InodeId, reply: MasterReply) -> MasterResponse {
-    let Ok(parent) = state.meta.read(move |s| s.attr(parent)).await else {
-        return Ok(reply);
-    };
-    Ok(match reply {
-        MasterReply::Attr(attr) => MasterReply::Entry { attr, parent },
-        MasterReply::Done => MasterReply::Removed { parent },
-        other => other,
-    })
 }
 
 /// Grants this session the write lease on a chunk slot, leaving `failed` servers out.

@@ -2,7 +2,6 @@
 //! metadata, and data read from and written to chunkservers directly.
 
 pub mod errno;
-pub mod fresh_attrs;
 pub mod locations;
 pub mod master;
 pub mod mount_info;
@@ -18,7 +17,6 @@ use std::time::Duration;
 use elkfs_common::defaults;
 use elkfs_proto::{DATA_LIMITS, DataPool, Hello, InodeId, Role};
 
-use crate::fresh_attrs::FreshAttrs;
 use crate::locations::LocationCache;
 use crate::master::{ConnectError, MasterClient};
 use crate::writer::FileWriter;
@@ -34,10 +32,6 @@ pub struct ClientConfig {
     pub write_window: usize,
     /// How long chunk locations are reused without asking the master.
     pub location_ttl: Duration,
-    /// How long attributes may be reused without asking the master (the kernel's attribute
-    /// cache time): a directory's attributes sent with a change answer the next getattr
-    /// within it.
-    pub attr_ttl: Duration,
     /// Password and local address for the session.
     pub session: master::SessionOptions,
 }
@@ -49,7 +43,6 @@ impl Default for ClientConfig {
             write_buffer: defaults::WRITE_BUFFER_BYTES,
             write_window: defaults::WRITE_WINDOW,
             location_ttl: defaults::ATTR_CACHE,
-            attr_ttl: defaults::ATTR_CACHE,
             session: master::SessionOptions::default(),
         }
     }
@@ -61,8 +54,6 @@ pub struct Client {
     pub master: MasterClient,
     data: DataPool,
     locations: LocationCache,
-    /// Directories' attributes as the master sent them with a change made in them.
-    fresh: FreshAttrs,
     writers: Mutex<HashMap<InodeId, Weak<FileWriter>>>,
     held_locks: Mutex<HashSet<(InodeId, u64)>>,
     config: ClientConfig,
@@ -92,7 +83,6 @@ impl Client {
                 "chunkserver",
             ),
             locations: LocationCache::new(config.location_ttl),
-            fresh: FreshAttrs::new(config.attr_ttl),
             writers: Mutex::new(HashMap::new()),
             held_locks: Mutex::new(HashSet::new()),
             config,

@@ -21,29 +21,6 @@ fn done(reply: MasterReply) -> Result<(), Status> {
 }
 
 impl Client {
-    /// The new entry's attributes from the reply to a request that made a name; the
-    /// directory's attributes, when the master sent them along, are kept for the next getattr.
-    fn made(&self, reply: MasterReply) -> Result<Attr, Status> {
-        match reply {
-            MasterReply::Entry { attr, parent } => {
-                self.fresh.put(parent);
-                Ok(attr)
-            }
-            other => attr(other),
-        }
-    }
-
-    /// The same for a request that removed a name.
-    fn removed(&self, reply: MasterReply) -> Result<(), Status> {
-        match reply {
-            MasterReply::Removed { parent } => {
-                self.fresh.put(parent);
-                Ok(())
-            }
-            other => done(other),
-        }
-    }
-
     /// Finds `name` in `parent`.
     pub async fn lookup(&self, parent: InodeId, name: &[u8]) -> Result<Attr, Status> {
         let request = MasterRequest::Lookup {
@@ -55,14 +32,11 @@ impl Client {
 
     /// Attributes of `inode`, with the length this client has written but not yet reported.
     pub async fn getattr(&self, inode: InodeId) -> Result<Attr, Status> {
-        let mut a = match self.fresh.take(inode) {
-            Some(a) => a,
-            None => attr(
-                self.master
-                    .request(&MasterRequest::GetAttr { inode })
-                    .await?,
-            )?,
-        };
+        let mut a = attr(
+            self.master
+                .request(&MasterRequest::GetAttr { inode })
+                .await?,
+        )?;
         if let Some(w) = self.writer_if_open(inode)
             && w.is_busy()
         {
@@ -85,7 +59,6 @@ impl Client {
             w.flush().await?;
         }
         let size = changes.size;
-        self.fresh.forget(inode);
         let request = MasterRequest::SetAttr {
             inode,
             changes,
@@ -124,7 +97,7 @@ impl Client {
             caller,
             open: false,
         };
-        self.made(self.master.request(&request).await?)
+        attr(self.master.request(&request).await?)
     }
 
     /// Creates a regular file and opens it for this client, in one request.
@@ -146,7 +119,7 @@ impl Client {
             caller,
             open: true,
         };
-        let attr = self.made(self.master.request(&request).await?)?;
+        let attr = attr(self.master.request(&request).await?)?;
         self.master.opened_by_create(attr.inode);
         Ok(attr)
     }
@@ -167,7 +140,7 @@ impl Client {
             umask,
             caller,
         };
-        self.made(self.master.request(&request).await?)
+        attr(self.master.request(&request).await?)
     }
 
     /// Creates a symbolic link.
@@ -184,7 +157,7 @@ impl Client {
             target: target.to_vec(),
             caller,
         };
-        self.made(self.master.request(&request).await?)
+        attr(self.master.request(&request).await?)
     }
 
     /// Adds a hard link.
@@ -194,7 +167,7 @@ impl Client {
             parent,
             name: name.to_vec(),
         };
-        self.made(self.master.request(&request).await?)
+        attr(self.master.request(&request).await?)
     }
 
     /// Reads a symbolic link.
@@ -215,7 +188,7 @@ impl Client {
             parent,
             name: name.to_vec(),
         };
-        self.removed(self.master.request(&request).await?)
+        done(self.master.request(&request).await?)
     }
 
     /// Removes an empty directory.
@@ -224,10 +197,7 @@ impl Client {
             parent,
             name: name.to_vec(),
         };
-        let reply = self.master.request(&request).await?;
-        // The directory removed may have attributes kept (a change in it just before).
-        self.fresh.forget_all();
-        self.removed(reply)
+        done(self.master.request(&request).await?)
     }
 
     /// Renames an entry (`flags`: `RENAME_NOREPLACE`, `RENAME_EXCHANGE`).
@@ -246,10 +216,7 @@ impl Client {
             new_name: new_name.to_vec(),
             flags,
         };
-        let reply = self.master.request(&request).await?;
-        // It may have replaced a directory whose attributes are kept, or moved one (`..`).
-        self.fresh.forget_all();
-        done(reply)
+        done(self.master.request(&request).await?)
     }
 
     /// A page of a directory listing after cookie `after`.
@@ -321,7 +288,6 @@ impl Client {
             value: value.to_vec(),
             flags,
         };
-        self.fresh.forget(inode);
         done(self.master.request(&request).await?)
     }
 
@@ -331,7 +297,6 @@ impl Client {
             inode,
             name: name.to_vec(),
         };
-        self.fresh.forget(inode);
         done(self.master.request(&request).await?)
     }
 
@@ -389,7 +354,6 @@ impl Client {
         recursive: bool,
         caller: Caller,
     ) -> Result<(u64, u64, u64), Status> {
-        self.fresh.forget(inode);
         let request = MasterRequest::ChangeTree {
             inode,
             attr,
@@ -429,7 +393,6 @@ impl Client {
 
     /// Tells the master the inode was read (it keeps `relatime` access times).
     pub async fn access(&self, inode: InodeId) {
-        self.fresh.forget(inode);
         if let Err(status) = self.master.request(&MasterRequest::Access { inode }).await {
             tracing::debug!(%inode, %status, "cannot record an access time");
         }

@@ -453,11 +453,6 @@ fn master_responses() -> Vec<MasterResponse> {
             ..ClusterStatus::default()
         })),
         Ok(MasterReply::Challenge { nonce: [1; 32] }),
-        Ok(MasterReply::Entry {
-            attr: attr(),
-            parent: attr(),
-        }),
-        Ok(MasterReply::Removed { parent: attr() }),
         Ok(MasterReply::Refused {
             reason: "no line of the exports file lets 10.0.0.1 in".into(),
         }),

@@ -472,19 +472,6 @@ pub enum MasterReply {
         /// Why.
         reason: String,
     },
-    /// A name was made (file, directory, link): the new entry's attributes and its directory's
-    /// as they are after the change, so the client need not ask for the directory again.
-    Entry {
-        /// The entry's inode.
-        attr: Attr,
-        /// The directory it was made in.
-        parent: Attr,
-    },
-    /// A name was removed: its directory's attributes after the change.
-    Removed {
-        /// The directory it was removed from.
-        parent: Attr,
-    },
 }
 
 /// Where chunk data can be read.
