@@ -119,6 +119,14 @@ pub fn request(client: u64, seq: u64) -> Vec<u8> {
     k
 }
 
+/// The last key a request record of the same client as `key` can have: a scan after it goes on
+/// with the next client's records.
+pub fn request_client_end(key: &[u8]) -> Vec<u8> {
+    let mut k = key.get(..9).unwrap_or(key).to_vec();
+    k.extend_from_slice(&[0xff; 8]);
+    k
+}
+
 /// Key of a trashed file.
 pub fn trash(inode: InodeId) -> Vec<u8> {
     with_u64(TRASH, inode.0)

@@ -27,11 +27,12 @@ pub struct SledStore {
 }
 
 impl SledStore {
-    /// Opens (or creates) the database in `dir` with a page cache of `cache_bytes`.
-    pub fn open(dir: &std::path::Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
+    /// Opens (or creates) the database in `dir` with sled's `cache_capacity` set to `capacity`
+    /// (which sled counts in serialized page sizes, see [`crate::StoreConfig::sled_cache_capacity`]).
+    pub fn open(dir: &std::path::Path, capacity: u64) -> Result<SledStore, StoreError> {
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(cache_bytes)
+            .cache_capacity(capacity)
             .flush_every_ms(Some(500))
             .open()
             .map_err(|e| StoreError::Sled {

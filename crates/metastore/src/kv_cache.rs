@@ -5,7 +5,6 @@
 //! ([`StoreError::NotCached`]) and is run again on a blocking thread.
 
 use std::cell::Cell;
-use std::num::NonZeroUsize;
 use std::sync::Mutex;
 
 use lru::LruCache;
@@ -35,29 +34,79 @@ fn in_cache_only_mode() -> bool {
     CACHE_ONLY.with(Cell::get)
 }
 
-/// What the cache holds: values (or their absence) by key, least recently used first out, and
-/// the number of batches applied, so a value read from the store while a batch was being
-/// applied is not cached (it may be the old one).
+/// Bytes an entry costs beyond its key and value: the list node, the hash slot and the
+/// allocator's rounding of the two buffers (measured with heaptrack on the master).
+const ENTRY_OVERHEAD: usize = 128;
+
+/// What one cached entry costs in memory, about.
+fn entry_bytes(key: &[u8], value: &Option<Vec<u8>>) -> usize {
+    key.len() + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD
+}
+
+/// What the cache holds: values (or their absence) by key, least recently used first out, what
+/// they cost, and the number of batches applied, so a value read from the store while a batch
+/// was being applied is not cached (it may be the old one).
 struct Cached {
     values: LruCache<Vec<u8>, Option<Vec<u8>>>,
+    bytes: usize,
     batches: u64,
+}
+
+impl Cached {
+    /// Caches `value` at `key`, then drops the least recently used entries beyond the bounds.
+    fn put(&mut self, key: Vec<u8>, value: Option<Vec<u8>>, limits: Limits) {
+        self.bytes += entry_bytes(&key, &value);
+        if let Some((old_key, old_value)) = self.values.push(key, value) {
+            self.bytes -= entry_bytes(&old_key, &old_value);
+        }
+        while self.values.len() > limits.entries || self.bytes > limits.bytes {
+            match self.values.pop_lru() {
+                Some((k, v)) => self.bytes -= entry_bytes(&k, &v),
+                None => break,
+            }
+        }
+    }
+
+    /// Forgets `key`.
+    fn remove(&mut self, key: &[u8]) {
+        if let Some(value) = self.values.pop(key) {
+            self.bytes -= entry_bytes(key, &value);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.values.clear();
+        self.bytes = 0;
+    }
+}
+
+/// How much the cache may hold.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    entries: usize,
+    bytes: usize,
 }
 
 /// A [`KvStore`] with a bounded cache of single-key reads in front of another.
 pub struct CachedKv {
     inner: Box<dyn KvStore>,
+    limits: Limits,
     cached: Mutex<Cached>,
 }
 
 impl CachedKv {
-    /// Caches up to `entries` keys read from or written to `inner`.
-    pub fn new(inner: Box<dyn KvStore>, entries: usize) -> CachedKv {
+    /// Caches up to `entries` keys read from or written to `inner`, costing together at most
+    /// about `bytes` of memory.
+    pub fn new(inner: Box<dyn KvStore>, entries: usize, bytes: usize) -> CachedKv {
         CachedKv {
             inner,
+            limits: Limits {
+                entries: entries.max(1),
+                bytes,
+            },
             cached: Mutex::new(Cached {
-                values: LruCache::new(
-                    NonZeroUsize::new(entries.max(1)).unwrap_or(NonZeroUsize::MIN),
-                ),
+                values: LruCache::unbounded(),
+                bytes: 0,
                 batches: 0,
             }),
         }
@@ -83,7 +132,7 @@ impl KvStore for CachedKv {
         let value = self.inner.get(key)?;
         let mut cached = self.lock();
         if cached.batches == batches {
-            cached.values.put(key.to_vec(), value.clone());
+            cached.put(key.to_vec(), value.clone(), self.limits);
         }
         Ok(value)
     }
@@ -96,6 +145,8 @@ impl KvStore for CachedKv {
     }
 
     fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        // Values written are kept (they are often read again at once); removed keys are only
+        // dropped from the cache, so a batch of removals does not push out what is in use.
         let kept = writes.clone();
         let result = self.inner.apply(writes);
         let mut cached = self.lock();
@@ -103,11 +154,14 @@ impl KvStore for CachedKv {
         match result {
             Ok(()) => {
                 for (key, value) in kept {
-                    cached.values.put(key, value);
+                    match value {
+                        Some(value) => cached.put(key, Some(value), self.limits),
+                        None => cached.remove(&key),
+                    }
                 }
             }
             // What the store holds now is not known: forget everything.
-            Err(_) => cached.values.clear(),
+            Err(_) => cached.clear(),
         }
         result
     }
@@ -119,50 +173,12 @@ impl KvStore for CachedKv {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
     use super::*;
+    use crate::mem_kv::MemKv;
 
-    /// An in-memory store that counts the reads reaching it.
-    #[derive(Default)]
-    struct Counting {
-        map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
-        gets: AtomicUsize,
-    }
-
-    impl KvStore for std::sync::Arc<Counting> {
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-            self.gets.fetch_add(1, Ordering::SeqCst);
-            Ok(self.map.lock().unwrap().get(key).cloned())
-        }
-        fn scan(&self, prefix: &[u8], _: Option<&[u8]>, limit: usize) -> Result<Rows, StoreError> {
-            let map = self.map.lock().unwrap();
-            Ok(map
-                .range(prefix.to_vec()..)
-                .take_while(|(k, _)| k.starts_with(prefix))
-                .take(limit)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect())
-        }
-        fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-            let mut map = self.map.lock().unwrap();
-            for (k, v) in writes {
-                match v {
-                    Some(v) => map.insert(k, v),
-                    None => map.remove(&k),
-                };
-            }
-            Ok(())
-        }
-        fn flush(&self) -> Result<(), StoreError> {
-            Ok(())
-        }
-    }
-
-    fn store(entries: usize) -> (std::sync::Arc<Counting>, CachedKv) {
-        let inner = std::sync::Arc::new(Counting::default());
-        let kv = CachedKv::new(Box::new(inner.clone()), entries);
+    fn store(entries: usize) -> (std::sync::Arc<MemKv>, CachedKv) {
+        let inner = std::sync::Arc::new(MemKv::default());
+        let kv = CachedKv::new(Box::new(inner.clone()), entries, usize::MAX);
         (inner, kv)
     }
 
@@ -174,11 +190,7 @@ mod tests {
         assert_eq!(kv.get(b"a").unwrap(), Some(b"1".to_vec()));
         assert_eq!(kv.get(b"x").unwrap(), None);
         assert_eq!(kv.get(b"x").unwrap(), None);
-        assert_eq!(
-            inner.gets.load(Ordering::SeqCst),
-            1,
-            "only the first miss of x"
-        );
+        assert_eq!(inner.gets(), 1, "only the first miss of x");
         let cached = cache_only(|| (kv.get(b"a"), kv.get(b"x")));
         assert_eq!(cached.0.unwrap(), Some(b"1".to_vec()));
         assert_eq!(cached.1.unwrap(), None);
@@ -226,5 +238,33 @@ mod tests {
             Some(b"1".to_vec()),
             "outside, reads go on"
         );
+    }
+
+    #[test]
+    fn the_cache_keeps_within_its_bytes_dropping_the_least_recently_used() {
+        let inner = std::sync::Arc::new(MemKv::default());
+        let kv = CachedKv::new(Box::new(inner.clone()), 1000, 3 * (ENTRY_OVERHEAD + 11));
+        for key in [b"a", b"b", b"c", b"d"] {
+            kv.apply(vec![(key.to_vec(), Some(vec![0; 10]))]).unwrap();
+        }
+        assert!(kv.lock().bytes <= 3 * (ENTRY_OVERHEAD + 11));
+        assert_eq!(kv.lock().values.len(), 3);
+        assert!(matches!(
+            cache_only(|| kv.get(b"a")),
+            Err(StoreError::NotCached)
+        ));
+        assert!(cache_only(|| kv.get(b"d")).is_ok());
+    }
+
+    #[test]
+    fn removed_keys_leave_the_cache_instead_of_filling_it() {
+        let (_, kv) = store(16);
+        kv.apply(vec![(b"a".to_vec(), Some(b"1".to_vec()))])
+            .unwrap();
+        kv.apply(vec![(b"a".to_vec(), None), (b"b".to_vec(), None)])
+            .unwrap();
+        assert_eq!(kv.lock().values.len(), 0);
+        assert_eq!(kv.lock().bytes, 0);
+        assert_eq!(kv.get(b"a").unwrap(), None);
     }
 }

@@ -16,12 +16,15 @@ pub mod namespace;
 pub mod op;
 pub mod records;
 pub mod recovery;
+pub mod requests;
 pub mod snapshot;
 pub mod store;
 pub mod txn;
 
 #[cfg(test)]
 mod crash_tests;
+#[cfg(test)]
+mod mem_kv;
 #[cfg(test)]
 mod store_tests;
 

@@ -354,11 +354,10 @@ pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
             Ok(outcome)
         }
         MetaOp::ForgetRequests { before } => {
-            for (key, value) in txn.scan_all(&[keys::REQUEST])? {
-                let rec: RequestRecord = crate::txn::decode_value(&key, &value)?;
-                if rec.time < *before {
-                    txn.delete(key);
-                }
+            // Always alone in its transaction, so the store shows all there is. The master's
+            // commit and replay remove these in steps instead (`requests::forget_in_steps`).
+            for key in crate::requests::expired(txn.store(), *before, None, usize::MAX)?.keys {
+                txn.delete(key);
             }
             Ok(Outcome::default())
         }

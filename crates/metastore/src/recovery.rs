@@ -22,6 +22,8 @@ use crate::keys;
 use crate::kv::{KvStore, SledStore, Write};
 use crate::kv_cache::CachedKv;
 use crate::namespace;
+use crate::op::MetaOp;
+use crate::requests;
 use crate::snapshot::Overlay;
 use crate::store::{MetaStore, StoreConfig, Writer, encode_u64, read_counter};
 use crate::txn::{ExecError, Txn};
@@ -149,7 +151,11 @@ pub(crate) fn open(
     report.version = opened.version;
     let store = MetaStore {
         sync_file: opened.changelog.sync_handle(),
-        kv: Box::new(CachedKv::new(opened.kv, config.hot_entries)),
+        kv: Box::new(CachedKv::new(
+            opened.kv,
+            config.hot_entries,
+            config.hot_bytes(),
+        )),
         writer: Mutex::new(Writer {
             changelog: opened.changelog,
             version: opened.version,
@@ -183,7 +189,7 @@ fn attempt_caught(
 /// The usual open: sled as it is, plus the changelog records it has not applied.
 fn attempt(dir: &Path, config: &StoreConfig, report: &mut OpenReport) -> Result<Opened, Failure> {
     let sled_dir = dir.join(SLED_DIR);
-    let kv = open_sled(&sled_dir, config.cache_bytes).map_err(|e| match e {
+    let kv = open_sled(&sled_dir, config.sled_cache_capacity()).map_err(|e| match e {
         SledOpenError::Failed(reason) => Failure::Rebuild {
             reason: format!("sled does not open: {reason}"),
             keep: true,
@@ -284,6 +290,13 @@ impl<'a> Replayer<'a> {
                 reason: problem,
             });
         }
+        if let MetaOp::ForgetRequests { before } = &record.op {
+            let kv = self.kv;
+            return self.finish(
+                record.version,
+                requests::forget_in_steps(kv, *before, record.version, |w| kv.apply(w)),
+            );
+        }
         let mut txn = Txn::new(self.kv);
         match namespace::execute(&mut txn, &record.op) {
             Ok(_) => {}
@@ -299,11 +312,16 @@ impl<'a> Replayer<'a> {
         }
         let mut writes: Vec<Write> = txn.into_writes();
         writes.push((keys::APPLIED.to_vec(), Some(encode_u64(record.version))));
-        if let Err(e) = self.kv.apply(writes) {
-            self.problem = Some(format!("applying record {}: {e}", record.version));
+        self.finish(record.version, self.kv.apply(writes))
+    }
+
+    /// Counts record `version` as replayed once applying it worked.
+    fn finish(&mut self, version: u64, applied: Result<(), StoreError>) -> Result<(), StoreError> {
+        if let Err(e) = applied {
+            self.problem = Some(format!("applying record {version}: {e}"));
             return Err(e);
         }
-        self.last_seen = record.version;
+        self.last_seen = version;
         self.replayed += 1;
         Ok(())
     }
@@ -367,7 +385,7 @@ fn rebuild(
 
     let build_dir = dir.join(REBUILD_DIR);
     let mut cleanup = RemoveOnDrop(Some(build_dir.clone()));
-    let kv = open_sled(&build_dir, config.cache_bytes).map_err(|e| StoreError::Sled {
+    let kv = open_sled(&build_dir, config.sled_cache_capacity()).map_err(|e| StoreError::Sled {
         path: build_dir.clone(),
         reason: match e {
             SledOpenError::Failed(reason) | SledOpenError::Locked(reason) => reason,
@@ -472,7 +490,7 @@ enum SledOpenError {
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Opens sled, turning a panic inside sled into an error, and waiting a little for a lock.
-fn open_sled(path: &Path, cache_bytes: u64) -> Result<Box<dyn KvStore>, SledOpenError> {
+fn open_sled(path: &Path, capacity: u64) -> Result<Box<dyn KvStore>, SledOpenError> {
     let started = std::time::Instant::now();
     loop {
         let opened = std::panic::catch_unwind(|| {
@@ -480,7 +498,7 @@ fn open_sled(path: &Path, cache_bytes: u64) -> Result<Box<dyn KvStore>, SledOpen
             if path.join(TEST_PANIC_MARKER).exists() {
                 panic!("sled test hook: panicking on open");
             }
-            SledStore::open(path, cache_bytes)
+            SledStore::open(path, capacity)
         });
         match opened {
             Ok(Ok(store)) => return Ok(Box::new(store)),

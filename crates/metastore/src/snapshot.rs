@@ -192,48 +192,7 @@ impl Overlay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex as StdMutex;
-
-    /// An in-memory store, enough to exercise the merge rules.
-    #[derive(Default)]
-    struct MemKv(StdMutex<BTreeMap<Vec<u8>, Vec<u8>>>);
-
-    impl KvStore for MemKv {
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-            Ok(self.0.lock().unwrap().get(key).cloned())
-        }
-        fn scan(
-            &self,
-            prefix: &[u8],
-            after: Option<&[u8]>,
-            limit: usize,
-        ) -> Result<Rows, StoreError> {
-            let map = self.0.lock().unwrap();
-            let lower = match after {
-                Some(a) => Bound::Excluded(a.to_vec()),
-                None => Bound::Included(prefix.to_vec()),
-            };
-            Ok(map
-                .range((lower, Bound::Unbounded))
-                .take_while(|(k, _)| k.starts_with(prefix))
-                .take(limit)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect())
-        }
-        fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-            let mut map = self.0.lock().unwrap();
-            for (k, v) in writes {
-                match v {
-                    Some(v) => map.insert(k, v),
-                    None => map.remove(&k),
-                };
-            }
-            Ok(())
-        }
-        fn flush(&self) -> Result<(), StoreError> {
-            Ok(())
-        }
-    }
+    use crate::mem_kv::MemKv;
 
     fn commit(overlay: &Overlay, kv: &MemKv, writes: Vec<Write>) {
         overlay.preserve(kv, &writes).unwrap();

@@ -497,3 +497,54 @@ fn chunk_versions_only_grow() {
         assert_eq!(rec.version, ChunkVersion(expected), "after setting {set}");
     }
 }
+
+fn tagged_mknod(store: &MetaStore, client: u64, seq: u64, time: Timestamp) {
+    store
+        .commit(&MetaOp::Tagged {
+            client,
+            seq,
+            time,
+            op: Box::new(MetaOp::Mknod {
+                parent: ROOT,
+                name: format!("c{client}-{seq}").into_bytes(),
+                kind: FileKind::File,
+                mode: 0o644,
+                umask: 0,
+                uid: 1,
+                gid: 1,
+                rdev: 0,
+                time,
+            }),
+        })
+        .unwrap();
+}
+
+#[test]
+fn old_request_records_are_forgotten_in_steps_and_replay_ends_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let old = crate::requests::FORGET_STEP as u64 + 100;
+    for seq in 0..old {
+        tagged_mknod(&store, 7, seq, t(10));
+    }
+    for seq in old..old + 3 {
+        tagged_mknod(&store, 7, seq, t(100));
+    }
+    tagged_mknod(&store, 9, 0, t(20));
+    store
+        .commit(&MetaOp::ForgetRequests { before: t(50) })
+        .unwrap();
+    assert!(store.request(7, 0).unwrap().is_none());
+    assert!(store.request(7, old - 1).unwrap().is_none());
+    assert!(store.request(9, 0).unwrap().is_none());
+    assert!(store.request(7, old).unwrap().is_some());
+    assert_eq!(store.inode_count().unwrap(), old + 5, "the files stay");
+    let version = store.version();
+    let state = store.all_pairs();
+    drop(store);
+    // Replayed into a fresh database, the forgetting removes the same records.
+    std::fs::remove_dir_all(dir.path().join("metadata.sled")).unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.version(), version);
+    assert!(store.all_pairs() == state, "the replayed state differs");
+}

@@ -43,6 +43,11 @@ impl<'a> Txn<'a> {
         }
     }
 
+    /// The store under this transaction, without the transaction's own writes.
+    pub fn store(&self) -> &'a dyn KvStore {
+        self.kv
+    }
+
     /// The raw value at `key`, as this transaction sees it.
     pub fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         match self.writes.get(key) {
