@@ -22,6 +22,9 @@ pub struct ChunkserverConfig {
     /// A copy of the master's cluster key file (default: `cluster.key` in the first data
     /// directory).
     pub cluster_key: Option<PathBuf>,
+    /// Encrypt the links to the master and the data port with TLS (default false); must match
+    /// the master's `tls`.
+    pub tls: bool,
 }
 
 impl Default for ChunkserverConfig {
@@ -34,6 +37,7 @@ impl Default for ChunkserverConfig {
             ready_file: None,
             chunk_test_mib_per_sec: 8,
             cluster_key: None,
+            tls: false,
         }
     }
 }

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use elkfs_proto::capability::{Access, Capability, CapabilityError};
 use elkfs_proto::chunkserver::ChunkReport;
-use elkfs_proto::connection::{self, NoMessage};
+use elkfs_proto::connection::{self, Dialer, NoMessage};
 use elkfs_proto::data::{DataError, DataReply, DataRequest, DataResponse};
 use elkfs_proto::geometry::{CHUNK_SIZE, MAX_COPIES};
+use elkfs_proto::tls::TlsServer;
 use elkfs_proto::{
     ChunkId, ChunkVersion, DATA_LIMITS, DataPool, Handler, Hello, Responder, Role, Status,
 };
@@ -39,18 +40,20 @@ pub struct DataService {
 }
 
 impl DataService {
-    /// Builds the service; `peers` get connected on first forward.
+    /// Builds the service; peers get connected on first forward, as `peer_dialer` says.
     pub fn new(
         store: Store,
         sequencer: Arc<Sequencer>,
         damage: mpsc::Sender<ChunkReport>,
         capabilities: Arc<Capabilities>,
+        peer_dialer: Dialer,
     ) -> Self {
         DataService {
             capabilities,
             store,
             sequencer,
             peers: Arc::new(DataPool::new(
+                peer_dialer,
                 Hello::new(Role::DataPeer, "elkfs-chunkserver"),
                 DATA_LIMITS,
                 "chunkserver",
@@ -60,26 +63,33 @@ impl DataService {
     }
 }
 
-/// Accepts data connections until `stop`.
+/// Accepts data connections until `stop`; with `tls`, only TLS connections.
 pub async fn accept_loop(
     listener: TcpListener,
     service: Arc<DataService>,
+    tls: Option<TlsServer>,
     stop: CancellationToken,
 ) {
     elkfs_proto::peer_limit::accept_loop(listener, stop, |stream, stop| {
-        serve_connection(stream, service.clone(), stop)
+        serve_connection(stream, service.clone(), tls.clone(), stop)
     })
     .await;
 }
 
-async fn serve_connection(stream: TcpStream, service: Arc<DataService>, stop: CancellationToken) {
+async fn serve_connection(
+    stream: TcpStream,
+    service: Arc<DataService>,
+    tls: Option<TlsServer>,
+    stop: CancellationToken,
+) {
     let admit = |hello: &Hello, _peer: SocketAddr| match hello.role {
         Role::DataClient | Role::DataPeer => Ok(()),
         other => Err(format!(
             "the data port does not accept {other:?} connections"
         )),
     };
-    let accepted = match connection::accept(stream, "elkfs-chunkserver", admit).await {
+    let accepted = match connection::accept(stream, "elkfs-chunkserver", tls.as_ref(), admit).await
+    {
         Ok(a) => a,
         Err(reason) => {
             tracing::warn!(%reason, "refused a data connection");

@@ -18,6 +18,8 @@ use elkfs_chunkstore::{ChunkStore, DataDirSpec};
 use elkfs_common::defaults;
 use elkfs_common::worker::{self, WorkerRegistry};
 use elkfs_proto::cluster_key::{ClusterKey, KEY_FILE};
+use elkfs_proto::connection::Dialer;
+use elkfs_proto::tls::{ClusterAuthority, ServerRole, TlsServer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +52,41 @@ fn load_cluster_key(
     ClusterKey::read_member_copy(&path).map_err(anyhow::Error::msg)
 }
 
+/// How this chunkserver's connections are made: plain TCP, or TLS under the cluster's authority.
+struct Transport {
+    /// To the master.
+    master: Dialer,
+    /// To other chunkservers' data ports.
+    peers: Dialer,
+    /// What the data port accepts with.
+    data_port: Option<TlsServer>,
+}
+
+impl Transport {
+    fn new(tls: bool, key: &ClusterKey) -> anyhow::Result<Transport> {
+        if !tls {
+            return Ok(Transport {
+                master: Dialer::default(),
+                peers: Dialer::default(),
+                data_port: None,
+            });
+        }
+        let authority = ClusterAuthority::from_cluster_key(key)?;
+        let trust = authority.trust();
+        Ok(Transport {
+            master: Dialer {
+                bind: None,
+                tls: Some(trust.client(ServerRole::Master)?),
+            },
+            peers: Dialer {
+                bind: None,
+                tls: Some(trust.client(ServerRole::Chunkserver)?),
+            },
+            data_port: Some(authority.server(ServerRole::Chunkserver)?),
+        })
+    }
+}
+
 /// Damage reports waiting to reach the master.
 const DAMAGE_QUEUE: usize = 1024;
 
@@ -73,6 +110,7 @@ pub async fn run(config: ChunkserverConfig, stop: CancellationToken) -> anyhow::
     let server_id = identity::load_or_create(&first_dir)?;
     let cluster_key = load_cluster_key(&config, &first_dir)?;
     let capabilities = Arc::new(Capabilities::new(&cluster_key));
+    let transport = Transport::new(config.tls, &cluster_key)?;
     let store = Arc::new(store);
     let sequencer = Arc::new(Sequencer::default());
 
@@ -90,6 +128,7 @@ pub async fn run(config: ChunkserverConfig, stop: CancellationToken) -> anyhow::
         sequencer.clone(),
         damage_tx,
         capabilities.clone(),
+        transport.peers,
     ));
     let workers = WorkerRegistry::default();
     let chunk_test = ChunkTest::new(
@@ -106,6 +145,7 @@ pub async fn run(config: ChunkserverConfig, stop: CancellationToken) -> anyhow::
             ready_file: config.ready_file.clone(),
             cluster_key,
             capabilities,
+            dialer: transport.master,
         },
         store,
         sequencer,
@@ -113,7 +153,7 @@ pub async fn run(config: ChunkserverConfig, stop: CancellationToken) -> anyhow::
         damage_rx,
         stop.clone(),
     ));
-    data_service::accept_loop(listener, service, stop.clone()).await;
+    data_service::accept_loop(listener, service, transport.data_port, stop.clone()).await;
     let _ = link.await;
     let _ = chunk_test.await;
     tracing::info!("chunkserver stopped");

@@ -39,6 +39,9 @@ struct Args {
     /// in the first data directory.
     #[arg(long, value_name = "FILE")]
     cluster_key: Option<PathBuf>,
+    /// Encrypt the link to the master and the data port with TLS (as the master's `tls`).
+    #[arg(long)]
+    tls: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,6 +62,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(file) = args.cluster_key {
         config.cluster_key = Some(file);
+    }
+    if args.tls {
+        config.tls = true;
     }
     if config.data.is_empty() {
         anyhow::bail!(

@@ -13,6 +13,7 @@ use elkfs_proto::chunkserver::{
     ChunkReport, CsCommand, CsCommandResult, CsReply, CsRequest, CsResponse, Space,
 };
 use elkfs_proto::cluster_key::ClusterKey;
+use elkfs_proto::connection::Dialer;
 use elkfs_proto::{
     CHUNK_REPORT_BATCH, Connection, DataPool, Handler, Hello, MASTER_CHUNKSERVER_LIMITS, Responder,
     Role, connection,
@@ -41,6 +42,8 @@ pub struct LinkSetup {
     pub cluster_key: ClusterKey,
     /// Capability checks, which learn the master's clock at each registration.
     pub capabilities: Arc<Capabilities>,
+    /// How to connect to the master (plain or TLS).
+    pub dialer: Dialer,
 }
 
 /// Keeps a registered connection to the master until `stop`; damaged copies reported on
@@ -67,7 +70,8 @@ pub async fn run(
                 capabilities: setup.capabilities.clone(),
                 trusted: trusted.clone(),
             };
-            let link: MasterLink = connection::connect(
+            let link: MasterLink = connection::connect_with(
+                &setup.dialer,
                 addr,
                 &Hello::new(Role::Chunkserver, "elkfs-chunkserver"),
                 MASTER_CHUNKSERVER_LIMITS,

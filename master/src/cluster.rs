@@ -367,7 +367,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let peer = tokio::spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
-            let accepted = connection::accept(stream, "test", |_, _| Ok(())).await;
+            let accepted = connection::accept(stream, "test", None, |_, _| Ok(())).await;
             // Held open until the test ends.
             std::future::pending::<()>().await;
             drop(accepted);

@@ -42,6 +42,9 @@ pub struct MasterConfig {
     /// The exports file (who may mount what, MooseFS's `mfsexports.cfg` shape); without one
     /// only loopback clients are let in. Reloaded on SIGHUP.
     pub exports: Option<PathBuf>,
+    /// Every connection is encrypted with TLS (default false): mounts need `-o tls` and the
+    /// master's `ca.crt`, chunkservers and metaloggers `--tls`. Plain connections are refused.
+    pub tls: bool,
     /// File to write the bound address to once listening (for supervisors and tests).
     pub ready_file: Option<PathBuf>,
     /// Seconds chunks with a copy left wait for a chunkserver that vanished without a word
@@ -72,6 +75,7 @@ impl Default for MasterConfig {
             changelog_file_mib: elkfs_metastore::changelog::DEFAULT_FILE_BYTES / (1024 * 1024),
             write_lease_timeout_secs: defaults::WRITE_LEASE_TIMEOUT.as_secs(),
             exports: None,
+            tls: false,
             ready_file: None,
             replication_delay_lost_secs: 15,
             replication_delay_planned_secs: 300,

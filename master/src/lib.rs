@@ -31,6 +31,7 @@ use elkfs_common::worker;
 use elkfs_metastore::{MetaOp, MetaStore};
 use elkfs_proto::capability::CapabilityKey;
 use elkfs_proto::cluster_key::{ClusterKey, KEY_FILE};
+use elkfs_proto::tls::{ClusterAuthority, ServerRole, TlsServer};
 use elkfs_proto::types::Timestamp;
 use tokio_util::sync::CancellationToken;
 
@@ -78,6 +79,7 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
     }
     let exports = load_exports(&config)?;
     let cluster_key = load_cluster_key(&config.data_dir)?;
+    let tls = tls_server(&config, &cluster_key)?;
     let reserved = store.chunk_ids_reserved()?;
     let meta = Meta::new(store, config.sync_commit);
     let cluster = Arc::new(Cluster::default());
@@ -144,7 +146,7 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
     if let Some(file) = config.exports.clone() {
         tokio::spawn(reload_exports_on_sighup(state.clone(), file, stop.clone()));
     }
-    listener::accept_loop(listener, state, stop.clone()).await;
+    listener::accept_loop(listener, state, tls, stop.clone()).await;
     // An image being written stops at its next page (its temporary file is removed).
     meta.store().stop_images();
     let _ = images.await;
@@ -205,6 +207,21 @@ async fn sync_changelog(meta: Meta, interval: std::time::Duration, stop: Cancell
 
 /// The cluster key in the data directory, made on the first start. Chunkservers and metaloggers
 /// need a copy of the file to join.
+/// Writes the cluster authority's certificate (public; mounts copy it to use TLS) and, with
+/// `tls` set, makes the master's own certificate.
+fn tls_server(config: &MasterConfig, key: &ClusterKey) -> anyhow::Result<Option<TlsServer>> {
+    let authority = ClusterAuthority::from_cluster_key(key)?;
+    let ca_file = authority.write_certificate(&config.data_dir)?;
+    if !config.tls {
+        return Ok(None);
+    }
+    tracing::info!(
+        ca = %ca_file.display(),
+        "TLS on: every connection is encrypted; mounts need -o tls,tlsca=FILE with a copy of this file"
+    );
+    Ok(Some(authority.server(ServerRole::Master)?))
+}
+
 fn load_cluster_key(data_dir: &std::path::Path) -> anyhow::Result<ClusterKey> {
     let path = data_dir.join(KEY_FILE);
     let (key, created) = ClusterKey::load_or_create(&path, rand::random).map_err(|e| {

@@ -8,6 +8,7 @@ use elkfs_proto::chunkserver::{CsCommand, CsCommandResult, CsRequest, CsResponse
 use elkfs_proto::connection::{self, NoMessage};
 use elkfs_proto::master::{MasterRequest, MasterResponse};
 use elkfs_proto::metalogger::{MlRequest, MlResponse};
+use elkfs_proto::tls::TlsServer;
 use elkfs_proto::{
     Hello, MASTER_CHUNKSERVER_LIMITS, MASTER_CLIENT_LIMITS, MASTER_METALOGGER_LIMITS, Role,
 };
@@ -20,10 +21,15 @@ use crate::exports::Exports;
 use crate::metalogger_service::MetaloggerHandler;
 use crate::state::MasterState;
 
-/// Accepts connections until `stop` is cancelled.
-pub async fn accept_loop(listener: TcpListener, state: Arc<MasterState>, stop: CancellationToken) {
+/// Accepts connections until `stop` is cancelled; with `tls`, only TLS connections.
+pub async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<MasterState>,
+    tls: Option<TlsServer>,
+    stop: CancellationToken,
+) {
     elkfs_proto::peer_limit::accept_loop(listener, stop, |stream, stop| {
-        serve_connection(stream, state.clone(), stop)
+        serve_connection(stream, state.clone(), tls.clone(), stop)
     })
     .await;
 }
@@ -52,10 +58,15 @@ fn admit(hello: &Hello, peer: SocketAddr, exports: &Exports) -> Result<(), Strin
     }
 }
 
-async fn serve_connection(stream: TcpStream, state: Arc<MasterState>, stop: CancellationToken) {
+async fn serve_connection(
+    stream: TcpStream,
+    state: Arc<MasterState>,
+    tls: Option<TlsServer>,
+    stop: CancellationToken,
+) {
     let exports = state.exports();
     let admission = |hello: &Hello, peer| admit(hello, peer, &exports);
-    let accepted = match connection::accept(stream, "elkfs-master", admission).await {
+    let accepted = match connection::accept(stream, "elkfs-master", tls.as_ref(), admission).await {
         Ok(a) => a,
         Err(reason) => {
             tracing::warn!(%reason, "refused a connection");

@@ -32,6 +32,9 @@ struct Args {
     /// Exports file (who may mount what); without one only loopback clients are let in.
     #[arg(long, value_name = "FILE")]
     exports: Option<PathBuf>,
+    /// Encrypt every connection with TLS (the `tls` setting); plain connections are refused.
+    #[arg(long)]
+    tls: bool,
     /// Write the bound address to FILE once listening.
     #[arg(long, value_name = "FILE")]
     ready_file: Option<PathBuf>,
@@ -50,6 +53,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(file) = args.ready_file {
         config.ready_file = Some(file);
+    }
+    if args.tls {
+        config.tls = true;
     }
     if args.exports.is_some() {
         config.exports = args.exports;

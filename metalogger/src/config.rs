@@ -20,6 +20,8 @@ pub struct MetaloggerConfig {
     /// A copy of the master's cluster key file (default: `cluster.key` in the data directory;
     /// a key given elsewhere is copied there, so a promoted master has it).
     pub cluster_key: Option<PathBuf>,
+    /// Encrypt the link to the master with TLS (default false); must match the master's `tls`.
+    pub tls: bool,
 }
 
 impl Default for MetaloggerConfig {
@@ -31,6 +33,7 @@ impl Default for MetaloggerConfig {
             changelog_file_mib: 64,
             ready_file: None,
             cluster_key: None,
+            tls: false,
         }
     }
 }

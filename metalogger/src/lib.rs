@@ -13,7 +13,9 @@ use elkfs_common::defaults;
 use elkfs_metastore::follow::split_raw;
 use elkfs_proto::auth::{Prover, cluster_proof, proofs_match};
 use elkfs_proto::cluster_key::{ClusterKey, KEY_FILE};
+use elkfs_proto::connection::Dialer;
 use elkfs_proto::metalogger::{MlReply, MlRequest, MlResponse};
+use elkfs_proto::tls::{ClusterAuthority, ServerRole};
 use elkfs_proto::{Connection, Hello, MASTER_METALOGGER_LIMITS, NoRequests, Role, connection};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
@@ -44,8 +46,20 @@ pub async fn run(config: MetaloggerConfig, stop: CancellationToken) -> anyhow::R
         .with_context(|| format!("cannot open the copy in {}", config.data_dir.display()))?;
     tracing::info!(dir = %config.data_dir.display(), version = copy.last(), "metadata copy opened");
     let cluster_key = load_cluster_key(&config)?;
+    let dialer = Dialer {
+        bind: None,
+        tls: match config.tls {
+            false => None,
+            true => Some(
+                ClusterAuthority::from_cluster_key(&cluster_key)?
+                    .trust()
+                    .client(ServerRole::Master)?,
+            ),
+        },
+    };
     let mut follower = Follow {
         cluster_key,
+        dialer,
         copy: Some(copy),
         announced: false,
         config,
@@ -93,6 +107,7 @@ fn load_cluster_key(config: &MetaloggerConfig) -> anyhow::Result<ClusterKey> {
 
 struct Follow {
     cluster_key: ClusterKey,
+    dialer: Dialer,
     copy: Option<LocalCopy>,
     announced: bool,
     config: MetaloggerConfig,
@@ -121,7 +136,8 @@ impl Follow {
     /// One connection to the master: catch up, then follow until the connection fails.
     async fn session(&mut self) -> anyhow::Result<()> {
         let addr = elkfs_common::address::resolve(&self.config.master, defaults::MASTER_PORT)?;
-        let link: MasterLink = connection::connect(
+        let link: MasterLink = connection::connect_with(
+            &self.dialer,
             addr,
             &Hello::new(Role::Metalogger, "elkfs-metalogger"),
             MASTER_METALOGGER_LIMITS,

@@ -36,6 +36,9 @@ struct Args {
     /// in the data directory.
     #[arg(long, value_name = "FILE")]
     cluster_key: Option<PathBuf>,
+    /// Encrypt the link to the master with TLS (as the master's `tls`).
+    #[arg(long)]
+    tls: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,6 +57,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(file) = args.cluster_key {
         config.cluster_key = Some(file);
+    }
+    if args.tls {
+        config.tls = true;
     }
     elkfs_common::daemon::serve_until_stopped(|stop| elkfs_metalogger::run(config, stop))
 }

@@ -16,6 +16,7 @@ use std::sync::{Arc, OnceLock};
 use anyhow::Context;
 use elkfs_client::{Client, ClientConfig};
 use elkfs_common::defaults;
+use elkfs_proto::tls::ClusterTrust;
 use fuser::{Config, MountOption, SessionACL};
 
 use crate::daemon::Verdict;
@@ -112,6 +113,19 @@ fn serve(
     let session = elkfs_client::master::SessionOptions {
         password: password(spec)?,
         bind: spec.bind,
+        tls: spec
+            .tls_ca
+            .as_deref()
+            .map(|file| {
+                ClusterTrust::from_pem_file(file).with_context(|| {
+                    format!(
+                        "with -o tls the mount needs the cluster's certificate: copy ca.crt from \
+                         the master's data directory to {} or name it with -o tlsca=FILE",
+                        file.display()
+                    )
+                })
+            })
+            .transpose()?,
     };
     let client = runtime
         .block_on(Client::connect(
@@ -133,6 +147,7 @@ fn serve(
         read_only,
         in_flight: Default::default(),
         access_notes: Default::default(),
+        tls_ca: spec.tls_ca.clone(),
     });
     if kernel_mount::is_mount_point(&spec.mount_point) {
         anyhow::bail!(

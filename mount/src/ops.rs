@@ -33,6 +33,8 @@ pub struct Ops {
     pub in_flight: Arc<InFlight>,
     /// Access-time notes on their way to the master.
     pub access_notes: Arc<crate::access_notes::AccessNotes>,
+    /// The cluster authority's certificate, when the mount uses TLS (the CLI uses it too).
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// Counts kernel requests being worked on, so unmounting can wait for their replies.
@@ -391,6 +393,7 @@ impl Ops {
             master: self.client.master.target().to_string(),
             subdir: self.client.master.subdir().to_string(),
             inode,
+            tls_ca: self.tls_ca.as_ref().map(|p| p.display().to_string()),
         }
         .encode()
     }

@@ -28,6 +28,9 @@ pub struct MountSpec {
     pub password_file: Option<PathBuf>,
     /// The local address to connect to the master from (`-o bind=IP`).
     pub bind: Option<std::net::IpAddr>,
+    /// Encrypt with TLS, trusting the cluster authority whose certificate is in this file
+    /// (`-o tls`, which takes /etc/elkfs/ca.crt, or `-o tlsca=FILE`).
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// A command line that cannot be mounted, with the reason.
@@ -36,9 +39,6 @@ pub enum OptionError {
     /// A `-o` option this filesystem does not know.
     #[error("unknown mount option '{0}'")]
     Unknown(String),
-    /// An option that is known but not supported yet.
-    #[error("mount option '{0}' is not supported yet")]
-    Unsupported(String),
     /// An option whose value does not parse.
     #[error("mount option '{0}' needs {1}")]
     BadValue(String, &'static str),
@@ -120,6 +120,7 @@ pub fn parse(
         password: None,
         password_file: None,
         bind: None,
+        tls_ca: None,
     };
     for opt in options
         .iter()
@@ -156,8 +157,16 @@ pub fn parse(
                     OptionError::BadValue(opt.to_string(), "an IP address of this host")
                 })?);
             }
-            ("tls", _) => {
-                return Err(OptionError::Unsupported(key.to_string()));
+            ("tls", None) => {
+                spec.tls_ca
+                    .get_or_insert_with(|| defaults::TLS_CA_FILE.into());
+            }
+            ("tlsca", Some(f)) if !f.is_empty() => spec.tls_ca = Some(f.into()),
+            ("tls" | "tlsca", _) => {
+                return Err(OptionError::BadValue(
+                    opt.to_string(),
+                    "no value (tls) or a file (tlsca=FILE)",
+                ));
             }
             (k, None) if GENERIC.contains(&k) => {}
             ("comment" | "x-systemd.automount", _) => {}
@@ -252,9 +261,10 @@ mod tests {
                 "{bad}"
             );
         }
-        assert_eq!(
-            parse("h", "/mnt".into(), &["tls".into()], false),
-            Err(OptionError::Unsupported("tls".into()))
-        );
+        let spec = parse("h", "/mnt".into(), &["tls".into()], false).unwrap();
+        assert_eq!(spec.tls_ca, Some(PathBuf::from(defaults::TLS_CA_FILE)));
+        let spec = parse("h", "/mnt".into(), &["tlsca=/k/ca.crt,tls".into()], false).unwrap();
+        assert_eq!(spec.tls_ca, Some(PathBuf::from("/k/ca.crt")));
+        assert!(parse("h", "/mnt".into(), &["tls=yes".into()], false).is_err());
     }
 }

@@ -7,6 +7,7 @@
 
 mod capabilities;
 mod fuzz;
+mod tls;
 mod unprivileged;
 
 use std::ffi::OsString;
@@ -115,8 +116,8 @@ fn maproot_owns_roots_files_and_goal_limits_hold() {
     let set_goal = |goal: u64| -> Result<(), Status> {
         runtime.block_on(async {
             let options = SessionOptions {
-                password: None,
                 bind: Some("127.0.0.5".parse().expect("ip")),
+                ..SessionOptions::default()
             };
             let client = MasterClient::connect_with(
                 &master,

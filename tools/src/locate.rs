@@ -3,10 +3,12 @@
 //! exist (the trash) the nearest existing directory is asked, and the path's place in the
 //! master's namespace is worked out from the mount's root.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use elkfs_client::mount_info::{MountInfo, XATTR};
 
@@ -40,8 +42,39 @@ pub fn mount_info(path: &Path) -> Result<MountInfo, Failure> {
         }
     }
     let text = String::from_utf8_lossy(&buf);
-    MountInfo::parse(&text).map_err(|_| Failure::not_elkfs())
+    let info = MountInfo::parse(&text).map_err(|_| Failure::not_elkfs())?;
+    if let Some(ca) = &info.tls_ca {
+        tls_masters()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(info.master.clone(), PathBuf::from(ca));
+    }
+    Ok(info)
 }
+
+/// Masters that a mount this command looked at reaches over TLS, with the certificate it trusts.
+fn tls_masters() -> &'static Mutex<HashMap<String, PathBuf>> {
+    static MASTERS: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    MASTERS.get_or_init(Default::default)
+}
+
+/// The cluster certificate to reach `master` over TLS with: the one its mount uses, else
+/// `$ELKFS_TLS_CA` (for `--master`); `None` for plain TCP.
+pub fn tls_ca_for(master: &str) -> Option<PathBuf> {
+    let learned = tls_masters()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(master)
+        .cloned();
+    learned.or_else(|| {
+        std::env::var_os(TLS_CA_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+}
+
+/// The environment variable naming the cluster certificate for masters given by `--master`.
+pub const TLS_CA_ENV: &str = "ELKFS_TLS_CA";
 
 /// The master a cluster-wide command (`status`, `trash`) talks to: `--master` if given, else
 /// the cluster of `path` if given, else that of the current directory when it is on ElkFS, else
@@ -194,6 +227,7 @@ mod tests {
                 master: "m".into(),
                 subdir: subdir.into(),
                 inode: elkfs_proto::InodeId(1),
+                tls_ca: None,
             },
             namespace_path: namespace_path.into(),
         }

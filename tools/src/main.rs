@@ -61,6 +61,9 @@ enum Command {
         /// Master port; chunkservers use the ports after it (0: any free ports).
         #[arg(long, default_value_t = elkfs_common::defaults::MASTER_PORT)]
         port: u16,
+        /// Encrypt every connection with TLS (the cluster's certificate is DIR/master/ca.crt).
+        #[arg(long)]
+        tls: bool,
     },
     /// Show the goal (number of copies) of files and directories.
     Getgoal(goal::GetArgs),
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
         chunkservers,
         mountpoint,
         port,
+        tls,
     } = cli.command
     {
         return edge(up::run(up::UpOptions {
@@ -107,6 +111,7 @@ fn main() -> ExitCode {
             chunkservers,
             mountpoint,
             port,
+            tls,
         }));
     }
     let mut session = match Session::new() {

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use elkfs_client::master::MasterClient;
+use elkfs_client::master::{MasterClient, SessionOptions};
 use elkfs_proto::master::{MasterReply, MasterRequest};
+use elkfs_proto::tls::ClusterTrust;
 use elkfs_proto::types::Caller;
 
 use crate::failure::Failure;
@@ -45,13 +46,24 @@ impl Session {
         progress: Option<&str>,
     ) -> Result<MasterReply, Failure> {
         if !self.clients.contains_key(master) {
+            let tls = match crate::locate::tls_ca_for(master) {
+                None => None,
+                Some(ca) => Some(
+                    ClusterTrust::from_pem_file(&ca).map_err(|e| Failure::new(e.to_string()))?,
+                ),
+            };
+            let options = SessionOptions {
+                tls,
+                ..SessionOptions::default()
+            };
             let client = self
                 .runtime
-                .block_on(MasterClient::connect(
+                .block_on(MasterClient::connect_with(
                     master,
                     "/",
                     SESSION_NAME,
                     MASTER_TIMEOUT,
+                    options,
                 ))
                 .map_err(|e| Failure::new(e.to_string()))?;
             self.clients.insert(master.to_string(), client);

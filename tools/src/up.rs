@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use elkfs_proto::cluster_key::KEY_FILE;
+use elkfs_proto::tls::CA_FILE;
 
 /// What `elkfs up` was asked for.
 pub struct UpOptions {
@@ -21,6 +22,8 @@ pub struct UpOptions {
     pub mountpoint: Option<PathBuf>,
     /// Master port; chunkservers take the following ones.
     pub port: u16,
+    /// Encrypt every connection with TLS.
+    pub tls: bool,
 }
 
 /// How long a daemon may take to become ready.
@@ -79,8 +82,13 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
     match result {
         Ok(master) => {
             say!(
-                "ElkFS is up: master {master}, a metalogger, {} chunkservers.",
-                opts.chunkservers
+                "ElkFS is up: master {master}, a metalogger, {} chunkservers{}.",
+                opts.chunkservers,
+                if opts.tls {
+                    ", TLS on every connection"
+                } else {
+                    ""
+                }
             );
             say!("Mounted at {}", mountpoint.display());
             say!(
@@ -97,8 +105,9 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
                 ),
                 None => {
                     say!(
-                        "Stopped. Run `elkfs up --dir {}` again to bring the same files back.",
-                        opts.dir.display()
+                        "Stopped. Run `elkfs up --dir {}{}` again to bring the same files back.",
+                        opts.dir.display(),
+                        if opts.tls { " --tls" } else { "" }
                     );
                     Ok(())
                 }
@@ -119,17 +128,22 @@ fn start_all(
     daemons: &mut Vec<Daemon>,
 ) -> anyhow::Result<String> {
     let listen = format!("127.0.0.1:{}", opts.port);
+    let tls: &[&std::ffi::OsStr] = if opts.tls { &["--tls".as_ref()] } else { &[] };
     let master = spawn(
         bin,
         "elkfs-master",
         "master",
         dir,
         &[
-            "--data-dir".as_ref(),
-            dir.join("master").as_os_str(),
-            "--listen".as_ref(),
-            listen.as_ref(),
-        ],
+            &[
+                "--data-dir".as_ref(),
+                dir.join("master").as_os_str(),
+                "--listen".as_ref(),
+                listen.as_ref(),
+            ],
+            tls,
+        ]
+        .concat(),
         daemons,
     )?;
     let master_addr = wait_ready(&master, daemons)?;
@@ -141,13 +155,17 @@ fn start_all(
         "metalogger",
         dir,
         &[
-            "--master".as_ref(),
-            master_addr.as_ref(),
-            "--data-dir".as_ref(),
-            dir.join("metalogger").as_os_str(),
-            "--cluster-key".as_ref(),
-            cluster_key.as_os_str(),
-        ],
+            &[
+                "--master".as_ref(),
+                master_addr.as_ref(),
+                "--data-dir".as_ref(),
+                dir.join("metalogger").as_os_str(),
+                "--cluster-key".as_ref(),
+                cluster_key.as_os_str(),
+            ],
+            tls,
+        ]
+        .concat(),
         daemons,
     )?;
     let mut ready = vec![metalogger];
@@ -166,15 +184,19 @@ fn start_all(
             &format!("cs{i}"),
             dir,
             &[
-                "--master".as_ref(),
-                master_addr.as_ref(),
-                "--data".as_ref(),
-                data.as_os_str(),
-                "--listen".as_ref(),
-                cs_listen.as_ref(),
-                "--cluster-key".as_ref(),
-                cluster_key.as_os_str(),
-            ],
+                &[
+                    "--master".as_ref(),
+                    master_addr.as_ref(),
+                    "--data".as_ref(),
+                    data.as_os_str(),
+                    "--listen".as_ref(),
+                    cs_listen.as_ref(),
+                    "--cluster-key".as_ref(),
+                    cluster_key.as_os_str(),
+                ],
+                tls,
+            ]
+            .concat(),
             daemons,
         )?);
     }
@@ -182,12 +204,23 @@ fn start_all(
         wait_ready(r, daemons)?;
     }
     let source = format!("{master_addr}:/");
+    // The master writes the cluster's certificate next to its key.
+    let mount_tls = format!("tls,tlsca={}", dir.join("master").join(CA_FILE).display());
+    let mount_options: &[&std::ffi::OsStr] = if opts.tls {
+        &["-o".as_ref(), mount_tls.as_ref()]
+    } else {
+        &[]
+    };
     let mount = spawn(
         bin,
         "elkfs-mount",
         "mount",
         dir,
-        &[source.as_ref(), mountpoint.as_os_str(), "-f".as_ref()],
+        &[
+            &[source.as_ref(), mountpoint.as_os_str(), "-f".as_ref()],
+            mount_options,
+        ]
+        .concat(),
         daemons,
     )?;
     wait_ready(&mount, daemons)?;

@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use elkfs_common::defaults;
+use elkfs_proto::connection::Dialer;
+use elkfs_proto::tls::ServerRole;
 use elkfs_proto::{DATA_LIMITS, DataPool, Hello, InodeId, Role};
 
 use crate::locations::LocationCache;
@@ -75,9 +77,22 @@ impl Client {
             config.session.clone(),
         )
         .await?;
+        let data_tls = match &config.session.tls {
+            None => None,
+            Some(trust) => Some(trust.client(ServerRole::Chunkserver).map_err(|e| {
+                ConnectError::Unreachable {
+                    addr: target.to_string(),
+                    reason: e.to_string(),
+                }
+            })?),
+        };
         Ok(Arc::new(Client {
             master,
             data: DataPool::new(
+                Dialer {
+                    bind: None,
+                    tls: data_tls,
+                },
                 Hello::new(Role::DataClient, "elkfs-client"),
                 DATA_LIMITS,
                 "chunkserver",

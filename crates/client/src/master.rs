@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use elkfs_common::defaults;
+use elkfs_proto::connection::Dialer;
 use elkfs_proto::master::{MasterReply, MasterRequest};
+use elkfs_proto::tls::{ClusterTrust, ServerRole, TlsError};
 use elkfs_proto::{
     ConnError, Hello, InodeId, MASTER_CLIENT_LIMITS, MasterConnection, NoRequests, Role, SessionId,
     Status, connection,
@@ -55,6 +57,22 @@ pub struct SessionOptions {
     pub password: Option<String>,
     /// The local address to connect from (the master's exports file matches on it).
     pub bind: Option<IpAddr>,
+    /// Encrypt the traffic, trusting servers certified by this cluster authority.
+    pub tls: Option<ClusterTrust>,
+}
+
+impl SessionOptions {
+    /// How to reach the master.
+    fn master_dialer(&self) -> Result<Dialer, TlsError> {
+        Ok(Dialer {
+            bind: self.bind,
+            tls: self
+                .tls
+                .as_ref()
+                .map(|trust| trust.client(ServerRole::Master))
+                .transpose()?,
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -316,8 +334,14 @@ async fn open_session(
     options: &SessionOptions,
 ) -> Result<(Session, InodeId, bool), ConnectError> {
     let addr: SocketAddr = elkfs_common::address::resolve(target, defaults::MASTER_PORT)?;
-    let conn: MasterConnection = connection::connect_from(
-        options.bind,
+    let dialer = options
+        .master_dialer()
+        .map_err(|e| ConnectError::Unreachable {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?;
+    let conn: MasterConnection = connection::connect_with(
+        &dialer,
         addr,
         &Hello::new(Role::Client, "elkfs-client"),
         MASTER_CLIENT_LIMITS,

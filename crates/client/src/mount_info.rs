@@ -15,15 +15,21 @@ pub struct MountInfo {
     pub subdir: String,
     /// The path's inode on the master.
     pub inode: InodeId,
+    /// The cluster authority's certificate the mount trusts, when it uses TLS.
+    pub tls_ca: Option<String>,
 }
 
 impl MountInfo {
     /// The attribute's value.
     pub fn encode(&self) -> String {
-        format!(
+        let mut text = format!(
             "master={}\nsubdir={}\ninode={}\n",
             self.master, self.subdir, self.inode.0
-        )
+        );
+        if let Some(ca) = &self.tls_ca {
+            text.push_str(&format!("tlsca={ca}\n"));
+        }
+        text
     }
 
     /// Reads the attribute's value.
@@ -31,11 +37,13 @@ impl MountInfo {
         let mut master = None;
         let mut subdir = None;
         let mut inode = None;
+        let mut tls_ca = None;
         for line in text.lines() {
             match line.split_once('=') {
                 Some(("master", v)) => master = Some(v.to_string()),
                 Some(("subdir", v)) => subdir = Some(v.to_string()),
                 Some(("inode", v)) => inode = v.parse().ok().map(InodeId),
+                Some(("tlsca", v)) => tls_ca = Some(v.to_string()),
                 _ => {}
             }
         }
@@ -44,6 +52,7 @@ impl MountInfo {
                 master,
                 subdir,
                 inode,
+                tls_ca,
             }),
             _ => Err(format!("not an ElkFS mount description: {text:?}")),
         }
@@ -60,8 +69,14 @@ mod tests {
             master: "10.0.0.1:9421".into(),
             subdir: "/a".into(),
             inode: InodeId(77),
+            tls_ca: None,
         };
         assert_eq!(MountInfo::parse(&info.encode()).unwrap(), info);
+        let secured = MountInfo {
+            tls_ca: Some("/etc/elkfs/ca.crt".into()),
+            ..info
+        };
+        assert_eq!(MountInfo::parse(&secured.encode()).unwrap(), secured);
         assert!(MountInfo::parse("nonsense").is_err());
     }
 }

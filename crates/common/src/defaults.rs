@@ -23,6 +23,10 @@ pub const MASTER_ENV: &str = "ELKFS_MASTER";
 /// The master's default data directory.
 pub const MASTER_DATA_DIR: &str = "/var/lib/elkfs/master";
 
+/// Where the mount looks for the cluster authority's certificate (a copy of the master's
+/// `ca.crt`) when `-o tls` names no `tlsca=FILE`.
+pub const TLS_CA_FILE: &str = "/etc/elkfs/ca.crt";
+
 /// The metalogger's default data directory.
 pub const METALOGGER_DATA_DIR: &str = "/var/lib/elkfs/metalogger";
 

@@ -16,15 +16,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{self, CodecError};
 use crate::frame::{self, FrameError, FrameLimits};
 use crate::hello::{Hello, HelloReply, PROTOCOL_VERSION};
+use crate::tls::{self, TlsClient, TlsServer};
 
 const KIND_REQUEST: u8 = 0;
 const KIND_RESPONSE: u8 = 1;
@@ -34,6 +34,36 @@ const OUTGOING_QUEUE: usize = 64;
 
 /// Socket buffer sizes in user space (the kernel's come on top).
 const IO_BUFFER: usize = 256 * 1024;
+
+/// The reading side of a connection, plain TCP or TLS.
+type ReadSide = BufReader<Box<dyn AsyncRead + Send + Unpin>>;
+/// The writing side of a connection, plain TCP or TLS.
+type WriteSide = BufWriter<Box<dyn AsyncWrite + Send + Unpin>>;
+
+/// Buffers the two directions of a stream separately, so reading and writing go on at once.
+fn buffered_halves<S>(stream: S) -> (ReadSide, WriteSide)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (read, write) = tokio::io::split(stream);
+    let read: Box<dyn AsyncRead + Send + Unpin> = Box::new(read);
+    let write: Box<dyn AsyncWrite + Send + Unpin> = Box::new(write);
+    (
+        BufReader::with_capacity(IO_BUFFER, read),
+        BufWriter::with_capacity(IO_BUFFER, write),
+    )
+}
+
+/// Plain TCP halves, without the lock that [`tokio::io::split`] puts between them.
+fn tcp_halves(stream: TcpStream) -> (ReadSide, WriteSide) {
+    let (read, write) = stream.into_split();
+    let read: Box<dyn AsyncRead + Send + Unpin> = Box::new(read);
+    let write: Box<dyn AsyncWrite + Send + Unpin> = Box::new(write);
+    (
+        BufReader::with_capacity(IO_BUFFER, read),
+        BufWriter::with_capacity(IO_BUFFER, write),
+    )
+}
 
 /// Limits for the hello exchange, before the connection kind is known.
 const HELLO_LIMITS: FrameLimits = FrameLimits {
@@ -50,6 +80,19 @@ pub enum ConnError {
         /// Who we talked to.
         peer: String,
         /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed: the other side does not speak TLS, or its certificate is not
+    /// from this cluster's authority.
+    #[error(
+        "{peer}: TLS handshake failed: {source} (is TLS on at both ends, and is the certificate \
+         authority file this cluster's ca.crt?)"
+    )]
+    Tls {
+        /// Who we talked to.
+        peer: String,
+        /// What rustls said.
         #[source]
         source: std::io::Error,
     },
@@ -332,8 +375,19 @@ impl<Req, Resp> Connection<Req, Resp> {
     }
 }
 
-/// Connects to `addr`, says hello as `role`, and starts the connection's tasks. Requests the peer
-/// sends go to `handler`. The connection closes when every handle to it is dropped.
+/// How to reach a peer: from which local address, and whether over TLS.
+#[derive(Clone, Debug, Default)]
+pub struct Dialer {
+    /// The local address to connect from (a host with several addresses choosing the one the
+    /// peer's access rules know); any when `None`.
+    pub bind: Option<std::net::IpAddr>,
+    /// TLS, with the server role and authority to check; plain TCP when `None`.
+    pub tls: Option<TlsClient>,
+}
+
+/// Connects to `addr` over plain TCP, says hello as `role`, and starts the connection's tasks.
+/// Requests the peer sends go to `handler`. The connection closes when every handle to it is
+/// dropped.
 pub async fn connect<Req, Resp, PeerReq, PeerReply, H>(
     addr: SocketAddr,
     hello: &Hello,
@@ -348,13 +402,12 @@ where
     PeerReply: Message,
     H: Handler<PeerReq, PeerReply>,
 {
-    connect_from(None, addr, hello, limits, label, handler).await
+    connect_with(&Dialer::default(), addr, hello, limits, label, handler).await
 }
 
-/// Like [`connect`], from the local address `bind` when given (a host with several addresses
-/// choosing the one the peer's access rules know).
-pub async fn connect_from<Req, Resp, PeerReq, PeerReply, H>(
-    bind: Option<std::net::IpAddr>,
+/// Like [`connect`], the way `dialer` says.
+pub async fn connect_with<Req, Resp, PeerReq, PeerReply, H>(
+    dialer: &Dialer,
     addr: SocketAddr,
     hello: &Hello,
     limits: FrameLimits,
@@ -373,7 +426,7 @@ where
         peer: peer.clone(),
         source,
     };
-    let stream = match bind {
+    let stream = match dialer.bind {
         None => TcpStream::connect(addr).await.map_err(io_err)?,
         Some(ip) => {
             let socket = if ip.is_ipv4() {
@@ -388,9 +441,19 @@ where
     };
     stream.set_nodelay(true).map_err(io_err)?;
     set_keepalive(&stream);
-    let (read, write) = stream.into_split();
-    let mut reader = BufReader::with_capacity(IO_BUFFER, read);
-    let mut writer = BufWriter::with_capacity(IO_BUFFER, write);
+    let (mut reader, mut writer) = match &dialer.tls {
+        None => tcp_halves(stream),
+        Some(tls) => {
+            let secured = tls
+                .handshake(stream)
+                .await
+                .map_err(|source| ConnError::Tls {
+                    peer: peer.clone(),
+                    source,
+                })?;
+            buffered_halves(secured)
+        }
+    };
     let header = codec::encode(hello).map_err(|source| ConnError::Codec {
         peer: peer.clone(),
         source,
@@ -437,11 +500,12 @@ pub struct Accepted {
     pub peer: SocketAddr,
     /// The local address it connected to.
     pub local: SocketAddr,
-    reader: BufReader<OwnedReadHalf>,
-    writer: BufWriter<OwnedWriteHalf>,
+    reader: ReadSide,
+    writer: WriteSide,
 }
 
-/// How long an accepted connection may take to say hello before it is closed.
+/// How long an accepted connection may take to say hello (and finish its TLS handshake) before
+/// it is closed.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// TCP keepalive: a peer silent this long is probed, every [`KEEPALIVE_INTERVAL`], and given
@@ -463,10 +527,12 @@ fn set_keepalive(stream: &TcpStream) {
 
 /// Reads the peer's hello and accepts it if its protocol version matches and `admit` agrees
 /// (it checks the role and the peer's address); otherwise tells the peer why not and returns the
-/// reason.
+/// reason. With `tls`, the peer must start with a TLS handshake; without it, one that does is
+/// refused.
 pub async fn accept(
     stream: TcpStream,
     server: &str,
+    tls: Option<&TlsServer>,
     admit: impl FnOnce(&Hello, SocketAddr) -> Result<(), String>,
 ) -> Result<Accepted, String> {
     let peer = stream
@@ -477,14 +543,9 @@ pub async fn accept(
         .map_err(|e| format!("no local address: {e}"))?;
     let _ = stream.set_nodelay(true);
     set_keepalive(&stream);
-    let (read, write) = stream.into_split();
-    let mut reader = BufReader::with_capacity(IO_BUFFER, read);
-    let mut writer = BufWriter::with_capacity(IO_BUFFER, write);
-    let first = tokio::time::timeout(HELLO_TIMEOUT, frame::read_frame(&mut reader, HELLO_LIMITS));
-    let hello: Hello = match first.await {
-        Ok(Ok(Some(f))) => codec::decode(&f.header).map_err(|e| format!("bad hello: {e}"))?,
-        Ok(Ok(None)) => return Err("closed before hello".to_string()),
-        Ok(Err(e)) => return Err(format!("bad hello: {e}")),
+    let opening = tokio::time::timeout(HELLO_TIMEOUT, read_hello(stream, server, tls));
+    let (hello, reader, mut writer) = match opening.await {
+        Ok(result) => result?,
         Err(_) => return Err(format!("no hello within {HELLO_TIMEOUT:?}")),
     };
     let refusal = if hello.protocol_version != PROTOCOL_VERSION {
@@ -495,29 +556,103 @@ pub async fn accept(
     } else {
         admit(&hello, peer).err()
     };
-    let reply = match &refusal {
-        Some(reason) => HelloReply::Refused {
-            reason: reason.clone(),
-        },
-        None => HelloReply::Accepted {
-            protocol_version: PROTOCOL_VERSION,
-        },
+    match refusal {
+        Some(reason) => {
+            refuse(&mut writer, &reason).await;
+            Err(reason)
+        }
+        None => {
+            let reply = HelloReply::Accepted {
+                protocol_version: PROTOCOL_VERSION,
+            };
+            send_hello_reply(&mut writer, &reply).await?;
+            Ok(Accepted {
+                hello,
+                peer,
+                local,
+                reader,
+                writer,
+            })
+        }
+    }
+}
+
+/// Tells whether the peer speaks TLS, runs the handshake if it does and may, and reads the hello.
+async fn read_hello(
+    stream: TcpStream,
+    server: &str,
+    tls: Option<&TlsServer>,
+) -> Result<(Hello, ReadSide, WriteSide), String> {
+    let speaks_tls = starts_with_tls(&stream)
+        .await
+        .map_err(|e| format!("bad hello: {e}"))?;
+    let (mut reader, mut writer) = match (tls, speaks_tls) {
+        (Some(tls), true) => {
+            let secured = tls
+                .handshake(stream)
+                .await
+                .map_err(|e| format!("TLS handshake failed: {e}"))?;
+            buffered_halves(secured)
+        }
+        (None, false) => tcp_halves(stream),
+        (Some(_), false) => {
+            let (_, mut writer) = tcp_halves(stream);
+            let reason = format!(
+                "{server} takes TLS connections only (tls = true): mount with -o tls and the \
+                 master's ca.crt, and set tls = true on chunkservers and metaloggers"
+            );
+            refuse(&mut writer, &reason).await;
+            return Err(reason);
+        }
+        (None, true) => {
+            return Err(format!(
+                "the peer started a TLS handshake but {server} runs without TLS; set tls = true \
+                 here or connect without TLS"
+            ));
+        }
     };
-    let header = codec::encode(&reply).map_err(|e| e.to_string())?;
-    frame::write_frame(&mut writer, &header, &[])
+    let hello = match frame::read_frame(&mut reader, HELLO_LIMITS).await {
+        Ok(Some(f)) => codec::decode(&f.header).map_err(|e| format!("bad hello: {e}"))?,
+        Ok(None) => return Err("closed before hello".to_string()),
+        Err(e) => {
+            let reason = format!("bad hello: {e}");
+            refuse(&mut writer, &reason).await;
+            return Err(reason);
+        }
+    };
+    Ok((hello, reader, writer))
+}
+
+/// Whether the peer's first bytes start a TLS handshake; waits until enough of them came (a
+/// hello frame or a TLS record is sent in one piece, so this rarely waits twice).
+async fn starts_with_tls(stream: &TcpStream) -> std::io::Result<bool> {
+    let mut first = [0u8; 3];
+    loop {
+        let n = stream.peek(&mut first).await?;
+        if n == 0 || first[0] != 0x16 {
+            return Ok(false);
+        }
+        if n == first.len() {
+            return Ok(tls::starts_tls_handshake(&first));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Sends a refusal as the hello's reply (best effort: the connection is closed next anyway).
+async fn refuse(writer: &mut WriteSide, reason: &str) {
+    let reply = HelloReply::Refused {
+        reason: reason.to_string(),
+    };
+    let _ = send_hello_reply(writer, &reply).await;
+}
+
+async fn send_hello_reply(writer: &mut WriteSide, reply: &HelloReply) -> Result<(), String> {
+    let header = codec::encode(reply).map_err(|e| e.to_string())?;
+    frame::write_frame(writer, &header, &[])
         .await
         .map_err(|e| e.to_string())?;
-    writer.flush().await.map_err(|e| e.to_string())?;
-    if let Some(reason) = refusal {
-        return Err(reason);
-    }
-    Ok(Accepted {
-        hello,
-        peer,
-        local,
-        reader,
-        writer,
-    })
+    writer.flush().await.map_err(|e| e.to_string())
 }
 
 impl Accepted {
@@ -558,8 +693,8 @@ impl Accepted {
 }
 
 fn start<Req, Resp, PeerReq, PeerReply, H>(
-    reader: BufReader<OwnedReadHalf>,
-    writer: BufWriter<OwnedWriteHalf>,
+    reader: ReadSide,
+    writer: WriteSide,
     peer: SocketAddr,
     limits: FrameLimits,
     label: &'static str,
@@ -579,8 +714,8 @@ where
 }
 
 fn start_with<Req, Resp, PeerReq, PeerReply, H>(
-    reader: BufReader<OwnedReadHalf>,
-    writer: BufWriter<OwnedWriteHalf>,
+    reader: ReadSide,
+    writer: WriteSide,
     peer: SocketAddr,
     limits: FrameLimits,
     label: &'static str,
@@ -637,7 +772,7 @@ where
 }
 
 async fn write_loop(
-    mut writer: BufWriter<OwnedWriteHalf>,
+    mut writer: WriteSide,
     mut frames: mpsc::Receiver<OutFrame>,
     closed: CancellationToken,
 ) -> Result<(), String> {
@@ -670,7 +805,7 @@ async fn write_loop(
 }
 
 async fn read_loop<Resp, PeerReq, PeerReply, H>(
-    mut reader: BufReader<OwnedReadHalf>,
+    mut reader: ReadSide,
     out: mpsc::Sender<OutFrame>,
     shared: Arc<Shared<Resp>>,
     limits: FrameLimits,
@@ -730,10 +865,89 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let _silent = TcpStream::connect(addr).await.unwrap();
         let (stream, _) = listener.accept().await.unwrap();
-        let outcome = accept(stream, "test", |_, _| Ok(())).await;
+        let outcome = accept(stream, "test", None, |_, _| Ok(())).await;
         match outcome {
             Err(reason) => assert!(reason.contains("no hello"), "{reason}"),
             Ok(_) => panic!("a silent peer was accepted"),
         }
+    }
+
+    #[tokio::test]
+    async fn tls_and_plain_ends_refuse_each_other_with_a_reason() {
+        use crate::cluster_key::ClusterKey;
+        use crate::hello::Role;
+        use crate::tls::{ClusterAuthority, ServerRole};
+        let authority =
+            ClusterAuthority::from_cluster_key(&ClusterKey::from_bytes([5; 32])).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = authority.server(ServerRole::Master).unwrap();
+        let serving = tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for tls in [Some(&server), None, Some(&server)] {
+                let (stream, _) = listener.accept().await.unwrap();
+                outcomes.push(
+                    accept(stream, "test", tls, |_, _| Ok(()))
+                        .await
+                        .map(|a| a.hello.role),
+                );
+            }
+            outcomes
+        });
+        let hello = Hello::new(Role::Client, "test");
+        let plain = connect::<NoMessage, NoMessage, NoMessage, NoMessage, _>(
+            addr,
+            &hello,
+            HELLO_LIMITS,
+            "test",
+            NoRequests,
+        )
+        .await;
+        let dialer = Dialer {
+            bind: None,
+            tls: Some(authority.trust().client(ServerRole::Master).unwrap()),
+        };
+        let to_plain = connect_with::<NoMessage, NoMessage, NoMessage, NoMessage, _>(
+            &dialer,
+            addr,
+            &hello,
+            HELLO_LIMITS,
+            "test",
+            NoRequests,
+        )
+        .await;
+        let secured = connect_with::<NoMessage, NoMessage, NoMessage, NoMessage, _>(
+            &dialer,
+            addr,
+            &hello,
+            HELLO_LIMITS,
+            "test",
+            NoRequests,
+        )
+        .await;
+        match plain {
+            Err(ConnError::Refused { reason, .. }) => {
+                assert!(reason.contains("TLS connections only"), "{reason}")
+            }
+            other => panic!("a plain client was not refused: {:?}", other.err()),
+        }
+        assert!(
+            matches!(to_plain, Err(ConnError::Tls { .. })),
+            "{:?}",
+            to_plain.err()
+        );
+        assert!(secured.is_ok(), "{:?}", secured.err());
+        let outcomes = serving.await.unwrap();
+        assert!(
+            outcomes[0]
+                .as_ref()
+                .is_err_and(|e| e.contains("TLS connections only"))
+        );
+        assert!(
+            outcomes[1]
+                .as_ref()
+                .is_err_and(|e| e.contains("runs without TLS"))
+        );
+        assert_eq!(outcomes[2], Ok(Role::Client));
     }
 }

@@ -22,6 +22,7 @@ pub mod metalogger;
 pub mod peer_limit;
 pub mod pool;
 pub mod status;
+pub mod tls;
 pub mod types;
 
 pub use connection::{

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::connection::{self, ConnError, Connection, Message, NoRequests};
+use crate::connection::{self, ConnError, Connection, Dialer, Message, NoRequests};
 use crate::frame::FrameLimits;
 use crate::hello::Hello;
 
@@ -16,16 +16,19 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Open connections by peer address.
 pub struct Pool<Req, Resp> {
     conns: Mutex<HashMap<SocketAddr, Connection<Req, Resp>>>,
+    dialer: Dialer,
     hello: Hello,
     limits: FrameLimits,
     label: &'static str,
 }
 
 impl<Req: Message, Resp: Message> Pool<Req, Resp> {
-    /// An empty pool whose connections say `hello` and use `limits`.
-    pub fn new(hello: Hello, limits: FrameLimits, label: &'static str) -> Self {
+    /// An empty pool whose connections are opened as `dialer` says, say `hello` and use
+    /// `limits`.
+    pub fn new(dialer: Dialer, hello: Hello, limits: FrameLimits, label: &'static str) -> Self {
         Pool {
             conns: Mutex::new(HashMap::new()),
+            dialer,
             hello,
             limits,
             label,
@@ -39,13 +42,15 @@ impl<Req: Message, Resp: Message> Pool<Req, Resp> {
         {
             return Ok(conn.clone());
         }
-        let opening = connection::connect::<
-            Req,
-            Resp,
-            connection::NoMessage,
-            connection::NoMessage,
-            _,
-        >(addr, &self.hello, self.limits, self.label, NoRequests);
+        let opening =
+            connection::connect_with::<Req, Resp, connection::NoMessage, connection::NoMessage, _>(
+                &self.dialer,
+                addr,
+                &self.hello,
+                self.limits,
+                self.label,
+                NoRequests,
+            );
         let conn = match tokio::time::timeout(CONNECT_TIMEOUT, opening).await {
             Ok(result) => result?,
             Err(_) => {

@@ -30,6 +30,7 @@ pub struct ClusterBuilder {
     pub(crate) ready_timeout: Duration,
     pub(crate) bin_dir: Option<PathBuf>,
     pub(crate) run_as: Option<(u32, u32)>,
+    pub(crate) tls: bool,
 }
 
 impl Default for ClusterBuilder {
@@ -48,6 +49,7 @@ impl Default for ClusterBuilder {
             ready_timeout: READY_TIMEOUT,
             bin_dir: None,
             run_as: None,
+            tls: false,
         }
     }
 }
@@ -139,8 +141,6 @@ impl ClusterBuilder {
         self
     }
 
-    /// Starts the master, the chunkservers and the mounts, each waited for in that order.
-    ///
     /// Runs every daemon (mounts too, through `fusermount3`) as this user and group instead of
     /// root; the cluster's directories are given to them.
     pub fn run_as(mut self, uid: u32, gid: u32) -> Self {
@@ -148,6 +148,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// Encrypts every connection with TLS: the master, chunkservers and metaloggers get
+    /// `--tls`, mounts `-o tls,tlsca=` with the cluster's certificate ([`Cluster::tls_ca_file`]).
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
+    /// Starts the master, the chunkservers and the mounts, each waited for in that order.
     /// Panics with the reason and the logs' last lines if anything fails to start.
     pub fn start(self) -> Cluster {
         let mut cluster = Cluster::create(&self)

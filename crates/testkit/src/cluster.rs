@@ -8,6 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use elkfs_proto::cluster_key::{ClusterKey, KEY_FILE};
+use elkfs_proto::tls::ClusterAuthority;
 use tempfile::TempDir;
 
 use crate::bin_dir::{self, CHUNKSERVER_BIN, CLI_BIN, MASTER_BIN, MOUNT_BIN};
@@ -44,6 +45,8 @@ pub struct Cluster {
     pub(crate) launcher: Launcher,
     /// The cluster key every chunkserver and metalogger is given (the master has a copy).
     pub(crate) cluster_key: PathBuf,
+    /// The cluster authority's certificate when every connection uses TLS.
+    pub(crate) tls_ca: Option<PathBuf>,
     pub(crate) allowed_errors: Vec<String>,
     /// Things that went wrong with processes during the test, reported when it ends.
     pub(crate) problems: Vec<String>,
@@ -58,6 +61,11 @@ impl Cluster {
     /// data directory holds the same key).
     pub fn cluster_key_file(&self) -> &Path {
         &self.cluster_key
+    }
+
+    /// The cluster authority's certificate mounts trust, when the cluster uses TLS.
+    pub fn tls_ca_file(&self) -> Option<&Path> {
+        self.tls_ca.as_deref()
     }
 
     /// Settings for a new cluster; see [`ClusterBuilder`] for the defaults.
@@ -99,10 +107,29 @@ impl Cluster {
             give(&root.join(sub), &launcher)?;
         }
         let cluster_key = root.join(KEY_FILE);
-        make_cluster_key(
+        let key = make_cluster_key(
             &[&cluster_key, &root.join("master").join(KEY_FILE)],
             &launcher,
         )?;
+        let tls_ca = match builder.tls {
+            false => None,
+            true => Some(
+                ClusterAuthority::from_cluster_key(&key)
+                    .and_then(|authority| authority.write_certificate(&root))
+                    .map_err(|e| {
+                        StartError::io(
+                            "writing the cluster's certificate",
+                            std::io::Error::other(e),
+                        )
+                    })?,
+            ),
+        };
+        let mut master_args = builder.master_args.clone();
+        let mut chunkserver_args = builder.chunkserver_args.clone();
+        if builder.tls {
+            master_args.push("--tls".into());
+            chunkserver_args.push("--tls".into());
+        }
         let master = MasterHandle {
             daemon: Daemon::new(
                 "master".into(),
@@ -113,7 +140,7 @@ impl Cluster {
             ),
             data_dir: root.join("master"),
             addr: None,
-            args: builder.master_args.clone(),
+            args: master_args,
         };
         Ok(Cluster {
             root,
@@ -121,7 +148,7 @@ impl Cluster {
             env: builder.env.clone(),
             ready_timeout: builder.ready_timeout,
             data_dirs_per_server: builder.data_dirs_per_server,
-            chunkserver_args: builder.chunkserver_args.clone(),
+            chunkserver_args,
             mount_args: builder.mount_args.clone(),
             master,
             chunkservers: Vec::new(),
@@ -129,6 +156,7 @@ impl Cluster {
             metaloggers: Vec::new(),
             launcher,
             cluster_key,
+            tls_ca,
             allowed_errors: builder.allowed_errors.clone(),
             problems: Vec::new(),
             checks: true,
@@ -212,7 +240,16 @@ impl Cluster {
             ),
             path,
             subdir: subdir.map(str::to_owned),
-            options: options.to_owned(),
+            options: match &self.tls_ca {
+                None => options.to_owned(),
+                // The test's own options come last, so they can override these.
+                Some(ca) => [&format!("tls,tlsca={}", ca.display()), options]
+                    .iter()
+                    .filter(|o| !o.is_empty())
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(","),
+            },
             args: self.mount_args.clone(),
         });
         Ok(i)
@@ -373,7 +410,7 @@ pub(crate) fn check_index(kind: &str, i: usize, count: usize) {
 
 /// Writes one new random cluster key to each of `files` (the master finds it in its data
 /// directory as if it had made it on its first start).
-fn make_cluster_key(files: &[&Path], launcher: &Launcher) -> Result<(), StartError> {
+fn make_cluster_key(files: &[&Path], launcher: &Launcher) -> Result<ClusterKey, StartError> {
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
@@ -384,7 +421,7 @@ fn make_cluster_key(files: &[&Path], launcher: &Launcher) -> Result<(), StartErr
             .map_err(|e| StartError::io("writing the cluster key", std::io::Error::other(e)))?;
         give(file, launcher)?;
     }
-    Ok(())
+    Ok(key)
 }
 
 /// Gives `path` to the user the daemons run as (nothing to do when they run as root).

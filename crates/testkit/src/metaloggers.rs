@@ -65,7 +65,7 @@ impl Cluster {
         let ml = &mut self.metaloggers[i];
         note_if_exited(&mut ml.daemon, &mut self.problems);
         let _ = std::fs::remove_file(ml.daemon.ready_path());
-        let args: Vec<OsString> = vec![
+        let mut args: Vec<OsString> = vec![
             "--master".into(),
             master.to_string().into(),
             "--data-dir".into(),
@@ -75,6 +75,9 @@ impl Cluster {
             "--cluster-key".into(),
             self.cluster_key.clone().into(),
         ];
+        if self.tls_ca.is_some() {
+            args.push("--tls".into());
+        }
         ml.daemon.start(&args, env, timeout).map(drop)
     }
 
