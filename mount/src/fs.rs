@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use elkfs_client::closes::PendingClose;
 use elkfs_proto::master::{Lock, LockKind};
 use elkfs_proto::types::{Caller, SetAttr, TimeSet, Timestamp};
 use fuser::{
@@ -58,6 +59,13 @@ impl ElkFs {
             uid: req.uid(),
             gid: req.gid(),
         }
+    }
+
+    /// Tells the master of a close in the background; a later unlink waits for it.
+    fn send_close(&self, close: PendingClose) {
+        let ops = self.ops.clone();
+        self.runtime
+            .spawn(async move { ops.client.master.finish_close(close).await });
     }
 
     /// Runs a request's work on the runtime; the kernel's reply is sent from there.
@@ -404,11 +412,12 @@ impl Filesystem for ElkFs {
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.spawn(|ops, view| async move {
-            reply_empty(
-                reply,
-                ops.flush(view.map.to_elk(ino), fh.0, lock_owner.0).await,
-            );
+        let inode = self.view.map.to_elk(ino);
+        if let Some(answer) = self.ops.flush_now(inode, fh.0, lock_owner.0) {
+            return reply_empty(reply, answer);
+        }
+        self.spawn(|ops, _view| async move {
+            reply_empty(reply, ops.flush(inode, fh.0, lock_owner.0).await);
         });
     }
 
@@ -422,9 +431,21 @@ impl Filesystem for ElkFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(|ops, _view| async move {
-            reply_empty(reply, ops.release(fh.0, lock_owner.map(|o| o.0)).await);
-        });
+        let owner = lock_owner.map(|o| o.0);
+        let Some(releasing) = self.ops.begin_release(fh.0) else {
+            return reply.ok();
+        };
+        match self.ops.release_now(releasing, owner) {
+            Ok((answer, close)) => {
+                if let Some(close) = close {
+                    self.send_close(close);
+                }
+                reply_empty(reply, answer);
+            }
+            Err(releasing) => self.spawn(|ops, _view| async move {
+                reply_empty(reply, ops.release(releasing, owner).await);
+            }),
+        }
     }
 
     fn fsync(
@@ -544,10 +565,10 @@ impl Filesystem for ElkFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.spawn(|ops, view| async move {
-            ops.releasedir(view.map.to_elk(ino)).await;
-            reply.ok();
-        });
+        if let Some(close) = self.ops.begin_releasedir(self.view.map.to_elk(ino)) {
+            self.send_close(close);
+        }
+        reply.ok();
     }
 
     fn readdir(

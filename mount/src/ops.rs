@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use elkfs_client::Client;
+use elkfs_client::closes::PendingClose;
 use elkfs_client::errno::errno_of;
 use elkfs_proto::master::Lock;
 use elkfs_proto::types::{Attr, Caller, DirEntry, FileKind, FsStats, SetAttr};
@@ -12,6 +13,12 @@ use elkfs_proto::{InodeId, Status};
 use fuser::Errno;
 
 use crate::handles::{Handles, OpenFile};
+
+/// A handle being closed: forgotten already, its writes and its master close still to finish.
+pub struct Releasing {
+    file: Arc<OpenFile>,
+    close: Option<PendingClose>,
+}
 
 /// Entries fetched from the master per directory page.
 const DIR_PAGE: u32 = 1024;
@@ -230,9 +237,10 @@ impl Ops {
         self.client.master.opened(inode).await.map_err(errno)
     }
 
-    /// Closes a directory.
-    pub async fn releasedir(&self, inode: InodeId) {
-        self.client.master.closed(inode).await;
+    /// Closes a directory: counts the close at once; the master must still hear of it
+    /// ([`Ops::send_close`]).
+    pub fn begin_releasedir(&self, inode: InodeId) -> Option<PendingClose> {
+        self.client.master.start_close(inode)
     }
 
     /// Reports a read of `inode` for its access time (once per handle, in the background).
@@ -356,26 +364,76 @@ impl Ops {
         flushed
     }
 
-    /// Closes a handle: flushes its writes, drops its `flock` locks, and tells the master when
-    /// this client's last handle on the file is gone.
-    pub async fn release(&self, fh: u64, flock_owner: Option<u64>) -> Result<()> {
-        let Some(file) = self.handles.remove(fh) else {
-            return Ok(());
+    /// [`Ops::flush`]'s answer when it needs no waiting (nothing of the handle's file is
+    /// buffered or on its way, and the owner holds no locks), so the kernel thread can give it;
+    /// `None` otherwise.
+    pub fn flush_now(&self, inode: InodeId, fh: u64, lock_owner: u64) -> Option<Result<()>> {
+        if self.client.holds_locks(inode, lock_owner) {
+            return None;
+        }
+        match self.handles.get(fh).and_then(|f| f.writer.clone()) {
+            None => Some(Ok(())),
+            Some(w) => w.flushed_now().map(|r| r.map_err(errno)),
+        }
+    }
+
+    /// Starts closing a handle, before the kernel's next request is looked at: the handle is
+    /// forgotten, and when it was this client's last on the file, the master's close is counted
+    /// so that a later unlink waits for it. `None` for a handle that is not open.
+    pub fn begin_release(&self, fh: u64) -> Option<Releasing> {
+        let file = self.handles.remove(fh)?;
+        let close = self.client.master.start_close(file.inode);
+        Some(Releasing { file, close })
+    }
+
+    /// The answer to a release when nothing is left to wait for (no data going out, no `flock`
+    /// lock to drop), with the close the master must still hear of; the release back otherwise.
+    #[allow(clippy::result_large_err)]
+    pub fn release_now(
+        &self,
+        releasing: Releasing,
+        flock_owner: Option<u64>,
+    ) -> std::result::Result<(Result<()>, Option<PendingClose>), Releasing> {
+        let inode = releasing.file.inode;
+        if flock_owner.is_some_and(|owner| self.client.holds_locks(inode, owner)) {
+            return Err(releasing);
+        }
+        let flushed = match &releasing.file.writer {
+            None => Ok(()),
+            Some(w) => match w.flushed_now() {
+                Some(result) => result.map_err(errno),
+                None => return Err(releasing),
+            },
         };
+        Ok((flushed, releasing.close))
+    }
+
+    /// Finishes closing a handle: flushes its writes and drops its `flock` locks; the master
+    /// hears of the close after that, in the background.
+    pub async fn release(&self, releasing: Releasing, flock_owner: Option<u64>) -> Result<()> {
+        let Releasing { file, close } = releasing;
         let flushed = match &file.writer {
             Some(w) => w.flush().await.map_err(errno),
             None => Ok(()),
         };
-        if let Some(owner) = flock_owner {
-            self.client
+        let unlocked = match flock_owner {
+            Some(owner) => self
+                .client
                 .release_locks(file.inode, owner)
                 .await
-                .map_err(errno)?;
+                .map_err(errno),
+            None => Ok(()),
+        };
+        if let Some(close) = close {
+            self.send_close(close);
         }
-        // Nothing waits on the master hearing of the close.
+        unlocked.and(flushed)
+    }
+
+    /// Tells the master of a close in the background (nothing waits on it but a later unlink).
+    pub fn send_close(&self, close: PendingClose) {
         let client = self.client.clone();
-        tokio::spawn(async move { client.master.closed(file.inode).await });
-        flushed
+        tokio::spawn(async move { client.master.finish_close(close).await });
     }
 
     /// Makes the file's data and the metadata durable on every server holding them (data

@@ -1,6 +1,7 @@
 //! The ElkFS client library, shared by the mount and the CLI: a session with the master for
 //! metadata, and data read from and written to chunkservers directly.
 
+pub mod closes;
 pub mod errno;
 pub mod locations;
 pub mod master;

@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use elkfs_common::defaults;
+
+use crate::closes::{CloseTracker, PendingClose};
 use elkfs_proto::connection::Dialer;
 use elkfs_proto::master::{MasterReply, MasterRequest};
 use elkfs_proto::tls::{ClusterTrust, ServerRole, TlsError};
@@ -93,6 +95,7 @@ pub struct MasterClient {
     session: Mutex<Option<Session>>,
     reconnecting: tokio::sync::Mutex<()>,
     open_files: Mutex<HashMap<InodeId, u32>>,
+    closes: Arc<CloseTracker>,
     /// This process's id for numbered requests, and the next number.
     client_id: u64,
     next_seq: std::sync::atomic::AtomicU64,
@@ -139,6 +142,7 @@ impl MasterClient {
             session: Mutex::new(Some(session)),
             reconnecting: tokio::sync::Mutex::new(()),
             open_files: Mutex::new(HashMap::new()),
+            closes: Arc::default(),
             client_id: client_id(),
             next_seq: std::sync::atomic::AtomicU64::new(1),
         })
@@ -236,11 +240,29 @@ impl MasterClient {
 
     /// Counts a close of `inode`; the master hears of the last one.
     pub async fn closed(&self, inode: InodeId) {
-        if self.forget_open(inode)
-            && let Err(status) = self.request(&MasterRequest::Close { inode }).await
-        {
+        if let Some(close) = self.start_close(inode) {
+            self.finish_close(close).await;
+        }
+    }
+
+    /// The part of a close done at once: counts it, and when it was this client's last open of
+    /// `inode`, returns the close the master must hear of; requests that drop names wait for it.
+    pub fn start_close(&self, inode: InodeId) -> Option<PendingClose> {
+        self.forget_open(inode).then(|| self.closes.start(inode))
+    }
+
+    /// Tells the master of a close started with [`MasterClient::start_close`].
+    pub async fn finish_close(&self, close: PendingClose) {
+        let inode = close.inode;
+        if let Err(status) = self.request(&MasterRequest::Close { inode }).await {
             tracing::debug!(%inode, %status, "cannot tell the master a file was closed");
         }
+    }
+
+    /// Waits until every close started so far has reached the master (before an unlink or a
+    /// rename, which may drop the last name of a file being closed).
+    pub async fn closes_settled(&self) {
+        self.closes.settled().await;
     }
 
     /// Drops one open count; true when it was the last.

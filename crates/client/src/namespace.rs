@@ -182,8 +182,10 @@ impl Client {
         }
     }
 
-    /// Removes a file name.
+    /// Removes a file name (after this client's closes have reached the master, so a file
+    /// closed just before goes to the trash, not to the unlinked-but-open files).
     pub async fn unlink(&self, parent: InodeId, name: &[u8]) -> Result<(), Status> {
+        self.master.closes_settled().await;
         let request = MasterRequest::Unlink {
             parent,
             name: name.to_vec(),
@@ -200,7 +202,8 @@ impl Client {
         done(self.master.request(&request).await?)
     }
 
-    /// Renames an entry (`flags`: `RENAME_NOREPLACE`, `RENAME_EXCHANGE`).
+    /// Renames an entry (`flags`: `RENAME_NOREPLACE`, `RENAME_EXCHANGE`), after this client's
+    /// closes have reached the master.
     pub async fn rename(
         &self,
         parent: InodeId,
@@ -209,6 +212,8 @@ impl Client {
         new_name: &[u8],
         flags: u32,
     ) -> Result<(), Status> {
+        // A name it replaces may be the last of a file this client just closed.
+        self.master.closes_settled().await;
         let request = MasterRequest::Rename {
             parent,
             name: name.to_vec(),
@@ -324,6 +329,14 @@ impl Client {
             MasterReply::Conflict(c) => Ok(c),
             _ => Err(Status::Protocol),
         }
+    }
+
+    /// Whether `owner` holds locks on `inode` through this client (so closing must release them).
+    pub fn holds_locks(&self, inode: InodeId, owner: u64) -> bool {
+        self.held_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(inode, owner))
     }
 
     /// Releases every lock `owner` holds on `inode` (a no-op without a round trip when it holds

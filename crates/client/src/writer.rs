@@ -195,6 +195,19 @@ impl FileWriter {
         st.running || !st.queue.is_empty()
     }
 
+    /// What [`FileWriter::flush`] would return when nothing is buffered or on its way: the
+    /// write-behind error, if one happened (once); `None` while data is still going out.
+    pub fn flushed_now(&self) -> Option<Result<(), Status>> {
+        let mut st = self.lock();
+        if st.running || !st.queue.is_empty() {
+            return None;
+        }
+        Some(match st.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        })
+    }
+
     /// Sets the length this writer reports (after a truncate by this client).
     pub fn set_length(&self, length: u64) {
         let mut st = self.lock();
