@@ -4,6 +4,12 @@
 //! Order matters for crash safety: chunkservers change first, then the change is logged. A master
 //! that dies in between finds copies newer than its record at the next registration and adopts
 //! them; chunk ids come from a logged reservation, so an id is never handed out twice.
+//!
+//! A new version is logged as issued (`IssueChunkVersion`) before any chunkserver hears of it,
+//! and the next bump goes past every version issued, not just past the recorded one. Otherwise a
+//! copy bumped by a master that died before logging the bump, and registering only after the
+//! next master bumped the other copies to the same number and the client wrote to them, would
+//! pass for current with the data from before the write.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -275,7 +281,7 @@ impl ChunkOps {
             tracing::warn!(chunk = %fc.chunk, version = %fc.version, "no valid copy of a chunk to write to");
             return Err(Status::NoValidCopy);
         }
-        let to = fc.version.next();
+        let to = self.issue_version(fc).await?;
         let (chunk, from) = (fc.chunk, fc.version);
         let bumped = command_all(&valid, |_| CsCommand::SetVersion { chunk, from, to }).await;
         if bumped.is_empty() {
@@ -297,7 +303,7 @@ impl ChunkOps {
         if valid.is_empty() {
             return Err(Status::NoValidCopy);
         }
-        let to = fc.version.next();
+        let to = self.issue_version(fc).await?;
         let (chunk, from) = (fc.chunk, fc.version);
         let done = command_all(&valid, |_| CsCommand::Truncate {
             chunk,
@@ -316,6 +322,22 @@ impl ChunkOps {
             self.cluster.set_copy(chunk, t.server, to);
         }
         Ok(())
+    }
+
+    /// The version the next bump of `fc` goes to, logged as issued before any chunkserver is
+    /// told: one past both the recorded version and every version issued before (a master may
+    /// have died after telling some copies of it and before logging the bump).
+    async fn issue_version(&self, fc: FileChunk) -> Result<ChunkVersion, Status> {
+        let chunk = fc.chunk;
+        let issued = self
+            .meta
+            .read(move |s| s.chunk_issued(chunk).map_err(Into::into))
+            .await?;
+        let to = issued.map_or(fc.version, |v| v.max(fc.version)).next();
+        self.meta
+            .commit(MetaOp::IssueChunkVersion { chunk, version: to })
+            .await?;
+        Ok(to)
     }
 
     /// Deletes every copy of chunks no file refers to any more (in the background).

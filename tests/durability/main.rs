@@ -7,3 +7,4 @@
 
 mod master_crash;
 mod metalogger;
+mod unlogged_bump;

@@ -60,7 +60,7 @@ const IMAGES_OFTEN: &str = "image_every_secs = 1\nchangelog_file_mib = 1\n";
 /// a time keeps the kill test's timing (and its load) what it was written for.
 static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn one_cluster_at_a_time() -> MutexGuard<'static, ()> {
+pub(crate) fn one_cluster_at_a_time() -> MutexGuard<'static, ()> {
     ONE_CLUSTER_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

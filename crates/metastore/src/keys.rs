@@ -26,6 +26,8 @@ pub const UNLINKED: u8 = b'u';
 pub const TRASH: u8 = b't';
 /// Changes already made for a client's numbered request: `r` + client + sequence number.
 pub const REQUEST: u8 = b'r';
+/// The highest version the master may have handed out for a chunk: `v` + chunk id.
+pub const CHUNK_ISSUED: u8 = b'v';
 
 /// Version of the last changelog record applied.
 pub const APPLIED: &[u8] = b"mapplied";
@@ -141,6 +143,11 @@ pub fn inode_of_key(key: &[u8]) -> Option<InodeId> {
 /// Key of a chunk record.
 pub fn chunk(id: ChunkId) -> Vec<u8> {
     with_u64(CHUNK, id.0)
+}
+
+/// Key of the highest version handed out for a chunk (`IssueChunkVersion`).
+pub fn chunk_issued(id: ChunkId) -> Vec<u8> {
+    with_u64(CHUNK_ISSUED, id.0)
 }
 
 /// The chunk id at the end of a [`chunk`] key.

@@ -217,6 +217,17 @@ pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
             }
             Ok(Outcome::default())
         }
+        MetaOp::IssueChunkVersion { chunk, version } => {
+            if txn.get_raw(&keys::chunk(*chunk))?.is_none() {
+                return Err(Status::NotFound.into());
+            }
+            let key = keys::chunk_issued(*chunk);
+            let issued: Option<ChunkVersion> = txn.get(&key)?;
+            if issued.is_none_or(|v| *version > v) {
+                txn.put(key, version)?;
+            }
+            Ok(Outcome::default())
+        }
         MetaOp::ReserveChunkIds { up_to } => {
             let reserved = txn.counter(keys::CHUNK_IDS_RESERVED)?;
             txn.set_counter(keys::CHUNK_IDS_RESERVED, reserved.max(*up_to))?;
@@ -313,6 +324,7 @@ pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
             if let Some(mut orec) = txn.get::<ChunkRecord>(&okey)? {
                 if orec.refs <= 1 {
                     txn.delete(okey);
+                    txn.delete(keys::chunk_issued(old));
                     outcome.freed_chunks.push((old, orec.version));
                 } else {
                     orec.refs -= 1;
@@ -833,6 +845,7 @@ fn drop_chunks_in(
         if let Some(mut crec) = txn.get::<ChunkRecord>(&ckey)? {
             if crec.refs <= 1 {
                 txn.delete(ckey);
+                txn.delete(keys::chunk_issued(chunk));
                 outcome.freed_chunks.push((chunk, crec.version));
             } else {
                 crec.refs -= 1;

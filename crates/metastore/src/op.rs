@@ -278,4 +278,14 @@ pub enum MetaOp {
         /// The cut-off time.
         before: Timestamp,
     },
+    /// Records that `version` of `chunk` may be handed to chunkservers, before the first one is
+    /// told (a lower or equal one than already recorded changes nothing). The master's next bump
+    /// goes past it, so a copy that a master bumped and died before logging it never shares a
+    /// version with a copy written at a version bumped later.
+    IssueChunkVersion {
+        /// The chunk.
+        chunk: ChunkId,
+        /// The version about to be handed out.
+        version: ChunkVersion,
+    },
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use elkfs_proto::types::{Attr, DirEntry, FileKind, Timestamp};
-use elkfs_proto::{ChunkId, InodeId, MetaVersion, Status};
+use elkfs_proto::{ChunkId, ChunkVersion, InodeId, MetaVersion, Status};
 
 use crate::changelog::{self, Changelog};
 use crate::checkpoint::ImageSchedule;
@@ -337,6 +337,12 @@ impl MetaStore {
     /// The master's record of a chunk.
     pub fn chunk(&self, chunk: ChunkId) -> Result<Option<ChunkRecord>, StoreError> {
         self.txn().get(&keys::chunk(chunk))
+    }
+
+    /// The highest version the master may have handed out for `chunk` (`IssueChunkVersion`), if
+    /// one was recorded.
+    pub fn chunk_issued(&self, chunk: ChunkId) -> Result<Option<ChunkVersion>, StoreError> {
+        self.txn().get(&keys::chunk_issued(chunk))
     }
 
     /// Up to `limit` chunk records with ids after `after` (all from the start when `None`), in id

@@ -548,3 +548,63 @@ fn old_request_records_are_forgotten_in_steps_and_replay_ends_the_same() {
     assert_eq!(store.version(), version);
     assert!(store.all_pairs() == state, "the replayed state differs");
 }
+
+/// The highest version issued for a chunk only grows, survives a replay of the changelog, and
+/// goes with the chunk when no file refers to it any more.
+#[test]
+fn issued_chunk_versions_only_grow_and_go_with_the_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let f = mknod(&store, ROOT, "f").unwrap();
+    let chunk = ChunkId(710);
+    let issue = |store: &MetaStore, v| {
+        store.commit(&MetaOp::IssueChunkVersion {
+            chunk,
+            version: ChunkVersion(v),
+        })
+    };
+    assert!(issue(&store, 2).is_err(), "no such chunk yet");
+    store
+        .commit(&MetaOp::CreateChunk {
+            inode: f,
+            index: 0,
+            chunk,
+            version: ChunkVersion(1),
+        })
+        .unwrap();
+    assert_eq!(store.chunk_issued(chunk).unwrap(), None);
+    for (set, expected) in [(2, 2), (5, 5), (3, 5)] {
+        issue(&store, set).unwrap();
+        assert_eq!(
+            store.chunk_issued(chunk).unwrap(),
+            Some(ChunkVersion(expected))
+        );
+    }
+    let rec = store.chunk(chunk).unwrap().expect("chunk record");
+    assert_eq!(
+        rec.version,
+        ChunkVersion(1),
+        "issuing does not change the version"
+    );
+    drop(store);
+    std::fs::remove_dir_all(dir.path().join("metadata.sled")).unwrap();
+    let store = open(dir.path());
+    assert_eq!(
+        store.chunk_issued(chunk).unwrap(),
+        Some(ChunkVersion(5)),
+        "replayed"
+    );
+    store
+        .commit(&MetaOp::ClearChunks {
+            inode: f,
+            first: 0,
+            end: u32::MAX,
+            time: t(10),
+        })
+        .unwrap();
+    assert_eq!(
+        store.chunk_issued(chunk).unwrap(),
+        None,
+        "freed with the chunk"
+    );
+}
