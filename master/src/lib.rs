@@ -202,6 +202,14 @@ async fn sync_changelog(meta: Meta, interval: std::time::Duration, stop: Cancell
             Ok(()) => synced = version,
             Err(e) => tracing::error!(error = %e, "cannot fsync the changelog"),
         }
+        let store = meta.store().clone();
+        match tokio::task::spawn_blocking(move || store.settle()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot apply held changes to the metadata database")
+            }
+            Err(e) => tracing::error!(error = %e, "applying held changes stopped"),
+        }
     }
 }
 

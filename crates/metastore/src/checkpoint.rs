@@ -207,6 +207,9 @@ impl MetaStore {
         }
         let removed_changelogs = match images.get(1) {
             Some((older, _)) => {
+                // sled must not need the records deleted: it is made durable past them first
+                // (changes held back from it are applied, then it is flushed).
+                self.kv.flush()?;
                 changelog::remove_files_through(&self.dir.join(CHANGELOG_DIR), *older)?
             }
             None => 0,

@@ -19,6 +19,10 @@ pub trait KvStore: Send + Sync {
     fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError>;
     /// Makes everything applied so far durable.
     fn flush(&self) -> Result<(), StoreError>;
+    /// Passes on writes a layer holds back (see `write_behind`), without waiting for the disk.
+    fn settle(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The sled implementation: one tree holds everything, so a batch covers every kind of key.

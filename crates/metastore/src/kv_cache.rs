@@ -169,6 +169,10 @@ impl KvStore for CachedKv {
     fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush()
     }
+
+    fn settle(&self) -> Result<(), StoreError> {
+        self.inner.settle()
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod requests;
 pub mod snapshot;
 pub mod store;
 pub mod txn;
+pub mod write_behind;
 
 #[cfg(test)]
 mod crash_tests;

@@ -27,6 +27,7 @@ use crate::requests;
 use crate::snapshot::Overlay;
 use crate::store::{MetaStore, StoreConfig, Writer, encode_u64, read_counter};
 use crate::txn::{ExecError, Txn};
+use crate::write_behind::{MAX_HELD_KEYS, WriteBehind};
 
 /// The sled directory inside the data directory.
 pub const SLED_DIR: &str = "metadata.sled";
@@ -152,7 +153,7 @@ pub(crate) fn open(
     let store = MetaStore {
         sync_file: opened.changelog.sync_handle(),
         kv: Box::new(CachedKv::new(
-            opened.kv,
+            Box::new(WriteBehind::new(opened.kv, MAX_HELD_KEYS)),
             config.hot_entries,
             config.hot_bytes(),
         )),

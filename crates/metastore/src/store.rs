@@ -206,6 +206,12 @@ impl MetaStore {
         })
     }
 
+    /// Applies the changes held back from sled (`write_behind`) as one batch. The master calls
+    /// it every `commit_interval`; a crash before loses nothing, replay brings sled forward.
+    pub fn settle(&self) -> Result<(), StoreError> {
+        self.kv.settle()
+    }
+
     /// Makes sled write out what it holds (it also does so on its own every half second).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.kv.flush()
