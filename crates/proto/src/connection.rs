@@ -907,24 +907,18 @@ mod tests {
             bind: None,
             tls: Some(authority.trust().client(ServerRole::Master).unwrap()),
         };
-        let to_plain = connect_with::<NoMessage, NoMessage, NoMessage, NoMessage, _>(
-            &dialer,
-            addr,
-            &hello,
-            HELLO_LIMITS,
-            "test",
-            NoRequests,
-        )
-        .await;
-        let secured = connect_with::<NoMessage, NoMessage, NoMessage, NoMessage, _>(
-            &dialer,
-            addr,
-            &hello,
-            HELLO_LIMITS,
-            "test",
-            NoRequests,
-        )
-        .await;
+        let dial = || {
+            connect_with::<NoMessage, NoMessage, NoMessage, NoMessage, _>(
+                &dialer,
+                addr,
+                &hello,
+                HELLO_LIMITS,
+                "test",
+                NoRequests,
+            )
+        };
+        let to_plain = dial().await;
+        let secured = dial().await;
         match plain {
             Err(ConnError::Refused { reason, .. }) => {
                 assert!(reason.contains("TLS connections only"), "{reason}")
