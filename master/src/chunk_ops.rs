@@ -324,8 +324,8 @@ impl ChunkOps {
         Ok(())
     }
 
-    /// The version the next bump of `fc` goes to, logged as issued before any chunkserver is
-    /// told: one past both the recorded version and every version issued before (a master may
+    /// The version the next bump of `fc` goes to, logged (and fsynced) as issued before any
+    /// chunkserver is told: one past both the recorded version and every version issued before (a master may
     /// have died after telling some copies of it and before logging the bump).
     async fn issue_version(&self, fc: FileChunk) -> Result<ChunkVersion, Status> {
         let chunk = fc.chunk;
@@ -337,6 +337,11 @@ impl ChunkOps {
         self.meta
             .commit(MetaOp::IssueChunkVersion { chunk, version: to })
             .await?;
+        // On disk before any chunkserver hears of it, or a power cut could hand it out again.
+        self.meta.sync().await.map_err(|e| {
+            tracing::error!(error = %e, "cannot fsync the changelog");
+            Status::Io
+        })?;
         Ok(to)
     }
 
