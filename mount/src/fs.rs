@@ -63,9 +63,8 @@ impl ElkFs {
 
     /// Tells the master of a close in the background; a later unlink waits for it.
     fn send_close(&self, close: PendingClose) {
-        let ops = self.ops.clone();
-        self.runtime
-            .spawn(async move { ops.client.master.finish_close(close).await });
+        let _runtime = self.runtime.enter();
+        self.ops.send_close(close);
     }
 
     /// Runs a request's work on the runtime; the kernel's reply is sent from there.

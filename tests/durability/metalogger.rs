@@ -11,9 +11,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, File};
-use std::io::Read;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -413,17 +411,9 @@ fn promote(cluster: &mut Cluster, i: usize) -> u64 {
     last
 }
 
-/// Reads a file through the mount after dropping its cached pages, so the bytes come from the
-/// chunkservers through whatever master the mount talks to now.
+/// Reads a file through the mount, bypassing its page cache.
 fn read_uncached(path: &Path) -> Vec<u8> {
-    let mut file = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    // SAFETY: posix_fadvise only reads its arguments; the descriptor is open.
-    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    assert_eq!(rc, 0, "posix_fadvise({}) failed", path.display());
-    let mut data = Vec::new();
-    file.read_to_end(&mut data)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    data
+    elkfs_e2e::read_uncached(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
 /// Every entry under `mount`, as [`Entry`] values with their mtimes.

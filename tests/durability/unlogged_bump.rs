@@ -3,9 +3,8 @@
 //! count as stale, not as a current copy that happens to carry the same version number (that
 //! made reads after master restarts return the bytes from before an acknowledged write).
 
-use std::fs::{File, OpenOptions};
-use std::io::Read;
-use std::os::fd::{AsRawFd, IntoRawFd};
+use std::fs::OpenOptions;
+use std::os::fd::IntoRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,18 +27,6 @@ fn signal(pid: u32, sig: libc::c_int) {
         0,
         "kill {pid}"
     );
-}
-
-/// Reads a file through the mount after dropping its cached pages, so the bytes come from the
-/// chunkservers.
-fn read_uncached(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut file = File::open(path)?;
-    // SAFETY: posix_fadvise only reads its arguments; the descriptor is open.
-    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    assert_eq!(rc, 0, "posix_fadvise({}) failed", path.display());
-    let mut data = Vec::new();
-    file.read_to_end(&mut data)?;
-    Ok(data)
 }
 
 fn write_at(path: &Path, offset: u64, data: &[u8]) -> std::io::Result<()> {
@@ -111,7 +98,7 @@ fn a_copy_bumped_by_a_master_that_died_before_logging_it_is_stale_after_a_later_
     // goes away: what is read must never be the bytes from before the write.
     cluster.start_chunkserver(0);
     cluster.stop_chunkserver(1);
-    match read_uncached(&path) {
+    match elkfs_e2e::read_uncached(&path) {
         Ok(bytes) => assert!(
             bytes == expected,
             "read {} bytes from the copy that missed the acknowledged write (first difference \
@@ -122,6 +109,6 @@ fn a_copy_bumped_by_a_master_that_died_before_logging_it_is_stale_after_a_later_
         Err(e) => eprintln!("unlogged_bump: no current copy while chunkserver 1 is away: {e}"),
     }
     cluster.start_chunkserver(1);
-    let bytes = read_uncached(&path).expect("read with chunkserver 1 back");
+    let bytes = elkfs_e2e::read_uncached(&path).expect("read with chunkserver 1 back");
     assert!(bytes == expected, "the acknowledged write reads back");
 }

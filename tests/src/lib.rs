@@ -1,7 +1,8 @@
 //! Helpers shared by the end-to-end test binaries: reproducible data, chunk files on disk,
 //! errno checks.
 
-use std::io;
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// `len` bytes of reproducible pseudo-random data (xorshift, seeded), fast enough for 200 MiB.
@@ -16,6 +17,20 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// Reads a file through a mount after dropping its cached pages, so the bytes come from the
+/// chunkservers (through whatever master the mount talks to now).
+pub fn read_uncached(path: &Path) -> io::Result<Vec<u8>> {
+    let mut file = std::fs::File::open(path)?;
+    // SAFETY: posix_fadvise only reads its arguments; the descriptor is open.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)?;
+    Ok(data)
 }
 
 /// A chunk file found in a chunkserver's data directory.

@@ -1,6 +1,7 @@
 //! The ElkFS wire protocol: identifiers, the messages of each connection kind, framing, the codec
 //! and the multiplexed connection that carries them. Nothing outside this crate calls bincode.
 
+mod accept;
 pub mod auth;
 pub mod capability;
 pub mod chunkserver;
