@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use elkfs_metastore::MetaOp;
+use elkfs_metastore::{FileChunk, MetaOp};
 use elkfs_proto::capability::Access;
 use elkfs_proto::geometry::CHUNK_SIZE;
 use elkfs_proto::master::{MasterReply, MasterRequest, MasterResponse, ReadLocation};
-use elkfs_proto::types::{Caller, FsStats, SetAttr, Timestamp};
+use elkfs_proto::types::{Caller, FileKind, FsStats, SetAttr, Timestamp};
 use elkfs_proto::{Handler, InodeId, Responder, SessionId, Status};
 
 use crate::exports::{Admission, Exports};
@@ -327,7 +327,7 @@ async fn serve(
             if let (true, MasterReply::Attr(attr)) = (open, &reply) {
                 state.register_open(session, &[attr.inode]).await;
             }
-            Ok(reply)
+            with_parent(state, parent, reply).await
         }
         MasterRequest::Mkdir {
             parent,
@@ -345,7 +345,7 @@ async fn serve(
                 gid: caller.gid,
                 time: now,
             };
-            commit_attr(state, op).await
+            with_parent(state, parent, commit_attr(state, op).await?).await
         }
         MasterRequest::Symlink {
             parent,
@@ -361,7 +361,7 @@ async fn serve(
                 gid: caller.gid,
                 time: now,
             };
-            commit_attr(state, op).await
+            with_parent(state, parent, commit_attr(state, op).await?).await
         }
         MasterRequest::Link {
             inode,
@@ -374,32 +374,26 @@ async fn serve(
                 name,
                 time: now,
             };
-            commit_attr(state, op).await
+            with_parent(state, parent, commit_attr(state, op).await?).await
         }
         MasterRequest::ReadLink { inode } => Ok(MasterReply::Target(
             meta.read(move |s| s.read_link(inode)).await?,
         )),
         MasterRequest::Unlink { parent, name } => {
-            commit_done(
-                state,
-                MetaOp::Unlink {
-                    parent,
-                    name,
-                    time: now,
-                },
-            )
-            .await
+            let op = MetaOp::Unlink {
+                parent,
+                name,
+                time: now,
+            };
+            with_parent(state, parent, commit_done(state, op).await?).await
         }
         MasterRequest::Rmdir { parent, name } => {
-            commit_done(
-                state,
-                MetaOp::Rmdir {
-                    parent,
-                    name,
-                    time: now,
-                },
-            )
-            .await
+            let op = MetaOp::Rmdir {
+                parent,
+                name,
+                time: now,
+            };
+            with_parent(state, parent, commit_done(state, op).await?).await
         }
         MasterRequest::Rename {
             parent,
@@ -440,20 +434,8 @@ async fn serve(
             let (attr, chunk) = meta
                 .read(move |s| Ok((s.attr(inode)?, s.file_chunk(inode, index)?)))
                 .await?;
-            let (chunk, servers) = match chunk {
-                Some(fc) => {
-                    let (fc, valid) = state.chunks.valid_copies(fc, Some(peer.ip())).await?;
-                    (Some(fc), valid.into_iter().map(|t| t.data_addr).collect())
-                }
-                None => (None, Vec::new()),
-            };
-            Ok(MasterReply::ReadLocation(ReadLocation {
-                file_length: attr.size,
-                chunk: chunk.map(|fc| (fc.chunk, fc.version)),
-                servers,
-                capability: chunk
-                    .map(|fc| state.chunks.capability(fc.chunk, fc.version, Access::Read)),
-            }))
+            let location = read_location(state, attr.size, chunk, peer).await?;
+            Ok(MasterReply::ReadLocation(location))
         }
         MasterRequest::WriteChunk { inode, index } => {
             write_chunk(state, session, peer, inode, index, &[]).await
@@ -521,8 +503,22 @@ async fn serve(
             .await
         }
         MasterRequest::Open { inode } => {
+            let (attr, chunk) = meta
+                .read(move |s| {
+                    let attr = s.attr(inode)?;
+                    let chunk = match attr.kind {
+                        FileKind::File => s.file_chunk(inode, 0)?,
+                        _ => None,
+                    };
+                    Ok((attr, chunk))
+                })
+                .await?;
             state.register_open(session, &[inode]).await;
-            Ok(MasterReply::Done)
+            let first_chunk = match attr.kind {
+                FileKind::File => Some(read_location(state, attr.size, chunk, peer).await?),
+                _ => None,
+            };
+            Ok(MasterReply::Opened { attr, first_chunk })
         }
         MasterRequest::Close { inode } => {
             if state.open_files.close(inode, session) {
@@ -611,6 +607,44 @@ async fn serve(
             caller,
         } => crate::tree::change_tree(state, inode, attr, change, recursive, caller).await,
     }
+}
+
+/// Where a chunk of a file `file_length` long can be read: its valid copies, nearest to the
+/// client first, and the permission to read them (nothing for a hole).
+async fn read_location(
+    state: &MasterState,
+    file_length: u64,
+    chunk: Option<FileChunk>,
+    peer: SocketAddr,
+) -> Result<ReadLocation, Status> {
+    let (chunk, servers) = match chunk {
+        Some(fc) => {
+            let (fc, valid) = state.chunks.valid_copies(fc, Some(peer.ip())).await?;
+            (Some(fc), valid.into_iter().map(|t| t.data_addr).collect())
+        }
+        None => (None, Vec::new()),
+    };
+    Ok(ReadLocation {
+        file_length,
+        chunk: chunk.map(|fc| (fc.chunk, fc.version)),
+        servers,
+        capability: chunk.map(|fc| state.chunks.capability(fc.chunk, fc.version, Access::Read)),
+    })
+}
+
+/// Adds the directory's attributes after a change to the reply of a request that made
+/// (`Attr`) or removed (`Done`) a name in it. The kernel drops its copy of a directory's
+/// attributes after every such change and asks again before the next permission check; with
+/// these the client answers that from what it was just told instead of asking the master.
+async fn with_parent(state: &MasterState, parent: InodeId, reply: MasterReply) -> MasterResponse {
+    let Ok(parent) = state.meta.read(move |s| s.attr(parent)).await else {
+        return Ok(reply);
+    };
+    Ok(match reply {
+        MasterReply::Attr(attr) => MasterReply::Entry { attr, parent },
+        MasterReply::Done => MasterReply::Removed { parent },
+        other => other,
+    })
 }
 
 /// Grants this session the write lease on a chunk slot, leaving `failed` servers out.

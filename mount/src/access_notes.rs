@@ -36,6 +36,11 @@ impl AccessNotes {
         }
     }
 
+    /// Whether a note about `inode` is on its way (a stat must wait for it).
+    pub fn pending(&self, inode: InodeId) -> bool {
+        self.lock().get(&inode).is_some_and(|rx| !*rx.borrow())
+    }
+
     /// Waits until no note about `inode` is on its way.
     pub async fn settled(&self, inode: InodeId) {
         let waiting = self.lock().get(&inode).cloned();

@@ -163,6 +163,9 @@ impl Filesystem for ElkFs {
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let caller = Self::caller(req);
+        if let Some(attr) = self.ops.getattr_now(self.view.map.to_elk(ino)) {
+            return self.view.reply_attr(reply, caller, Ok(attr));
+        }
         self.spawn(|ops, view| async move {
             view.reply_attr(reply, caller, ops.getattr(view.map.to_elk(ino)).await);
         });
@@ -613,6 +616,12 @@ impl Filesystem for ElkFs {
         if name.as_bytes() == elkfs_client::mount_info::XATTR.as_bytes() {
             let info = self.ops.info(self.view.map.to_elk(ino));
             return reply_xattr(reply, size, Ok(info.into_bytes()));
+        }
+        if let Some(answer) = self
+            .ops
+            .getxattr_now(self.view.map.to_elk(ino), name.as_bytes())
+        {
+            return reply_xattr(reply, size, answer);
         }
         let name = name.as_bytes().to_vec();
         self.spawn(|ops, view| async move {

@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod fs;
 pub mod handles;
 pub mod kernel_mount;
+pub mod no_capabilities;
 pub mod ops;
 pub mod options;
 pub mod view;
@@ -147,6 +148,7 @@ fn serve(
         read_only,
         in_flight: Default::default(),
         access_notes: Default::default(),
+        no_capabilities: crate::no_capabilities::NoCapabilities::new(defaults::ATTR_CACHE),
         tls_ca: spec.tls_ca.clone(),
     });
     if kernel_mount::is_mount_point(&spec.mount_point) {

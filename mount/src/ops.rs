@@ -13,6 +13,7 @@ use elkfs_proto::{InodeId, Status};
 use fuser::Errno;
 
 use crate::handles::{Handles, OpenFile};
+use crate::no_capabilities;
 
 /// A handle being closed: forgotten already, its writes and its master close still to finish.
 pub struct Releasing {
@@ -40,6 +41,8 @@ pub struct Ops {
     pub in_flight: Arc<InFlight>,
     /// Access-time notes on their way to the master.
     pub access_notes: Arc<crate::access_notes::AccessNotes>,
+    /// Files known to have no `security.capability`, which the kernel asks for before writes.
+    pub no_capabilities: crate::no_capabilities::NoCapabilities,
     /// The cluster authority's certificate, when the mount uses TLS (the CLI uses it too).
     pub tls_ca: Option<std::path::PathBuf>,
 }
@@ -219,8 +222,7 @@ impl Ops {
             self.writable()?;
         }
         // Close-to-open consistency: whatever another client wrote before we opened is read fresh.
-        self.client.forget_locations(inode);
-        self.client.master.opened(inode).await.map_err(errno)?;
+        self.client.open(inode, writes).await.map_err(errno)?;
         let append = writes && flags & libc::O_APPEND != 0;
         let fh = self.handles.insert(OpenFile {
             inode,
@@ -234,7 +236,7 @@ impl Ops {
 
     /// Opens a directory (an open directory outlives its removal, like an open file).
     pub async fn opendir(&self, inode: InodeId) -> Result<()> {
-        self.client.master.opened(inode).await.map_err(errno)
+        self.client.open(inode, false).await.map_err(errno)
     }
 
     /// Closes a directory: counts the close at once; the master must still hear of it
@@ -282,6 +284,8 @@ impl Ops {
             .create_open(parent, name, mode, umask, caller)
             .await
             .map_err(errno)?;
+        // A new file has no file capabilities (inherited ACLs are other attributes).
+        self.no_capabilities.note(attr.inode);
         let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let append = writes && flags & libc::O_APPEND != 0;
         let fh = self.handles.insert(OpenFile {
@@ -292,6 +296,15 @@ impl Ops {
             privileges_dropped: Default::default(),
         });
         Ok((attr, fh, append))
+    }
+
+    /// The attributes of `inode` when they can be given without waiting (the master sent them
+    /// with the reply to a change or an open a moment ago).
+    pub fn getattr_now(&self, inode: InodeId) -> Option<Attr> {
+        if self.access_notes.pending(inode) {
+            return None;
+        }
+        self.client.getattr_now(inode)
     }
 
     /// Reads file data.
@@ -458,7 +471,18 @@ impl Ops {
 
     /// Reads an extended attribute.
     pub async fn getxattr(&self, inode: InodeId, name: &[u8]) -> Result<Vec<u8>> {
-        self.client.getxattr(inode, name).await.map_err(errno)
+        let result = self.client.getxattr(inode, name).await.map_err(errno);
+        if name == no_capabilities::NAME && result == Err(Errno::ENODATA) {
+            self.no_capabilities.note(inode);
+        }
+        result
+    }
+
+    /// [`Ops::getxattr`]'s answer when it is known without asking: a file known to have no
+    /// `security.capability` (asked for before every write).
+    pub fn getxattr_now(&self, inode: InodeId, name: &[u8]) -> Option<Result<Vec<u8>>> {
+        (name == no_capabilities::NAME && self.no_capabilities.known(inode))
+            .then_some(Err(Errno::ENODATA))
     }
 
     /// Lists extended attribute names, each followed by a NUL byte.
@@ -481,16 +505,23 @@ impl Ops {
         flags: i32,
     ) -> Result<()> {
         self.writable()?;
-        self.client
+        self.no_capabilities.forget(inode);
+        let result = self
+            .client
             .setxattr(inode, name, value, flags as u32)
             .await
-            .map_err(errno)
+            .map_err(errno);
+        self.no_capabilities.forget(inode);
+        result
     }
 
     /// Removes an extended attribute.
     pub async fn removexattr(&self, inode: InodeId, name: &[u8]) -> Result<()> {
         self.writable()?;
-        self.client.removexattr(inode, name).await.map_err(errno)
+        self.no_capabilities.forget(inode);
+        let result = self.client.removexattr(inode, name).await.map_err(errno);
+        self.no_capabilities.forget(inode);
+        result
     }
 
     /// Takes or releases a lock held across all mounts.

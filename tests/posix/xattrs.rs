@@ -175,3 +175,48 @@ fn many_xattrs_on_one_file_are_all_kept() {
     );
     assert!((after.st_ctime, after.st_ctime_nsec) > (before.st_ctime, before.st_ctime_nsec));
 }
+
+/// A file capability granting `CAP_NET_BIND_SERVICE` (a `vfs_cap_data`, revision 2).
+fn capability_blob() -> Vec<u8> {
+    let mut blob = Vec::new();
+    blob.extend_from_slice(&0x0200_0000u32.to_le_bytes());
+    const CAP_NET_BIND_SERVICE: u32 = 10;
+    blob.extend_from_slice(&(1u32 << CAP_NET_BIND_SERVICE).to_le_bytes());
+    blob.extend_from_slice(&[0; 12]);
+    blob
+}
+
+/// Writes to a file just created, gives it a file capability, writes again: the second write
+/// must drop the capability, as every write does.
+fn capability_cases(root: &Path) -> Report {
+    use std::io::Write;
+    let mut r = Report::default();
+    let f = root.join("tool");
+    let mut file = std::fs::File::create(&f).unwrap();
+    file.write_all(b"first").unwrap();
+    r.op("none at first", sys::getxattr(&f, "security.capability"));
+    r.op(
+        "set a capability",
+        sys::setxattr(&f, "security.capability", &capability_blob(), 0, true),
+    );
+    r.note(
+        "capability kept",
+        sys::getxattr(&f, "security.capability").map(|v| v == capability_blob()),
+    );
+    file.write_all(b"second").unwrap();
+    r.op(
+        "gone after a write",
+        sys::getxattr(&f, "security.capability"),
+    );
+    r
+}
+
+#[test]
+fn a_write_drops_a_file_capability_even_right_after_the_file_was_created() {
+    let cluster = Cluster::builder().chunkservers(1).start();
+    let local = host::local_dir("caps");
+    let want = capability_cases(local.path());
+    assert_eq!(want.outcome("gone after a write"), "ENODATA");
+    let got = capability_cases(cluster.mount_path(0));
+    assert_same("file capabilities", &want, &got);
+}

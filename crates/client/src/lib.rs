@@ -3,6 +3,7 @@
 
 pub mod closes;
 pub mod errno;
+pub mod fresh_attrs;
 pub mod locations;
 pub mod master;
 pub mod mount_info;
@@ -20,6 +21,7 @@ use elkfs_proto::connection::Dialer;
 use elkfs_proto::tls::ServerRole;
 use elkfs_proto::{DATA_LIMITS, DataPool, Hello, InodeId, Role};
 
+use crate::fresh_attrs::FreshAttrs;
 use crate::locations::LocationCache;
 use crate::master::{ConnectError, MasterClient};
 use crate::writer::FileWriter;
@@ -35,6 +37,10 @@ pub struct ClientConfig {
     pub write_window: usize,
     /// How long chunk locations are reused without asking the master.
     pub location_ttl: Duration,
+    /// How long attributes may be reused without asking the master (the kernel's attribute
+    /// cache time): a directory's attributes sent with a change answer the next getattr
+    /// within it.
+    pub attr_ttl: Duration,
     /// Password and local address for the session.
     pub session: master::SessionOptions,
 }
@@ -46,6 +52,7 @@ impl Default for ClientConfig {
             write_buffer: defaults::WRITE_BUFFER_BYTES,
             write_window: defaults::WRITE_WINDOW,
             location_ttl: defaults::ATTR_CACHE,
+            attr_ttl: defaults::ATTR_CACHE,
             session: master::SessionOptions::default(),
         }
     }
@@ -57,6 +64,8 @@ pub struct Client {
     pub master: MasterClient,
     data: DataPool,
     locations: LocationCache,
+    /// Directories' attributes as the master sent them with a change made in them.
+    fresh: FreshAttrs,
     writers: Mutex<HashMap<InodeId, Weak<FileWriter>>>,
     held_locks: Mutex<HashSet<(InodeId, u64)>>,
     config: ClientConfig,
@@ -99,6 +108,7 @@ impl Client {
                 "chunkserver",
             ),
             locations: LocationCache::new(config.location_ttl),
+            fresh: FreshAttrs::new(config.attr_ttl),
             writers: Mutex::new(HashMap::new()),
             held_locks: Mutex::new(HashSet::new()),
             config,
@@ -112,6 +122,8 @@ impl Client {
 
     /// The write-behind buffer of `inode`, shared by every handle that writes it.
     pub fn writer(self: &Arc<Self>, inode: InodeId) -> Arc<FileWriter> {
+        // Its writes will change the attributes the master last sent.
+        self.fresh.forget(inode);
         let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(w) = writers.get(&inode).and_then(Weak::upgrade) {
             return w;

@@ -218,19 +218,25 @@ impl MasterClient {
         self.open_files.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts an open of `inode`; the master hears of the first one, so an unlinked file lives on.
-    pub async fn opened(&self, inode: InodeId) -> Result<(), Status> {
+    /// Counts an open of `inode`; the master hears of the first one, so an unlinked file lives
+    /// on. Returns the master's answer when it was asked.
+    pub async fn opened(&self, inode: InodeId) -> Result<Option<MasterReply>, Status> {
         let first = {
             let mut open = self.lock_open_files();
             let count = open.entry(inode).or_default();
             *count += 1;
             *count == 1
         };
-        if first && let Err(status) = self.request(&MasterRequest::Open { inode }).await {
-            self.forget_open(inode);
-            return Err(status);
+        if !first {
+            return Ok(None);
         }
-        Ok(())
+        match self.request(&MasterRequest::Open { inode }).await {
+            Ok(reply) => Ok(Some(reply)),
+            Err(status) => {
+                self.forget_open(inode);
+                Err(status)
+            }
+        }
     }
 
     /// Counts the open a create-and-open request registered in the master already.

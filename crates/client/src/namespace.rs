@@ -21,6 +21,29 @@ fn done(reply: MasterReply) -> Result<(), Status> {
 }
 
 impl Client {
+    /// The new entry's attributes from the reply to a request that made a name; the
+    /// directory's attributes, when the master sent them along, are kept for the next getattr.
+    fn made(&self, reply: MasterReply) -> Result<Attr, Status> {
+        match reply {
+            MasterReply::Entry { attr, parent } => {
+                self.fresh.put(parent);
+                Ok(attr)
+            }
+            other => attr(other),
+        }
+    }
+
+    /// The same for a request that removed a name.
+    fn removed(&self, reply: MasterReply) -> Result<(), Status> {
+        match reply {
+            MasterReply::Removed { parent } => {
+                self.fresh.put(parent);
+                Ok(())
+            }
+            other => done(other),
+        }
+    }
+
     /// Finds `name` in `parent`.
     pub async fn lookup(&self, parent: InodeId, name: &[u8]) -> Result<Attr, Status> {
         let request = MasterRequest::Lookup {
@@ -32,6 +55,9 @@ impl Client {
 
     /// Attributes of `inode`, with the length this client has written but not yet reported.
     pub async fn getattr(&self, inode: InodeId) -> Result<Attr, Status> {
+        if let Some(a) = self.getattr_now(inode) {
+            return Ok(a);
+        }
         let mut a = attr(
             self.master
                 .request(&MasterRequest::GetAttr { inode })
@@ -43,6 +69,38 @@ impl Client {
             a.size = a.size.max(w.written_end());
         }
         Ok(a)
+    }
+
+    /// [`Client::getattr`]'s answer when the master just sent the attributes with another reply
+    /// (see `fresh_attrs.rs`), without waiting for anything; `None` when it must be asked (also
+    /// while this client has the file open for writing: its writes change them).
+    pub fn getattr_now(&self, inode: InodeId) -> Option<Attr> {
+        if self.writer_if_open(inode).is_some() {
+            self.fresh.forget(inode);
+            return None;
+        }
+        self.fresh.take(inode)
+    }
+
+    /// Registers an open of `inode` with the master (the first of this client's): cached chunk
+    /// locations are dropped (close-to-open consistency), and what the master sends back (where
+    /// the first chunk is and, for an open that does not write, the attributes) answers the
+    /// first read and the kernel's next getattr without asking again.
+    pub async fn open(&self, inode: InodeId, writes: bool) -> Result<(), Status> {
+        self.locations.forget_file(inode);
+        match self.master.opened(inode).await? {
+            Some(MasterReply::Opened { attr, first_chunk }) => {
+                if !writes {
+                    self.fresh.put(attr);
+                }
+                if let Some(location) = first_chunk {
+                    self.locations.put(inode, 0, location);
+                }
+                Ok(())
+            }
+            Some(other) => done(other),
+            None => Ok(()),
+        }
     }
 
     /// Changes attributes; a size change first flushes this client's buffered writes.
@@ -59,6 +117,7 @@ impl Client {
             w.flush().await?;
         }
         let size = changes.size;
+        self.fresh.forget(inode);
         let request = MasterRequest::SetAttr {
             inode,
             changes,
@@ -97,7 +156,7 @@ impl Client {
             caller,
             open: false,
         };
-        attr(self.master.request(&request).await?)
+        self.made(self.master.request(&request).await?)
     }
 
     /// Creates a regular file and opens it for this client, in one request.
@@ -119,7 +178,7 @@ impl Client {
             caller,
             open: true,
         };
-        let attr = attr(self.master.request(&request).await?)?;
+        let attr = self.made(self.master.request(&request).await?)?;
         self.master.opened_by_create(attr.inode);
         Ok(attr)
     }
@@ -140,7 +199,7 @@ impl Client {
             umask,
             caller,
         };
-        attr(self.master.request(&request).await?)
+        self.made(self.master.request(&request).await?)
     }
 
     /// Creates a symbolic link.
@@ -157,17 +216,18 @@ impl Client {
             target: target.to_vec(),
             caller,
         };
-        attr(self.master.request(&request).await?)
+        self.made(self.master.request(&request).await?)
     }
 
     /// Adds a hard link.
     pub async fn link(&self, inode: InodeId, parent: InodeId, name: &[u8]) -> Result<Attr, Status> {
+        self.fresh.forget(inode);
         let request = MasterRequest::Link {
             inode,
             parent,
             name: name.to_vec(),
         };
-        attr(self.master.request(&request).await?)
+        self.made(self.master.request(&request).await?)
     }
 
     /// Reads a symbolic link.
@@ -186,20 +246,26 @@ impl Client {
     /// closed just before goes to the trash, not to the unlinked-but-open files).
     pub async fn unlink(&self, parent: InodeId, name: &[u8]) -> Result<(), Status> {
         self.master.closes_settled().await;
+        // The file's link count changes; which inode it is, is not known here.
+        self.fresh.forget_all();
         let request = MasterRequest::Unlink {
             parent,
             name: name.to_vec(),
         };
-        done(self.master.request(&request).await?)
+        self.removed(self.master.request(&request).await?)
     }
 
     /// Removes an empty directory.
     pub async fn rmdir(&self, parent: InodeId, name: &[u8]) -> Result<(), Status> {
+        self.fresh.forget_all();
         let request = MasterRequest::Rmdir {
             parent,
             name: name.to_vec(),
         };
-        done(self.master.request(&request).await?)
+        let reply = self.master.request(&request).await?;
+        // The directory removed may have attributes kept (a change in it just before).
+        self.fresh.forget_all();
+        self.removed(reply)
     }
 
     /// Renames an entry (`flags`: `RENAME_NOREPLACE`, `RENAME_EXCHANGE`), after this client's
@@ -214,6 +280,7 @@ impl Client {
     ) -> Result<(), Status> {
         // A name it replaces may be the last of a file this client just closed.
         self.master.closes_settled().await;
+        self.fresh.forget_all();
         let request = MasterRequest::Rename {
             parent,
             name: name.to_vec(),
@@ -221,7 +288,10 @@ impl Client {
             new_name: new_name.to_vec(),
             flags,
         };
-        done(self.master.request(&request).await?)
+        let reply = self.master.request(&request).await?;
+        // It may have replaced a directory whose attributes are kept, or moved one (`..`).
+        self.fresh.forget_all();
+        done(reply)
     }
 
     /// A page of a directory listing after cookie `after`.
@@ -293,6 +363,7 @@ impl Client {
             value: value.to_vec(),
             flags,
         };
+        self.fresh.forget(inode);
         done(self.master.request(&request).await?)
     }
 
@@ -302,6 +373,7 @@ impl Client {
             inode,
             name: name.to_vec(),
         };
+        self.fresh.forget(inode);
         done(self.master.request(&request).await?)
     }
 
@@ -367,6 +439,8 @@ impl Client {
         recursive: bool,
         caller: Caller,
     ) -> Result<(u64, u64, u64), Status> {
+        // A recursive change reaches inodes below, whose attributes may be kept.
+        self.fresh.forget_all();
         let request = MasterRequest::ChangeTree {
             inode,
             attr,
@@ -406,6 +480,7 @@ impl Client {
 
     /// Tells the master the inode was read (it keeps `relatime` access times).
     pub async fn access(&self, inode: InodeId) {
+        self.fresh.forget(inode);
         if let Err(status) = self.master.request(&MasterRequest::Access { inode }).await {
             tracing::debug!(%inode, %status, "cannot record an access time");
         }

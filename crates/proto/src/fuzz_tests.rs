@@ -453,6 +453,24 @@ fn master_responses() -> Vec<MasterResponse> {
             ..ClusterStatus::default()
         })),
         Ok(MasterReply::Challenge { nonce: [1; 32] }),
+        Ok(MasterReply::Entry {
+            attr: attr(),
+            parent: attr(),
+        }),
+        Ok(MasterReply::Removed { parent: attr() }),
+        Ok(MasterReply::Opened {
+            attr: attr(),
+            first_chunk: Some(ReadLocation {
+                file_length: 4096,
+                chunk: Some((ChunkId(3), ChunkVersion(1))),
+                servers: vec![v4()],
+                capability: Some(test_capability()),
+            }),
+        }),
+        Ok(MasterReply::Opened {
+            attr: attr(),
+            first_chunk: None,
+        }),
         Ok(MasterReply::Refused {
             reason: "no line of the exports file lets 10.0.0.1 in".into(),
         }),

@@ -197,6 +197,7 @@ pub enum MasterRequest {
         name: Vec<u8>,
     },
     /// This session opened the file (an unlinked file lives on while some session has it open).
+    /// Answered with [`MasterReply::Opened`].
     Open {
         /// The file.
         inode: InodeId,
@@ -471,6 +472,28 @@ pub enum MasterReply {
     Refused {
         /// Why.
         reason: String,
+    },
+    /// A name was made (file, directory, link): the new entry's attributes and its directory's
+    /// as they are after the change, so the client need not ask for the directory again.
+    Entry {
+        /// The entry's inode.
+        attr: Attr,
+        /// The directory it was made in.
+        parent: Attr,
+    },
+    /// A name was removed: its directory's attributes after the change.
+    Removed {
+        /// The directory it was removed from.
+        parent: Attr,
+    },
+    /// The answer to [`MasterRequest::Open`]: the inode's attributes as the open found them
+    /// and, for a file, where its first chunk can be read, so that reading a small file just
+    /// opened needs no further question to the master.
+    Opened {
+        /// The inode's attributes.
+        attr: Attr,
+        /// Where chunk 0 can be read (`None` for a directory or another kind of inode).
+        first_chunk: Option<ReadLocation>,
     },
 }
 
