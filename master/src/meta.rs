@@ -1,4 +1,5 @@
-//! The metadata store as async code sees it: every call runs on the blocking pool, and store
+//! The metadata store as async code sees it: a call runs in place when it needs only memory
+//! (and, for a commit, one `write(2)` to the changelog), else on the blocking pool; store
 //! failures become `Status::Io` with one log line where they happen. Also the worker that writes
 //! metadata images in the background when they are due.
 
@@ -55,11 +56,16 @@ impl Meta {
 
     /// Commits one change (checked, logged, applied; with `sync_commit`, also fsynced).
     pub async fn commit(&self, op: MetaOp) -> Result<(MetaVersion, Outcome), Status> {
-        let store = self.store.clone();
-        let result = tokio::task::spawn_blocking(move || store.commit(&op))
-            .await
-            .map_err(|_| Status::Io)?
-            .map_err(to_status);
+        let result = match self.store.try_commit_in_memory(&op) {
+            Some(result) => result.map_err(to_status),
+            None => {
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || store.commit(&op))
+                    .await
+                    .map_err(|_| Status::Io)?
+                    .map_err(to_status)
+            }
+        };
         if let Ok((version, _)) = &result {
             self.committed.send_if_modified(|v| {
                 let newer = version.0 > *v;

@@ -339,6 +339,11 @@ impl Changelog {
         Ok(())
     }
 
+    /// Whether the next append starts a new file (which fsyncs the current one).
+    pub fn rotation_due(&self) -> bool {
+        self.len >= self.max_file_bytes
+    }
+
     /// Appends one record with one `write(2)`; it survives the process dying from here on (and a
     /// power cut after the next [`Changelog::sync`]).
     ///

@@ -23,6 +23,11 @@ pub trait KvStore: Send + Sync {
     fn settle(&self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// Whether [`KvStore::apply`] of a few keys returns without touching the disk now, so that
+    /// async code may call it in place (see [`crate::MetaStore::try_commit_in_memory`]).
+    fn applies_in_memory(&self) -> bool {
+        false
+    }
 }
 
 /// The sled implementation: one tree holds everything, so a batch covers every kind of key.

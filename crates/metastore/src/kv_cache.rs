@@ -173,6 +173,10 @@ impl KvStore for CachedKv {
     fn settle(&self) -> Result<(), StoreError> {
         self.inner.settle()
     }
+
+    fn applies_in_memory(&self) -> bool {
+        self.inner.applies_in_memory()
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use crate::checkpoint::ImageSchedule;
 use crate::error::StoreError;
 use crate::keys;
 use crate::kv::KvStore;
+use crate::kv_cache::cache_only;
 use crate::namespace::{self, Outcome};
 use crate::op::MetaOp;
 use crate::records::{ChunkRecord, DirentRecord, FileChunk, InodeRecord, OrderRecord};
@@ -137,12 +138,42 @@ impl MetaStore {
             .writer
             .lock()
             .map_err(|_| ExecError::Refused(Status::Io))?;
+        self.commit_locked(&mut writer, op)
+    }
+
+    /// [`MetaStore::commit`] when it needs nothing but memory and one `write(2)` to the
+    /// changelog: no other commit running, everything it reads cached, no batch to sled and no
+    /// new changelog file due. Async code calls it in place and saves the hand-off to a
+    /// blocking thread; `None` means nothing was done (run [`MetaStore::commit`] instead).
+    pub fn try_commit_in_memory(
+        &self,
+        op: &MetaOp,
+    ) -> Option<Result<(MetaVersion, Outcome), ExecError>> {
+        if matches!(op, MetaOp::ForgetRequests { .. }) || !self.kv.applies_in_memory() {
+            return None;
+        }
+        let mut writer = self.writer.try_lock().ok()?;
+        if writer.changelog.rotation_due() {
+            return None;
+        }
+        // A read that would go to the disk fails before anything is logged.
+        match cache_only(|| self.commit_locked(&mut writer, op)) {
+            Err(ExecError::Store(StoreError::NotCached)) => None,
+            result => Some(result),
+        }
+    }
+
+    fn commit_locked(
+        &self,
+        writer: &mut Writer,
+        op: &MetaOp,
+    ) -> Result<(MetaVersion, Outcome), ExecError> {
         if let Some(reason) = &writer.failed {
             tracing::debug!(%reason, "metadata store failed earlier");
             return Err(ExecError::Refused(Status::Io));
         }
         if let MetaOp::ForgetRequests { before } = op {
-            return self.forget_requests(&mut writer, op, *before);
+            return self.forget_requests(writer, op, *before);
         }
         let mut txn = Txn::new(self.kv.as_ref());
         let outcome = namespace::execute(&mut txn, op)?;

@@ -608,3 +608,52 @@ fn issued_chunk_versions_only_grow_and_go_with_the_chunk() {
         "freed with the chunk"
     );
 }
+
+fn mknod_op(name: &str) -> MetaOp {
+    MetaOp::Mknod {
+        parent: ROOT,
+        name: name.as_bytes().to_vec(),
+        kind: FileKind::File,
+        mode: 0o644,
+        umask: 0,
+        uid: 1,
+        gid: 1,
+        rdev: 0,
+        time: t(2),
+    }
+}
+
+#[test]
+fn a_commit_in_memory_needs_everything_cached_and_is_logged_like_any_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    mknod(&store, ROOT, "warm").unwrap();
+    // As the kernel does before a create: the name's absence is cached from then on.
+    assert!(store.lookup(ROOT, b"quick").is_err());
+    let (version, outcome) = store
+        .try_commit_in_memory(&mknod_op("quick"))
+        .expect("everything it reads was just written or looked up, so it is cached")
+        .unwrap();
+    assert_eq!(version, store.version());
+    let quick = outcome.attr.unwrap().inode;
+    // Refused like a normal commit, and nothing logged.
+    let refused = store.try_commit_in_memory(&mknod_op("quick")).unwrap();
+    assert!(matches!(refused, Err(ExecError::Refused(Status::Exists))));
+    assert_eq!(store.version(), version);
+    drop(store);
+
+    // After a reopen nothing is cached: it does nothing and the blocking commit is needed.
+    let store = open(dir.path());
+    assert_eq!(store.version(), version);
+    assert_eq!(store.lookup(ROOT, b"quick").unwrap().inode, quick);
+    let cold = store.try_commit_in_memory(&mknod_op("cold"));
+    assert!(
+        cold.is_none(),
+        "a commit reading from the disk must not run in place"
+    );
+    assert_eq!(store.version(), version);
+    mknod(&store, ROOT, "cold").unwrap();
+    // Not while another commit holds the changelog.
+    let _writer = store.writer.lock().unwrap();
+    assert!(store.try_commit_in_memory(&mknod_op("busy")).is_none());
+}

@@ -19,6 +19,9 @@ use crate::kv::{KvStore, Rows, Write};
 /// Keys held back before they are applied without waiting for [`KvStore::settle`].
 pub const MAX_HELD_KEYS: usize = 4096;
 
+/// Keys that may still be held before [`KvStore::applies_in_memory`] says no.
+const IN_MEMORY_MARGIN: usize = 64;
+
 /// A store whose writes wait in memory until they are applied to `inner` together.
 pub struct WriteBehind {
     inner: Box<dyn KvStore>,
@@ -129,6 +132,11 @@ impl KvStore for WriteBehind {
     fn settle(&self) -> Result<(), StoreError> {
         let mut held = self.lock();
         self.apply_held(&mut held)
+    }
+
+    fn applies_in_memory(&self) -> bool {
+        // Room for a large change (a rename touches a dozen keys) before the batch is due.
+        self.lock().len() + IN_MEMORY_MARGIN < self.max_held
     }
 
     fn flush(&self) -> Result<(), StoreError> {
