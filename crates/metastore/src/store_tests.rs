@@ -33,8 +33,8 @@ fn open(dir: &std::path::Path) -> MetaStore {
     store
 }
 
-fn mknod(store: &MetaStore, parent: InodeId, name: &str) -> Result<InodeId, Status> {
-    refused(store.commit(&MetaOp::Mknod {
+fn mknod_op(parent: InodeId, name: &str) -> MetaOp {
+    MetaOp::Mknod {
         parent,
         name: name.as_bytes().to_vec(),
         kind: FileKind::File,
@@ -44,8 +44,11 @@ fn mknod(store: &MetaStore, parent: InodeId, name: &str) -> Result<InodeId, Stat
         gid: 1,
         rdev: 0,
         time: t(2),
-    }))
-    .map(|(_, o)| o.attr.unwrap().inode)
+    }
+}
+
+fn mknod(store: &MetaStore, parent: InodeId, name: &str) -> Result<InodeId, Status> {
+    refused(store.commit(&mknod_op(parent, name))).map(|(_, o)| o.attr.unwrap().inode)
 }
 
 fn mkdir(store: &MetaStore, parent: InodeId, name: &str) -> Result<InodeId, Status> {
@@ -609,20 +612,6 @@ fn issued_chunk_versions_only_grow_and_go_with_the_chunk() {
     );
 }
 
-fn mknod_op(name: &str) -> MetaOp {
-    MetaOp::Mknod {
-        parent: ROOT,
-        name: name.as_bytes().to_vec(),
-        kind: FileKind::File,
-        mode: 0o644,
-        umask: 0,
-        uid: 1,
-        gid: 1,
-        rdev: 0,
-        time: t(2),
-    }
-}
-
 #[test]
 fn a_commit_in_memory_needs_everything_cached_and_is_logged_like_any_other() {
     let dir = tempfile::tempdir().unwrap();
@@ -631,13 +620,15 @@ fn a_commit_in_memory_needs_everything_cached_and_is_logged_like_any_other() {
     // As the kernel does before a create: the name's absence is cached from then on.
     assert!(store.lookup(ROOT, b"quick").is_err());
     let (version, outcome) = store
-        .try_commit_in_memory(&mknod_op("quick"))
+        .try_commit_in_memory(&mknod_op(ROOT, "quick"))
         .expect("everything it reads was just written or looked up, so it is cached")
         .unwrap();
     assert_eq!(version, store.version());
     let quick = outcome.attr.unwrap().inode;
     // Refused like a normal commit, and nothing logged.
-    let refused = store.try_commit_in_memory(&mknod_op("quick")).unwrap();
+    let refused = store
+        .try_commit_in_memory(&mknod_op(ROOT, "quick"))
+        .unwrap();
     assert!(matches!(refused, Err(ExecError::Refused(Status::Exists))));
     assert_eq!(store.version(), version);
     drop(store);
@@ -646,7 +637,7 @@ fn a_commit_in_memory_needs_everything_cached_and_is_logged_like_any_other() {
     let store = open(dir.path());
     assert_eq!(store.version(), version);
     assert_eq!(store.lookup(ROOT, b"quick").unwrap().inode, quick);
-    let cold = store.try_commit_in_memory(&mknod_op("cold"));
+    let cold = store.try_commit_in_memory(&mknod_op(ROOT, "cold"));
     assert!(
         cold.is_none(),
         "a commit reading from the disk must not run in place"
@@ -655,5 +646,9 @@ fn a_commit_in_memory_needs_everything_cached_and_is_logged_like_any_other() {
     mknod(&store, ROOT, "cold").unwrap();
     // Not while another commit holds the changelog.
     let _writer = store.writer.lock().unwrap();
-    assert!(store.try_commit_in_memory(&mknod_op("busy")).is_none());
+    assert!(
+        store
+            .try_commit_in_memory(&mknod_op(ROOT, "busy"))
+            .is_none()
+    );
 }
