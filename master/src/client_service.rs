@@ -12,6 +12,7 @@ use elkfs_proto::master::{MasterReply, MasterRequest, MasterResponse, ReadLocati
 use elkfs_proto::types::{Caller, FileKind, FsStats, SetAttr, Timestamp};
 use elkfs_proto::{Handler, InodeId, Responder, SessionId, Status};
 
+use crate::cluster::Target;
 use crate::exports::{Admission, Exports};
 use crate::state::{MASTER_SESSION, MasterState, REOPEN_GRACE};
 
@@ -434,8 +435,13 @@ async fn serve(
             let (attr, chunk) = meta
                 .read(move |s| Ok((s.attr(inode)?, s.file_chunk(inode, index)?)))
                 .await?;
-            let location = read_location(state, attr.size, chunk, peer).await?;
-            Ok(MasterReply::ReadLocation(location))
+            let copies = match chunk {
+                Some(fc) => Some(state.chunks.valid_copies(fc, Some(peer.ip())).await?),
+                None => None,
+            };
+            Ok(MasterReply::ReadLocation(read_location(
+                state, attr.size, copies,
+            )))
         }
         MasterRequest::WriteChunk { inode, index } => {
             write_chunk(state, session, peer, inode, index, &[]).await
@@ -514,8 +520,16 @@ async fn serve(
                 })
                 .await?;
             state.register_open(session, &[inode]).await;
-            let first_chunk = match attr.kind {
-                FileKind::File => Some(read_location(state, attr.size, chunk, peer).await?),
+            // Only where the copies are known now: an open does not wait for chunkservers to
+            // register (a read that needs them asks with `ReadChunk`, which does).
+            let first_chunk = match (attr.kind, chunk) {
+                (FileKind::File, None) => Some(read_location(state, attr.size, None)),
+                (FileKind::File, Some(fc)) => {
+                    let valid = state
+                        .cluster
+                        .valid_copies(fc.chunk, fc.version, Some(peer.ip()));
+                    (!valid.is_empty()).then(|| read_location(state, attr.size, Some((fc, valid))))
+                }
                 _ => None,
             };
             Ok(MasterReply::Opened { attr, first_chunk })
@@ -611,25 +625,20 @@ async fn serve(
 
 /// Where a chunk of a file `file_length` long can be read: its valid copies, nearest to the
 /// client first, and the permission to read them (nothing for a hole).
-async fn read_location(
+fn read_location(
     state: &MasterState,
     file_length: u64,
-    chunk: Option<FileChunk>,
-    peer: SocketAddr,
-) -> Result<ReadLocation, Status> {
-    let (chunk, servers) = match chunk {
-        Some(fc) => {
-            let (fc, valid) = state.chunks.valid_copies(fc, Some(peer.ip())).await?;
-            (Some(fc), valid.into_iter().map(|t| t.data_addr).collect())
-        }
-        None => (None, Vec::new()),
-    };
-    Ok(ReadLocation {
+    copies: Option<(FileChunk, Vec<Target>)>,
+) -> ReadLocation {
+    let chunk = copies.as_ref().map(|(fc, _)| *fc);
+    ReadLocation {
         file_length,
         chunk: chunk.map(|fc| (fc.chunk, fc.version)),
-        servers,
+        servers: copies
+            .map(|(_, valid)| valid.into_iter().map(|t| t.data_addr).collect())
+            .unwrap_or_default(),
         capability: chunk.map(|fc| state.chunks.capability(fc.chunk, fc.version, Access::Read)),
-    })
+    }
 }
 
 /// Adds the directory's attributes after a change to the reply of a request that made

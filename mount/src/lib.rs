@@ -195,6 +195,13 @@ fn serve(
             options.push(MountOption::RO);
         }
         config.mount_options = options;
+        if !on_path(FUSERMOUNT) && !on_path("fusermount") {
+            anyhow::bail!(
+                "cannot mount on {}: mounting as a user other than root needs `{FUSERMOUNT}` \
+                 (Debian package fuse3: apt-get install fuse3)",
+                spec.mount_point.display()
+            );
+        }
         let mut session = fuser::Session::new(fs, &spec.mount_point, &config)
             .with_context(|| format!("cannot mount on {}", spec.mount_point.display()))?;
         let unmounter = session.unmount_callable();
@@ -226,4 +233,18 @@ fn serve(
     runtime.block_on(ops.flush_all());
     tracing::info!(mount_point = %mount_point, "unmounted");
     Ok(())
+}
+
+/// The setuid helper through which a user other than root mounts a FUSE filesystem (fuser
+/// also accepts libfuse 2's `fusermount`).
+const FUSERMOUNT: &str = "fusermount3";
+
+/// Whether `program` is an executable file in one of `$PATH`'s directories.
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join(program))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
 }
