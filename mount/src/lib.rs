@@ -9,6 +9,7 @@ pub mod kernel_mount;
 pub mod no_capabilities;
 pub mod ops;
 pub mod options;
+pub mod readahead;
 pub mod view;
 
 use std::path::PathBuf;
@@ -151,7 +152,12 @@ fn serve(
         no_capabilities: crate::no_capabilities::NoCapabilities::new(defaults::ATTR_CACHE),
         tls_ca: spec.tls_ca.clone(),
     });
-    if kernel_mount::is_mount_point(&spec.mount_point) {
+    // Canonical now: once mounted, resolving the path would ask this very process.
+    let canonical_mount_point = spec
+        .mount_point
+        .canonicalize()
+        .with_context(|| format!("mount point {} is not usable", spec.mount_point.display()))?;
+    if elkfs_common::mount_table::is_mount_point(&canonical_mount_point).unwrap_or(false) {
         anyhow::bail!(
             "{} is already a mount point (busy); unmount it first",
             spec.mount_point.display()
@@ -207,6 +213,9 @@ fn serve(
         let unmounter = session.unmount_callable();
         (session, Unmount::Fuser(unmounter))
     };
+    if spec.readahead_kb > 0 {
+        set_readahead(&canonical_mount_point, spec.readahead_kb, as_root);
+    }
     let _ = notifier.set(session.notifier());
     let stop = runtime.block_on(async { elkfs_common::daemon::stop_on_signals() })?;
     let flusher = ops.clone();
@@ -233,6 +242,22 @@ fn serve(
     runtime.block_on(ops.flush_all());
     tracing::info!(mount_point = %mount_point, "unmounted");
     Ok(())
+}
+
+/// Sets the kernel's read-ahead for the new mount; a mount that cannot (only root may) reads
+/// with the kernel's default.
+fn set_readahead(mount_point: &std::path::Path, kib: u32, as_root: bool) {
+    match readahead::set(mount_point, kib) {
+        Ok(()) => tracing::debug!(kib, "read-ahead set"),
+        Err(e) if as_root => {
+            tracing::warn!(kib, error = %e, "cannot set the read-ahead; sequential reads will be slower")
+        }
+        Err(e) => tracing::info!(
+            kib,
+            error = %e,
+            "only root can set the read-ahead; sequential reads will be slower"
+        ),
+    }
 }
 
 /// The setuid helper through which a user other than root mounts a FUSE filesystem (fuser

@@ -31,6 +31,9 @@ pub struct MountSpec {
     /// Encrypt with TLS, trusting the cluster authority whose certificate is in this file
     /// (`-o tls`, which takes /etc/elkfs/ca.crt, or `-o tlsca=FILE`).
     pub tls_ca: Option<PathBuf>,
+    /// How far ahead of a sequential reader the kernel reads, in KiB (`-o readahead_kb=N`; 0
+    /// leaves the kernel's own setting).
+    pub readahead_kb: u32,
 }
 
 /// A command line that cannot be mounted, with the reason.
@@ -46,6 +49,9 @@ pub enum OptionError {
     #[error("'{0}' is not a source of the form [HOST[:PORT]][:/SUBDIR]")]
     BadSource(String),
 }
+
+/// The largest read-ahead accepted (1 GiB): more would only tie up page cache.
+const MAX_READAHEAD_KB: u32 = 1024 * 1024;
 
 /// Generic options `mount(8)` and fstab pass that concern the kernel or mount itself, not us.
 const GENERIC: &[&str] = &[
@@ -121,6 +127,7 @@ pub fn parse(
         password_file: None,
         bind: None,
         tls_ca: None,
+        readahead_kb: defaults::READAHEAD_KB,
     };
     for opt in options
         .iter()
@@ -156,6 +163,15 @@ pub fn parse(
                 spec.bind = Some(ip.parse().map_err(|_| {
                     OptionError::BadValue(opt.to_string(), "an IP address of this host")
                 })?);
+            }
+            ("readahead_kb", Some(kib)) => {
+                spec.readahead_kb = kib
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|&k| k <= MAX_READAHEAD_KB)
+                    .ok_or_else(|| {
+                        OptionError::BadValue(opt.to_string(), "a number of KiB from 0 to 1048576")
+                    })?;
             }
             ("tls", None) => {
                 spec.tls_ca
@@ -234,6 +250,25 @@ mod tests {
             "master_timeout=1.5",
             "master_timeout=soon",
         ] {
+            assert!(
+                matches!(
+                    parse("h", "/mnt".into(), &[bad.into()], false),
+                    Err(OptionError::BadValue(..))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_readahead_is_kib_up_to_a_gib() {
+        let spec = parse("h", "/mnt".into(), &[], false).unwrap();
+        assert_eq!(spec.readahead_kb, defaults::READAHEAD_KB);
+        let spec = parse("h", "/mnt".into(), &["readahead_kb=0".into()], false).unwrap();
+        assert_eq!(spec.readahead_kb, 0);
+        let spec = parse("h", "/mnt".into(), &["readahead_kb=2048".into()], false).unwrap();
+        assert_eq!(spec.readahead_kb, 2048);
+        for bad in ["readahead_kb=-1", "readahead_kb=4M", "readahead_kb=1048577"] {
             assert!(
                 matches!(
                     parse("h", "/mnt".into(), &[bad.into()], false),

@@ -1,4 +1,5 @@
-//! Mount variants: a subdirectory of the namespace (`ADDR:/projects`) and read-only (`-o ro`).
+//! Mount variants: a subdirectory of the namespace (`ADDR:/projects`), read-only (`-o ro`) and
+//! the read-ahead (`-o readahead_kb`).
 
 use std::time::Duration;
 
@@ -85,4 +86,32 @@ fn a_read_only_mount_refuses_every_change_with_erofs_and_reads_everything() {
     // Changes through a writable mount show on the read-only one.
     std::fs::write(rw.join("later"), b"later").unwrap();
     assert_eq!(std::fs::read(p("later")).unwrap(), b"later");
+}
+
+/// The kernel's read-ahead for the mount's device (`/sys/class/bdi/MAJOR:MINOR/read_ahead_kb`).
+fn readahead_kb(mount_point: &std::path::Path) -> u32 {
+    let canonical = mount_point.canonicalize().unwrap();
+    let entry = elkfs_common::mount_table::mount_at(&canonical)
+        .unwrap()
+        .expect("the mount is in the mount table");
+    let path = format!("/sys/class/bdi/{}/read_ahead_kb", entry.device);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {path}: {e}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn the_kernel_reads_ahead_as_far_as_the_mount_says() {
+    let mut cluster = Cluster::builder().chunkservers(1).start();
+    assert_eq!(
+        readahead_kb(cluster.mount_path(0)),
+        elkfs_common::defaults::READAHEAD_KB
+    );
+    let data: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    std::fs::write(cluster.mount_path(0).join("f"), &data).unwrap();
+    let i = cluster.add_mount(None, "readahead_kb=2048");
+    assert_eq!(readahead_kb(cluster.mount_path(i)), 2048);
+    assert_eq!(std::fs::read(cluster.mount_path(i).join("f")).unwrap(), data);
 }

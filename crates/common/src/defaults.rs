@@ -66,6 +66,11 @@ pub const WRITE_LEASE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the mount lets the kernel cache attributes and names (as MooseFS's 1 s).
 pub const ATTR_CACHE: Duration = Duration::from_secs(1);
 
+/// How far ahead of a sequential reader the kernel reads a mount's files, in KiB
+/// (`-o readahead_kb=N`). Linux gives a FUSE mount 128 KiB, one round trip to a chunkserver per
+/// 128 KiB read; 8 MiB keeps several 1 MiB reads in flight.
+pub const READAHEAD_KB: u32 = 8 * 1024;
+
 /// Bytes of written data the mount buffers per open file before a write waits.
 pub const WRITE_BUFFER_BYTES: usize = 32 * 1024 * 1024;
 

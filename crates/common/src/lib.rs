@@ -7,4 +7,5 @@ pub mod daemon;
 pub mod defaults;
 pub mod duration;
 pub mod logging;
+pub mod mount_table;
 pub mod worker;

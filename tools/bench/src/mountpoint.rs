@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use elkfs_common::mount_table;
 
 use crate::interrupt::{self, Role};
 use crate::process::{Daemon, Ending, STOP_TIMEOUT};
@@ -15,45 +16,9 @@ use crate::process::{Daemon, Ending, STOP_TIMEOUT};
 /// How long a mount may take to appear.
 pub const MOUNT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Decodes the octal escapes (`\040` for a space) of a mountinfo path field.
-pub fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match octal {
-            Some(digits) => {
-                let value = digits.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
-                out.push(u8::try_from(value).unwrap_or(b'?'));
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The mountpoints listed in a mountinfo text.
-pub fn mountpoints(mountinfo: &str) -> Vec<String> {
-    mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(unescape)
-        .collect()
-}
-
 /// Whether `path` (absolute, canonical) is a mountpoint now.
 pub fn is_mounted(path: &Path) -> anyhow::Result<bool> {
-    let text =
-        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    let wanted = path.to_string_lossy();
-    Ok(mountpoints(&text).iter().any(|m| *m == wanted))
+    mount_table::is_mount_point(path).context("reading /proc/self/mountinfo")
 }
 
 /// Detaches `path` (`umount2(MNT_DETACH)`) if it is still mounted.
@@ -168,18 +133,4 @@ pub fn make_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
         bail!("{} is already a mountpoint", canonical.display());
     }
     Ok(canonical)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_paths_are_unescaped() {
-        let text = "36 35 98:0 /mnt1 /mnt/my\\040disk rw,noatime master:1 - ext3 /dev/root rw\n\
-                    40 1 0:45 / /tmp/elk/mnt rw,nosuid - fuse.elkfs elkfs rw,user_id=0\n";
-        assert_eq!(mountpoints(text), vec!["/mnt/my disk", "/tmp/elk/mnt"]);
-        assert_eq!(unescape("a\\134b"), "a\\b");
-        assert_eq!(unescape("trailing\\04"), "trailing\\04");
-    }
 }

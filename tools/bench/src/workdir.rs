@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::mountpoint;
-
 /// Subdirectories kept after a failed run.
 const KEPT_ON_FAILURE: [&str; 2] = ["logs", "etc"];
 
@@ -52,10 +50,10 @@ impl WorkDir {
     }
 
     fn still_mounted(&self) -> bool {
-        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        mountpoint::mountpoints(&text)
+        elkfs_common::mount_table::read()
+            .unwrap_or_default()
             .iter()
-            .any(|m| Path::new(m).starts_with(&self.path))
+            .any(|m| m.mount_point.starts_with(&self.path))
     }
 
     fn remove_data(&self) -> std::io::Result<()> {
