@@ -422,6 +422,17 @@ async fn serve(
             let entries = meta.read(move |s| s.read_dir(inode, after, limit)).await?;
             Ok(MasterReply::Entries(entries))
         }
+        MasterRequest::ReadDirPlus {
+            inode,
+            after,
+            limit,
+        } => {
+            let limit = (limit as usize).clamp(1, MAX_DIR_PAGE);
+            let entries = meta
+                .read(move |s| s.read_dir_plus(inode, after, limit))
+                .await?;
+            Ok(MasterReply::EntriesPlus(entries))
+        }
         MasterRequest::StatFs => {
             let totals = state.cluster.totals();
             let inodes = meta.read(|s| s.inode_count().map_err(Into::into)).await?;

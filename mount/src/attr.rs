@@ -87,6 +87,28 @@ pub fn file_attr(map: &InodeMap, attr: &Attr) -> FileAttr {
     }
 }
 
+/// Attributes for the `.` and `..` entries of a READDIRPLUS answer, whose attributes the
+/// kernel does not use.
+pub fn placeholder_dir(ino: INodeNo) -> FileAttr {
+    FileAttr {
+        ino,
+        size: 0,
+        blocks: 0,
+        atime: std::time::UNIX_EPOCH,
+        mtime: std::time::UNIX_EPOCH,
+        ctime: std::time::UNIX_EPOCH,
+        crtime: std::time::UNIX_EPOCH,
+        kind: FileType::Directory,
+        perm: 0o755,
+        nlink: 2,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: IO_BLOCK,
+        flags: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,12 +14,13 @@ use elkfs_proto::types::{Caller, SetAttr, TimeSet, Timestamp};
 use fuser::{
     BsdFileFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 
 use crate::attr::{self, InodeMap, kind_of_mode};
+use crate::open_dirs;
 use crate::ops::Ops;
 use crate::view::View;
 
@@ -142,6 +143,16 @@ impl Filesystem for ElkFs {
         }
         // The kernel enforces POSIX ACLs; new inodes inherit default ACLs in the master, which
         // therefore gets the umask unapplied.
+        // `ls -l` gets names and attributes in one request per page; a plain `ls` or `find`
+        // gets names only after the first page (the kernel decides, by whether the names are
+        // looked at).
+        let plus = InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO;
+        if let Err(missing) = config.add_capabilities(plus) {
+            tracing::warn!(
+                ?missing,
+                "the kernel cannot list directories with attributes"
+            );
+        }
         let acls = InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK;
         if let Err(missing) = config.add_capabilities(acls) {
             tracing::warn!(
@@ -553,7 +564,7 @@ impl Filesystem for ElkFs {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.spawn(|ops, view| async move {
             match ops.opendir(view.map.to_elk(ino)).await {
-                Ok(()) => reply.opened(FileHandle(0), FopenFlags::empty()),
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(e),
             }
         });
@@ -563,11 +574,11 @@ impl Filesystem for ElkFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        if let Some(close) = self.ops.begin_releasedir(self.view.map.to_elk(ino)) {
+        if let Some(close) = self.ops.begin_releasedir(self.view.map.to_elk(ino), fh.0) {
             self.send_close(close);
         }
         reply.ok();
@@ -577,7 +588,7 @@ impl Filesystem for ElkFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
@@ -592,14 +603,73 @@ impl Filesystem for ElkFs {
             if offset < 2 && reply.add(INodeNo(1), 2, fuser::FileType::Directory, "..") {
                 return reply.ok();
             }
-            match ops.readdir(dir, offset.max(2)).await {
-                Ok(entries) => {
-                    for e in entries {
+            let after = offset.max(open_dirs::START);
+            match ops.readdir(dir, fh.0, after, false).await {
+                Ok(page) => {
+                    for listed in page.after(after).unwrap_or_default() {
+                        let e = &listed.entry;
                         let full = reply.add(
                             view.map.to_fuse(e.inode),
                             e.cookie,
                             attr::file_type(e.kind),
                             OsStr::from_bytes(&e.name),
+                        );
+                        if full {
+                            break;
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn readdirplus(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let caller = Self::caller(req);
+        self.spawn(|ops, view| async move {
+            let dir = view.map.to_elk(ino);
+            if offset == 0 {
+                ops.note_access(dir, None);
+            }
+            // The kernel takes only the names of these two, never their attributes.
+            let dots = [(ino, "."), (INodeNo(1), "..")];
+            for (i, (dot_ino, name)) in dots.into_iter().enumerate() {
+                let cookie = i as u64 + 1;
+                let dot = attr::placeholder_dir(dot_ino);
+                if offset < cookie
+                    && reply.add(dot_ino, cookie, name, &Duration::ZERO, &dot, Generation(0))
+                {
+                    return reply.ok();
+                }
+            }
+            let after = offset.max(open_dirs::START);
+            match ops.readdir(dir, fh.0, after, true).await {
+                Ok(page) => {
+                    // What the kernel is told expires when it would have had it been fetched now.
+                    let age = page.fetched().elapsed();
+                    let entry_ttl = view.entry_ttl(dir);
+                    for listed in page.after(after).unwrap_or_default() {
+                        let Some(found) = &listed.attr else {
+                            break;
+                        };
+                        let found = ops.client.with_local_writes(found.clone());
+                        let (shown, attr_ttl) = view.attr(&found, caller);
+                        let ttl = attr_ttl.min(entry_ttl).saturating_sub(age);
+                        let full = reply.add(
+                            view.map.to_fuse(listed.entry.inode),
+                            listed.entry.cookie,
+                            OsStr::from_bytes(&listed.entry.name),
+                            &ttl,
+                            &shown,
+                            Generation(0),
                         );
                         if full {
                             break;
@@ -630,6 +700,9 @@ impl Filesystem for ElkFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if let Some(answer) = self.ops.listxattr_now(self.view.map.to_elk(ino)) {
+            return reply_xattr(reply, size, answer);
+        }
         self.spawn(|ops, view| async move {
             reply_xattr(reply, size, ops.listxattr(view.map.to_elk(ino)).await);
         });

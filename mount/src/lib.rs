@@ -1,12 +1,13 @@
 //! The ElkFS FUSE client: mounts a cluster (or a subdirectory of it) on a local directory.
 
+pub mod absent_xattrs;
 pub mod access_notes;
 pub mod attr;
 pub mod daemon;
 pub mod fs;
 pub mod handles;
 pub mod kernel_mount;
-pub mod no_capabilities;
+pub mod open_dirs;
 pub mod ops;
 pub mod options;
 pub mod readahead;
@@ -149,7 +150,8 @@ fn serve(
         read_only,
         in_flight: Default::default(),
         access_notes: Default::default(),
-        no_capabilities: crate::no_capabilities::NoCapabilities::new(defaults::ATTR_CACHE),
+        absent_xattrs: crate::absent_xattrs::AbsentXattrs::new(defaults::ATTR_CACHE),
+        open_dirs: crate::open_dirs::OpenDirs::new(defaults::ATTR_CACHE),
         tls_ca: spec.tls_ca.clone(),
     });
     // Canonical now: once mounted, resolving the path would ask this very process.

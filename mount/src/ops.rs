@@ -8,12 +8,13 @@ use elkfs_client::Client;
 use elkfs_client::closes::PendingClose;
 use elkfs_client::errno::errno_of;
 use elkfs_proto::master::Lock;
-use elkfs_proto::types::{Attr, Caller, DirEntry, FileKind, FsStats, SetAttr};
+use elkfs_proto::types::{Attr, Caller, FileKind, FsStats, SetAttr};
 use elkfs_proto::{InodeId, Status};
 use fuser::Errno;
 
+use crate::absent_xattrs::{self, AbsentXattrs};
 use crate::handles::{Handles, OpenFile};
-use crate::no_capabilities;
+use crate::open_dirs::{Listed, OpenDirs, Page};
 
 /// A handle being closed: forgotten already, its writes and its master close still to finish.
 pub struct Releasing {
@@ -41,8 +42,10 @@ pub struct Ops {
     pub in_flight: Arc<InFlight>,
     /// Access-time notes on their way to the master.
     pub access_notes: Arc<crate::access_notes::AccessNotes>,
-    /// Files known to have no `security.capability`, which the kernel asks for before writes.
-    pub no_capabilities: crate::no_capabilities::NoCapabilities,
+    /// Extended attributes known to be absent (asked for before writes and by `ls -l`).
+    pub absent_xattrs: AbsentXattrs,
+    /// Open directories and their listings' last pages.
+    pub open_dirs: OpenDirs,
     /// The cluster authority's certificate, when the mount uses TLS (the CLI uses it too).
     pub tls_ca: Option<std::path::PathBuf>,
 }
@@ -235,13 +238,15 @@ impl Ops {
     }
 
     /// Opens a directory (an open directory outlives its removal, like an open file).
-    pub async fn opendir(&self, inode: InodeId) -> Result<()> {
-        self.client.open(inode, false).await.map_err(errno)
+    pub async fn opendir(&self, inode: InodeId) -> Result<u64> {
+        self.client.open(inode, false).await.map_err(errno)?;
+        Ok(self.open_dirs.open())
     }
 
     /// Closes a directory: counts the close at once; the master must still hear of it
     /// ([`Ops::send_close`]).
-    pub fn begin_releasedir(&self, inode: InodeId) -> Option<PendingClose> {
+    pub fn begin_releasedir(&self, inode: InodeId, fh: u64) -> Option<PendingClose> {
+        self.open_dirs.release(fh);
         self.client.master.start_close(inode)
     }
 
@@ -285,7 +290,7 @@ impl Ops {
             .await
             .map_err(errno)?;
         // A new file has no file capabilities (inherited ACLs are other attributes).
-        self.no_capabilities.note(attr.inode);
+        self.absent_xattrs.note_no_capability(attr.inode);
         let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let append = writes && flags & libc::O_APPEND != 0;
         let fh = self.handles.insert(OpenFile {
@@ -472,17 +477,26 @@ impl Ops {
     /// Reads an extended attribute.
     pub async fn getxattr(&self, inode: InodeId, name: &[u8]) -> Result<Vec<u8>> {
         let result = self.client.getxattr(inode, name).await.map_err(errno);
-        if name == no_capabilities::NAME && result == Err(Errno::ENODATA) {
-            self.no_capabilities.note(inode);
+        if name == absent_xattrs::CAPABILITY && result == Err(Errno::ENODATA) {
+            self.absent_xattrs.note_no_capability(inode);
         }
         result
     }
 
-    /// [`Ops::getxattr`]'s answer when it is known without asking: a file known to have no
-    /// `security.capability` (asked for before every write).
+    /// [`Ops::getxattr`]'s answer when it is known without asking: ENODATA for an attribute
+    /// the file is known not to have.
     pub fn getxattr_now(&self, inode: InodeId, name: &[u8]) -> Option<Result<Vec<u8>>> {
-        (name == no_capabilities::NAME && self.no_capabilities.known(inode))
+        self.absent_xattrs
+            .lacks(inode, name)
             .then_some(Err(Errno::ENODATA))
+    }
+
+    /// [`Ops::listxattr`]'s answer when it is known without asking: none for a file known to
+    /// have no extended attribute.
+    pub fn listxattr_now(&self, inode: InodeId) -> Option<Result<Vec<u8>>> {
+        self.absent_xattrs
+            .lacks_all(inode)
+            .then_some(Ok(Vec::new()))
     }
 
     /// Lists extended attribute names, each followed by a NUL byte.
@@ -505,22 +519,22 @@ impl Ops {
         flags: i32,
     ) -> Result<()> {
         self.writable()?;
-        self.no_capabilities.forget(inode);
+        self.absent_xattrs.forget(inode);
         let result = self
             .client
             .setxattr(inode, name, value, flags as u32)
             .await
             .map_err(errno);
-        self.no_capabilities.forget(inode);
+        self.absent_xattrs.forget(inode);
         result
     }
 
     /// Removes an extended attribute.
     pub async fn removexattr(&self, inode: InodeId, name: &[u8]) -> Result<()> {
         self.writable()?;
-        self.no_capabilities.forget(inode);
+        self.absent_xattrs.forget(inode);
         let result = self.client.removexattr(inode, name).await.map_err(errno);
-        self.no_capabilities.forget(inode);
+        self.absent_xattrs.forget(inode);
         result
     }
 
@@ -584,12 +598,57 @@ impl Ops {
         self.client.sync_metadata().await.map_err(errno)
     }
 
-    /// A page of a directory after cookie `after`.
-    pub async fn readdir(&self, inode: InodeId, after: u64) -> Result<Vec<DirEntry>> {
-        self.client
-            .readdir(inode, after, DIR_PAGE)
-            .await
-            .map_err(errno)
+    /// The page of the listing of directory `inode` (open as `fh`) that holds the names after
+    /// cookie `after`: the handle's kept page when it can answer, else a new one from the
+    /// master, with the entries' attributes when `with_attrs` (READDIRPLUS). Files a page with
+    /// attributes shows without extended attributes are noted as such.
+    pub async fn readdir(
+        &self,
+        inode: InodeId,
+        fh: u64,
+        after: u64,
+        with_attrs: bool,
+    ) -> Result<Arc<Page>> {
+        let changes = self.client.master.changes();
+        if let Some(page) = self.open_dirs.page_for(fh, after, with_attrs, changes) {
+            return Ok(page);
+        }
+        let fetched = std::time::Instant::now();
+        let entries: Vec<Listed> = if with_attrs {
+            let entries = self.client.readdir_plus(inode, after, DIR_PAGE).await;
+            let entries = entries.map_err(errno)?;
+            for e in entries.iter().filter(|e| !e.has_xattrs) {
+                self.absent_xattrs.note_none_since(e.entry.inode, fetched);
+            }
+            entries
+                .into_iter()
+                .map(|e| Listed {
+                    entry: e.entry,
+                    attr: Some(e.attr),
+                    has_xattrs: e.has_xattrs,
+                })
+                .collect()
+        } else {
+            let entries = self.client.readdir(inode, after, DIR_PAGE).await;
+            entries
+                .map_err(errno)?
+                .into_iter()
+                .map(|entry| Listed {
+                    entry,
+                    attr: None,
+                    has_xattrs: false,
+                })
+                .collect()
+        };
+        let page = Arc::new(Page::new(
+            after,
+            entries,
+            DIR_PAGE as usize,
+            with_attrs,
+            (fetched, changes),
+        ));
+        self.open_dirs.keep(fh, page.clone());
+        Ok(page)
     }
 
     /// Space and inode counts.

@@ -17,6 +17,7 @@ mod caching;
 mod differential;
 mod file_io;
 mod links_and_nodes;
+mod listings;
 mod locks;
 mod mount_options;
 mod mount_signals;

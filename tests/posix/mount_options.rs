@@ -113,5 +113,8 @@ fn the_kernel_reads_ahead_as_far_as_the_mount_says() {
     std::fs::write(cluster.mount_path(0).join("f"), &data).unwrap();
     let i = cluster.add_mount(None, "readahead_kb=2048");
     assert_eq!(readahead_kb(cluster.mount_path(i)), 2048);
-    assert_eq!(std::fs::read(cluster.mount_path(i).join("f")).unwrap(), data);
+    assert_eq!(
+        std::fs::read(cluster.mount_path(i).join("f")).unwrap(),
+        data
+    );
 }

@@ -99,6 +99,8 @@ pub struct MasterClient {
     /// This process's id for numbered requests, and the next number.
     client_id: u64,
     next_seq: std::sync::atomic::AtomicU64,
+    /// Requests that may have changed something, counted when answered.
+    changes: std::sync::atomic::AtomicU64,
 }
 
 impl MasterClient {
@@ -145,6 +147,7 @@ impl MasterClient {
             closes: Arc::default(),
             client_id: client_id(),
             next_seq: std::sync::atomic::AtomicU64::new(1),
+            changes: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -172,6 +175,22 @@ impl MasterClient {
     /// must not happen twice are numbered, so a retry after a lost reply is answered, not
     /// repeated.
     pub async fn request(&self, request: &MasterRequest) -> Result<MasterReply, Status> {
+        let reply = self.send(request).await;
+        if !reads_only(request) {
+            self.changes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        reply
+    }
+
+    /// How many requests that may have changed metadata this client has had answered (or
+    /// given up on). Something fetched while this stayed the same reflects every change this
+    /// client made before it.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn send(&self, request: &MasterRequest) -> Result<MasterReply, Status> {
         let mut tagged = must_not_repeat(request).then(|| MasterRequest::Tagged {
             client: self.client_id,
             seq: self
@@ -329,6 +348,37 @@ impl MasterClient {
 }
 
 /// Whether repeating a request after a lost reply would fail or change something twice.
+/// Whether a request changes no attribute, name or extended attribute in the namespace.
+fn reads_only(request: &MasterRequest) -> bool {
+    matches!(
+        request,
+        MasterRequest::OpenSession { .. }
+            | MasterRequest::Lookup { .. }
+            | MasterRequest::GetAttr { .. }
+            | MasterRequest::ReadLink { .. }
+            | MasterRequest::ReadDir { .. }
+            | MasterRequest::ReadDirPlus { .. }
+            | MasterRequest::StatFs
+            | MasterRequest::ReadChunk { .. }
+            | MasterRequest::Fsync
+            | MasterRequest::GetXattr { .. }
+            | MasterRequest::ListXattr { .. }
+            | MasterRequest::Open { .. }
+            | MasterRequest::Close { .. }
+            | MasterRequest::Reopen { .. }
+            | MasterRequest::SetLock { .. }
+            | MasterRequest::TestLock { .. }
+            | MasterRequest::ReleaseLocks { .. }
+            | MasterRequest::Access { .. }
+            | MasterRequest::FileInfo { .. }
+            | MasterRequest::DirInfo { .. }
+            | MasterRequest::SummarizeTree { .. }
+            | MasterRequest::TrashList { .. }
+            | MasterRequest::Status
+            | MasterRequest::Challenge
+    )
+}
+
 fn must_not_repeat(request: &MasterRequest) -> bool {
     matches!(
         request,

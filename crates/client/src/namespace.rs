@@ -1,7 +1,7 @@
 //! Namespace operations as typed calls on the master session.
 
 use elkfs_proto::master::{Change, Lock, LockKind, MasterReply, MasterRequest, TreeAttr};
-use elkfs_proto::types::{Attr, Caller, DirEntry, FileKind, FsStats, SetAttr};
+use elkfs_proto::types::{Attr, Caller, DirEntry, DirEntryPlus, FileKind, FsStats, SetAttr};
 use elkfs_proto::{InodeId, Status};
 
 use crate::Client;
@@ -50,7 +50,18 @@ impl Client {
             parent,
             name: name.to_vec(),
         };
-        attr(self.master.request(&request).await?)
+        Ok(self.with_local_writes(attr(self.master.request(&request).await?)?))
+    }
+
+    /// `attr` as the master sent it, with the length this client has written to the file but
+    /// not yet reported (the kernel must not be told a shorter file than it wrote).
+    pub fn with_local_writes(&self, mut attr: Attr) -> Attr {
+        if let Some(w) = self.writer_if_open(attr.inode)
+            && w.is_busy()
+        {
+            attr.size = attr.size.max(w.written_end());
+        }
+        attr
     }
 
     /// Attributes of `inode`, with the length this client has written but not yet reported.
@@ -58,17 +69,12 @@ impl Client {
         if let Some(a) = self.getattr_now(inode) {
             return Ok(a);
         }
-        let mut a = attr(
+        let a = attr(
             self.master
                 .request(&MasterRequest::GetAttr { inode })
                 .await?,
         )?;
-        if let Some(w) = self.writer_if_open(inode)
-            && w.is_busy()
-        {
-            a.size = a.size.max(w.written_end());
-        }
-        Ok(a)
+        Ok(self.with_local_writes(a))
     }
 
     /// [`Client::getattr`]'s answer when the master just sent the attributes with another reply
@@ -308,6 +314,24 @@ impl Client {
         };
         match self.master.request(&request).await? {
             MasterReply::Entries(e) => Ok(e),
+            _ => Err(Status::Protocol),
+        }
+    }
+
+    /// A page of a directory listing after cookie `after`, with each entry's attributes.
+    pub async fn readdir_plus(
+        &self,
+        inode: InodeId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<DirEntryPlus>, Status> {
+        let request = MasterRequest::ReadDirPlus {
+            inode,
+            after,
+            limit,
+        };
+        match self.master.request(&request).await? {
+            MasterReply::EntriesPlus(e) => Ok(e),
             _ => Err(Status::Protocol),
         }
     }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use elkfs_proto::types::{Attr, DirEntry, FileKind, Timestamp};
+use elkfs_proto::types::{Attr, DirEntry, DirEntryPlus, FileKind, Timestamp};
 use elkfs_proto::{ChunkId, ChunkVersion, InodeId, MetaVersion, Status};
 
 use crate::changelog::{self, Changelog};
@@ -315,6 +315,33 @@ impl MetaStore {
                     inode: rec.inode,
                     kind: rec.kind,
                     cookie,
+                })
+            })
+            .collect()
+    }
+
+    /// Like [`MetaStore::read_dir`], with each entry's attributes and whether it has any
+    /// extended attribute.
+    pub fn read_dir_plus(
+        &self,
+        inode: InodeId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<DirEntryPlus>, ExecError> {
+        let entries = self.read_dir(inode, after, limit)?;
+        let txn = self.txn();
+        entries
+            .into_iter()
+            .map(|entry| {
+                let attr = namespace::inode_of(&txn, entry.inode)?.attr(entry.inode);
+                let has_xattrs = !self
+                    .kv
+                    .scan(&keys::xattr_prefix(entry.inode), None, 1)?
+                    .is_empty();
+                Ok(DirEntryPlus {
+                    entry,
+                    attr,
+                    has_xattrs,
                 })
             })
             .collect()

@@ -323,6 +323,43 @@ fn listings_resume_after_a_cookie_while_entries_come_and_go() {
 }
 
 #[test]
+fn a_listing_plus_carries_attributes_and_whether_there_are_extended_attributes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let plain = mknod(&store, ROOT, "plain").unwrap();
+    let labelled = mknod(&store, ROOT, "labelled").unwrap();
+    // The neighbour's attribute must not count for `plain` (keys share a prefix scheme).
+    store
+        .commit(&MetaOp::SetXattr {
+            inode: labelled,
+            name: b"security.selinux".to_vec(),
+            value: b"x".to_vec(),
+            flags: 0,
+            time: t(3),
+        })
+        .unwrap();
+    let listed = store.read_dir_plus(ROOT, 0, 10).unwrap();
+    let shown: Vec<_> = listed
+        .iter()
+        .map(|e| (e.entry.inode, e.attr.inode, e.has_xattrs))
+        .collect();
+    assert_eq!(
+        shown,
+        vec![(plain, plain, false), (labelled, labelled, true)]
+    );
+    assert_eq!(listed[1].attr, store.attr(labelled).unwrap());
+    let rest = store
+        .read_dir_plus(ROOT, listed[0].entry.cookie, 10)
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].entry.name, b"labelled");
+    assert_eq!(
+        refused(store.read_dir_plus(plain, 0, 10)).map(|_| ()),
+        Err(Status::NotDir)
+    );
+}
+
+#[test]
 fn extended_attributes_are_set_listed_replaced_and_removed() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());

@@ -39,7 +39,9 @@ use crate::master::{
 };
 use crate::metalogger::{MlReply, MlRequest, MlResponse};
 use crate::status::Status;
-use crate::types::{Attr, Caller, DirEntry, FileKind, FsStats, SetAttr, TimeSet, Timestamp};
+use crate::types::{
+    Attr, Caller, DirEntry, DirEntryPlus, FileKind, FsStats, SetAttr, TimeSet, Timestamp,
+};
 use crate::{
     DATA_LIMITS, MASTER_CHUNKSERVER_LIMITS, MASTER_CLIENT_LIMITS, MASTER_METALOGGER_LIMITS,
 };
@@ -273,6 +275,11 @@ fn master_requests() -> Vec<MasterRequest> {
             after: u64::MAX,
             limit: u32::MAX,
         },
+        MasterRequest::ReadDirPlus {
+            inode,
+            after: 7,
+            limit: 1024,
+        },
         MasterRequest::WriteEnd {
             inode,
             index: 3,
@@ -384,6 +391,16 @@ fn master_responses() -> Vec<MasterResponse> {
             inode: InodeId(9),
             kind: FileKind::Dir,
             cookie: u64::MAX,
+        }])),
+        Ok(MasterReply::EntriesPlus(vec![DirEntryPlus {
+            entry: DirEntry {
+                name: b"y".to_vec(),
+                inode: InodeId(10),
+                kind: FileKind::File,
+                cookie: 12,
+            },
+            attr: attr(),
+            has_xattrs: true,
         }])),
         Ok(MasterReply::Stats(FsStats {
             total_bytes: 1 << 50,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::capability::Capability;
 use crate::ids::{ChunkId, ChunkVersion, InodeId, SessionId};
 use crate::status::Status;
-use crate::types::{Attr, Caller, DirEntry, FileKind, FsStats, SetAttr};
+use crate::types::{Attr, Caller, DirEntry, DirEntryPlus, FileKind, FsStats, SetAttr};
 
 /// A request from a client to the master.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -350,6 +350,16 @@ pub enum MasterRequest {
     },
     /// Asks for a fresh nonce for this connection, to prove a password with at `OpenSession`.
     Challenge,
+    /// Like [`MasterRequest::ReadDir`], with each entry's attributes, so that `ls -l` needs no
+    /// lookup per name (the kernel's READDIRPLUS).
+    ReadDirPlus {
+        /// The directory.
+        inode: InodeId,
+        /// Cookie of the last entry already seen.
+        after: u64,
+        /// Most entries to return.
+        limit: u32,
+    },
 }
 
 /// An attribute the CLI reads or changes on whole trees.
@@ -495,6 +505,8 @@ pub enum MasterReply {
         /// Where chunk 0 can be read (`None` for a directory or another kind of inode).
         first_chunk: Option<ReadLocation>,
     },
+    /// The answer to [`MasterRequest::ReadDirPlus`].
+    EntriesPlus(Vec<DirEntryPlus>),
 }
 
 /// Where chunk data can be read.

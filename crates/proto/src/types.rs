@@ -150,6 +150,18 @@ pub struct DirEntry {
     pub cookie: u64,
 }
 
+/// One name in a directory listing with what `ls -l` asks about it next.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntryPlus {
+    /// The name, inode, kind and position.
+    pub entry: DirEntry,
+    /// The inode's attributes.
+    pub attr: Attr,
+    /// Whether the inode has any extended attribute (ACLs included); without any, a client
+    /// can answer questions for one (`ls -l` asks for ACLs and SELinux labels) itself.
+    pub has_xattrs: bool,
+}
+
 /// What a `setattr` changes; `None` leaves a field alone.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetAttr {
