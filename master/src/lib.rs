@@ -20,6 +20,7 @@ pub mod session_rules;
 pub mod snapshot;
 pub mod state;
 pub mod trash;
+pub mod trash_schedule;
 pub mod tree;
 
 use std::path::PathBuf;

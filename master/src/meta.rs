@@ -18,6 +18,8 @@ pub struct Meta {
     committed: Arc<tokio::sync::watch::Sender<u64>>,
     durable: Arc<GroupSync>,
     sync_commit: bool,
+    /// When the files moved to the trash are due (the trash worker's schedule).
+    pub trash_due: Arc<crate::trash_schedule::TrashSchedule>,
 }
 
 /// Group commit: one changelog fsync at a time, and everyone waiting for a version that the
@@ -51,6 +53,7 @@ impl Meta {
             committed: Arc::new(tokio::sync::watch::channel(version).0),
             durable: Arc::new(GroupSync::default()),
             sync_commit,
+            trash_due: Arc::default(),
         }
     }
 
@@ -66,7 +69,8 @@ impl Meta {
                     .map_err(to_status)
             }
         };
-        if let Ok((version, _)) = &result {
+        if let Ok((version, outcome)) = &result {
+            self.trash_due.add(&outcome.trashed);
             self.committed.send_if_modified(|v| {
                 let newer = version.0 > *v;
                 *v = (*v).max(version.0);

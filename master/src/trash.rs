@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use elkfs_common::worker::{Worker, WorkerState};
 use elkfs_metastore::MetaOp;
+use elkfs_metastore::namespace::trash_expiry;
 use elkfs_proto::info::TrashEntry;
 use elkfs_proto::master::{MasterReply, MasterResponse};
 use elkfs_proto::types::{Caller, Timestamp};
@@ -30,10 +31,7 @@ pub async fn list(state: &MasterState, _caller: Caller) -> Result<Vec<TrashEntry
             inode: attr.inode,
             path: String::from_utf8_lossy(&record.path).into_owned(),
             deleted: record.deleted,
-            expires: Timestamp {
-                secs: record.deleted.secs.saturating_add(attr.trash_time as i64),
-                nanos: record.deleted.nanos,
-            },
+            expires: trash_expiry(record.deleted, attr.trash_time),
             length: attr.size,
         })
         .collect())
@@ -81,11 +79,12 @@ pub async fn purge(state: &MasterState, inode: Option<InodeId>, caller: Caller) 
     Ok(MasterReply::Done)
 }
 
-/// Purges files whose trash time has passed.
+/// Purges files whose trash time has passed: those the schedule says are due, each checked
+/// against the metadata first. The schedule is filled from the whole trash once, at start.
 pub struct TrashWorker {
     state: Arc<MasterState>,
     purged: u64,
-    waiting: usize,
+    loaded: bool,
 }
 
 impl TrashWorker {
@@ -94,8 +93,17 @@ impl TrashWorker {
         TrashWorker {
             state,
             purged: 0,
-            waiting: 0,
+            loaded: false,
         }
+    }
+
+    /// Schedules every file in the trash now.
+    async fn load(&mut self) -> Result<(), Status> {
+        let entries = list(&self.state, ROOT).await?;
+        let due: Vec<(InodeId, Timestamp)> = entries.iter().map(|e| (e.inode, e.expires)).collect();
+        self.state.meta.trash_due.add(&due);
+        self.loaded = true;
+        Ok(())
     }
 }
 
@@ -105,19 +113,29 @@ impl Worker for TrashWorker {
     }
 
     async fn work(&mut self) -> WorkerState {
-        let entries = match list(&self.state, ROOT).await {
-            Ok(e) => e,
-            Err(status) => {
-                tracing::warn!(%status, "cannot list the trash");
-                return WorkerState::Idle;
-            }
-        };
+        if !self.loaded
+            && let Err(status) = self.load().await
+        {
+            tracing::warn!(%status, "cannot list the trash");
+            return WorkerState::Idle;
+        }
         let now = Timestamp::now();
-        self.waiting = entries.len();
-        for entry in entries.into_iter().filter(|e| e.expires <= now) {
-            self.state.purge_if_unused(entry.inode).await;
-            self.purged += 1;
-            self.waiting -= 1;
+        let schedule = self.state.meta.trash_due.clone();
+        for inode in schedule.take_due(now) {
+            // Restored, purged or deleted again since it was scheduled?
+            match self.state.meta.read(move |s| s.trash_expiry(inode)).await {
+                Ok(Some(expires)) if expires <= now => {
+                    self.state.purge_if_unused(inode).await;
+                    self.purged += 1;
+                }
+                Ok(Some(expires)) => schedule.add(&[(inode, expires)]),
+                Ok(None) | Err(Status::NotFound) => {}
+                Err(status) => {
+                    tracing::warn!(%inode, %status, "cannot check a file in the trash");
+                    schedule.add(&[(inode, now)]);
+                    return WorkerState::Idle;
+                }
+            }
         }
         WorkerState::Idle
     }
@@ -129,7 +147,8 @@ impl Worker for TrashWorker {
     fn status(&self) -> String {
         format!(
             "{} files in the trash, {} purged",
-            self.waiting, self.purged
+            self.state.meta.trash_due.len(),
+            self.purged
         )
     }
 }

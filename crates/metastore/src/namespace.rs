@@ -51,6 +51,8 @@ pub struct Outcome {
     pub freed_chunks: Vec<(ChunkId, ChunkVersion)>,
     /// Files that lost their last name: they are purged once nobody has them open.
     pub unlinked: Vec<InodeId>,
+    /// Files moved to the trash, with when their trash time is up.
+    pub trashed: Vec<(InodeId, Timestamp)>,
 }
 
 impl Outcome {
@@ -761,6 +763,9 @@ fn release_link(
                     deleted: time,
                 },
             )?;
+            outcome
+                .trashed
+                .push((inode, trash_expiry(time, rec.trash_time)));
         } else {
             // Kept until the master purges it: an open file stays readable and writable.
             txn.put(keys::unlinked(inode), &time)?;
@@ -768,6 +773,14 @@ fn release_link(
         }
     }
     Ok(())
+}
+
+/// When the trash time of a file deleted at `deleted` is up.
+pub fn trash_expiry(deleted: Timestamp, trash_time: u32) -> Timestamp {
+    Timestamp {
+        secs: deleted.secs.saturating_add(i64::from(trash_time)),
+        nanos: deleted.nanos,
+    }
 }
 
 /// The path of a directory from the root (`/` for the root).

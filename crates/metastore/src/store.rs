@@ -461,6 +461,19 @@ impl MetaStore {
         Ok(out)
     }
 
+    /// When the trash time of `inode` is up, if it is in the trash.
+    pub fn trash_expiry(&self, inode: InodeId) -> Result<Option<Timestamp>, ExecError> {
+        let txn = self.txn();
+        let Some(record) = txn.get::<crate::records::TrashRecord>(&keys::trash(inode))? else {
+            return Ok(None);
+        };
+        let rec = namespace::inode_of(&txn, inode)?;
+        Ok(Some(namespace::trash_expiry(
+            record.deleted,
+            rec.trash_time,
+        )))
+    }
+
     /// What a client's numbered request produced, if it was carried out.
     pub fn request(
         &self,

@@ -429,6 +429,16 @@ fn deleted_files_wait_in_the_trash_and_come_back_to_their_path() {
         outcome.unlinked.is_empty(),
         "a trashed file is not waiting for a purge"
     );
+    let due = Timestamp {
+        secs: t(3).secs + 60,
+        nanos: t(3).nanos,
+    };
+    assert_eq!(
+        outcome.trashed,
+        vec![(f, due)],
+        "the change says when it is due"
+    );
+    assert_eq!(store.trash_expiry(f).unwrap(), Some(due));
     for (parent, name) in [(d, "e"), (ROOT, "d")] {
         store
             .commit(&MetaOp::Rmdir {
@@ -452,6 +462,7 @@ fn deleted_files_wait_in_the_trash_and_come_back_to_their_path() {
     assert_eq!(store.lookup(e2, b"f").unwrap().inode, f);
     assert_eq!(store.attr(f).unwrap().nlink, 1);
     assert!(store.trash().unwrap().is_empty());
+    assert_eq!(store.trash_expiry(f).unwrap(), None);
 }
 
 #[test]
