@@ -693,7 +693,8 @@ async fn write_chunk(
     }
 }
 
-/// Commits a change and does what it leaves to do: delete freed chunks, purge unlinked files.
+/// Commits a change and does what it leaves to do: delete freed chunks, queue unlinked files
+/// for their purge.
 async fn commit(state: &MasterState, op: MetaOp) -> Result<elkfs_metastore::Outcome, Status> {
     let op = match REQUEST_TAG.try_with(|tag| *tag) {
         Ok((client, seq)) => MetaOp::Tagged {
@@ -708,9 +709,8 @@ async fn commit(state: &MasterState, op: MetaOp) -> Result<elkfs_metastore::Outc
     state
         .chunks
         .delete_freed(std::mem::take(&mut outcome.freed_chunks));
-    for inode in std::mem::take(&mut outcome.unlinked) {
-        state.purge_if_unused(inode).await;
-    }
+    // In the background: the answer need not wait for a second commit.
+    state.purges.push(std::mem::take(&mut outcome.unlinked));
     Ok(outcome)
 }
 

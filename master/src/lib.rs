@@ -14,6 +14,7 @@ pub mod locks;
 pub mod meta;
 pub mod metalogger_service;
 pub mod open_files;
+pub mod purges;
 pub mod replication;
 pub mod requests;
 pub mod session_rules;
@@ -115,6 +116,11 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
         workers.clone(),
         stop.clone(),
     );
+    let purges = worker::spawn(
+        crate::purges::PurgeWorker::new(state.clone()),
+        workers.clone(),
+        stop.clone(),
+    );
     let janitor = worker::spawn(RequestJanitor::new(state.clone()), workers, stop.clone());
 
     let listen = elkfs_common::address::resolve(&config.listen, defaults::MASTER_PORT)?;
@@ -154,6 +160,7 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
     let _ = syncer.await;
     let _ = replication.await;
     let _ = trash.await;
+    let _ = purges.await;
     let _ = janitor.await;
     meta.sync()
         .await

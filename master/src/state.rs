@@ -48,6 +48,8 @@ pub struct MasterState {
     /// Held while deciding a purge and while registering an open, so an open can never slip
     /// between a purge's "nobody has it open" and the purge itself.
     purge_gate: tokio::sync::Mutex<()>,
+    /// Unlinked files the purge worker will purge.
+    pub purges: crate::purges::PurgeQueue,
     next_session: AtomicU64,
     /// The cluster's secret: chunkservers and metaloggers prove they hold it.
     pub cluster_key: ClusterKey,
@@ -79,6 +81,7 @@ impl MasterState {
             workers: WorkerRegistry::default(),
             metaloggers: Metaloggers::default(),
             purge_gate: tokio::sync::Mutex::new(()),
+            purges: Default::default(),
             next_session: AtomicU64::new(1),
             exports: tokio::sync::watch::Sender::new(Arc::new(exports)),
         }
