@@ -121,7 +121,8 @@ impl Worker for TrashWorker {
         }
         let now = Timestamp::now();
         let schedule = self.state.meta.trash_due.clone();
-        for inode in schedule.take_due(now) {
+        let due = schedule.take_due(now);
+        for (i, &inode) in due.iter().enumerate() {
             // Restored, purged or deleted again since it was scheduled?
             match self.state.meta.read(move |s| s.trash_expiry(inode)).await {
                 Ok(Some(expires)) if expires <= now => {
@@ -132,7 +133,9 @@ impl Worker for TrashWorker {
                 Ok(None) | Err(Status::NotFound) => {}
                 Err(status) => {
                     tracing::warn!(%inode, %status, "cannot check a file in the trash");
-                    schedule.add(&[(inode, now)]);
+                    // This one and the rest are tried again at the next round.
+                    let rest: Vec<_> = due[i..].iter().map(|&inode| (inode, now)).collect();
+                    schedule.add(&rest);
                     return WorkerState::Idle;
                 }
             }

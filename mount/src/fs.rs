@@ -141,8 +141,6 @@ impl Filesystem for ElkFs {
                 "the kernel cannot pass locks to the filesystem; locks stay local to this host"
             );
         }
-        // The kernel enforces POSIX ACLs; new inodes inherit default ACLs in the master, which
-        // therefore gets the umask unapplied.
         // `ls -l` gets names and attributes in one request per page; a plain `ls` or `find`
         // gets names only after the first page (the kernel decides, by whether the names are
         // looked at).
@@ -153,6 +151,8 @@ impl Filesystem for ElkFs {
                 "the kernel cannot list directories with attributes"
             );
         }
+        // The kernel enforces POSIX ACLs; new inodes inherit default ACLs in the master, which
+        // therefore gets the umask unapplied.
         let acls = InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK;
         if let Err(missing) = config.add_capabilities(acls) {
             tracing::warn!(

@@ -203,15 +203,18 @@ fn serve(
             options.push(MountOption::RO);
         }
         config.mount_options = options;
-        if !on_path(FUSERMOUNT) && !on_path("fusermount") {
-            anyhow::bail!(
-                "cannot mount on {}: mounting as a user other than root needs `{FUSERMOUNT}` \
-                 (Debian package fuse3: apt-get install fuse3)",
+        let mut session = match fuser::Session::new(fs, &spec.mount_point, &config) {
+            Ok(session) => session,
+            Err(e) if !fusermount_installed() => anyhow::bail!(
+                "cannot mount on {}: {e}; mounting as a user other than root needs \
+                 `fusermount3` (Debian package fuse3: apt-get install fuse3)",
                 spec.mount_point.display()
-            );
-        }
-        let mut session = fuser::Session::new(fs, &spec.mount_point, &config)
-            .with_context(|| format!("cannot mount on {}", spec.mount_point.display()))?;
+            ),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot mount on {}", spec.mount_point.display()));
+            }
+        };
         let unmounter = session.unmount_callable();
         (session, Unmount::Fuser(unmounter))
     };
@@ -262,16 +265,19 @@ fn set_readahead(mount_point: &std::path::Path, kib: u32, as_root: bool) {
     }
 }
 
-/// The setuid helper through which a user other than root mounts a FUSE filesystem (fuser
-/// also accepts libfuse 2's `fusermount`).
-const FUSERMOUNT: &str = "fusermount3";
-
-/// Whether `program` is an executable file in one of `$PATH`'s directories.
-fn on_path(program: &str) -> bool {
+/// Whether the setuid helper through which a user other than root mounts is there, where fuser
+/// looks for it: `$FUSERMOUNT_PATH`, `fusermount3` or libfuse 2's `fusermount` on `$PATH` or in
+/// `/sbin` and `/bin`.
+fn fusermount_installed() -> bool {
     use std::os::unix::fs::PermissionsExt;
+    if std::env::var_os("FUSERMOUNT_PATH").is_some() {
+        return true;
+    }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).any(|dir| {
-        std::fs::metadata(dir.join(program))
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
+    let dirs = std::env::split_paths(&path).chain(["/sbin".into(), "/bin".into()]);
+    dirs.flat_map(|dir| [dir.join("fusermount3"), dir.join("fusermount")])
+        .any(|helper| {
+            std::fs::metadata(helper)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }

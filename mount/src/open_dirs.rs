@@ -24,8 +24,6 @@ pub struct Listed {
     pub entry: DirEntry,
     /// The inode's attributes (pages fetched with attributes only).
     pub attr: Option<Attr>,
-    /// Whether the inode has extended attributes (meaningful with `attr` only).
-    pub has_xattrs: bool,
 }
 
 /// A page of a listing as the master sent it.
@@ -155,7 +153,6 @@ mod tests {
                 cookie,
             },
             attr: None,
-            has_xattrs: false,
         }
     }
 

@@ -617,15 +617,18 @@ impl Ops {
         let entries: Vec<Listed> = if with_attrs {
             let entries = self.client.readdir_plus(inode, after, DIR_PAGE).await;
             let entries = entries.map_err(errno)?;
-            for e in entries.iter().filter(|e| !e.has_xattrs) {
-                self.absent_xattrs.note_none_since(e.entry.inode, fetched);
+            // Not when an attribute was set through this mount while the page was on its way:
+            // the page may predate it.
+            if self.client.master.changes() == changes {
+                for e in entries.iter().filter(|e| !e.has_xattrs) {
+                    self.absent_xattrs.note_none_since(e.entry.inode, fetched);
+                }
             }
             entries
                 .into_iter()
                 .map(|e| Listed {
                     entry: e.entry,
                     attr: Some(e.attr),
-                    has_xattrs: e.has_xattrs,
                 })
                 .collect()
         } else {
@@ -633,11 +636,7 @@ impl Ops {
             entries
                 .map_err(errno)?
                 .into_iter()
-                .map(|entry| Listed {
-                    entry,
-                    attr: None,
-                    has_xattrs: false,
-                })
+                .map(|entry| Listed { entry, attr: None })
                 .collect()
         };
         let page = Arc::new(Page::new(
