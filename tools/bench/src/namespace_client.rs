@@ -5,9 +5,10 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use elkfs_client::master::MasterClient;
-use elkfs_proto::master::{MasterReply, MasterRequest};
+use std::sync::Arc;
+
+use anyhow::Context;
+use elkfs_client::{Client, ClientConfig};
 use elkfs_proto::types::{Caller, FileKind};
 use elkfs_proto::{InodeId, Status};
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -78,7 +79,7 @@ pub struct Lookups {
 /// A session with one master, and the runtime it runs on.
 pub struct NamespaceClient {
     runtime: tokio::runtime::Runtime,
-    client: MasterClient,
+    client: Arc<Client>,
 }
 
 impl NamespaceClient {
@@ -86,12 +87,7 @@ impl NamespaceClient {
     pub fn connect(addr: &str) -> anyhow::Result<Self> {
         let runtime = runtime()?;
         let client = runtime
-            .block_on(MasterClient::connect(
-                addr,
-                "/",
-                SESSION_NAME,
-                REQUEST_TIMEOUT,
-            ))
+            .block_on(connect(addr, REQUEST_TIMEOUT))
             .with_context(|| format!("opening a session with the ElkFS master at {addr}"))?;
         Ok(NamespaceClient { runtime, client })
     }
@@ -134,21 +130,19 @@ impl NamespaceClient {
                         .get(tree.dir_of(i))
                         .with_context(|| format!("no directory for file {i}"))?;
                     let name = tree.file_name(i);
-                    let request = MasterRequest::Mknod {
-                        parent,
-                        name: name.clone().into_bytes(),
-                        kind: FileKind::File,
-                        mode: 0o644,
-                        umask: 0o022,
-                        rdev: 0,
-                        caller: ROOT,
-                        open: false,
-                    };
-                    match client.request(&request).await {
-                        Ok(MasterReply::Attr(_)) => Ok(()),
-                        Ok(other) => bail!("creating {name}: unexpected reply {other:?}"),
-                        Err(status) => bail!("creating {name} in {parent:?}: {status}"),
-                    }
+                    client
+                        .mknod(
+                            parent,
+                            name.as_bytes(),
+                            FileKind::File,
+                            0o644,
+                            0o022,
+                            0,
+                            ROOT,
+                        )
+                        .await
+                        .with_context(|| format!("creating {name} in {parent:?}"))?;
+                    Ok(())
                 })
                 .buffer_unordered(IN_FLIGHT)
                 .try_collect::<()>(),
@@ -188,7 +182,7 @@ pub fn probe_lookup(
 ) -> Probe {
     runtime.block_on(async {
         let attempt = async {
-            let client = MasterClient::connect(addr, "/", SESSION_NAME, PROBE_TIMEOUT)
+            let client = connect(addr, PROBE_TIMEOUT)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok::<_, String>(lookup(&client, parent, name).await)
@@ -211,30 +205,29 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-async fn mkdir(client: &MasterClient, parent: InodeId, name: &str) -> anyhow::Result<InodeId> {
-    let request = MasterRequest::Mkdir {
-        parent,
-        name: name.as_bytes().to_vec(),
-        mode: 0o755,
-        umask: 0o022,
-        caller: ROOT,
+/// A session rooted at `/` with the master at `addr`, whose requests wait out an unreachable
+/// master for `timeout`.
+async fn connect(
+    addr: &str,
+    timeout: Duration,
+) -> Result<Arc<Client>, elkfs_client::master::ConnectError> {
+    let config = ClientConfig {
+        master_timeout: timeout,
+        ..ClientConfig::default()
     };
-    match client.request(&request).await {
-        Ok(MasterReply::Attr(attr)) => Ok(attr.inode),
-        Ok(other) => bail!("creating directory {name}: unexpected reply {other:?}"),
-        Err(status) => bail!("creating directory {name}: {status}"),
-    }
+    Client::connect(addr, "/", SESSION_NAME, config).await
 }
 
-async fn lookup(client: &MasterClient, parent: InodeId, name: &str) -> Result<(), Status> {
-    let request = MasterRequest::Lookup {
-        parent,
-        name: name.as_bytes().to_vec(),
-    };
-    match client.request(&request).await? {
-        MasterReply::Attr(_) => Ok(()),
-        _ => Err(Status::Protocol),
-    }
+async fn mkdir(client: &Client, parent: InodeId, name: &str) -> anyhow::Result<InodeId> {
+    let attr = client
+        .mkdir(parent, name.as_bytes(), 0o755, 0o022, ROOT)
+        .await
+        .with_context(|| format!("creating directory {name}"))?;
+    Ok(attr.inode)
+}
+
+async fn lookup(client: &Client, parent: InodeId, name: &str) -> Result<(), Status> {
+    client.lookup(parent, name.as_bytes()).await.map(|_| ())
 }
 
 #[cfg(test)]
