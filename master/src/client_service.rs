@@ -112,10 +112,14 @@ impl Handler<MasterRequest, MasterResponse> for ClientHandler {
             let reply = match request {
                 MasterRequest::Tagged {
                     client,
+                    slot,
                     seq,
                     retry,
                     request,
-                } => serve_tagged(&state, session, peer, (client, seq), retry, *request).await,
+                } => {
+                    let tag = RequestTag { client, slot, seq };
+                    serve_tagged(&state, session, peer, tag, retry, *request).await
+                }
                 request => serve(&state, session, peer, request).await,
             };
             responder.send(&reply, Bytes::new()).await;
@@ -238,9 +242,9 @@ async fn resolve_subdir(state: &MasterState, subdir: &str) -> Result<InodeId, St
 }
 
 tokio::task_local! {
-    /// The client and sequence number of the request being served, when it is a tagged one:
-    /// its change is logged with them, so a retry is recognised.
-    static REQUEST_TAG: (u64, u64);
+    /// The client, request slot and sequence number of the request being served, when it is a
+    /// tagged one: its change is logged with them, so a retry is recognised.
+    static REQUEST_TAG: RequestTag;
 }
 
 /// Serves a change that must not happen twice: a retry of one already made is answered from
@@ -249,10 +253,11 @@ async fn serve_tagged(
     state: &MasterState,
     session: SessionId,
     peer: SocketAddr,
-    (client, seq): (u64, u64),
+    tag: RequestTag,
     retry: bool,
     request: MasterRequest,
 ) -> MasterResponse {
+    let RequestTag { client, slot, seq } = tag;
     if matches!(request, MasterRequest::Tagged { .. }) {
         return Err(Status::Invalid);
     }
@@ -260,13 +265,18 @@ async fn serve_tagged(
         true => {
             state
                 .meta
-                .read(move |s| s.request(client, seq).map_err(Into::into))
+                .read(move |s| s.request(client, slot, seq).map_err(Into::into))
                 .await?
         }
         false => None,
     };
     if let Some(record) = done {
-        tracing::debug!(client, seq, "answering a retried request from its record");
+        tracing::debug!(
+            client,
+            slot,
+            seq,
+            "answering a retried request from its record"
+        );
         return match record.inode {
             Some(inode) => Ok(MasterReply::Attr(
                 state.meta.read(move |s| s.attr(inode)).await?,
@@ -275,8 +285,16 @@ async fn serve_tagged(
         };
     }
     REQUEST_TAG
-        .scope((client, seq), serve(state, session, peer, request))
+        .scope(tag, serve(state, session, peer, request))
         .await
+}
+
+/// Who sent a numbered request, in which of its slots, and its number.
+#[derive(Clone, Copy, Debug)]
+struct RequestTag {
+    client: u64,
+    slot: u16,
+    seq: u64,
 }
 
 async fn serve(
@@ -697,8 +715,9 @@ async fn write_chunk(
 /// for their purge.
 async fn commit(state: &MasterState, op: MetaOp) -> Result<elkfs_metastore::Outcome, Status> {
     let op = match REQUEST_TAG.try_with(|tag| *tag) {
-        Ok((client, seq)) => MetaOp::Tagged {
+        Ok(RequestTag { client, slot, seq }) => MetaOp::TaggedInSlot {
             client,
+            slot,
             seq,
             time: Timestamp::now(),
             op: Box::new(op),

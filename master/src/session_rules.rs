@@ -16,12 +16,14 @@ pub fn apply(options: &ExportOptions, request: MasterRequest) -> Result<MasterRe
     let mut request = match request {
         MasterRequest::Tagged {
             client,
+            slot,
             seq,
             retry,
             request,
         } => {
             return Ok(MasterRequest::Tagged {
                 client,
+                slot,
                 seq,
                 retry,
                 request: Box::new(apply(options, *request)?),
@@ -149,6 +151,7 @@ mod tests {
         assert_eq!(apply(&ro, mkdir(5)).unwrap_err(), Status::ReadOnly);
         let tagged = MasterRequest::Tagged {
             client: 1,
+            slot: 0,
             seq: 1,
             retry: false,
             request: Box::new(mkdir(5)),
@@ -172,6 +175,7 @@ mod tests {
         mapped.mapall = Some((1000, None));
         let tagged = MasterRequest::Tagged {
             client: 1,
+            slot: 0,
             seq: 1,
             retry: false,
             request: Box::new(mkdir(5)),

@@ -357,6 +357,7 @@ fn nested_tagged_header(depth: usize) -> Vec<u8> {
     let inner = codec::encode(&MasterRequest::StatFs).expect("encoding");
     let once = codec::encode(&MasterRequest::Tagged {
         client: 0,
+        slot: 0,
         seq: 0,
         retry: false,
         request: Box::new(MasterRequest::StatFs),
@@ -1244,11 +1245,13 @@ fn master_request(t: &Targets, rng: &mut StdRng) -> MasterRequest {
         39 => R::Status,
         40 => R::Tagged {
             client: rng.random_range(0..4),
+            slot: rng.random_range(0..4),
             seq: rng.random_range(0..100),
             retry: rng.random(),
             request: Box::new(match rng.random_range(0..4) {
                 0 => R::Tagged {
                     client: 0,
+                    slot: 0,
                     seq: 0,
                     retry: false,
                     request: Box::new(R::StatFs),

@@ -7,4 +7,5 @@
 
 mod master_crash;
 mod metalogger;
+mod numbered_requests;
 mod unlogged_bump;

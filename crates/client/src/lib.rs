@@ -10,6 +10,7 @@ pub mod mount_info;
 pub mod namespace;
 pub mod ranges;
 pub mod reader;
+pub mod request_slots;
 pub mod writer;
 
 use std::collections::{HashMap, HashSet};

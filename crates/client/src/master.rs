@@ -9,6 +9,7 @@ use std::time::Duration;
 use elkfs_common::defaults;
 
 use crate::closes::{CloseTracker, PendingClose};
+use crate::request_slots::{REQUEST_SLOTS, RequestSlots};
 use elkfs_proto::connection::Dialer;
 use elkfs_proto::master::{MasterReply, MasterRequest};
 use elkfs_proto::tls::{ClusterTrust, ServerRole, TlsError};
@@ -96,9 +97,10 @@ pub struct MasterClient {
     reconnecting: tokio::sync::Mutex<()>,
     open_files: Mutex<HashMap<InodeId, u32>>,
     closes: Arc<CloseTracker>,
-    /// This process's id for numbered requests, and the next number.
+    /// This process's id for numbered requests, the next number, and the slots they hold.
     client_id: u64,
     next_seq: std::sync::atomic::AtomicU64,
+    slots: RequestSlots,
     /// Requests that may have changed something, counted when answered.
     changes: std::sync::atomic::AtomicU64,
 }
@@ -147,6 +149,7 @@ impl MasterClient {
             closes: Arc::default(),
             client_id: client_id(),
             next_seq: std::sync::atomic::AtomicU64::new(1),
+            slots: RequestSlots::new(REQUEST_SLOTS),
             changes: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -191,8 +194,14 @@ impl MasterClient {
     }
 
     async fn send(&self, request: &MasterRequest) -> Result<MasterReply, Status> {
-        let mut tagged = must_not_repeat(request).then(|| MasterRequest::Tagged {
+        // Held until the answer or the give-up, through every retry.
+        let slot = match must_not_repeat(request) {
+            true => Some(self.slots.take().await),
+            false => None,
+        };
+        let mut tagged = slot.as_ref().map(|slot| MasterRequest::Tagged {
             client: self.client_id,
+            slot: slot.number(),
             seq: self
                 .next_seq
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed),

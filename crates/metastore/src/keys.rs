@@ -24,8 +24,11 @@ pub const XATTR: u8 = b'x';
 pub const UNLINKED: u8 = b'u';
 /// Deleted files in the trash: `t` + inode.
 pub const TRASH: u8 = b't';
-/// Changes already made for a client's numbered request: `r` + client + sequence number.
+/// Changes already made for a client's numbered request: `r` + client + sequence number
+/// (written only by changelog records from before request slots).
 pub const REQUEST: u8 = b'r';
+/// The last numbered request a client made in one of its request slots: `s` + client + slot.
+pub const REQUEST_SLOT: u8 = b's';
 /// The highest version the master may have handed out for a chunk: `v` + chunk id.
 pub const CHUNK_ISSUED: u8 = b'v';
 
@@ -118,6 +121,13 @@ pub fn unlinked(inode: InodeId) -> Vec<u8> {
 pub fn request(client: u64, seq: u64) -> Vec<u8> {
     let mut k = with_u64(REQUEST, client);
     k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Key recording the last request a client carried out in request slot `slot`.
+pub fn request_slot(client: u64, slot: u16) -> Vec<u8> {
+    let mut k = with_u64(REQUEST_SLOT, client);
+    k.extend_from_slice(&slot.to_be_bytes());
     k
 }
 

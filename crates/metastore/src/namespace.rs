@@ -10,7 +10,7 @@ use crate::acl;
 use crate::keys;
 use crate::op::MetaOp;
 use crate::records::{
-    ChunkRecord, DirentRecord, InodeRecord, OrderRecord, RequestRecord, TrashRecord,
+    ChunkRecord, DirentRecord, InodeRecord, OrderRecord, RequestRecord, SlotRecord, TrashRecord,
 };
 use crate::txn::{ExecError, Txn};
 
@@ -354,7 +354,7 @@ pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
             time,
             op,
         } => {
-            if matches!(**op, MetaOp::Tagged { .. }) {
+            if is_tagged(op) {
                 return Err(Status::Invalid.into());
             }
             let outcome = execute(txn, op)?;
@@ -365,6 +365,33 @@ pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
                     time: *time,
                 },
             )?;
+            Ok(outcome)
+        }
+        MetaOp::TaggedInSlot {
+            client,
+            slot,
+            seq,
+            time,
+            op,
+        } => {
+            if is_tagged(op) {
+                return Err(Status::Invalid.into());
+            }
+            let outcome = execute(txn, op)?;
+            let key = keys::request_slot(*client, *slot);
+            // A request the client gave up on may be carried out after a later one took its
+            // slot: the later one's record stays.
+            let later = txn
+                .get::<SlotRecord>(&key)?
+                .is_some_and(|record| record.seq > *seq);
+            if !later {
+                let record = SlotRecord {
+                    seq: *seq,
+                    inode: outcome.attr.as_ref().map(|a| a.inode),
+                    time: *time,
+                };
+                txn.put(key, &record)?;
+            }
             Ok(outcome)
         }
         MetaOp::ForgetRequests { before } => {
@@ -458,6 +485,11 @@ fn xattr_namespace_supported(name: &[u8]) -> bool {
         || name.starts_with(b"trusted.")
         || name == acl::ACCESS
         || name == acl::DEFAULT
+}
+
+/// Whether `op` is a numbered request's change (which cannot hold another one).
+fn is_tagged(op: &MetaOp) -> bool {
+    matches!(op, MetaOp::Tagged { .. } | MetaOp::TaggedInSlot { .. })
 }
 
 /// Reads an inode or fails with ENOENT.

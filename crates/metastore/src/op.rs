@@ -288,4 +288,18 @@ pub enum MetaOp {
         /// The version about to be handed out.
         version: ChunkVersion,
     },
+    /// A change made for a client's numbered request, remembered in the client's request slot
+    /// (in place of the slot's previous request) so that a retry is not made twice.
+    TaggedInSlot {
+        /// The client process.
+        client: u64,
+        /// The request slot the request holds.
+        slot: u16,
+        /// The request's number.
+        seq: u64,
+        /// When.
+        time: Timestamp,
+        /// The change.
+        op: Box<MetaOp>,
+    },
 }

@@ -124,3 +124,25 @@ pub struct RequestRecord {
     /// When it was carried out (old records are forgotten).
     pub time: elkfs_proto::types::Timestamp,
 }
+
+/// The last numbered request a client carried out in one request slot, to answer a retry of it
+/// the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotRecord {
+    /// The request's number.
+    pub seq: u64,
+    /// The inode the change created or changed, when there is one.
+    pub inode: Option<InodeId>,
+    /// When it was carried out (old records are forgotten).
+    pub time: elkfs_proto::types::Timestamp,
+}
+
+impl SlotRecord {
+    /// What request `seq` produced, as a [`RequestRecord`], if this slot's last request was it.
+    pub fn of(self, seq: u64) -> Option<RequestRecord> {
+        (self.seq == seq).then_some(RequestRecord {
+            inode: self.inode,
+            time: self.time,
+        })
+    }
+}

@@ -1,18 +1,19 @@
-//! Forgetting old request records (`r` keys) a bounded step at a time.
+//! Forgetting old request records a bounded step at a time.
 //!
-//! Records sort by client, then by sequence number, which is close to the order in which they
-//! were carried out (a client has a few requests in flight at once). So the old records of a
-//! client are the first ones under its prefix: they are read from there until the first record
-//! that is not old, and the walk jumps to the next client. At most a few young records per
-//! client are read, and neither the reads nor the removals of one step grow with the number of
-//! records.
+//! Records in request slots (`s` keys) are as many as the requests their clients had in flight
+//! at once, so all of them are read. Records by number (`r` keys, from changelogs written before
+//! request slots) sort by client, then by sequence number, which is close to the order in which
+//! they were carried out. So the old records of a client are the first ones under its prefix:
+//! they are read from there until the first record that is not old, and the walk jumps to the
+//! next client. At most a few young records per client are read. Neither the reads nor the
+//! removals of one step grow with the number of records.
 
 use elkfs_proto::types::Timestamp;
 
 use crate::error::StoreError;
 use crate::keys;
 use crate::kv::{KvStore, Write};
-use crate::records::RequestRecord;
+use crate::records::{RequestRecord, SlotRecord};
 use crate::store::encode_u64;
 use crate::txn::decode_value;
 
@@ -32,10 +33,66 @@ pub struct Expired {
 }
 
 /// Up to `limit` request records carried out before `before`, looking at the keys after
+/// `after` (all of them when `None`): records by number first, then records in slots.
+pub fn expired(
+    kv: &dyn KvStore,
+    before: Timestamp,
+    after: Option<Vec<u8>>,
+    limit: usize,
+) -> Result<Expired, StoreError> {
+    let in_slots = after
+        .as_ref()
+        .is_some_and(|key| key.first() == Some(&keys::REQUEST_SLOT));
+    let (mut keys, after) = match in_slots {
+        true => (Vec::new(), after),
+        false => {
+            let numbered = expired_numbered(kv, before, after, limit)?;
+            if numbered.resume_after.is_some() {
+                return Ok(numbered);
+            }
+            (numbered.keys, None)
+        }
+    };
+    let resume_after = expired_in_slots(kv, before, after, limit, &mut keys)?;
+    Ok(Expired { keys, resume_after })
+}
+
+/// Adds to `keys` the records in slots carried out before `before`, after the key `after`,
+/// until `keys` holds `limit`; returns where to go on from then (`None`: all were seen).
+fn expired_in_slots(
+    kv: &dyn KvStore,
+    before: Timestamp,
+    mut after: Option<Vec<u8>>,
+    limit: usize,
+    keys: &mut Vec<Vec<u8>>,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    if keys.len() >= limit {
+        // The prefix alone sorts before every record in a slot.
+        return Ok(Some(after.unwrap_or_else(|| vec![keys::REQUEST_SLOT])));
+    }
+    loop {
+        let rows = kv.scan(&[keys::REQUEST_SLOT], after.as_deref(), FORGET_STEP)?;
+        for (key, value) in &rows {
+            let record: SlotRecord = decode_value(key, value)?;
+            if record.time < before {
+                keys.push(key.clone());
+                if keys.len() >= limit {
+                    return Ok(Some(key.clone()));
+                }
+            }
+        }
+        match rows.last() {
+            Some((last, _)) if rows.len() == FORGET_STEP => after = Some(last.clone()),
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// Up to `limit` records by number carried out before `before`, looking at the keys after
 /// `after` (all of them when `None`). Within a client, the walk stops at the first record that
 /// is not old: one that went out of order behind it is found by a later pass, once that one is
 /// old too.
-pub fn expired(
+fn expired_numbered(
     kv: &dyn KvStore,
     before: Timestamp,
     after: Option<Vec<u8>>,
@@ -167,5 +224,56 @@ mod tests {
                 .keys
                 .is_empty()
         );
+    }
+
+    fn slot_record(kv: &MemKv, client: u64, slot: u16, seq: u64, secs: i64) {
+        let value = elkfs_proto::codec::encode(&SlotRecord {
+            seq,
+            inode: None,
+            time: at(secs),
+        })
+        .unwrap();
+        kv.apply(vec![(keys::request_slot(client, slot), Some(value))])
+            .unwrap();
+    }
+
+    #[test]
+    fn old_records_in_slots_are_found_after_the_numbered_ones_in_any_steps() {
+        let kv = MemKv::default();
+        for seq in 0..3 {
+            record(&kv, 1, seq, 10);
+        }
+        // Slots are reused in any order: old and young records mix within a client.
+        for slot in 0..10u16 {
+            slot_record(
+                &kv,
+                1,
+                slot,
+                100 + u64::from(slot),
+                if slot % 2 == 0 { 10 } else { 50 },
+            );
+        }
+        slot_record(&kv, 2, 0, 7, 20);
+        slot_record(&kv, 2, 1, 8, 40);
+        let mut expected: Vec<Vec<u8>> = (0..3).map(|s| keys::request(1, s)).collect();
+        expected.extend((0..10).step_by(2).map(|slot| keys::request_slot(1, slot)));
+        expected.push(keys::request_slot(2, 0));
+        let all = expired(&kv, at(30), None, usize::MAX).unwrap();
+        assert_eq!(all.keys, expected);
+        assert_eq!(all.resume_after, None);
+        for step in [1, 2, 3, 4, 9] {
+            let mut found = Vec::new();
+            let mut after = None;
+            loop {
+                let part = expired(&kv, at(30), after, step).unwrap();
+                assert!(part.keys.len() <= step);
+                found.extend(part.keys);
+                match part.resume_after {
+                    Some(key) => after = Some(key),
+                    None => break,
+                }
+            }
+            assert_eq!(found, expected, "in steps of {step}");
+        }
     }
 }

@@ -474,8 +474,22 @@ impl MetaStore {
         )))
     }
 
-    /// What a client's numbered request produced, if it was carried out.
+    /// What a client's numbered request `seq`, sent in request slot `slot`, produced, if it was
+    /// carried out.
     pub fn request(
+        &self,
+        client: u64,
+        slot: u16,
+        seq: u64,
+    ) -> Result<Option<crate::records::RequestRecord>, StoreError> {
+        let record: Option<crate::records::SlotRecord> =
+            self.txn().get(&keys::request_slot(client, slot))?;
+        Ok(record.and_then(|r| r.of(seq)))
+    }
+
+    /// The record of a numbered request made before request slots, if it is still kept.
+    #[cfg(test)]
+    pub(crate) fn numbered_request(
         &self,
         client: u64,
         seq: u64,

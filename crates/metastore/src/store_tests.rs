@@ -555,19 +555,64 @@ fn tagged_mknod(store: &MetaStore, client: u64, seq: u64, time: Timestamp) {
             client,
             seq,
             time,
-            op: Box::new(MetaOp::Mknod {
-                parent: ROOT,
-                name: format!("c{client}-{seq}").into_bytes(),
-                kind: FileKind::File,
-                mode: 0o644,
-                umask: 0,
-                uid: 1,
-                gid: 1,
-                rdev: 0,
-                time,
-            }),
+            op: Box::new(mknod_op(ROOT, &format!("c{client}-{seq}"))),
         })
         .unwrap();
+}
+
+fn mknod_in_slot(store: &MetaStore, client: u64, slot: u16, seq: u64, time: Timestamp) -> InodeId {
+    let (_, outcome) = store
+        .commit(&MetaOp::TaggedInSlot {
+            client,
+            slot,
+            seq,
+            time,
+            op: Box::new(mknod_op(ROOT, &format!("s{client}-{seq}"))),
+        })
+        .unwrap();
+    outcome.attr.expect("a new file").inode
+}
+
+/// A slot keeps the record of the last request made in it: a retry of that one is answered
+/// from it, an earlier one is not, and one the client gave up on, carried out late, does not
+/// replace it.
+#[test]
+fn a_request_slot_remembers_its_latest_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let first = mknod_in_slot(&store, 5, 3, 10, t(1));
+    assert_eq!(store.request(5, 3, 10).unwrap().unwrap().inode, Some(first));
+    assert_eq!(store.request(5, 4, 10).unwrap(), None, "another slot");
+    assert_eq!(store.request(6, 3, 10).unwrap(), None, "another client");
+    let second = mknod_in_slot(&store, 5, 3, 12, t(2));
+    assert_eq!(store.request(5, 3, 10).unwrap(), None, "replaced");
+    assert_eq!(
+        store.request(5, 3, 12).unwrap().unwrap().inode,
+        Some(second)
+    );
+    mknod_in_slot(&store, 5, 3, 11, t(3));
+    assert_eq!(store.request(5, 3, 11).unwrap(), None, "a late request");
+    assert_eq!(
+        store.request(5, 3, 12).unwrap().unwrap().inode,
+        Some(second)
+    );
+    let nested = MetaOp::TaggedInSlot {
+        client: 5,
+        slot: 0,
+        seq: 20,
+        time: t(4),
+        op: Box::new(MetaOp::TaggedInSlot {
+            client: 5,
+            slot: 1,
+            seq: 21,
+            time: t(4),
+            op: Box::new(mknod_op(ROOT, "nested")),
+        }),
+    };
+    assert!(
+        store.commit(&nested).is_err(),
+        "a numbered change inside another"
+    );
 }
 
 #[test]
@@ -582,14 +627,22 @@ fn old_request_records_are_forgotten_in_steps_and_replay_ends_the_same() {
         tagged_mknod(&store, 7, seq, t(100));
     }
     tagged_mknod(&store, 9, 0, t(20));
+    for slot in 0..10 {
+        let time = if slot % 3 == 0 { t(100) } else { t(30) };
+        mknod_in_slot(&store, 7, slot, 1_000 + u64::from(slot), time);
+    }
     store
         .commit(&MetaOp::ForgetRequests { before: t(50) })
         .unwrap();
-    assert!(store.request(7, 0).unwrap().is_none());
-    assert!(store.request(7, old - 1).unwrap().is_none());
-    assert!(store.request(9, 0).unwrap().is_none());
-    assert!(store.request(7, old).unwrap().is_some());
-    assert_eq!(store.inode_count().unwrap(), old + 5, "the files stay");
+    for slot in 0..10 {
+        let kept = store.request(7, slot, 1_000 + u64::from(slot)).unwrap();
+        assert_eq!(kept.is_some(), slot % 3 == 0, "slot {slot}");
+    }
+    assert!(store.numbered_request(7, 0).unwrap().is_none());
+    assert!(store.numbered_request(7, old - 1).unwrap().is_none());
+    assert!(store.numbered_request(9, 0).unwrap().is_none());
+    assert!(store.numbered_request(7, old).unwrap().is_some());
+    assert_eq!(store.inode_count().unwrap(), old + 15, "the files stay");
     let version = store.version();
     let state = store.all_pairs();
     drop(store);

@@ -330,6 +330,7 @@ fn master_requests() -> Vec<MasterRequest> {
         },
         MasterRequest::Tagged {
             client: u64::MAX,
+            slot: u16::MAX,
             seq: 9,
             retry: true,
             request: Box::new(mkdir),
@@ -1002,6 +1003,7 @@ fn nested_tagged_header() -> Vec<u8> {
     let inner = codec::encode(&MasterRequest::StatFs).expect("encoding");
     let once = codec::encode(&MasterRequest::Tagged {
         client: 0,
+        slot: 0,
         seq: 0,
         retry: false,
         request: Box::new(MasterRequest::StatFs),

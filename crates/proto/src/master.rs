@@ -328,6 +328,10 @@ pub enum MasterRequest {
     Tagged {
         /// The client process (random, chosen at start).
         client: u64,
+        /// Which of the client's request slots the request holds until it is answered: the
+        /// master keeps one record per slot, so a client's records are as many as the requests
+        /// it ever had in flight at once, not as many as it made.
+        slot: u16,
         /// The request's number in that client.
         seq: u64,
         /// Sent before (the connection failed before the answer came): the master looks for

@@ -1,0 +1,128 @@
+//! A change sent again because its answer was lost must not be made twice: the master answers a
+//! retry from the record it keeps in the client's request slot, also after a SIGKILL and
+//! restart. A slot keeps only its latest request, so a client's records stay as few as the
+//! requests it had in flight at once.
+
+use std::net::SocketAddr;
+
+use elkfs_proto::master::{MasterReply, MasterRequest};
+use elkfs_proto::types::Caller;
+use elkfs_proto::{
+    Hello, InodeId, MASTER_CLIENT_LIMITS, MasterConnection, NoRequests, Role, Status, connection,
+};
+use elkfs_testkit::Cluster;
+
+const CLIENT: u64 = 0x5eed_0001;
+const ROOT: Caller = Caller { uid: 0, gid: 0 };
+
+/// A fresh connection and session rooted at `/`, as a client opens after losing one.
+async fn session(master: SocketAddr) -> MasterConnection {
+    let conn: MasterConnection = connection::connect(
+        master,
+        &Hello::new(Role::Client, "numbered-requests-test"),
+        MASTER_CLIENT_LIMITS,
+        "master",
+        NoRequests,
+    )
+    .await
+    .expect("connecting to the master");
+    let opened = conn
+        .ask(&MasterRequest::OpenSession {
+            subdir: "/".into(),
+            mount_point: "test".into(),
+            proof: None,
+        })
+        .await
+        .expect("asking for a session");
+    assert!(
+        matches!(opened, Ok(MasterReply::Session { .. })),
+        "{opened:?}"
+    );
+    conn
+}
+
+/// `mkdir /NAME` as request `seq` in `slot`, sent for the first time or again.
+fn mkdir(name: &str, slot: u16, seq: u64, retry: bool) -> MasterRequest {
+    MasterRequest::Tagged {
+        client: CLIENT,
+        slot,
+        seq,
+        retry,
+        request: Box::new(MasterRequest::Mkdir {
+            parent: InodeId(1),
+            name: name.as_bytes().to_vec(),
+            mode: 0o755,
+            umask: 0o022,
+            caller: ROOT,
+        }),
+    }
+}
+
+/// The inode a reply names, or the error it carries.
+fn inode_of(reply: Result<MasterReply, Status>) -> Result<InodeId, Status> {
+    match reply? {
+        MasterReply::Entry { attr, .. } | MasterReply::Attr(attr) => Ok(attr.inode),
+        other => panic!("unexpected reply {other:?}"),
+    }
+}
+
+async fn ask(master: SocketAddr, request: &MasterRequest) -> Result<InodeId, Status> {
+    let reply = session(master)
+        .await
+        .ask(request)
+        .await
+        .expect("the master answers");
+    inode_of(reply)
+}
+
+#[test]
+fn a_retried_change_is_answered_from_its_slot_not_made_twice() {
+    let _one = super::master_crash::one_cluster_at_a_time();
+    let mut cluster = Cluster::builder().chunkservers(0).mounts(0).start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let master = cluster.master_addr();
+    let made = runtime
+        .block_on(ask(master, &mkdir("a", 3, 10, false)))
+        .expect("the first mkdir");
+    assert_eq!(
+        runtime.block_on(ask(master, &mkdir("a", 3, 10, true))),
+        Ok(made),
+        "a retry on a new session is answered as the first send was"
+    );
+    // Sent again without the retry mark, the same change is made again: the name is taken.
+    assert_eq!(
+        runtime.block_on(ask(master, &mkdir("a", 3, 10, false))),
+        Err(Status::Exists)
+    );
+
+    cluster.kill_master();
+    cluster.start_master();
+    let master = cluster.master_addr();
+    assert_eq!(
+        runtime.block_on(ask(master, &mkdir("a", 3, 10, true))),
+        Ok(made),
+        "the record survived the SIGKILL"
+    );
+
+    // The slot's next request replaces the record: request 10, retried now, is made again.
+    let b = runtime
+        .block_on(ask(master, &mkdir("b", 3, 11, false)))
+        .expect("mkdir b");
+    assert_ne!(b, made);
+    assert_eq!(
+        runtime.block_on(ask(master, &mkdir("a", 3, 10, true))),
+        Err(Status::Exists)
+    );
+    assert_eq!(
+        runtime.block_on(ask(master, &mkdir("b", 3, 11, true))),
+        Ok(b)
+    );
+    // Another slot of the same client holds no record of it.
+    assert_eq!(
+        runtime.block_on(ask(master, &mkdir("b", 4, 11, true))),
+        Err(Status::Exists)
+    );
+}
