@@ -1,6 +1,7 @@
 //! Everything the master's connection handlers share.
 
 use crate::exports::Exports;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -9,7 +10,8 @@ use std::time::Duration;
 use elkfs_common::worker::WorkerRegistry;
 use elkfs_metastore::MetaOp;
 use elkfs_proto::cluster_key::ClusterKey;
-use elkfs_proto::{InodeId, SessionId};
+use elkfs_proto::types::Timestamp;
+use elkfs_proto::{InodeId, SessionId, Status};
 
 use crate::chunk_ops::ChunkOps;
 use crate::cluster::Cluster;
@@ -48,6 +50,9 @@ pub struct MasterState {
     /// Held while deciding a purge and while registering an open, so an open can never slip
     /// between a purge's "nobody has it open" and the purge itself.
     purge_gate: tokio::sync::Mutex<()>,
+    /// Trashed files purged by hand while open, to purge at their last close although their
+    /// trash time is not up. In memory only: after a restart they wait out their trash time.
+    purge_at_close: std::sync::Mutex<HashSet<InodeId>>,
     /// Unlinked files the purge worker will purge.
     pub purges: crate::purges::PurgeQueue,
     next_session: AtomicU64,
@@ -81,6 +86,7 @@ impl MasterState {
             workers: WorkerRegistry::default(),
             metaloggers: Metaloggers::default(),
             purge_gate: tokio::sync::Mutex::new(()),
+            purge_at_close: Default::default(),
             purges: Default::default(),
             next_session: AtomicU64::new(1),
             exports: tokio::sync::watch::Sender::new(Arc::new(exports)),
@@ -109,15 +115,55 @@ impl MasterState {
 }
 
 impl MasterState {
-    /// Deletes an unlinked file for good unless some session still has it open.
+    /// Deletes a file for good if nothing needs it any more: no session has it open, it has no
+    /// name left, and it is not waiting out its trash time (unless it was purged by hand).
+    /// Called when one of these may have just become true (a close, an unlink, a trash time
+    /// up); a file that still has a name is left alone.
     pub async fn purge_if_unused(&self, inode: InodeId) {
         let _gate = self.purge_gate.lock().await;
         if self.open_files.is_open(inode) {
             return;
         }
+        if !self.lock_purge_at_close().remove(&inode) {
+            let now = Timestamp::now();
+            match self.meta.read(move |s| s.purge_due(inode, now)).await {
+                Ok(true) => {}
+                Ok(false) | Err(Status::NotFound) => return,
+                Err(status) => {
+                    tracing::warn!(%inode, %status, "cannot check whether a file is to be purged");
+                    return;
+                }
+            }
+        }
+        self.purge(inode).await;
+    }
+
+    /// Deletes a trashed file for good, as its owner asked: now, or at its last close while
+    /// some session has it open.
+    pub async fn purge_by_hand(&self, inode: InodeId) {
+        let _gate = self.purge_gate.lock().await;
+        if self.open_files.is_open(inode) {
+            self.lock_purge_at_close().insert(inode);
+            return;
+        }
+        self.purge(inode).await;
+    }
+
+    /// Forgets a purge by hand that waits for a close: the file came back from the trash.
+    pub fn cancel_purge_at_close(&self, inode: InodeId) {
+        self.lock_purge_at_close().remove(&inode);
+    }
+
+    fn lock_purge_at_close(&self) -> std::sync::MutexGuard<'_, HashSet<InodeId>> {
+        self.purge_at_close
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn purge(&self, inode: InodeId) {
         match self.meta.commit(MetaOp::Purge { inode }).await {
             Ok((_, outcome)) => self.chunks.delete_freed(outcome.freed_chunks),
-            Err(elkfs_proto::Status::NotFound) => {}
+            Err(Status::NotFound) => {}
             Err(status) => tracing::warn!(%inode, %status, "cannot purge an unlinked file"),
         }
     }

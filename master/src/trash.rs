@@ -48,6 +48,7 @@ pub async fn restore(state: &MasterState, inode: InodeId, caller: Caller) -> Mas
         time: Timestamp::now(),
     };
     state.meta.commit(op).await?;
+    state.cancel_purge_at_close(inode);
     Ok(MasterReply::Done)
 }
 
@@ -74,7 +75,7 @@ pub async fn purge(state: &MasterState, inode: Option<InodeId>, caller: Caller) 
             .collect(),
     };
     for inode in targets {
-        state.purge_if_unused(inode).await;
+        state.purge_by_hand(inode).await;
     }
     Ok(MasterReply::Done)
 }

@@ -474,6 +474,17 @@ impl MetaStore {
         )))
     }
 
+    /// Whether `inode` is due to be purged once no session has it open: it has no name left
+    /// and is not in the trash, or its trash time was up at `now`.
+    pub fn purge_due(&self, inode: InodeId, now: Timestamp) -> Result<bool, ExecError> {
+        if self.txn().get_raw(&keys::unlinked(inode))?.is_some() {
+            return Ok(true);
+        }
+        Ok(self
+            .trash_expiry(inode)?
+            .is_some_and(|expires| expires <= now))
+    }
+
     /// What a client's numbered request `seq`, sent in request slot `slot`, produced, if it was
     /// carried out.
     pub fn request(

@@ -180,3 +180,66 @@ fn files_are_purged_when_their_trash_time_is_up() {
         || !on_disk(&cluster, ids[0]),
     );
 }
+
+/// A file deleted while open waits in the trash after its last close, as any deleted file does;
+/// one purged by hand while open goes at its last close; one whose trash time runs out while it
+/// is open goes at its last close too.
+#[test]
+fn closing_a_trashed_file_leaves_it_in_the_trash_until_purged_or_due() {
+    use std::io::Read;
+
+    let cluster = Cluster::builder().chunkservers(2).start();
+    let mnt = cluster.mount_path(0);
+    let contents = data(MIB + 3, 40);
+    write(&mnt.join("open/f"), &contents);
+    let ids = chunk_ids(mnt, "open/f");
+    let held = std::fs::File::open(mnt.join("open/f")).expect("open f");
+    std::fs::remove_file(mnt.join("open/f")).expect("rm open/f");
+    drop(held);
+    // The close reaches the master at once; a purge would follow it within a second.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        ok(mnt, &["trash", "list", "open"]).lines().count(),
+        2,
+        "the closed file left the trash"
+    );
+    assert!(on_disk(&cluster, ids[0]), "its chunk was deleted");
+    assert_eq!(
+        ok(mnt, &["trash", "restore", "open"]),
+        "open: 1 file restored\n"
+    );
+    assert_eq!(std::fs::read(mnt.join("open/f")).expect("read f"), contents);
+
+    // Purged by hand while open: readable until the close, gone after it.
+    let mut held = std::fs::File::open(mnt.join("open/f")).expect("open f again");
+    std::fs::remove_file(mnt.join("open/f")).expect("rm open/f again");
+    assert_eq!(
+        ok(mnt, &["trash", "purge", "open"]),
+        "open: 1 file purged\n"
+    );
+    let mut read_back = Vec::new();
+    held.read_to_end(&mut read_back)
+        .expect("read the purged file");
+    assert_eq!(read_back, contents);
+    drop(held);
+    eventually(Duration::from_secs(10), "the purged file goes", || {
+        ok(mnt, &["trash", "list", "open"]).is_empty() && !on_disk(&cluster, ids[0])
+    });
+
+    // Its trash time runs out while it is open: it goes at the close.
+    std::fs::create_dir(mnt.join("short")).expect("mkdir short");
+    ok(mnt, &["settrashtime", "1", "short"]);
+    write(&mnt.join("short/g"), &contents);
+    let ids = chunk_ids(mnt, "short/g");
+    let mut held = std::fs::File::open(mnt.join("short/g")).expect("open g");
+    std::fs::remove_file(mnt.join("short/g")).expect("rm short/g");
+    std::thread::sleep(Duration::from_secs(4));
+    let mut read_back = Vec::new();
+    held.read_to_end(&mut read_back)
+        .expect("read g after its trash time");
+    assert_eq!(read_back, contents);
+    drop(held);
+    eventually(Duration::from_secs(10), "the expired file goes", || {
+        ok(mnt, &["trash", "list", "short"]).is_empty() && !on_disk(&cluster, ids[0])
+    });
+}
