@@ -153,7 +153,7 @@ pub(crate) fn open(
     let store = MetaStore {
         sync_file: opened.changelog.sync_handle(),
         kv: Box::new(CachedKv::new(
-            Box::new(WriteBehind::new(opened.kv, MAX_HELD_KEYS)),
+            opened.kv,
             config.hot_entries,
             config.hot_bytes(),
         )),
@@ -200,6 +200,8 @@ fn attempt(dir: &Path, config: &StoreConfig, report: &mut OpenReport) -> Result<
             reason,
         }),
     })?;
+    // Replayed records reach sled many at a time, as the master's own changes do.
+    let kv: Box<dyn KvStore> = Box::new(WriteBehind::new(kv, MAX_HELD_KEYS));
     let applied = read_counter(kv.as_ref(), keys::APPLIED).map_err(|e| Failure::Rebuild {
         reason: format!("sled's applied version is unreadable: {e}"),
         keep: true,
@@ -392,6 +394,7 @@ fn rebuild(
             SledOpenError::Failed(reason) | SledOpenError::Locked(reason) => reason,
         },
     })?;
+    let kv: Box<dyn KvStore> = Box::new(WriteBehind::new(kv, MAX_HELD_KEYS));
     let start = match &source {
         Some((version, path)) => {
             load_image(kv.as_ref(), path, *version)?;

@@ -147,7 +147,13 @@ impl KvStore for WriteBehind {
 
 impl Drop for WriteBehind {
     /// A store closed on purpose leaves nothing held back (after a crash, replay does it).
+    /// Nothing is applied while a panic unwinds: it may have come from the inner store (a
+    /// damaged sled), and a second panic there would abort the process instead of letting
+    /// recovery rebuild the database.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
         if let Err(e) = self.settle() {
             tracing::error!(error = %e, "cannot apply held changes to the metadata database at close");
         }
@@ -187,6 +193,35 @@ mod tests {
         assert_eq!(store.inner.get(b"a").unwrap(), None);
         store.apply(vec![put(b"c", b"1")]).unwrap();
         assert_eq!(store.inner.get(b"a").unwrap(), Some(b"1".to_vec()));
+    }
+
+    /// A store whose writes panic, as a damaged sled's may.
+    struct Panicking;
+
+    impl KvStore for Panicking {
+        fn get(&self, _: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(None)
+        }
+        fn scan(&self, _: &[u8], _: Option<&[u8]>, _: usize) -> Result<Rows, StoreError> {
+            Ok(Rows::new())
+        }
+        fn apply(&self, _: Vec<Write>) -> Result<(), StoreError> {
+            panic!("the store is damaged")
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_panic_from_the_store_unwinds_past_held_writes_without_aborting() {
+        let caught = std::panic::catch_unwind(|| {
+            let store = WriteBehind::new(Box::new(Panicking), 100);
+            store.apply(vec![put(b"a", b"1")]).unwrap();
+            // Settling panics; unwinding drops the store, which must not apply again.
+            store.settle().unwrap();
+        });
+        assert!(caught.is_err());
     }
 
     proptest! {
