@@ -9,7 +9,7 @@ use elkfs_metastore::MetaOp;
 use elkfs_metastore::namespace::trash_expiry;
 use elkfs_proto::info::TrashEntry;
 use elkfs_proto::master::{MasterReply, MasterResponse};
-use elkfs_proto::types::{Caller, Timestamp};
+use elkfs_proto::types::{Attr, Caller, Timestamp};
 use elkfs_proto::{InodeId, Status};
 
 use crate::state::MasterState;
@@ -24,9 +24,18 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Every file in the trash (anyone may list it, as MooseFS's trash directory; only a file's
 /// owner or root may restore or purge it). `caller` is kept for when listing gets restricted.
 pub async fn list(state: &MasterState, _caller: Caller) -> Result<Vec<TrashEntry>, Status> {
+    trash_of(state, |_| true).await
+}
+
+/// The files in the trash whose attributes pass `keep`.
+async fn trash_of(
+    state: &MasterState,
+    keep: impl Fn(&Attr) -> bool,
+) -> Result<Vec<TrashEntry>, Status> {
     let trash = state.meta.read(|s| s.trash()).await?;
     Ok(trash
         .into_iter()
+        .filter(|(_, attr)| keep(attr))
         .map(|(record, attr)| TrashEntry {
             inode: attr.inode,
             path: String::from_utf8_lossy(&record.path).into_owned(),
@@ -52,31 +61,26 @@ pub async fn restore(state: &MasterState, inode: InodeId, caller: Caller) -> Mas
     Ok(MasterReply::Done)
 }
 
-/// Deletes one trashed file, or all those `caller` may, for good (files still open wait for
-/// their close).
+/// Deletes one trashed file for good (answered `Done`), or all those `caller` owns (answered
+/// with the list of them). Files still open go at their last close.
 pub async fn purge(state: &MasterState, inode: Option<InodeId>, caller: Caller) -> MasterResponse {
-    let targets = match inode {
-        Some(i) => {
-            let listed = list(state, ROOT).await?;
-            let entry = listed
-                .iter()
-                .find(|e| e.inode == i)
-                .ok_or(Status::NotFound)?;
-            let attr = state.meta.read(move |s| s.attr(i)).await?;
-            if !owns(caller, &attr) {
-                return Err(Status::AccessDenied);
-            }
-            vec![entry.inode]
+    let Some(i) = inode else {
+        let owned = trash_of(state, |attr| owns(caller, attr)).await?;
+        for entry in &owned {
+            state.purge_by_hand(entry.inode).await;
         }
-        None => list(state, caller)
-            .await?
-            .into_iter()
-            .map(|e| e.inode)
-            .collect(),
+        return Ok(MasterReply::Trash(owned));
     };
-    for inode in targets {
-        state.purge_by_hand(inode).await;
+    let listed = list(state, ROOT).await?;
+    let entry = listed
+        .iter()
+        .find(|e| e.inode == i)
+        .ok_or(Status::NotFound)?;
+    let attr = state.meta.read(move |s| s.attr(i)).await?;
+    if !owns(caller, &attr) {
+        return Err(Status::AccessDenied);
     }
+    state.purge_by_hand(entry.inode).await;
     Ok(MasterReply::Done)
 }
 

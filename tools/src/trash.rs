@@ -155,15 +155,18 @@ fn purge(args: &PurgeArgs, session: &mut Session, report: &mut Report) {
     if args.all {
         let shown = WHOLE_TRASH;
         let outcome = cluster_master(args.select.master.as_deref(), None).and_then(|master| {
-            let count = entries(session, &master)?.len();
-            done(session.ask(
+            // The master purges the files the caller owns and names them.
+            let count = match session.ask(
                 &master,
                 &MasterRequest::TrashPurge {
                     inode: None,
                     caller: crate::session::caller(),
                 },
                 Some("the trash"),
-            ))?;
+            )? {
+                MasterReply::Trash(purged) => purged.len(),
+                _ => return Err(Failure::unexpected()),
+            };
             Ok((
                 format!("{} purged\n", files(count)),
                 json!({ "path": shown, "purged": count }),

@@ -212,6 +212,19 @@ fn a_non_root_user_cannot_purge_or_restore_someone_elses_deleted_files() {
     assert_eq!(stderr, "elkfs: d/f: permission denied\n");
     let (_, stderr) = user.fails(mnt, &["trash", "restore", "d/f"]);
     assert_eq!(stderr, "elkfs: d/f: permission denied\n");
+
+    // Emptying the whole trash empties only the user's part of it.
+    std::fs::remove_file(mnt.join("d/u/g")).expect("rm d/u/g");
+    let master = cluster.master_addr().to_string();
+    assert_eq!(
+        user.ok(mnt, &["trash", "purge", "--all", "--master", &master]),
+        "1 file purged\n"
+    );
+    assert_eq!(
+        ok(mnt, &["trash", "list", "d/u"]),
+        "",
+        "the user's own file is still in the trash"
+    );
     assert_eq!(
         ok(mnt, &["trash", "restore", "d/f"]),
         "d/f: 1 file restored\n"
