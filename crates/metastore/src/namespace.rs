@@ -354,10 +354,7 @@ pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
             time,
             op,
         } => {
-            if is_tagged(op) {
-                return Err(Status::Invalid.into());
-            }
-            let outcome = execute(txn, op)?;
+            let outcome = execute_numbered(txn, op)?;
             txn.put(
                 keys::request(*client, *seq),
                 &RequestRecord {
@@ -374,10 +371,7 @@ pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
             time,
             op,
         } => {
-            if is_tagged(op) {
-                return Err(Status::Invalid.into());
-            }
-            let outcome = execute(txn, op)?;
+            let outcome = execute_numbered(txn, op)?;
             let key = keys::request_slot(*client, *slot);
             // A request the client gave up on may be carried out after a later one took its
             // slot: the later one's record stays.
@@ -487,9 +481,12 @@ fn xattr_namespace_supported(name: &[u8]) -> bool {
         || name == acl::DEFAULT
 }
 
-/// Whether `op` is a numbered request's change (which cannot hold another one).
-fn is_tagged(op: &MetaOp) -> bool {
-    matches!(op, MetaOp::Tagged { .. } | MetaOp::TaggedInSlot { .. })
+/// Carries out the change a numbered request's record holds, which cannot itself be one.
+fn execute_numbered(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
+    if matches!(op, MetaOp::Tagged { .. } | MetaOp::TaggedInSlot { .. }) {
+        return Err(Status::Invalid.into());
+    }
+    execute(txn, op)
 }
 
 /// Reads an inode or fails with ENOENT.
