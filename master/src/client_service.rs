@@ -278,9 +278,16 @@ async fn serve_tagged(
             "answering a retried request from its record"
         );
         return match record.inode {
-            Some(inode) => Ok(MasterReply::Attr(
-                state.meta.read(move |s| s.attr(inode)).await?,
-            )),
+            Some(inode) => {
+                // A create that opened the file did so for the session that lost the answer:
+                // the client counts it open, so this session has it open now.
+                if let MasterRequest::Mknod { open: true, .. } = &request {
+                    state.register_open(session, &[inode]).await;
+                }
+                Ok(MasterReply::Attr(
+                    state.meta.read(move |s| s.attr(inode)).await?,
+                ))
+            }
             None => Ok(MasterReply::Done),
         };
     }

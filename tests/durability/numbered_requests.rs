@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use elkfs_proto::master::{MasterReply, MasterRequest};
+use elkfs_proto::master::{Change, MasterReply, MasterRequest, TreeAttr};
 use elkfs_proto::types::Caller;
 use elkfs_proto::{
     Hello, InodeId, MASTER_CLIENT_LIMITS, MasterConnection, NoRequests, Role, Status, connection,
@@ -125,4 +125,91 @@ fn a_retried_change_is_answered_from_its_slot_not_made_twice() {
         runtime.block_on(ask(master, &mkdir("b", 4, 11, true))),
         Err(Status::Exists)
     );
+}
+
+/// `create /NAME` that also opens the file for the session, as request `seq` in slot 0.
+fn create_open(name: &str, seq: u64, retry: bool) -> MasterRequest {
+    MasterRequest::Tagged {
+        client: CLIENT,
+        slot: 0,
+        seq,
+        retry,
+        request: Box::new(MasterRequest::Mknod {
+            parent: InodeId(1),
+            name: name.as_bytes().to_vec(),
+            kind: elkfs_proto::types::FileKind::File,
+            mode: 0o644,
+            umask: 0o022,
+            rdev: 0,
+            caller: ROOT,
+            open: true,
+        }),
+    }
+}
+
+/// A create that opens the file, answered after a master restart from its record on the
+/// session that retried it, leaves the file open for that session: unlinked by someone else, it
+/// lives on until the retrying session closes it.
+#[test]
+fn a_retried_create_keeps_the_file_open_for_the_session_that_retried() {
+    let _one = super::master_crash::one_cluster_at_a_time();
+    let mut cluster = Cluster::builder().chunkservers(0).mounts(0).start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let master = cluster.master_addr();
+    let made = runtime.block_on(async {
+        let admin = session(master).await;
+        let no_trash = MasterRequest::ChangeTree {
+            inode: InodeId(1),
+            attr: TreeAttr::TrashTime,
+            change: Change::Set(0),
+            recursive: true,
+            caller: ROOT,
+        };
+        let answer = admin.ask(&no_trash).await.expect("the master answers");
+        assert!(answer.is_ok(), "trash time 0: {answer:?}");
+        let first = session(master).await;
+        inode_of(
+            first
+                .ask(&create_open("f", 1, false))
+                .await
+                .expect("answer"),
+        )
+        .expect("the create")
+    });
+    // The answer is lost with the master, and with it every session's open files.
+    cluster.kill_master();
+    cluster.start_master();
+    let master = cluster.master_addr();
+    runtime.block_on(async {
+        let retrying = session(master).await;
+        let again = inode_of(
+            retrying
+                .ask(&create_open("f", 1, true))
+                .await
+                .expect("answer"),
+        );
+        assert_eq!(again, Ok(made), "the retry is answered from the record");
+
+        let admin = session(master).await;
+        let unlink = MasterRequest::Unlink {
+            parent: InodeId(1),
+            name: b"f".to_vec(),
+        };
+        let answer = admin.ask(&unlink).await.expect("the master answers");
+        assert!(answer.is_ok(), "unlink: {answer:?}");
+        // Purges run in the background: give one the time to happen.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let attr = admin
+            .ask(&MasterRequest::GetAttr { inode: made })
+            .await
+            .expect("the master answers");
+        assert!(
+            matches!(attr, Ok(MasterReply::Attr(_))),
+            "the file open in the retrying session was purged: {attr:?}"
+        );
+        drop(retrying);
+    });
 }
