@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use elkfs_proto::capability::Capability;
@@ -19,6 +20,11 @@ pub const BUILDING: ChunkVersion = ChunkVersion(0);
 
 /// Reads kept in flight from the source.
 const WINDOW: usize = 4;
+
+/// How long one read from the source may take. A source that stops answering (a hung server,
+/// a connection that died without a word) fails the copy and frees the chunk's turn, so the
+/// master can order it again, instead of holding both for good.
+const READ_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Copies `chunk` at `version` from `source` into this server's store.
 pub async fn replicate(
@@ -89,7 +95,13 @@ async fn copy_data(
         let Some((offset, pending)) = in_flight.pop_front() else {
             return Ok(());
         };
-        let data = match pending.wait().await {
+        let Ok(answer) = tokio::time::timeout(READ_TIMEOUT, pending.wait()).await else {
+            tracing::warn!(%chunk, %source, offset, "the replication source did not answer in time");
+            // Whatever holds the connection up, the next copy gets a new one.
+            conn.close("a replication read timed out");
+            return Err(Status::Io);
+        };
+        let data = match answer {
             Ok((Ok(DataReply::Read), data)) => data,
             Ok((Err(e), _)) => return Err(e.status),
             Ok((Ok(_), _)) => return Err(Status::Protocol),
