@@ -71,16 +71,14 @@ pub async fn purge(state: &MasterState, inode: Option<InodeId>, caller: Caller) 
         }
         return Ok(MasterReply::Trash(owned));
     };
-    let listed = list(state, ROOT).await?;
-    let entry = listed
-        .iter()
-        .find(|e| e.inode == i)
-        .ok_or(Status::NotFound)?;
+    if state.meta.read(move |s| s.trash_expiry(i)).await?.is_none() {
+        return Err(Status::NotFound);
+    }
     let attr = state.meta.read(move |s| s.attr(i)).await?;
     if !owns(caller, &attr) {
         return Err(Status::AccessDenied);
     }
-    state.purge_by_hand(entry.inode).await;
+    state.purge_by_hand(i).await;
     Ok(MasterReply::Done)
 }
 
