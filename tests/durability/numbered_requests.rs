@@ -75,14 +75,20 @@ async fn ask(master: SocketAddr, request: &MasterRequest) -> Result<InodeId, Sta
     inode_of(reply)
 }
 
-#[test]
-fn a_retried_change_is_answered_from_its_slot_not_made_twice() {
-    let _one = super::master_crash::one_cluster_at_a_time();
-    let mut cluster = Cluster::builder().chunkservers(0).mounts(0).start();
+/// A cluster of a master alone, and a runtime to talk to it on.
+fn master_only() -> (Cluster, tokio::runtime::Runtime) {
+    let cluster = Cluster::builder().chunkservers(0).mounts(0).start();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
+    (cluster, runtime)
+}
+
+#[test]
+fn a_retried_change_is_answered_from_its_slot_not_made_twice() {
+    let _one = super::master_crash::one_cluster_at_a_time();
+    let (mut cluster, runtime) = master_only();
     let master = cluster.master_addr();
     let made = runtime
         .block_on(ask(master, &mkdir("a", 3, 10, false)))
@@ -153,11 +159,7 @@ fn create_open(name: &str, seq: u64, retry: bool) -> MasterRequest {
 #[test]
 fn a_retried_create_keeps_the_file_open_for_the_session_that_retried() {
     let _one = super::master_crash::one_cluster_at_a_time();
-    let mut cluster = Cluster::builder().chunkservers(0).mounts(0).start();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let (mut cluster, runtime) = master_only();
     let master = cluster.master_addr();
     let made = runtime.block_on(async {
         let admin = session(master).await;
