@@ -24,10 +24,11 @@ pub struct Meta {
 
 /// Group commit: one changelog fsync at a time, and everyone waiting for a version that the
 /// running fsync covers shares it instead of starting another.
-#[derive(Default)]
 struct GroupSync {
     /// The version up to which the changelog is known to be on disk.
     synced: std::sync::atomic::AtomicU64,
+    /// The same version, for those who wait for an fsync someone else runs.
+    synced_watch: tokio::sync::watch::Sender<u64>,
     /// Held while an fsync runs; waiters queue here and usually find their version covered.
     running: tokio::sync::Mutex<()>,
 }
@@ -51,7 +52,11 @@ impl Meta {
         Meta {
             store: Arc::new(store),
             committed: Arc::new(tokio::sync::watch::channel(version).0),
-            durable: Arc::new(GroupSync::default()),
+            durable: Arc::new(GroupSync {
+                synced: Default::default(),
+                synced_watch: tokio::sync::watch::channel(0).0,
+                running: Default::default(),
+            }),
             sync_commit,
             trash_due: Arc::default(),
         }
@@ -138,7 +143,30 @@ impl Meta {
                 source: std::io::Error::other(e.to_string()),
             })??;
         durable.synced.fetch_max(covered, Ordering::AcqRel);
+        durable.synced_watch.send_if_modified(|v| {
+            let newer = covered > *v;
+            *v = (*v).max(covered);
+            newer
+        });
         Ok(())
+    }
+
+    /// Returns once the changelog is on disk up to `version`, waiting up to `patience` for
+    /// an fsync that someone else runs (the periodic one every `commit_interval`, a client's
+    /// fsync) before running one itself. Metaloggers take records only once they are on the
+    /// master's disk; waiting lets one fsync cover every record of the interval instead of
+    /// one each.
+    pub async fn durable_through(
+        &self,
+        version: u64,
+        patience: Duration,
+    ) -> Result<(), StoreError> {
+        let mut synced = self.durable.synced_watch.subscribe();
+        let covered = async move { synced.wait_for(|v| *v >= version).await.is_ok() };
+        match tokio::time::timeout(patience, covered).await {
+            Ok(true) => Ok(()),
+            _ => self.sync_through(version).await,
+        }
     }
 
     /// The store itself, for code already on a blocking thread.
@@ -276,5 +304,45 @@ mod tests {
         assert!(meta.durable.synced.load(Ordering::Acquire) < version.0);
         meta.sync().await.unwrap();
         assert!(meta.durable.synced.load(Ordering::Acquire) >= version.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_for_durability_takes_someone_elses_fsync_or_runs_its_own_when_out_of_patience()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = open(dir.path(), false);
+        let commit = |up_to| {
+            let meta = meta.clone();
+            async move {
+                let (version, _) = meta
+                    .commit(MetaOp::ReserveChunkIds { up_to })
+                    .await
+                    .unwrap();
+                version.0
+            }
+        };
+        let first = commit(1000).await;
+        let waiting = {
+            let meta = meta.clone();
+            tokio::spawn(async move {
+                let start = tokio::time::Instant::now();
+                meta.durable_through(first, Duration::from_secs(10))
+                    .await
+                    .unwrap();
+                start.elapsed()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "it ran an fsync of its own at once");
+        meta.sync().await.unwrap();
+        let waited = waiting.await.unwrap();
+        assert!(waited < Duration::from_secs(1), "waited {waited:?}");
+
+        // Nobody else fsyncs: it does, once its patience is out.
+        let second = commit(2000).await;
+        meta.durable_through(second, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert!(meta.durable.synced.load(Ordering::Acquire) >= second);
     }
 }

@@ -143,8 +143,10 @@ impl MetaloggerHandler {
                     self.follower = Some(follower);
                     // Only what is on the master's disk: records a power cut could still take
                     // back would leave a metalogger ahead of the master, on another history.
+                    // They go with the next periodic fsync (every `commit_interval`), so that a
+                    // busy master does not fsync once per change for its metaloggers.
                     if !bytes.is_empty()
-                        && let Err(e) = self.state.meta.sync().await
+                        && let Err(e) = self.state.meta.durable_through(last, LONG_POLL).await
                     {
                         tracing::error!(error = %e, "cannot fsync the changelog");
                         return (Err(Status::Io), Bytes::new());
