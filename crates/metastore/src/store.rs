@@ -477,6 +477,11 @@ impl MetaStore {
     /// Whether `inode` is due to be purged once no session has it open: it has no name left
     /// and is not in the trash, or its trash time was up at `now`.
     pub fn purge_due(&self, inode: InodeId, now: Timestamp) -> Result<bool, ExecError> {
+        // Unlinked and trashed files have no links left; a file that has one needs no look at
+        // the keys below, which it does not have and the cache therefore does not hold.
+        if namespace::inode_of(&self.txn(), inode)?.nlink > 0 {
+            return Ok(false);
+        }
         if self.txn().get_raw(&keys::unlinked(inode))?.is_some() {
             return Ok(true);
         }
