@@ -12,6 +12,11 @@ pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 pub trait KvStore: Send + Sync {
     /// The value at `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The value at `key` if it is had without waiting (for the disk or for a lock held while
+    /// a batch is applied), else [`StoreError::NotCached`]: async code calls it in place.
+    fn get_in_memory(&self, _key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Err(StoreError::NotCached)
+    }
     /// Up to `limit` entries whose keys start with `prefix` and sort after `after` (if given),
     /// in key order.
     fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Rows, StoreError>;
@@ -64,6 +69,14 @@ impl KvStore for SledStore {
         Ok(self.db.get(key).map_err(sled_err)?.map(|v| v.to_vec()))
     }
 
+    fn get_in_memory(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        // A real failure shows again when the read is run where it may wait.
+        match sled::resident_only(|| self.db.get(key)) {
+            Ok(value) => Ok(value.map(|v| v.to_vec())),
+            Err(_) => Err(StoreError::NotCached),
+        }
+    }
+
     fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Rows, StoreError> {
         let iter = match after {
             Some(after) => {
@@ -100,5 +113,42 @@ impl KvStore for SledStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(sled_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(range: std::ops::Range<u32>) -> Vec<Write> {
+        range
+            .map(|i| (format!("k{i:06}").into_bytes(), Some(vec![7; 100])))
+            .collect()
+    }
+
+    #[test]
+    fn sled_answers_in_memory_only_from_pages_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path(), 64 << 20).unwrap();
+            store.apply(batch(0..20_000)).unwrap();
+            store.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path(), 64 << 20).unwrap();
+        // Just reopened: the pages are on disk only.
+        assert!(matches!(
+            store.get_in_memory(b"k010000"),
+            Err(StoreError::NotCached)
+        ));
+        assert_eq!(store.get(b"k010000").unwrap(), Some(vec![7; 100]));
+        // The leaf that read brought in answers for its neighbours and for absent keys.
+        assert_eq!(store.get_in_memory(b"k010000").unwrap(), Some(vec![7; 100]));
+        assert_eq!(store.get_in_memory(b"k010001").unwrap(), Some(vec![7; 100]));
+        assert_eq!(store.get_in_memory(b"k010000x").unwrap(), None);
+        // A far key is in a leaf not read yet.
+        assert!(matches!(
+            store.get_in_memory(b"k019990"),
+            Err(StoreError::NotCached)
+        ));
     }
 }

@@ -126,10 +126,13 @@ impl KvStore for CachedKv {
             }
             cached.batches
         };
-        if in_cache_only_mode() {
-            return Err(StoreError::NotCached);
-        }
-        let value = self.inner.get(key)?;
+        // Cache-only reads may still find the value in memory below (the write-behind layer,
+        // sled's own page cache); only one that would wait is sent to a blocking thread.
+        let value = if in_cache_only_mode() {
+            self.inner.get_in_memory(key)?
+        } else {
+            self.inner.get(key)?
+        };
         let mut cached = self.lock();
         if cached.batches == batches {
             cached.put(key.to_vec(), value.clone(), self.limits);

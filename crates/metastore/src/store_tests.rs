@@ -717,6 +717,11 @@ fn issued_chunk_versions_only_grow_and_go_with_the_chunk() {
 fn a_commit_in_memory_needs_everything_cached_and_is_logged_like_any_other() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
+    // Enough entries for several sled leaves, so that a reopen leaves most of them on disk.
+    let far = mkdir(&store, ROOT, "far").unwrap();
+    for i in 0..400 {
+        mknod(&store, far, &format!("f{i:03}")).unwrap();
+    }
     mknod(&store, ROOT, "warm").unwrap();
     // As the kernel does before a create: the name's absence is cached from then on.
     assert!(store.lookup(ROOT, b"quick").is_err());
@@ -734,16 +739,23 @@ fn a_commit_in_memory_needs_everything_cached_and_is_logged_like_any_other() {
     assert_eq!(store.version(), version);
     drop(store);
 
-    // After a reopen nothing is cached: it does nothing and the blocking commit is needed.
+    // After a reopen nothing is in memory: it does nothing and the blocking commit is needed.
     let store = open(dir.path());
     assert_eq!(store.version(), version);
-    assert_eq!(store.lookup(ROOT, b"quick").unwrap().inode, quick);
-    let cold = store.try_commit_in_memory(&mknod_op(ROOT, "cold"));
+    let cold = store.try_commit_in_memory(&mknod_op(far, "f200x"));
     assert!(
         cold.is_none(),
         "a commit reading from the disk must not run in place"
     );
     assert_eq!(store.version(), version);
+    mknod(&store, far, "f200x").unwrap();
+    // What that commit read from the disk is in memory now, in sled if not in the cache.
+    let (_, warm) = store
+        .try_commit_in_memory(&mknod_op(far, "f200y"))
+        .expect("the pages a commit like it needs were just read")
+        .unwrap();
+    assert!(warm.attr.is_some());
+    assert_eq!(store.lookup(ROOT, b"quick").unwrap().inode, quick);
     mknod(&store, ROOT, "cold").unwrap();
     // Not while another commit holds the changelog.
     let _writer = store.writer.lock().unwrap();

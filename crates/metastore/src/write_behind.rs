@@ -68,6 +68,20 @@ impl KvStore for WriteBehind {
         self.inner.get(key)
     }
 
+    fn get_in_memory(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        // The lock is held while a batch is applied: that would be a wait.
+        let held = match self.held.try_lock() {
+            Ok(held) => held,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Err(StoreError::NotCached),
+        };
+        if let Some(value) = held.get(key) {
+            return Ok(value.clone());
+        }
+        // Still under the lock, so a batch cannot take the key from here to there meanwhile.
+        self.inner.get_in_memory(key)
+    }
+
     fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Rows, StoreError> {
         let held = self.lock();
         let mut out = Rows::new();
@@ -135,8 +149,12 @@ impl KvStore for WriteBehind {
     }
 
     fn applies_in_memory(&self) -> bool {
-        // Room for a large change (a rename touches a dozen keys) before the batch is due.
-        self.lock().len() + IN_MEMORY_MARGIN < self.max_held
+        // Room for a large change (a rename touches a dozen keys) before the batch is due; not
+        // while a batch is being applied (the lock is held meanwhile).
+        match self.held.try_lock() {
+            Ok(held) => held.len() + IN_MEMORY_MARGIN < self.max_held,
+            Err(_) => false,
+        }
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -168,6 +186,29 @@ mod tests {
 
     fn put(k: &[u8], v: &[u8]) -> Write {
         (k.to_vec(), Some(v.to_vec()))
+    }
+
+    #[test]
+    fn held_writes_and_removals_are_read_in_memory_and_the_rest_is_asked_below() {
+        let store = WriteBehind::new(Box::new(MemKv::default()), 100);
+        store.apply(vec![put(b"a", b"1"), put(b"b", b"2")]).unwrap();
+        store.apply(vec![(b"a".to_vec(), None)]).unwrap();
+        assert_eq!(store.get_in_memory(b"a").unwrap(), None);
+        assert_eq!(store.get_in_memory(b"b").unwrap(), Some(b"2".to_vec()));
+        // MemKv does not say what it can read without waiting.
+        assert!(matches!(
+            store.get_in_memory(b"c"),
+            Err(StoreError::NotCached)
+        ));
+        // While a batch is being applied, nothing is read in memory.
+        let held = store.held.lock().unwrap();
+        assert!(matches!(
+            store.get_in_memory(b"b"),
+            Err(StoreError::NotCached)
+        ));
+        assert!(!store.applies_in_memory());
+        drop(held);
+        assert!(store.applies_in_memory());
     }
 
     #[test]

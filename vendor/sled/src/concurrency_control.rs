@@ -55,6 +55,11 @@ pub(crate) fn read<'a>() -> Protector<'a> {
     CONCURRENCY_CONTROL.read()
 }
 
+/// A read protector if one is had without waiting for a writer.
+pub(crate) fn try_read<'a>() -> Option<Protector<'a>> {
+    CONCURRENCY_CONTROL.try_read()
+}
+
 pub(crate) fn write<'a>() -> Protector<'a> {
     CONCURRENCY_CONTROL.write()
 }
@@ -85,6 +90,17 @@ impl ConcurrencyControl {
             Protector::Read(self.rw.read())
         } else {
             Protector::None(&self.active)
+        }
+    }
+
+    fn try_read(&self) -> Option<Protector<'_>> {
+        let active = self.active.fetch_add(1, Release);
+
+        if active >= RW_REQUIRED_BIT {
+            self.active.fetch_sub(1, Release);
+            self.rw.try_read().map(Protector::Read)
+        } else {
+            Some(Protector::None(&self.active))
         }
     }
 

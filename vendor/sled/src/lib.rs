@@ -132,6 +132,7 @@ mod node;
 mod oneshot;
 mod pagecache;
 mod prefix;
+mod resident;
 mod result;
 mod serialization;
 mod stack;
@@ -243,6 +244,7 @@ pub use self::{
     db::{open, Db},
     iter::Iter,
     ivec::IVec,
+    resident::{resident_only, NOT_RESIDENT},
     result::{Error, Result},
     subscriber::{Event, Subscriber},
     transaction::Transactional,

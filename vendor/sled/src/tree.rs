@@ -415,7 +415,14 @@ impl Tree {
     /// ```
     pub fn get<K: AsRef<[u8]>>(&self, key: K) -> Result<Option<IVec>> {
         let mut guard = pin();
-        let _cc = concurrency_control::read();
+        let _cc = if crate::resident::active() {
+            match concurrency_control::try_read() {
+                Some(cc) => cc,
+                None => return crate::resident::refuse(),
+            }
+        } else {
+            concurrency_control::read()
+        };
         loop {
             if let Ok(get) = self.get_inner(key.as_ref(), &mut guard)? {
                 return Ok(get);
@@ -1581,6 +1588,9 @@ impl Tree {
                 let size = node_view.0.log_size();
                 let view = View { node_view: *node_view, pid, size };
                 if view.merging_child.is_some() {
+                    if crate::resident::active() {
+                        return crate::resident::refuse();
+                    }
                     self.merge_node(&view, view.merging_child.unwrap().get(), guard)?;
                 } else {
                     return Ok(Some(view));
@@ -1650,6 +1660,21 @@ impl Tree {
             } else {
                 retry!();
             };
+
+            // Helping out with a split or merge writes to the log, which may wait.
+            let maintenance = view.merging_child.is_some()
+                || view.should_split()
+                || unsplit_parent.is_some()
+                || (view.should_merge()
+                    && !took_leftmost_branch
+                    && parent_view.as_ref().map_or(false, |p: &View<'_>| p.can_merge_child()))
+                || (key.as_ref() >= view.hi.as_ref()
+                    && !view.hi.is_empty()
+                    && parent_view.is_none()
+                    && view.lo.is_empty());
+            if maintenance && crate::resident::active() {
+                return crate::resident::refuse();
+            }
 
             // When we encounter a merge intention, we collaboratively help out
             if view.merging_child.is_some() {

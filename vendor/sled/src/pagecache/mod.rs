@@ -1713,6 +1713,9 @@ impl PageCache {
             }
 
             // need to page-in
+            if crate::resident::active() {
+                return crate::resident::refuse();
+            }
             let updates_result: Result<Vec<Update>> = page_view
                 .cache_infos
                 .iter()
