@@ -108,6 +108,7 @@ fn serve(
     verdict: &mut Verdict,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(spec.workers)
         .enable_all()
         .thread_name("elkfs-mount")
         .build()

@@ -34,6 +34,9 @@ pub struct MountSpec {
     /// How far ahead of a sequential reader the kernel reads, in KiB (`-o readahead_kb=N`; 0
     /// leaves the kernel's own setting).
     pub readahead_kb: u32,
+    /// Threads of the async runtime that talks to the master and chunkservers
+    /// (`-o workers=N`).
+    pub workers: usize,
 }
 
 /// A command line that cannot be mounted, with the reason.
@@ -52,6 +55,9 @@ pub enum OptionError {
 
 /// The largest read-ahead accepted (1 GiB): more would only tie up page cache.
 const MAX_READAHEAD_KB: u32 = 1024 * 1024;
+
+/// The most runtime threads a mount takes (`-o workers`).
+const MAX_WORKERS: usize = 64;
 
 /// Generic options `mount(8)` and fstab pass that concern the kernel or mount itself, not us.
 const GENERIC: &[&str] = &[
@@ -128,6 +134,7 @@ pub fn parse(
         bind: None,
         tls_ca: None,
         readahead_kb: defaults::READAHEAD_KB,
+        workers: defaults::MOUNT_WORKERS,
     };
     for opt in options
         .iter()
@@ -171,6 +178,15 @@ pub fn parse(
                     .filter(|&k| k <= MAX_READAHEAD_KB)
                     .ok_or_else(|| {
                         OptionError::BadValue(opt.to_string(), "a number of KiB from 0 to 1048576")
+                    })?;
+            }
+            ("workers", Some(n)) => {
+                spec.workers = n
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_WORKERS).contains(n))
+                    .ok_or_else(|| {
+                        OptionError::BadValue(opt.to_string(), "a number of threads from 1 to 64")
                     })?;
             }
             ("tls", None) => {
@@ -254,6 +270,23 @@ mod tests {
                 matches!(
                     parse("h", "/mnt".into(), &[bad.into()], false),
                     Err(OptionError::BadValue(..))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn workers_are_one_to_sixty_four_threads() {
+        let spec = parse("h", "/mnt".into(), &[], false).unwrap();
+        assert_eq!(spec.workers, defaults::MOUNT_WORKERS);
+        let spec = parse("h", "/mnt".into(), &["workers=4".into()], false).unwrap();
+        assert_eq!(spec.workers, 4);
+        for bad in ["workers=0", "workers=65", "workers=two", "workers"] {
+            assert!(
+                matches!(
+                    parse("h", "/mnt".into(), &[bad.into()], false),
+                    Err(OptionError::BadValue(..) | OptionError::Unknown(..))
                 ),
                 "{bad}"
             );

@@ -71,6 +71,12 @@ pub const ATTR_CACHE: Duration = Duration::from_secs(1);
 /// 128 KiB read; 8 MiB keeps several 1 MiB reads in flight.
 pub const READAHEAD_KB: u32 = 8 * 1024;
 
+/// Threads of the mount's async runtime (`-o workers=N`). With more than one, every request
+/// the kernel hands over also woke a second thread that found nothing to do; on a 2-core
+/// machine one thread made creates about 30% faster and left data rates where they were
+/// (docs/PERFORMANCE.md, "Thread hand-offs").
+pub const MOUNT_WORKERS: usize = 1;
+
 /// Bytes of written data the mount buffers per open file before a write waits.
 pub const WRITE_BUFFER_BYTES: usize = 32 * 1024 * 1024;
 
