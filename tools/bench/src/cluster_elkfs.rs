@@ -27,13 +27,14 @@ pub const NICE: &str = "-19";
 /// Where the ElkFS release binaries are.
 #[derive(Clone, Debug)]
 pub struct ElkBinaries {
-    /// The directory holding `elkfs-master`, `elkfs-chunkserver` and `elkfs-mount`.
+    /// The directory holding `elkfs-master`, `elkfs-chunkserver`, `elkfs-mount` and `elkfs`.
     pub dir: PathBuf,
 }
 
 impl ElkBinaries {
     /// The names of the binaries the benchmark runs.
-    pub const NAMES: [&'static str; 3] = ["elkfs-master", "elkfs-chunkserver", "elkfs-mount"];
+    pub const NAMES: [&'static str; 4] =
+        ["elkfs-master", "elkfs-chunkserver", "elkfs-mount", "elkfs"];
 
     fn command(&self, name: &str) -> Command {
         let mut command = Command::new("nice");
@@ -213,6 +214,12 @@ impl ElkCluster {
             .daemon_mut()
             .wait_ready_file(&run.join("mount.ready"), READY_TIMEOUT)?;
         cluster.mount = Some(mount);
+        // Trash off, as on the MooseFS cluster: an unlink deletes the file and its chunks.
+        let cli = bins.dir.join("elkfs");
+        crate::process::run_tool(
+            &cli.to_string_lossy(),
+            &["settrashtime", "-r", "0", &mnt.to_string_lossy()],
+        )?;
         Ok(cluster)
     }
 

@@ -245,7 +245,7 @@ fn method(sizes: &Sizes) -> String {
 - **Clusters.** Both run on this machine at once, on 127.0.0.1, every daemon's data under one \
 work directory on the disk described above: one master, {cs} chunkservers, goal 2, no \
 metalogger. MooseFS's trash time is set to 0 on its root (`mfssettrashtime -r 0`, and \
-`mfssetgoal -r 2`); ElkFS has no trash (unlink deletes at once). MooseFS is mounted twice on \
+`mfssetgoal -r 2`); ElkFS's is set to 0 the same way (`elkfs settrashtime -r 0`). MooseFS is mounted twice on \
 the same cluster: with its defaults (cache mode AUTO) and with `-o mfscachemode=DIRECT`.
 - **MooseFS's settings.** Defaults, except what loopback needs (`REMAP_*` on the master, \
 `MASTER_HOST = 0.0.0.0` and `BIND_HOST`/`CSSERV_LISTEN_HOST = 127.0.0.1` on the chunkservers) \

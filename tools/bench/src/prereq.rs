@@ -97,7 +97,12 @@ pub fn elk_binaries(dir: Option<PathBuf>) -> anyhow::Result<ElkBinaries> {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut command = Command::new(cargo);
             command.current_dir(&root).args(["build", "--release"]);
-            for package in ["elkfs-master", "elkfs-chunkserver", "elkfs-mount"] {
+            for package in [
+                "elkfs-master",
+                "elkfs-chunkserver",
+                "elkfs-mount",
+                "elkfs-tools",
+            ] {
                 command.args(["-p", package]);
             }
             let status = command
