@@ -151,6 +151,7 @@ fn serve(
         read_only,
         in_flight: Default::default(),
         access_notes: Default::default(),
+        atime: spec.atime,
         absent_xattrs: crate::absent_xattrs::AbsentXattrs::new(defaults::ATTR_CACHE),
         open_dirs: crate::open_dirs::OpenDirs::new(defaults::ATTR_CACHE),
         tls_ca: spec.tls_ca.clone(),

@@ -42,6 +42,8 @@ pub struct Ops {
     pub in_flight: Arc<InFlight>,
     /// Access-time notes on their way to the master.
     pub access_notes: Arc<crate::access_notes::AccessNotes>,
+    /// Which reads move access times (`-o noatime`, `-o nodiratime`).
+    pub atime: crate::options::AtimeUpdates,
     /// Extended attributes known to be absent (asked for before writes and by `ls -l`).
     pub absent_xattrs: AbsentXattrs,
     /// Open directories and their listings' last pages.
@@ -250,8 +252,16 @@ impl Ops {
         self.client.master.start_close(inode)
     }
 
-    /// Reports a read of `inode` for its access time (once per handle, in the background).
+    /// Reports a read of `inode` for its access time (once per handle, in the background),
+    /// unless `-o noatime` or `-o nodiratime` turned that off.
     pub fn note_access(&self, inode: InodeId, fh: Option<u64>) {
+        let wanted = match fh {
+            Some(_) => self.atime.files,
+            None => self.atime.dirs,
+        };
+        if !wanted {
+            return;
+        }
         if let Some(fh) = fh {
             let Some(file) = self.handles.get(fh) else {
                 return;

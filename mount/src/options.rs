@@ -37,6 +37,17 @@ pub struct MountSpec {
     /// Threads of the async runtime that talks to the master and chunkservers
     /// (`-o workers=N`).
     pub workers: usize,
+    /// Which reads through this mount move access times (`-o noatime`, `-o nodiratime`).
+    pub atime: AtimeUpdates,
+}
+
+/// Which reads through a mount move access times (the master applies `relatime` to those).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AtimeUpdates {
+    /// Reads of files (not with `-o noatime`).
+    pub files: bool,
+    /// Listings of directories (not with `-o noatime` or `-o nodiratime`).
+    pub dirs: bool,
 }
 
 /// A command line that cannot be mounted, with the reason.
@@ -135,6 +146,10 @@ pub fn parse(
         tls_ca: None,
         readahead_kb: defaults::READAHEAD_KB,
         workers: defaults::MOUNT_WORKERS,
+        atime: AtimeUpdates {
+            files: true,
+            dirs: true,
+        },
     };
     for opt in options
         .iter()
@@ -200,6 +215,20 @@ pub fn parse(
                     "no value (tls) or a file (tlsca=FILE)",
                 ));
             }
+            ("noatime", None) => {
+                spec.atime = AtimeUpdates {
+                    files: false,
+                    dirs: false,
+                }
+            }
+            ("nodiratime", None) => spec.atime.dirs = false,
+            ("atime" | "relatime" | "norelatime" | "strictatime", None) => {
+                spec.atime = AtimeUpdates {
+                    files: true,
+                    dirs: true,
+                }
+            }
+            ("diratime", None) => spec.atime.dirs = true,
             (k, None) if GENERIC.contains(&k) => {}
             ("comment" | "x-systemd.automount", _) => {}
             (k, _) if k.starts_with("x-") => {}
@@ -274,6 +303,20 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn noatime_and_nodiratime_turn_access_times_off_and_the_last_option_wins() {
+        let atime = |opts: &[&str]| {
+            let opts: Vec<String> = opts.iter().map(|o| o.to_string()).collect();
+            let a = parse("h", "/mnt".into(), &opts, false).unwrap().atime;
+            (a.files, a.dirs)
+        };
+        assert_eq!(atime(&[]), (true, true));
+        assert_eq!(atime(&["noatime"]), (false, false));
+        assert_eq!(atime(&["rw,nodiratime"]), (true, false));
+        assert_eq!(atime(&["noatime,relatime"]), (true, true));
+        assert_eq!(atime(&["relatime", "noatime"]), (false, false));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Mount variants: a subdirectory of the namespace (`ADDR:/projects`), read-only (`-o ro`) and
-//! the read-ahead (`-o readahead_kb`).
+//! Mount variants: a subdirectory of the namespace (`ADDR:/projects`), read-only (`-o ro`), the
+//! read-ahead (`-o readahead_kb`) and access times (`-o noatime`).
 
 use std::time::Duration;
 
@@ -117,4 +117,41 @@ fn the_kernel_reads_ahead_as_far_as_the_mount_says() {
         std::fs::read(cluster.mount_path(i).join("f")).unwrap(),
         data
     );
+}
+
+fn atime(path: &std::path::Path) -> (i64, i64) {
+    let st = sys::lstat(path).unwrap();
+    (st.st_atime, st.st_atime_nsec)
+}
+
+#[test]
+fn a_noatime_mount_leaves_access_times_alone_and_a_default_mount_moves_them() {
+    let mut cluster = Cluster::builder().chunkservers(1).start();
+    let rw = cluster.mount_path(0).to_path_buf();
+    std::fs::create_dir(rw.join("d")).unwrap();
+    std::fs::write(rw.join("d/f"), b"read me").unwrap();
+    let i = cluster.add_mount(None, "noatime");
+    let quiet = cluster.mount_path(i).to_path_buf();
+    // Past the timestamps just set, so a change of the access time shows.
+    std::thread::sleep(Duration::from_millis(50));
+    let (file_before, dir_before) = (atime(&rw.join("d/f")), atime(&rw.join("d")));
+
+    assert_eq!(std::fs::read(quiet.join("d/f")).unwrap(), b"read me");
+    assert_eq!(sys::list(&quiet.join("d")).unwrap(), vec!["f"]);
+    assert_eq!(
+        atime(&quiet.join("d/f")),
+        file_before,
+        "file read through noatime"
+    );
+    assert_eq!(
+        atime(&quiet.join("d")),
+        dir_before,
+        "dir listed through noatime"
+    );
+
+    // The same reads through the default mount move both (relatime: they were written since).
+    assert_eq!(std::fs::read(rw.join("d/f")).unwrap(), b"read me");
+    assert_eq!(sys::list(&rw.join("d")).unwrap(), vec!["f"]);
+    assert_ne!(atime(&rw.join("d/f")), file_before);
+    assert_ne!(atime(&rw.join("d")), dir_before);
 }
