@@ -25,10 +25,9 @@ pub struct Meta {
 /// Group commit: one changelog fsync at a time, and everyone waiting for a version that the
 /// running fsync covers shares it instead of starting another.
 struct GroupSync {
-    /// The version up to which the changelog is known to be on disk.
-    synced: std::sync::atomic::AtomicU64,
-    /// The same version, for those who wait for an fsync someone else runs.
-    synced_watch: tokio::sync::watch::Sender<u64>,
+    /// The version up to which the changelog is known to be on disk; watched by those who wait
+    /// for an fsync someone else runs.
+    synced: tokio::sync::watch::Sender<u64>,
     /// Held while an fsync runs; waiters queue here and usually find their version covered.
     running: tokio::sync::Mutex<()>,
 }
@@ -53,8 +52,7 @@ impl Meta {
             store: Arc::new(store),
             committed: Arc::new(tokio::sync::watch::channel(version).0),
             durable: Arc::new(GroupSync {
-                synced: Default::default(),
-                synced_watch: tokio::sync::watch::channel(0).0,
+                synced: tokio::sync::watch::channel(0).0,
                 running: Default::default(),
             }),
             sync_commit,
@@ -124,13 +122,12 @@ impl Meta {
     /// Returns once the changelog is on disk at least up to `version`, sharing an fsync that
     /// is running or starting one that covers everything logged so far.
     async fn sync_through(&self, version: u64) -> Result<(), StoreError> {
-        use std::sync::atomic::Ordering;
         let durable = &self.durable;
-        if durable.synced.load(Ordering::Acquire) >= version {
+        if *durable.synced.borrow() >= version {
             return Ok(());
         }
         let _running = durable.running.lock().await;
-        if durable.synced.load(Ordering::Acquire) >= version {
+        if *durable.synced.borrow() >= version {
             return Ok(());
         }
         // Everything logged by now goes to disk with this fsync, not only `version`.
@@ -142,8 +139,7 @@ impl Meta {
                 path: Default::default(),
                 source: std::io::Error::other(e.to_string()),
             })??;
-        durable.synced.fetch_max(covered, Ordering::AcqRel);
-        durable.synced_watch.send_if_modified(|v| {
+        durable.synced.send_if_modified(|v| {
             let newer = covered > *v;
             *v = (*v).max(covered);
             newer
@@ -161,7 +157,7 @@ impl Meta {
         version: u64,
         patience: Duration,
     ) -> Result<(), StoreError> {
-        let mut synced = self.durable.synced_watch.subscribe();
+        let mut synced = self.durable.synced.subscribe();
         let covered = async move { synced.wait_for(|v| *v >= version).await.is_ok() };
         match tokio::time::timeout(patience, covered).await {
             Ok(true) => Ok(()),
@@ -257,7 +253,6 @@ impl Worker for ImageWorker {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
 
     use elkfs_metastore::StoreConfig;
 
@@ -280,7 +275,7 @@ mod tests {
                         .commit(MetaOp::ReserveChunkIds { up_to: 1000 + i })
                         .await
                         .unwrap();
-                    let synced = meta.durable.synced.load(Ordering::Acquire);
+                    let synced = *meta.durable.synced.borrow();
                     assert!(
                         synced >= version.0,
                         "acknowledged {version:?}, synced {synced}"
@@ -301,9 +296,9 @@ mod tests {
             .commit(MetaOp::ReserveChunkIds { up_to: 1000 })
             .await
             .unwrap();
-        assert!(meta.durable.synced.load(Ordering::Acquire) < version.0);
+        assert!(*meta.durable.synced.borrow() < version.0);
         meta.sync().await.unwrap();
-        assert!(meta.durable.synced.load(Ordering::Acquire) >= version.0);
+        assert!(*meta.durable.synced.borrow() >= version.0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -343,6 +338,6 @@ mod tests {
         meta.durable_through(second, Duration::from_secs(1))
             .await
             .unwrap();
-        assert!(meta.durable.synced.load(Ordering::Acquire) >= second);
+        assert!(*meta.durable.synced.borrow() >= second);
     }
 }
