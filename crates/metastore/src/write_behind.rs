@@ -44,6 +44,16 @@ impl WriteBehind {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The held writes unless a batch is being applied (it holds the lock meanwhile), for
+    /// callers that must not wait.
+    fn lock_now(&self) -> Option<std::sync::MutexGuard<'_, BTreeMap<Vec<u8>, Option<Vec<u8>>>>> {
+        match self.held.try_lock() {
+            Ok(held) => Some(held),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// Applies everything held as one batch. The lock is kept meanwhile, so no read finds a
     /// key neither held nor applied yet; if the batch fails, the writes stay held (and readable).
     fn apply_held(&self, held: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Result<(), StoreError> {
@@ -69,11 +79,8 @@ impl KvStore for WriteBehind {
     }
 
     fn get_in_memory(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        // The lock is held while a batch is applied: that would be a wait.
-        let held = match self.held.try_lock() {
-            Ok(held) => held,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return Err(StoreError::NotCached),
+        let Some(held) = self.lock_now() else {
+            return Err(StoreError::NotCached);
         };
         if let Some(value) = held.get(key) {
             return Ok(value.clone());
@@ -150,11 +157,9 @@ impl KvStore for WriteBehind {
 
     fn applies_in_memory(&self) -> bool {
         // Room for a large change (a rename touches a dozen keys) before the batch is due; not
-        // while a batch is being applied (the lock is held meanwhile).
-        match self.held.try_lock() {
-            Ok(held) => held.len() + IN_MEMORY_MARGIN < self.max_held,
-            Err(_) => false,
-        }
+        // while a batch is being applied.
+        self.lock_now()
+            .is_some_and(|held| held.len() + IN_MEMORY_MARGIN < self.max_held)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
