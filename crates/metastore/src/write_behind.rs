@@ -22,11 +22,14 @@ pub const MAX_HELD_KEYS: usize = 4096;
 /// Keys that may still be held before [`KvStore::applies_in_memory`] says no.
 const IN_MEMORY_MARGIN: usize = 64;
 
+/// The newest value of every key written and not applied yet (`None`: removed).
+type Held = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
 /// A store whose writes wait in memory until they are applied to `inner` together.
 pub struct WriteBehind {
     inner: Box<dyn KvStore>,
     /// The newest value of every key written and not applied yet (`None`: removed).
-    held: Mutex<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    held: Mutex<Held>,
     max_held: usize,
 }
 
@@ -40,13 +43,13 @@ impl WriteBehind {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Vec<u8>, Option<Vec<u8>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The held writes unless a batch is being applied (it holds the lock meanwhile), for
     /// callers that must not wait.
-    fn lock_now(&self) -> Option<std::sync::MutexGuard<'_, BTreeMap<Vec<u8>, Option<Vec<u8>>>>> {
+    fn lock_now(&self) -> Option<std::sync::MutexGuard<'_, Held>> {
         match self.held.try_lock() {
             Ok(held) => Some(held),
             Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
@@ -56,7 +59,7 @@ impl WriteBehind {
 
     /// Applies everything held as one batch. The lock is kept meanwhile, so no read finds a
     /// key neither held nor applied yet; if the batch fails, the writes stay held (and readable).
-    fn apply_held(&self, held: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Result<(), StoreError> {
+    fn apply_held(&self, held: &mut Held) -> Result<(), StoreError> {
         if held.is_empty() {
             return Ok(());
         }
