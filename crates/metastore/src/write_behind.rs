@@ -93,6 +93,9 @@ impl KvStore for WriteBehind {
     }
 
     fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Rows, StoreError> {
+        if limit == 0 {
+            return Ok(Rows::new());
+        }
         let held = self.lock();
         let mut out = Rows::new();
         let mut cursor = after.map(<[u8]>::to_vec);
@@ -282,7 +285,7 @@ mod tests {
                 prop::collection::vec((0u8..24, prop::option::of(0u8..4)), 1..6), 1..12),
             settle_after in 0usize..12,
             prefix in prop::option::of(0u8..3),
-            limit in 1usize..6,
+            limit in 0usize..6,
         ) {
             let behind = WriteBehind::new(Box::new(MemKv::default()), 1000);
             let plain = MemKv::default();
@@ -303,7 +306,7 @@ mod tests {
                 let got = behind.scan(&prefix, after.as_deref(), limit).unwrap();
                 let want = plain.scan(&prefix, after.as_deref(), limit).unwrap();
                 prop_assert_eq!(&got, &want);
-                if got.len() < limit {
+                if got.len() < limit || limit == 0 {
                     break;
                 }
                 after = got.last().map(|(k, _)| k.clone());
