@@ -19,6 +19,9 @@ use crate::state::{MASTER_SESSION, MasterState, REOPEN_GRACE};
 /// Most entries returned in one directory page.
 pub(crate) const MAX_DIR_PAGE: usize = 4096;
 
+/// Most names one [`MasterRequest::LookupAhead`] returns.
+const MAX_LOOKAHEAD: usize = 1024;
+
 /// Per-connection state of a client.
 pub struct ClientHandler {
     state: Arc<MasterState>,
@@ -455,6 +458,17 @@ async fn serve(
             let limit = (limit as usize).clamp(1, MAX_DIR_PAGE);
             let entries = meta
                 .read(move |s| s.read_dir_plus(inode, after, limit))
+                .await?;
+            Ok(MasterReply::EntriesPlus(entries))
+        }
+        MasterRequest::LookupAhead {
+            parent,
+            name,
+            limit,
+        } => {
+            let limit = (limit as usize).clamp(1, MAX_LOOKAHEAD);
+            let entries = meta
+                .read(move |s| s.lookup_ahead(parent, &name, limit))
                 .await?;
             Ok(MasterReply::EntriesPlus(entries))
         }

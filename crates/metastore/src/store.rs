@@ -329,6 +329,55 @@ impl MetaStore {
         limit: usize,
     ) -> Result<Vec<DirEntryPlus>, ExecError> {
         let entries = self.read_dir(inode, after, limit)?;
+        self.with_attrs(entries)
+    }
+
+    /// `name` in directory `parent` (as [`MetaStore::lookup`] finds it) followed by the names
+    /// after it in byte order, at most `limit` in all, each with its attributes; empty when
+    /// `name` and everything after it are absent.
+    pub fn lookup_ahead(
+        &self,
+        parent: InodeId,
+        name: &[u8],
+        limit: usize,
+    ) -> Result<Vec<DirEntryPlus>, ExecError> {
+        let txn = self.txn();
+        if namespace::inode_of(&txn, parent)?.kind != FileKind::Dir {
+            return Err(Status::NotDir.into());
+        }
+        if name.len() > namespace::NAME_MAX {
+            return Err(Status::NameTooLong.into());
+        }
+        let mut entries = Vec::with_capacity(limit.min(256));
+        let start = keys::dirent(parent, name);
+        if let Some(found) = txn.get::<DirentRecord>(&start)? {
+            entries.push(DirEntry {
+                name: name.to_vec(),
+                inode: found.inode,
+                kind: found.kind,
+                cookie: found.cookie,
+            });
+        }
+        let prefix = keys::dirent_prefix(parent);
+        let rest = limit.saturating_sub(entries.len());
+        let after = match rest {
+            0 => Vec::new(),
+            _ => self.kv.scan(&prefix, Some(&start), rest)?,
+        };
+        for (key, value) in after {
+            let found: DirentRecord = decode_value(&key, &value)?;
+            entries.push(DirEntry {
+                name: key[prefix.len()..].to_vec(),
+                inode: found.inode,
+                kind: found.kind,
+                cookie: found.cookie,
+            });
+        }
+        self.with_attrs(entries)
+    }
+
+    /// Each entry with its inode's attributes and whether it has any extended attribute.
+    fn with_attrs(&self, entries: Vec<DirEntry>) -> Result<Vec<DirEntryPlus>, ExecError> {
         let txn = self.txn();
         entries
             .into_iter()

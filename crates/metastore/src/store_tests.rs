@@ -1,6 +1,6 @@
 //! Namespace operations through the whole store: semantics, errors, and replay after reopen.
 
-use elkfs_proto::types::{FileKind, SetAttr, Timestamp};
+use elkfs_proto::types::{DirEntryPlus, FileKind, SetAttr, Timestamp};
 use elkfs_proto::{ChunkId, ChunkVersion, InodeId, Status};
 
 use crate::namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE};
@@ -356,6 +356,48 @@ fn a_listing_plus_carries_attributes_and_whether_there_are_extended_attributes()
     assert_eq!(
         refused(store.read_dir_plus(plain, 0, 10)).map(|_| ()),
         Err(Status::NotDir)
+    );
+}
+
+#[test]
+fn a_lookup_ahead_finds_the_name_then_the_ones_after_it_in_byte_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for name in ["b", "a", "c", "ab"] {
+        mknod(&store, ROOT, name).unwrap();
+    }
+    let sub = mkdir(&store, ROOT, "d").unwrap();
+    // Entries of another directory share the key scheme and must not show.
+    mknod(&store, sub, "aa").unwrap();
+    let named = |entries: Vec<DirEntryPlus>| -> Vec<String> {
+        entries
+            .into_iter()
+            .map(|e| String::from_utf8(e.entry.name).unwrap())
+            .collect()
+    };
+    let found = store.lookup_ahead(ROOT, b"a", 10).unwrap();
+    assert_eq!(named(found.clone()), vec!["a", "ab", "b", "c", "d"]);
+    let a = store.lookup(ROOT, b"a").unwrap();
+    assert_eq!(found[0].attr, a);
+    assert_eq!(found[0].entry.inode, a.inode);
+    let listed = store.read_dir(ROOT, 0, 10).unwrap();
+    let cookie_of_a = listed.iter().find(|e| e.name == b"a").unwrap().cookie;
+    assert_eq!(found[0].entry.cookie, cookie_of_a);
+    assert_eq!(
+        named(store.lookup_ahead(ROOT, b"aa", 2).unwrap()),
+        vec!["ab", "b"]
+    );
+    assert_eq!(named(store.lookup_ahead(ROOT, b"a", 1).unwrap()), vec!["a"]);
+    assert!(store.lookup_ahead(ROOT, b"e", 10).unwrap().is_empty());
+    assert_eq!(named(store.lookup_ahead(sub, b"", 10).unwrap()), vec!["aa"]);
+    let file = a.inode;
+    assert_eq!(
+        refused(store.lookup_ahead(file, b"a", 10)).map(|_| ()),
+        Err(Status::NotDir)
+    );
+    assert_eq!(
+        refused(store.lookup_ahead(ROOT, &[b'x'; 256], 10)).map(|_| ()),
+        Err(Status::NameTooLong)
     );
 }
 

@@ -280,6 +280,11 @@ fn master_requests() -> Vec<MasterRequest> {
             after: 7,
             limit: 1024,
         },
+        MasterRequest::LookupAhead {
+            parent: inode,
+            name: b"f000001".to_vec(),
+            limit: 64,
+        },
         MasterRequest::WriteEnd {
             inode,
             index: 3,

@@ -60,6 +60,12 @@ fn master_messages_encoding_is_pinned() {
         open: true,
     };
     assert_eq!(hex(&mknod), "0401016600fba4011200fbe803fbe80301");
+    let ahead = MasterRequest::LookupAhead {
+        parent: InodeId(7),
+        name: b"a".to_vec(),
+        limit: 16,
+    };
+    assert_eq!(hex(&ahead), "2d07016110");
     let refused: Result<MasterReply, Status> = Err(Status::NotEmpty);
     assert_eq!(hex(&refused), "0102");
 }

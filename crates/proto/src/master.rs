@@ -364,6 +364,20 @@ pub enum MasterRequest {
         /// Most entries to return.
         limit: u32,
     },
+    /// Finds `name` in `parent` as [`MasterRequest::Lookup`] does, and also returns the names
+    /// that follow it in byte order, with their attributes, so that a client looking names up
+    /// one after another in sorted order (`rsync`, a script over `f000001`, `f000002`, ...) can
+    /// answer the next ones itself for as long as it may cache attributes. Answered with
+    /// [`MasterReply::EntriesPlus`]: `name` first if it exists, then at most `limit` - 1 of
+    /// the names after it.
+    LookupAhead {
+        /// The directory.
+        parent: InodeId,
+        /// The name looked up.
+        name: Vec<u8>,
+        /// Most entries to return.
+        limit: u32,
+    },
 }
 
 /// An attribute the CLI reads or changes on whole trees.
@@ -509,7 +523,7 @@ pub enum MasterReply {
         /// Where chunk 0 can be read (`None` for a directory or another kind of inode).
         first_chunk: Option<ReadLocation>,
     },
-    /// The answer to [`MasterRequest::ReadDirPlus`].
+    /// The answer to [`MasterRequest::ReadDirPlus`] and [`MasterRequest::LookupAhead`].
     EntriesPlus(Vec<DirEntryPlus>),
 }
 
