@@ -164,11 +164,16 @@ impl Filesystem for ElkFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let name = name.as_bytes().to_vec();
         let caller = Self::caller(req);
+        let dir = self.view.map.to_elk(parent);
+        // Names the kernel may not keep are not kept here either.
+        let keeps = !self.view.entry_ttl(dir).is_zero();
+        if keeps && let Some((attr, age)) = self.ops.lookup_now(dir, name.as_bytes()) {
+            return self.view.reply_aged_entry(reply, dir, caller, &attr, age);
+        }
+        let name = name.as_bytes().to_vec();
         self.spawn(|ops, view| async move {
-            let parent = view.map.to_elk(parent);
-            view.reply_entry(reply, parent, caller, ops.lookup(parent, &name).await);
+            view.reply_entry(reply, dir, caller, ops.lookup(dir, &name, keeps).await);
         });
     }
 

@@ -2,6 +2,7 @@
 //! reasoned about (and tested) apart from the FUSE plumbing.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use elkfs_client::Client;
@@ -111,8 +112,17 @@ impl Ops {
     }
 
     /// Looks up a name.
-    pub async fn lookup(&self, parent: InodeId, name: &[u8]) -> Result<Attr> {
-        self.client.lookup(parent, name).await.map_err(errno)
+    pub async fn lookup(&self, parent: InodeId, name: &[u8], keeps: bool) -> Result<Attr> {
+        let found = match keeps {
+            true => self.client.lookup_in_order(parent, name).await,
+            false => self.client.lookup(parent, name).await,
+        };
+        found.map_err(errno)
+    }
+
+    /// `name` in `parent` from names looked up ahead, with how long ago the master sent it.
+    pub fn lookup_now(&self, parent: InodeId, name: &[u8]) -> Option<(Attr, Duration)> {
+        self.client.lookup_now(parent, name)
     }
 
     /// Reads attributes.

@@ -100,6 +100,26 @@ impl View {
         }
     }
 
+    /// Answers a lookup with an entry of `parent` the master sent `age` ago: the kernel keeps
+    /// it only until it would have had it been fetched then.
+    pub fn reply_aged_entry(
+        &self,
+        reply: ReplyEntry,
+        parent: InodeId,
+        caller: Caller,
+        attr: &Attr,
+        age: Duration,
+    ) {
+        let (shown, attr_ttl) = self.attr(attr, caller);
+        let entry_ttl = self.entry_ttl(parent);
+        reply.entry_with_ttls(
+            &attr_ttl.saturating_sub(age),
+            &entry_ttl.saturating_sub(age),
+            &shown,
+            Generation(0),
+        );
+    }
+
     /// Answers a getattr-like request.
     pub fn reply_attr(&self, reply: ReplyAttr, caller: Caller, result: Result<Attr, fuser::Errno>) {
         match result {

@@ -19,6 +19,7 @@ mod file_io;
 mod links_and_nodes;
 mod listings;
 mod locks;
+mod lookahead;
 mod mount_options;
 mod mount_signals;
 mod mounting;

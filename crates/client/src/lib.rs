@@ -5,11 +5,13 @@ pub mod closes;
 pub mod errno;
 pub mod fresh_attrs;
 pub mod locations;
+pub mod lookahead;
 pub mod master;
 pub mod mount_info;
 pub mod namespace;
 pub mod ranges;
 pub mod reader;
+pub mod recent_changes;
 pub mod request_slots;
 pub mod writer;
 
@@ -24,6 +26,7 @@ use elkfs_proto::{DATA_LIMITS, DataPool, Hello, InodeId, Role};
 
 use crate::fresh_attrs::FreshAttrs;
 use crate::locations::LocationCache;
+use crate::lookahead::Lookahead;
 use crate::master::{ConnectError, MasterClient};
 use crate::writer::FileWriter;
 
@@ -67,6 +70,8 @@ pub struct Client {
     locations: LocationCache,
     /// Directories' attributes as the master sent them with a change made in them.
     fresh: FreshAttrs,
+    /// Names fetched ahead of lookups made in sorted order.
+    lookahead: Lookahead,
     writers: Mutex<HashMap<InodeId, Weak<FileWriter>>>,
     held_locks: Mutex<HashSet<(InodeId, u64)>>,
     config: ClientConfig,
@@ -110,6 +115,7 @@ impl Client {
             ),
             locations: LocationCache::new(config.location_ttl),
             fresh: FreshAttrs::new(config.attr_ttl),
+            lookahead: Lookahead::new(config.attr_ttl),
             writers: Mutex::new(HashMap::new()),
             held_locks: Mutex::new(HashSet::new()),
             config,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use elkfs_common::defaults;
 
 use crate::closes::{CloseTracker, PendingClose};
+use crate::recent_changes::RecentChanges;
 use crate::request_slots::{REQUEST_SLOTS, RequestSlots};
 use elkfs_proto::connection::Dialer;
 use elkfs_proto::master::{MasterReply, MasterRequest};
@@ -103,6 +104,8 @@ pub struct MasterClient {
     slots: RequestSlots,
     /// Requests that may have changed something, counted when answered.
     changes: std::sync::atomic::AtomicU64,
+    /// What those requests may have changed, for what is kept from earlier answers.
+    recent: RecentChanges,
 }
 
 impl MasterClient {
@@ -151,6 +154,7 @@ impl MasterClient {
             next_seq: std::sync::atomic::AtomicU64::new(1),
             slots: RequestSlots::new(REQUEST_SLOTS),
             changes: std::sync::atomic::AtomicU64::new(0),
+            recent: RecentChanges::default(),
         })
     }
 
@@ -179,6 +183,7 @@ impl MasterClient {
     /// repeated.
     pub async fn request(&self, request: &MasterRequest) -> Result<MasterReply, Status> {
         let reply = self.send(request).await;
+        self.recent.record(request);
         if !reads_only(request) {
             self.changes
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -191,6 +196,11 @@ impl MasterClient {
     /// client made before it.
     pub fn changes(&self) -> u64 {
         self.changes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// What this client's answered requests may have changed, most recent last.
+    pub fn recent_changes(&self) -> &RecentChanges {
+        &self.recent
     }
 
     async fn send(&self, request: &MasterRequest) -> Result<MasterReply, Status> {
@@ -367,6 +377,7 @@ fn reads_only(request: &MasterRequest) -> bool {
             | MasterRequest::ReadLink { .. }
             | MasterRequest::ReadDir { .. }
             | MasterRequest::ReadDirPlus { .. }
+            | MasterRequest::LookupAhead { .. }
             | MasterRequest::StatFs
             | MasterRequest::ReadChunk { .. }
             | MasterRequest::Fsync

@@ -4,7 +4,10 @@ use elkfs_proto::master::{Change, Lock, LockKind, MasterReply, MasterRequest, Tr
 use elkfs_proto::types::{Attr, Caller, DirEntry, DirEntryPlus, FileKind, FsStats, SetAttr};
 use elkfs_proto::{InodeId, Status};
 
+use std::time::Duration;
+
 use crate::Client;
+use crate::lookahead::FetchStart;
 
 fn attr(reply: MasterReply) -> Result<Attr, Status> {
     match reply {
@@ -51,6 +54,45 @@ impl Client {
             name: name.to_vec(),
         };
         Ok(self.with_local_writes(attr(self.master.request(&request).await?)?))
+    }
+
+    /// `name` in `parent` from the names looked up ahead (see `lookahead.rs`), with how long
+    /// ago the master sent it, without waiting for anything; `None` when the master must be
+    /// asked.
+    pub fn lookup_now(&self, parent: InodeId, name: &[u8]) -> Option<(Attr, Duration)> {
+        let changes = self.master.recent_changes();
+        let (attr, age) = self.lookahead.answer(parent, name, changes)?;
+        Some((self.with_local_writes(attr), age))
+    }
+
+    /// Like [`Client::lookup`], for a caller that may keep the answer (the kernel, for the
+    /// attribute cache time): after a few lookups in increasing order in `parent`, the names
+    /// that follow come along, and [`Client::lookup_now`] answers them.
+    pub async fn lookup_in_order(&self, parent: InodeId, name: &[u8]) -> Result<Attr, Status> {
+        let Some(asked) = self.lookahead.missed(parent, name) else {
+            let found = self.lookup(parent, name).await;
+            if found.is_ok() {
+                self.lookahead.found(parent);
+            }
+            return found;
+        };
+        let changes = self.master.recent_changes();
+        let start = FetchStart::now(changes);
+        let request = MasterRequest::LookupAhead {
+            parent,
+            name: name.to_vec(),
+            limit: asked,
+        };
+        let entries = match self.master.request(&request).await? {
+            MasterReply::EntriesPlus(e) => e,
+            _ => return Err(Status::Protocol),
+        };
+        self.lookahead
+            .fetched(parent, start, asked, &entries, changes);
+        match entries.into_iter().next() {
+            Some(first) if first.entry.name == name => Ok(self.with_local_writes(first.attr)),
+            _ => Err(Status::NotFound),
+        }
     }
 
     /// `attr` as the master sent it, with the length this client has written to the file but
