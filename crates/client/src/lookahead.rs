@@ -215,7 +215,7 @@ impl Lookahead {
         }
         let scan = state.dirs.entry(dir).or_default();
         scan.streak = match &scan.last_miss {
-            Some(last) if name > last.as_slice() => scan.streak + 1,
+            Some(last) if name > last.as_slice() => scan.streak.saturating_add(1),
             _ => 0,
         };
         scan.last_miss = Some(name.to_vec());

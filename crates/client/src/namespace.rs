@@ -61,8 +61,12 @@ impl Client {
     /// asked.
     pub fn lookup_now(&self, parent: InodeId, name: &[u8]) -> Option<(Attr, Duration)> {
         let changes = self.master.recent_changes();
+        let count = changes.count();
         let (attr, age) = self.lookahead.answer(parent, name, changes)?;
-        Some((self.with_local_writes(attr), age))
+        let attr = self.with_local_writes(attr);
+        // A write that ended between the two looks (reported, then no longer busy) is neither
+        // in the window nor counted by `with_local_writes`: ask the master then.
+        (changes.count() == count).then_some((attr, age))
     }
 
     /// Like [`Client::lookup`], for a caller that may keep the answer (the kernel, for the

@@ -364,6 +364,7 @@ impl MetaStore {
             0 => Vec::new(),
             _ => self.kv.scan(&prefix, Some(&start), rest)?,
         };
+        let looked_up = entries.len();
         for (key, value) in after {
             let found: DirentRecord = decode_value(&key, &value)?;
             entries.push(DirEntry {
@@ -373,27 +374,40 @@ impl MetaStore {
                 cookie: found.cookie,
             });
         }
-        self.with_attrs(entries)
+        let mut with_attrs = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.into_iter().enumerate() {
+            match self.with_attr(entry) {
+                Ok(e) => with_attrs.push(e),
+                // Reads here are no snapshot: a name after the one looked up may have been
+                // removed, and its inode purged, since the scan. Leaving it out is what a
+                // scan a moment later would have shown; the name looked up must not fail for it.
+                Err(ExecError::Refused(Status::NotFound)) if i >= looked_up => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(with_attrs)
     }
 
     /// Each entry with its inode's attributes and whether it has any extended attribute.
     fn with_attrs(&self, entries: Vec<DirEntry>) -> Result<Vec<DirEntryPlus>, ExecError> {
-        let txn = self.txn();
         entries
             .into_iter()
-            .map(|entry| {
-                let attr = namespace::inode_of(&txn, entry.inode)?.attr(entry.inode);
-                let has_xattrs = !self
-                    .kv
-                    .scan(&keys::xattr_prefix(entry.inode), None, 1)?
-                    .is_empty();
-                Ok(DirEntryPlus {
-                    entry,
-                    attr,
-                    has_xattrs,
-                })
-            })
+            .map(|entry| self.with_attr(entry))
             .collect()
+    }
+
+    /// An entry with its inode's attributes and whether it has any extended attribute.
+    fn with_attr(&self, entry: DirEntry) -> Result<DirEntryPlus, ExecError> {
+        let attr = namespace::inode_of(&self.txn(), entry.inode)?.attr(entry.inode);
+        let has_xattrs = !self
+            .kv
+            .scan(&keys::xattr_prefix(entry.inode), None, 1)?
+            .is_empty();
+        Ok(DirEntryPlus {
+            entry,
+            attr,
+            has_xattrs,
+        })
     }
 
     /// A symbolic link's target.

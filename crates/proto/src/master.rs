@@ -368,8 +368,9 @@ pub enum MasterRequest {
     /// that follow it in byte order, with their attributes, so that a client looking names up
     /// one after another in sorted order (`rsync`, a script over `f000001`, `f000002`, ...) can
     /// answer the next ones itself for as long as it may cache attributes. Answered with
-    /// [`MasterReply::EntriesPlus`]: `name` first if it exists, then at most `limit` - 1 of
-    /// the names after it.
+    /// [`MasterReply::EntriesPlus`]: `name` first if it exists, then the names after it, at
+    /// most `limit` in all. A name after `name` removed while the answer is being read may be
+    /// left out.
     LookupAhead {
         /// The directory.
         parent: InodeId,
