@@ -72,6 +72,38 @@ impl Meta {
                     .map_err(to_status)
             }
         };
+        self.after_commit(result).await
+    }
+
+    /// Commits changes one after another on one blocking thread, each as [`Meta::commit`]
+    /// would: for background work whose small commits would otherwise each cost a hand-off to
+    /// the blocking pool and back.
+    pub async fn commit_all(
+        &self,
+        ops: Vec<MetaOp>,
+    ) -> Vec<Result<(MetaVersion, Outcome), Status>> {
+        let count = ops.len();
+        let store = self.store.clone();
+        let results = tokio::task::spawn_blocking(move || {
+            ops.iter()
+                .map(|op| store.commit(op).map_err(to_status))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_else(|_| (0..count).map(|_| Err(Status::Io)).collect());
+        let mut done = Vec::with_capacity(count);
+        for result in results {
+            done.push(self.after_commit(result).await);
+        }
+        done
+    }
+
+    /// What follows every commit: trash times noted, waiters on the version woken and, with
+    /// `sync_commit`, the changelog fsynced before the change counts as made.
+    async fn after_commit(
+        &self,
+        result: Result<(MetaVersion, Outcome), Status>,
+    ) -> Result<(MetaVersion, Outcome), Status> {
         if let Ok((version, outcome)) = &result {
             self.trash_due.add(&outcome.trashed);
             self.committed.send_if_modified(|v| {
@@ -286,6 +318,29 @@ mod tests {
         for task in tasks {
             task.await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn commits_made_together_are_each_answered_in_order_and_announced() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = open(dir.path(), true);
+        let watch = meta.committed();
+        let ops = vec![
+            MetaOp::ReserveChunkIds { up_to: 1000 },
+            MetaOp::Purge {
+                inode: elkfs_proto::InodeId(999_999),
+            },
+            MetaOp::ReserveChunkIds { up_to: 2000 },
+        ];
+        let results = meta.commit_all(ops).await;
+        assert_eq!(results.len(), 3);
+        let first = results[0].as_ref().unwrap().0;
+        assert_eq!(results[1].as_ref().err(), Some(&Status::NotFound));
+        let last = results[2].as_ref().unwrap().0;
+        assert_eq!(last.0, first.0 + 1, "the refused change took no version");
+        assert_eq!(*watch.borrow(), last.0);
+        assert!(*meta.durable.synced.borrow() >= last.0, "sync_commit held");
+        assert!(meta.commit_all(Vec::new()).await.is_empty());
     }
 
     #[tokio::test]

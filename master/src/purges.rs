@@ -10,6 +10,9 @@ use tokio::sync::Notify;
 
 use crate::state::MasterState;
 
+/// How long the worker lets unlinked files gather once one is queued.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Unlinked files waiting for the purge worker.
 #[derive(Default)]
 pub struct PurgeQueue {
@@ -69,15 +72,14 @@ impl Worker for PurgeWorker {
         if batch.is_empty() {
             return WorkerState::Idle;
         }
-        for inode in batch {
-            self.state.purge_if_unused(inode).await;
-            self.purged += 1;
-        }
+        self.purged += self.state.purge_all_if_unused(batch).await as u64;
         WorkerState::Busy
     }
 
     async fn wait_for_work(&mut self) {
         self.state.purges.wake.notified().await;
+        // Unlinks come in runs (`rm -r`, a cleanup): a moment's wait purges a run together.
+        tokio::time::sleep(GATHER).await;
     }
 
     fn status(&self) -> String {

@@ -120,22 +120,44 @@ impl MasterState {
     /// Called when one of these may have just become true (a close, an unlink, a trash time
     /// up); a file that still has a name is left alone.
     pub async fn purge_if_unused(&self, inode: InodeId) {
+        self.purge_all_if_unused(vec![inode]).await;
+    }
+
+    /// [`MasterState::purge_if_unused`] for many files, purged in one pass on the blocking
+    /// pool; returns how many were purged.
+    pub async fn purge_all_if_unused(&self, inodes: Vec<InodeId>) -> usize {
         let _gate = self.purge_gate.lock().await;
-        if self.open_files.is_open(inode) {
-            return;
-        }
-        if !self.lock_purge_at_close().remove(&inode) {
-            let now = Timestamp::now();
-            match self.meta.read(move |s| s.purge_due(inode, now)).await {
-                Ok(true) => {}
-                Ok(false) | Err(Status::NotFound) => return,
-                Err(status) => {
-                    tracing::warn!(%inode, %status, "cannot check whether a file is to be purged");
-                    return;
+        let now = Timestamp::now();
+        let mut due = Vec::with_capacity(inodes.len());
+        for inode in inodes {
+            if self.open_files.is_open(inode) {
+                continue;
+            }
+            if !self.lock_purge_at_close().remove(&inode) {
+                match self.meta.read(move |s| s.purge_due(inode, now)).await {
+                    Ok(true) => {}
+                    Ok(false) | Err(Status::NotFound) => continue,
+                    Err(status) => {
+                        tracing::warn!(%inode, %status, "cannot check whether a file is to be purged");
+                        continue;
+                    }
                 }
             }
+            due.push(inode);
         }
-        self.purge(inode).await;
+        let ops = due.iter().map(|&inode| MetaOp::Purge { inode }).collect();
+        let mut purged = 0;
+        for (inode, result) in due.iter().zip(self.meta.commit_all(ops).await) {
+            match result {
+                Ok((_, outcome)) => {
+                    self.chunks.delete_freed(outcome.freed_chunks);
+                    purged += 1;
+                }
+                Err(Status::NotFound) => {}
+                Err(status) => tracing::warn!(%inode, %status, "cannot purge an unlinked file"),
+            }
+        }
+        purged
     }
 
     /// Deletes a trashed file for good, as its owner asked: now, or at its last close while
