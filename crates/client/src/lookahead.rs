@@ -114,14 +114,8 @@ impl State {
 
     /// Applies every change recorded after the first `from` to every window.
     fn replay(&mut self, changes: &RecentChanges, from: u64) {
-        let mut touched = Vec::new();
-        match changes.since(from, |t| touched.push(t.clone())) {
-            Some(count) => {
-                for t in &touched {
-                    self.apply(t);
-                }
-                self.seen = count;
-            }
+        match changes.since(from, |t| self.apply(t)) {
+            Some(count) => self.seen = count,
             None => {
                 self.forget_windows();
                 self.seen = changes.count();
