@@ -91,11 +91,7 @@ impl View {
         result: Result<Attr, fuser::Errno>,
     ) {
         match result {
-            Ok(a) => {
-                let (shown, attr_ttl) = self.attr(&a, caller);
-                let entry_ttl = self.entry_ttl(parent);
-                reply.entry_with_ttls(&attr_ttl, &entry_ttl, &shown, Generation(0));
-            }
+            Ok(a) => self.reply_aged_entry(reply, parent, caller, &a, Duration::ZERO),
             Err(e) => reply.error(e),
         }
     }
