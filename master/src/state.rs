@@ -145,19 +145,7 @@ impl MasterState {
             }
             due.push(inode);
         }
-        let ops = due.iter().map(|&inode| MetaOp::Purge { inode }).collect();
-        let mut purged = 0;
-        for (inode, result) in due.iter().zip(self.meta.commit_all(ops).await) {
-            match result {
-                Ok((_, outcome)) => {
-                    self.chunks.delete_freed(outcome.freed_chunks);
-                    purged += 1;
-                }
-                Err(Status::NotFound) => {}
-                Err(status) => tracing::warn!(%inode, %status, "cannot purge an unlinked file"),
-            }
-        }
-        purged
+        self.purge(&due).await
     }
 
     /// Deletes a trashed file for good, as its owner asked: now, or at its last close while
@@ -168,7 +156,7 @@ impl MasterState {
             self.lock_purge_at_close().insert(inode);
             return;
         }
-        self.purge(inode).await;
+        self.purge(&[inode]).await;
     }
 
     /// Forgets a purge by hand that waits for a close: the file came back from the trash.
@@ -182,12 +170,25 @@ impl MasterState {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn purge(&self, inode: InodeId) {
-        match self.meta.commit(MetaOp::Purge { inode }).await {
-            Ok((_, outcome)) => self.chunks.delete_freed(outcome.freed_chunks),
-            Err(Status::NotFound) => {}
-            Err(status) => tracing::warn!(%inode, %status, "cannot purge an unlinked file"),
+    /// Purges files now (the caller holds the purge gate and has checked nobody has them
+    /// open); returns how many were purged.
+    async fn purge(&self, inodes: &[InodeId]) -> usize {
+        let ops = inodes
+            .iter()
+            .map(|&inode| MetaOp::Purge { inode })
+            .collect();
+        let mut purged = 0;
+        for (inode, result) in inodes.iter().zip(self.meta.commit_all(ops).await) {
+            match result {
+                Ok((_, outcome)) => {
+                    self.chunks.delete_freed(outcome.freed_chunks);
+                    purged += 1;
+                }
+                Err(Status::NotFound) => {}
+                Err(status) => tracing::warn!(%inode, %status, "cannot purge an unlinked file"),
+            }
         }
+        purged
     }
 }
 
