@@ -325,13 +325,8 @@ async fn write(
             ))
         }
     };
-    let creates = capability.access == Access::Create;
     let stored = blocking(&service.store, move |s| {
-        if creates {
-            s.write_creating(chunk, version, offset, &data)
-        } else {
-            s.write(chunk, version, offset, &data)
-        }
+        s.write(chunk, version, offset, &data)
     })
     .await;
     tokio::spawn(async move {

@@ -21,6 +21,5 @@ mod goal;
 mod hung_server;
 mod killed_server;
 mod merged_dirs;
-mod new_chunks;
 mod removal;
 mod stale_copies;
