@@ -325,8 +325,13 @@ async fn write(
             ))
         }
     };
+    let creates = capability.access == Access::Create;
     let stored = blocking(&service.store, move |s| {
-        s.write(chunk, version, offset, &data)
+        if creates {
+            s.write_creating(chunk, version, offset, &data)
+        } else {
+            s.write(chunk, version, offset, &data)
+        }
     })
     .await;
     tokio::spawn(async move {

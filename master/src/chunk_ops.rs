@@ -5,6 +5,13 @@
 //! that dies in between finds copies newer than its record at the next registration and adopts
 //! them; chunk ids come from a logged reservation, so an id is never handed out twice.
 //!
+//! A new chunk is the exception: it is logged first and the lease answered at once, while the
+//! servers are told to create it in the background; the lease's `Create` access lets the client's
+//! first write create it on a server the command has not reached yet. A chunk that ended up with
+//! no copy this way (a master that died before telling anyone, servers that all failed) holds no
+//! data the file shows as long as it lies past the file's end, and the next lease on it replaces
+//! it with a new one.
+//!
 //! A new version is logged as issued (`IssueChunkVersion`) before any chunkserver hears of it,
 //! and the next bump goes past every version issued, not just past the recorded one. Otherwise a
 //! copy bumped by a master that died before logging the bump, and registering only after the
@@ -19,6 +26,7 @@ use bytes::Bytes;
 use elkfs_metastore::{FileChunk, MetaOp};
 use elkfs_proto::capability::{Access, Capability, CapabilityKey, unix_now};
 use elkfs_proto::chunkserver::CsCommand;
+use elkfs_proto::geometry::CHUNK_SIZE;
 use elkfs_proto::master::WriteLease;
 use elkfs_proto::types::FileKind;
 use elkfs_proto::{ChunkId, ChunkVersion, InodeId, Status};
@@ -141,29 +149,48 @@ impl ChunkOps {
             _ => return Err(Status::Invalid),
         }
         let existing = self.meta.read(move |s| s.file_chunk(inode, index)).await?;
-        let (chunk, version, chain) = match existing {
-            None => self.create_chunk(inode, index, attr.goal, exclude).await?,
+        let new = NewChunk {
+            inode,
+            index,
+            goal: attr.goal,
+        };
+        let (chunk, version, chain, access) = match existing {
+            None => self.create_chunk(new, None, exclude).await?,
             Some(fc) if self.shared(fc.chunk).await? => {
-                self.copy_private(inode, fc, near, exclude).await?
+                let (chunk, version, chain) = self.copy_private(inode, fc, near, exclude).await?;
+                (chunk, version, chain, Access::Write)
             }
-            Some(fc) => self.bump_version(fc, near, exclude).await?,
+            Some(fc) => match self.bump_version(fc, near, exclude).await {
+                Ok((chunk, version, chain)) => (chunk, version, chain, Access::Write),
+                // A retry may follow writes the servers took and the master has not heard the
+                // length of yet; only a fresh lease knows the file's end covers all there is.
+                Err(Status::NoValidCopy | Status::Io)
+                    if exclude.is_empty() && past_the_end(index, attr.size) =>
+                {
+                    tracing::warn!(%inode, index, chunk = %fc.chunk, "no copy of a chunk past the end of its file; a new chunk takes its place");
+                    self.create_chunk(new, Some(fc), exclude).await?
+                }
+                Err(status) => return Err(status),
+            },
         };
         Ok(WriteLease {
             chunk,
             version,
             chain: chain.iter().map(|t| t.data_addr).collect(),
             file_length: attr.size,
-            capability: self.capability(chunk, version, Access::Write),
+            capability: self.capability(chunk, version, access),
         })
     }
 
+    /// Makes a new chunk for slot `new.index` of `new.inode` (in place of `replacing`, if
+    /// given): logged first, the servers told in the background (see the module's comment).
     async fn create_chunk(
         &self,
-        inode: InodeId,
-        index: u32,
-        goal: u8,
+        new: NewChunk,
+        replacing: Option<FileChunk>,
         exclude: &[SocketAddr],
-    ) -> Result<(ChunkId, ChunkVersion, Vec<Target>), Status> {
+    ) -> Result<(ChunkId, ChunkVersion, Vec<Target>, Access), Status> {
+        let NewChunk { inode, index, goal } = new;
         let targets = loop {
             let targets = self
                 .cluster
@@ -180,24 +207,50 @@ impl ChunkOps {
         }
         let chunk = self.allocate_id().await?;
         let version = ChunkVersion(1);
-        let created = command_all(&targets, |_| CsCommand::Create { chunk, version }).await;
-        if created.is_empty() {
-            return Err(Status::NoSpace);
-        }
-        let op = MetaOp::CreateChunk {
-            inode,
-            index,
-            chunk,
-            version,
+        let op = match replacing {
+            None => MetaOp::CreateChunk {
+                inode,
+                index,
+                chunk,
+                version,
+            },
+            Some(_) => MetaOp::ReplaceChunk {
+                inode,
+                index,
+                chunk,
+                version,
+            },
         };
-        if let Err(status) = self.meta.commit(op).await {
-            self.delete_copies(chunk, version, &created);
-            return Err(status);
-        }
-        for t in &created {
+        let (_, outcome) = self.meta.commit(op).await?;
+        self.delete_freed(outcome.freed_chunks);
+        for t in &targets {
             self.cluster.set_copy(chunk, t.server, version);
         }
-        Ok((chunk, version, created))
+        self.create_copies(chunk, version, targets.clone());
+        Ok((chunk, version, targets, Access::Create))
+    }
+
+    /// Tells `targets` to create `chunk` without waiting for them (a server the client's write
+    /// reached first keeps what it has). One that cannot create it loses its place among the
+    /// copies, unless a later version has taken that place meanwhile.
+    fn create_copies(&self, chunk: ChunkId, version: ChunkVersion, targets: Vec<Target>) {
+        let cluster = self.cluster.clone();
+        tokio::spawn(async move {
+            let create = CsCommand::Create { chunk, version };
+            let calls = targets.iter().map(|t| {
+                let create = &create;
+                async move { (t, run_command(t, create).await) }
+            });
+            for (t, result) in futures::future::join_all(calls).await {
+                match result {
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::warn!(server = %t.data_addr, %chunk, error = %e, "chunkserver could not create a new chunk");
+                        cluster.remove_copy_at(chunk, t.server, version);
+                    }
+                }
+            }
+        });
     }
 
     /// Whether a snapshot shares the chunk (it must be copied before it is changed).
@@ -364,6 +417,19 @@ impl ChunkOps {
             });
         }
     }
+}
+
+/// What a new chunk is for.
+#[derive(Clone, Copy)]
+struct NewChunk {
+    inode: InodeId,
+    index: u32,
+    goal: u8,
+}
+
+/// Whether chunk `index` of a file `size` bytes long lies wholly past its end.
+fn past_the_end(index: u32, size: u64) -> bool {
+    u64::from(index) * CHUNK_SIZE >= size
 }
 
 /// Why a chunkserver did not carry out a command.

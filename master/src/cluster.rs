@@ -255,6 +255,18 @@ impl Cluster {
         }
     }
 
+    /// Forgets `server`'s copy of `chunk` if it is still at `version` (a later version there
+    /// came from a command that found the copy).
+    pub fn remove_copy_at(&self, chunk: ChunkId, server: ServerId, version: ChunkVersion) {
+        let mut inner = self.lock();
+        if let Some(copies) = inner.copies.get_mut(&chunk) {
+            copies.retain(|c| c.server != server || c.version != version);
+            if copies.is_empty() {
+                inner.copies.remove(&chunk);
+            }
+        }
+    }
+
     /// Forgets a chunk entirely and returns where its copies were, to delete them.
     pub fn forget_chunk(&self, chunk: ChunkId) -> Vec<(Target, ChunkVersion)> {
         let mut inner = self.lock();

@@ -68,7 +68,9 @@ fn is_refused(response: &DataResponse) -> bool {
 
 #[test]
 fn a_chunkserver_serves_and_changes_chunks_only_with_a_valid_capability() {
-    let mut builder = Cluster::builder().chunkservers(1);
+    let mut builder = Cluster::builder()
+        .chunkservers(1)
+        .allow_log_errors("write failed");
     for pattern in EXPECTED_WARNINGS {
         builder = builder.allow_log_errors(pattern);
     }
@@ -185,6 +187,31 @@ fn a_chunkserver_serves_and_changes_chunks_only_with_a_valid_capability() {
         let (answer, data) = ask_data(server, &read_request(chunk, version, capability), &[]).await;
         assert_eq!(answer, Ok(DataReply::Read));
         assert_eq!(&data[..7], b"changed");
+    });
+
+    // A chunk this server does not hold: a write under `Write` access finds nothing, one under
+    // `Create` access (what a new chunk's first lease carries) creates it.
+    runtime().block_on(async {
+        let absent = ChunkId(chunk.0 + 1_000_000);
+        let v1 = ChunkVersion(1);
+        let write = |access| DataRequest::Write {
+            chunk: absent,
+            version: v1,
+            offset: 0,
+            chain: Vec::new(),
+            capability: key.sign(absent, v1, access, unix_now()),
+        };
+        let (answer, _) = ask_data(server, &write(Access::Write), b"new").await;
+        assert!(
+            matches!(&answer, Err(e) if e.status == Status::NotFound),
+            "a write to a chunk the server lacks: {answer:?}"
+        );
+        let (answer, _) = ask_data(server, &write(Access::Create), b"new").await;
+        assert_eq!(answer, Ok(DataReply::Written));
+        let read = read_request(absent, v1, key.sign(absent, v1, Access::Read, unix_now()));
+        let (answer, data) = ask_data(server, &read, &[]).await;
+        assert_eq!(answer, Ok(DataReply::Read));
+        assert_eq!(&data[..], b"new");
     });
 }
 

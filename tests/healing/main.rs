@@ -21,5 +21,6 @@ mod goal;
 mod hung_server;
 mod killed_server;
 mod merged_dirs;
+mod new_chunks;
 mod removal;
 mod stale_copies;

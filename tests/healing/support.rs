@@ -357,6 +357,34 @@ impl Admin {
     }
 }
 
+impl Admin {
+    /// Takes a write lease on chunk `index` of the file at `path` and ends it without writing,
+    /// as a client would that died before its first write: the master makes the chunk (if new)
+    /// and tells its servers to create it. Returns the chunk's id.
+    pub fn lease_without_writing(&self, path: &Path, index: u32) -> u64 {
+        let inode = inode_of(path);
+        let lease = match self.runtime.block_on(
+            self.client
+                .master
+                .request(&MasterRequest::WriteChunk { inode, index }),
+        ) {
+            Ok(MasterReply::WriteLease(lease)) => lease,
+            other => panic!("WriteChunk({}, {index}) answered {other:?}", path.display()),
+        };
+        let length = std::fs::metadata(path).expect("stat").len();
+        let end = MasterRequest::WriteEnd {
+            inode,
+            index,
+            chunk: lease.chunk,
+            length,
+        };
+        if let Err(s) = self.runtime.block_on(self.client.master.request(&end)) {
+            panic!("WriteEnd({}, {index}) failed: {s}", path.display());
+        }
+        lease.chunk.0
+    }
+}
+
 fn inode_of(path: &Path) -> InodeId {
     let meta = std::fs::metadata(path)
         .unwrap_or_else(|e| panic!("stat {} through the mount: {e}", path.display()));

@@ -254,6 +254,37 @@ impl ChunkStore {
         })
     }
 
+    /// [`ChunkStore::write`], first creating the chunk at `version` if this server does not hold
+    /// it: a new chunk's first writes may arrive before the master's command to create it.
+    pub fn write_creating(
+        &self,
+        id: ChunkId,
+        version: ChunkVersion,
+        offset: u32,
+        data: &[u8],
+    ) -> Result<(), ChunkError> {
+        match self.write(id, version, offset, data) {
+            Err(ChunkError::NotFound { .. }) => {
+                self.ensure(id, version)?;
+                self.write(id, version, offset, data)
+            }
+            other => other,
+        }
+    }
+
+    /// [`ChunkStore::create`], except that a chunk already held at `version` is left as it is
+    /// (its first write may have created it): the master's create command can come second.
+    pub fn ensure(&self, id: ChunkId, version: ChunkVersion) -> Result<(), ChunkError> {
+        match self.create(id, version) {
+            Err(ChunkError::AlreadyExists { .. })
+                if self.info(id).is_some_and(|i| i.version == version) =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     /// Up to `len` bytes from `offset`: fewer (possibly none) at the end of the chunk's data. Every
     /// block the range touches is read whole and checked; a mismatch is `Corrupt { chunk, block }`.
     pub fn read(

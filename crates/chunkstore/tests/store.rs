@@ -212,6 +212,41 @@ fn create_writes_an_empty_chunk_and_refuses_an_existing_id() {
 }
 
 #[test]
+fn creating_writes_and_ensure_make_a_missing_chunk_and_leave_an_existing_one_in_place() {
+    let (_dir, store) = fresh();
+    let id = ChunkId(5);
+    store.write_creating(id, V1, 10, b"first").unwrap();
+    assert_eq!(
+        store.info(id).map(|i| (i.version, i.length)),
+        Some((V1, 15))
+    );
+    store.write_creating(id, V1, 0, b"again").unwrap();
+    let mut want = vec![0u8; 15];
+    want[..5].copy_from_slice(b"again");
+    want[10..].copy_from_slice(b"first");
+    assert_eq!(read_all(&store, id, V1), want);
+    assert_eq!(store.verify(id).unwrap(), 15);
+
+    store.ensure(id, V1).unwrap();
+    assert_eq!(read_all(&store, id, V1), want, "ensure kept the data");
+    assert!(matches!(
+        store.ensure(id, V2),
+        Err(ChunkError::AlreadyExists { .. })
+    ));
+
+    let other = ChunkId(6);
+    store.create(other, V2).unwrap();
+    assert!(matches!(
+        store.write_creating(other, V1, 0, b"x"),
+        Err(ChunkError::WrongVersion { .. })
+    ));
+    assert_eq!(
+        store.info(other).map(|i| (i.version, i.length)),
+        Some((V2, 0))
+    );
+}
+
+#[test]
 fn create_skips_dirs_marked_for_removal() {
     let root = tempfile::tempdir().unwrap();
     let (a, b) = (root.path().join("a"), root.path().join("b"));

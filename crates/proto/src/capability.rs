@@ -27,6 +27,18 @@ pub enum Access {
     Read,
     /// Writing (and reading) the chunk's data.
     Write,
+    /// Writing (and reading) the chunk's data, creating the chunk first on a server that does
+    /// not hold it yet. The master hands it out with the first lease on a new chunk: it tells the
+    /// servers to create the chunk without waiting for them, so the client's first write may
+    /// reach a server before the master's command does.
+    Create,
+}
+
+impl Access {
+    /// Whether this access includes writing.
+    pub fn writes(self) -> bool {
+        matches!(self, Access::Write | Access::Create)
+    }
 }
 
 /// Permission to access one version of one chunk until `expires`.
@@ -88,6 +100,7 @@ impl CapabilityKey {
         fields[12] = match access {
             Access::Read => 1,
             Access::Write => 2,
+            Access::Create => 3,
         };
         fields[13..].copy_from_slice(&expires.to_le_bytes());
         *blake3::keyed_hash(&self.key, &fields).as_bytes()
@@ -129,7 +142,7 @@ impl CapabilityKey {
         if cap.chunk != chunk || version.is_some_and(|v| v != cap.version) {
             return Err(CapabilityError::OtherChunk);
         }
-        if access == Access::Write && cap.access == Access::Read {
+        if access.writes() && !cap.access.writes() {
             return Err(CapabilityError::ReadOnly);
         }
         if now > cap.expires {
@@ -174,6 +187,9 @@ mod tests {
         let write = k.sign(CHUNK, V, Access::Write, NOW);
         assert_eq!(k.check(&write, CHUNK, Some(V), Access::Write, NOW), Ok(()));
         assert_eq!(k.check(&write, CHUNK, Some(V), Access::Read, NOW), Ok(()));
+        let create = k.sign(CHUNK, V, Access::Create, NOW);
+        assert_eq!(k.check(&create, CHUNK, Some(V), Access::Write, NOW), Ok(()));
+        assert_eq!(k.check(&create, CHUNK, Some(V), Access::Read, NOW), Ok(()));
     }
 
     #[test]
@@ -182,6 +198,10 @@ mod tests {
         let read = k.sign(CHUNK, V, Access::Read, NOW);
         assert_eq!(
             k.check(&read, CHUNK, Some(V), Access::Write, NOW),
+            Err(CapabilityError::ReadOnly)
+        );
+        assert_eq!(
+            k.check(&read, CHUNK, Some(V), Access::Create, NOW),
             Err(CapabilityError::ReadOnly)
         );
     }

@@ -94,7 +94,8 @@ pub enum CsReply {
 /// A command from the master to a chunkserver.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CsCommand {
-    /// Creates an empty chunk.
+    /// Creates an empty chunk; one already held at that version is kept as it is (a client
+    /// writing under the first lease may have created it first).
     Create {
         /// The new chunk.
         chunk: ChunkId,
