@@ -8,6 +8,7 @@ use elkfs_proto::ChunkId;
 use elkfs_proto::chunkserver::ChunkReport;
 use tokio::sync::mpsc;
 
+use crate::master_link::CopyReport;
 use crate::storage::{Store, blocking};
 
 /// Pause between passes over all chunks, at the least.
@@ -27,7 +28,7 @@ fn pause_after(bytes: u64, bytes_per_sec: u64) -> Duration {
 /// The background chunk test.
 pub struct ChunkTest {
     store: Store,
-    damage: mpsc::Sender<ChunkReport>,
+    reports: mpsc::Sender<CopyReport>,
     bytes_per_sec: u64,
     queue: Vec<ChunkId>,
     pause: Duration,
@@ -37,11 +38,11 @@ pub struct ChunkTest {
 }
 
 impl ChunkTest {
-    /// A test of `store` reading at most `bytes_per_sec`, reporting damage on `damage`.
-    pub fn new(store: Store, damage: mpsc::Sender<ChunkReport>, bytes_per_sec: u64) -> ChunkTest {
+    /// A test of `store` reading at most `bytes_per_sec`, reporting damage on `reports`.
+    pub fn new(store: Store, reports: mpsc::Sender<CopyReport>, bytes_per_sec: u64) -> ChunkTest {
         ChunkTest {
             store,
-            damage,
+            reports,
             bytes_per_sec: bytes_per_sec.max(1),
             queue: Vec::new(),
             pause: Duration::ZERO,
@@ -84,7 +85,7 @@ impl Worker for ChunkTest {
                     version: info.version,
                     marked_for_removal: self.store.is_marked_for_removal(chunk),
                 };
-                let _ = self.damage.send(report).await;
+                let _ = self.reports.send(CopyReport::Damaged(report)).await;
             }
             Err(e) => tracing::debug!(error = %e, "chunk test skipped a chunk"),
         }

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::capabilities::Capabilities;
+use crate::master_link::CopyReport;
 use crate::sequencer::Sequencer;
 use crate::storage::{Store, blocking, status_of};
 
@@ -33,8 +34,8 @@ pub struct DataService {
     pub sequencer: Arc<Sequencer>,
     /// Connections to the next servers of chains.
     pub peers: Arc<DataPool>,
-    /// Where damaged copies are reported (to the master).
-    pub damage: mpsc::Sender<ChunkReport>,
+    /// Where damaged copies and copies writes created are reported (to the master).
+    pub reports: mpsc::Sender<CopyReport>,
     /// Checks that each request carries the master's permission.
     pub capabilities: Arc<Capabilities>,
 }
@@ -44,7 +45,7 @@ impl DataService {
     pub fn new(
         store: Store,
         sequencer: Arc<Sequencer>,
-        damage: mpsc::Sender<ChunkReport>,
+        reports: mpsc::Sender<CopyReport>,
         capabilities: Arc<Capabilities>,
         peer_dialer: Dialer,
     ) -> Self {
@@ -58,7 +59,7 @@ impl DataService {
                 DATA_LIMITS,
                 "chunkserver",
             )),
-            damage,
+            reports,
         }
     }
 }
@@ -204,6 +205,7 @@ impl Handler<DataRequest, DataResponse> for DataHandler {
                 offset,
                 chain,
                 capability,
+                create,
             } => {
                 if offset as u64 + data.len() as u64 > CHUNK_SIZE || !valid_chain(local, &chain) {
                     responder
@@ -220,6 +222,7 @@ impl Handler<DataRequest, DataResponse> for DataHandler {
                         offset,
                         chain,
                         capability,
+                        create,
                     },
                     data,
                     responder,
@@ -260,11 +263,11 @@ async fn read(
         Err(e) => {
             if e.is_damage() {
                 tracing::warn!(error = %e, "damaged chunk copy");
-                let _ = service.damage.try_send(ChunkReport {
+                let _ = service.reports.try_send(CopyReport::Damaged(ChunkReport {
                     chunk,
                     version,
                     marked_for_removal: service.store.is_marked_for_removal(chunk),
-                });
+                }));
             } else {
                 tracing::debug!(error = %e, "read refused");
             }
@@ -289,6 +292,8 @@ struct Placement {
     offset: u32,
     chain: Vec<SocketAddr>,
     capability: Capability,
+    /// The chunk may be created here if missing (see `DataRequest::Write`).
+    create: bool,
 }
 
 /// One chained write, run in its chunk's turn: queue the forward to the next server (so the
@@ -308,6 +313,7 @@ async fn write(
         offset,
         chain,
         capability,
+        create,
     } = placement;
     let forward = match chain.split_first() {
         None => None,
@@ -318,6 +324,7 @@ async fn write(
                 offset,
                 chain: rest.to_vec(),
                 capability,
+                create,
             };
             Some((
                 *next,
@@ -325,15 +332,22 @@ async fn write(
             ))
         }
     };
-    let creates = capability.access == Access::Create;
+    let creates = create && capability.access == Access::Create;
     let stored = blocking(&service.store, move |s| {
         if creates {
             s.write_creating(chunk, version, offset, &data)
         } else {
-            s.write(chunk, version, offset, &data)
+            s.write(chunk, version, offset, &data).map(|()| false)
         }
     })
     .await;
+    if let Ok(true) = stored {
+        let _ = service.reports.try_send(CopyReport::Created(ChunkReport {
+            chunk,
+            version,
+            marked_for_removal: service.store.is_marked_for_removal(chunk),
+        }));
+    }
     tokio::spawn(async move {
         let reply = match stored {
             Err(e) => {
@@ -343,7 +357,7 @@ async fn write(
                     server: local,
                 })
             }
-            Ok(()) => match forward {
+            Ok(_) => match forward {
                 None => Ok(DataReply::Written),
                 Some((next, pending)) => finish_forward(&service.peers, next, pending).await,
             },

@@ -87,8 +87,8 @@ impl Transport {
     }
 }
 
-/// Damage reports waiting to reach the master.
-const DAMAGE_QUEUE: usize = 1024;
+/// Copy reports waiting to reach the master.
+const REPORT_QUEUE: usize = 1024;
 
 /// Runs the chunkserver until `stop` is cancelled.
 pub async fn run(config: ChunkserverConfig, stop: CancellationToken) -> anyhow::Result<()> {
@@ -121,19 +121,19 @@ pub async fn run(config: ChunkserverConfig, stop: CancellationToken) -> anyhow::
     let data_addr = listener.local_addr()?;
     tracing::info!(addr = %data_addr, "data port listening");
 
-    let (damage_tx, damage_rx) = mpsc::channel(DAMAGE_QUEUE);
-    let damage_tx_for_test = damage_tx.clone();
+    let (reports_tx, reports_rx) = mpsc::channel(REPORT_QUEUE);
+    let reports_tx_for_test = reports_tx.clone();
     let service = Arc::new(DataService::new(
         store.clone(),
         sequencer.clone(),
-        damage_tx,
+        reports_tx,
         capabilities.clone(),
         transport.peers,
     ));
     let workers = WorkerRegistry::default();
     let chunk_test = ChunkTest::new(
         store.clone(),
-        damage_tx_for_test,
+        reports_tx_for_test,
         config.chunk_test_mib_per_sec.saturating_mul(1 << 20),
     );
     let chunk_test = worker::spawn(chunk_test, workers, stop.clone());
@@ -150,7 +150,7 @@ pub async fn run(config: ChunkserverConfig, stop: CancellationToken) -> anyhow::
         store,
         sequencer,
         service.peers.clone(),
-        damage_rx,
+        reports_rx,
         stop.clone(),
     ));
     data_service::accept_loop(listener, service, transport.data_port, stop.clone()).await;

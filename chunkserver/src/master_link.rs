@@ -1,5 +1,5 @@
 //! The chunkserver's connection to the master: register with every chunk held, report space and
-//! damage, carry out the master's commands; reconnect forever when the master goes away.
+//! damaged copies and copies writes created, carry out the master's commands; reconnect forever when the master goes away.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,14 +46,14 @@ pub struct LinkSetup {
     pub dialer: Dialer,
 }
 
-/// Keeps a registered connection to the master until `stop`; damaged copies reported on
-/// `damage` are passed on.
+/// Keeps a registered connection to the master until `stop`; what arrives on `reports` is
+/// passed on.
 pub async fn run(
     setup: LinkSetup,
     store: Store,
     sequencer: Arc<Sequencer>,
     peers: Arc<DataPool>,
-    mut damage: mpsc::Receiver<ChunkReport>,
+    mut reports: mpsc::Receiver<CopyReport>,
     stop: CancellationToken,
 ) {
     let mut delay = defaults::RECONNECT_MIN;
@@ -109,7 +109,7 @@ pub async fn run(
                 tracing::error!(error = %e, "cannot write the ready file");
             }
         }
-        let reason = serve_link(&link, &store, &mut damage, &stop).await;
+        let reason = serve_link(&link, &store, &mut reports, &stop).await;
         if stop.is_cancelled() {
             return;
         }
@@ -206,11 +206,21 @@ async fn space_of(store: &Store) -> Space {
     }
 }
 
-/// Heartbeats and damage reports until the link closes; returns why it closed.
+/// What the chunkserver tells the master about one copy between heartbeats.
+#[derive(Clone, Copy, Debug)]
+pub enum CopyReport {
+    /// The copy failed its hash check or could not be read: the master replaces it.
+    Damaged(ChunkReport),
+    /// A write created the copy (a new chunk's first write can come before the master's
+    /// command): the master may not know the copy is here.
+    Created(ChunkReport),
+}
+
+/// Heartbeats and copy reports until the link closes; returns why it closed.
 async fn serve_link(
     link: &MasterLink,
     store: &Store,
-    damage: &mut mpsc::Receiver<ChunkReport>,
+    reports: &mut mpsc::Receiver<CopyReport>,
     stop: &CancellationToken,
 ) -> String {
     let mut ticker = tokio::time::interval(defaults::HEARTBEAT_INTERVAL);
@@ -233,8 +243,13 @@ async fn serve_link(
                     return e;
                 }
             }
-            Some(report) = damage.recv() => {
-                if let Err(e) = expect_ok(link.ask(&CsRequest::ChunkDamaged { chunk: report }).await) {
+            Some(report) = reports.recv() => {
+                let request = match report {
+                    CopyReport::Damaged(chunk) => CsRequest::ChunkDamaged { chunk },
+                    // Told like a registration's: the master counts it, or deletes an orphan.
+                    CopyReport::Created(chunk) => CsRequest::Chunks(vec![chunk]),
+                };
+                if let Err(e) = expect_ok(link.ask(&request).await) {
                     return e;
                 }
             }

@@ -7,10 +7,11 @@
 //!
 //! A new chunk is the exception: it is logged first and the lease answered at once, while the
 //! servers are told to create it in the background; the lease's `Create` access lets the client's
-//! first write create it on a server the command has not reached yet. A chunk that ended up with
-//! no copy this way (a master that died before telling anyone, servers that all failed) holds no
-//! data the file shows as long as it lies past the file's end, and the next lease on it replaces
-//! it with a new one.
+//! first frames create it on a server the command has not reached yet (chunkservers report such
+//! copies, and refuse to make again a chunk they deleted lately). A chunk that ended up with no
+//! copy anywhere (a master that died before telling anyone, servers that all lost it) holds no
+//! data the file shows as long as it lies past the file's end, and the next fresh lease on it
+//! replaces it with a new one.
 //!
 //! A new version is logged as issued (`IssueChunkVersion`) before any chunkserver hears of it,
 //! and the next bump goes past every version issued, not just past the recorded one. Otherwise a
@@ -162,10 +163,13 @@ impl ChunkOps {
             }
             Some(fc) => match self.bump_version(fc, near, exclude).await {
                 Ok((chunk, version, chain)) => (chunk, version, chain, Access::Write),
-                // A retry may follow writes the servers took and the master has not heard the
-                // length of yet; only a fresh lease knows the file's end covers all there is.
-                Err(Status::NoValidCopy | Status::Io)
-                    if exclude.is_empty() && past_the_end(index, attr.size) =>
+                // Only when no server is known to hold any copy, stale ones included (so nothing
+                // stored can be lost), and not for a retry, which may follow writes the servers
+                // took while the master has not heard their length yet.
+                Err(Status::NoValidCopy)
+                    if exclude.is_empty()
+                        && past_the_end(index, attr.size)
+                        && self.cluster.copies(fc.chunk).is_empty() =>
                 {
                     tracing::warn!(%inode, index, chunk = %fc.chunk, "no copy of a chunk past the end of its file; a new chunk takes its place");
                     self.create_chunk(new, Some(fc), exclude).await?
@@ -231,8 +235,8 @@ impl ChunkOps {
     }
 
     /// Tells `targets` to create `chunk` without waiting for them (a server the client's write
-    /// reached first keeps what it has). One that cannot create it loses its place among the
-    /// copies, unless a later version has taken that place meanwhile.
+    /// reached first keeps what it has). One that refuses loses its place among the copies,
+    /// unless a later version has taken that place meanwhile.
     fn create_copies(&self, chunk: ChunkId, version: ChunkVersion, targets: Vec<Target>) {
         let cluster = self.cluster.clone();
         tokio::spawn(async move {
@@ -244,9 +248,14 @@ impl ChunkOps {
             for (t, result) in futures::future::join_all(calls).await {
                 match result {
                     Ok(()) => {}
-                    Err(e) => {
-                        tracing::warn!(server = %t.data_addr, %chunk, error = %e, "chunkserver could not create a new chunk");
+                    Err(CommandError::Refused(status)) => {
+                        tracing::warn!(server = %t.data_addr, %chunk, %status, "chunkserver could not create a new chunk");
                         cluster.remove_copy_at(chunk, t.server, version);
+                    }
+                    // The command may still run (it waits its turn behind the chunk's writes);
+                    // a server that is gone loses its copies when its link closes.
+                    Err(e @ CommandError::NoAnswer(_)) => {
+                        tracing::warn!(server = %t.data_addr, %chunk, error = %e, "chunkserver did not answer the creation of a new chunk");
                     }
                 }
             }

@@ -70,7 +70,8 @@ fn is_refused(response: &DataResponse) -> bool {
 fn a_chunkserver_serves_and_changes_chunks_only_with_a_valid_capability() {
     let mut builder = Cluster::builder()
         .chunkservers(1)
-        .allow_log_errors("write failed");
+        .allow_log_errors("write failed")
+        .allow_log_errors("chunks this master never created");
     for pattern in EXPECTED_WARNINGS {
         builder = builder.allow_log_errors(pattern);
     }
@@ -139,6 +140,7 @@ fn a_chunkserver_serves_and_changes_chunks_only_with_a_valid_capability() {
             offset: 0,
             chain: Vec::new(),
             capability,
+            create: false,
         };
         let (answer, _) = ask_data(server, &write(valid), b"overwritten").await;
         assert!(
@@ -181,6 +183,7 @@ fn a_chunkserver_serves_and_changes_chunks_only_with_a_valid_capability() {
             offset: 0,
             chain: Vec::new(),
             capability,
+            create: false,
         };
         let (answer, _) = ask_data(server, &request, b"changed").await;
         assert_eq!(answer, Ok(DataReply::Written));
@@ -189,24 +192,31 @@ fn a_chunkserver_serves_and_changes_chunks_only_with_a_valid_capability() {
         assert_eq!(&data[..7], b"changed");
     });
 
-    // A chunk this server does not hold: a write under `Write` access finds nothing, one under
-    // `Create` access (what a new chunk's first lease carries) creates it.
+    // A chunk this server does not hold: only a write under `Create` access that asks for it
+    // creates the chunk (what a new chunk's first frames carry); a write under `Write` access,
+    // or one that does not ask, finds nothing. The server reports the chunk it made, and the
+    // master, which never handed out that id, leaves it in place with a warning.
     runtime().block_on(async {
         let absent = ChunkId(chunk.0 + 1_000_000);
         let v1 = ChunkVersion(1);
-        let write = |access| DataRequest::Write {
+        let write = |access, create| DataRequest::Write {
             chunk: absent,
             version: v1,
             offset: 0,
             chain: Vec::new(),
             capability: key.sign(absent, v1, access, unix_now()),
+            create,
         };
-        let (answer, _) = ask_data(server, &write(Access::Write), b"new").await;
-        assert!(
-            matches!(&answer, Err(e) if e.status == Status::NotFound),
-            "a write to a chunk the server lacks: {answer:?}"
-        );
-        let (answer, _) = ask_data(server, &write(Access::Create), b"new").await;
+        let not_found =
+            |answer: &DataResponse| matches!(answer, Err(e) if e.status == Status::NotFound);
+        for (access, create) in [(Access::Write, true), (Access::Create, false)] {
+            let (answer, _) = ask_data(server, &write(access, create), b"new").await;
+            assert!(
+                not_found(&answer),
+                "{access:?} access, create {create}: {answer:?}"
+            );
+        }
+        let (answer, _) = ask_data(server, &write(Access::Create, true), b"new").await;
         assert_eq!(answer, Ok(DataReply::Written));
         let read = read_request(absent, v1, key.sign(absent, v1, Access::Read, unix_now()));
         let (answer, data) = ask_data(server, &read, &[]).await;

@@ -1349,6 +1349,7 @@ fn data_request(t: &Targets, rng: &mut StdRng) -> DataRequest {
                 offset: offset(rng),
                 chain: t.chain(rng),
                 capability: t.capability(rng, chunk, version, Access::Write),
+                create: false,
             }
         }
         _ => {

@@ -9,6 +9,7 @@
 
 mod chunk_file;
 mod datadir;
+mod deleted;
 mod error;
 mod header;
 mod index;

@@ -18,6 +18,7 @@ use elkfs_proto::{ChunkId, ChunkVersion};
 
 use crate::chunk_file::ChunkFile;
 use crate::datadir::{DataDirSpec, fs_space, pick_dir_for_new_chunk};
+use crate::deleted::RecentlyDeleted;
 use crate::error::{ChunkError, StoreError};
 use crate::header::HEADER_SIZE;
 use crate::index::{Index, Slot, SlotState};
@@ -63,6 +64,7 @@ pub struct ChunkInfo {
 pub struct ChunkStore {
     dirs: Vec<DataDir>,
     index: Index,
+    deleted: RecentlyDeleted,
 }
 
 struct DataDir {
@@ -115,6 +117,7 @@ impl ChunkStore {
                 })
                 .collect(),
             index,
+            deleted: RecentlyDeleted::default(),
         };
         Ok((store, report))
     }
@@ -256,19 +259,26 @@ impl ChunkStore {
 
     /// [`ChunkStore::write`], first creating the chunk at `version` if this server does not hold
     /// it: a new chunk's first writes may arrive before the master's command to create it.
+    /// Returns whether it created the chunk. A chunk deleted here lately is not made again
+    /// (`NotFound`): a write still under way when its file was cut or removed must fail, not
+    /// land in a copy no file refers to.
     pub fn write_creating(
         &self,
         id: ChunkId,
         version: ChunkVersion,
         offset: u32,
         data: &[u8],
-    ) -> Result<(), ChunkError> {
+    ) -> Result<bool, ChunkError> {
         match self.write(id, version, offset, data) {
-            Err(ChunkError::NotFound { .. }) => {
-                self.ensure(id, version)?;
-                self.write(id, version, offset, data)
+            Err(ChunkError::NotFound { .. }) if !self.deleted.lately(id) => {
+                let created = match self.create(id, version) {
+                    Ok(()) => true,
+                    Err(ChunkError::AlreadyExists { .. }) => false,
+                    Err(e) => return Err(e),
+                };
+                self.write(id, version, offset, data).map(|()| created)
             }
-            other => other,
+            other => other.map(|()| false),
         }
     }
 
@@ -343,6 +353,7 @@ impl ChunkStore {
             }
             state.removed = true;
             self.index.remove(id, slot);
+            self.deleted.note(id);
             Ok(())
         })
     }

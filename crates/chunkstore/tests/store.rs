@@ -212,15 +212,16 @@ fn create_writes_an_empty_chunk_and_refuses_an_existing_id() {
 }
 
 #[test]
-fn creating_writes_and_ensure_make_a_missing_chunk_and_leave_an_existing_one_in_place() {
+fn creating_writes_make_a_missing_chunk_but_not_one_deleted_lately_and_ensure_keeps_what_is_there()
+{
     let (_dir, store) = fresh();
     let id = ChunkId(5);
-    store.write_creating(id, V1, 10, b"first").unwrap();
+    assert!(store.write_creating(id, V1, 10, b"first").unwrap());
     assert_eq!(
         store.info(id).map(|i| (i.version, i.length)),
         Some((V1, 15))
     );
-    store.write_creating(id, V1, 0, b"again").unwrap();
+    assert!(!store.write_creating(id, V1, 0, b"again").unwrap());
     let mut want = vec![0u8; 15];
     want[..5].copy_from_slice(b"again");
     want[10..].copy_from_slice(b"first");
@@ -233,6 +234,16 @@ fn creating_writes_and_ensure_make_a_missing_chunk_and_leave_an_existing_one_in_
         store.ensure(id, V2),
         Err(ChunkError::AlreadyExists { .. })
     ));
+
+    store.delete(id, V1).unwrap();
+    assert!(
+        matches!(
+            store.write_creating(id, V1, 0, b"late"),
+            Err(ChunkError::NotFound { .. })
+        ),
+        "a chunk deleted lately is made again"
+    );
+    assert_eq!(store.info(id), None);
 
     let other = ChunkId(6);
     store.create(other, V2).unwrap();

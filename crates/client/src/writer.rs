@@ -9,11 +9,12 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use elkfs_proto::capability::{CAPABILITY_LIFETIME, Capability};
+use elkfs_proto::capability::{Access, CAPABILITY_LIFETIME, Capability};
 use elkfs_proto::data::{DataReply, DataRequest, DataResponse};
 use elkfs_proto::geometry::{CHUNK_SIZE, MAX_DATA_PAYLOAD, chunk_index_of, offset_in_chunk};
 use elkfs_proto::master::{MasterReply, MasterRequest, WriteLease};
@@ -80,12 +81,23 @@ struct ActiveLease {
     conn: DataConnection,
     /// When the master granted it: it is renewed well before its capability expires.
     granted: Instant,
+    /// Whether the whole chain has stored a piece under it: from then on its chunk exists on
+    /// every server of the chain, and a write must not create it again (see `create_missing`).
+    acknowledged: AtomicBool,
 }
 
 impl ActiveLease {
     /// Whether its capability is old enough to be renewed before the next piece.
     fn due_for_renewal(&self) -> bool {
         self.granted.elapsed() > CAPABILITY_LIFETIME / 2
+    }
+
+    /// Whether a piece sent now may create the chunk where it is missing: only under a new
+    /// chunk's first lease (whose creation the master does not wait for), and only until the
+    /// chain has acknowledged a piece. Later, a missing chunk was deleted (a truncate, an
+    /// unlink) or lost with its server, and making it again would take the write for stored.
+    fn create_missing(&self) -> bool {
+        self.lease.capability.access == Access::Create && !self.acknowledged.load(Ordering::Relaxed)
     }
 }
 
@@ -400,6 +412,7 @@ impl FileWriter {
                 lease,
                 conn,
                 granted: Instant::now(),
+                acknowledged: AtomicBool::new(false),
             }),
             Err(status) => {
                 let end = MasterRequest::WriteEnd {
@@ -519,6 +532,7 @@ impl FileWriter {
 
     /// Records that every server of the lease's chain holds `piece`.
     fn note_stored(&self, active: &ActiveLease, piece: &Outgoing) {
+        active.acknowledged.store(true, Ordering::Relaxed);
         let mut st = self.lock();
         st.stored_end = st.stored_end.max(piece.offset + piece.data.len() as u64);
         let chunk = active.lease.chunk;
@@ -547,6 +561,7 @@ async fn send_piece(
         offset: offset_in_chunk(piece.offset),
         chain: active.lease.chain[1..].to_vec(),
         capability: active.lease.capability,
+        create: active.create_missing(),
     };
     active.conn.send(&request, piece.data.clone()).await
 }

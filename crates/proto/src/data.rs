@@ -37,6 +37,10 @@ pub enum DataRequest {
         chain: Vec<SocketAddr>,
         /// The master's permission to write this version of the chunk (forwarded along).
         capability: Capability,
+        /// Create the chunk first where it is missing. Honoured only under `Create` access, and
+        /// a client sets it only on the frames it sends before the chain first acknowledged
+        /// one: afterwards a missing chunk was deleted or lost, and the write must fail.
+        create: bool,
     },
     /// fsyncs the chunk here and on every server of `chain`.
     Sync {

@@ -589,6 +589,7 @@ fn data_requests() -> Vec<DataRequest> {
             offset: 0,
             chain: vec![v4(), v6()],
             capability: test_capability(),
+            create: true,
         },
         DataRequest::Sync {
             chunk: ChunkId(u64::MAX),

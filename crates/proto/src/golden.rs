@@ -104,14 +104,15 @@ fn data_messages_encoding_is_pinned() {
         capability: Capability {
             chunk: ChunkId(7),
             version: ChunkVersion(3),
-            access: Access::Write,
+            access: Access::Create,
             expires: 1,
             mac: [0xAB; 32],
         },
+        create: true,
     };
     assert_eq!(
         hex(&write),
-        "010703fc0000010001007f000001fbce2407030101abababababababababababababababababababababababababababababababab"
+        "010703fc0000010001007f000001fbce2407030201abababababababababababababababababababababababababababababababab01"
     );
     let err: Result<(), DataError> = Err(DataError {
         status: Status::Corrupt,
