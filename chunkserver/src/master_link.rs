@@ -246,8 +246,7 @@ async fn serve_link(
             Some(report) = reports.recv() => {
                 let request = match report {
                     CopyReport::Damaged(chunk) => CsRequest::ChunkDamaged { chunk },
-                    // Told like a registration's: the master counts it, or deletes an orphan.
-                    CopyReport::Created(chunk) => CsRequest::Chunks(vec![chunk]),
+                    CopyReport::Created(chunk) => CsRequest::ChunkCreated { chunk },
                 };
                 if let Err(e) = expect_ok(link.ask(&request).await) {
                     return e;

@@ -190,6 +190,19 @@ impl Cluster {
         }
     }
 
+    /// Records a copy unless one of `chunk` is known on `server` already, at whatever version:
+    /// a report that may arrive late never overrides what commands since have set.
+    pub fn add_copy_if_unknown(&self, chunk: ChunkId, server: ServerId, version: ChunkVersion) {
+        let known = self
+            .lock()
+            .copies
+            .get(&chunk)
+            .is_some_and(|copies| copies.iter().any(|c| c.server == server));
+        if !known {
+            self.set_copy(chunk, server, version);
+        }
+    }
+
     /// Whether a server left recently enough that its copies may still come back: an
     /// announced stop waits `planned`, a lost connection `lost`.
     pub fn awaiting_return(&self, lost: Duration, planned: Duration) -> bool {
@@ -436,6 +449,38 @@ mod tests {
         cluster.remove_copy(chunk, again);
         cluster.set_copy(chunk, again, version);
         assert_eq!(cluster.valid_copies(chunk, version, None).len(), 2);
+        peer.abort();
+    }
+
+    #[tokio::test]
+    async fn reports_and_failed_creates_never_undo_a_version_set_since() {
+        let (link, peer) = link().await;
+        let cluster = Cluster::default();
+        let space = Space {
+            total: 1 << 40,
+            available: 1 << 39,
+        };
+        let server = cluster.add_server(11, "127.0.0.1:9001".parse().unwrap(), space, link);
+        let chunk = ChunkId(7);
+        let (v1, v2) = (ChunkVersion(1), ChunkVersion(2));
+        let versions = |cluster: &Cluster| -> Vec<u32> {
+            cluster.copies(chunk).iter().map(|c| c.version.0).collect()
+        };
+
+        // A late report of the copy a write made does not lower a bump made since.
+        cluster.set_copy(chunk, server, v2);
+        cluster.add_copy_if_unknown(chunk, server, v1);
+        assert_eq!(versions(&cluster), vec![2]);
+        // Nor does a refused create of the first version remove it.
+        cluster.remove_copy_at(chunk, server, v1);
+        assert_eq!(versions(&cluster), vec![2]);
+
+        // A copy the master had not heard of is counted, and a refused create removes it.
+        cluster.forget_chunk(chunk);
+        cluster.add_copy_if_unknown(chunk, server, v1);
+        assert_eq!(versions(&cluster), vec![1]);
+        cluster.remove_copy_at(chunk, server, v1);
+        assert!(versions(&cluster).is_empty());
         peer.abort();
     }
 }

@@ -172,6 +172,11 @@ impl CsHandler {
                 self.state.cluster.update_space(id, space);
                 Ok(CsReply::Done)
             }
+            CsRequest::ChunkCreated { chunk } => {
+                let (id, _) = self.server.ok_or(Status::Protocol)?;
+                self.take_created(id, chunk).await?;
+                Ok(CsReply::Done)
+            }
             CsRequest::ChunkDamaged { chunk } => {
                 let (id, addr) = self.server.ok_or(Status::Protocol)?;
                 tracing::warn!(chunk = %chunk.chunk, version = %chunk.version, server = %addr, "chunkserver reports a damaged copy");
@@ -191,6 +196,47 @@ impl CsHandler {
                 Ok(CsReply::Done)
             }
         }
+    }
+
+    /// A copy a write created: counted if the chunk is at that version and no copy of it is
+    /// known on this server; deleted if no file has the chunk (its file was cut or removed
+    /// meanwhile); otherwise left to the commands that changed it since.
+    async fn take_created(&self, server: ServerId, report: ChunkReport) -> Result<(), Status> {
+        let chunk = report.chunk;
+        let known = self
+            .state
+            .meta
+            .read(move |s| Ok((s.chunk(chunk)?, s.chunk_ids_reserved()?)))
+            .await?;
+        match known {
+            (Some(rec), _) if rec.version == report.version => {
+                self.state
+                    .cluster
+                    .add_copy_if_unknown(chunk, server, report.version);
+            }
+            (Some(_), _) => {}
+            (None, reserved) if chunk.0 < reserved => self.delete_orphan(server, report),
+            (None, _) => {
+                tracing::warn!(%server, %chunk, "chunkserver made a chunk this master never created; left in place");
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a copy no file refers to, in the background.
+    fn delete_orphan(&self, server: ServerId, report: ChunkReport) {
+        let Some(target) = self.state.cluster.target(server) else {
+            return;
+        };
+        tokio::spawn(async move {
+            let cmd = CsCommand::Delete {
+                chunk: report.chunk,
+                version: report.version,
+            };
+            if let Err(e) = run_command(&target, &cmd).await {
+                tracing::debug!(chunk = %report.chunk, error = %e, "could not delete an orphaned copy");
+            }
+        });
     }
 
     async fn take_chunks(&self, server: ServerId, batch: Vec<ChunkReport>) -> Result<(), Status> {
@@ -237,19 +283,8 @@ impl CsHandler {
         if sorted.unknown > 0 {
             tracing::warn!(server = %server, count = sorted.unknown, "chunkserver holds chunks this master never created; left in place");
         }
-        if let Some(target) = cluster.target(server) {
-            for r in sorted.orphans {
-                let target = target.clone();
-                tokio::spawn(async move {
-                    let cmd = CsCommand::Delete {
-                        chunk: r.chunk,
-                        version: r.version,
-                    };
-                    if let Err(e) = run_command(&target, &cmd).await {
-                        tracing::debug!(chunk = %r.chunk, error = %e, "could not delete an orphaned copy");
-                    }
-                });
-            }
+        for r in sorted.orphans {
+            self.delete_orphan(server, r);
         }
         Ok(())
     }

@@ -71,7 +71,7 @@ fn a_chunkserver_serves_and_changes_chunks_only_with_a_valid_capability() {
     let mut builder = Cluster::builder()
         .chunkservers(1)
         .allow_log_errors("write failed")
-        .allow_log_errors("chunks this master never created");
+        .allow_log_errors("this master never created");
     for pattern in EXPECTED_WARNINGS {
         builder = builder.allow_log_errors(pattern);
     }
@@ -195,8 +195,8 @@ fn a_chunkserver_serves_and_changes_chunks_only_with_a_valid_capability() {
     // A chunk this server does not hold: only a write under `Create` access that asks for it
     // creates the chunk (what a new chunk's first frames carry); a write under `Write` access,
     // or one that does not ask, finds nothing. The server reports the chunk it made, and the
-    // master, which never handed out that id, leaves it in place with a warning.
-    runtime().block_on(async {
+    // master, which never handed out that id, says so and leaves it in place.
+    let absent = runtime().block_on(async {
         let absent = ChunkId(chunk.0 + 1_000_000);
         let v1 = ChunkVersion(1);
         let write = |access, create| DataRequest::Write {
@@ -222,7 +222,21 @@ fn a_chunkserver_serves_and_changes_chunks_only_with_a_valid_capability() {
         let (answer, data) = ask_data(server, &read, &[]).await;
         assert_eq!(answer, Ok(DataReply::Read));
         assert_eq!(&data[..], b"new");
+        absent
     });
+    let reported = format!("chunk={absent}");
+    elkfs_testkit::wait_until(
+        std::time::Duration::from_secs(10),
+        "the master hearing of the chunk the write made",
+        || {
+            cluster
+                .log_of(elkfs_testkit::Process::Master)
+                .lines()
+                .any(|l| {
+                    l.contains("made a chunk this master never created") && l.contains(&reported)
+                })
+        },
+    );
 }
 
 /// A handler for commands sent to a fake chunkserver: it records that one came.

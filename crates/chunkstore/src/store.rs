@@ -284,7 +284,12 @@ impl ChunkStore {
 
     /// [`ChunkStore::create`], except that a chunk already held at `version` is left as it is
     /// (its first write may have created it): the master's create command can come second.
+    /// A chunk deleted here lately is not made again (`NotFound`): the command was overtaken
+    /// by the chunk's deletion.
     pub fn ensure(&self, id: ChunkId, version: ChunkVersion) -> Result<(), ChunkError> {
+        if self.deleted.lately(id) {
+            return Err(ChunkError::NotFound { chunk: id });
+        }
         match self.create(id, version) {
             Err(ChunkError::AlreadyExists { .. })
                 if self.info(id).is_some_and(|i| i.version == version) =>

@@ -212,8 +212,7 @@ fn create_writes_an_empty_chunk_and_refuses_an_existing_id() {
 }
 
 #[test]
-fn creating_writes_make_a_missing_chunk_but_not_one_deleted_lately_and_ensure_keeps_what_is_there()
-{
+fn creating_writes_and_ensure_make_a_missing_chunk_but_not_one_deleted_lately() {
     let (_dir, store) = fresh();
     let id = ChunkId(5);
     assert!(store.write_creating(id, V1, 10, b"first").unwrap());
@@ -242,6 +241,10 @@ fn creating_writes_make_a_missing_chunk_but_not_one_deleted_lately_and_ensure_ke
             Err(ChunkError::NotFound { .. })
         ),
         "a chunk deleted lately is made again"
+    );
+    assert!(
+        matches!(store.ensure(id, V1), Err(ChunkError::NotFound { .. })),
+        "the master's create, overtaken by the chunk's deletion, made it again"
     );
     assert_eq!(store.info(id), None);
 

@@ -68,6 +68,13 @@ pub enum CsRequest {
         /// A random nonce for the master's proof.
         nonce: [u8; 32],
     },
+    /// A write created this copy: a new chunk's first frames may reach the server before the
+    /// master's command to create it. The master counts it unless it already knows a copy of
+    /// the chunk there (its own record is never lowered by a late report).
+    ChunkCreated {
+        /// The copy the write made.
+        chunk: ChunkReport,
+    },
 }
 
 /// The master's answer to a [`CsRequest`].

@@ -526,6 +526,7 @@ fn cs_requests() -> Vec<CsRequest> {
         },
         CsRequest::ChunkDamaged { chunk: report },
         CsRequest::Stopping,
+        CsRequest::ChunkCreated { chunk: report },
     ]
 }
 
