@@ -386,6 +386,12 @@ mod tests {
     use elkfs_proto::connection::{self, NoMessage, NoRequests};
     use elkfs_proto::{Hello, MASTER_CHUNKSERVER_LIMITS, Role};
 
+    /// Plenty of room, so space never decides anything in these tests.
+    const SPACE: Space = Space {
+        total: 1 << 40,
+        available: 1 << 39,
+    };
+
     /// A live connection to stand for the master's link to a chunkserver (never used to send).
     async fn link() -> (CsLink, tokio::task::JoinHandle<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -414,10 +420,7 @@ mod tests {
     async fn a_damaged_copy_stays_damaged_when_its_server_registers_again() {
         let (link, peer) = link().await;
         let cluster = Cluster::default();
-        let space = Space {
-            total: 1 << 40,
-            available: 1 << 39,
-        };
+        let space = SPACE;
         let (a, b): (SocketAddr, SocketAddr) = (
             "127.0.0.1:9001".parse().unwrap(),
             "127.0.0.1:9002".parse().unwrap(),
@@ -456,10 +459,7 @@ mod tests {
     async fn reports_and_failed_creates_never_undo_a_version_set_since() {
         let (link, peer) = link().await;
         let cluster = Cluster::default();
-        let space = Space {
-            total: 1 << 40,
-            available: 1 << 39,
-        };
+        let space = SPACE;
         let server = cluster.add_server(11, "127.0.0.1:9001".parse().unwrap(), space, link);
         let chunk = ChunkId(7);
         let (v1, v2) = (ChunkVersion(1), ChunkVersion(2));
