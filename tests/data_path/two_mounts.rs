@@ -45,3 +45,37 @@ fn two_mounts_see_each_others_creates_writes_renames_and_deletes() {
         !a.join("dir").exists()
     });
 }
+
+#[test]
+fn a_write_after_another_mount_truncated_the_file_does_not_bring_the_old_length_back() {
+    use std::os::unix::fs::FileExt;
+
+    let cluster = Cluster::builder().chunkservers(2).mounts(2).start();
+    let a = cluster.mount_path(0).join("cut");
+    let b = cluster.mount_path(1).join("cut");
+    let writer = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&a)
+        .unwrap();
+    writer.write_all_at(&vec![b'x'; 10 << 20], 0).unwrap();
+    writer.sync_all().unwrap();
+
+    // The other mount cuts the file while the first keeps it open, then the first writes a
+    // little at the start: as on a local file system, the file is that little, not the
+    // 10 MiB it was before the cut.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&b)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    writer.write_all_at(b"after the cut", 0).unwrap();
+    writer.sync_all().unwrap();
+    drop(writer);
+    wait_until(CACHE, "the other mount to see the new contents", || {
+        std::fs::read(&b).is_ok_and(|d| d == b"after the cut")
+    });
+}

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -52,7 +52,6 @@ struct State {
     error: Option<Status>,
     running: bool,
     max_end: u64,
-    stored_end: u64,
     unsynced: Vec<Unsynced>,
 }
 
@@ -84,6 +83,11 @@ struct ActiveLease {
     /// Whether the whole chain has stored a piece under it: from then on its chunk exists on
     /// every server of the chain, and a write must not create it again (see `create_missing`).
     acknowledged: AtomicBool,
+    /// The end of what the whole chain stored under it (and under the leases on the same chunk
+    /// it took over after a failure): the length its end reports. Only this lease's own
+    /// writes: an end remembered from before would bring back a length that another client
+    /// has cut since.
+    stored_end: AtomicU64,
 }
 
 impl ActiveLease {
@@ -222,9 +226,7 @@ impl FileWriter {
 
     /// Sets the length this writer reports (after a truncate by this client).
     pub fn set_length(&self, length: u64) {
-        let mut st = self.lock();
-        st.max_end = length;
-        st.stored_end = length;
+        self.lock().max_end = length;
     }
 
     /// Waits until everything written so far is stored on every server of its chain and the
@@ -413,13 +415,14 @@ impl FileWriter {
                 conn,
                 granted: Instant::now(),
                 acknowledged: AtomicBool::new(false),
+                stored_end: AtomicU64::new(0),
             }),
             Err(status) => {
                 let end = MasterRequest::WriteEnd {
                     inode: self.inode,
                     index,
                     chunk: lease.chunk,
-                    length: self.lock().stored_end,
+                    length: 0,
                 };
                 let _ = self.client.master.request(&end).await;
                 Err(status)
@@ -429,7 +432,7 @@ impl FileWriter {
 
     /// Ends a lease, reporting the length that every server of a chain has stored.
     async fn end_lease(&self, active: ActiveLease) {
-        let length = self.lock().stored_end;
+        let length = active.stored_end.load(Ordering::Relaxed);
         let request = MasterRequest::WriteEnd {
             inode: self.inode,
             index: active.index,
@@ -518,6 +521,12 @@ impl FileWriter {
                 }
             }
             if all_ok {
+                // What the failed lease had stored is reported with this one's end.
+                if let Some(failed) = lease.as_ref() {
+                    active
+                        .stored_end
+                        .fetch_max(failed.stored_end.load(Ordering::Relaxed), Ordering::Relaxed);
+                }
                 *lease = Some(active);
                 return;
             }
@@ -533,8 +542,10 @@ impl FileWriter {
     /// Records that every server of the lease's chain holds `piece`.
     fn note_stored(&self, active: &ActiveLease, piece: &Outgoing) {
         active.acknowledged.store(true, Ordering::Relaxed);
+        active
+            .stored_end
+            .fetch_max(piece.offset + piece.data.len() as u64, Ordering::Relaxed);
         let mut st = self.lock();
-        st.stored_end = st.stored_end.max(piece.offset + piece.data.len() as u64);
         let chunk = active.lease.chunk;
         match st.unsynced.iter_mut().find(|u| u.chunk == chunk) {
             Some(entry) => {
