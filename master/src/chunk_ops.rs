@@ -416,7 +416,8 @@ impl ChunkOps {
         }
     }
 
-    fn delete_copies(&self, chunk: ChunkId, version: ChunkVersion, targets: &[Target]) {
+    /// Deletes `chunk` at `version` on each of `targets`, in the background.
+    pub fn delete_copies(&self, chunk: ChunkId, version: ChunkVersion, targets: &[Target]) {
         for t in targets.iter().cloned() {
             tokio::spawn(async move {
                 let cmd = CsCommand::Delete { chunk, version };

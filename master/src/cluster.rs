@@ -193,13 +193,19 @@ impl Cluster {
     /// Records a copy unless one of `chunk` is known on `server` already, at whatever version:
     /// a report that may arrive late never overrides what commands since have set.
     pub fn add_copy_if_unknown(&self, chunk: ChunkId, server: ServerId, version: ChunkVersion) {
-        let known = self
-            .lock()
-            .copies
-            .get(&chunk)
-            .is_some_and(|copies| copies.iter().any(|c| c.server == server));
-        if !known {
-            self.set_copy(chunk, server, version);
+        let mut inner = self.lock();
+        let Some(server_id) = inner.servers.get(&server).map(|s| s.server_id) else {
+            return;
+        };
+        let damaged = inner.damaged.contains(&(chunk, server_id, version));
+        let copies = inner.copies.entry(chunk).or_default();
+        if !copies.iter().any(|c| c.server == server) {
+            copies.push(Copy {
+                server,
+                version,
+                marked: false,
+                damaged,
+            });
         }
     }
 

@@ -8,10 +8,9 @@ use bytes::Bytes;
 use elkfs_metastore::MetaOp;
 use elkfs_proto::auth::{Prover, cluster_proof, member_proved};
 use elkfs_proto::capability::unix_now;
-use elkfs_proto::chunkserver::{ChunkReport, CsCommand, CsReply, CsRequest, CsResponse};
+use elkfs_proto::chunkserver::{ChunkReport, CsReply, CsRequest, CsResponse};
 use elkfs_proto::{Handler, Responder, ServerId, Status};
 
-use crate::chunk_ops::run_command;
 use crate::cluster::CsLink;
 use crate::state::MasterState;
 
@@ -225,18 +224,11 @@ impl CsHandler {
 
     /// Deletes a copy no file refers to, in the background.
     fn delete_orphan(&self, server: ServerId, report: ChunkReport) {
-        let Some(target) = self.state.cluster.target(server) else {
-            return;
-        };
-        tokio::spawn(async move {
-            let cmd = CsCommand::Delete {
-                chunk: report.chunk,
-                version: report.version,
-            };
-            if let Err(e) = run_command(&target, &cmd).await {
-                tracing::debug!(chunk = %report.chunk, error = %e, "could not delete an orphaned copy");
-            }
-        });
+        if let Some(target) = self.state.cluster.target(server) {
+            self.state
+                .chunks
+                .delete_copies(report.chunk, report.version, &[target]);
+        }
     }
 
     async fn take_chunks(&self, server: ServerId, batch: Vec<ChunkReport>) -> Result<(), Status> {
