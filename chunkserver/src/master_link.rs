@@ -309,7 +309,7 @@ async fn execute(
 ) -> CsCommandResult {
     let result = match command {
         CsCommand::Create { chunk, version } => {
-            blocking(store, move |s| s.ensure(chunk, version)).await
+            blocking(store, move |s| s.ensure(chunk, version).map(drop)).await
         }
         CsCommand::SetVersion { chunk, from, to } => {
             blocking(store, move |s| s.set_version(chunk, from, to)).await

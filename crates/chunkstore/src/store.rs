@@ -270,12 +270,8 @@ impl ChunkStore {
         data: &[u8],
     ) -> Result<bool, ChunkError> {
         match self.write(id, version, offset, data) {
-            Err(ChunkError::NotFound { .. }) if !self.deleted.lately(id) => {
-                let created = match self.create(id, version) {
-                    Ok(()) => true,
-                    Err(ChunkError::AlreadyExists { .. }) => false,
-                    Err(e) => return Err(e),
-                };
+            Err(ChunkError::NotFound { .. }) => {
+                let created = self.ensure(id, version)?;
                 self.write(id, version, offset, data).map(|()| created)
             }
             other => other.map(|()| false),
@@ -285,18 +281,19 @@ impl ChunkStore {
     /// [`ChunkStore::create`], except that a chunk already held at `version` is left as it is
     /// (its first write may have created it): the master's create command can come second.
     /// A chunk deleted here lately is not made again (`NotFound`): the command was overtaken
-    /// by the chunk's deletion.
-    pub fn ensure(&self, id: ChunkId, version: ChunkVersion) -> Result<(), ChunkError> {
+    /// by the chunk's deletion. Returns whether it made the chunk.
+    pub fn ensure(&self, id: ChunkId, version: ChunkVersion) -> Result<bool, ChunkError> {
         if self.deleted.lately(id) {
             return Err(ChunkError::NotFound { chunk: id });
         }
         match self.create(id, version) {
+            Ok(()) => Ok(true),
             Err(ChunkError::AlreadyExists { .. })
                 if self.info(id).is_some_and(|i| i.version == version) =>
             {
-                Ok(())
+                Ok(false)
             }
-            other => other,
+            Err(e) => Err(e),
         }
     }
 

@@ -227,7 +227,7 @@ fn creating_writes_and_ensure_make_a_missing_chunk_but_not_one_deleted_lately() 
     assert_eq!(read_all(&store, id, V1), want);
     assert_eq!(store.verify(id).unwrap(), 15);
 
-    store.ensure(id, V1).unwrap();
+    assert!(!store.ensure(id, V1).unwrap());
     assert_eq!(read_all(&store, id, V1), want, "ensure kept the data");
     assert!(matches!(
         store.ensure(id, V2),
