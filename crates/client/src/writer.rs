@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -80,13 +80,11 @@ struct ActiveLease {
     conn: DataConnection,
     /// When the master granted it: it is renewed well before its capability expires.
     granted: Instant,
-    /// Whether the whole chain has stored a piece under it: from then on its chunk exists on
-    /// every server of the chain, and a write must not create it again (see `create_missing`).
-    acknowledged: AtomicBool,
     /// The end of what the whole chain stored under it (and under the leases on the same chunk
     /// it took over after a failure): the length its end reports. Only this lease's own
     /// writes: an end remembered from before would bring back a length that another client
-    /// has cut since.
+    /// has cut since. Past 0 once a piece is stored, when the chunk exists on every server of
+    /// the chain (see `create_missing`).
     stored_end: AtomicU64,
 }
 
@@ -101,7 +99,8 @@ impl ActiveLease {
     /// chain has acknowledged a piece. Later, a missing chunk was deleted (a truncate, an
     /// unlink) or lost with its server, and making it again would take the write for stored.
     fn create_missing(&self) -> bool {
-        self.lease.capability.access == Access::Create && !self.acknowledged.load(Ordering::Relaxed)
+        self.lease.capability.access == Access::Create
+            && self.stored_end.load(Ordering::Relaxed) == 0
     }
 }
 
@@ -414,7 +413,6 @@ impl FileWriter {
                 lease,
                 conn,
                 granted: Instant::now(),
-                acknowledged: AtomicBool::new(false),
                 stored_end: AtomicU64::new(0),
             }),
             Err(status) => {
@@ -541,7 +539,6 @@ impl FileWriter {
 
     /// Records that every server of the lease's chain holds `piece`.
     fn note_stored(&self, active: &ActiveLease, piece: &Outgoing) {
-        active.acknowledged.store(true, Ordering::Relaxed);
         active
             .stored_end
             .fetch_max(piece.offset + piece.data.len() as u64, Ordering::Relaxed);
