@@ -113,6 +113,7 @@ impl MasterConfig {
             per_server: self.replications_per_server.max(1),
             balance_threshold: (self.balance_threshold_percent / 100.0).max(0.001),
             pass_pause: Duration::from_secs(1),
+            quiet_page_pause: Duration::from_millis(200),
         }
     }
 

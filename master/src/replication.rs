@@ -5,6 +5,12 @@
 //!
 //! A copy is only ever deleted when enough valid copies remain, and a chunk being written (its
 //! write lease is held) is left alone until the write ends.
+//!
+//! A pass runs at full speed after anything that may have left chunks short (a server left or
+//! came, damage, a goal changed, a copy finished) and while the last pass found work. Otherwise
+//! it walks the table slowly, [`ReplicationSettings::quiet_page_pause`] between pages (the way
+//! MooseFS spreads its chunk loop over minutes), so a large, healthy filesystem costs the master
+//! little CPU between events.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -67,6 +73,8 @@ pub struct ReplicationSettings {
     pub balance_threshold: f64,
     /// Pause between passes over all chunks when nothing wakes the worker.
     pub pass_pause: Duration,
+    /// Pause between pages of a pass when nothing needs doing (1 024 chunks a page).
+    pub quiet_page_pause: Duration,
 }
 
 /// Wakes the replication worker early (a server joined or left, a copy was damaged), and
@@ -122,6 +130,7 @@ pub struct ReplicationWorker {
     last: Option<PassStats>,
     in_flight: Arc<Mutex<InFlight>>,
     rounds: Arc<Mutex<BalanceRounds>>,
+    pace: Pace,
 }
 
 impl ReplicationWorker {
@@ -136,6 +145,7 @@ impl ReplicationWorker {
             last: None,
             in_flight: Arc::default(),
             rounds: Arc::default(),
+            pace: Pace::default(),
         }
     }
 
@@ -168,6 +178,11 @@ impl Worker for ReplicationWorker {
         };
         let Some((last, _)) = page.last() else {
             self.cursor = None;
+            self.pace.after_pass(
+                !self.lock_in_flight().chunks.is_empty()
+                    || self.current.under_goal > 0
+                    || self.current.over_goal > 0,
+            );
             let pass = std::mem::take(&mut self.current);
             self.last = Some(pass);
             *self
@@ -180,21 +195,32 @@ impl Worker for ReplicationWorker {
         };
         self.cursor = Some(*last);
         let view = ClusterView::new(&self.state, &self.settings);
+        let before = self.current;
         for (chunk, record) in page {
             self.current.chunks += 1;
             self.check(chunk, record, &view);
         }
-        WorkerState::Busy
+        let found_work = self.current.under_goal > before.under_goal
+            || self.current.over_goal > before.over_goal
+            || self.current.copies_started > before.copies_started
+            || self.current.deletions > before.deletions;
+        let unsettled = view.awaiting_return || view.used_spread > view.balance_threshold;
+        self.pace.after_page(found_work || unsettled)
     }
 
     async fn wait_for_work(&mut self) {
         let pause = if self.started.elapsed() < self.settings.startup_delay {
             self.settings.startup_delay - self.started.elapsed()
         } else {
-            self.settings.pass_pause
+            self.pace.pause(&self.settings)
         };
         tokio::select! {
-            _ = self.state.replication.notify.notified() => {}
+            _ = self.state.replication.notify.notified() => {
+                if self.pace.woken() {
+                    self.cursor = None;
+                    self.current = PassStats::default();
+                }
+            }
             _ = tokio::time::sleep(pause) => {}
         }
     }
@@ -206,6 +232,65 @@ impl Worker for ReplicationWorker {
             "{} chunks: {} under goal, {} over goal, {} without a valid copy; {} copies in progress",
             p.chunks, p.under_goal, p.over_goal, p.without_copy, copying
         )
+    }
+}
+
+/// How fast the worker walks the chunk table: at full speed after an event and while there is
+/// work, else a page at a time with pauses between.
+#[derive(Debug)]
+struct Pace {
+    /// Walk at full speed: something happened, or the pass so far found work.
+    hurry: bool,
+    /// A slow pass is part-way through the table, waiting before its next page.
+    mid_pass: bool,
+}
+
+impl Default for Pace {
+    /// The first pass after a start hurries: nothing is known yet.
+    fn default() -> Pace {
+        Pace {
+            hurry: true,
+            mid_pass: false,
+        }
+    }
+}
+
+impl Pace {
+    /// A page was checked (`found_work`: it had chunks off goal, servers to wait for or to
+    /// balance); says whether the next page follows at once or after a pause.
+    fn after_page(&mut self, found_work: bool) -> WorkerState {
+        self.hurry |= found_work;
+        self.mid_pass = !self.hurry;
+        if self.hurry {
+            WorkerState::Busy
+        } else {
+            WorkerState::Idle
+        }
+    }
+
+    /// The pass reached the end of the table; the next one hurries only if this one
+    /// `left_work` (copies in flight, chunks still off goal) or an event wakes it.
+    fn after_pass(&mut self, left_work: bool) {
+        self.mid_pass = false;
+        self.hurry = left_work;
+    }
+
+    /// Something may have left chunks off goal; returns whether the pass must start again
+    /// from the first chunk (a slow pass has gone past chunks the event may concern).
+    fn woken(&mut self) -> bool {
+        let restart = self.mid_pass;
+        self.mid_pass = false;
+        self.hurry = true;
+        restart
+    }
+
+    /// How long to wait when idle and not woken.
+    fn pause(&self, settings: &ReplicationSettings) -> Duration {
+        if self.mid_pass {
+            settings.quiet_page_pause
+        } else {
+            settings.pass_pause
+        }
     }
 }
 
@@ -489,5 +574,66 @@ async fn copy_chunk(
                 tracing::debug!(%chunk, error = %e, "could not delete an outdated copy");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> ReplicationSettings {
+        ReplicationSettings {
+            lost_delay: Duration::from_secs(15),
+            planned_delay: Duration::from_secs(300),
+            startup_delay: Duration::ZERO,
+            per_server: 2,
+            balance_threshold: 0.04,
+            pass_pause: Duration::from_secs(1),
+            quiet_page_pause: Duration::from_millis(200),
+        }
+    }
+
+    #[test]
+    fn a_quiet_pass_pauses_between_pages_and_the_next_one_is_quiet_too() {
+        let mut pace = Pace::default();
+        assert_eq!(
+            pace.after_page(false),
+            WorkerState::Busy,
+            "the first pass hurries"
+        );
+        pace.after_pass(false);
+        assert_eq!(pace.pause(&settings()), Duration::from_secs(1));
+        assert_eq!(pace.after_page(false), WorkerState::Idle);
+        assert_eq!(pace.pause(&settings()), Duration::from_millis(200));
+        assert_eq!(pace.after_page(false), WorkerState::Idle);
+        pace.after_pass(false);
+        assert_eq!(pace.pause(&settings()), Duration::from_secs(1));
+        assert_eq!(pace.after_page(false), WorkerState::Idle);
+    }
+
+    #[test]
+    fn work_found_hurries_the_rest_of_the_pass_and_the_next_while_work_is_left() {
+        let mut pace = Pace::default();
+        pace.after_pass(false);
+        assert_eq!(pace.after_page(false), WorkerState::Idle);
+        assert_eq!(pace.after_page(true), WorkerState::Busy);
+        assert_eq!(pace.after_page(false), WorkerState::Busy);
+        pace.after_pass(true);
+        assert_eq!(pace.after_page(false), WorkerState::Busy);
+        pace.after_pass(false);
+        assert_eq!(pace.after_page(false), WorkerState::Idle);
+    }
+
+    #[test]
+    fn a_wake_during_a_slow_pass_starts_it_again_at_full_speed() {
+        let mut pace = Pace::default();
+        pace.after_pass(false);
+        assert_eq!(pace.after_page(false), WorkerState::Idle);
+        assert!(pace.woken(), "chunks already passed may be off goal now");
+        assert_eq!(pace.after_page(false), WorkerState::Busy);
+        // Between passes there is nothing to start again.
+        pace.after_pass(false);
+        assert!(!pace.woken());
+        assert_eq!(pace.after_page(false), WorkerState::Busy);
     }
 }
