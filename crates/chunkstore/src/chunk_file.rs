@@ -45,6 +45,17 @@ impl ChunkFile {
                 io::ErrorKind::AlreadyExists => ChunkError::AlreadyExists { chunk: id },
                 _ => ChunkError::io(id, &path, e),
             })?;
+        ChunkFile::init(file, path, id, version)
+    }
+
+    /// Makes the empty file `file`, just created or put in place at `path`, a new empty chunk
+    /// (header only); removes it if that fails.
+    pub fn init(
+        file: File,
+        path: PathBuf,
+        id: ChunkId,
+        version: ChunkVersion,
+    ) -> Result<ChunkFile, ChunkError> {
         let mut chunk = ChunkFile {
             file,
             path,

@@ -15,6 +15,7 @@ mod header;
 mod index;
 mod path;
 mod scan;
+mod spares;
 mod store;
 
 pub use datadir::DataDirSpec;

@@ -24,6 +24,7 @@ use crate::header::HEADER_SIZE;
 use crate::index::{Index, Slot, SlotState};
 use crate::path::chunk_path_for;
 use crate::scan::{prepare_dir, scan_dirs};
+use crate::spares::{Spares, Taken};
 
 /// What [`ChunkStore::open`] found in the data directories.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -70,6 +71,7 @@ pub struct ChunkStore {
 struct DataDir {
     path: PathBuf,
     marked_for_removal: bool,
+    spares: Spares,
 }
 
 impl ChunkStore {
@@ -94,6 +96,14 @@ impl ChunkStore {
         }
         let paths: Vec<PathBuf> = dirs.iter().map(|spec| spec.path.clone()).collect();
         let scan = scan_dirs(&paths)?;
+        let mut data_dirs = Vec::with_capacity(dirs.len());
+        for spec in dirs {
+            data_dirs.push(DataDir {
+                path: spec.path.clone(),
+                marked_for_removal: spec.marked_for_removal,
+                spares: Spares::open(&spec.path).map_err(|e| StoreError::dir(&spec.path, e))?,
+            });
+        }
 
         let report = ScanReport {
             chunks: scan.chunks.len(),
@@ -109,13 +119,7 @@ impl ChunkStore {
             (found.id, slot)
         }));
         let store = ChunkStore {
-            dirs: dirs
-                .iter()
-                .map(|spec| DataDir {
-                    path: spec.path.clone(),
-                    marked_for_removal: spec.marked_for_removal,
-                })
-                .collect(),
+            dirs: data_dirs,
             index,
             deleted: RecentlyDeleted::default(),
         };
@@ -157,7 +161,15 @@ impl ChunkStore {
         let slot = Arc::new(Slot::new(dir, version, 0));
         let mut state = slot.exclusive();
         self.index.insert(id, &slot)?;
-        match ChunkFile::create(self.path_of(id, &state), id, version) {
+        let path = self.path_of(id, &state);
+        let made = match self.dirs[dir].spares.take(&path) {
+            Taken::Placed => Spares::open_placed(&path)
+                .map_err(|e| ChunkError::io(id, &path, e))
+                .and_then(|file| ChunkFile::init(file, path, id, version)),
+            Taken::Exists => Err(ChunkError::AlreadyExists { chunk: id }),
+            Taken::None => ChunkFile::create(path, id, version),
+        };
+        match made {
             Ok(_) => {
                 slot.name_unsynced.store(true, Ordering::Relaxed);
                 Ok(())
@@ -342,7 +354,13 @@ impl ChunkStore {
     /// never removes a newer copy.
     pub fn delete(&self, id: ChunkId, version: ChunkVersion) -> Result<(), ChunkError> {
         self.exclusive(id, Some(version), |slot, state, path| {
-            match fs::remove_file(&path) {
+            let dir = &self.dirs[state.dir];
+            let removed = if dir.marked_for_removal {
+                fs::remove_file(&path)
+            } else {
+                dir.spares.retire(&path)
+            };
+            match removed {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     tracing::warn!(

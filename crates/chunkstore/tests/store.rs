@@ -72,8 +72,50 @@ fn open_creates_the_dir_and_its_256_subdirs() {
     let dir = root.path().join("new/data");
     let (store, report) = ChunkStore::open(&[spec(&dir)]).unwrap();
     assert_eq!(report.chunks, 0);
-    assert_eq!(fs::read_dir(&dir).unwrap().count(), 256);
+    // The 256 hashed subdirectories and `spare/`, where deleted chunks' files wait for reuse.
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 257);
+    assert!(dir.join("spare").is_dir());
     assert!(store.list().is_empty());
+}
+
+#[test]
+fn a_deleted_chunks_file_becomes_the_next_new_chunk_holding_nothing_of_the_old_one() {
+    use std::os::unix::fs::MetadataExt;
+    let (dir, store) = fresh();
+    let (a, b, c) = (ChunkId(0x1A), ChunkId(0x2B), ChunkId(0x3C));
+    store.create(a, V1).unwrap();
+    store.write(a, V1, 0, &vec![7u8; 3 * BLOCK]).unwrap();
+    let a_path = chunk_path_for(dir.path(), a, V1);
+    let inode = fs::metadata(&a_path).unwrap().ino();
+    store.delete(a, V1).unwrap();
+    assert!(!a_path.exists());
+
+    store.create(b, V1).unwrap();
+    let b_path = chunk_path_for(dir.path(), b, V1);
+    assert_eq!(
+        fs::metadata(&b_path).unwrap().ino(),
+        inode,
+        "the file was reused"
+    );
+    assert_eq!(fs::metadata(&b_path).unwrap().len(), HEADER_SIZE);
+    assert!(read_all(&store, b, V1).is_empty());
+    store.write(b, V1, 0, b"new chunk").unwrap();
+    assert_eq!(read_all(&store, b, V1), b"new chunk");
+    assert!(matches!(
+        store.create(b, V2),
+        Err(ChunkError::AlreadyExists { .. })
+    ));
+
+    // After a restart a spare is no chunk, and it is still reused.
+    store.delete(b, V1).unwrap();
+    drop(store);
+    let (store, report) = ChunkStore::open(&[spec(dir.path())]).unwrap();
+    assert_eq!(report.chunks, 0);
+    assert!(report.ignored.is_empty(), "{:?}", report.ignored);
+    store.create(c, V1).unwrap();
+    let c_path = chunk_path_for(dir.path(), c, V1);
+    assert_eq!(fs::metadata(&c_path).unwrap().ino(), inode);
+    assert!(read_all(&store, c, V1).is_empty());
 }
 
 #[test]
