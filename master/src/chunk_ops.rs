@@ -249,6 +249,9 @@ impl ChunkOps {
                 match result {
                     Ok(()) => {}
                     Err(CommandError::Refused(status)) => {
+                        if status == Status::NoSpace {
+                            cluster.note_full(t.server);
+                        }
                         tracing::warn!(server = %t.data_addr, %chunk, %status, "chunkserver could not create a new chunk");
                         cluster.remove_copy_at(chunk, t.server, version);
                     }

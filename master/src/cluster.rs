@@ -156,6 +156,15 @@ impl Cluster {
         }
     }
 
+    /// Takes `server` as full until its next space report: it refused a new chunk or copy for
+    /// want of space, so choosing it again before then would only fail again (and, for
+    /// replication, at once and in a loop).
+    pub fn note_full(&self, server: ServerId) {
+        if let Some(s) = self.lock().servers.get_mut(&server) {
+            s.space.available = 0;
+        }
+    }
+
     /// Records (or updates) that `server` holds `chunk` at `version`.
     pub fn set_copy(&self, chunk: ChunkId, server: ServerId, version: ChunkVersion) {
         self.set_copy_marked(chunk, server, version, false);
@@ -458,6 +467,29 @@ mod tests {
         cluster.remove_copy(chunk, again);
         cluster.set_copy(chunk, again, version);
         assert_eq!(cluster.valid_copies(chunk, version, None).len(), 2);
+        peer.abort();
+    }
+
+    #[tokio::test]
+    async fn a_server_that_ran_out_of_space_takes_no_new_chunk_until_it_reports_room() {
+        let (link, peer) = link().await;
+        let cluster = Cluster::default();
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:9001".parse().unwrap(),
+            "127.0.0.1:9002".parse().unwrap(),
+        );
+        let full = cluster.add_server(11, a, SPACE, link.clone());
+        cluster.add_server(22, b, SPACE, link.clone());
+        assert_eq!(cluster.choose_for_new_chunk(2, &[]).len(), 2);
+        cluster.note_full(full);
+        let chosen: Vec<SocketAddr> = cluster
+            .choose_for_new_chunk(2, &[])
+            .iter()
+            .map(|t| t.data_addr)
+            .collect();
+        assert_eq!(chosen, vec![b]);
+        cluster.update_space(full, SPACE);
+        assert_eq!(cluster.choose_for_new_chunk(2, &[]).len(), 2);
         peer.abort();
     }
 
