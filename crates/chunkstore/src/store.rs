@@ -101,7 +101,7 @@ impl ChunkStore {
             data_dirs.push(DataDir {
                 path: spec.path.clone(),
                 marked_for_removal: spec.marked_for_removal,
-                spares: Spares::open(&spec.path).map_err(|e| StoreError::dir(&spec.path, e))?,
+                spares: Spares::open(&spec.path, !spec.marked_for_removal),
             });
         }
 
@@ -163,9 +163,13 @@ impl ChunkStore {
         self.index.insert(id, &slot)?;
         let path = self.path_of(id, &state);
         let made = match self.dirs[dir].spares.take(&path) {
-            Taken::Placed => Spares::open_placed(&path)
-                .map_err(|e| ChunkError::io(id, &path, e))
-                .and_then(|file| ChunkFile::init(file, path, id, version)),
+            Taken::Placed => match Spares::open_placed(&path) {
+                Ok(file) => ChunkFile::init(file, path, id, version),
+                Err(e) => {
+                    let _ = fs::remove_file(&path);
+                    Err(ChunkError::io(id, &path, e))
+                }
+            },
             Taken::Exists => Err(ChunkError::AlreadyExists { chunk: id }),
             Taken::None => ChunkFile::create(path, id, version),
         };
