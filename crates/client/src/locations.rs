@@ -12,6 +12,9 @@ use elkfs_proto::master::ReadLocation;
 /// so the cache is pruned, and pruned only, when it grows past this (never once per insert).
 const MAX_FILES: usize = 16_384;
 
+/// Chunks of one file with cached locations above which its expired ones are dropped.
+const MAX_CHUNKS_PER_FILE: usize = 1024;
+
 type FileLocations = HashMap<u32, (ReadLocation, Instant)>;
 
 /// Cached read locations by file, then chunk index: forgetting a file is one removal, however
@@ -47,10 +50,16 @@ impl LocationCache {
         if files.len() >= MAX_FILES && !files.contains_key(&inode) {
             prune(&mut files, self.ttl);
         }
-        files
-            .entry(inode)
-            .or_default()
-            .insert(index, (location, Instant::now()));
+        let chunks = files.entry(inode).or_default();
+        if chunks.len() >= MAX_CHUNKS_PER_FILE && !chunks.contains_key(&index) {
+            // A file streamed end to end, kept open: the same rule within it.
+            let ttl = self.ttl;
+            chunks.retain(|_, (_, at)| at.elapsed() < ttl);
+            if chunks.len() >= MAX_CHUNKS_PER_FILE / 2 {
+                chunks.clear();
+            }
+        }
+        chunks.insert(index, (location, Instant::now()));
     }
 
     /// Forgets one chunk's location (after an error or a version change).
@@ -132,6 +141,18 @@ mod tests {
         cache.put(InodeId(u64::MAX), 0, location(7));
         assert_eq!(cache.files(), 1);
         assert!(cache.get(InodeId(u64::MAX), 0).is_some());
+    }
+
+    #[test]
+    fn a_long_file_keeps_a_bounded_number_of_locations() {
+        let cache = LocationCache::new(Duration::from_secs(60));
+        for index in 0..3 * MAX_CHUNKS_PER_FILE as u32 {
+            cache.put(InodeId(9), index, location(u64::from(index)));
+        }
+        let kept = cache.lock().get(&InodeId(9)).map_or(0, |c| c.len());
+        assert!(kept <= MAX_CHUNKS_PER_FILE, "{kept} locations kept");
+        let last = 3 * MAX_CHUNKS_PER_FILE as u32 - 1;
+        assert!(cache.get(InodeId(9), last).is_some());
     }
 
     #[test]
