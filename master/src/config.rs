@@ -114,6 +114,7 @@ impl MasterConfig {
             balance_threshold: (self.balance_threshold_percent / 100.0).max(0.001),
             pass_pause: Duration::from_secs(1),
             quiet_page_pause: Duration::from_millis(200),
+            quiet_pass_longest: Duration::from_secs(60),
         }
     }
 

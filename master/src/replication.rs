@@ -75,6 +75,9 @@ pub struct ReplicationSettings {
     pub pass_pause: Duration,
     /// Pause between pages of a pass when nothing needs doing (1 024 chunks a page).
     pub quiet_page_pause: Duration,
+    /// The longest a quiet pass may take: with many chunks the pause between pages shrinks, so
+    /// a chunk left short without an event is still found within about this long.
+    pub quiet_pass_longest: Duration,
 }
 
 /// Wakes the replication worker early (a server joined or left, a copy was damaged), and
@@ -212,7 +215,8 @@ impl Worker for ReplicationWorker {
         let pause = if self.started.elapsed() < self.settings.startup_delay {
             self.settings.startup_delay - self.started.elapsed()
         } else {
-            self.pace.pause(&self.settings)
+            let chunks = self.last.map_or(0, |p| p.chunks);
+            self.pace.pause(&self.settings, chunks)
         };
         tokio::select! {
             _ = self.state.replication.notify.notified() => {
@@ -284,13 +288,14 @@ impl Pace {
         restart
     }
 
-    /// How long to wait when idle and not woken.
-    fn pause(&self, settings: &ReplicationSettings) -> Duration {
-        if self.mid_pass {
-            settings.quiet_page_pause
-        } else {
-            settings.pass_pause
+    /// How long to wait when idle and not woken; `chunks` is how many the last pass looked at.
+    fn pause(&self, settings: &ReplicationSettings, chunks: u64) -> Duration {
+        if !self.mid_pass {
+            return settings.pass_pause;
         }
+        let pages = chunks.div_ceil(PAGE as u64).max(1);
+        let spread = settings.quiet_pass_longest / u32::try_from(pages).unwrap_or(u32::MAX);
+        settings.quiet_page_pause.min(spread)
     }
 }
 
@@ -593,7 +598,24 @@ mod tests {
             balance_threshold: 0.04,
             pass_pause: Duration::from_secs(1),
             quiet_page_pause: Duration::from_millis(200),
+            quiet_pass_longest: Duration::from_secs(60),
         }
+    }
+
+    #[test]
+    fn a_quiet_pass_over_many_chunks_still_ends_within_the_longest_time() {
+        let mut pace = Pace::default();
+        pace.after_pass(false);
+        assert_eq!(pace.after_page(false), WorkerState::Idle);
+        let chunks = 10_000_000;
+        let pause = pace.pause(&settings(), chunks);
+        let pages = chunks.div_ceil(PAGE as u64) as u32;
+        assert!(
+            pause * pages <= Duration::from_secs(60),
+            "{pause:?} per page"
+        );
+        assert!(pause > Duration::ZERO);
+        assert_eq!(pace.pause(&settings(), 2048), Duration::from_millis(200));
     }
 
     #[test]
@@ -605,12 +627,12 @@ mod tests {
             "the first pass hurries"
         );
         pace.after_pass(false);
-        assert_eq!(pace.pause(&settings()), Duration::from_secs(1));
+        assert_eq!(pace.pause(&settings(), 10_000), Duration::from_secs(1));
         assert_eq!(pace.after_page(false), WorkerState::Idle);
-        assert_eq!(pace.pause(&settings()), Duration::from_millis(200));
+        assert_eq!(pace.pause(&settings(), 10_000), Duration::from_millis(200));
         assert_eq!(pace.after_page(false), WorkerState::Idle);
         pace.after_pass(false);
-        assert_eq!(pace.pause(&settings()), Duration::from_secs(1));
+        assert_eq!(pace.pause(&settings(), 10_000), Duration::from_secs(1));
         assert_eq!(pace.after_page(false), WorkerState::Idle);
     }
 
