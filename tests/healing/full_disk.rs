@@ -120,3 +120,41 @@ fn a_server_whose_disk_fills_up_answers_enospc_and_new_chunks_go_elsewhere() {
     }
     check_copies(&cluster, &admin, &all, &every, 2).unwrap_or_else(|e| panic!("at the end: {e}"));
 }
+
+#[test]
+fn a_write_every_server_refuses_for_want_of_space_fails_with_enospc_not_eio() {
+    // One server on a 160 MiB tmpfs, goal 1: three 64 MiB files written at once all go there
+    // before it next reports its space, and cannot all fit.
+    let small = Tmpfs::mount(160);
+    let configs = Configs::new(QUICK_MASTER, "");
+    let mut cluster = configs.builder().chunkservers(0).start();
+    let full = cluster.add_chunkserver_on([small.path()]);
+    let admin = Admin::connect(&cluster);
+    let mnt = cluster.mount_path(0).to_path_buf();
+    admin.set_goal(&mnt, 1, true);
+
+    let files: Vec<(PathBuf, Arc<[u8]>)> = (0..3)
+        .map(|i| (mnt.join(format!("big{i}")), data(CHUNK_SIZE, 40 + i)))
+        .collect();
+    let writers: Vec<Writer> = files
+        .iter()
+        .map(|(p, d)| Writer::start(p, d.clone()))
+        .collect();
+    let errors: Vec<io::Error> = writers
+        .into_iter()
+        .filter_map(|w| w.finish().err())
+        .collect();
+    let log = cluster.log_of(Process::Chunkserver(full));
+    assert!(
+        log.contains("no space left"),
+        "the server never ran out of space, so this test tested nothing; its log:\n{log}"
+    );
+    assert!(!errors.is_empty(), "192 MiB fitted in 160");
+    for e in &errors {
+        assert_eq!(
+            e.raw_os_error(),
+            Some(libc::ENOSPC),
+            "a write refused for want of space failed with: {e}"
+        );
+    }
+}

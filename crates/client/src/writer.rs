@@ -473,15 +473,18 @@ impl FileWriter {
             Err(f) => f,
         };
         let mut failed_servers: Vec<SocketAddr> = failure.server.into_iter().collect();
+        // A server that ran out of space: if every server is dropped, the writer must hear
+        // ENOSPC, not that no server holds the chunk.
+        let mut out_of_space = failure.status == Status::NoSpace;
         let mut pieces = vec![oldest.piece];
         for f in flight.drain(..) {
-            if let Err(ChainFailure {
-                server: Some(server),
-                ..
-            }) = wait_reply(f.reply, head).await
-                && !failed_servers.contains(&server)
-            {
-                failed_servers.push(server);
+            if let Err(f) = wait_reply(f.reply, head).await {
+                out_of_space |= f.status == Status::NoSpace;
+                if let Some(server) = f.server
+                    && !failed_servers.contains(&server)
+                {
+                    failed_servers.push(server);
+                }
             }
             pieces.push(f.piece);
         }
@@ -507,6 +510,7 @@ impl FileWriter {
                 match wait_reply(send_piece(&active, piece).await, head).await {
                     Ok(()) => self.note_stored(&active, piece),
                     Err(f) => {
+                        out_of_space |= f.status == Status::NoSpace;
                         if let Some(server) = f.server
                             && !failed_servers.contains(&server)
                         {
@@ -529,8 +533,12 @@ impl FileWriter {
                 return;
             }
         }
-        tracing::warn!(inode = %self.inode, index, status = %failure.status, "giving up on a chunk write");
-        self.record_error(failure.status);
+        let status = match failure.status {
+            Status::NoValidCopy if out_of_space => Status::NoSpace,
+            status => status,
+        };
+        tracing::warn!(inode = %self.inode, index, %status, "giving up on a chunk write");
+        self.record_error(status);
         // Ending the lease lets other writers in at once and records what did get stored.
         if let Some(active) = lease.take() {
             self.end_lease(active).await;
