@@ -37,7 +37,8 @@ pub struct MasterConfig {
     /// Size in MiB past which the changelog starts a new file (default 64); files an image
     /// covers are deleted.
     pub changelog_file_mib: u64,
-    /// Seconds a write lease lasts without being renewed or ended (default 60).
+    /// Seconds a write lease lasts without being renewed or ended (default 60, at least 30:
+    /// writers take a new lease every 20 s while they write one chunk).
     pub write_lease_timeout_secs: u64,
     /// The exports file (who may mount what, MooseFS's `mfsexports.cfg` shape); without one
     /// only loopback clients are let in. Reloaded on SIGHUP.
@@ -118,8 +119,10 @@ impl MasterConfig {
         }
     }
 
-    /// How long an unrenewed write lease lasts.
+    /// How long an unrenewed write lease lasts: at least
+    /// [`defaults::WRITE_LEASE_TIMEOUT_MIN`], as writers take a new lease only every
+    /// [`defaults::WRITE_LEASE_RENEWAL`].
     pub fn write_lease_timeout(&self) -> Duration {
-        Duration::from_secs(self.write_lease_timeout_secs.max(1))
+        Duration::from_secs(self.write_lease_timeout_secs).max(defaults::WRITE_LEASE_TIMEOUT_MIN)
     }
 }

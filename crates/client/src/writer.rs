@@ -11,9 +11,10 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use elkfs_common::defaults::WRITE_LEASE_RENEWAL;
 use elkfs_proto::capability::{Access, CAPABILITY_LIFETIME, Capability};
 use elkfs_proto::data::{DataReply, DataRequest, DataResponse};
 use elkfs_proto::geometry::{CHUNK_SIZE, MAX_DATA_PAYLOAD, chunk_index_of, offset_in_chunk};
@@ -89,9 +90,10 @@ struct ActiveLease {
 }
 
 impl ActiveLease {
-    /// Whether its capability is old enough to be renewed before the next piece.
+    /// Whether it is old enough to be renewed before the next piece: before the master's lease
+    /// can lapse and well before its capability expires.
     fn due_for_renewal(&self) -> bool {
-        self.granted.elapsed() > CAPABILITY_LIFETIME / 2
+        renewal_due(self.granted.elapsed())
     }
 
     /// Whether a piece sent now may create the chunk where it is missing: only under a new
@@ -102,6 +104,11 @@ impl ActiveLease {
         self.lease.capability.access == Access::Create
             && self.stored_end.load(Ordering::Relaxed) == 0
     }
+}
+
+/// Whether a lease held `age` must be given up for a new one before the next piece.
+fn renewal_due(age: Duration) -> bool {
+    age > WRITE_LEASE_RENEWAL.min(CAPABILITY_LIFETIME / 2)
 }
 
 /// A piece taken off the queue: its bytes are frozen so resending it costs no copy.
@@ -625,5 +632,20 @@ async fn wait_reply(
             tracing::debug!(error = %e, "cannot send a chained write");
             failure(Status::Io, Some(head))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_written_under_for_a_while_is_renewed_before_the_master_lets_it_lapse() {
+        use elkfs_common::defaults::{WRITE_LEASE_TIMEOUT, WRITE_LEASE_TIMEOUT_MIN};
+        assert!(!renewal_due(Duration::from_secs(5)));
+        assert!(renewal_due(WRITE_LEASE_RENEWAL + Duration::from_millis(1)));
+        // With room for a round trip and a slow piece before the master's shortest timeout.
+        assert!(WRITE_LEASE_RENEWAL * 3 / 2 <= WRITE_LEASE_TIMEOUT_MIN);
+        assert!(WRITE_LEASE_TIMEOUT_MIN <= WRITE_LEASE_TIMEOUT);
     }
 }

@@ -63,6 +63,14 @@ pub const DATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a write lease lasts without its holder renewing or ending it.
 pub const WRITE_LEASE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a writer keeps one write lease while it goes on writing the chunk: past this it
+/// ends the lease and takes a new one, so the master never sees the lease lapse (and, say,
+/// copies the chunk elsewhere) while the chunk is still being written.
+pub const WRITE_LEASE_RENEWAL: Duration = Duration::from_secs(20);
+
+/// The shortest write lease timeout the master accepts: well above [`WRITE_LEASE_RENEWAL`].
+pub const WRITE_LEASE_TIMEOUT_MIN: Duration = Duration::from_secs(30);
+
 /// How long the mount lets the kernel cache attributes and names (as MooseFS's 1 s).
 pub const ATTR_CACHE: Duration = Duration::from_secs(1);
 
