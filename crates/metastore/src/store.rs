@@ -423,21 +423,38 @@ impl MetaStore {
     }
 
     /// The chunk at `index` of a file, if it has one there.
+    ///
+    /// The slot and the chunk's record are two reads, and a commit beside them (a truncate or
+    /// a purge freeing the chunk) may fall between: a record gone under a slot that is gone or
+    /// changed by the next look was such a commit; only one that stays is damage.
     pub fn file_chunk(&self, inode: InodeId, index: u32) -> Result<Option<FileChunk>, ExecError> {
-        let txn = self.txn();
-        let Some(chunk) = txn.get::<ChunkId>(&keys::file_chunk(inode, index))? else {
-            return Ok(None);
-        };
-        let rec: ChunkRecord = txn.get(&keys::chunk(chunk))?.ok_or_else(|| {
-            ExecError::Store(StoreError::Damaged {
-                key: format!("chunk {chunk}"),
-                reason: "a file refers to a chunk that has no record".to_string(),
-            })
-        })?;
-        Ok(Some(FileChunk {
-            index,
-            chunk,
-            version: rec.version,
+        const LOOKS: usize = 3;
+        let slot = keys::file_chunk(inode, index);
+        let mut missing = None;
+        for _ in 0..LOOKS {
+            let txn = self.txn();
+            let Some(chunk) = txn.get::<ChunkId>(&slot)? else {
+                return Ok(None);
+            };
+            if let Some(rec) = txn.get::<ChunkRecord>(&keys::chunk(chunk))? {
+                return Ok(Some(FileChunk {
+                    index,
+                    chunk,
+                    version: rec.version,
+                }));
+            }
+            if missing.is_some_and(|m| m != chunk) {
+                // Another commit came between: look again from the start.
+                missing = None;
+                continue;
+            }
+            missing = Some(chunk);
+            std::thread::yield_now();
+        }
+        let chunk = missing.unwrap_or(ChunkId(0));
+        Err(ExecError::Store(StoreError::Damaged {
+            key: format!("chunk {chunk}"),
+            reason: "a file refers to a chunk that has no record".to_string(),
         }))
     }
 

@@ -815,3 +815,49 @@ fn a_commit_in_memory_needs_everything_cached_and_is_logged_like_any_other() {
             .is_none()
     );
 }
+
+#[test]
+fn a_chunk_read_beside_a_truncate_that_frees_it_is_found_or_absent_never_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(open(dir.path()));
+    let f = mknod(&store, ROOT, "f").unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (store, done) = (store.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                match store.file_chunk(f, 1) {
+                    Ok(_) => reads += 1,
+                    Err(e) => return Err(format!("after {reads} reads: {e}")),
+                }
+            }
+            Ok(reads)
+        })
+    };
+    // A file growing into its second chunk and cut back, over and over (an appender and
+    // logrotate's copytruncate).
+    for i in 0..3_000u64 {
+        store
+            .commit(&MetaOp::CreateChunk {
+                inode: f,
+                index: 1,
+                chunk: ChunkId(1_000 + i),
+                version: ChunkVersion(1),
+            })
+            .unwrap();
+        store
+            .commit(&MetaOp::SetAttr {
+                inode: f,
+                changes: SetAttr {
+                    size: Some(0),
+                    ..Default::default()
+                },
+                time: t(10),
+            })
+            .unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = reader.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+    assert!(reads > 0);
+}
