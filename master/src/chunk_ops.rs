@@ -29,7 +29,7 @@ use elkfs_proto::capability::{Access, Capability, CapabilityKey, unix_now};
 use elkfs_proto::chunkserver::CsCommand;
 use elkfs_proto::geometry::CHUNK_SIZE;
 use elkfs_proto::master::WriteLease;
-use elkfs_proto::types::FileKind;
+use elkfs_proto::types::{Attr, FileKind};
 use elkfs_proto::{ChunkId, ChunkVersion, InodeId, Status};
 
 use crate::cluster::{Cluster, Target};
@@ -143,19 +143,58 @@ impl ChunkOps {
         near: Option<IpAddr>,
         exclude: &[SocketAddr],
     ) -> Result<WriteLease, Status> {
-        let attr = self.meta.read(move |s| s.attr(inode)).await?;
+        // A truncate or purge may free the slot's chunk while this lease is being made (the
+        // versions it bumps are gone then): the slot is read again, at most twice.
+        let mut looks = 0;
+        let (attr, (chunk, version, chain, access)) = loop {
+            let attr = self.meta.read(move |s| s.attr(inode)).await?;
+            let existing = self.meta.read(move |s| s.file_chunk(inode, index)).await?;
+            match self.lease_slot(&attr, index, existing, near, exclude).await {
+                Ok(granted) => break (attr, granted),
+                Err(status @ (Status::NotFound | Status::Io | Status::NoValidCopy))
+                    if looks < 2 && existing.is_some() =>
+                {
+                    let now = self.meta.read(move |s| s.file_chunk(inode, index)).await?;
+                    if now.map(|f| f.chunk) == existing.map(|f| f.chunk) {
+                        return Err(status);
+                    }
+                    tracing::debug!(%inode, index, %status, "the chunk was freed while its lease was made; trying again");
+                    looks += 1;
+                }
+                Err(status) => return Err(status),
+            }
+        };
+        Ok(WriteLease {
+            chunk,
+            version,
+            chain: chain.iter().map(|t| t.data_addr).collect(),
+            file_length: attr.size,
+            capability: self.capability(chunk, version, access),
+        })
+    }
+
+    /// Makes the lease for slot `index` of the file `attr` describes, whose chunk there is
+    /// `existing`: a new chunk, a private copy of a shared one, or a version bump.
+    async fn lease_slot(
+        &self,
+        attr: &Attr,
+        index: u32,
+        existing: Option<FileChunk>,
+        near: Option<IpAddr>,
+        exclude: &[SocketAddr],
+    ) -> Result<(ChunkId, ChunkVersion, Vec<Target>, Access), Status> {
         match attr.kind {
             FileKind::File => {}
             FileKind::Dir => return Err(Status::IsDir),
             _ => return Err(Status::Invalid),
         }
-        let existing = self.meta.read(move |s| s.file_chunk(inode, index)).await?;
+        let inode = attr.inode;
         let new = NewChunk {
             inode,
             index,
             goal: attr.goal,
         };
-        let (chunk, version, chain, access) = match existing {
+        let granted = match existing {
             None => self.create_chunk(new, None, exclude).await?,
             Some(fc) if self.shared(fc.chunk).await? => {
                 let (chunk, version, chain) = self.copy_private(inode, fc, near, exclude).await?;
@@ -177,13 +216,7 @@ impl ChunkOps {
                 Err(status) => return Err(status),
             },
         };
-        Ok(WriteLease {
-            chunk,
-            version,
-            chain: chain.iter().map(|t| t.data_addr).collect(),
-            file_length: attr.size,
-            capability: self.capability(chunk, version, access),
-        })
+        Ok(granted)
     }
 
     /// Makes a new chunk for slot `new.index` of `new.inode` (in place of `replacing`, if

@@ -614,7 +614,9 @@ async fn wait_reply(
                 Ok((Ok(DataReply::Written), _)) => Ok(()),
                 Ok((Ok(_), _)) => failure(Status::Protocol, None),
                 // An expired permission says nothing against the server: renew it only.
-                Ok((Err(e), _)) if e.status == Status::BadCapability => {
+                // Nor does a chunk gone from it (a truncate or an unlink freed it meanwhile):
+                // the next lease finds the slot as it is now.
+                Ok((Err(e), _)) if matches!(e.status, Status::BadCapability | Status::NotFound) => {
                     tracing::debug!(error = %e, "chained write refused");
                     failure(e.status, None)
                 }
