@@ -79,3 +79,70 @@ fn a_write_after_another_mount_truncated_the_file_does_not_bring_the_old_length_
         std::fs::read(&b).is_ok_and(|d| d == b"after the cut")
     });
 }
+
+/// One mount appending through `O_APPEND` while another keeps cutting the file to nothing (an
+/// application's log under logrotate's `copytruncate`): every append succeeds, as on a local
+/// filesystem, however the truncates fall between the append's steps; and the last append reads
+/// back at the end of the file.
+#[test]
+fn appends_go_on_without_errors_while_another_mount_keeps_truncating_the_file() {
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let cluster = Cluster::builder().chunkservers(3).mounts(2).start();
+    let a = cluster.mount_path(0).join("app.log");
+    let b = cluster.mount_path(1).join("app.log");
+    std::fs::write(&a, b"").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let truncater = {
+        let (b, stop) = (b.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut cuts = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&b)
+                    .and_then(|f| f.set_len(0))
+                    .expect("truncating from the other mount");
+                cuts += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            cuts
+        })
+    };
+    let mut log = std::fs::OpenOptions::new().append(true).open(&a).unwrap();
+    let block = vec![b'x'; 256 * 1024];
+    let started = std::time::Instant::now();
+    let mut failures = Vec::new();
+    let mut appends = 0;
+    while started.elapsed() < Duration::from_secs(4) {
+        match log.write(&block) {
+            Ok(n) if n == block.len() => appends += 1,
+            Ok(n) => failures.push(format!("short write of {n} bytes")),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let cuts = truncater.join().unwrap();
+    let last = vec![b'L'; 4096];
+    log.write_all(&last).unwrap();
+    log.sync_all().unwrap();
+    drop(log);
+    assert!(
+        failures.is_empty(),
+        "{} of {} appends failed while the other mount truncated {cuts} times: {:?}",
+        failures.len(),
+        appends + failures.len(),
+        failures
+    );
+    assert!(
+        cuts > 10,
+        "only {cuts} truncates: the race was hardly tried"
+    );
+    let data = std::fs::read(&a).unwrap();
+    assert!(
+        data.ends_with(&last),
+        "the last append is not at the end of the file"
+    );
+}
