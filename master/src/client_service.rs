@@ -513,7 +513,10 @@ async fn serve(
                 time: now,
             };
             let result = meta.commit(op).await;
-            state.leases.release((inode, index), session);
+            if state.leases.release((inode, index), session) {
+                // Written on fewer servers than it had: the worker sees it now it is free.
+                state.replication.wake();
+            }
             result.map(|(_, o)| match o.attr {
                 Some(attr) => MasterReply::Attr(attr),
                 None => MasterReply::Done,
@@ -723,6 +726,9 @@ async fn write_chunk(
     {
         Ok(lease) => {
             state.leases.set_chunk((inode, index), session, lease.chunk);
+            if !failed.is_empty() {
+                state.leases.mark_short((inode, index), session);
+            }
             Ok(MasterReply::WriteLease(lease))
         }
         Err(status) => {

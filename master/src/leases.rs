@@ -17,6 +17,8 @@ struct Lease {
     holder: SessionId,
     expires: Instant,
     chunk: Option<ChunkId>,
+    /// A retry left servers out of its chain: the chunk may be short of copies once written.
+    short: bool,
 }
 
 /// Every lease currently held.
@@ -58,6 +60,7 @@ impl Leases {
                                 holder: session,
                                 expires: now + self.timeout,
                                 chunk: None,
+                                short: false,
                             },
                         );
                         return;
@@ -100,18 +103,30 @@ impl Leases {
             .any(|l| l.chunk == Some(chunk) && l.expires > now)
     }
 
-    /// Ends `session`'s lease on `key`, if it holds it.
-    pub fn release(&self, key: LeaseKey, session: SessionId) {
+    /// Notes that the held lease's chain left servers out (a retry after a failure).
+    pub fn mark_short(&self, key: LeaseKey, session: SessionId) {
+        if let Some(l) = self.lock().get_mut(&key)
+            && l.holder == session
+        {
+            l.short = true;
+        }
+    }
+
+    /// Ends `session`'s lease on `key`, if it holds it; returns whether its chain had left
+    /// servers out (the replication worker should look at the chunk now that it is free).
+    pub fn release(&self, key: LeaseKey, session: SessionId) -> bool {
         let removed = {
             let mut held = self.lock();
             match held.get(&key) {
-                Some(l) if l.holder == session => held.remove(&key).is_some(),
-                _ => false,
+                Some(l) if l.holder == session => held.remove(&key),
+                _ => None,
             }
         };
-        if removed {
-            self.released.notify_waiters();
-        }
+        let Some(lease) = removed else {
+            return false;
+        };
+        self.released.notify_waiters();
+        lease.short
     }
 
     /// Ends every lease of a session that went away.
@@ -139,6 +154,23 @@ mod tests {
         waiter.await.unwrap();
         assert!(leases.renew(KEY, SessionId(2)));
         assert!(!leases.renew(KEY, SessionId(1)));
+    }
+
+    #[tokio::test]
+    async fn a_lease_whose_chain_left_servers_out_says_so_when_it_ends() {
+        let leases = Leases::new(Duration::from_secs(60));
+        leases.acquire(KEY, SessionId(1)).await;
+        assert!(!leases.release(KEY, SessionId(1)));
+        leases.acquire(KEY, SessionId(1)).await;
+        leases.mark_short(KEY, SessionId(2));
+        assert!(!leases.release(KEY, SessionId(2)), "not its lease");
+        leases.mark_short(KEY, SessionId(1));
+        assert!(leases.release(KEY, SessionId(1)));
+        leases.acquire(KEY, SessionId(1)).await;
+        assert!(
+            !leases.release(KEY, SessionId(1)),
+            "a new lease starts whole"
+        );
     }
 
     #[tokio::test(start_paused = true)]
