@@ -34,6 +34,7 @@ use elkfs_proto::{ChunkId, ChunkVersion, InodeId, Status};
 
 use crate::cluster::{Cluster, Target};
 use crate::meta::Meta;
+use crate::replication::ReplicationTrigger;
 
 /// How long the master waits for a chunkserver to carry out a command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -59,6 +60,8 @@ pub struct ChunkOps {
     registration_window_end: Instant,
     /// Signs the capabilities that let clients at chunk data.
     capabilities: CapabilityKey,
+    /// Woken when a server refuses a new chunk's copy: the chunk is short of copies.
+    replication: Arc<ReplicationTrigger>,
 }
 
 impl ChunkOps {
@@ -70,9 +73,11 @@ impl ChunkOps {
         reserved: u64,
         registration_window: Duration,
         capabilities: CapabilityKey,
+        replication: Arc<ReplicationTrigger>,
     ) -> ChunkOps {
         ChunkOps {
             capabilities,
+            replication,
             meta,
             cluster,
             ids: tokio::sync::Mutex::new(IdRange {
@@ -81,6 +86,11 @@ impl ChunkOps {
             }),
             registration_window_end: Instant::now() + registration_window,
         }
+    }
+
+    /// What wakes the replication worker (the master's state shares it).
+    pub fn replication_trigger(&self) -> Arc<ReplicationTrigger> {
+        self.replication.clone()
     }
 
     /// The master's permission for `access` to `chunk` at `version`, valid for a while.
@@ -272,6 +282,7 @@ impl ChunkOps {
     /// unless a later version has taken that place meanwhile.
     fn create_copies(&self, chunk: ChunkId, version: ChunkVersion, targets: Vec<Target>) {
         let cluster = self.cluster.clone();
+        let replication = self.replication.clone();
         tokio::spawn(async move {
             let create = CsCommand::Create { chunk, version };
             let calls = targets.iter().map(|t| {
@@ -287,6 +298,7 @@ impl ChunkOps {
                         }
                         tracing::warn!(server = %t.data_addr, %chunk, %status, "chunkserver could not create a new chunk");
                         cluster.remove_copy_at(chunk, t.server, version);
+                        replication.wake();
                     }
                     // The command may still run (it waits its turn behind the chunk's writes);
                     // a server that is gone loses its copies when its link closes.

@@ -40,7 +40,7 @@ pub struct MasterState {
     /// Byte-range locks.
     pub locks: LockTable,
     /// Wakes the replication worker.
-    pub replication: ReplicationTrigger,
+    pub replication: Arc<ReplicationTrigger>,
     /// Chunk copies a chunkserver takes part in at once.
     pub replication_per_server: usize,
     /// The background workers' statuses.
@@ -73,6 +73,7 @@ impl MasterState {
         exports: Exports,
         cluster_key: ClusterKey,
     ) -> Self {
+        let replication = chunks.replication_trigger();
         MasterState {
             cluster_key,
             meta,
@@ -81,7 +82,7 @@ impl MasterState {
             chunks,
             open_files: OpenFiles::default(),
             locks: LockTable::default(),
-            replication: ReplicationTrigger::default(),
+            replication,
             replication_per_server,
             workers: WorkerRegistry::default(),
             metaloggers: Metaloggers::default(),
