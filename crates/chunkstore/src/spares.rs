@@ -38,8 +38,8 @@ pub(crate) struct Spares {
 
 /// What taking a spare for a new chunk came to.
 pub(crate) enum Taken {
-    /// The spare is now the (empty) file at the chunk's path.
-    Placed,
+    /// The spare is now the (empty) file at the chunk's path, opened for reading and writing.
+    Placed(File),
     /// A file is already at the chunk's path; nothing changed.
     Exists,
     /// No spare could be used: create the file the usual way.
@@ -137,7 +137,15 @@ impl Spares {
             return Taken::None;
         };
         match rename_noreplace(&spare, path) {
-            Ok(()) => Taken::Placed,
+            Ok(()) => match OpenOptions::new().read(true).write(true).open(path) {
+                Ok(file) => Taken::Placed(file),
+                Err(e) => {
+                    // Out of descriptors, say: no empty file is left at the chunk's path.
+                    tracing::warn!(path = %path.display(), error = %e, "cannot open a spare chunk file put in place; removing it");
+                    let _ = fs::remove_file(path);
+                    Taken::None
+                }
+            },
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 self.lock().push(spare);
                 Taken::Exists
@@ -154,11 +162,6 @@ impl Spares {
                 Taken::None
             }
         }
-    }
-
-    /// Opens a spare just placed at `path` for reading and writing.
-    pub(crate) fn open_placed(path: &Path) -> io::Result<File> {
-        OpenOptions::new().read(true).write(true).open(path)
     }
 }
 
@@ -245,7 +248,7 @@ mod tests {
         assert_eq!(spares.len(), 1);
 
         let new = dir.path().join("new");
-        assert!(matches!(spares.take(&new), Taken::Placed));
+        assert!(matches!(spares.take(&new), Taken::Placed(_)));
         assert_eq!(fs::metadata(&new).unwrap().len(), 0);
         assert_eq!(spares.len(), 0);
         assert!(matches!(spares.take(&dir.path().join("more")), Taken::None));

@@ -163,13 +163,7 @@ impl ChunkStore {
         self.index.insert(id, &slot)?;
         let path = self.path_of(id, &state);
         let made = match self.dirs[dir].spares.take(&path) {
-            Taken::Placed => match Spares::open_placed(&path) {
-                Ok(file) => ChunkFile::init(file, path, id, version),
-                Err(e) => {
-                    let _ = fs::remove_file(&path);
-                    Err(ChunkError::io(id, &path, e))
-                }
-            },
+            Taken::Placed(file) => ChunkFile::init(file, path, id, version),
             Taken::Exists => Err(ChunkError::AlreadyExists { chunk: id }),
             Taken::None => ChunkFile::create(path, id, version),
         };
