@@ -426,11 +426,12 @@ impl MetaStore {
     ///
     /// The slot and the chunk's record are two reads, and a commit beside them (a truncate or
     /// a purge freeing the chunk) may fall between: a record gone under a slot that is gone or
-    /// changed by the next look was such a commit; only one that stays is damage.
+    /// changed by the next look was such a commit; only one still missing after a few looks is
+    /// damage.
     pub fn file_chunk(&self, inode: InodeId, index: u32) -> Result<Option<FileChunk>, ExecError> {
         const LOOKS: usize = 3;
         let slot = keys::file_chunk(inode, index);
-        let mut missing = None;
+        let mut missing = ChunkId(0);
         for _ in 0..LOOKS {
             let txn = self.txn();
             let Some(chunk) = txn.get::<ChunkId>(&slot)? else {
@@ -443,15 +444,10 @@ impl MetaStore {
                     version: rec.version,
                 }));
             }
-            if missing.is_some_and(|m| m != chunk) {
-                // Another commit came between: look again from the start.
-                missing = None;
-                continue;
-            }
-            missing = Some(chunk);
+            missing = chunk;
             std::thread::yield_now();
         }
-        let chunk = missing.unwrap_or(ChunkId(0));
+        let chunk = missing;
         Err(ExecError::Store(StoreError::Damaged {
             key: format!("chunk {chunk}"),
             reason: "a file refers to a chunk that has no record".to_string(),
