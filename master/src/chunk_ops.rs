@@ -73,11 +73,10 @@ impl ChunkOps {
         reserved: u64,
         registration_window: Duration,
         capabilities: CapabilityKey,
-        replication: Arc<ReplicationTrigger>,
     ) -> ChunkOps {
         ChunkOps {
             capabilities,
-            replication,
+            replication: Arc::default(),
             meta,
             cluster,
             ids: tokio::sync::Mutex::new(IdRange {
@@ -88,7 +87,7 @@ impl ChunkOps {
         }
     }
 
-    /// What wakes the replication worker (the master's state shares it).
+    /// What wakes the replication worker (made here, shared by the master's state).
     pub fn replication_trigger(&self) -> Arc<ReplicationTrigger> {
         self.replication.clone()
     }

@@ -95,7 +95,6 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
             reserved,
             config.replication().startup_delay,
             CapabilityKey::new(&cluster_key),
-            Arc::new(crate::replication::ReplicationTrigger::default()),
         ),
         config.replications_per_server.max(1),
         exports,
