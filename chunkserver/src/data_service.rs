@@ -254,6 +254,9 @@ async fn read(
     length: u32,
 ) -> (DataResponse, Bytes) {
     let length = length.min(DATA_LIMITS.max_data);
+    if let Some(bytes) = service.store.read_cached(chunk, version, offset, length) {
+        return (Ok(DataReply::Read), Bytes::from(bytes));
+    }
     match blocking(&service.store, move |s| {
         s.read(chunk, version, offset, length)
     })

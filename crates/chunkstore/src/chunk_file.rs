@@ -16,6 +16,7 @@ use crate::header::{
     BlockHash, FIELDS_LEN, HASH_LEN, HEADER_SIZE, Header, block_hash, hash_offset, zero_block_hash,
     zeros,
 };
+use crate::nowait;
 
 const BLOCK: u64 = BLOCK_SIZE as u64;
 
@@ -27,6 +28,9 @@ pub(crate) struct ChunkFile {
     file: File,
     path: PathBuf,
     header: Header,
+    /// Opened by [`ChunkFile::open_cached`]: read-only, and every read fails with `WouldBlock`
+    /// rather than wait for the disk.
+    cached_only: bool,
 }
 
 impl ChunkFile {
@@ -64,6 +68,7 @@ impl ChunkFile {
                 version,
                 length: 0,
             },
+            cached_only: false,
         };
         let written = chunk.store_header(chunk.header).and_then(|()| {
             chunk
@@ -91,8 +96,50 @@ impl ChunkFile {
             .write(true)
             .open(&path)
             .map_err(|e| ChunkError::io_opening(id, &path, e))?;
+        let mut chunk = ChunkFile::checked(file, path, id, false)?;
+        if chunk.header.version != version {
+            tracing::warn!(
+                chunk = %id,
+                path = %chunk.path.display(),
+                header_version = %chunk.header.version,
+                "chunk header version disagrees with the file name; setting it to the name's"
+            );
+            chunk.store_header(Header {
+                version,
+                ..chunk.header
+            })?;
+        }
+        Ok(chunk)
+    }
+
+    /// Like [`ChunkFile::open`], for reading only and without waiting for the disk: the path,
+    /// the header and later every block and hash read must be in the kernel's caches, or the
+    /// operation fails with an `Io` error of kind `WouldBlock`. A header that needs its version
+    /// set (a write) fails the same way.
+    pub fn open_cached(
+        path: PathBuf,
+        id: ChunkId,
+        version: ChunkVersion,
+    ) -> Result<ChunkFile, ChunkError> {
+        let file =
+            nowait::open_if_cached(&path).map_err(|e| ChunkError::io_opening(id, &path, e))?;
+        let chunk = ChunkFile::checked(file, path, id, true)?;
+        if chunk.header.version != version {
+            return Err(chunk.io_error(io::ErrorKind::WouldBlock.into()));
+        }
+        Ok(chunk)
+    }
+
+    /// Reads and checks the header of `file`, the file of chunk `id`.
+    fn checked(
+        file: File,
+        path: PathBuf,
+        id: ChunkId,
+        cached_only: bool,
+    ) -> Result<ChunkFile, ChunkError> {
         let mut bytes = [0u8; FIELDS_LEN];
-        let got = read_full_at(&file, &mut bytes, 0).map_err(|e| ChunkError::io(id, &path, e))?;
+        let got = read_full_at(&file, &mut bytes, 0, cached_only)
+            .map_err(|e| ChunkError::io(id, &path, e))?;
         if got < FIELDS_LEN {
             return Err(ChunkError::bad_header(
                 id,
@@ -109,17 +156,12 @@ impl ChunkFile {
                 format!("it names chunk {}", header.id),
             ));
         }
-        let mut chunk = ChunkFile { file, path, header };
-        if header.version != version {
-            tracing::warn!(
-                chunk = %id,
-                path = %chunk.path.display(),
-                header_version = %header.version,
-                "chunk header version disagrees with the file name; setting it to the name's"
-            );
-            chunk.store_header(Header { version, ..header })?;
-        }
-        Ok(chunk)
+        Ok(ChunkFile {
+            file,
+            path,
+            header,
+            cached_only,
+        })
     }
 
     /// Bytes of data in the chunk.
@@ -331,12 +373,17 @@ impl ChunkFile {
         let end = min((u64::from(last) + 1) * BLOCK, u64::from(self.header.length));
         buf.clear();
         buf.resize(end.saturating_sub(start) as usize, 0);
-        let got =
-            read_full_at(&self.file, buf, HEADER_SIZE + start).map_err(|e| self.io_error(e))?;
+        let got = read_full_at(&self.file, buf, HEADER_SIZE + start, self.cached_only)
+            .map_err(|e| self.io_error(e))?;
 
         let mut hashes = vec![0u8; (last - first + 1) as usize * HASH_LEN];
-        let got_hashes = read_full_at(&self.file, &mut hashes, hash_offset(first))
-            .map_err(|e| self.io_error(e))?;
+        let got_hashes = read_full_at(
+            &self.file,
+            &mut hashes,
+            hash_offset(first),
+            self.cached_only,
+        )
+        .map_err(|e| self.io_error(e))?;
         if got_hashes < hashes.len() {
             return Err(ChunkError::bad_header(
                 id,
@@ -378,11 +425,22 @@ fn blocks_holding(length: u64) -> u32 {
     length.div_ceil(BLOCK) as u32
 }
 
-/// pread until `buf` is full or the file ends; returns the bytes read.
-fn read_full_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<usize> {
+/// pread until `buf` is full or the file ends; returns the bytes read. With `cached_only`, a
+/// page not in the page cache fails the read with `WouldBlock` instead of being read from disk.
+fn read_full_at(
+    file: &File,
+    mut buf: &mut [u8],
+    mut offset: u64,
+    cached_only: bool,
+) -> io::Result<usize> {
     let mut total = 0;
     while !buf.is_empty() {
-        match file.read_at(buf, offset) {
+        let read = if cached_only {
+            nowait::pread_cached(file, buf, offset)
+        } else {
+            file.read_at(buf, offset)
+        };
+        match read {
             Ok(0) => break,
             Ok(n) => {
                 total += n;

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicBool, AtomicU32};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 use elkfs_proto::{ChunkId, ChunkVersion};
 
@@ -49,6 +49,15 @@ impl Slot {
     /// Takes the chunk's lock shared (reads, verifies, syncs).
     pub fn shared(&self) -> RwLockReadGuard<'_, SlotState> {
         self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the chunk's lock shared if nobody holds it exclusively; `None` rather than wait.
+    pub fn try_shared(&self) -> Option<RwLockReadGuard<'_, SlotState>> {
+        match self.state.try_read() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 
     /// Takes the chunk's lock exclusively (writes, truncates, version changes, deletes).

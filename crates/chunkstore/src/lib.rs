@@ -13,6 +13,7 @@ mod deleted;
 mod error;
 mod header;
 mod index;
+mod nowait;
 mod path;
 mod scan;
 mod spares;

@@ -11,9 +11,9 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use elkfs_proto::geometry::CHUNK_SIZE;
+use elkfs_proto::geometry::{BLOCK_SIZE, CHUNK_SIZE};
 use elkfs_proto::{ChunkId, ChunkVersion};
 
 use crate::chunk_file::ChunkFile;
@@ -22,6 +22,7 @@ use crate::deleted::RecentlyDeleted;
 use crate::error::{ChunkError, StoreError};
 use crate::header::HEADER_SIZE;
 use crate::index::{Index, Slot, SlotState};
+use crate::nowait;
 use crate::path::chunk_path_for;
 use crate::scan::{prepare_dir, scan_dirs};
 use crate::spares::{Spares, Taken};
@@ -66,7 +67,14 @@ pub struct ChunkStore {
     dirs: Vec<DataDir>,
     index: Index,
     deleted: RecentlyDeleted,
+    /// `read_cached` is worth trying: cleared for good when the kernel or file system turns out
+    /// unable to open or read without waiting.
+    cached_reads: AtomicBool,
 }
+
+/// The most blocks `read_cached` hashes: enough for a small read across a block boundary, little
+/// enough that its caller's thread is held only briefly.
+const CACHED_READ_BLOCKS: u64 = 2;
 
 struct DataDir {
     path: PathBuf,
@@ -122,6 +130,7 @@ impl ChunkStore {
             dirs: data_dirs,
             index,
             deleted: RecentlyDeleted::default(),
+            cached_reads: AtomicBool::new(true),
         };
         Ok((store, report))
     }
@@ -319,6 +328,48 @@ impl ChunkStore {
         self.shared(id, Some(version), |slot, _, path| {
             self.open_file(id, slot, path, version)?.read(offset, len)
         })
+    }
+
+    /// What [`ChunkStore::read`] would return, if that needs no wait for the disk or for the
+    /// chunk's lock: for a range of at most two blocks whose file name, header, hashes and data
+    /// are all in the kernel's caches. `None` otherwise, and on any error, which `read` then
+    /// meets and reports. The blocks are checked as in `read`. This lets the chunkserver answer a
+    /// read of warm data without handing it to a blocking thread and back.
+    pub fn read_cached(
+        &self,
+        id: ChunkId,
+        version: ChunkVersion,
+        offset: u32,
+        len: u32,
+    ) -> Option<Vec<u8>> {
+        if !self.cached_reads.load(Ordering::Relaxed) {
+            return None;
+        }
+        let slot = self.index.get(id).ok()?;
+        let state = slot.try_shared()?;
+        state.check(id, Some(version)).ok()?;
+        let result =
+            ChunkFile::open_cached(self.path_of(id, &state), id, version).and_then(|file| {
+                slot.length.store(file.length(), Ordering::Relaxed);
+                let end = (u64::from(offset) + u64::from(len)).min(u64::from(file.length()));
+                let block = u64::from(BLOCK_SIZE);
+                let blocks = end
+                    .div_ceil(block)
+                    .saturating_sub(u64::from(offset) / block);
+                if blocks > CACHED_READ_BLOCKS {
+                    return Ok(None);
+                }
+                file.read(offset, len).map(Some)
+            });
+        match result {
+            Ok(bytes) => bytes,
+            Err(ChunkError::Io { source, .. }) if nowait::unsupported(&source) => {
+                tracing::info!(error = %source, "reads from the page cache without waiting are not available here");
+                self.cached_reads.store(false, Ordering::Relaxed);
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// Sets the data length (shrinking drops the data past it; growing adds zeros) and moves the

@@ -614,6 +614,88 @@ fn truncate_shrinks_grows_and_moves_the_version() {
     );
 }
 
+// ----- reads from the kernel's caches -----
+
+/// Writes the chunk file's dirty pages to disk and drops them from the page cache.
+fn drop_cached_pages(path: &Path) {
+    use std::os::fd::AsRawFd;
+    let file = fs::File::open(path).unwrap();
+    file.sync_all().unwrap();
+    // SAFETY: posix_fadvise only reads its arguments; the descriptor is open.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0);
+}
+
+#[test]
+fn a_small_read_of_warm_data_from_the_caches_gives_what_read_gives() {
+    let (_dir, store) = fresh();
+    let id = ChunkId(0xCA);
+    store.create(id, V1).unwrap();
+    let data = pattern(4 * BLOCK + 100, 9);
+    store.write(id, V1, 0, &data).unwrap();
+    for (offset, len) in [
+        (0, 4096),
+        (BLOCK - 10, 20),
+        (2 * BLOCK, BLOCK),
+        (3 * BLOCK + 7, 2 * BLOCK),
+        (4 * BLOCK + 100, 4096),
+        (CHUNK_SIZE as usize - 1, 1),
+    ] {
+        let (offset, len) = (offset as u32, len as u32);
+        assert_eq!(
+            store.read_cached(id, V1, offset, len),
+            Some(store.read(id, V1, offset, len).unwrap()),
+            "{len} bytes at {offset}"
+        );
+    }
+}
+
+#[test]
+fn a_read_of_many_blocks_or_of_a_stale_version_or_missing_chunk_is_not_taken_from_the_caches() {
+    let (_dir, store) = fresh();
+    let id = ChunkId(0xCC);
+    store.create(id, V2).unwrap();
+    store.write(id, V2, 0, &pattern(4 * BLOCK, 1)).unwrap();
+    assert_eq!(store.read_cached(id, V2, 10, 2 * BLOCK as u32), None);
+    assert_eq!(store.read_cached(id, V1, 0, 10), None);
+    assert_eq!(store.read_cached(ChunkId(0xCD), V2, 0, 10), None);
+    assert!(store.read_cached(id, V2, 0, 10).is_some());
+}
+
+#[test]
+fn a_damaged_block_in_the_page_cache_is_not_served_and_read_reports_it() {
+    let (dir, store) = fresh();
+    let id = ChunkId(0xCE);
+    store.create(id, V1).unwrap();
+    store.write(id, V1, 0, &pattern(3 * BLOCK, 4)).unwrap();
+    flip_byte(
+        &chunk_path_for(dir.path(), id, V1),
+        HEADER_SIZE + BLOCK as u64 + 5,
+    );
+    assert_eq!(store.read_cached(id, V1, BLOCK as u32, 4096), None);
+    assert!(matches!(
+        store.read(id, V1, BLOCK as u32, 4096),
+        Err(ChunkError::Corrupt { block: 1, .. })
+    ));
+    assert!(store.read_cached(id, V1, 0, 4096).is_some());
+}
+
+#[test]
+fn data_the_page_cache_no_longer_holds_is_left_to_read_which_brings_it_back() {
+    let (dir, store) = fresh();
+    let id = ChunkId(0xCF);
+    store.create(id, V1).unwrap();
+    let data = pattern(2 * BLOCK, 6);
+    store.write(id, V1, 0, &data).unwrap();
+    drop_cached_pages(&chunk_path_for(dir.path(), id, V1));
+    assert_eq!(store.read_cached(id, V1, 0, 4096), None);
+    assert_eq!(store.read(id, V1, 0, 4096).unwrap(), data[..4096]);
+    assert_eq!(
+        store.read_cached(id, V1, 0, 4096).as_deref(),
+        Some(&data[..4096])
+    );
+}
+
 // ----- damage -----
 
 #[test]
