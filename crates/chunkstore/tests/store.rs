@@ -614,6 +614,63 @@ fn truncate_shrinks_grows_and_moves_the_version() {
     );
 }
 
+// ----- writing back -----
+
+/// Pages of `path` in `offset..offset + len` that are dirty: changed in the page cache and not
+/// yet being written to disk (`cachestat`, Linux 6.5).
+fn dirty_pages(path: &Path, offset: u64, len: u64) -> u64 {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        cache: u64,
+        dirty: u64,
+        writeback: u64,
+        evicted: u64,
+        recently_evicted: u64,
+    }
+    const SYS_CACHESTAT: libc::c_long = 451;
+    let file = fs::File::open(path).unwrap();
+    let range = Range { off: offset, len };
+    let mut stat = Stat::default();
+    // SAFETY: `range` and `stat` are live C structs of the layout the kernel expects.
+    let rc = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &range as *const Range,
+            &mut stat as *mut Stat,
+            0,
+        )
+    };
+    assert_eq!(rc, 0, "cachestat: {}", std::io::Error::last_os_error());
+    stat.dirty
+}
+
+#[test]
+fn each_mib_a_sequential_writer_fills_is_on_its_way_to_disk_at_once() {
+    let (dir, store) = fresh();
+    let id = ChunkId(0xD0);
+    store.create(id, V1).unwrap();
+    let mib = 1 << 20;
+    let data = pattern(2 * mib, 2);
+    store.write(id, V1, 0, &data[..mib]).unwrap();
+    let piece = 64 << 10;
+    for (i, bytes) in data[mib..].chunks(piece).enumerate() {
+        store
+            .write(id, V1, (mib + i * piece) as u32, bytes)
+            .unwrap();
+    }
+    let path = chunk_path_for(dir.path(), id, V1);
+    assert_eq!(dirty_pages(&path, HEADER_SIZE, 2 * mib as u64), 0);
+    assert_eq!(store.read(id, V1, 0, 2 * mib as u32).unwrap(), data);
+}
+
 // ----- reads from the kernel's caches -----
 
 /// Writes the chunk file's dirty pages to disk and drops them from the page cache.
