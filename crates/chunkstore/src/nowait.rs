@@ -5,6 +5,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -35,18 +36,25 @@ pub(crate) fn open_if_cached(path: &Path) -> io::Result<File> {
     Ok(unsafe { File::from_raw_fd(fd as i32) })
 }
 
-/// One `pread` that takes only what the page cache holds (`preadv2` with `RWF_NOWAIT`): fewer
-/// bytes than asked where an uncached page starts, `WouldBlock` if the first one is uncached,
-/// 0 at the end of the file.
-pub(crate) fn pread_cached(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+/// One `pread` into `buf`, which need not be initialized. With `cached_only` it takes only what
+/// the page cache holds (`preadv2` with `RWF_NOWAIT`): fewer bytes than asked where an uncached
+/// page starts, `WouldBlock` if the first one is uncached. 0 at the end of the file.
+pub(crate) fn pread(
+    file: &File,
+    buf: &mut [MaybeUninit<u8>],
+    offset: u64,
+    cached_only: bool,
+) -> io::Result<usize> {
     let iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
     let offset = libc::off_t::try_from(offset)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset out of range"))?;
-    // SAFETY: `iov` describes `buf`, which is valid for writes of its length and outlives the call.
-    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+    let flags = if cached_only { libc::RWF_NOWAIT } else { 0 };
+    // SAFETY: `iov` describes `buf`, which is valid for writes of its length and outlives the
+    // call; the kernel only writes bytes into it.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, flags) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -76,9 +84,12 @@ mod tests {
             Err(e) if unsupported(&e) => return,
             other => other.unwrap(),
         };
-        let mut buf = [0u8; 16];
-        assert_eq!(pread_cached(&file, &mut buf, 1).unwrap(), 4);
-        assert_eq!(&buf[..4], b"ello");
-        assert_eq!(pread_cached(&file, &mut buf, 5).unwrap(), 0);
+        let mut buf = Vec::with_capacity(16);
+        let n = pread(&file, buf.spare_capacity_mut(), 1, true).unwrap();
+        assert_eq!(n, 4);
+        // SAFETY: pread filled the first `n` bytes.
+        unsafe { buf.set_len(n) };
+        assert_eq!(buf, b"ello");
+        assert_eq!(pread(&file, buf.spare_capacity_mut(), 5, true).unwrap(), 0);
     }
 }
