@@ -1,4 +1,5 @@
-//! The chunk store as async code uses it: every call on the blocking pool, errors as wire statuses.
+//! The chunk store as async code uses it: its blocking calls on the blocking pool, errors as wire
+//! statuses.
 
 use std::sync::Arc;
 

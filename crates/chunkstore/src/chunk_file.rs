@@ -254,36 +254,47 @@ impl ChunkFile {
                 ..self.header
             })?;
         }
-        self.start_writeback_of_filled_units(start, end);
+        if end > old_len {
+            self.start_writeback_of_filled_units(start, end);
+        }
         Ok(())
     }
 
     /// Asks the kernel to start writing to disk, without waiting, each [`WRITEBACK_UNIT`] of
-    /// data that a write of `start..end` completed. A file written sequentially then reaches the
-    /// disk while it is being written, instead of all at once at the `fsync` that follows (or
-    /// whenever the kernel's dirty page limits are hit); small files, which never fill a unit,
-    /// are left to the kernel. Only a hint: an error is not the write's.
+    /// data that a write of `start..end` completed, and the hashes of its blocks. A file written
+    /// sequentially then reaches the disk while it is being written, instead of all at once at the
+    /// `fsync` that follows (or whenever the kernel's dirty page limits are hit). Called only for
+    /// writes that extend the data: rewrites, and small files, which never fill a unit, are left
+    /// to the kernel. Only a hint: an error is not the write's.
     fn start_writeback_of_filled_units(&self, start: u64, end: u64) {
         let from = start / WRITEBACK_UNIT * WRITEBACK_UNIT;
         let to = end / WRITEBACK_UNIT * WRITEBACK_UNIT;
         if to <= from {
             return;
         }
-        // SAFETY: sync_file_range only reads its arguments; the descriptor is open.
-        let rc = unsafe {
-            libc::sync_file_range(
-                self.file.as_raw_fd(),
-                (HEADER_SIZE + from) as libc::off64_t,
-                (to - from) as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            )
-        };
-        if rc != 0 {
-            tracing::debug!(
-                chunk = %self.header.id,
-                error = %io::Error::last_os_error(),
-                "could not start writing back a chunk's data"
-            );
+        let hashes_from = hash_offset((from / BLOCK) as u32);
+        let hashes_to = hash_offset((to / BLOCK) as u32);
+        for (offset, len) in [
+            (HEADER_SIZE + from, to - from),
+            (hashes_from, hashes_to - hashes_from),
+        ] {
+            // SAFETY: sync_file_range only reads its arguments; the descriptor is open.
+            let rc = unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    offset as libc::off64_t,
+                    len as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                )
+            };
+            if rc != 0 {
+                tracing::debug!(
+                    chunk = %self.header.id,
+                    error = %io::Error::last_os_error(),
+                    "could not start writing back a chunk's data"
+                );
+                return;
+            }
         }
     }
 

@@ -108,6 +108,16 @@ impl Index {
             .ok_or(ChunkError::NotFound { chunk: id })
     }
 
+    /// Like `get`, but `None` rather than wait while the map is being changed.
+    pub fn try_get(&self, id: ChunkId) -> Option<Arc<Slot>> {
+        let map = match self.map.try_read() {
+            Ok(map) => map,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        map.get(&id).cloned()
+    }
+
     pub fn contains(&self, id: ChunkId) -> bool {
         self.get(id).is_ok()
     }

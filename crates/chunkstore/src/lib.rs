@@ -2,7 +2,8 @@
 //! each with a header holding one BLAKE3 hash per 64 KiB block, checked on every read.
 //!
 //! The chunkserver opens a [`ChunkStore`] on its `--data` directories ([`DataDirSpec`]) and calls
-//! its blocking methods from `spawn_blocking`. The file layout is in docs/FORMAT.md, section
+//! its blocking methods from `spawn_blocking`, and `ChunkStore::read_cached`, which never waits,
+//! from its network threads. The file layout is in docs/FORMAT.md, section
 //! "Chunk files".
 
 #![warn(missing_docs)]

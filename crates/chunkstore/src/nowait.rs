@@ -1,6 +1,8 @@
 //! Opening and reading files only as far as the kernel's caches allow: a name not in the dentry
 //! cache or a page not in the page cache fails with `WouldBlock` instead of waiting for the disk.
-//! This is what lets a chunkserver answer a read of warm data on its network thread.
+//! This is what lets a chunkserver answer a read of warm data on its network thread. Needs Linux
+//! 5.12 (`openat2` with `RESOLVE_CACHED`) and a file system with `RWF_NOWAIT` buffered reads
+//! (ext4, XFS, btrfs); elsewhere the calls fail with `Unsupported`.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -11,12 +13,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// Opens `path` read-only if every step of its path is in the kernel's caches (`openat2` with
-/// `RESOLVE_CACHED`, Linux 5.12); `WouldBlock` if one is not.
+/// `RESOLVE_CACHED`); `WouldBlock` if one is not, `Unsupported` where the kernel cannot (or may
+/// not: a seccomp filter, or `O_NOATIME` on a file of another user). `O_NOATIME`, because an
+/// access time update is a journal transaction, which may wait for the disk.
 pub(crate) fn open_if_cached(path: &Path) -> io::Result<File> {
     let path = CString::new(path.as_os_str().as_bytes())?;
     // SAFETY: `open_how` is a plain C struct of integers, for which all zeros is valid.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
+    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOATIME) as u64;
     how.resolve = libc::RESOLVE_CACHED;
     // SAFETY: `path` is NUL-terminated and `how` a valid `open_how`; both outlive the call, and
     // the kernel only reads them.
@@ -30,7 +34,11 @@ pub(crate) fn open_if_cached(path: &Path) -> io::Result<File> {
         )
     };
     if fd < 0 {
-        return Err(io::Error::last_os_error());
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ENOSYS | libc::EINVAL | libc::E2BIG | libc::EPERM) => unsupported(e),
+            _ => e,
+        });
     }
     // SAFETY: the descriptor was just opened and nothing else owns it.
     Ok(unsafe { File::from_raw_fd(fd as i32) })
@@ -38,7 +46,8 @@ pub(crate) fn open_if_cached(path: &Path) -> io::Result<File> {
 
 /// One `pread` into `buf`, which need not be initialized. With `cached_only` it takes only what
 /// the page cache holds (`preadv2` with `RWF_NOWAIT`): fewer bytes than asked where an uncached
-/// page starts, `WouldBlock` if the first one is uncached. 0 at the end of the file.
+/// page starts, `WouldBlock` if the first one is uncached, `Unsupported` if the file system cannot.
+/// 0 at the end of the file.
 pub(crate) fn pread(
     file: &File,
     buf: &mut [MaybeUninit<u8>],
@@ -56,18 +65,18 @@ pub(crate) fn pread(
     // call; the kernel only writes bytes into it.
     let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, flags) };
     if n < 0 {
-        return Err(io::Error::last_os_error());
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EOPNOTSUPP) if cached_only => unsupported(e),
+            _ => e,
+        });
     }
     Ok(n as usize)
 }
 
-/// True for the errors of a kernel or file system that cannot do this at all (too old for
-/// `openat2` or `RESOLVE_CACHED`, or no `RWF_NOWAIT` on buffered reads): not worth trying again.
-pub(crate) fn unsupported(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::ENOSYS) | Some(libc::EINVAL) | Some(libc::E2BIG) | Some(libc::EOPNOTSUPP)
-    )
+/// `e` as an `Unsupported` error: the call cannot work here at all, not worth trying again.
+fn unsupported(e: io::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, e)
 }
 
 #[cfg(test)]
@@ -81,7 +90,7 @@ mod tests {
         let path = dir.path().join("f");
         File::create(&path).unwrap().write_all(b"hello").unwrap();
         let file = match open_if_cached(&path) {
-            Err(e) if unsupported(&e) => return,
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => return,
             other => other.unwrap(),
         };
         let mut buf = Vec::with_capacity(16);

@@ -1,6 +1,7 @@
 //! The chunk store: the operations the chunkserver calls, on top of the index (`index.rs`) and the
-//! chunk files (`chunk_file.rs`). Blocking I/O; every method takes `&self` and may be called from
-//! many threads at once (the chunkserver calls it from `spawn_blocking`).
+//! chunk files (`chunk_file.rs`). Blocking I/O, except `read_cached`; every method takes `&self`
+//! and may be called from many threads at once (the chunkserver calls them from `spawn_blocking`,
+//! and `read_cached` from its network threads).
 //!
 //! Locking: writes, truncates, version changes and deletes hold their chunk's lock exclusively;
 //! reads, verifies and syncs share it, so a read never sees a half-written block.
@@ -22,7 +23,6 @@ use crate::deleted::RecentlyDeleted;
 use crate::error::{ChunkError, StoreError};
 use crate::header::HEADER_SIZE;
 use crate::index::{Index, Slot, SlotState};
-use crate::nowait;
 use crate::path::chunk_path_for;
 use crate::scan::{prepare_dir, scan_dirs};
 use crate::spares::{Spares, Taken};
@@ -67,19 +67,27 @@ pub struct ChunkStore {
     dirs: Vec<DataDir>,
     index: Index,
     deleted: RecentlyDeleted,
-    /// `read_cached` is worth trying: cleared for good when the kernel or file system turns out
-    /// unable to open or read without waiting.
-    cached_reads: AtomicBool,
 }
 
 /// The most blocks `read_cached` hashes: enough for a small read across a block boundary, little
 /// enough that its caller's thread is held only briefly.
 const CACHED_READ_BLOCKS: u64 = 2;
 
+/// Blocks a read of `len` bytes from `offset` touches in a chunk holding `length` bytes.
+fn blocks_touched(offset: u32, len: u32, length: u32) -> u64 {
+    let block = u64::from(BLOCK_SIZE);
+    let end = (u64::from(offset) + u64::from(len)).min(u64::from(length));
+    end.div_ceil(block)
+        .saturating_sub(u64::from(offset) / block)
+}
+
 struct DataDir {
     path: PathBuf,
     marked_for_removal: bool,
     spares: Spares,
+    /// `read_cached` is worth trying here: cleared for good when the kernel or the file system
+    /// turns out unable to open or read without waiting.
+    cached_reads: AtomicBool,
 }
 
 impl ChunkStore {
@@ -110,6 +118,7 @@ impl ChunkStore {
                 path: spec.path.clone(),
                 marked_for_removal: spec.marked_for_removal,
                 spares: Spares::open(&spec.path, !spec.marked_for_removal),
+                cached_reads: AtomicBool::new(true),
             });
         }
 
@@ -130,7 +139,6 @@ impl ChunkStore {
             dirs: data_dirs,
             index,
             deleted: RecentlyDeleted::default(),
-            cached_reads: AtomicBool::new(true),
         };
         Ok((store, report))
     }
@@ -330,11 +338,12 @@ impl ChunkStore {
         })
     }
 
-    /// What [`ChunkStore::read`] would return, if that needs no wait for the disk or for the
-    /// chunk's lock: for a range of at most two blocks whose file name, header, hashes and data
-    /// are all in the kernel's caches. `None` otherwise, and on any error, which `read` then
-    /// meets and reports. The blocks are checked as in `read`. This lets the chunkserver answer a
-    /// read of warm data without handing it to a blocking thread and back.
+    /// What [`ChunkStore::read`] would return, if that needs no wait for the disk or for a lock:
+    /// for a range of at most two blocks whose file name, header, hashes and data are all in the
+    /// kernel's caches. `None` otherwise, and on any error, which `read` then meets and reports.
+    /// The blocks are checked as in `read`. This lets the chunkserver answer a read of warm data
+    /// without handing it to a blocking thread and back. A data directory where the kernel or
+    /// file system cannot read this way is not tried again.
     pub fn read_cached(
         &self,
         id: ChunkId,
@@ -342,30 +351,34 @@ impl ChunkStore {
         offset: u32,
         len: u32,
     ) -> Option<Vec<u8>> {
-        if !self.cached_reads.load(Ordering::Relaxed) {
+        let slot = self.index.try_get(id)?;
+        if blocks_touched(offset, len, slot.length.load(Ordering::Relaxed)) > CACHED_READ_BLOCKS {
             return None;
         }
-        let slot = self.index.get(id).ok()?;
         let state = slot.try_shared()?;
         state.check(id, Some(version)).ok()?;
+        let dir = &self.dirs[state.dir];
+        if !dir.cached_reads.load(Ordering::Relaxed) {
+            return None;
+        }
         let result =
             ChunkFile::open_cached(self.path_of(id, &state), id, version).and_then(|file| {
                 slot.length.store(file.length(), Ordering::Relaxed);
-                let end = (u64::from(offset) + u64::from(len)).min(u64::from(file.length()));
-                let block = u64::from(BLOCK_SIZE);
-                let blocks = end
-                    .div_ceil(block)
-                    .saturating_sub(u64::from(offset) / block);
-                if blocks > CACHED_READ_BLOCKS {
+                if blocks_touched(offset, len, file.length()) > CACHED_READ_BLOCKS {
                     return Ok(None);
                 }
                 file.read(offset, len).map(Some)
             });
         match result {
             Ok(bytes) => bytes,
-            Err(ChunkError::Io { source, .. }) if nowait::unsupported(&source) => {
-                tracing::info!(error = %source, "reads from the page cache without waiting are not available here");
-                self.cached_reads.store(false, Ordering::Relaxed);
+            Err(ChunkError::Io { source, .. }) if source.kind() == io::ErrorKind::Unsupported => {
+                tracing::info!(
+                    dir = %dir.path.display(),
+                    error = %source,
+                    "this data directory cannot be read from the page cache without waiting; \
+                     every read goes to the blocking pool"
+                );
+                dir.cached_reads.store(false, Ordering::Relaxed);
                 None
             }
             Err(_) => None,

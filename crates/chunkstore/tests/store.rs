@@ -653,21 +653,27 @@ fn dirty_pages(path: &Path, offset: u64, len: u64) -> u64 {
 }
 
 #[test]
-fn each_mib_a_sequential_writer_fills_is_on_its_way_to_disk_at_once() {
+fn each_mib_a_sequential_writer_fills_is_on_its_way_to_disk_at_once_and_rewrites_are_left_alone() {
     let (dir, store) = fresh();
     let id = ChunkId(0xD0);
     store.create(id, V1).unwrap();
-    let mib = 1 << 20;
-    let data = pattern(2 * mib, 2);
-    store.write(id, V1, 0, &data[..mib]).unwrap();
-    let piece = 64 << 10;
-    for (i, bytes) in data[mib..].chunks(piece).enumerate() {
-        store
-            .write(id, V1, (mib + i * piece) as u32, bytes)
-            .unwrap();
-    }
     let path = chunk_path_for(dir.path(), id, V1);
+    let mib = 1 << 20;
+    let piece = 64 << 10;
+    let data = pattern(2 * mib, 2);
+    for (i, bytes) in data.chunks(piece).enumerate() {
+        if (i + 1) * piece == 2 * mib {
+            assert!(
+                dirty_pages(&path, HEADER_SIZE + mib as u64, mib as u64) > 0,
+                "a MiB not filled yet is left to the kernel"
+            );
+        }
+        store.write(id, V1, (i * piece) as u32, bytes).unwrap();
+    }
     assert_eq!(dirty_pages(&path, HEADER_SIZE, 2 * mib as u64), 0);
+
+    store.write(id, V1, 0, &data[..mib]).unwrap();
+    assert!(dirty_pages(&path, HEADER_SIZE, mib as u64) > 0);
     assert_eq!(store.read(id, V1, 0, 2 * mib as u32).unwrap(), data);
 }
 
