@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
+use elkfs_chunkstore::{ChunkError, ChunkStore};
 use elkfs_common::defaults;
 use elkfs_proto::auth::{Prover, cluster_proof, proofs_match};
 use elkfs_proto::chunkserver::{
@@ -15,8 +16,8 @@ use elkfs_proto::chunkserver::{
 use elkfs_proto::cluster_key::ClusterKey;
 use elkfs_proto::connection::Dialer;
 use elkfs_proto::{
-    CHUNK_REPORT_BATCH, Connection, DataPool, Handler, Hello, MASTER_CHUNKSERVER_LIMITS, Responder,
-    Role, connection,
+    CHUNK_REPORT_BATCH, ChunkId, ChunkVersion, Connection, DataPool, Handler, Hello,
+    MASTER_CHUNKSERVER_LIMITS, Responder, Role, connection,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -288,16 +289,21 @@ impl Handler<CsCommand, CsCommandResult> for CommandHandler {
             | CsCommand::Truncate { chunk, .. }
             | CsCommand::Delete { chunk, .. }
             | CsCommand::Replicate { chunk, .. }
-            | CsCommand::Duplicate { chunk, .. } => *chunk,
+            | CsCommand::Duplicate { chunk, .. } => Some(*chunk),
+            // Copies of chunks no file refers to: no write may still need them first.
+            CsCommand::DeleteMany { .. } => None,
         };
-        // In the chunk's turn, after the writes that arrived before the command.
-        self.sequencer.submit(
-            chunk,
-            Box::pin(async move {
-                let result = execute(&store, &peers, &capabilities, command).await;
-                tokio::spawn(async move { responder.send(&result, Bytes::new()).await });
-            }),
-        );
+        let job = Box::pin(async move {
+            let result = execute(&store, &peers, &capabilities, command).await;
+            tokio::spawn(async move { responder.send(&result, Bytes::new()).await });
+        });
+        match chunk {
+            // In the chunk's turn, after the writes that arrived before the command.
+            Some(chunk) => self.sequencer.submit(chunk, job),
+            None => {
+                tokio::spawn(job);
+            }
+        }
     }
 }
 
@@ -334,6 +340,7 @@ async fn execute(
         CsCommand::Delete { chunk, version } => {
             blocking(store, move |s| s.delete(chunk, version)).await
         }
+        CsCommand::DeleteMany { chunks } => blocking(store, move |s| delete_each(s, chunks)).await,
         CsCommand::Replicate {
             chunk,
             version,
@@ -351,4 +358,20 @@ async fn execute(
         tracing::warn!(error = %e, "command failed");
         status_of(&e)
     })
+}
+
+/// Deletes every copy in `chunks`, in one trip to the blocking pool; the first failure is the
+/// answer (the others are logged here).
+fn delete_each(store: &ChunkStore, chunks: Vec<(ChunkId, ChunkVersion)>) -> Result<(), ChunkError> {
+    let mut first = Ok(());
+    for (chunk, version) in chunks {
+        if let Err(e) = store.delete(chunk, version) {
+            if first.is_ok() {
+                first = Err(e);
+            } else {
+                tracing::warn!(error = %e, "could not delete a chunk copy");
+            }
+        }
+    }
+    first
 }

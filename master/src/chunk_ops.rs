@@ -33,6 +33,7 @@ use elkfs_proto::types::{Attr, FileKind};
 use elkfs_proto::{ChunkId, ChunkVersion, InodeId, Status};
 
 use crate::cluster::{Cluster, Target};
+use crate::freed_copies::FreedCopies;
 use crate::meta::Meta;
 use crate::replication::ReplicationTrigger;
 
@@ -62,6 +63,8 @@ pub struct ChunkOps {
     capabilities: CapabilityKey,
     /// Woken when a server refuses a new chunk's copy: the chunk is short of copies.
     replication: Arc<ReplicationTrigger>,
+    /// Copies of freed chunks waiting to be deleted together.
+    freed_copies: Arc<FreedCopies>,
 }
 
 impl ChunkOps {
@@ -77,6 +80,7 @@ impl ChunkOps {
         ChunkOps {
             capabilities,
             replication: Arc::default(),
+            freed_copies: Arc::default(),
             meta,
             cluster,
             ids: tokio::sync::Mutex::new(IdRange {
@@ -454,11 +458,12 @@ impl ChunkOps {
         Ok(to)
     }
 
-    /// Deletes every copy of chunks no file refers to any more (in the background).
+    /// Deletes every copy of chunks no file refers to any more (in the background, gathered
+    /// into batches, see `freed_copies.rs`).
     pub fn delete_freed(&self, freed: Vec<(ChunkId, ChunkVersion)>) {
         for (chunk, _) in freed {
             for (target, version) in self.cluster.forget_chunk(chunk) {
-                self.delete_copies(chunk, version, std::slice::from_ref(&target));
+                self.freed_copies.queue(&target, chunk, version);
             }
         }
     }

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod config;
 pub mod cs_service;
 pub mod exports;
+pub mod freed_copies;
 pub mod info;
 pub mod leases;
 pub mod listener;

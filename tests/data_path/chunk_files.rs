@@ -64,6 +64,40 @@ fn chunks_are_named_files_with_two_copies_on_two_servers_at_goal_two() {
 }
 
 #[test]
+fn the_copies_of_the_chunks_of_removed_files_are_deleted_from_every_chunkserver() {
+    let cluster = Cluster::builder().chunkservers(3).start();
+    let m = cluster.mount_path(0);
+    cluster.run_cli_ok(&["settrashtime", "-r", "0", m.to_str().unwrap()]);
+    let kept = m.join("kept");
+    std::fs::write(&kept, b"stays").unwrap();
+    for i in 0..60 {
+        std::fs::write(m.join(format!("f{i}")), pseudo_random(5000, i)).unwrap();
+    }
+    std::fs::write(m.join("cut"), pseudo_random(70 * MIB, 4)).unwrap();
+    assert_eq!(all_chunk_files(&cluster).len(), 2 * (1 + 60 + 2));
+
+    for i in 0..60 {
+        std::fs::remove_file(m.join(format!("f{i}"))).unwrap();
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.join("cut"))
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the freed copies to be deleted",
+        || all_chunk_files(&cluster).len() == 2 * (1 + 1),
+    );
+    assert_eq!(std::fs::read(&kept).unwrap(), b"stays");
+    assert_eq!(
+        std::fs::read(m.join("cut")).unwrap(),
+        pseudo_random(70 * MIB, 4)[..1000]
+    );
+}
+
+#[test]
 fn a_flipped_byte_in_one_copy_is_detected_and_the_other_copy_is_read() {
     let mut cluster = Cluster::builder().chunkservers(2).start();
     let path = cluster.mount_path(0).join("victim");

@@ -156,6 +156,13 @@ pub enum CsCommand {
         /// The new chunk's version.
         new_version: ChunkVersion,
     },
+    /// Deletes copies of chunks no file refers to any more, many per command: the master
+    /// gathers the copies files free for a moment and sends them together. Every copy is tried;
+    /// the answer is the first failure, if any.
+    DeleteMany {
+        /// Each chunk with the version that may be deleted (a newer copy is kept).
+        chunks: Vec<(ChunkId, ChunkVersion)>,
+    },
 }
 
 /// The chunkserver's answer to a [`CsCommand`].

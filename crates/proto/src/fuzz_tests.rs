@@ -568,6 +568,9 @@ fn cs_commands() -> Vec<CsCommand> {
             new_chunk: ChunkId(1),
             new_version: to,
         },
+        CsCommand::DeleteMany {
+            chunks: vec![(chunk, to), (ChunkId(1), from)],
+        },
     ]
 }
 

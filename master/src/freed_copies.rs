@@ -1,0 +1,80 @@
+//! Deleting the copies of freed chunks in batches. A file removed or cut frees its chunks in the
+//! metadata at once; their copies are deleted a moment later, many per command
+//! ([`CsCommand::DeleteMany`]), so that an `rm -r` costs each chunkserver a command per batch
+//! instead of a command, and two thread hand-offs, per copy. A batch lost with its chunkserver
+//! leaves copies the master no longer knows, which it deletes when that server registers again
+//! (`cs_service.rs`, orphans).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use elkfs_proto::chunkserver::CsCommand;
+use elkfs_proto::{ChunkId, ChunkVersion, ServerId};
+
+use crate::chunk_ops::run_command;
+use crate::cluster::Target;
+
+/// How long the first copy queued waits for others to join its batch.
+const GATHER: Duration = Duration::from_millis(50);
+
+/// The most copies one command deletes.
+const BATCH: usize = 1024;
+
+/// Copies waiting to be deleted on one chunkserver.
+type Queued = (Target, Vec<(ChunkId, ChunkVersion)>);
+
+/// Copies waiting to be deleted, per chunkserver.
+#[derive(Default)]
+pub struct FreedCopies {
+    pending: Mutex<HashMap<ServerId, Queued>>,
+}
+
+impl FreedCopies {
+    /// Queues the deletion of `chunk` at `version` on `target`. The first copy queued while
+    /// none is waiting starts a task that sends everything queued [`GATHER`] later.
+    pub fn queue(self: &Arc<Self>, target: &Target, chunk: ChunkId, version: ChunkVersion) {
+        let first = {
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            let was_empty = pending.is_empty();
+            pending
+                .entry(target.server)
+                .or_insert_with(|| (target.clone(), Vec::new()))
+                .1
+                .push((chunk, version));
+            was_empty
+        };
+        if first {
+            let this = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(GATHER).await;
+                this.send_all();
+            });
+        }
+    }
+
+    /// Sends every queued copy to its server, [`BATCH`] per command, in the background.
+    fn send_all(&self) {
+        let pending =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        for (target, copies) in pending.into_values() {
+            for batch in copies.chunks(BATCH) {
+                let copies = batch.len();
+                let cmd = CsCommand::DeleteMany {
+                    chunks: batch.to_vec(),
+                };
+                let target = target.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = run_command(&target, &cmd).await {
+                        tracing::debug!(
+                            server = %target.data_addr,
+                            copies,
+                            error = %e,
+                            "could not delete chunk copies"
+                        );
+                    }
+                });
+            }
+        }
+    }
+}
