@@ -361,17 +361,60 @@ async fn execute(
 }
 
 /// Deletes every copy in `chunks`, in one trip to the blocking pool; the first failure is the
-/// answer (the others are logged here).
+/// answer (the others are logged here). A copy not here is noted as deleted: the batch skips
+/// the chunks' turns, so it may have overtaken the command or write that would create it.
 fn delete_each(store: &ChunkStore, chunks: Vec<(ChunkId, ChunkVersion)>) -> Result<(), ChunkError> {
     let mut first = Ok(());
     for (chunk, version) in chunks {
-        if let Err(e) = store.delete(chunk, version) {
-            if first.is_ok() {
-                first = Err(e);
-            } else {
-                tracing::warn!(error = %e, "could not delete a chunk copy");
-            }
+        match store.delete(chunk, version) {
+            Ok(()) => {}
+            Err(ChunkError::NotFound { .. }) => store.note_deleted(chunk),
+            Err(e) if first.is_ok() => first = Err(e),
+            Err(e) => tracing::warn!(error = %e, "could not delete a chunk copy"),
         }
     }
     first
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use elkfs_chunkstore::DataDirSpec;
+
+    #[test]
+    fn a_batch_deletes_what_it_can_notes_what_is_not_here_and_answers_the_first_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = ChunkStore::open(&[DataDirSpec {
+            path: dir.path().to_path_buf(),
+            marked_for_removal: false,
+        }])
+        .unwrap();
+        let (v1, v2) = (ChunkVersion(1), ChunkVersion(2));
+        store.create(ChunkId(1), v1).unwrap();
+        store.create(ChunkId(2), v2).unwrap();
+        store.create(ChunkId(4), v1).unwrap();
+        let result = delete_each(
+            &store,
+            vec![
+                (ChunkId(1), v1),
+                (ChunkId(3), v1),
+                (ChunkId(2), v1),
+                (ChunkId(4), v1),
+            ],
+        );
+        assert!(
+            matches!(result, Err(ChunkError::WrongVersion { .. })),
+            "{result:?}"
+        );
+        assert!(store.info(ChunkId(1)).is_none());
+        assert!(store.info(ChunkId(4)).is_none());
+        assert_eq!(store.info(ChunkId(2)).map(|i| i.version), Some(v2));
+        assert!(
+            matches!(
+                store.ensure(ChunkId(3), v1),
+                Err(ChunkError::NotFound { .. })
+            ),
+            "a Create arriving after the batch does not make the chunk again"
+        );
+    }
 }

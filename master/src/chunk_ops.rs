@@ -458,9 +458,21 @@ impl ChunkOps {
         Ok(to)
     }
 
-    /// Deletes every copy of chunks no file refers to any more (in the background, gathered
-    /// into batches, see `freed_copies.rs`).
+    /// Deletes every copy of chunks no file refers to any more, at once (in the background).
+    /// A chunk a truncate frees may still have a writer on another mount: deleting its copies
+    /// at once makes that writer's next write fail and start again on a new chunk, instead of
+    /// landing in a copy about to go.
     pub fn delete_freed(&self, freed: Vec<(ChunkId, ChunkVersion)>) {
+        for (chunk, _) in freed {
+            for (target, version) in self.cluster.forget_chunk(chunk) {
+                self.delete_copies(chunk, version, std::slice::from_ref(&target));
+            }
+        }
+    }
+
+    /// Deletes every copy of the chunks a purge freed, gathered into batches (see
+    /// `freed_copies.rs`): the file was open nowhere, so no write can still reach them.
+    pub fn delete_purged(&self, freed: Vec<(ChunkId, ChunkVersion)>) {
         for (chunk, _) in freed {
             for (target, version) in self.cluster.forget_chunk(chunk) {
                 self.freed_copies.queue(&target, chunk, version);

@@ -1,7 +1,8 @@
-//! Deleting the copies of freed chunks in batches. A file removed or cut frees its chunks in the
-//! metadata at once; their copies are deleted a moment later, many per command
+//! Deleting the copies of the chunks purged files freed, in batches. A purge frees its chunks in
+//! the metadata at once; their copies are deleted a moment later, many per command
 //! ([`CsCommand::DeleteMany`]), so that an `rm -r` costs each chunkserver a command per batch
-//! instead of a command, and two thread hand-offs, per copy. A batch lost with its chunkserver
+//! instead of a command, and two thread hand-offs, per copy. (Chunks a truncate frees are
+//! deleted at once, see `ChunkOps::delete_freed`.) A batch lost with its chunkserver
 //! leaves copies the master no longer knows, which it deletes when that server registers again
 //! (`cs_service.rs`, orphans).
 
@@ -53,28 +54,27 @@ impl FreedCopies {
         }
     }
 
-    /// Sends every queued copy to its server, [`BATCH`] per command, in the background.
+    /// Sends every queued copy to its server, [`BATCH`] per command, one command at a time per
+    /// server (a purge of a whole tree does not take every blocking thread a server has).
     fn send_all(&self) {
         let pending =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
         for (target, copies) in pending.into_values() {
-            for batch in copies.chunks(BATCH) {
-                let copies = batch.len();
-                let cmd = CsCommand::DeleteMany {
-                    chunks: batch.to_vec(),
-                };
-                let target = target.clone();
-                tokio::spawn(async move {
+            tokio::spawn(async move {
+                for batch in copies.chunks(BATCH) {
+                    let cmd = CsCommand::DeleteMany {
+                        chunks: batch.to_vec(),
+                    };
                     if let Err(e) = run_command(&target, &cmd).await {
                         tracing::debug!(
                             server = %target.data_addr,
-                            copies,
+                            copies = batch.len(),
                             error = %e,
                             "could not delete chunk copies"
                         );
                     }
-                });
-            }
+                }
+            });
         }
     }
 }

@@ -182,7 +182,7 @@ impl MasterState {
         for (inode, result) in inodes.iter().zip(self.meta.commit_all(ops).await) {
             match result {
                 Ok((_, outcome)) => {
-                    self.chunks.delete_freed(outcome.freed_chunks);
+                    self.chunks.delete_purged(outcome.freed_chunks);
                     purged += 1;
                 }
                 Err(Status::NotFound) => {}

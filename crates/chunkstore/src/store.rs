@@ -440,6 +440,12 @@ impl ChunkStore {
         })
     }
 
+    /// Remembers `id` as deleted here lately though this server holds no copy of it (a delete
+    /// that overtook the `Create` or first write on its way), so that neither makes it again.
+    pub fn note_deleted(&self, id: ChunkId) {
+        self.deleted.note(id);
+    }
+
     /// fsyncs the chunk file (data, hashes and header), and its directory if the file was created
     /// or renamed since the last sync, so the chunk survives a power cut under its current name.
     pub fn sync(&self, id: ChunkId) -> Result<(), ChunkError> {
