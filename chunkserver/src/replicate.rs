@@ -85,10 +85,10 @@ async fn copy_data(
                 length: piece,
                 capability,
             };
-            let pending = conn
-                .send(&request, Bytes::new())
-                .await
-                .map_err(|_| Status::Io)?;
+            let pending = conn.send(&request, Bytes::new()).await.map_err(|e| {
+                tracing::warn!(%chunk, %source, error = %e, "lost the replication source");
+                Status::Io
+            })?;
             in_flight.push_back((next_offset as u32, pending));
             next_offset += piece as u64;
         }
@@ -105,13 +105,19 @@ async fn copy_data(
             Ok((Ok(DataReply::Read), data)) => data,
             Ok((Err(e), _)) => return Err(e.status),
             Ok((Ok(_), _)) => return Err(Status::Protocol),
-            Err(_) => return Err(Status::Io),
+            Err(e) => {
+                tracing::warn!(%chunk, %source, error = %e, "lost the replication source");
+                return Err(Status::Io);
+            }
         };
         let len = data.len();
         if len > 0 {
             blocking(store, move |s| s.write(chunk, BUILDING, offset, &data))
                 .await
-                .map_err(|e| status_of(&e))?;
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "cannot store a copy being made");
+                    status_of(&e)
+                })?;
         }
         if len < piece as usize {
             // The end of the chunk's data: later reads in flight are empty.
