@@ -30,7 +30,8 @@ pub fn cache_only<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
-fn in_cache_only_mode() -> bool {
+/// Whether this thread runs a read in cache-only mode (see [`cache_only`]).
+pub(crate) fn in_cache_only_mode() -> bool {
     CACHE_ONLY.with(Cell::get)
 }
 

@@ -18,7 +18,7 @@ use crate::checkpoint::ImageSchedule;
 use crate::error::StoreError;
 use crate::keys;
 use crate::kv::KvStore;
-use crate::kv_cache::cache_only;
+use crate::kv_cache::{cache_only, in_cache_only_mode};
 use crate::namespace::{self, Outcome};
 use crate::op::MetaOp;
 use crate::records::{ChunkRecord, DirentRecord, FileChunk, InodeRecord, OrderRecord};
@@ -107,6 +107,16 @@ pub(crate) struct Writer {
     pub(crate) changelog: Changelog,
     pub(crate) version: u64,
     pub(crate) failed: Option<String>,
+}
+
+/// What one look at a file's chunk slot found.
+enum Slot {
+    /// No chunk there.
+    Hole,
+    /// A chunk and its record.
+    Chunk(FileChunk),
+    /// A chunk whose record was not there.
+    Unrecorded(ChunkId),
 }
 
 /// The namespace, durable through the changelog.
@@ -422,36 +432,52 @@ impl MetaStore {
             .ok_or(Status::NotFound)?)
     }
 
-    /// The chunk at `index` of a file, if it has one there.
+    /// The chunk in slot `index` of a file, with its version; `None` for a hole.
     ///
     /// The slot and the chunk's record are two reads, and a commit beside them (a truncate or
-    /// a purge freeing the chunk) may fall between: a record gone under a slot that is gone or
-    /// changed by the next look was such a commit; only one still missing after a few looks is
-    /// damage.
+    /// a purge freeing the chunk) may fall between. So a record found missing is looked for
+    /// again while no commit is under way (holding the writer's lock): gone with its slot, or
+    /// under a slot that changed, it was such a commit; still missing under the same slot, it
+    /// is damage. In cache-only mode a commit under way makes this `NotCached` rather than wait.
     pub fn file_chunk(&self, inode: InodeId, index: u32) -> Result<Option<FileChunk>, ExecError> {
-        const LOOKS: usize = 3;
-        let slot = keys::file_chunk(inode, index);
-        let mut missing = ChunkId(0);
-        for _ in 0..LOOKS {
-            let txn = self.txn();
-            let Some(chunk) = txn.get::<ChunkId>(&slot)? else {
-                return Ok(None);
-            };
-            if let Some(rec) = txn.get::<ChunkRecord>(&keys::chunk(chunk))? {
-                return Ok(Some(FileChunk {
-                    index,
-                    chunk,
-                    version: rec.version,
-                }));
-            }
-            missing = chunk;
-            std::thread::yield_now();
+        match self.look_up_file_chunk(inode, index)? {
+            Slot::Hole => return Ok(None),
+            Slot::Chunk(found) => return Ok(Some(found)),
+            Slot::Unrecorded(_) => {}
         }
-        let chunk = missing;
-        Err(ExecError::Store(StoreError::Damaged {
-            key: format!("chunk {chunk}"),
-            reason: "a file refers to a chunk that has no record".to_string(),
-        }))
+        let _no_commit_under_way = if in_cache_only_mode() {
+            self.writer
+                .try_lock()
+                .map_err(|_| ExecError::Store(StoreError::NotCached))?
+        } else {
+            self.writer
+                .lock()
+                .map_err(|_| ExecError::Refused(Status::Io))?
+        };
+        match self.look_up_file_chunk(inode, index)? {
+            Slot::Hole => Ok(None),
+            Slot::Chunk(found) => Ok(Some(found)),
+            Slot::Unrecorded(chunk) => Err(ExecError::Store(StoreError::Damaged {
+                key: format!("chunk {chunk}"),
+                reason: "a file refers to a chunk that has no record".to_string(),
+            })),
+        }
+    }
+
+    /// One look at slot `index` of a file and at the record of the chunk it names.
+    fn look_up_file_chunk(&self, inode: InodeId, index: u32) -> Result<Slot, ExecError> {
+        let txn = self.txn();
+        let Some(chunk) = txn.get::<ChunkId>(&keys::file_chunk(inode, index))? else {
+            return Ok(Slot::Hole);
+        };
+        Ok(match txn.get::<ChunkRecord>(&keys::chunk(chunk))? {
+            Some(rec) => Slot::Chunk(FileChunk {
+                index,
+                chunk,
+                version: rec.version,
+            }),
+            None => Slot::Unrecorded(chunk),
+        })
     }
 
     /// Every chunk of a file, in index order.
