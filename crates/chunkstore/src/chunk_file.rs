@@ -142,18 +142,18 @@ impl ChunkFile {
         id: ChunkId,
         cached_only: bool,
     ) -> Result<ChunkFile, ChunkError> {
-        let mut bytes = [0u8; FIELDS_LEN];
-        let got = read_full_at(&file, &mut bytes, 0, cached_only)
+        let mut bytes = Vec::new();
+        read_appending(&file, &mut bytes, FIELDS_LEN, 0, cached_only)
             .map_err(|e| ChunkError::io(id, &path, e))?;
-        if got < FIELDS_LEN {
+        let Ok(fields) = <&[u8; FIELDS_LEN]>::try_from(bytes.as_slice()) else {
             return Err(ChunkError::bad_header(
                 id,
                 &path,
                 "the file is shorter than its header",
             ));
-        }
+        };
         let header =
-            Header::decode(&bytes).map_err(|reason| ChunkError::bad_header(id, &path, reason))?;
+            Header::decode(fields).map_err(|reason| ChunkError::bad_header(id, &path, reason))?;
         if header.id != id {
             return Err(ChunkError::bad_header(
                 id,
@@ -424,15 +424,17 @@ impl ChunkFile {
         // A file cut short: its missing blocks read as zeros and fail their hashes below.
         buf.resize(want, 0);
 
-        let mut hashes = vec![0u8; (last - first + 1) as usize * HASH_LEN];
-        let got_hashes = read_full_at(
+        let hashes_len = (last - first + 1) as usize * HASH_LEN;
+        let mut hashes = Vec::new();
+        let got_hashes = read_appending(
             &self.file,
             &mut hashes,
+            hashes_len,
             hash_offset(first),
             self.cached_only,
         )
         .map_err(|e| self.io_error(e))?;
-        if got_hashes < hashes.len() {
+        if got_hashes < hashes_len {
             return Err(ChunkError::bad_header(
                 id,
                 &self.path,
@@ -473,19 +475,9 @@ fn blocks_holding(length: u64) -> u32 {
     length.div_ceil(BLOCK) as u32
 }
 
-/// pread until `buf` is full or the file ends; returns the bytes read. With `cached_only`, a
-/// page not in the page cache fails the read with `WouldBlock` instead of being read from disk.
-fn read_full_at(file: &File, buf: &mut [u8], offset: u64, cached_only: bool) -> io::Result<usize> {
-    // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout, and the reads below only
-    // ever store initialized bytes through it.
-    let buf = unsafe {
-        std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<MaybeUninit<u8>>(), buf.len())
-    };
-    fill_from(file, buf, offset, cached_only)
-}
-
 /// Appends to `buf` up to `len` bytes read from `offset`, fewer only at the end of the file;
-/// returns how many. The bytes go straight into the vector's spare capacity, never zeroed first
+/// returns how many. With `cached_only`, a page not in the page cache fails the read with
+/// `WouldBlock` instead of being read from disk. The bytes go straight into the vector's spare capacity, never zeroed first
 /// (for a 1 MiB read that zeroing cost as much as a twentieth of a chunkserver's CPU).
 fn read_appending(
     file: &File,
