@@ -360,15 +360,13 @@ async fn execute(
     })
 }
 
-/// Deletes every copy in `chunks`, in one trip to the blocking pool; the first failure is the
-/// answer (the others are logged here). A copy not here is noted as deleted: the batch skips
-/// the chunks' turns, so it may have overtaken the command or write that would create it.
+/// Deletes every copy in `chunks` (`ChunkStore::delete_freed`), in one trip to the blocking
+/// pool; the first failure is the answer (the others are logged here).
 fn delete_each(store: &ChunkStore, chunks: Vec<(ChunkId, ChunkVersion)>) -> Result<(), ChunkError> {
     let mut first = Ok(());
     for (chunk, version) in chunks {
-        match store.delete(chunk, version) {
+        match store.delete_freed(chunk, version) {
             Ok(()) => {}
-            Err(ChunkError::NotFound { .. }) => store.note_deleted(chunk),
             Err(e) if first.is_ok() => first = Err(e),
             Err(e) => tracing::warn!(error = %e, "could not delete a chunk copy"),
         }

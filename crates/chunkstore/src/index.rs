@@ -53,11 +53,7 @@ impl Slot {
 
     /// Takes the chunk's lock shared if nobody holds it exclusively; `None` rather than wait.
     pub fn try_shared(&self) -> Option<RwLockReadGuard<'_, SlotState>> {
-        match self.state.try_read() {
-            Ok(guard) => Some(guard),
-            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
-        }
+        try_read(&self.state)
     }
 
     /// Takes the chunk's lock exclusively (writes, truncates, version changes, deletes).
@@ -110,12 +106,7 @@ impl Index {
 
     /// Like `get`, but `None` rather than wait while the map is being changed.
     pub fn try_get(&self, id: ChunkId) -> Option<Arc<Slot>> {
-        let map = match self.map.try_read() {
-            Ok(map) => map,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return None,
-        };
-        map.get(&id).cloned()
+        try_read(&self.map)?.get(&id).cloned()
     }
 
     pub fn contains(&self, id: ChunkId) -> bool {
@@ -156,6 +147,16 @@ impl Index {
 
     fn write(&self) -> RwLockWriteGuard<'_, HashMap<ChunkId, Arc<Slot>>> {
         self.map.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// `lock` read-locked if no writer holds it, `None` rather than wait (a poisoned lock is used
+/// as is, like everywhere in the store).
+fn try_read<T>(lock: &RwLock<T>) -> Option<RwLockReadGuard<'_, T>> {
+    match lock.try_read() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
     }
 }
 

@@ -440,10 +440,18 @@ impl ChunkStore {
         })
     }
 
-    /// Remembers `id` as deleted here lately though this server holds no copy of it (a delete
-    /// that overtook the `Create` or first write on its way), so that neither makes it again.
-    pub fn note_deleted(&self, id: ChunkId) {
-        self.deleted.note(id);
+    /// [`ChunkStore::delete`] of a copy of a chunk no file refers to any more, which may come
+    /// before the `Create` or first write that would make it here (a batch of such deletes
+    /// does not wait for the chunk's turn): a copy not here is remembered as deleted all the
+    /// same, so that neither makes it again, and is not an error.
+    pub fn delete_freed(&self, id: ChunkId, version: ChunkVersion) -> Result<(), ChunkError> {
+        match self.delete(id, version) {
+            Err(ChunkError::NotFound { .. }) => {
+                self.deleted.note(id);
+                Ok(())
+            }
+            result => result,
+        }
     }
 
     /// fsyncs the chunk file (data, hashes and header), and its directory if the file was created
