@@ -18,12 +18,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{self, CodecError};
 use crate::frame::{self, FrameError, FrameLimits};
 use crate::hello::{Hello, HelloReply};
+use crate::outgoing::{Outgoing, Sink};
 use crate::tls::TlsClient;
 
 pub use crate::accept::{Accepted, accept};
@@ -31,16 +33,61 @@ pub use crate::accept::{Accepted, accept};
 const KIND_REQUEST: u8 = 0;
 const KIND_RESPONSE: u8 = 1;
 
-/// Frames queued for the writer before senders wait.
-const OUTGOING_QUEUE: usize = 64;
-
 /// Socket buffer sizes in user space (the kernel's come on top).
 const IO_BUFFER: usize = 256 * 1024;
 
 /// The reading side of a connection, plain TCP or TLS.
 pub(crate) type ReadSide = BufReader<Box<dyn AsyncRead + Send + Unpin>>;
 /// The writing side of a connection, plain TCP or TLS.
-pub(crate) type WriteSide = BufWriter<Box<dyn AsyncWrite + Send + Unpin>>;
+pub(crate) enum WriteSide {
+    /// Plain TCP: once the connection runs, senders may write to the socket themselves.
+    Tcp(BufWriter<OwnedWriteHalf>),
+    /// TLS.
+    Stream(BufWriter<Box<dyn AsyncWrite + Send + Unpin>>),
+}
+
+impl WriteSide {
+    /// Where the running connection writes; anything written before must have been flushed.
+    fn into_sink(self) -> Sink {
+        match self {
+            WriteSide::Tcp(writer) => Sink::Tcp(Arc::new(writer.into_inner())),
+            WriteSide::Stream(writer) => Sink::Stream(writer),
+        }
+    }
+}
+
+impl AsyncWrite for WriteSide {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            WriteSide::Tcp(w) => std::pin::Pin::new(w).poll_write(cx, buf),
+            WriteSide::Stream(w) => std::pin::Pin::new(w).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            WriteSide::Tcp(w) => std::pin::Pin::new(w).poll_flush(cx),
+            WriteSide::Stream(w) => std::pin::Pin::new(w).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            WriteSide::Tcp(w) => std::pin::Pin::new(w).poll_shutdown(cx),
+            WriteSide::Stream(w) => std::pin::Pin::new(w).poll_shutdown(cx),
+        }
+    }
+}
 
 /// Buffers the two directions of a stream separately, so reading and writing go on at once.
 pub(crate) fn buffered_halves<S>(stream: S) -> (ReadSide, WriteSide)
@@ -48,22 +95,18 @@ where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (read, write) = tokio::io::split(stream);
-    buffered(read, write)
+    (
+        BufReader::with_capacity(IO_BUFFER, Box::new(read)),
+        WriteSide::Stream(BufWriter::with_capacity(IO_BUFFER, Box::new(write))),
+    )
 }
 
 /// Plain TCP halves, without the lock that [`tokio::io::split`] puts between them.
 pub(crate) fn tcp_halves(stream: TcpStream) -> (ReadSide, WriteSide) {
     let (read, write) = stream.into_split();
-    buffered(read, write)
-}
-
-fn buffered(
-    read: impl AsyncRead + Send + Unpin + 'static,
-    write: impl AsyncWrite + Send + Unpin + 'static,
-) -> (ReadSide, WriteSide) {
     (
         BufReader::with_capacity(IO_BUFFER, Box::new(read)),
-        BufWriter::with_capacity(IO_BUFFER, Box::new(write)),
+        WriteSide::Tcp(BufWriter::with_capacity(IO_BUFFER, write)),
     )
 }
 
@@ -173,18 +216,11 @@ impl Handler<NoMessage, NoMessage> for NoRequests {
     }
 }
 
-struct OutFrame {
-    header: Vec<u8>,
-    data: Bytes,
-    /// The connection closes once this frame is written.
-    last: bool,
-}
-
 /// Answers one request; dropping it without answering leaves the caller waiting until the
 /// connection closes, so always answer.
 pub struct Responder<Reply> {
     id: u64,
-    out: mpsc::Sender<OutFrame>,
+    out: Arc<Outgoing>,
     _reply: PhantomData<fn(Reply)>,
 }
 
@@ -203,7 +239,7 @@ impl<Reply: Serialize> Responder<Reply> {
     async fn enqueue(self, reply: &Reply, data: Bytes, last: bool) {
         match codec::encode(&(KIND_RESPONSE, self.id, reply)) {
             Ok(header) => {
-                let _ = self.out.send(OutFrame { header, data, last }).await;
+                let _ = self.out.send(&header, data, last).await;
             }
             Err(e) => tracing::error!(error = %e, "cannot encode a reply"),
         }
@@ -282,7 +318,7 @@ impl Drop for CloseOnDrop {
 /// A handle for sending requests on a connection; cheap to clone.
 pub struct Connection<Req, Resp> {
     shared: Arc<Shared<Resp>>,
-    out: mpsc::Sender<OutFrame>,
+    out: Arc<Outgoing>,
     _owner: Option<Arc<CloseOnDrop>>,
     _request: PhantomData<fn(Req)>,
 }
@@ -323,12 +359,7 @@ impl<Req: Message, Resp: Message> Connection<Req, Resp> {
             },
             Err(_) => return Err(self.shared.closed_error()),
         }
-        let frame = OutFrame {
-            header,
-            data,
-            last: false,
-        };
-        if self.out.send(frame).await.is_err() {
+        if self.out.send(&header, data, false).await.is_err() {
             if let Ok(mut pending) = self.shared.pending.lock()
                 && let Some(map) = pending.as_mut()
             {
@@ -550,7 +581,8 @@ where
     PeerReply: Message,
     H: Handler<PeerReq, PeerReply>,
 {
-    let (out_tx, out_rx) = mpsc::channel(OUTGOING_QUEUE);
+    let sink = writer.into_sink();
+    let out = Arc::new(Outgoing::new(&sink));
     let shared = Arc::new(Shared {
         peer,
         label,
@@ -561,16 +593,16 @@ where
     });
     let conn = Connection {
         shared: shared.clone(),
-        out: out_tx.clone(),
+        out: out.clone(),
         _owner: None,
         _request: PhantomData,
     };
     let handler = make_handler(conn.clone());
     let run = async move {
-        let writing = write_loop(writer, out_rx, shared.closed.clone());
+        let writing = out.write_loop(sink, shared.closed.clone());
         let reading = read_loop::<Resp, PeerReq, PeerReply, H>(
             reader,
-            out_tx,
+            out.clone(),
             shared.clone(),
             limits,
             handler,
@@ -585,47 +617,15 @@ where
             Err(e) => e.clone(),
         };
         shared.close(reason);
+        out.close();
         result
     };
     (conn, run)
 }
 
-async fn write_loop(
-    mut writer: WriteSide,
-    mut frames: mpsc::Receiver<OutFrame>,
-    closed: CancellationToken,
-) -> Result<(), String> {
-    loop {
-        let first = tokio::select! {
-            f = frames.recv() => f,
-            _ = closed.cancelled() => None,
-        };
-        let Some(first) = first else {
-            let _ = writer.shutdown().await;
-            return Ok(());
-        };
-        let mut next = Some(first);
-        while let Some(f) = next {
-            frame::write_frame(&mut writer, &f.header, &f.data)
-                .await
-                .map_err(|e| format!("write failed: {e}"))?;
-            if f.last {
-                let _ = writer.flush().await;
-                let _ = writer.shutdown().await;
-                return Ok(());
-            }
-            next = frames.try_recv().ok();
-        }
-        writer
-            .flush()
-            .await
-            .map_err(|e| format!("write failed: {e}"))?;
-    }
-}
-
 async fn read_loop<Resp, PeerReq, PeerReply, H>(
     mut reader: ReadSide,
-    out: mpsc::Sender<OutFrame>,
+    out: Arc<Outgoing>,
     shared: Arc<Shared<Resp>>,
     limits: FrameLimits,
     mut handler: H,

@@ -109,16 +109,21 @@ async fn read_exact_bytes<R: AsyncRead + Unpin>(
     Ok(buf.freeze())
 }
 
+/// The two length fields in front of a frame with this header and data.
+pub fn prefix(header_len: usize, data_len: usize) -> [u8; PREFIX_LEN] {
+    let mut prefix = [0u8; PREFIX_LEN];
+    prefix[..4].copy_from_slice(&(header_len as u32).to_le_bytes());
+    prefix[4..].copy_from_slice(&(data_len as u32).to_le_bytes());
+    prefix
+}
+
 /// Writes one frame (without flushing, so small frames can share a syscall).
 pub async fn write_frame<W: AsyncWrite + Unpin>(
     writer: &mut W,
     header: &[u8],
     data: &[u8],
 ) -> std::io::Result<()> {
-    let mut prefix = [0u8; PREFIX_LEN];
-    prefix[..4].copy_from_slice(&(header.len() as u32).to_le_bytes());
-    prefix[4..].copy_from_slice(&(data.len() as u32).to_le_bytes());
-    writer.write_all(&prefix).await?;
+    writer.write_all(&prefix(header.len(), data.len())).await?;
     writer.write_all(header).await?;
     if !data.is_empty() {
         writer.write_all(data).await?;

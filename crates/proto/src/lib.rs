@@ -20,6 +20,7 @@ pub mod ids;
 pub mod info;
 pub mod master;
 pub mod metalogger;
+mod outgoing;
 pub mod peer_limit;
 pub mod pool;
 pub mod status;
