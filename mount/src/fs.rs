@@ -20,6 +20,7 @@ use fuser::{
 use tokio::runtime::Handle;
 
 use crate::attr::{self, InodeMap, kind_of_mode};
+use crate::first_poll;
 use crate::open_dirs;
 use crate::ops::Ops;
 use crate::view::View;
@@ -75,7 +76,7 @@ impl ElkFs {
     {
         let task = work(self.ops.clone(), self.view.clone());
         let in_flight = self.ops.in_flight.start();
-        self.runtime.spawn(async move {
+        first_poll::run(&self.runtime, async move {
             task.await;
             drop(in_flight);
         });

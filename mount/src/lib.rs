@@ -4,6 +4,7 @@ pub mod absent_xattrs;
 pub mod access_notes;
 pub mod attr;
 pub mod daemon;
+pub mod first_poll;
 pub mod fs;
 pub mod handles;
 pub mod kernel_mount;
