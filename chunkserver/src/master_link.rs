@@ -61,7 +61,8 @@ pub async fn run(
     let mut announced = false;
     loop {
         let attempt = async {
-            let addr = elkfs_common::address::resolve(&setup.master, defaults::MASTER_PORT)
+            let addr = elkfs_common::address::resolve_async(&setup.master, defaults::MASTER_PORT)
+                .await
                 .map_err(|e| e.to_string())?;
             let trusted = Arc::new(AtomicBool::new(false));
             let handler = CommandHandler {

@@ -135,7 +135,8 @@ impl Follow {
 
     /// One connection to the master: catch up, then follow until the connection fails.
     async fn session(&mut self) -> anyhow::Result<()> {
-        let addr = elkfs_common::address::resolve(&self.config.master, defaults::MASTER_PORT)?;
+        let addr = elkfs_common::address::resolve_async(&self.config.master, defaults::MASTER_PORT)
+            .await?;
         let link: MasterLink = connection::connect_with(
             &self.dialer,
             addr,

@@ -431,7 +431,8 @@ async fn open_session(
     mount_point: &str,
     options: &SessionOptions,
 ) -> Result<(Session, InodeId, bool), ConnectError> {
-    let addr: SocketAddr = elkfs_common::address::resolve(target, defaults::MASTER_PORT)?;
+    let addr: SocketAddr =
+        elkfs_common::address::resolve_async(target, defaults::MASTER_PORT).await?;
     let dialer = options
         .master_dialer()
         .map_err(|e| ConnectError::Unreachable {

@@ -51,6 +51,24 @@ pub fn split_host_port(text: &str, default_port: u16) -> Result<(String, u16), A
     }
 }
 
+/// [`resolve`] from async code: a name is looked up on the blocking pool, since the system
+/// resolver may wait on the network for seconds; an IP address is taken as it is, at once.
+pub async fn resolve_async(text: &str, default_port: u16) -> Result<SocketAddr, AddressError> {
+    let (host, port) = split_host_port(text, default_port)?;
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let text = text.to_string();
+    tokio::task::spawn_blocking(move || resolve(&text, default_port))
+        .await
+        .unwrap_or_else(|e| {
+            Err(AddressError::Unresolved {
+                host,
+                reason: e.to_string(),
+            })
+        })
+}
+
 /// Resolves `HOST[:PORT]` to one socket address (the first the resolver gives, IPv4 preferred).
 pub fn resolve(text: &str, default_port: u16) -> Result<SocketAddr, AddressError> {
     let (host, port) = split_host_port(text, default_port)?;
@@ -93,5 +111,16 @@ mod tests {
         let addr = resolve("localhost:9", 1).unwrap();
         assert!(addr.ip().is_loopback());
         assert_eq!(addr.port(), 9);
+    }
+
+    #[tokio::test]
+    async fn async_resolution_takes_addresses_as_they_are_and_looks_names_up() {
+        let addr = resolve_async("[::1]:7", 1).await.unwrap();
+        assert_eq!(addr, "[::1]:7".parse().unwrap());
+        let addr = resolve_async("10.1.2.3", 4).await.unwrap();
+        assert_eq!(addr, "10.1.2.3:4".parse().unwrap());
+        let addr = resolve_async("localhost:9", 1).await.unwrap();
+        assert!(addr.ip().is_loopback());
+        assert!(resolve_async("a:x", 1).await.is_err());
     }
 }
