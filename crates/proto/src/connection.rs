@@ -2,7 +2,8 @@
 //!
 //! Every frame's header starts with a kind (request or response) and a request id, then the body.
 //! One task reads frames and hands requests to a [`Handler`] (in arrival order) and responses to
-//! the callers waiting for them; another writes frames, coalescing small ones into one syscall.
+//! the callers waiting for them. Frames go out through `outgoing.rs`: written by the
+//! sender itself when possible, by a writer task otherwise.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -293,7 +294,7 @@ pub struct PendingReply<Resp> {
     rx: oneshot::Receiver<Result<(Resp, Bytes), ConnError>>,
     shared: Arc<Shared<Resp>>,
     /// Keeps a client-side connection open until the answer is in.
-    _owner: Option<Arc<CloseOnDrop>>,
+    _owner: Option<Arc<CancelOnDrop>>,
 }
 
 impl<Resp> PendingReply<Resp> {
@@ -307,11 +308,20 @@ impl<Resp> PendingReply<Resp> {
 }
 
 /// Cancels the connection when the last client-side handle goes away.
-struct CloseOnDrop(CancellationToken);
+struct CancelOnDrop(CancellationToken);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// Closes the sending side when the connection's tasks end or are dropped.
+struct CloseOnDrop(Arc<Outgoing>);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        self.0.cancel();
+        self.0.close();
     }
 }
 
@@ -319,7 +329,7 @@ impl Drop for CloseOnDrop {
 pub struct Connection<Req, Resp> {
     shared: Arc<Shared<Resp>>,
     out: Arc<Outgoing>,
-    _owner: Option<Arc<CloseOnDrop>>,
+    _owner: Option<Arc<CancelOnDrop>>,
     _request: PhantomData<fn(Req)>,
 }
 
@@ -520,7 +530,7 @@ where
         }
     });
     Ok(Connection {
-        _owner: Some(Arc::new(CloseOnDrop(token))),
+        _owner: Some(Arc::new(CancelOnDrop(token))),
         ..conn
     })
 }
@@ -599,6 +609,8 @@ where
     };
     let handler = make_handler(conn.clone());
     let run = async move {
+        // However `run` ends, dropped included, nothing more is sent and the peer sees the end.
+        let _closing = CloseOnDrop(out.clone());
         let writing = out.write_loop(sink, shared.closed.clone());
         let reading = read_loop::<Resp, PeerReq, PeerReply, H>(
             reader,
@@ -617,7 +629,6 @@ where
             Err(e) => e.clone(),
         };
         shared.close(reason);
-        out.close();
         result
     };
     (conn, run)

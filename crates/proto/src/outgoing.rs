@@ -17,8 +17,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::frame;
 
-/// Frames queued before senders wait for the writer task to take them.
+/// Frames queued or being written by the writer task before senders wait.
 const QUEUED_FRAMES: usize = 64;
+
+/// Largest frame a sender writes itself. Larger ones (chunk data) go through the writer task:
+/// the socket's lock is held while a sender writes, and copying a MiB into the socket would keep
+/// other senders on the connection waiting on it; a wake-up is small beside such a frame anyway.
+const DIRECT_MAX: usize = 128 * 1024;
 
 /// Slices handed to one vectored write.
 const SLICES_PER_WRITE: usize = 64;
@@ -50,6 +55,7 @@ struct State {
     direct: Option<Arc<OwnedWriteHalf>>,
     /// Bytes to write, in order (the first may be the rest of a frame written in part).
     queue: VecDeque<Bytes>,
+    /// Frames in `queue` or being written by the writer task.
     frames: usize,
     /// The writer task is writing bytes it took from the queue: later frames queue behind them.
     writing: bool,
@@ -96,7 +102,8 @@ impl Outgoing {
                     return Err(Closed);
                 }
                 if state.frames < QUEUED_FRAMES {
-                    if !last && !state.writing && state.queue.is_empty() {
+                    let direct = !last && head.len() + data.len() <= DIRECT_MAX;
+                    if direct && !state.writing && state.queue.is_empty() {
                         let written = write_now(state.direct.as_deref(), &head, &data);
                         if written == head.len() + data.len() {
                             return Ok(());
@@ -120,11 +127,16 @@ impl Outgoing {
         }
     }
 
-    /// Nothing more is sent; senders waiting for room give up.
+    /// Nothing more is sent: a plain TCP socket's sending side is shut down at once (the peer
+    /// sees the end), queued frames are dropped, and senders waiting for room give up.
     pub(crate) fn close(&self) {
         let mut state = self.lock();
         state.closed = true;
-        state.direct = None;
+        if let Some(socket) = state.direct.take() {
+            shut_down(&socket);
+        }
+        state.queue.clear();
+        state.frames = 0;
         drop(state);
         self.room.notify_waiters();
     }
@@ -140,31 +152,35 @@ impl Outgoing {
             tokio::select! {
                 _ = self.queued.notified() => {}
                 _ = closed.cancelled() => {
+                    self.close();
                     sink.shutdown().await;
                     return Ok(());
                 }
             }
             loop {
-                let (batch, last) = {
+                let (batch, frames, last) = {
                     let mut state = self.lock();
                     if state.queue.is_empty() {
                         state.writing = false;
                         break;
                     }
                     state.writing = true;
-                    state.frames = 0;
-                    (std::mem::take(&mut state.queue), state.last_queued)
+                    let frames = state.frames;
+                    (std::mem::take(&mut state.queue), frames, state.last_queued)
                 };
-                self.room.notify_waiters();
                 if let Err(e) = sink.write_all(batch).await {
                     self.close();
                     return Err(format!("write failed: {e}"));
                 }
                 if last {
-                    sink.shutdown().await;
                     self.close();
+                    sink.shutdown().await;
                     return Ok(());
                 }
+                let mut state = self.lock();
+                state.frames = state.frames.saturating_sub(frames);
+                drop(state);
+                self.room.notify_waiters();
             }
         }
     }
@@ -220,15 +236,18 @@ impl Sink {
 
     async fn shutdown(&mut self) {
         match self {
-            Sink::Tcp(socket) => {
-                let _ = socket2::SockRef::from(socket.as_ref().as_ref())
-                    .shutdown(std::net::Shutdown::Write);
-            }
+            Sink::Tcp(socket) => shut_down(socket),
             Sink::Stream(writer) => {
                 let _ = writer.shutdown().await;
             }
         }
     }
+}
+
+/// Shuts down the sending side of a TCP socket (the peer reads the end of the stream); the
+/// socket itself closes once both halves are dropped.
+fn shut_down(socket: &OwnedWriteHalf) {
+    let _ = socket2::SockRef::from(socket.as_ref()).shutdown(std::net::Shutdown::Write);
 }
 
 /// Drops the first `n` bytes of `parts`.
@@ -250,6 +269,118 @@ fn advance(parts: &mut VecDeque<Bytes>, mut n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::{FrameLimits, read_frame};
+    use tokio::net::{TcpListener, TcpStream};
+
+    const LIMITS: FrameLimits = FrameLimits {
+        max_header: 64,
+        max_data: 1 << 20,
+    };
+
+    /// The data of frame `seq` from sender `who`: a length that crosses the direct-write limit
+    /// now and then, and bytes that tell where they belong.
+    fn payload(who: u8, seq: u32) -> Bytes {
+        let len = (seq as usize * 7919 + who as usize * 104_729) % (DIRECT_MAX + DIRECT_MAX / 4);
+        (0..len)
+            .map(|i| (i as u32 ^ seq).wrapping_add(who as u32) as u8)
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn frames_from_many_senders_arrive_whole_and_each_senders_in_order() {
+        const SENDERS: u8 = 6;
+        const FRAMES: u32 = 150;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        // A small send buffer, so that senders meet a full socket and the queue often (and no
+        // Nagle delays, as on every connection of ElkFS).
+        client.set_nodelay(true).unwrap();
+        socket2::SockRef::from(&client)
+            .set_send_buffer_size(64 * 1024)
+            .unwrap();
+        let (_read, write) = client.into_split();
+        let sink = Sink::Tcp(Arc::new(write));
+        let out = Arc::new(Outgoing::new(&sink));
+        let closed = CancellationToken::new();
+        let writer = {
+            let out = out.clone();
+            let closed = closed.clone();
+            tokio::spawn(async move { out.write_loop(sink, closed).await })
+        };
+        let reader = tokio::spawn(async move {
+            let mut server = server;
+            let mut next = [0u32; SENDERS as usize];
+            for _ in 0..SENDERS as u32 * FRAMES {
+                let frame = read_frame(&mut server, LIMITS).await.unwrap().unwrap();
+                let (who, seq) = (
+                    frame.header[0],
+                    u32::from_le_bytes(frame.header[1..5].try_into().unwrap()),
+                );
+                assert_eq!(
+                    seq, next[who as usize],
+                    "sender {who}'s frames out of order"
+                );
+                next[who as usize] += 1;
+                assert!(
+                    frame.data == payload(who, seq),
+                    "frame {seq} of sender {who} garbled"
+                );
+            }
+        });
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|who| {
+                let out = out.clone();
+                let send_all = async move {
+                    for seq in 0..FRAMES {
+                        let mut header = vec![who];
+                        header.extend_from_slice(&seq.to_le_bytes());
+                        out.send(&header, payload(who, seq), false).await.unwrap();
+                    }
+                };
+                if who % 2 == 0 {
+                    tokio::spawn(send_all)
+                } else {
+                    // Half of them from threads outside the runtime, as the mount's kernel
+                    // threads and the blocking pool send.
+                    let handle = tokio::runtime::Handle::current();
+                    tokio::task::spawn_blocking(move || handle.block_on(send_all))
+                }
+            })
+            .collect();
+        for s in senders {
+            s.await.unwrap();
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(60), reader)
+            .await
+            .expect("every frame arrives")
+            .unwrap();
+        closed.cancel();
+        writer.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_refuses_frames_and_the_peer_reads_its_end() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let (_read, write) = client.into_split();
+        let sink = Sink::Tcp(Arc::new(write));
+        let out = Outgoing::new(&sink);
+        out.send(b"h", Bytes::from_static(b"d"), false)
+            .await
+            .unwrap();
+        out.close();
+        assert!(out.send(b"h", Bytes::new(), false).await.is_err());
+        let first = read_frame(&mut server, LIMITS).await.unwrap().unwrap();
+        assert_eq!((&first.header[..], &first.data[..]), (&b"h"[..], &b"d"[..]));
+        assert!(read_frame(&mut server, LIMITS).await.unwrap().is_none());
+        drop(sink);
+    }
 
     #[test]
     fn skipping_crosses_from_the_head_into_the_data() {
