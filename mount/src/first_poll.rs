@@ -7,9 +7,10 @@
 //! the runtime.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Wake, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 
 use tokio::runtime::Handle;
 
@@ -59,12 +60,18 @@ pub fn run(runtime: &Handle, work: impl Future<Output = ()> + Send + 'static) {
     });
     let waker = Waker::from(parked.clone());
     let mut work: Work = Box::pin(work);
-    if work
-        .as_mut()
-        .poll(&mut Context::from_waker(&waker))
-        .is_ready()
-    {
-        return;
+    let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        work.as_mut().poll(&mut Context::from_waker(&waker))
+    }));
+    match polled {
+        Ok(Poll::Ready(())) => return,
+        Ok(Poll::Pending) => {}
+        Err(_) => {
+            // As a panicking task on the runtime would: the request fails (its reply, dropped
+            // with the work, answers EIO) and the kernel's thread goes on.
+            tracing::error!("a request's work panicked; it fails with EIO");
+            return;
+        }
     }
     let mut slot = parked.slot.lock().unwrap_or_else(|p| p.into_inner());
     match std::mem::replace(&mut *slot, Slot::Moved) {
@@ -116,6 +123,27 @@ mod tests {
         let (n, thread) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!(n, 7);
         assert_ne!(thread.as_deref(), std::thread::current().name());
+    }
+
+    #[test]
+    fn a_panic_in_the_first_poll_fails_that_work_only() {
+        struct Guard(Arc<AtomicUsize>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let rt = runtime();
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let guard = Guard(dropped.clone());
+        run(rt.handle(), async move {
+            let _guard = guard;
+            panic!("deliberately");
+        });
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+        let (tx, rx) = std::sync::mpsc::channel();
+        run(rt.handle(), async move { tx.send(()).unwrap() });
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
     }
 
     #[test]

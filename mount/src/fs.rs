@@ -1,5 +1,6 @@
-//! The FUSE callbacks: each decodes its arguments, hands the work to the tokio runtime and
-//! replies from there, so the kernel's request loop never waits on the network.
+//! The FUSE callbacks: each decodes its arguments and starts the work, which runs on the kernel's
+//! thread until it first waits and then on the tokio runtime (`first_poll.rs`); the reply is sent
+//! from wherever the work ends, and the kernel's request loop never waits on the network.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -69,7 +70,7 @@ impl ElkFs {
         self.ops.send_close(close);
     }
 
-    /// Runs a request's work on the runtime; the kernel's reply is sent from there.
+    /// Starts a request's work here and leaves the rest to the runtime; the work replies.
     fn spawn<F>(&self, work: impl FnOnce(Arc<Ops>, Arc<View>) -> F)
     where
         F: Future<Output = ()> + Send + 'static,
