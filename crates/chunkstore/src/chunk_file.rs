@@ -477,8 +477,9 @@ fn blocks_holding(length: u64) -> u32 {
 
 /// Appends to `buf` up to `len` bytes read from `offset`, fewer only at the end of the file;
 /// returns how many. With `cached_only`, a page not in the page cache fails the read with
-/// `WouldBlock` instead of being read from disk. The bytes go straight into the vector's spare capacity, never zeroed first
-/// (for a 1 MiB read that zeroing cost as much as a twentieth of a chunkserver's CPU).
+/// `WouldBlock` instead of being read from disk. The bytes go straight into the vector's spare
+/// capacity, never zeroed first (for a 1 MiB read that zeroing cost as much as a twentieth of a
+/// chunkserver's CPU).
 fn read_appending(
     file: &File,
     buf: &mut Vec<u8>,

@@ -58,8 +58,8 @@ pub async fn resolve_async(text: &str, default_port: u16) -> Result<SocketAddr, 
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
         return Ok(SocketAddr::new(ip, port));
     }
-    let text = text.to_string();
-    tokio::task::spawn_blocking(move || resolve(&text, default_port))
+    let name = host.clone();
+    tokio::task::spawn_blocking(move || look_up(name, port))
         .await
         .unwrap_or_else(|e| {
             Err(AddressError::Unresolved {
@@ -72,6 +72,11 @@ pub async fn resolve_async(text: &str, default_port: u16) -> Result<SocketAddr, 
 /// Resolves `HOST[:PORT]` to one socket address (the first the resolver gives, IPv4 preferred).
 pub fn resolve(text: &str, default_port: u16) -> Result<SocketAddr, AddressError> {
     let (host, port) = split_host_port(text, default_port)?;
+    look_up(host, port)
+}
+
+/// Asks the system resolver for `host`; the first address it gives, IPv4 preferred.
+fn look_up(host: String, port: u16) -> Result<SocketAddr, AddressError> {
     let addrs: Vec<SocketAddr> = (host.as_str(), port)
         .to_socket_addrs()
         .map_err(|e| AddressError::Unresolved {

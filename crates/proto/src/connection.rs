@@ -55,38 +55,37 @@ impl WriteSide {
             WriteSide::Stream(writer) => Sink::Stream(writer),
         }
     }
+
+    fn writer(self: std::pin::Pin<&mut Self>) -> std::pin::Pin<&mut (dyn AsyncWrite + Unpin)> {
+        match self.get_mut() {
+            WriteSide::Tcp(w) => std::pin::Pin::new(w),
+            WriteSide::Stream(w) => std::pin::Pin::new(w),
+        }
+    }
 }
 
+/// The hello is written before the connection runs, through its buffer.
 impl AsyncWrite for WriteSide {
     fn poll_write(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            WriteSide::Tcp(w) => std::pin::Pin::new(w).poll_write(cx, buf),
-            WriteSide::Stream(w) => std::pin::Pin::new(w).poll_write(cx, buf),
-        }
+        self.writer().poll_write(cx, buf)
     }
 
     fn poll_flush(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            WriteSide::Tcp(w) => std::pin::Pin::new(w).poll_flush(cx),
-            WriteSide::Stream(w) => std::pin::Pin::new(w).poll_flush(cx),
-        }
+        self.writer().poll_flush(cx)
     }
 
     fn poll_shutdown(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            WriteSide::Tcp(w) => std::pin::Pin::new(w).poll_shutdown(cx),
-            WriteSide::Stream(w) => std::pin::Pin::new(w).poll_shutdown(cx),
-        }
+        self.writer().poll_shutdown(cx)
     }
 }
 
