@@ -22,6 +22,7 @@ use crate::capabilities::Capabilities;
 use crate::master_link::CopyReport;
 use crate::sequencer::Sequencer;
 use crate::storage::{Store, blocking, status_of};
+use elkfs_chunkstore::ChunkError;
 
 /// Requests one data connection may have in flight before it stops reading more.
 const CONNECTION_IN_FLIGHT: usize = 64;
@@ -193,9 +194,21 @@ impl Handler<DataRequest, DataResponse> for DataHandler {
                 length,
                 capability: _,
             } => {
-                tokio::spawn(async move {
-                    let (reply, data) = read(&service, local, chunk, version, offset, length).await;
-                    responder.send(&reply, data).await;
+                let length = length.min(DATA_LIMITS.max_data);
+                // From the page cache (at most two blocks to hash): right here.
+                if let Some(bytes) = service.store.read_cached(chunk, version, offset, length) {
+                    responder
+                        .send(&Ok(DataReply::Read), Bytes::from(bytes))
+                        .await;
+                    drop(permit);
+                    return;
+                }
+                // From the disk: the blocking thread that reads the bytes sends them too, sparing
+                // two hand-offs between threads per read.
+                let runtime = tokio::runtime::Handle::current();
+                tokio::task::spawn_blocking(move || {
+                    let (reply, data) = read(&service, local, chunk, version, offset, length);
+                    runtime.block_on(responder.send(&reply, data));
                     drop(permit);
                 });
             }
@@ -245,7 +258,8 @@ impl Handler<DataRequest, DataResponse> for DataHandler {
     }
 }
 
-async fn read(
+/// Reads from the disk (on a blocking thread); damage is reported to the master.
+fn read(
     service: &DataService,
     local: SocketAddr,
     chunk: ChunkId,
@@ -253,15 +267,7 @@ async fn read(
     offset: u32,
     length: u32,
 ) -> (DataResponse, Bytes) {
-    let length = length.min(DATA_LIMITS.max_data);
-    if let Some(bytes) = service.store.read_cached(chunk, version, offset, length) {
-        return (Ok(DataReply::Read), Bytes::from(bytes));
-    }
-    match blocking(&service.store, move |s| {
-        s.read(chunk, version, offset, length)
-    })
-    .await
-    {
+    match unpanicked(chunk, || service.store.read(chunk, version, offset, length)) {
         Ok(bytes) => (Ok(DataReply::Read), Bytes::from(bytes)),
         Err(e) => {
             if e.is_damage() {
@@ -370,6 +376,21 @@ async fn write(
     });
 }
 
+/// Runs a store call on a thread that answers the peer itself: a panic in the store becomes an
+/// I/O error for this request instead of a request left unanswered.
+fn unpanicked<T>(
+    chunk: ChunkId,
+    f: impl FnOnce() -> Result<T, ChunkError>,
+) -> Result<T, ChunkError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(ChunkError::Io {
+            chunk,
+            path: Default::default(),
+            source: std::io::Error::other("the chunk store panicked"),
+        })
+    })
+}
+
 type Pending = Result<elkfs_proto::PendingReply<DataResponse>, elkfs_proto::ConnError>;
 
 async fn send_to(
@@ -450,5 +471,27 @@ async fn sync(
     match forward {
         None => Ok(DataReply::Synced),
         Some((next, pending)) => finish_forward(&service.peers, next, pending).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_call_that_panics_fails_as_an_io_error_and_others_pass_through() {
+        let chunk = ChunkId(7);
+        let panicked = unpanicked::<Vec<u8>>(chunk, || panic!("a bug in the store"));
+        match panicked {
+            Err(ChunkError::Io { chunk: c, .. }) => assert_eq!(c, chunk),
+            other => panic!("expected an I/O error, got {other:?}"),
+        }
+        assert_eq!(
+            status_of(&unpanicked::<()>(chunk, || panic!("again")).unwrap_err()),
+            Status::Io
+        );
+        assert_eq!(unpanicked(chunk, || Ok(3u8)).unwrap(), 3);
+        let refused = unpanicked::<()>(chunk, || Err(ChunkError::NotFound { chunk }));
+        assert_eq!(status_of(&refused.unwrap_err()), Status::NotFound);
     }
 }
