@@ -195,21 +195,28 @@ impl Handler<DataRequest, DataResponse> for DataHandler {
                 capability: _,
             } => {
                 let length = length.min(DATA_LIMITS.max_data);
-                // From the page cache (at most two blocks to hash): right here.
-                if let Some(bytes) = service.store.read_cached(chunk, version, offset, length) {
-                    responder
-                        .send(&Ok(DataReply::Read), Bytes::from(bytes))
-                        .await;
-                    drop(permit);
-                    return;
-                }
-                // From the disk: the blocking thread that reads the bytes sends them too, sparing
-                // two hand-offs between threads per read.
-                let runtime = tokio::runtime::Handle::current();
-                tokio::task::spawn_blocking(move || {
-                    let (reply, data) = read(&service, local, chunk, version, offset, length);
-                    runtime.block_on(responder.send(&reply, data));
-                    drop(permit);
+                tokio::spawn(async move {
+                    if let Some(bytes) = service.store.read_cached(chunk, version, offset, length) {
+                        responder
+                            .send(&Ok(DataReply::Read), Bytes::from(bytes))
+                            .await;
+                        drop(permit);
+                        return;
+                    }
+                    // From the disk: the blocking thread that read the bytes sends them too,
+                    // sparing a hand-off back to the runtime, unless that would mean waiting for
+                    // room in the connection's queue (a peer that does not read its answers
+                    // must not hold blocking threads).
+                    let runtime = tokio::runtime::Handle::current();
+                    tokio::task::spawn_blocking(move || {
+                        let (reply, data) = read(&service, local, chunk, version, offset, length);
+                        if let Err(responder) = responder.try_send(&reply, data.clone()) {
+                            runtime.spawn(async move {
+                                responder.send(&reply, data).await;
+                                drop(permit);
+                            });
+                        }
+                    });
                 });
             }
             DataRequest::Write {

@@ -236,6 +236,22 @@ impl<Reply: Serialize> Responder<Reply> {
         self.enqueue(reply, Bytes::new(), true).await;
     }
 
+    /// Sends the answer unless the connection's queue is full, in which case it is handed back
+    /// (for a thread that must not wait on the peer: the caller sends it from a task instead).
+    /// A closed connection drops it silently.
+    pub fn try_send(self, reply: &Reply, data: Bytes) -> Result<(), Self> {
+        match codec::encode(&(KIND_RESPONSE, self.id, reply)) {
+            Ok(header) => match self.out.try_send(&header, data) {
+                Ok(false) => Err(self),
+                Ok(true) | Err(_) => Ok(()),
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a reply");
+                Ok(())
+            }
+        }
+    }
+
     async fn enqueue(self, reply: &Reply, data: Bytes, last: bool) {
         match codec::encode(&(KIND_RESPONSE, self.id, reply)) {
             Ok(header) => {

@@ -7,12 +7,14 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 use tokio_util::sync::CancellationToken;
 
 use crate::frame;
@@ -88,44 +90,63 @@ impl Outgoing {
     /// Sends a frame: written at once when possible, queued otherwise (waiting while the queue
     /// is full). With `last`, the connection closes once the frame is written.
     pub(crate) async fn send(&self, header: &[u8], data: Bytes, last: bool) -> Result<(), Closed> {
-        let mut head = Vec::with_capacity(frame::PREFIX_LEN + header.len());
-        head.extend_from_slice(&frame::prefix(header.len(), data.len()));
-        head.extend_from_slice(header);
-        let head = Bytes::from(head);
+        let mut frame = (framed_header(header, &data), data);
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
-            {
-                let mut state = self.lock();
-                if state.closed || state.last_queued {
-                    return Err(Closed);
-                }
-                if state.frames < QUEUED_FRAMES {
-                    let direct = !last && head.len() + data.len() <= DIRECT_MAX;
-                    let written = if direct && !state.writing && state.queue.is_empty() {
-                        write_now(state.direct.as_deref(), &head, &data)
-                    } else {
-                        0
-                    };
-                    if written == head.len() + data.len() {
-                        return Ok(());
-                    }
-                    // The queue is empty when something was written: what is left of the frame
-                    // goes first.
-                    state
-                        .queue
-                        .extend([head, data].into_iter().filter(|p| !p.is_empty()));
-                    advance(&mut state.queue, written);
-                    state.frames += 1;
-                    state.last_queued = last;
-                    drop(state);
-                    self.queued.notify_one();
-                    return Ok(());
-                }
-                room.as_mut().enable();
+            match self.offer(frame, last, Some(room.as_mut()))? {
+                None => return Ok(()),
+                Some(back) => frame = back,
             }
             room.await;
         }
+    }
+
+    /// Sends a frame as [`Outgoing::send`] does unless that would wait for room in the queue;
+    /// false then, and nothing was sent. For threads that must not wait on a peer.
+    pub(crate) fn try_send(&self, header: &[u8], data: Bytes) -> Result<bool, Closed> {
+        let frame = (framed_header(header, &data), data);
+        Ok(self.offer(frame, false, None)?.is_none())
+    }
+
+    /// Takes a frame (`head` with its prefix, then `data`), writing it at once when possible;
+    /// gives it back when the queue is full, after enabling `room` (under the lock, so a
+    /// notification cannot slip in between).
+    fn offer(
+        &self,
+        (head, data): (Bytes, Bytes),
+        last: bool,
+        room: Option<Pin<&mut Notified<'_>>>,
+    ) -> Result<Option<(Bytes, Bytes)>, Closed> {
+        let mut state = self.lock();
+        if state.closed || state.last_queued {
+            return Err(Closed);
+        }
+        if state.frames >= QUEUED_FRAMES {
+            if let Some(room) = room {
+                room.enable();
+            }
+            return Ok(Some((head, data)));
+        }
+        let direct = !last && head.len() + data.len() <= DIRECT_MAX;
+        let written = if direct && !state.writing && state.queue.is_empty() {
+            write_now(state.direct.as_deref(), &head, &data)
+        } else {
+            0
+        };
+        if written == head.len() + data.len() {
+            return Ok(None);
+        }
+        // The queue is empty when something was written: what is left of the frame goes first.
+        state
+            .queue
+            .extend([head, data].into_iter().filter(|p| !p.is_empty()));
+        advance(&mut state.queue, written);
+        state.frames += 1;
+        state.last_queued = last;
+        drop(state);
+        self.queued.notify_one();
+        Ok(None)
     }
 
     /// Nothing more is sent: a plain TCP socket's sending side is shut down at once (the peer
@@ -185,6 +206,14 @@ impl Outgoing {
             }
         }
     }
+}
+
+/// A frame's header with the length prefix in front of it.
+fn framed_header(header: &[u8], data: &[u8]) -> Bytes {
+    let mut head = Vec::with_capacity(frame::PREFIX_LEN + header.len());
+    head.extend_from_slice(&frame::prefix(header.len(), data.len()));
+    head.extend_from_slice(header);
+    Bytes::from(head)
 }
 
 /// Writes what `socket` takes now without waiting; how many bytes that was (0 when it would
@@ -374,6 +403,59 @@ mod tests {
         assert_eq!((&first.header[..], &first.data[..]), (&b"h"[..], &b"d"[..]));
         assert!(read_frame(&mut server, LIMITS).await.unwrap().is_none());
         drop(sink);
+    }
+
+    #[tokio::test]
+    async fn trying_to_send_into_a_full_queue_hands_the_frame_back_without_waiting() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let (_read, write) = client.into_split();
+        let sink = Sink::Tcp(Arc::new(write));
+        let out = Arc::new(Outgoing::new(&sink));
+        // Frames over the direct-write limit are always queued; no writer task runs yet.
+        let big = Bytes::from(vec![7u8; DIRECT_MAX + 1]);
+        for _ in 0..QUEUED_FRAMES {
+            assert!(out.try_send(b"q", big.clone()).unwrap());
+        }
+        let small = Bytes::from_static(b"small");
+        assert!(
+            !out.try_send(b"x", small.clone()).unwrap(),
+            "a full queue took a frame"
+        );
+        let closed = CancellationToken::new();
+        let writer = {
+            let out = out.clone();
+            let closed = closed.clone();
+            tokio::spawn(async move { out.write_loop(sink, closed).await })
+        };
+        for _ in 0..QUEUED_FRAMES {
+            let frame = read_frame(&mut server, LIMITS).await.unwrap().unwrap();
+            assert_eq!(
+                (&frame.header[..], frame.data.len()),
+                (&b"q"[..], DIRECT_MAX + 1)
+            );
+        }
+        // The writer task makes room once its writes are done.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !out.try_send(b"y", small.clone()).unwrap() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no room after the queue drained"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let frame = read_frame(&mut server, LIMITS).await.unwrap().unwrap();
+        assert_eq!(
+            (&frame.header[..], &frame.data[..]),
+            (&b"y"[..], &b"small"[..])
+        );
+        out.close();
+        assert!(out.try_send(b"z", Bytes::new()).is_err());
+        closed.cancel();
+        writer.await.unwrap().unwrap();
     }
 
     #[test]
