@@ -384,15 +384,20 @@ mod tests {
         writer.await.unwrap().unwrap();
     }
 
-    #[tokio::test]
-    async fn a_closed_connection_refuses_frames_and_the_peer_reads_its_end() {
+    /// The peer's end of a loopback connection, and a sink writing to it.
+    async fn connected() -> (TcpStream, Sink) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let (mut server, _) = listener.accept().await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
         let (_read, write) = client.into_split();
-        let sink = Sink::Tcp(Arc::new(write));
+        (server, Sink::Tcp(Arc::new(write)))
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_refuses_frames_and_the_peer_reads_its_end() {
+        let (mut server, sink) = connected().await;
         let out = Outgoing::new(&sink);
         out.send(b"h", Bytes::from_static(b"d"), false)
             .await
@@ -407,13 +412,7 @@ mod tests {
 
     #[tokio::test]
     async fn trying_to_send_into_a_full_queue_hands_the_frame_back_without_waiting() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (mut server, _) = listener.accept().await.unwrap();
-        let (_read, write) = client.into_split();
-        let sink = Sink::Tcp(Arc::new(write));
+        let (mut server, sink) = connected().await;
         let out = Arc::new(Outgoing::new(&sink));
         // Frames over the direct-write limit are always queued; no writer task runs yet.
         let big = Bytes::from(vec![7u8; DIRECT_MAX + 1]);
