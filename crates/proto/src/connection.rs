@@ -240,25 +240,26 @@ impl<Reply: Serialize> Responder<Reply> {
     /// (for a thread that must not wait on the peer: the caller sends it from a task instead).
     /// A closed connection drops it silently.
     pub fn try_send(self, reply: &Reply, data: Bytes) -> Result<(), Self> {
-        match codec::encode(&(KIND_RESPONSE, self.id, reply)) {
-            Ok(header) => match self.out.try_send(&header, data) {
-                Ok(false) => Err(self),
-                Ok(true) | Err(_) => Ok(()),
-            },
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode a reply");
-                Ok(())
-            }
+        let Some(header) = self.header(reply) else {
+            return Ok(());
+        };
+        match self.out.try_send(&header, data) {
+            Ok(false) => Err(self),
+            Ok(true) | Err(_) => Ok(()),
         }
     }
 
     async fn enqueue(self, reply: &Reply, data: Bytes, last: bool) {
-        match codec::encode(&(KIND_RESPONSE, self.id, reply)) {
-            Ok(header) => {
-                let _ = self.out.send(&header, data, last).await;
-            }
-            Err(e) => tracing::error!(error = %e, "cannot encode a reply"),
+        if let Some(header) = self.header(reply) {
+            let _ = self.out.send(&header, data, last).await;
         }
+    }
+
+    /// The frame header of the answer; `None` (logged) if it cannot be encoded.
+    fn header(&self, reply: &Reply) -> Option<Vec<u8>> {
+        codec::encode(&(KIND_RESPONSE, self.id, reply))
+            .map_err(|e| tracing::error!(error = %e, "cannot encode a reply"))
+            .ok()
     }
 }
 
