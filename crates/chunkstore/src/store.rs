@@ -334,7 +334,15 @@ impl ChunkStore {
         len: u32,
     ) -> Result<Vec<u8>, ChunkError> {
         self.shared(id, Some(version), |slot, _, path| {
-            self.open_file(id, slot, path, version)?.read(offset, len)
+            let file = if blocks_touched(offset, len, CHUNK_SIZE as u32) <= CACHED_READ_BLOCKS {
+                ChunkFile::open_prefetching(path, id, version, offset, len)?
+            } else {
+                // A large read is sequential more often than not: the kernel's read-ahead
+                // serves it better than a hint for exactly its range would.
+                ChunkFile::open(path, id, version)?
+            };
+            slot.length.store(file.length(), Ordering::Relaxed);
+            file.read(offset, len)
         })
     }
 
