@@ -45,6 +45,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    elkfs_common::malloc::keep_freed_buffers();
     let args = Args::parse();
     elkfs_common::logging::init();
     let mut config: ChunkserverConfig = elkfs_common::config::load(args.config.as_deref())?;

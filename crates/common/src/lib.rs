@@ -7,5 +7,6 @@ pub mod daemon;
 pub mod defaults;
 pub mod duration;
 pub mod logging;
+pub mod malloc;
 pub mod mount_table;
 pub mod worker;
