@@ -508,7 +508,9 @@ impl ChunkFile {
 /// meet any real error).
 fn prefetch(file: &File, offset: u32, len: u32) {
     let first = u64::from(offset) / BLOCK;
-    let end = (u64::from(offset) + u64::from(len)).div_ceil(BLOCK).max(first + 1);
+    let end = (u64::from(offset) + u64::from(len))
+        .div_ceil(BLOCK)
+        .max(first + 1);
     let hashes = hash_offset(first as u32);
     for (from, to) in [
         (0, FIELDS_LEN as u64),
