@@ -35,7 +35,7 @@ fn chunks_are_named_files_with_two_copies_on_two_servers_at_goal_two() {
     for f in &files {
         assert_eq!(
             f.subdir,
-            format!("{:02X}", f.id & 0xFF),
+            format!("{:02X}", (f.id >> 8) & 0xFF),
             "{f:?} is in the wrong subdirectory"
         );
         assert!(servers_of.entry(f.id).or_default().insert(f.server));

@@ -145,11 +145,22 @@ fn scan_dir(dir: usize, path: &Path) -> Result<Scan, StoreError> {
         }
     }
     // Moved after listing, so a file moved into a subdirectory not yet listed is not seen twice.
+    let mut moved = 0usize;
     for (file_path, found) in misplaced {
         match move_into_place(&file_path, path, found.id, found.version) {
-            Ok(()) => scan.chunks.push(found),
+            Ok(()) => {
+                moved += 1;
+                scan.chunks.push(found);
+            }
             Err(reason) => scan.ignored.push((file_path, reason)),
         }
+    }
+    if moved > 0 {
+        tracing::info!(
+            dir = %path.display(),
+            moved,
+            "moved chunk files into the subdirectories their ids give"
+        );
     }
     Ok(scan)
 }
@@ -174,7 +185,7 @@ fn move_into_place(
             subdir_for(id)
         )
     })?;
-    tracing::info!(
+    tracing::debug!(
         from = %from.display(),
         to = %to.display(),
         "moved chunk file into its subdirectory"
@@ -248,13 +259,19 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().to_path_buf();
         prepare_dir(&dir).unwrap();
-        let misplaced = dir.join("00").join("chunk_00000000000000AB_00000001.elk");
+        // Where the low byte of the id put it until 2026-12-06.
+        let misplaced = dir.join("CD").join("chunk_000000000000ABCD_00000001.elk");
         touch(&misplaced, 0);
         let scan = scan_dirs(std::slice::from_ref(&dir)).unwrap();
         assert_eq!(scan.chunks.len(), 1);
         assert!(scan.ignored.is_empty());
         assert!(!misplaced.exists());
-        assert!(chunk_path_for(&dir, ChunkId(0xAB), ChunkVersion(1)).exists());
+        assert!(
+            dir.join("AB")
+                .join("chunk_000000000000ABCD_00000001.elk")
+                .exists()
+        );
+        assert!(chunk_path_for(&dir, ChunkId(0xABCD), ChunkVersion(1)).exists());
     }
 
     #[test]
