@@ -45,9 +45,9 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    elkfs_common::malloc::keep_freed_buffers();
     let args = Args::parse();
     elkfs_common::logging::init();
+    elkfs_common::malloc::keep_freed_buffers();
     let mut config: ChunkserverConfig = elkfs_common::config::load(args.config.as_deref())?;
     if !args.data.is_empty() {
         config.data = args.data;

@@ -147,7 +147,7 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
         stop.clone(),
     ));
     tokio::spawn(purge_leftover_unlinked(state.clone(), stop.clone()));
-    tokio::spawn(elkfs_common::daemon::return_free_memory(
+    tokio::spawn(elkfs_common::malloc::return_free_memory(
         std::time::Duration::from_secs(5),
         stop.clone(),
     ));

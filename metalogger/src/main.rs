@@ -42,7 +42,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    elkfs_common::daemon::limit_malloc_arenas();
+    elkfs_common::malloc::limit_arenas();
     let args = Args::parse();
     elkfs_common::logging::init();
     let mut config: MetaloggerConfig = elkfs_common::config::load(args.config.as_deref())?;

@@ -47,11 +47,11 @@ struct Args {
 }
 
 fn main() {
-    elkfs_common::malloc::keep_freed_buffers();
     let args = Args::parse();
     // fuser logs every reply the kernel no longer waits for (an interrupted request, or one
     // racing an unmount) as an error; libfuse treats that as normal and so do we.
     elkfs_common::logging::init_with(&["fuser::reply=off"]);
+    elkfs_common::malloc::keep_freed_buffers();
     let spec = match elkfs_mount::options::parse(
         &args.source,
         args.mount_point,

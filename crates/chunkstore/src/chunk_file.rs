@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-use elkfs_proto::geometry::BLOCK_SIZE;
+use elkfs_proto::geometry::{BLOCK_SIZE, BLOCKS_PER_CHUNK};
 use elkfs_proto::{ChunkId, ChunkVersion};
 
 use crate::error::ChunkError;
@@ -502,21 +502,12 @@ impl ChunkFile {
     }
 }
 
-/// Asks the kernel to start reading, without waiting, the header page of `file` and the hashes
-/// and blocks a read of `len` bytes from `offset` needs, so the disk serves them together. Only
-/// a hint: pages already cached are left alone, and a failure is ignored (the reads that follow
-/// meet any real error).
+/// Asks the kernel to start reading, without waiting, the parts of `file` a read of `len` bytes
+/// from `offset` needs ([`prefetch_ranges`]), so the disk serves them together. Only a hint:
+/// pages already cached are left alone, and a failure is ignored (the reads that follow meet any
+/// real error).
 fn prefetch(file: &File, offset: u32, len: u32) {
-    let first = u64::from(offset) / BLOCK;
-    let end = (u64::from(offset) + u64::from(len))
-        .div_ceil(BLOCK)
-        .max(first + 1);
-    let hashes = hash_offset(first as u32);
-    for (from, to) in [
-        (0, FIELDS_LEN as u64),
-        (hashes, hash_offset(end as u32)),
-        (HEADER_SIZE + first * BLOCK, HEADER_SIZE + end * BLOCK),
-    ] {
+    for (from, to) in prefetch_ranges(offset, len) {
         // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is open.
         unsafe {
             libc::posix_fadvise(
@@ -527,6 +518,23 @@ fn prefetch(file: &File, offset: u32, len: u32) {
             );
         }
     }
+}
+
+/// The file ranges (start, end) a read of `len` bytes from `offset` needs: the header's fields,
+/// the hashes of the blocks it touches and those blocks, within the chunk's 64 MiB. Never empty:
+/// a zero length would tell the kernel "to the end of the file". Kept apart because one range
+/// from the header to the data would fill the unused space between them, a hole, with zero pages.
+fn prefetch_ranges(offset: u32, len: u32) -> [(u64, u64); 3] {
+    let blocks = u64::from(BLOCKS_PER_CHUNK);
+    let first = (u64::from(offset) / BLOCK).min(blocks - 1);
+    let end = (u64::from(offset) + u64::from(len))
+        .div_ceil(BLOCK)
+        .clamp(first + 1, blocks);
+    [
+        (0, FIELDS_LEN as u64),
+        (hash_offset(first as u32), hash_offset(end as u32)),
+        (HEADER_SIZE + first * BLOCK, HEADER_SIZE + end * BLOCK),
+    ]
 }
 
 /// Number of blocks that hold data in a chunk of `length` bytes.
@@ -577,4 +585,39 @@ fn fill_from(
         }
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use elkfs_proto::geometry::CHUNK_SIZE;
+
+    #[test]
+    fn a_small_read_prefetches_the_header_its_hashes_and_its_blocks() {
+        assert_eq!(
+            prefetch_ranges(0, 4096),
+            [
+                (0, 64),
+                (4096, 4096 + 32),
+                (HEADER_SIZE, HEADER_SIZE + BLOCK)
+            ]
+        );
+        let across = prefetch_ranges(5 * BLOCK as u32 + 60_000, 10_000);
+        assert_eq!(across[1], (hash_offset(5), hash_offset(7)));
+        assert_eq!(
+            across[2],
+            (HEADER_SIZE + 5 * BLOCK, HEADER_SIZE + 7 * BLOCK)
+        );
+    }
+
+    #[test]
+    fn prefetched_ranges_are_never_empty_and_stay_inside_the_chunk() {
+        let last = (CHUNK_SIZE - 1) as u32;
+        for (offset, len) in [(0, 0), (last, 0), (last, u32::MAX - last), (u32::MAX, 0)] {
+            for (from, to) in prefetch_ranges(offset, len) {
+                assert!(from < to, "{offset} {len}: {from}..{to}");
+                assert!(to <= HEADER_SIZE + CHUNK_SIZE, "{offset} {len}: {to}");
+            }
+        }
+    }
 }

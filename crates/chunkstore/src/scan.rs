@@ -165,7 +165,8 @@ fn scan_dir(dir: usize, path: &Path) -> Result<Scan, StoreError> {
     Ok(scan)
 }
 
-/// A chunk file in the wrong subdirectory (moved by hand) is moved to where its path is computed.
+/// A chunk file in the wrong subdirectory (moved by hand, or laid out the way before 2026-12-06)
+/// is moved to where its path is computed.
 fn move_into_place(
     from: &Path,
     dir: &Path,
@@ -233,7 +234,7 @@ mod tests {
         prepare_dir(&dir).unwrap();
         touch(&chunk_path_for(&dir, ChunkId(0x1FF), ChunkVersion(3)), 1000);
         fs::write(dir.join("FF/notes.txt"), b"x").unwrap();
-        fs::create_dir(dir.join("FF/chunk_00000000000002FF_00000001.elk")).unwrap();
+        fs::create_dir(dir.join("02/chunk_00000000000002FF_00000001.elk")).unwrap();
 
         let scan = scan_dirs(std::slice::from_ref(&dir)).unwrap();
         assert_eq!(

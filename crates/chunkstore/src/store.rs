@@ -73,6 +73,13 @@ pub struct ChunkStore {
 /// enough that its caller's thread is held only briefly.
 const CACHED_READ_BLOCKS: u64 = 2;
 
+/// The largest read whose header, hashes and blocks are asked of the disk together when they
+/// are not cached (`ChunkFile::open_prefetching`): small reads, such as a small file's or a
+/// random one. Larger reads are sequential more often than not (a mount's read-ahead asks for
+/// 128 KiB or 1 MiB at a time), and the kernel's read-ahead serves them better than a hint for
+/// exactly their range, which would bring pages in without the marks that keep it going.
+const PREFETCHED_READ: u32 = BLOCK_SIZE;
+
 /// Blocks a read of `len` bytes from `offset` touches in a chunk holding `length` bytes.
 fn blocks_touched(offset: u32, len: u32, length: u32) -> u64 {
     let block = u64::from(BLOCK_SIZE);
@@ -334,11 +341,9 @@ impl ChunkStore {
         len: u32,
     ) -> Result<Vec<u8>, ChunkError> {
         self.shared(id, Some(version), |slot, _, path| {
-            let file = if blocks_touched(offset, len, CHUNK_SIZE as u32) <= CACHED_READ_BLOCKS {
+            let file = if len <= PREFETCHED_READ {
                 ChunkFile::open_prefetching(path, id, version, offset, len)?
             } else {
-                // A large read is sequential more often than not: the kernel's read-ahead
-                // serves it better than a hint for exactly its range would.
                 ChunkFile::open(path, id, version)?
             };
             slot.length.store(file.length(), Ordering::Relaxed);

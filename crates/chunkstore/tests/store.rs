@@ -208,7 +208,7 @@ fn scan_reports_junk_and_duplicates_without_deleting_them() {
         store.create(ChunkId(5), V2).unwrap();
         store.write(ChunkId(5), V2, 0, b"newer").unwrap();
     }
-    let junk = a.join("05").join("chunk_5.elk");
+    let junk = a.join("00").join("chunk_5.elk");
     fs::write(&junk, b"junk").unwrap();
 
     let (store, report) = ChunkStore::open(&[spec(&a), spec(&b)]).unwrap();

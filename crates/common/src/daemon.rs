@@ -60,36 +60,6 @@ pub struct DirLock {
     _file: std::fs::File,
 }
 
-/// Keeps glibc's malloc to one arena. With one arena per thread (the default allows eight per
-/// core) memory freed on the many blocking threads of a metadata server stays in their arenas,
-/// and the RSS grows with the work done rather than with what is held. Measured on the master
-/// with a million files: 547 MiB with the default, 227 MiB with two arenas, 182 MiB with one,
-/// at the same creates per second.
-pub fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning; called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
-}
-
-/// Gives memory the allocator holds but no longer uses back to the system, every `every`,
-/// until `stop`: a metadata server frees its cached pages in many small pieces, which glibc
-/// otherwise keeps for reuse, so the RSS would show the highest use ever instead of the
-/// current one.
-pub async fn return_free_memory(every: std::time::Duration, stop: CancellationToken) {
-    let mut ticker = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.cancelled() => return,
-        }
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim only returns free heap pages to the kernel.
-        let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
-    }
-}
-
 /// Takes the data directory `dir` for this process, so that two daemons (say, a metalogger and
 /// a master promoted on its directory) never write the same files. Fails at once, naming the
 /// holder's pid, when another process holds it.
