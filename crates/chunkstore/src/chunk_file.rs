@@ -8,7 +8,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use elkfs_proto::geometry::{BLOCK_SIZE, BLOCKS_PER_CHUNK};
 use elkfs_proto::{ChunkId, ChunkVersion};
@@ -96,11 +96,7 @@ impl ChunkFile {
         id: ChunkId,
         version: ChunkVersion,
     ) -> Result<ChunkFile, ChunkError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| ChunkError::io_opening(id, &path, e))?;
+        let file = open_existing(&path, id)?;
         ChunkFile::opened(file, path, id, version)
     }
 
@@ -140,11 +136,7 @@ impl ChunkFile {
         offset: u32,
         len: u32,
     ) -> Result<ChunkFile, ChunkError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| ChunkError::io_opening(id, &path, e))?;
+        let file = open_existing(&path, id)?;
         prefetch(&file, offset, len);
         ChunkFile::opened(file, path, id, version)
     }
@@ -500,6 +492,16 @@ impl ChunkFile {
     fn io_error(&self, e: io::Error) -> ChunkError {
         ChunkError::io(self.header.id, &self.path, e)
     }
+}
+
+/// Opens the existing file of chunk `id` for reading and writing (a header may need its version
+/// set).
+fn open_existing(path: &Path, id: ChunkId) -> Result<File, ChunkError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| ChunkError::io_opening(id, path, e))
 }
 
 /// Asks the kernel to start reading, without waiting, the parts of `file` a read of `len` bytes
