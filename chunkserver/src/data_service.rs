@@ -21,8 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::capabilities::Capabilities;
 use crate::master_link::CopyReport;
 use crate::sequencer::Sequencer;
-use crate::storage::{Store, blocking, status_of};
-use elkfs_chunkstore::ChunkError;
+use crate::storage::{Store, blocking, status_of, unpanicked};
 
 /// Requests one data connection may have in flight before it stops reading more.
 const CONNECTION_IN_FLIGHT: usize = 64;
@@ -383,21 +382,6 @@ async fn write(
     });
 }
 
-/// Runs a store call on a thread that answers the peer itself: a panic in the store becomes an
-/// I/O error for this request instead of a request left unanswered.
-fn unpanicked<T>(
-    chunk: ChunkId,
-    f: impl FnOnce() -> Result<T, ChunkError>,
-) -> Result<T, ChunkError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
-        Err(ChunkError::Io {
-            chunk,
-            path: Default::default(),
-            source: std::io::Error::other("the chunk store panicked"),
-        })
-    })
-}
-
 type Pending = Result<elkfs_proto::PendingReply<DataResponse>, elkfs_proto::ConnError>;
 
 async fn send_to(
@@ -478,27 +462,5 @@ async fn sync(
     match forward {
         None => Ok(DataReply::Synced),
         Some((next, pending)) => finish_forward(&service.peers, next, pending).await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_store_call_that_panics_fails_as_an_io_error_and_others_pass_through() {
-        let chunk = ChunkId(7);
-        let panicked = unpanicked::<Vec<u8>>(chunk, || panic!("a bug in the store"));
-        match panicked {
-            Err(ChunkError::Io { chunk: c, .. }) => assert_eq!(c, chunk),
-            other => panic!("expected an I/O error, got {other:?}"),
-        }
-        assert_eq!(
-            status_of(&unpanicked::<()>(chunk, || panic!("again")).unwrap_err()),
-            Status::Io
-        );
-        assert_eq!(unpanicked(chunk, || Ok(3u8)).unwrap(), 3);
-        let refused = unpanicked::<()>(chunk, || Err(ChunkError::NotFound { chunk }));
-        assert_eq!(status_of(&refused.unwrap_err()), Status::NotFound);
     }
 }

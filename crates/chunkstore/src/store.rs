@@ -80,6 +80,12 @@ const CACHED_READ_BLOCKS: u64 = 2;
 /// exactly their range, which would bring pages in without the marks that keep it going.
 const PREFETCHED_READ: u32 = BLOCK_SIZE;
 
+/// `file`, just opened, after refreshing the slot's cached length from its header.
+fn noting_length(slot: &Slot, file: ChunkFile) -> ChunkFile {
+    slot.length.store(file.length(), Ordering::Relaxed);
+    file
+}
+
 /// Blocks a read of `len` bytes from `offset` touches in a chunk holding `length` bytes.
 fn blocks_touched(offset: u32, len: u32, length: u32) -> u64 {
     let block = u64::from(BLOCK_SIZE);
@@ -346,8 +352,7 @@ impl ChunkStore {
             } else {
                 ChunkFile::open(path, id, version)?
             };
-            slot.length.store(file.length(), Ordering::Relaxed);
-            file.read(offset, len)
+            noting_length(slot, file).read(offset, len)
         })
     }
 
@@ -571,9 +576,7 @@ impl ChunkStore {
         path: PathBuf,
         version: ChunkVersion,
     ) -> Result<ChunkFile, ChunkError> {
-        let file = ChunkFile::open(path, id, version)?;
-        slot.length.store(file.length(), Ordering::Relaxed);
-        Ok(file)
+        Ok(noting_length(slot, ChunkFile::open(path, id, version)?))
     }
 
     /// Renames the chunk file to version `to` (its header already says `to`).
