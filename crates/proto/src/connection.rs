@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::oneshot;
@@ -34,11 +34,10 @@ pub use crate::accept::{Accepted, accept};
 const KIND_REQUEST: u8 = 0;
 const KIND_RESPONSE: u8 = 1;
 
-/// Socket buffer sizes in user space (the kernel's come on top).
+/// Write buffer size in user space (the kernel's comes on top).
 const IO_BUFFER: usize = 256 * 1024;
 
-/// The reading side of a connection, plain TCP or TLS.
-pub(crate) type ReadSide = BufReader<Box<dyn AsyncRead + Send + Unpin>>;
+pub(crate) use crate::read_side::ReadSide;
 /// The writing side of a connection, plain TCP or TLS.
 pub(crate) enum WriteSide {
     /// Plain TCP: once the connection runs, senders may write to the socket themselves.
@@ -96,7 +95,7 @@ where
 {
     let (read, write) = tokio::io::split(stream);
     (
-        BufReader::with_capacity(IO_BUFFER, Box::new(read)),
+        ReadSide::new(Box::new(read)),
         WriteSide::Stream(BufWriter::with_capacity(IO_BUFFER, Box::new(write))),
     )
 }
@@ -105,7 +104,7 @@ where
 pub(crate) fn tcp_halves(stream: TcpStream) -> (ReadSide, WriteSide) {
     let (read, write) = stream.into_split();
     (
-        BufReader::with_capacity(IO_BUFFER, Box::new(read)),
+        ReadSide::new(Box::new(read)),
         WriteSide::Tcp(BufWriter::with_capacity(IO_BUFFER, write)),
     )
 }

@@ -23,6 +23,7 @@ pub mod metalogger;
 mod outgoing;
 pub mod peer_limit;
 pub mod pool;
+mod read_side;
 pub mod status;
 pub mod tls;
 pub mod types;
