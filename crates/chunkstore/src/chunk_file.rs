@@ -266,6 +266,9 @@ impl ChunkFile {
                 .set_len(HEADER_SIZE + old_len)
                 .map_err(|e| self.io_error(e))?;
         }
+        if end >= old_len + BLOCK {
+            self.allocate(max(start, old_len), end);
+        }
         self.file
             .write_all_at(data, HEADER_SIZE + start)
             .map_err(|e| self.io_error(e))?;
@@ -282,6 +285,32 @@ impl ChunkFile {
             self.start_writeback_of_filled_units(start, end);
         }
         Ok(())
+    }
+
+    /// Allocates the disk blocks of data `start..end` before a write that extends the chunk by at
+    /// least a block fills them. Writing into allocated blocks spares the file system its
+    /// per-page work of reserving and later allocating each one (ext4's delayed allocation was
+    /// most of a chunkserver's time in `pwrite` during sequential writes) and keeps the chunk's
+    /// data contiguous. Exactly the range about to be written: nothing is allocated past the
+    /// data for a file that then stays short. Only a hint: where the file system cannot
+    /// allocate ahead, or the disk is full, the write that follows says so itself.
+    fn allocate(&self, start: u64, end: u64) {
+        // SAFETY: fallocate only reads its integer arguments; the descriptor is open.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_KEEP_SIZE,
+                (HEADER_SIZE + start) as libc::off_t,
+                (end - start) as libc::off_t,
+            )
+        };
+        if rc != 0 {
+            tracing::trace!(
+                chunk = %self.header.id,
+                error = %io::Error::last_os_error(),
+                "could not allocate a chunk's data ahead of a write"
+            );
+        }
     }
 
     /// Asks the kernel to start writing to disk, without waiting, each [`WRITEBACK_UNIT`] of

@@ -2,7 +2,7 @@
 //! round trips, damage detection, version checks and concurrent use.
 
 use std::fs::{self, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -251,6 +251,32 @@ fn create_writes_an_empty_chunk_and_refuses_an_existing_id() {
     ));
     assert!(store.read(ChunkId(3), V1, 0, 10).unwrap().is_empty());
     assert_eq!(store.verify(ChunkId(3)).unwrap(), 0);
+}
+
+#[test]
+fn writes_allocate_the_disk_blocks_of_their_data_only() {
+    let (dir, store) = fresh();
+    let id = ChunkId(9);
+    store.create(id, V1).unwrap();
+    let first = pattern(200_000, 1);
+    let after_gap = pattern(100_000, 2);
+    let gap_at = 1 << 20;
+    store.write(id, V1, 0, &first).unwrap();
+    store.write(id, V1, gap_at, &after_gap).unwrap();
+    let data = read_all(&store, id, V1);
+    assert_eq!(data[..first.len()], first[..]);
+    assert!(data[first.len()..gap_at as usize].iter().all(|&b| b == 0));
+    assert_eq!(data[gap_at as usize..], after_gap[..]);
+
+    let path = chunk_path_for(dir.path(), id, V1);
+    let allocated = fs::metadata(&path).unwrap().blocks() * 512;
+    let page = |n: u64| n.div_ceil(4096) * 4096;
+    let at_most = HEADER_SIZE + page(first.len() as u64) + page(after_gap.len() as u64) + 4096;
+    assert!(
+        allocated <= at_most,
+        "{allocated} bytes allocated for {} bytes of data and a hole",
+        first.len() + after_gap.len()
+    );
 }
 
 #[test]
