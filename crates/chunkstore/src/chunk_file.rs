@@ -266,7 +266,7 @@ impl ChunkFile {
                 .set_len(HEADER_SIZE + old_len)
                 .map_err(|e| self.io_error(e))?;
         }
-        if end >= old_len + BLOCK {
+        if end >= max(start, old_len) + BLOCK {
             self.allocate(max(start, old_len), end);
         }
         self.file

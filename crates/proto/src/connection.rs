@@ -27,6 +27,8 @@ use crate::codec::{self, CodecError};
 use crate::frame::{self, FrameError, FrameLimits};
 use crate::hello::{Hello, HelloReply};
 use crate::outgoing::{Outgoing, Sink};
+/// The reading side of a connection, plain TCP or TLS.
+pub(crate) use crate::read_side::ReadSide;
 use crate::tls::TlsClient;
 
 pub use crate::accept::{Accepted, accept};
@@ -36,8 +38,6 @@ const KIND_RESPONSE: u8 = 1;
 
 /// Write buffer size in user space (the kernel's comes on top).
 const IO_BUFFER: usize = 256 * 1024;
-
-pub(crate) use crate::read_side::ReadSide;
 /// The writing side of a connection, plain TCP or TLS.
 pub(crate) enum WriteSide {
     /// Plain TCP: once the connection runs, senders may write to the socket themselves.
