@@ -15,6 +15,7 @@ mod error;
 mod header;
 mod index;
 mod nowait;
+mod page_hints;
 mod path;
 mod scan;
 mod spares;
