@@ -263,8 +263,9 @@ impl ChunkFile {
                 .set_len(HEADER_SIZE + old_len)
                 .map_err(|e| self.io_error(e))?;
         }
-        if end >= max(start, old_len) + BLOCK {
-            page_hints::allocate(&self.file, self.header.id, max(start, old_len), end);
+        let new_data = max(start, old_len);
+        if end >= new_data + BLOCK {
+            page_hints::allocate(&self.file, self.header.id, new_data, end);
         }
         self.file
             .write_all_at(data, HEADER_SIZE + start)

@@ -348,11 +348,14 @@ impl ChunkStore {
     ) -> Result<Vec<u8>, ChunkError> {
         self.shared(id, Some(version), |slot, _, path| {
             let file = if len <= PREFETCHED_READ {
-                ChunkFile::open_prefetching(path, id, version, offset, len)?
+                noting_length(
+                    slot,
+                    ChunkFile::open_prefetching(path, id, version, offset, len)?,
+                )
             } else {
-                ChunkFile::open(path, id, version)?
+                self.open_file(id, slot, path, version)?
             };
-            noting_length(slot, file).read(offset, len)
+            file.read(offset, len)
         })
     }
 
