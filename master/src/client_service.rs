@@ -60,6 +60,7 @@ impl Drop for ClientHandler {
             return;
         };
         self.state.leases.release_session(session);
+        self.state.dir_leases.release_session(session);
         self.state.locks.release_session(session);
         tracing::info!(%session, peer = %self.peer, "client session ended");
         // Its open files keep unlinked files alive a little longer, in case it reconnects.
@@ -313,6 +314,10 @@ async fn serve(
     peer: SocketAddr,
     request: MasterRequest,
 ) -> MasterResponse {
+    state
+        .dir_leases
+        .before_change(session, &request.name_changes())
+        .await;
     let now = Timestamp::now();
     let meta = &state.meta;
     match request {
@@ -374,8 +379,21 @@ async fn serve(
                 gid: caller.gid,
                 time: now,
             };
-            with_parent(state, parent, commit_attr(state, op).await?).await
+            match with_parent(state, parent, commit_attr(state, op).await?).await? {
+                MasterReply::Entry { attr, parent }
+                    if state.dir_leases.grant(session, attr.inode) =>
+                {
+                    Ok(MasterReply::LeasedDir { attr, parent })
+                }
+                reply => Ok(reply),
+            }
         }
+        MasterRequest::AwaitRecalls { returned } => Ok(MasterReply::Recalled(
+            state
+                .dir_leases
+                .await_recalls(session, &returned, crate::dir_leases::RECALL_POLL)
+                .await,
+        )),
         MasterRequest::Symlink {
             parent,
             name,

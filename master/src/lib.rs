@@ -6,6 +6,7 @@ pub mod client_service;
 pub mod cluster;
 pub mod config;
 pub mod cs_service;
+pub mod dir_leases;
 pub mod exports;
 pub mod freed_copies;
 pub mod info;

@@ -15,6 +15,7 @@ use elkfs_proto::{InodeId, SessionId, Status};
 
 use crate::chunk_ops::ChunkOps;
 use crate::cluster::Cluster;
+use crate::dir_leases::DirLeases;
 use crate::leases::Leases;
 use crate::locks::LockTable;
 use crate::meta::Meta;
@@ -33,6 +34,8 @@ pub struct MasterState {
     pub cluster: Arc<Cluster>,
     /// Write leases.
     pub leases: Leases,
+    /// Leases on the names of directories, held by the mounts that made them.
+    pub dir_leases: DirLeases,
     /// Chunk creation, versions, deletion.
     pub chunks: ChunkOps,
     /// Files open in some session.
@@ -79,6 +82,7 @@ impl MasterState {
             meta,
             cluster,
             leases,
+            dir_leases: DirLeases::default(),
             chunks,
             open_files: OpenFiles::default(),
             locks: LockTable::default(),

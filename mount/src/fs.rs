@@ -173,6 +173,9 @@ impl Filesystem for ElkFs {
         if keeps && let Some((attr, age)) = self.ops.lookup_now(dir, name.as_bytes()) {
             return self.view.reply_aged_entry(reply, dir, caller, &attr, age);
         }
+        if self.ops.knows_absent(dir, name.as_bytes()) {
+            return reply.error(Errno::ENOENT);
+        }
         let name = name.as_bytes().to_vec();
         self.spawn(|ops, view| async move {
             view.reply_entry(reply, dir, caller, ops.lookup(dir, &name, keeps).await);

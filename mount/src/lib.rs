@@ -157,6 +157,10 @@ fn serve(
         open_dirs: crate::open_dirs::OpenDirs::new(defaults::ATTR_CACHE),
         tls_ca: spec.tls_ca.clone(),
     });
+    if !read_only {
+        let ops = ops.clone();
+        runtime.spawn(async move { ops.client.master.serve_recalls().await });
+    }
     // Canonical now: once mounted, resolving the path would ask this very process.
     let canonical_mount_point = spec
         .mount_point

@@ -125,6 +125,12 @@ impl Ops {
         self.client.lookup_now(parent, name)
     }
 
+    /// Whether `name` is known not to exist in `parent` without asking the master (a directory
+    /// this mount made and holds the lease on).
+    pub fn knows_absent(&self, parent: InodeId, name: &[u8]) -> bool {
+        self.client.master.knows_absent(parent, name)
+    }
+
     /// Reads attributes.
     pub async fn getattr(&self, inode: InodeId) -> Result<Attr> {
         self.access_notes.settled(inode).await;

@@ -16,6 +16,7 @@ mod support;
 
 mod balance;
 mod damage;
+mod dir_leases;
 mod full_disk;
 mod goal;
 mod hung_server;

@@ -2,6 +2,7 @@
 //! metadata, and data read from and written to chunkservers directly.
 
 pub mod closes;
+pub mod dir_leases;
 pub mod errno;
 pub mod fresh_attrs;
 pub mod locations;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use elkfs_common::defaults;
 
 use crate::closes::{CloseTracker, PendingClose};
+use crate::dir_leases::DirLeases;
 use crate::recent_changes::RecentChanges;
 use crate::request_slots::{REQUEST_SLOTS, RequestSlots};
 use elkfs_proto::connection::Dialer;
@@ -106,6 +107,8 @@ pub struct MasterClient {
     changes: std::sync::atomic::AtomicU64,
     /// What those requests may have changed, for what is kept from earlier answers.
     recent: RecentChanges,
+    /// Directories whose absent names this client may answer for itself.
+    dir_leases: DirLeases,
 }
 
 impl MasterClient {
@@ -155,6 +158,7 @@ impl MasterClient {
             slots: RequestSlots::new(REQUEST_SLOTS),
             changes: std::sync::atomic::AtomicU64::new(0),
             recent: RecentChanges::default(),
+            dir_leases: DirLeases::default(),
         })
     }
 
@@ -182,7 +186,10 @@ impl MasterClient {
     /// must not happen twice are numbered, so a retry after a lost reply is answered, not
     /// repeated.
     pub async fn request(&self, request: &MasterRequest) -> Result<MasterReply, Status> {
-        let reply = self.send(request).await;
+        self.dir_leases.before(request);
+        let sent = Instant::now();
+        let (reply, session) = self.send(request).await;
+        self.dir_leases.after(request, session, sent, &reply);
         self.recent.record(request);
         if !reads_only(request) {
             self.changes
@@ -203,7 +210,37 @@ impl MasterClient {
         &self.recent
     }
 
-    async fn send(&self, request: &MasterRequest) -> Result<MasterReply, Status> {
+    /// Whether `name` is known not to exist in `dir` without asking the master: this client
+    /// made the directory and still holds its lease (see `dir_leases.rs`).
+    pub fn knows_absent(&self, dir: InodeId, name: &[u8]) -> bool {
+        self.current()
+            .is_some_and(|s| self.dir_leases.knows_absent(s.id, dir, name))
+    }
+
+    /// Keeps a request for lease recalls waiting at the master, and lets go of the leases it
+    /// recalls; runs for as long as the client lives. Without it the master grants no lease.
+    pub async fn serve_recalls(&self) {
+        loop {
+            let returned = self.dir_leases.take_returned();
+            let request = MasterRequest::AwaitRecalls {
+                returned: returned.clone(),
+            };
+            match self.request(&request).await {
+                Ok(MasterReply::Recalled(dirs)) => self.dir_leases.recalled(dirs),
+                other => {
+                    tracing::debug!(?other, "waiting for lease recalls failed; trying again");
+                    self.dir_leases.return_later(returned);
+                    tokio::time::sleep(defaults::RECONNECT_MAX).await;
+                }
+            }
+        }
+    }
+
+    /// Sends a request; returns the answer and the session that answered it.
+    async fn send(
+        &self,
+        request: &MasterRequest,
+    ) -> (Result<MasterReply, Status>, Option<SessionId>) {
         // Held until the answer or the give-up, through every retry.
         let slot = match must_not_repeat(request) {
             true => Some(self.slots.take().await),
@@ -220,15 +257,18 @@ impl MasterClient {
         });
         let deadline = Instant::now() + self.timeout;
         loop {
-            let session = self.session(deadline).await?;
+            let session = match self.session(deadline).await {
+                Ok(session) => session,
+                Err(status) => return (Err(status), None),
+            };
             match session.conn.ask(tagged.as_ref().unwrap_or(request)).await {
-                Ok(reply) => return reply,
+                Ok(reply) => return (reply, Some(session.id)),
                 Err(e) => {
                     tracing::debug!(error = %e, "master request failed; will reconnect");
                     session.conn.close("request failed");
                     if Instant::now() >= deadline {
                         tracing::warn!(master = %self.target, error = %e, "giving up on the master");
-                        return Err(Status::Io);
+                        return (Err(Status::Io), None);
                     }
                     // The master may have carried it out before the connection failed.
                     if let Some(MasterRequest::Tagged { retry, .. }) = &mut tagged {
@@ -394,6 +434,7 @@ fn reads_only(request: &MasterRequest) -> bool {
             | MasterRequest::DirInfo { .. }
             | MasterRequest::SummarizeTree { .. }
             | MasterRequest::TrashList { .. }
+            | MasterRequest::AwaitRecalls { .. }
             | MasterRequest::Status
             | MasterRequest::Challenge
     )

@@ -28,7 +28,7 @@ impl Client {
     /// directory's attributes, when the master sent them along, are kept for the next getattr.
     fn made(&self, reply: MasterReply) -> Result<Attr, Status> {
         match reply {
-            MasterReply::Entry { attr, parent } => {
+            MasterReply::Entry { attr, parent } | MasterReply::LeasedDir { attr, parent } => {
                 self.fresh.put(parent);
                 Ok(attr)
             }
@@ -49,6 +49,9 @@ impl Client {
 
     /// Finds `name` in `parent`.
     pub async fn lookup(&self, parent: InodeId, name: &[u8]) -> Result<Attr, Status> {
+        if self.master.knows_absent(parent, name) {
+            return Err(Status::NotFound);
+        }
         let request = MasterRequest::Lookup {
             parent,
             name: name.to_vec(),
@@ -73,6 +76,9 @@ impl Client {
     /// attribute cache time): after a few lookups in increasing order in `parent`, the names
     /// that follow come along, and [`Client::lookup_now`] answers them.
     pub async fn lookup_in_order(&self, parent: InodeId, name: &[u8]) -> Result<Attr, Status> {
+        if self.master.knows_absent(parent, name) {
+            return Err(Status::NotFound);
+        }
         let Some(asked) = self.lookahead.missed(parent, name) else {
             let found = self.lookup(parent, name).await;
             if found.is_ok() {

@@ -58,6 +58,7 @@ pub fn touched_by(request: &MasterRequest) -> Option<Touched> {
         | MasterRequest::DirInfo { .. }
         | MasterRequest::SummarizeTree { .. }
         | MasterRequest::TrashList { .. }
+        | MasterRequest::AwaitRecalls { .. }
         | MasterRequest::Status => None,
         MasterRequest::Tagged { request, .. } => touched_by(request),
         MasterRequest::SetAttr { inode, .. }

@@ -1,6 +1,7 @@
 //! Messages between a client (mount or CLI) and the master: the namespace and chunk leases.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -8,6 +9,11 @@ use crate::capability::Capability;
 use crate::ids::{ChunkId, ChunkVersion, InodeId, SessionId};
 use crate::status::Status;
 use crate::types::{Attr, Caller, DirEntry, DirEntryPlus, FileKind, FsStats, SetAttr};
+
+/// How long a directory lease ([`MasterReply::LeasedDir`]) lasts after the master grants or
+/// renews it. A change by another session waits at most this long for a holder that does not
+/// give the lease back (a mount cut off from the master).
+pub const DIR_LEASE: Duration = Duration::from_secs(10);
 
 /// A request from a client to the master.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -379,6 +385,49 @@ pub enum MasterRequest {
         /// Most entries to return.
         limit: u32,
     },
+    /// Waits until the master recalls directory leases of this session (see
+    /// [`MasterReply::LeasedDir`]), and gives back the ones this client has let go of since it
+    /// last asked. Answered with [`MasterReply::Recalled`] when there is something to recall,
+    /// or empty after a while; a mount keeps one of these waiting at all times, and the master
+    /// grants directory leases only to a session that does.
+    AwaitRecalls {
+        /// Leases this client no longer uses: recalled ones, and ones it dropped itself.
+        returned: Vec<InodeId>,
+    },
+}
+
+/// Which directories' names a request may change, for the master to recall the leases on them
+/// held by other sessions before it carries the request out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NameChanges {
+    /// No name anywhere.
+    None,
+    /// Names in these directories only.
+    In(Vec<InodeId>),
+    /// Names anywhere (a restore from the trash: the file's old directory, and any directories
+    /// it needs made again, are found only as it is carried out).
+    Anywhere,
+}
+
+impl MasterRequest {
+    /// The directories whose names this request may add, remove or replace.
+    pub fn name_changes(&self) -> NameChanges {
+        match self {
+            MasterRequest::Mknod { parent, .. }
+            | MasterRequest::Mkdir { parent, .. }
+            | MasterRequest::Symlink { parent, .. }
+            | MasterRequest::Link { parent, .. }
+            | MasterRequest::Unlink { parent, .. }
+            | MasterRequest::Rmdir { parent, .. } => NameChanges::In(vec![*parent]),
+            MasterRequest::Rename {
+                parent, new_parent, ..
+            } => NameChanges::In(vec![*parent, *new_parent]),
+            MasterRequest::Snapshot { parent, .. } => NameChanges::In(vec![*parent]),
+            MasterRequest::TrashRestore { .. } => NameChanges::Anywhere,
+            MasterRequest::Tagged { request, .. } => request.name_changes(),
+            _ => NameChanges::None,
+        }
+    }
 }
 
 /// An attribute the CLI reads or changes on whole trees.
@@ -510,6 +559,19 @@ pub enum MasterReply {
         /// The directory it was made in.
         parent: Attr,
     },
+    /// A directory was made, and this session holds a lease on its names: until the master
+    /// recalls it ([`MasterRequest::AwaitRecalls`]) or it runs out, no other session adds a
+    /// name to it or removes one, so the client may answer that a name it has not made there
+    /// does not exist without asking. The lease runs [`DIR_LEASE`] from when the master made
+    /// the directory, and again from each later change this session makes in it.
+    LeasedDir {
+        /// The new directory.
+        attr: Attr,
+        /// The directory it was made in.
+        parent: Attr,
+    },
+    /// Directory leases the master recalls: the client stops using them and gives them back.
+    Recalled(Vec<InodeId>),
     /// A name was removed: its directory's attributes after the change.
     Removed {
         /// The directory it was removed from.

@@ -1,0 +1,134 @@
+//! Directory leases seen from outside: a mount answers lookups of names absent from a
+//! directory it made without asking the master, yet never hides a name another mount made
+//! there, even when it cannot be reached to give its lease back.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use elkfs_testkit::Cluster;
+
+use crate::support::Frozen;
+
+/// Longer than any lease lasts (10 s) plus the time to notice it ran out.
+const LEASE_WAIT: Duration = Duration::from_secs(30);
+
+/// `fstatat(dir, name)` without following links; the errno on failure.
+fn lstat_at(dir: &File, name: &str) -> Result<(), i32> {
+    let name = CString::new(name).expect("no NUL");
+    // SAFETY: an all-zero stat is valid; the pointers live across the call.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let rc = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)),
+    }
+}
+
+fn exists(path: &Path) -> Result<(), i32> {
+    std::fs::symlink_metadata(path)
+        .map(|_| ())
+        .map_err(|e| e.raw_os_error().unwrap_or(0))
+}
+
+#[test]
+fn a_mount_answers_for_names_absent_from_a_directory_it_made_while_the_master_is_frozen() {
+    let cluster = Cluster::builder().chunkservers(1).start();
+    let path = cluster.mount_path(0).join("made here");
+    std::fs::create_dir(&path).unwrap();
+    // Fresh attributes, so the kernel's permission checks need no master for a second.
+    std::fs::metadata(&path).unwrap();
+    let dir = File::open(&path).unwrap();
+    let master = Frozen::freeze(cluster.master().pid().expect("master running"));
+    let (answers, answered) = mpsc::channel();
+    std::thread::spawn(move || {
+        let found: Vec<_> = (0..20)
+            .map(|i| lstat_at(&dir, &format!("absent {i}")))
+            .collect();
+        let _ = answers.send(found);
+    });
+    let found = answered
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a lookup of a name absent from a leased directory waited for the master");
+    master.thaw();
+    assert!(
+        found.iter().all(|r| *r == Err(libc::ENOENT)),
+        "lookups of absent names answered {found:?}"
+    );
+}
+
+#[test]
+fn names_another_mount_makes_in_a_leased_directory_show_at_once() {
+    let cluster = Cluster::builder().chunkservers(1).mounts(2).start();
+    let (a, b) = (cluster.mount_path(0), cluster.mount_path(1));
+    std::fs::write(b.join("outside"), b"moved in").unwrap();
+    type Make = fn(&Path, &Path);
+    let makes: [(&str, Make); 6] = [
+        ("file", |dir, _| {
+            std::fs::write(dir.join("n"), b"x").unwrap()
+        }),
+        ("dir", |dir, _| std::fs::create_dir(dir.join("n")).unwrap()),
+        ("symlink", |dir, _| {
+            std::os::unix::fs::symlink("target", dir.join("n")).unwrap()
+        }),
+        ("hard link", |dir, root| {
+            std::fs::hard_link(root.join("outside"), dir.join("n")).unwrap()
+        }),
+        ("rename", |dir, root| {
+            std::fs::rename(root.join("outside"), dir.join("n")).unwrap()
+        }),
+        ("rename within", |dir, _| {
+            std::fs::write(dir.join("m"), b"x").unwrap();
+            std::fs::rename(dir.join("m"), dir.join("n")).unwrap()
+        }),
+    ];
+    for (what, make) in makes {
+        let dir = format!("by {what}");
+        std::fs::create_dir(a.join(&dir)).unwrap();
+        assert_eq!(exists(&a.join(&dir).join("n")), Err(libc::ENOENT), "{what}");
+        make(&b.join(&dir), b);
+        assert_eq!(
+            exists(&a.join(&dir).join("n")),
+            Ok(()),
+            "a {what} made on B in a directory A made, looked up on A"
+        );
+    }
+}
+
+#[test]
+fn a_change_waits_out_the_lease_of_a_frozen_mount_which_then_sees_it() {
+    let mut cluster = Cluster::builder().chunkservers(1).mounts(2).start();
+    let (a, b) = (
+        cluster.mount_path(0).join("d"),
+        cluster.mount_path(1).join("d"),
+    );
+    std::fs::create_dir(&a).unwrap();
+    assert_eq!(exists(&a.join("n")), Err(libc::ENOENT));
+    let holder = Frozen::freeze(cluster.mount(0).pid().expect("mount running"));
+    let (done, made) = mpsc::channel();
+    let made_on_b = b.join("n");
+    std::thread::spawn(move || {
+        let _ = done.send(std::fs::write(&made_on_b, b"from B").map_err(|e| e.to_string()));
+    });
+    let result = made
+        .recv_timeout(LEASE_WAIT)
+        .expect("a create waited past the lease of a mount that does not answer");
+    holder.thaw();
+    result.unwrap();
+    assert_eq!(std::fs::read(a.join("n")).unwrap(), b"from B");
+    // The mount whose lease ran out still works in the directory.
+    std::fs::write(a.join("after"), b"A").unwrap();
+    assert_eq!(std::fs::read(b.join("after")).unwrap(), b"A");
+    cluster.kill_mount(0);
+    std::fs::write(b.join("after the holder died"), b"B").unwrap();
+}
