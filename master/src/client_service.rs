@@ -33,6 +33,8 @@ pub struct ClientHandler {
     nonce: Option<[u8; 32]>,
     /// Cancelled to close this connection (when the exports file no longer lets it in).
     close: tokio_util::sync::CancellationToken,
+    /// Cancelled when this connection has ended: requests still waiting give up.
+    ended: tokio_util::sync::CancellationToken,
 }
 
 impl ClientHandler {
@@ -50,12 +52,14 @@ impl ClientHandler {
             admission: None,
             nonce: None,
             close,
+            ended: tokio_util::sync::CancellationToken::new(),
         }
     }
 }
 
 impl Drop for ClientHandler {
     fn drop(&mut self) {
+        self.ended.cancel();
         let Some(session) = self.session else {
             return;
         };
@@ -112,7 +116,15 @@ impl Handler<MasterRequest, MasterResponse> for ClientHandler {
         };
         let state = self.state.clone();
         let peer = self.peer;
+        let ended = self.ended.clone();
         tokio::spawn(async move {
+            let changes = request.name_changes();
+            let leases = &state.dir_leases;
+            let _leases_recalled = tokio::select! {
+                guard = leases.before_change(session, &changes) => guard,
+                // A retry of the request may already be on its way over another connection.
+                () = ended.cancelled() => return,
+            };
             let reply = match request {
                 MasterRequest::Tagged {
                     client,
@@ -153,6 +165,7 @@ impl ClientHandler {
         };
         if self.session.is_none() {
             self.watch_exports(subdir.to_string(), proof);
+            self.state.dir_leases.open(session);
         }
         self.session = Some(session);
         let read_only = admission.options.read_only;
@@ -314,10 +327,6 @@ async fn serve(
     peer: SocketAddr,
     request: MasterRequest,
 ) -> MasterResponse {
-    state
-        .dir_leases
-        .before_change(session, &request.name_changes())
-        .await;
     let now = Timestamp::now();
     let meta = &state.meta;
     match request {
@@ -379,21 +388,23 @@ async fn serve(
                 gid: caller.gid,
                 time: now,
             };
+            let pending = state.dir_leases.begin_grant();
             match with_parent(state, parent, commit_attr(state, op).await?).await? {
                 MasterReply::Entry { attr, parent }
-                    if state.dir_leases.grant(session, attr.inode) =>
+                    if state.dir_leases.grant(pending, session, attr.inode) =>
                 {
                     Ok(MasterReply::LeasedDir { attr, parent })
                 }
                 reply => Ok(reply),
             }
         }
-        MasterRequest::AwaitRecalls { returned } => Ok(MasterReply::Recalled(
-            state
+        MasterRequest::AwaitRecalls { returned, renew } => {
+            let (recalled, renewed) = state
                 .dir_leases
-                .await_recalls(session, &returned, crate::dir_leases::RECALL_POLL)
-                .await,
-        )),
+                .await_recalls(session, &returned, &renew, crate::dir_leases::RECALL_POLL)
+                .await;
+            Ok(MasterReply::Recalled { recalled, renewed })
+        }
         MasterRequest::Symlink {
             parent,
             name,

@@ -1,16 +1,21 @@
 //! Directory leases: a mount that makes a directory may answer lookups of names it has not made
 //! there itself ("no such file") without asking, for as long as it holds the lease. Before
 //! another session adds or removes a name in a leased directory, the master recalls the lease
-//! and waits until the holder gives it back, its connection ends, or the lease runs out; so no
-//! mount ever reports absent a name that exists.
+//! and waits until the holder gives it back or the lease runs out.
 //!
 //! A create in a fresh directory then costs one round trip to the master instead of two (the
 //! kernel looks every new name up before it creates it). Recalls reach a mount through the
-//! [`MasterRequest::AwaitRecalls`] it keeps waiting; only a session that has one gets leases.
+//! [`MasterRequest::AwaitRecalls`] it keeps waiting, which also renews the leases it still
+//! uses; only a session that sends those gets leases.
+//!
+//! The holder's lease always ends before the master's: it counts from when it sent the request
+//! that was answered with the grant or renewal, the master from when it made either. A lease of
+//! a session whose connection closed stays until it runs out (or the same client, reconnected,
+//! gives it back): the holder may not know yet that its connection is gone.
 //!
 //! [`MasterRequest::AwaitRecalls`]: elkfs_proto::master::MasterRequest::AwaitRecalls
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,10 +24,14 @@ use elkfs_proto::{InodeId, SessionId};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// How long an [`MasterRequest::AwaitRecalls`] waits before it is answered with nothing.
+/// How long an [`MasterRequest::AwaitRecalls`] of a session without leases waits before it is
+/// answered with nothing.
 ///
 /// [`MasterRequest::AwaitRecalls`]: elkfs_proto::master::MasterRequest::AwaitRecalls
 pub const RECALL_POLL: Duration = Duration::from_secs(20);
+
+/// How long it waits while the session holds a lease: the next one renews it in time.
+pub const RENEW_POLL: Duration = Duration::from_millis(2500);
 
 /// Most leases held at once; past this, new directories get none.
 const MAX_LEASES: usize = 65_536;
@@ -33,9 +42,10 @@ struct Lease {
     recalled: bool,
 }
 
-/// A session waiting for recalls, and what it has not been told yet.
+/// A connected session: whether it waits for recalls, and what it has not been told yet.
 #[derive(Default)]
 struct Poller {
+    polled: bool,
     recalls: Vec<InodeId>,
     wake: Arc<Notify>,
 }
@@ -44,6 +54,22 @@ struct Poller {
 struct Table {
     leases: HashMap<InodeId, Lease>,
     pollers: HashMap<SessionId, Poller>,
+    /// Directories being made whose lease is not decided yet.
+    grants_pending: usize,
+    /// Directories whose names changed while grants were pending: none of those gets a lease.
+    touched: HashSet<InodeId>,
+    /// Changes anywhere under way (or made while grants were pending): no lease is granted.
+    anywhere: usize,
+    touched_anywhere: bool,
+}
+
+impl Table {
+    fn holds_any(&self, session: SessionId) -> bool {
+        let now = Instant::now();
+        self.leases
+            .values()
+            .any(|l| l.holder == session && l.until > now)
+    }
 }
 
 /// Every directory lease held, and the sessions that can be told of recalls.
@@ -54,18 +80,66 @@ pub struct DirLeases {
     released: Notify,
 }
 
+/// A directory being made: taken before the master makes it, so that a change to its names
+/// between then and [`DirLeases::grant`] keeps it from being leased.
+pub struct PendingGrant<'a> {
+    leases: &'a DirLeases,
+}
+
+impl Drop for PendingGrant<'_> {
+    fn drop(&mut self) {
+        let mut table = self.leases.lock();
+        table.grants_pending -= 1;
+        if table.grants_pending == 0 {
+            table.touched.clear();
+            table.touched_anywhere = false;
+        }
+    }
+}
+
+/// Held while a request that may change names anywhere is carried out: no lease is granted
+/// meanwhile.
+pub struct ChangeGuard<'a> {
+    anywhere: Option<&'a DirLeases>,
+}
+
+impl Drop for ChangeGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(leases) = self.anywhere {
+            leases.lock().anywhere -= 1;
+        }
+    }
+}
+
 impl DirLeases {
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Grants `session` the lease on `dir`, which it has just made; false when it cannot be told
-    /// of recalls or too many leases are held.
-    pub fn grant(&self, session: SessionId, dir: InodeId) -> bool {
+    /// Notes a session that has just opened; it gets leases once it waits for recalls.
+    pub fn open(&self, session: SessionId) {
+        self.lock().pollers.entry(session).or_default();
+    }
+
+    /// To be called before making a directory that may be leased.
+    pub fn begin_grant(&self) -> PendingGrant<'_> {
+        self.lock().grants_pending += 1;
+        PendingGrant { leases: self }
+    }
+
+    /// Grants `session` the lease on `dir`, which it has just made; false when it does not
+    /// wait for recalls, the directory's names changed since `pending` was taken, or too many
+    /// leases are held.
+    pub fn grant(&self, pending: PendingGrant<'_>, session: SessionId, dir: InodeId) -> bool {
         let mut table = self.lock();
-        if !table.pollers.contains_key(&session) {
+        let refused = table.touched_anywhere || table.anywhere > 0 || table.touched.contains(&dir);
+        let Some(poller) = table.pollers.get(&session).filter(|p| p.polled) else {
+            return false;
+        };
+        if refused {
             return false;
         }
+        let wake = poller.wake.clone();
         let now = Instant::now();
         if table.leases.len() >= MAX_LEASES {
             table.leases.retain(|_, l| l.until > now);
@@ -81,19 +155,42 @@ impl DirLeases {
                 recalled: false,
             },
         );
+        drop(table);
+        drop(pending);
+        // Its wait for recalls must now come back in time to renew the lease.
+        wake.notify_one();
         true
     }
 
-    /// Makes way for a change by `session` to the names in `changes`: renews the leases
-    /// `session` holds on those directories, and recalls the others' (every lease, for a change
-    /// anywhere), returning once each is given back or has run out.
-    pub async fn before_change(&self, session: SessionId, changes: &NameChanges) {
-        let mut waiting = match changes {
-            NameChanges::None => return,
-            NameChanges::In(dirs) => self.recall(Some(session), dirs.iter().copied()),
+    /// Makes way for a change by `session` to the names in `changes`: recalls the leases other
+    /// sessions hold on those directories (every lease, for a change anywhere) and returns once
+    /// each is given back or has run out. Hold the guard until the change is made.
+    pub async fn before_change(
+        &self,
+        session: SessionId,
+        changes: &NameChanges,
+    ) -> ChangeGuard<'_> {
+        let (mut waiting, guard) = match changes {
+            NameChanges::None => return ChangeGuard { anywhere: None },
+            NameChanges::In(dirs) => (
+                self.recall(Some(session), dirs),
+                ChangeGuard { anywhere: None },
+            ),
             NameChanges::Anywhere => {
-                let all: Vec<InodeId> = self.lock().leases.keys().copied().collect();
-                self.recall(None, all.into_iter())
+                let all: Vec<InodeId> = {
+                    let mut table = self.lock();
+                    table.anywhere += 1;
+                    if table.grants_pending > 0 {
+                        table.touched_anywhere = true;
+                    }
+                    table.leases.keys().copied().collect()
+                };
+                (
+                    self.recall(None, &all),
+                    ChangeGuard {
+                        anywhere: Some(self),
+                    },
+                )
             }
         };
         while !waiting.is_empty() {
@@ -103,30 +200,30 @@ impl DirLeases {
             let now = Instant::now();
             let latest = {
                 let table = self.lock();
-                waiting.retain(|dir| {
-                    table
-                        .leases
-                        .get(dir)
-                        .is_some_and(|l| l.recalled && l.until > now)
-                });
+                waiting.retain(|dir| table.leases.get(dir).is_some_and(|l| l.until > now));
                 waiting
                     .iter()
                     .filter_map(|dir| table.leases.get(dir).map(|l| l.until))
                     .max()
             };
-            let Some(latest) = latest else { return };
+            let Some(latest) = latest else { break };
             let _ = tokio::time::timeout_at(latest, released).await;
         }
+        guard
     }
 
-    /// Renews `own`'s leases among `dirs` and recalls everyone else's; returns the ones to wait
-    /// for.
-    fn recall(&self, own: Option<SessionId>, dirs: impl Iterator<Item = InodeId>) -> Vec<InodeId> {
+    /// Recalls the leases on `dirs` not held by `own`; returns the ones to wait for.
+    fn recall(&self, own: Option<SessionId>, dirs: &[InodeId]) -> Vec<InodeId> {
         let mut table = self.lock();
-        let Table { leases, pollers } = &mut *table;
+        if table.grants_pending > 0 {
+            table.touched.extend(dirs.iter().copied());
+        }
+        let Table {
+            leases, pollers, ..
+        } = &mut *table;
         let now = Instant::now();
         let mut waiting = Vec::new();
-        for dir in dirs {
+        for &dir in dirs {
             let Some(lease) = leases.get_mut(&dir) else {
                 continue;
             };
@@ -135,9 +232,6 @@ impl DirLeases {
                 continue;
             }
             if Some(lease.holder) == own {
-                if !lease.recalled {
-                    lease.until = now + DIR_LEASE;
-                }
                 continue;
             }
             if !lease.recalled {
@@ -153,52 +247,92 @@ impl DirLeases {
         waiting
     }
 
-    /// Serves a session's [`MasterRequest::AwaitRecalls`]: ends the leases it gave back, then
-    /// returns the recalls it has not been told of, waiting up to `patience` for one.
+    /// Serves a session's [`MasterRequest::AwaitRecalls`]: ends the leases it gave back (its
+    /// own, or ones of its earlier connection), renews those of `renew` not recalled, then
+    /// returns the recalls it has not been told of and the leases renewed, waiting up to
+    /// `patience` for a recall ([`RENEW_POLL`] at most while it holds a lease).
     ///
     /// [`MasterRequest::AwaitRecalls`]: elkfs_proto::master::MasterRequest::AwaitRecalls
     pub async fn await_recalls(
         &self,
         session: SessionId,
         returned: &[InodeId],
+        renew: &[InodeId],
         patience: Duration,
-    ) -> Vec<InodeId> {
-        let wake = {
+    ) -> (Vec<InodeId>, Vec<InodeId>) {
+        let start = Instant::now();
+        let (wake, renewed) = {
             let mut table = self.lock();
+            let Some(poller) = table.pollers.get_mut(&session) else {
+                return (Vec::new(), Vec::new());
+            };
+            poller.polled = true;
+            let wake = poller.wake.clone();
+            let Table {
+                leases, pollers, ..
+            } = &mut *table;
             let mut gave_back = false;
             for dir in returned {
-                if table.leases.get(dir).is_some_and(|l| l.holder == session) {
-                    table.leases.remove(dir);
+                let orphaned = |l: &Lease| l.holder == session || !pollers.contains_key(&l.holder);
+                if leases.get(dir).is_some_and(orphaned) {
+                    leases.remove(dir);
                     gave_back = true;
                 }
             }
             if gave_back {
                 self.released.notify_waiters();
             }
-            table.pollers.entry(session).or_default().wake.clone()
+            let mut renewed = Vec::new();
+            for dir in renew {
+                if let Some(lease) = leases.get_mut(dir)
+                    && lease.holder == session
+                    && !lease.recalled
+                    && lease.until > start
+                {
+                    lease.until = start + DIR_LEASE;
+                    renewed.push(*dir);
+                }
+            }
+            (wake, renewed)
         };
-        let deadline = Instant::now() + patience;
         loop {
             let woken = wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            if let Some(poller) = self.lock().pollers.get_mut(&session)
-                && !poller.recalls.is_empty()
-            {
-                return std::mem::take(&mut poller.recalls);
-            }
+            let deadline = {
+                let mut table = self.lock();
+                let holds = table.holds_any(session);
+                let Some(poller) = table.pollers.get_mut(&session) else {
+                    return (Vec::new(), renewed);
+                };
+                if !poller.recalls.is_empty() {
+                    return (std::mem::take(&mut poller.recalls), renewed);
+                }
+                start
+                    + if holds {
+                        patience.min(RENEW_POLL)
+                    } else {
+                        patience
+                    }
+            };
             if tokio::time::timeout_at(deadline, woken).await.is_err() {
-                return Vec::new();
+                return (Vec::new(), renewed);
             }
         }
     }
 
-    /// Ends every lease of a session whose connection is gone.
+    /// A session's connection is gone: it is told of nothing more, and its leases are left to
+    /// run out (it may not know yet).
     pub fn release_session(&self, session: SessionId) {
         let mut table = self.lock();
-        table.pollers.remove(&session);
-        table.leases.retain(|_, l| l.holder != session);
-        self.released.notify_waiters();
+        if let Some(poller) = table.pollers.remove(&session) {
+            poller.wake.notify_one();
+        }
+        for lease in table.leases.values_mut() {
+            if lease.holder == session {
+                lease.recalled = true;
+            }
+        }
     }
 }
 
@@ -210,45 +344,74 @@ mod tests {
     const OTHER: SessionId = SessionId(2);
     const DIR: InodeId = InodeId(10);
 
-    fn polled(leases: &DirLeases, session: SessionId) {
-        leases.lock().pollers.entry(session).or_default();
+    /// A table where `HOLDER` waits for recalls and holds the lease on `DIR`.
+    fn leased() -> Arc<DirLeases> {
+        let leases = Arc::new(DirLeases::default());
+        leases.open(HOLDER);
+        leases.lock().pollers.get_mut(&HOLDER).unwrap().polled = true;
+        let pending = leases.begin_grant();
+        assert!(leases.grant(pending, HOLDER, DIR));
+        leases
+    }
+
+    fn changing(leases: &Arc<DirLeases>, session: SessionId) -> tokio::task::JoinHandle<()> {
+        let leases = leases.clone();
+        tokio::spawn(async move {
+            let _ = leases
+                .before_change(session, &NameChanges::In(vec![DIR]))
+                .await;
+        })
     }
 
     #[test]
     fn only_a_session_that_waits_for_recalls_gets_a_lease() {
         let leases = DirLeases::default();
-        assert!(!leases.grant(HOLDER, DIR));
-        polled(&leases, HOLDER);
-        assert!(leases.grant(HOLDER, DIR));
+        leases.open(HOLDER);
+        assert!(!leases.grant(leases.begin_grant(), HOLDER, DIR));
+        assert!(
+            !leases.grant(leases.begin_grant(), OTHER, DIR),
+            "never opened"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_directory_whose_names_changed_before_the_grant_is_not_leased() {
+        let leases = leased();
+        let pending = leases.begin_grant();
+        let new_dir = InodeId(11);
+        let _ = leases
+            .before_change(OTHER, &NameChanges::In(vec![new_dir]))
+            .await;
+        assert!(!leases.grant(pending, HOLDER, new_dir));
+        let pending = leases.begin_grant();
+        assert!(leases.grant(pending, HOLDER, new_dir), "the next one is");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_lease_is_granted_while_a_change_anywhere_is_under_way() {
+        let leases = Arc::new(DirLeases::default());
+        leases.open(HOLDER);
+        leases.lock().pollers.get_mut(&HOLDER).unwrap().polled = true;
+        let guard = leases.before_change(OTHER, &NameChanges::Anywhere).await;
+        assert!(!leases.grant(leases.begin_grant(), HOLDER, DIR));
+        drop(guard);
+        assert!(leases.grant(leases.begin_grant(), HOLDER, DIR));
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_holders_own_changes_go_ahead_at_once() {
-        let leases = DirLeases::default();
-        polled(&leases, HOLDER);
-        leases.grant(HOLDER, DIR);
-        tokio::time::timeout(
-            Duration::from_millis(1),
-            leases.before_change(HOLDER, &NameChanges::In(vec![DIR])),
-        )
-        .await
-        .expect("the holder waited for its own lease");
+        let leases = leased();
+        tokio::time::timeout(Duration::from_millis(1), changing(&leases, HOLDER))
+            .await
+            .expect("the holder waited for its own lease")
+            .unwrap();
     }
 
     #[tokio::test(start_paused = true)]
     async fn another_sessions_change_waits_until_the_holder_gives_the_lease_back() {
-        let leases = Arc::new(DirLeases::default());
-        polled(&leases, HOLDER);
-        leases.grant(HOLDER, DIR);
-        let change = tokio::spawn({
-            let leases = leases.clone();
-            async move {
-                leases
-                    .before_change(OTHER, &NameChanges::In(vec![DIR]))
-                    .await
-            }
-        });
-        let recalled = leases.await_recalls(HOLDER, &[], RECALL_POLL).await;
+        let leases = leased();
+        let change = changing(&leases, OTHER);
+        let (recalled, _) = leases.await_recalls(HOLDER, &[], &[], RECALL_POLL).await;
         assert_eq!(recalled, vec![DIR]);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(
@@ -258,7 +421,7 @@ mod tests {
         let start = Instant::now();
         let next = tokio::spawn({
             let leases = leases.clone();
-            async move { leases.await_recalls(HOLDER, &[DIR], RECALL_POLL).await }
+            async move { leases.await_recalls(HOLDER, &[DIR], &[], RECALL_POLL).await }
         });
         change.await.unwrap();
         assert!(start.elapsed() < Duration::from_millis(10));
@@ -268,52 +431,60 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_holder_that_never_answers_is_waited_for_until_the_lease_runs_out() {
-        let leases = DirLeases::default();
-        polled(&leases, HOLDER);
-        leases.grant(HOLDER, DIR);
+        let leases = leased();
         let start = Instant::now();
-        leases.before_change(OTHER, &NameChanges::Anywhere).await;
+        let _ = leases.before_change(OTHER, &NameChanges::Anywhere).await;
         let waited = start.elapsed();
         assert!(waited >= DIR_LEASE - Duration::from_millis(1), "{waited:?}");
         assert!(waited <= DIR_LEASE + Duration::from_secs(1), "{waited:?}");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_holder_whose_connection_ends_releases_the_waiting_change() {
-        let leases = Arc::new(DirLeases::default());
-        polled(&leases, HOLDER);
-        leases.grant(HOLDER, DIR);
-        let change = tokio::spawn({
+    async fn a_lease_outlives_its_sessions_connection_until_given_back_by_the_same_client() {
+        let leases = leased();
+        leases.release_session(HOLDER);
+        let change = changing(&leases, OTHER);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            !change.is_finished(),
+            "went ahead while the holder may still use its lease"
+        );
+        let reconnected = SessionId(3);
+        leases.open(reconnected);
+        let poll = tokio::spawn({
             let leases = leases.clone();
             async move {
                 leases
-                    .before_change(OTHER, &NameChanges::In(vec![DIR]))
+                    .await_recalls(reconnected, &[DIR], &[], RECALL_POLL)
                     .await
             }
         });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        leases.release_session(HOLDER);
         tokio::time::timeout(Duration::from_millis(10), change)
             .await
-            .expect("still waiting after the holder went away")
+            .expect("still waiting after the lease was given back")
             .unwrap();
-        assert!(!leases.grant(HOLDER, DIR), "a gone session got a lease");
+        poll.abort();
+        let pending = leases.begin_grant();
+        assert!(
+            !leases.grant(pending, HOLDER, InodeId(12)),
+            "a gone session got a lease"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_change_anywhere_recalls_the_changers_own_leases_too() {
-        let leases = Arc::new(DirLeases::default());
-        polled(&leases, HOLDER);
-        leases.grant(HOLDER, DIR);
+        let leases = leased();
         let change = tokio::spawn({
             let leases = leases.clone();
-            async move { leases.before_change(HOLDER, &NameChanges::Anywhere).await }
+            async move {
+                let _ = leases.before_change(HOLDER, &NameChanges::Anywhere).await;
+            }
         });
-        let recalled = leases.await_recalls(HOLDER, &[], RECALL_POLL).await;
+        let (recalled, _) = leases.await_recalls(HOLDER, &[], &[], RECALL_POLL).await;
         assert_eq!(recalled, vec![DIR]);
         let _ = tokio::time::timeout(
             Duration::from_millis(1),
-            leases.await_recalls(HOLDER, &[DIR], RECALL_POLL),
+            leases.await_recalls(HOLDER, &[DIR], &[], RECALL_POLL),
         )
         .await;
         tokio::time::timeout(Duration::from_millis(10), change)
@@ -323,27 +494,44 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_wait_for_recalls_ends_empty_after_its_patience() {
-        let leases = DirLeases::default();
+    async fn a_wait_for_recalls_comes_back_in_time_to_renew_a_lease() {
+        let leases = Arc::new(DirLeases::default());
+        leases.open(HOLDER);
         let start = Instant::now();
-        let recalled = leases
-            .await_recalls(HOLDER, &[], Duration::from_secs(3))
+        let (recalled, renewed) = leases
+            .await_recalls(HOLDER, &[], &[], Duration::from_secs(3))
             .await;
-        assert!(recalled.is_empty());
+        assert!(recalled.is_empty() && renewed.is_empty());
         assert!(start.elapsed() >= Duration::from_secs(3));
+        let poll = tokio::spawn({
+            let leases = leases.clone();
+            async move { leases.await_recalls(HOLDER, &[], &[], RECALL_POLL).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let granted_at = Instant::now();
+        assert!(leases.grant(leases.begin_grant(), HOLDER, DIR));
+        poll.await.unwrap();
+        assert!(
+            granted_at.elapsed() <= RENEW_POLL,
+            "{:?}",
+            granted_at.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn renewing_by_the_holder_keeps_the_lease_past_its_first_term() {
-        let leases = DirLeases::default();
-        polled(&leases, HOLDER);
-        leases.grant(HOLDER, DIR);
+    async fn renewing_keeps_a_lease_past_its_first_term_but_not_a_recalled_one() {
+        let leases = leased();
         tokio::time::sleep(DIR_LEASE - Duration::from_secs(1)).await;
-        leases
-            .before_change(HOLDER, &NameChanges::In(vec![DIR]))
+        let (_, renewed) = leases
+            .await_recalls(HOLDER, &[], &[DIR], Duration::ZERO)
             .await;
+        assert_eq!(renewed, vec![DIR]);
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let waiting = leases.recall(Some(OTHER), [DIR].into_iter());
-        assert_eq!(waiting, vec![DIR], "the renewed lease had run out");
+        assert_eq!(leases.recall(Some(OTHER), &[DIR]), vec![DIR], "ran out");
+        let (recalled, renewed) = leases
+            .await_recalls(HOLDER, &[], &[DIR], Duration::ZERO)
+            .await;
+        assert_eq!(recalled, vec![DIR]);
+        assert!(renewed.is_empty(), "a recalled lease was renewed");
     }
 }

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use elkfs_testkit::Cluster;
 
@@ -15,6 +15,10 @@ use crate::support::Frozen;
 
 /// Longer than any lease lasts (10 s) plus the time to notice it ran out.
 const LEASE_WAIT: Duration = Duration::from_secs(30);
+
+/// Well under a lease: a change that takes longer waited for the lease to run out instead of
+/// having it given back.
+const RECALLED: Duration = Duration::from_secs(5);
 
 /// `fstatat(dir, name)` without following links; the errno on failure.
 fn lstat_at(dir: &File, name: &str) -> Result<(), i32> {
@@ -44,6 +48,8 @@ fn exists(path: &Path) -> Result<(), i32> {
 #[test]
 fn a_mount_answers_for_names_absent_from_a_directory_it_made_while_the_master_is_frozen() {
     let cluster = Cluster::builder().chunkservers(1).start();
+    // The mount's first wait for recalls, sent as it starts, must have reached the master.
+    std::thread::sleep(Duration::from_millis(300));
     let path = cluster.mount_path(0).join("made here");
     std::fs::create_dir(&path).unwrap();
     // Fresh attributes, so the kernel's permission checks need no master for a second.
@@ -96,7 +102,13 @@ fn names_another_mount_makes_in_a_leased_directory_show_at_once() {
         let dir = format!("by {what}");
         std::fs::create_dir(a.join(&dir)).unwrap();
         assert_eq!(exists(&a.join(&dir).join("n")), Err(libc::ENOENT), "{what}");
+        let start = Instant::now();
         make(&b.join(&dir), b);
+        assert!(
+            start.elapsed() < RECALLED,
+            "a {what} on B waited {:?}: the lease was not given back",
+            start.elapsed()
+        );
         assert_eq!(
             exists(&a.join(&dir).join("n")),
             Ok(()),
@@ -115,6 +127,7 @@ fn a_change_waits_out_the_lease_of_a_frozen_mount_which_then_sees_it() {
     std::fs::create_dir(&a).unwrap();
     assert_eq!(exists(&a.join("n")), Err(libc::ENOENT));
     let holder = Frozen::freeze(cluster.mount(0).pid().expect("mount running"));
+    let start = Instant::now();
     let (done, made) = mpsc::channel();
     let made_on_b = b.join("n");
     std::thread::spawn(move || {
@@ -123,12 +136,38 @@ fn a_change_waits_out_the_lease_of_a_frozen_mount_which_then_sees_it() {
     let result = made
         .recv_timeout(LEASE_WAIT)
         .expect("a create waited past the lease of a mount that does not answer");
+    let waited = start.elapsed();
     holder.thaw();
     result.unwrap();
+    assert!(
+        waited >= RECALLED,
+        "the create went ahead after {waited:?}, while the frozen mount held its lease"
+    );
     assert_eq!(std::fs::read(a.join("n")).unwrap(), b"from B");
     // The mount whose lease ran out still works in the directory.
     std::fs::write(a.join("after"), b"A").unwrap();
     assert_eq!(std::fs::read(b.join("after")).unwrap(), b"A");
     cluster.kill_mount(0);
     std::fs::write(b.join("after the holder died"), b"B").unwrap();
+}
+
+#[test]
+fn a_mount_uses_no_lease_from_before_the_master_restarted() {
+    let mut cluster = Cluster::builder().chunkservers(1).mounts(2).start();
+    std::thread::sleep(Duration::from_millis(300));
+    let (a, b) = (
+        cluster.mount_path(0).join("d"),
+        cluster.mount_path(1).join("d"),
+    );
+    std::fs::create_dir(&a).unwrap();
+    assert_eq!(exists(&a.join("n")), Err(libc::ENOENT));
+    cluster.stop_master();
+    cluster.start_master();
+    // B reconnects with its write; the new master knows of no lease to recall.
+    std::fs::write(b.join("n"), b"after the restart").unwrap();
+    assert_eq!(
+        std::fs::read(a.join("n")).unwrap(),
+        b"after the restart",
+        "a name made after a master restart, looked up where the old master had granted a lease"
+    );
 }

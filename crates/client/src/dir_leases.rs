@@ -5,15 +5,20 @@
 //!
 //! Names are added before the request that may make them is sent, and taken out only once an
 //! unlink or rmdir has succeeded; so the set never misses a name that exists, whatever becomes
-//! of a request. A lease counts only on the session it was granted to, and ends a little before
-//! the master's, which starts later (when the master made the directory).
+//! of a request. Names sent while a `Mkdir` is in flight are kept aside and go into the lease
+//! if it comes back with one (a request may reach the directory before its grant reaches us).
+//!
+//! A lease counts only on the connection it was granted on, and until a little before the
+//! master's: both count from a grant or renewal, the client from when it sent the request, the
+//! master from when it received it. A recall that arrives before the grant it recalls is kept,
+//! so the grant is refused when it comes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use elkfs_proto::master::{DIR_LEASE, MasterReply, MasterRequest, NameChanges};
-use elkfs_proto::{InodeId, SessionId, Status};
+use elkfs_proto::InodeId;
+use elkfs_proto::master::{DIR_LEASE, MasterReply, MasterRequest};
 use tokio::time::Instant;
 
 /// How much earlier than the master a lease is taken to end here (clocks run at slightly
@@ -26,10 +31,18 @@ const MAX_LEASES: usize = 4096;
 /// Most names kept for one directory; past this its lease is given back.
 const MAX_NAMES: usize = 100_000;
 
+/// Most names kept aside while directories are being made; past this, those get no lease.
+const MAX_ASIDE: usize = 10_000;
+
+/// Which connection to the master a lease was granted on (a new one counts up).
+pub type Generation = u64;
+
 struct Lease {
-    session: SessionId,
+    generation: Generation,
     until: Instant,
     names: HashSet<Vec<u8>>,
+    /// Used since the last renewal was asked for.
+    used: bool,
 }
 
 #[derive(Default)]
@@ -37,6 +50,12 @@ struct Table {
     leases: HashMap<InodeId, Lease>,
     /// Leases to give back with the next wait for recalls.
     returned: Vec<InodeId>,
+    mkdirs_in_flight: usize,
+    /// Names sent while a `Mkdir` was in flight, for the lease it may bring.
+    aside: Vec<(InodeId, Vec<u8>)>,
+    aside_overflowed: bool,
+    /// Recalls of leases not (yet) known here, and when they came.
+    early_recalls: HashMap<InodeId, Instant>,
 }
 
 /// The directory leases held by this client.
@@ -45,116 +64,202 @@ pub struct DirLeases {
     table: Mutex<Table>,
 }
 
+/// What to send with the next wait for recalls.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Poll {
+    /// Leases given back.
+    pub returned: Vec<InodeId>,
+    /// Leases used since the last renewal.
+    pub renew: Vec<InodeId>,
+}
+
 impl DirLeases {
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether `name` is known not to exist in `dir`: a lease on it granted to `session`
-    /// still runs, and this client has not put the name there.
-    pub fn knows_absent(&self, session: SessionId, dir: InodeId, name: &[u8]) -> bool {
-        self.lock().leases.get(&dir).is_some_and(|l| {
-            l.session == session && l.until > Instant::now() && !l.names.contains(name)
-        })
+    /// Whether `name` is known not to exist in `dir`: a lease on it granted on connection
+    /// `generation` still runs, and this client has not put the name there.
+    pub fn knows_absent(&self, generation: Generation, dir: InodeId, name: &[u8]) -> bool {
+        let mut table = self.lock();
+        let Some(lease) = table.leases.get_mut(&dir) else {
+            return false;
+        };
+        let absent = lease.generation == generation
+            && lease.until > Instant::now()
+            && !lease.names.contains(name);
+        lease.used |= absent;
+        absent
     }
 
     /// Notes the names `request` may make, before it is sent.
     pub fn before(&self, request: &MasterRequest) {
-        let (dir, name) = match request {
-            MasterRequest::Mknod { parent, name, .. }
-            | MasterRequest::Mkdir { parent, name, .. }
-            | MasterRequest::Symlink { parent, name, .. }
-            | MasterRequest::Link { parent, name, .. } => (parent, name),
-            MasterRequest::Rename {
-                new_parent,
-                new_name,
-                ..
-            } => (new_parent, new_name),
-            _ => return,
-        };
         let mut table = self.lock();
-        let Some(lease) = table.leases.get_mut(dir) else {
+        if let MasterRequest::Mkdir { .. } = request {
+            table.mkdirs_in_flight += 1;
+        }
+        let Some((dir, name)) = made_name(request) else {
             return;
         };
-        lease.names.insert(name.clone());
+        if table.mkdirs_in_flight > 0 {
+            if table.aside.len() < MAX_ASIDE {
+                table.aside.push((dir, name.to_vec()));
+            } else {
+                table.aside_overflowed = true;
+            }
+        }
+        let Some(lease) = table.leases.get_mut(&dir) else {
+            return;
+        };
+        lease.names.insert(name.to_vec());
+        lease.used = true;
         if lease.names.len() > MAX_NAMES {
-            table.leases.remove(dir);
-            table.returned.push(*dir);
+            table.leases.remove(&dir);
+            table.returned.push(dir);
         }
     }
 
-    /// Takes in the answer to `request`, sent at `sent` on `session`: a lease granted with a
-    /// new directory, a name removed, and leases the master renewed.
+    /// Takes in the answer to `request`, sent at `sent` on connection `generation`: a lease
+    /// granted with a new directory, or a name removed.
     pub fn after(
         &self,
         request: &MasterRequest,
-        session: Option<SessionId>,
+        generation: Option<Generation>,
         sent: Instant,
-        reply: &Result<MasterReply, Status>,
+        reply: &Result<MasterReply, elkfs_proto::Status>,
     ) {
-        let (Ok(reply), Some(session)) = (reply, session) else {
-            return;
-        };
         let mut table = self.lock();
-        let until = sent + DIR_LEASE - MARGIN;
-        if let MasterReply::LeasedDir { attr, .. } = reply {
-            if table.leases.len() < MAX_LEASES {
-                let names = HashSet::new();
-                let lease = Lease {
-                    session,
-                    until,
-                    names,
-                };
-                table.leases.insert(attr.inode, lease);
-            } else {
-                table.returned.push(attr.inode);
+        if let MasterRequest::Mkdir { .. } = request {
+            if let (Ok(MasterReply::LeasedDir { attr, .. }), Some(generation)) = (reply, generation)
+            {
+                table.take_lease(attr.inode, generation, sent);
+            }
+            table.mkdirs_in_flight -= 1;
+            if table.mkdirs_in_flight == 0 {
+                table.aside.clear();
+                table.aside_overflowed = false;
             }
         }
-        if let MasterRequest::Unlink { parent, name } | MasterRequest::Rmdir { parent, name } =
-            request
+        if let (
+            MasterRequest::Unlink { parent, name } | MasterRequest::Rmdir { parent, name },
+            Ok(_),
+        ) = (request, reply)
             && let Some(lease) = table.leases.get_mut(parent)
         {
             lease.names.remove(name);
-        }
-        if let NameChanges::In(dirs) = request.name_changes() {
-            let now = Instant::now();
-            for dir in dirs {
-                if let Some(lease) = table.leases.get_mut(&dir)
-                    && lease.session == session
-                    && lease.until > now
-                {
-                    lease.until = lease.until.max(until);
-                }
-            }
         }
     }
 
     /// Stops using leases the master recalled; they are given back with the next wait.
     pub fn recalled(&self, dirs: Vec<InodeId>) {
         let mut table = self.lock();
-        for dir in &dirs {
-            table.leases.remove(dir);
+        let now = Instant::now();
+        table
+            .early_recalls
+            .retain(|_, at| now.duration_since(*at) < DIR_LEASE);
+        for &dir in &dirs {
+            if table.leases.remove(&dir).is_none() {
+                table.early_recalls.insert(dir, now);
+            }
         }
         table.returned.extend(dirs);
     }
 
-    /// The leases to give back now.
-    pub fn take_returned(&self) -> Vec<InodeId> {
-        std::mem::take(&mut self.lock().returned)
+    /// Extends the leases the master renewed for a wait sent at `sent` on `generation`.
+    pub fn renewed(&self, dirs: &[InodeId], generation: Generation, sent: Instant) {
+        let mut table = self.lock();
+        let now = Instant::now();
+        for dir in dirs {
+            if let Some(lease) = table.leases.get_mut(dir)
+                && lease.generation == generation
+                && lease.until > now
+            {
+                lease.until = lease.until.max(sent + DIR_LEASE - MARGIN);
+            }
+        }
+    }
+
+    /// What the next wait for recalls gives back and renews; leases that ran out are dropped.
+    pub fn next_poll(&self) -> Poll {
+        let mut table = self.lock();
+        let now = Instant::now();
+        table.leases.retain(|_, l| l.until > now);
+        let renew = table
+            .leases
+            .iter_mut()
+            .filter_map(|(dir, l)| std::mem::take(&mut l.used).then_some(*dir))
+            .collect();
+        Poll {
+            returned: std::mem::take(&mut table.returned),
+            renew,
+        }
     }
 
     /// Puts back leases that could not be given back (the request failed).
     pub fn return_later(&self, dirs: Vec<InodeId>) {
         self.lock().returned.extend(dirs);
     }
+
+    /// Stops using every lease (the connection they were granted on is gone); they are given
+    /// back on the next one.
+    pub fn forget_all(&self) {
+        let mut table = self.lock();
+        let dirs: Vec<InodeId> = table.leases.drain().map(|(dir, _)| dir).collect();
+        table.returned.extend(dirs);
+    }
+}
+
+impl Table {
+    fn take_lease(&mut self, dir: InodeId, generation: Generation, sent: Instant) {
+        let now = Instant::now();
+        if self.leases.len() >= MAX_LEASES {
+            self.leases.retain(|_, l| l.until > now);
+        }
+        let recalled = self.early_recalls.remove(&dir).is_some();
+        if recalled || self.aside_overflowed || self.leases.len() >= MAX_LEASES {
+            self.returned.push(dir);
+            return;
+        }
+        let names: HashSet<Vec<u8>> = self
+            .aside
+            .iter()
+            .filter(|(parent, _)| *parent == dir)
+            .map(|(_, name)| name.clone())
+            .collect();
+        let lease = Lease {
+            generation,
+            until: sent + DIR_LEASE - MARGIN,
+            names,
+            used: true,
+        };
+        self.leases.insert(dir, lease);
+    }
+}
+
+/// The directory and name a request may add.
+fn made_name(request: &MasterRequest) -> Option<(InodeId, &[u8])> {
+    match request {
+        MasterRequest::Mknod { parent, name, .. }
+        | MasterRequest::Mkdir { parent, name, .. }
+        | MasterRequest::Symlink { parent, name, .. }
+        | MasterRequest::Link { parent, name, .. }
+        | MasterRequest::Snapshot { parent, name, .. }
+        | MasterRequest::Rename {
+            new_parent: parent,
+            new_name: name,
+            ..
+        } => Some((*parent, name)),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use elkfs_proto::Status;
     use elkfs_proto::types::{Attr, Caller, FileKind, Timestamp};
 
-    const SESSION: SessionId = SessionId(7);
+    const GENERATION: Generation = 7;
     const PARENT: InodeId = InodeId(1);
     const DIR: InodeId = InodeId(20);
 
@@ -178,14 +283,21 @@ mod tests {
         }
     }
 
-    fn mkdir(parent: InodeId, name: &[u8]) -> MasterRequest {
+    fn mkdir() -> MasterRequest {
         MasterRequest::Mkdir {
-            parent,
-            name: name.to_vec(),
+            parent: PARENT,
+            name: b"d".to_vec(),
             mode: 0o755,
             umask: 0,
             caller: Caller { uid: 0, gid: 0 },
         }
+    }
+
+    fn leased_dir() -> Result<MasterReply, Status> {
+        Ok(MasterReply::LeasedDir {
+            attr: dir_attr(DIR),
+            parent: dir_attr(PARENT),
+        })
     }
 
     fn create(name: &[u8]) -> MasterRequest {
@@ -201,54 +313,60 @@ mod tests {
         }
     }
 
+    fn made(inode: u64) -> Result<MasterReply, Status> {
+        Ok(MasterReply::Entry {
+            attr: dir_attr(InodeId(inode)),
+            parent: dir_attr(DIR),
+        })
+    }
+
     fn leased() -> DirLeases {
         let leases = DirLeases::default();
-        let reply = Ok(MasterReply::LeasedDir {
-            attr: dir_attr(DIR),
-            parent: dir_attr(PARENT),
-        });
-        leases.after(&mkdir(PARENT, b"d"), Some(SESSION), Instant::now(), &reply);
+        leases.before(&mkdir());
+        leases.after(&mkdir(), Some(GENERATION), Instant::now(), &leased_dir());
         leases
     }
 
     #[test]
     fn a_made_directory_with_a_lease_knows_its_names_absent() {
         let leases = leased();
-        assert!(leases.knows_absent(SESSION, DIR, b"x"));
+        assert!(leases.knows_absent(GENERATION, DIR, b"x"));
         assert!(
-            !leases.knows_absent(SessionId(8), DIR, b"x"),
-            "another session"
+            !leases.knows_absent(GENERATION + 1, DIR, b"x"),
+            "another connection"
         );
         assert!(
-            !leases.knows_absent(SESSION, PARENT, b"x"),
-            "a directory without lease"
+            !leases.knows_absent(GENERATION, PARENT, b"x"),
+            "no lease there"
         );
     }
 
     #[test]
     fn a_directory_made_without_a_lease_knows_nothing() {
         let leases = DirLeases::default();
-        let reply = Ok(MasterReply::Entry {
-            attr: dir_attr(DIR),
-            parent: dir_attr(PARENT),
-        });
-        leases.after(&mkdir(PARENT, b"d"), Some(SESSION), Instant::now(), &reply);
-        assert!(!leases.knows_absent(SESSION, DIR, b"x"));
+        leases.before(&mkdir());
+        leases.after(&mkdir(), Some(GENERATION), Instant::now(), &made(20));
+        assert!(!leases.knows_absent(GENERATION, DIR, b"x"));
     }
 
     #[test]
     fn a_name_being_made_is_no_longer_known_absent_whatever_the_answer() {
         let leases = leased();
         leases.before(&create(b"x"));
-        assert!(!leases.knows_absent(SESSION, DIR, b"x"));
-        leases.after(
-            &create(b"x"),
-            Some(SESSION),
-            Instant::now(),
-            &Err(Status::Io),
-        );
-        assert!(!leases.knows_absent(SESSION, DIR, b"x"));
-        assert!(leases.knows_absent(SESSION, DIR, b"y"));
+        assert!(!leases.knows_absent(GENERATION, DIR, b"x"));
+        leases.after(&create(b"x"), None, Instant::now(), &Err(Status::Io));
+        assert!(!leases.knows_absent(GENERATION, DIR, b"x"));
+        assert!(leases.knows_absent(GENERATION, DIR, b"y"));
+    }
+
+    #[test]
+    fn a_name_sent_while_its_directory_was_being_made_goes_into_the_lease() {
+        let leases = DirLeases::default();
+        leases.before(&mkdir());
+        leases.before(&create(b"early"));
+        leases.after(&mkdir(), Some(GENERATION), Instant::now(), &leased_dir());
+        assert!(!leases.knows_absent(GENERATION, DIR, b"early"));
+        assert!(leases.knows_absent(GENERATION, DIR, b"other"));
     }
 
     #[test]
@@ -259,17 +377,17 @@ mod tests {
             parent: DIR,
             name: b"x".to_vec(),
         };
-        leases.after(&unlink, Some(SESSION), Instant::now(), &Err(Status::Io));
-        assert!(!leases.knows_absent(SESSION, DIR, b"x"));
+        leases.after(&unlink, None, Instant::now(), &Err(Status::Io));
+        assert!(!leases.knows_absent(GENERATION, DIR, b"x"));
         let removed = Ok(MasterReply::Removed {
             parent: dir_attr(DIR),
         });
-        leases.after(&unlink, Some(SESSION), Instant::now(), &removed);
-        assert!(leases.knows_absent(SESSION, DIR, b"x"));
+        leases.after(&unlink, Some(GENERATION), Instant::now(), &removed);
+        assert!(leases.knows_absent(GENERATION, DIR, b"x"));
     }
 
     #[test]
-    fn a_rename_into_the_directory_makes_its_new_name_unknown() {
+    fn a_rename_or_snapshot_into_the_directory_makes_its_new_name_unknown() {
         let leases = leased();
         leases.before(&MasterRequest::Rename {
             parent: PARENT,
@@ -278,37 +396,69 @@ mod tests {
             new_name: b"b".to_vec(),
             flags: 0,
         });
-        assert!(!leases.knows_absent(SESSION, DIR, b"b"));
+        leases.before(&MasterRequest::Snapshot {
+            source: PARENT,
+            parent: DIR,
+            name: b"copy".to_vec(),
+            caller: Caller { uid: 0, gid: 0 },
+        });
+        assert!(!leases.knows_absent(GENERATION, DIR, b"b"));
+        assert!(!leases.knows_absent(GENERATION, DIR, b"copy"));
     }
 
     #[test]
     fn a_recalled_lease_knows_nothing_and_is_given_back_once() {
         let leases = leased();
         leases.recalled(vec![DIR]);
-        assert!(!leases.knows_absent(SESSION, DIR, b"x"));
-        assert_eq!(leases.take_returned(), vec![DIR]);
-        assert!(leases.take_returned().is_empty());
+        assert!(!leases.knows_absent(GENERATION, DIR, b"x"));
+        assert_eq!(leases.next_poll().returned, vec![DIR]);
+        assert!(leases.next_poll().returned.is_empty());
+    }
+
+    #[test]
+    fn a_recall_that_comes_before_its_grant_refuses_the_grant() {
+        let leases = DirLeases::default();
+        leases.before(&mkdir());
+        leases.recalled(vec![DIR]);
+        leases.after(&mkdir(), Some(GENERATION), Instant::now(), &leased_dir());
+        assert!(!leases.knows_absent(GENERATION, DIR, b"x"));
+    }
+
+    #[test]
+    fn a_new_connection_gives_every_lease_back() {
+        let leases = leased();
+        leases.forget_all();
+        assert!(!leases.knows_absent(GENERATION, DIR, b"x"));
+        assert_eq!(leases.next_poll().returned, vec![DIR]);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_lease_ends_before_the_masters_unless_renewed_by_a_change_in_it() {
+    async fn a_lease_ends_before_the_masters_unless_the_master_renewed_it() {
         let leases = leased();
+        assert_eq!(leases.next_poll().renew, vec![DIR], "just made, so in use");
+        assert!(leases.next_poll().renew.is_empty(), "not used since");
         tokio::time::sleep(DIR_LEASE - MARGIN - Duration::from_millis(10)).await;
-        assert!(leases.knows_absent(SESSION, DIR, b"x"));
+        assert!(leases.knows_absent(GENERATION, DIR, b"x"));
         let sent = Instant::now();
-        leases.before(&create(b"y"));
-        let made = Ok(MasterReply::Entry {
-            attr: dir_attr(InodeId(30)),
-            parent: dir_attr(DIR),
-        });
-        leases.after(&create(b"y"), Some(SESSION), sent, &made);
+        assert_eq!(leases.next_poll().renew, vec![DIR]);
+        leases.renewed(&[DIR], GENERATION, sent);
         tokio::time::sleep(Duration::from_secs(5)).await;
-        assert!(leases.knows_absent(SESSION, DIR, b"x"), "not renewed");
+        assert!(leases.knows_absent(GENERATION, DIR, b"x"), "not renewed");
         tokio::time::sleep(DIR_LEASE).await;
         assert!(
-            !leases.knows_absent(SESSION, DIR, b"x"),
+            !leases.knows_absent(GENERATION, DIR, b"x"),
             "outlived the master's lease"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn changes_in_the_directory_alone_do_not_renew_its_lease() {
+        let leases = leased();
+        tokio::time::sleep(DIR_LEASE / 2).await;
+        leases.before(&create(b"y"));
+        leases.after(&create(b"y"), Some(GENERATION), Instant::now(), &made(30));
+        tokio::time::sleep(DIR_LEASE / 2).await;
+        assert!(!leases.knows_absent(GENERATION, DIR, b"x"));
     }
 
     #[test]
@@ -317,7 +467,7 @@ mod tests {
         for i in 0..=MAX_NAMES {
             leases.before(&create(format!("f{i}").as_bytes()));
         }
-        assert!(!leases.knows_absent(SESSION, DIR, b"x"));
-        assert_eq!(leases.take_returned(), vec![DIR]);
+        assert!(!leases.knows_absent(GENERATION, DIR, b"x"));
+        assert_eq!(leases.next_poll().returned, vec![DIR]);
     }
 }

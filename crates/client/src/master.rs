@@ -9,7 +9,7 @@ use std::time::Duration;
 use elkfs_common::defaults;
 
 use crate::closes::{CloseTracker, PendingClose};
-use crate::dir_leases::DirLeases;
+use crate::dir_leases::{DirLeases, Generation};
 use crate::recent_changes::RecentChanges;
 use crate::request_slots::{REQUEST_SLOTS, RequestSlots};
 use elkfs_proto::connection::Dialer;
@@ -84,6 +84,8 @@ impl SessionOptions {
 struct Session {
     conn: MasterConnection,
     id: SessionId,
+    /// Counts the connections this client has had, from 1.
+    generation: Generation,
 }
 
 /// A session with the master that survives master restarts.
@@ -109,6 +111,8 @@ pub struct MasterClient {
     recent: RecentChanges,
     /// Directories whose absent names this client may answer for itself.
     dir_leases: DirLeases,
+    /// The generation of the last connection opened.
+    generations: std::sync::atomic::AtomicU64,
 }
 
 impl MasterClient {
@@ -159,6 +163,7 @@ impl MasterClient {
             changes: std::sync::atomic::AtomicU64::new(0),
             recent: RecentChanges::default(),
             dir_leases: DirLeases::default(),
+            generations: std::sync::atomic::AtomicU64::new(1),
         })
     }
 
@@ -188,8 +193,8 @@ impl MasterClient {
     pub async fn request(&self, request: &MasterRequest) -> Result<MasterReply, Status> {
         self.dir_leases.before(request);
         let sent = Instant::now();
-        let (reply, session) = self.send(request).await;
-        self.dir_leases.after(request, session, sent, &reply);
+        let (reply, generation) = self.send(request).await;
+        self.dir_leases.after(request, generation, sent, &reply);
         self.recent.record(request);
         if !reads_only(request) {
             self.changes
@@ -214,20 +219,26 @@ impl MasterClient {
     /// made the directory and still holds its lease (see `dir_leases.rs`).
     pub fn knows_absent(&self, dir: InodeId, name: &[u8]) -> bool {
         self.current()
-            .is_some_and(|s| self.dir_leases.knows_absent(s.id, dir, name))
+            .is_some_and(|s| self.dir_leases.knows_absent(s.generation, dir, name))
     }
 
     /// Keeps a request for lease recalls waiting at the master, and lets go of the leases it
     /// recalls; runs for as long as the client lives. Without it the master grants no lease.
     pub async fn serve_recalls(&self) {
         loop {
-            let returned = self.dir_leases.take_returned();
+            let poll = self.dir_leases.next_poll();
+            let returned = poll.returned.clone();
             let request = MasterRequest::AwaitRecalls {
-                returned: returned.clone(),
+                returned: poll.returned,
+                renew: poll.renew,
             };
-            match self.request(&request).await {
-                Ok(MasterReply::Recalled(dirs)) => self.dir_leases.recalled(dirs),
-                other => {
+            let sent = Instant::now();
+            match self.send(&request).await {
+                (Ok(MasterReply::Recalled { recalled, renewed }), Some(generation)) => {
+                    self.dir_leases.renewed(&renewed, generation, sent);
+                    self.dir_leases.recalled(recalled);
+                }
+                (other, _) => {
                     tracing::debug!(?other, "waiting for lease recalls failed; trying again");
                     self.dir_leases.return_later(returned);
                     tokio::time::sleep(defaults::RECONNECT_MAX).await;
@@ -236,11 +247,11 @@ impl MasterClient {
         }
     }
 
-    /// Sends a request; returns the answer and the session that answered it.
+    /// Sends a request; returns the answer and the connection that answered it.
     async fn send(
         &self,
         request: &MasterRequest,
-    ) -> (Result<MasterReply, Status>, Option<SessionId>) {
+    ) -> (Result<MasterReply, Status>, Option<Generation>) {
         // Held until the answer or the give-up, through every retry.
         let slot = match must_not_repeat(request) {
             true => Some(self.slots.take().await),
@@ -262,7 +273,7 @@ impl MasterClient {
                 Err(status) => return (Err(status), None),
             };
             match session.conn.ask(tagged.as_ref().unwrap_or(request)).await {
-                Ok(reply) => return (reply, Some(session.id)),
+                Ok(reply) => return (reply, Some(session.generation)),
                 Err(e) => {
                     tracing::debug!(error = %e, "master request failed; will reconnect");
                     session.conn.close("request failed");
@@ -383,11 +394,19 @@ impl MasterClient {
             let opened =
                 open_session(&self.target, &self.subdir, &self.mount_point, &self.options).await;
             let attempt = match opened {
-                Ok((session, _, _)) => self.reopen_files(&session).await.map(|()| session),
+                Ok((mut session, _, _)) => {
+                    session.generation = self
+                        .generations
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                        + 1;
+                    self.reopen_files(&session).await.map(|()| session)
+                }
                 Err(e) => Err(e.to_string()),
             };
             match attempt {
                 Ok(session) => {
+                    // Leases of the last connection may have ended with it at the master.
+                    self.dir_leases.forget_all();
                     tracing::info!(master = %self.target, session = %session.id, "reconnected to the master");
                     *self.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(session.clone());
                     return Ok(session);
@@ -531,7 +550,15 @@ async fn open_session(
             session,
             root,
             read_only,
-        }) => Ok((Session { conn, id: session }, root, read_only)),
+        }) => Ok((
+            Session {
+                conn,
+                id: session,
+                generation: 1,
+            },
+            root,
+            read_only,
+        )),
         Ok(MasterReply::Refused { reason }) => Err(ConnectError::Refused {
             addr: addr.to_string(),
             reason,

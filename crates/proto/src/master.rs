@@ -386,13 +386,17 @@ pub enum MasterRequest {
         limit: u32,
     },
     /// Waits until the master recalls directory leases of this session (see
-    /// [`MasterReply::LeasedDir`]), and gives back the ones this client has let go of since it
-    /// last asked. Answered with [`MasterReply::Recalled`] when there is something to recall,
-    /// or empty after a while; a mount keeps one of these waiting at all times, and the master
-    /// grants directory leases only to a session that does.
+    /// [`MasterReply::LeasedDir`]); gives back the ones this client has let go of since it last
+    /// asked, and renews the ones it still uses. Answered with [`MasterReply::Recalled`] when
+    /// there is something to recall, or after a while (soon enough to renew again while the
+    /// session holds a lease). A mount keeps one of these waiting at all times; the master
+    /// grants directory leases only to a session that has sent one.
     AwaitRecalls {
-        /// Leases this client no longer uses: recalled ones, and ones it dropped itself.
+        /// Leases this client no longer uses: recalled ones, ones it dropped itself, and ones
+        /// of its earlier connection to the master.
         returned: Vec<InodeId>,
+        /// Leases to renew for [`DIR_LEASE`] from now.
+        renew: Vec<InodeId>,
     },
 }
 
@@ -559,19 +563,6 @@ pub enum MasterReply {
         /// The directory it was made in.
         parent: Attr,
     },
-    /// A directory was made, and this session holds a lease on its names: until the master
-    /// recalls it ([`MasterRequest::AwaitRecalls`]) or it runs out, no other session adds a
-    /// name to it or removes one, so the client may answer that a name it has not made there
-    /// does not exist without asking. The lease runs [`DIR_LEASE`] from when the master made
-    /// the directory, and again from each later change this session makes in it.
-    LeasedDir {
-        /// The new directory.
-        attr: Attr,
-        /// The directory it was made in.
-        parent: Attr,
-    },
-    /// Directory leases the master recalls: the client stops using them and gives them back.
-    Recalled(Vec<InodeId>),
     /// A name was removed: its directory's attributes after the change.
     Removed {
         /// The directory it was removed from.
@@ -588,6 +579,24 @@ pub enum MasterReply {
     },
     /// The answer to [`MasterRequest::ReadDirPlus`] and [`MasterRequest::LookupAhead`].
     EntriesPlus(Vec<DirEntryPlus>),
+    /// A directory was made, and this session holds a lease on its names: until the master
+    /// recalls it ([`MasterRequest::AwaitRecalls`]) or it runs out, no other session adds a
+    /// name to it or removes one, so the client may answer that a name it has not made there
+    /// does not exist without asking. The lease runs [`DIR_LEASE`] from when the master made
+    /// the directory, and again from each renewal ([`MasterRequest::AwaitRecalls`]).
+    LeasedDir {
+        /// The new directory.
+        attr: Attr,
+        /// The directory it was made in.
+        parent: Attr,
+    },
+    /// The answer to [`MasterRequest::AwaitRecalls`].
+    Recalled {
+        /// Leases the master recalls: the client stops using them and gives them back.
+        recalled: Vec<InodeId>,
+        /// Leases renewed, for [`DIR_LEASE`] from when the master received the request.
+        renewed: Vec<InodeId>,
+    },
 }
 
 /// Where chunk data can be read.
