@@ -8,10 +8,10 @@
 //! A window answers only what the kernel itself could have kept had it listed the directory
 //! when the window was fetched (READDIRPLUS): only names present then, for no longer than the
 //! attribute cache time counted from the fetch, and never a name or inode that this client
-//! has changed since (`recent_changes.rs`). Absent names are always asked for, so a name
-//! another mount makes shows at once, as without the window. Inodes whose attributes must not
-//! be cached, and files with more than one name (a change through one name would go unseen
-//! through the others), are left out.
+//! has changed since (`recent_changes.rs`). Absent names are asked for (unless a directory
+//! lease answers them, `dir_leases.rs`), so a name another mount makes shows at once, as
+//! without the window. Inodes whose attributes must not be cached, and files with more than
+//! one name (a change through one name would go unseen through the others), are left out.
 //!
 //! [`MasterRequest::LookupAhead`]: elkfs_proto::master::MasterRequest::LookupAhead
 
