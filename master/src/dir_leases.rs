@@ -15,7 +15,7 @@
 //!
 //! [`MasterRequest::AwaitRecalls`]: elkfs_proto::master::MasterRequest::AwaitRecalls
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,16 +54,25 @@ struct Poller {
 struct Table {
     leases: HashMap<InodeId, Lease>,
     pollers: HashMap<SessionId, Poller>,
-    /// Directories being made whose lease is not decided yet.
-    grants_pending: usize,
-    /// Directories whose names changed while grants were pending: none of those gets a lease.
-    touched: HashSet<InodeId>,
-    /// Changes anywhere under way (or made while grants were pending): no lease is granted.
+    /// Counts grants begun and changes made, to order them.
+    epoch: u64,
+    /// Grants begun and not decided yet, by the epoch they began at.
+    pending: BTreeMap<u64, usize>,
+    /// Directories whose names changed while grants were pending, with the epoch of the last
+    /// change: a grant begun before it is refused.
+    touched: HashMap<InodeId, u64>,
+    /// Changes anywhere under way: no lease is granted meanwhile.
     anywhere: usize,
-    touched_anywhere: bool,
+    /// The epoch at which the last change anywhere began.
+    anywhere_epoch: u64,
 }
 
 impl Table {
+    fn next_epoch(&mut self) -> u64 {
+        self.epoch += 1;
+        self.epoch
+    }
+
     fn holds_any(&self, session: SessionId) -> bool {
         let now = Instant::now();
         self.leases
@@ -84,15 +93,23 @@ pub struct DirLeases {
 /// between then and [`DirLeases::grant`] keeps it from being leased.
 pub struct PendingGrant<'a> {
     leases: &'a DirLeases,
+    epoch: u64,
+    /// A change anywhere was under way when it began.
+    doomed: bool,
 }
 
 impl Drop for PendingGrant<'_> {
     fn drop(&mut self) {
         let mut table = self.leases.lock();
-        table.grants_pending -= 1;
-        if table.grants_pending == 0 {
-            table.touched.clear();
-            table.touched_anywhere = false;
+        if let Some(count) = table.pending.get_mut(&self.epoch) {
+            *count -= 1;
+            if *count == 0 {
+                table.pending.remove(&self.epoch);
+            }
+        }
+        match table.pending.keys().next().copied() {
+            Some(oldest) => table.touched.retain(|_, changed| *changed > oldest),
+            None => table.touched.clear(),
         }
     }
 }
@@ -123,8 +140,14 @@ impl DirLeases {
 
     /// To be called before making a directory that may be leased.
     pub fn begin_grant(&self) -> PendingGrant<'_> {
-        self.lock().grants_pending += 1;
-        PendingGrant { leases: self }
+        let mut table = self.lock();
+        let epoch = table.next_epoch();
+        *table.pending.entry(epoch).or_default() += 1;
+        PendingGrant {
+            leases: self,
+            epoch,
+            doomed: table.anywhere > 0,
+        }
     }
 
     /// Grants `session` the lease on `dir`, which it has just made; false when it does not
@@ -132,7 +155,10 @@ impl DirLeases {
     /// leases are held.
     pub fn grant(&self, pending: PendingGrant<'_>, session: SessionId, dir: InodeId) -> bool {
         let mut table = self.lock();
-        let refused = table.touched_anywhere || table.anywhere > 0 || table.touched.contains(&dir);
+        let refused = pending.doomed
+            || table.anywhere > 0
+            || table.anywhere_epoch > pending.epoch
+            || table.touched.get(&dir).is_some_and(|e| *e > pending.epoch);
         let Some(poller) = table.pollers.get(&session).filter(|p| p.polled) else {
             return false;
         };
@@ -180,9 +206,7 @@ impl DirLeases {
                 let all: Vec<InodeId> = {
                     let mut table = self.lock();
                     table.anywhere += 1;
-                    if table.grants_pending > 0 {
-                        table.touched_anywhere = true;
-                    }
+                    table.anywhere_epoch = table.next_epoch();
                     table.leases.keys().copied().collect()
                 };
                 (
@@ -215,8 +239,9 @@ impl DirLeases {
     /// Recalls the leases on `dirs` not held by `own`; returns the ones to wait for.
     fn recall(&self, own: Option<SessionId>, dirs: &[InodeId]) -> Vec<InodeId> {
         let mut table = self.lock();
-        if table.grants_pending > 0 {
-            table.touched.extend(dirs.iter().copied());
+        if !table.pending.is_empty() {
+            let epoch = table.next_epoch();
+            table.touched.extend(dirs.iter().map(|d| (*d, epoch)));
         }
         let Table {
             leases, pollers, ..
@@ -261,13 +286,18 @@ impl DirLeases {
         patience: Duration,
     ) -> (Vec<InodeId>, Vec<InodeId>) {
         let start = Instant::now();
-        let (wake, renewed) = {
+        let (wake, renewed, first) = {
             let mut table = self.lock();
             let Some(poller) = table.pollers.get_mut(&session) else {
                 return (Vec::new(), Vec::new());
             };
-            poller.polled = true;
+            // The first is answered at once: the client waits for it before it starts, and a
+            // reconnected client gives its earlier connection's leases back with the next.
+            let first = !std::mem::replace(&mut poller.polled, true);
             let wake = poller.wake.clone();
+            if table.leases.len() > 1024 {
+                table.leases.retain(|_, l| l.until > start);
+            }
             let Table {
                 leases, pollers, ..
             } = &mut *table;
@@ -293,8 +323,9 @@ impl DirLeases {
                     renewed.push(*dir);
                 }
             }
-            (wake, renewed)
+            (wake, renewed, first)
         };
+        let patience = if first { Duration::ZERO } else { patience };
         loop {
             let woken = wake.notified();
             tokio::pin!(woken);
@@ -494,9 +525,42 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_restore_under_way_when_a_directory_is_made_keeps_it_unleased() {
+        let leases = leased();
+        let restore = leases.before_change(OTHER, &NameChanges::Anywhere).await;
+        let pending = leases.begin_grant();
+        drop(restore);
+        assert!(!leases.grant(pending, HOLDER, InodeId(11)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn changes_from_before_any_pending_grant_are_forgotten() {
+        let leases = leased();
+        let first = leases.begin_grant();
+        let _ = leases
+            .before_change(OTHER, &NameChanges::In(vec![InodeId(11)]))
+            .await;
+        drop(first);
+        assert!(leases.lock().touched.is_empty());
+        assert!(leases.grant(leases.begin_grant(), HOLDER, InodeId(11)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_wait_for_recalls_is_answered_at_once() {
+        let leases = DirLeases::default();
+        leases.open(HOLDER);
+        let start = Instant::now();
+        leases.await_recalls(HOLDER, &[], &[], RECALL_POLL).await;
+        assert!(start.elapsed() < Duration::from_millis(1));
+        leases.await_recalls(HOLDER, &[], &[], RECALL_POLL).await;
+        assert!(start.elapsed() >= RECALL_POLL);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_wait_for_recalls_comes_back_in_time_to_renew_a_lease() {
         let leases = Arc::new(DirLeases::default());
         leases.open(HOLDER);
+        leases.await_recalls(HOLDER, &[], &[], RECALL_POLL).await;
         let start = Instant::now();
         let (recalled, renewed) = leases
             .await_recalls(HOLDER, &[], &[], Duration::from_secs(3))

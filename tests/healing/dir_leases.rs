@@ -48,8 +48,6 @@ fn exists(path: &Path) -> Result<(), i32> {
 #[test]
 fn a_mount_answers_for_names_absent_from_a_directory_it_made_while_the_master_is_frozen() {
     let cluster = Cluster::builder().chunkservers(1).start();
-    // The mount's first wait for recalls, sent as it starts, must have reached the master.
-    std::thread::sleep(Duration::from_millis(300));
     let path = cluster.mount_path(0).join("made here");
     std::fs::create_dir(&path).unwrap();
     // Fresh attributes, so the kernel's permission checks need no master for a second.
@@ -119,7 +117,7 @@ fn names_another_mount_makes_in_a_leased_directory_show_at_once() {
 
 #[test]
 fn a_change_waits_out_the_lease_of_a_frozen_mount_which_then_sees_it() {
-    let mut cluster = Cluster::builder().chunkservers(1).mounts(2).start();
+    let cluster = Cluster::builder().chunkservers(1).mounts(2).start();
     let (a, b) = (
         cluster.mount_path(0).join("d"),
         cluster.mount_path(1).join("d"),
@@ -147,14 +145,11 @@ fn a_change_waits_out_the_lease_of_a_frozen_mount_which_then_sees_it() {
     // The mount whose lease ran out still works in the directory.
     std::fs::write(a.join("after"), b"A").unwrap();
     assert_eq!(std::fs::read(b.join("after")).unwrap(), b"A");
-    cluster.kill_mount(0);
-    std::fs::write(b.join("after the holder died"), b"B").unwrap();
 }
 
 #[test]
 fn a_mount_uses_no_lease_from_before_the_master_restarted() {
     let mut cluster = Cluster::builder().chunkservers(1).mounts(2).start();
-    std::thread::sleep(Duration::from_millis(300));
     let (a, b) = (
         cluster.mount_path(0).join("d"),
         cluster.mount_path(1).join("d"),

@@ -10,10 +10,12 @@
 //!
 //! A lease counts only on the connection it was granted on, and until a little before the
 //! master's: both count from a grant or renewal, the client from when it sent the request, the
-//! master from when it received it. A recall that arrives before the grant it recalls is kept,
-//! so the grant is refused when it comes.
+//! master from when it received it. The monotonic clock stands still while the machine is
+//! suspended, so a lease also ends when the machine has been suspended since its term began. A
+//! recall that arrives before the grant it recalls is kept, so the grant is refused when it
+//! comes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -34,20 +36,55 @@ const MAX_NAMES: usize = 100_000;
 /// Most names kept aside while directories are being made; past this, those get no lease.
 const MAX_ASIDE: usize = 10_000;
 
+/// More time suspended than this since a lease's term began ends the lease (the two clocks are
+/// read one after the other, so they never quite agree).
+const SUSPEND_TOLERANCE: Duration = Duration::from_millis(100);
+
 /// Which connection to the master a lease was granted on (a new one counts up).
 pub type Generation = u64;
 
 struct Lease {
     generation: Generation,
     until: Instant,
-    names: HashSet<Vec<u8>>,
+    /// How long the machine had been suspended when the term began.
+    suspended: Duration,
+    /// Names this client may have made, with the number of the last request that may have.
+    names: HashMap<Vec<u8>, u64>,
     /// Used since the last renewal was asked for.
     used: bool,
+}
+
+impl Lease {
+    fn current(&self, generation: Generation, now: Instant, suspended: Duration) -> bool {
+        self.generation == generation
+            && self.until > now
+            && suspended <= self.suspended + SUSPEND_TOLERANCE
+    }
+}
+
+/// How long this machine has been suspended since it started: the boot-time clock counts
+/// suspended time, the monotonic clock does not.
+pub fn suspended() -> Duration {
+    fn read(clock: libc::clockid_t) -> Duration {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec to write to; both clocks exist on every Linux.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        Duration::new(
+            ts.tv_sec.max(0) as u64,
+            ts.tv_nsec.clamp(0, 999_999_999) as u32,
+        )
+    }
+    read(libc::CLOCK_BOOTTIME).saturating_sub(read(libc::CLOCK_MONOTONIC))
 }
 
 #[derive(Default)]
 struct Table {
     leases: HashMap<InodeId, Lease>,
+    /// Numbers the requests that may make or remove names.
+    next_request: u64,
     /// Leases to give back with the next wait for recalls.
     returned: Vec<InodeId>,
     mkdirs_in_flight: usize,
@@ -85,21 +122,23 @@ impl DirLeases {
         let Some(lease) = table.leases.get_mut(&dir) else {
             return false;
         };
-        let absent = lease.generation == generation
-            && lease.until > Instant::now()
-            && !lease.names.contains(name);
+        let absent = lease.current(generation, Instant::now(), suspended())
+            && !lease.names.contains_key(name);
         lease.used |= absent;
         absent
     }
 
-    /// Notes the names `request` may make, before it is sent.
-    pub fn before(&self, request: &MasterRequest) {
+    /// Notes the names `request` may make, before it is sent; returns the request's number,
+    /// for [`DirLeases::after`].
+    pub fn before(&self, request: &MasterRequest) -> u64 {
         let mut table = self.lock();
+        table.next_request += 1;
+        let number = table.next_request;
         if let MasterRequest::Mkdir { .. } = request {
             table.mkdirs_in_flight += 1;
         }
         let Some((dir, name)) = made_name(request) else {
-            return;
+            return number;
         };
         if table.mkdirs_in_flight > 0 {
             if table.aside.len() < MAX_ASIDE {
@@ -109,30 +148,33 @@ impl DirLeases {
             }
         }
         let Some(lease) = table.leases.get_mut(&dir) else {
-            return;
+            return number;
         };
-        lease.names.insert(name.to_vec());
+        lease.names.insert(name.to_vec(), number);
         lease.used = true;
         if lease.names.len() > MAX_NAMES {
             table.leases.remove(&dir);
             table.returned.push(dir);
         }
+        number
     }
 
-    /// Takes in the answer to `request`, sent at `sent` on connection `generation`: a lease
-    /// granted with a new directory, or a name removed.
+    /// Takes in the answer to `request`, numbered `number` by [`DirLeases::before`] and sent
+    /// at `sent` (when the machine had been `suspended` that long) on connection `generation`:
+    /// a lease granted with a new directory, or a name removed.
     pub fn after(
         &self,
         request: &MasterRequest,
+        number: u64,
         generation: Option<Generation>,
-        sent: Instant,
+        (sent, suspended): (Instant, Duration),
         reply: &Result<MasterReply, elkfs_proto::Status>,
     ) {
         let mut table = self.lock();
         if let MasterRequest::Mkdir { .. } = request {
             if let (Ok(MasterReply::LeasedDir { attr, .. }), Some(generation)) = (reply, generation)
             {
-                table.take_lease(attr.inode, generation, sent);
+                table.take_lease(attr.inode, generation, sent, suspended);
             }
             table.mkdirs_in_flight -= 1;
             if table.mkdirs_in_flight == 0 {
@@ -145,7 +187,9 @@ impl DirLeases {
             Ok(_),
         ) = (request, reply)
             && let Some(lease) = table.leases.get_mut(parent)
+            && lease.names.get(name).is_some_and(|made| *made < number)
         {
+            // No request that may have made the name again was sent after this one.
             lease.names.remove(name);
         }
     }
@@ -165,14 +209,21 @@ impl DirLeases {
         table.returned.extend(dirs);
     }
 
-    /// Extends the leases the master renewed for a wait sent at `sent` on `generation`.
-    pub fn renewed(&self, dirs: &[InodeId], generation: Generation, sent: Instant) {
+    /// Extends the leases the master renewed for a wait sent at `sent` (when the machine had
+    /// been `suspended` that long) on `generation`.
+    pub fn renewed(
+        &self,
+        dirs: &[InodeId],
+        generation: Generation,
+        (sent, suspended): (Instant, Duration),
+    ) {
         let mut table = self.lock();
         let now = Instant::now();
+        let suspended_now = self::suspended();
         for dir in dirs {
             if let Some(lease) = table.leases.get_mut(dir)
-                && lease.generation == generation
-                && lease.until > now
+                && lease.current(generation, now, suspended_now)
+                && suspended <= lease.suspended + SUSPEND_TOLERANCE
             {
                 lease.until = lease.until.max(sent + DIR_LEASE - MARGIN);
             }
@@ -210,7 +261,13 @@ impl DirLeases {
 }
 
 impl Table {
-    fn take_lease(&mut self, dir: InodeId, generation: Generation, sent: Instant) {
+    fn take_lease(
+        &mut self,
+        dir: InodeId,
+        generation: Generation,
+        sent: Instant,
+        suspended: Duration,
+    ) {
         let now = Instant::now();
         if self.leases.len() >= MAX_LEASES {
             self.leases.retain(|_, l| l.until > now);
@@ -220,15 +277,17 @@ impl Table {
             self.returned.push(dir);
             return;
         }
-        let names: HashSet<Vec<u8>> = self
+        let number = self.next_request;
+        let names: HashMap<Vec<u8>, u64> = self
             .aside
             .iter()
             .filter(|(parent, _)| *parent == dir)
-            .map(|(_, name)| name.clone())
+            .map(|(_, name)| (name.clone(), number))
             .collect();
         let lease = Lease {
             generation,
             until: sent + DIR_LEASE - MARGIN,
+            suspended,
             names,
             used: true,
         };
@@ -283,6 +342,10 @@ mod tests {
         }
     }
 
+    fn now() -> (Instant, Duration) {
+        (Instant::now(), suspended())
+    }
+
     fn mkdir() -> MasterRequest {
         MasterRequest::Mkdir {
             parent: PARENT,
@@ -313,6 +376,13 @@ mod tests {
         }
     }
 
+    fn unlink(name: &[u8]) -> MasterRequest {
+        MasterRequest::Unlink {
+            parent: DIR,
+            name: name.to_vec(),
+        }
+    }
+
     fn made(inode: u64) -> Result<MasterReply, Status> {
         Ok(MasterReply::Entry {
             attr: dir_attr(InodeId(inode)),
@@ -320,10 +390,21 @@ mod tests {
         })
     }
 
+    fn removed() -> Result<MasterReply, Status> {
+        Ok(MasterReply::Removed {
+            parent: dir_attr(DIR),
+        })
+    }
+
+    /// Sends `request` and takes in `reply` at once.
+    fn answered(leases: &DirLeases, request: &MasterRequest, reply: Result<MasterReply, Status>) {
+        let number = leases.before(request);
+        leases.after(request, number, Some(GENERATION), now(), &reply);
+    }
+
     fn leased() -> DirLeases {
         let leases = DirLeases::default();
-        leases.before(&mkdir());
-        leases.after(&mkdir(), Some(GENERATION), Instant::now(), &leased_dir());
+        answered(&leases, &mkdir(), leased_dir());
         leases
     }
 
@@ -344,17 +425,16 @@ mod tests {
     #[test]
     fn a_directory_made_without_a_lease_knows_nothing() {
         let leases = DirLeases::default();
-        leases.before(&mkdir());
-        leases.after(&mkdir(), Some(GENERATION), Instant::now(), &made(20));
+        answered(&leases, &mkdir(), made(20));
         assert!(!leases.knows_absent(GENERATION, DIR, b"x"));
     }
 
     #[test]
     fn a_name_being_made_is_no_longer_known_absent_whatever_the_answer() {
         let leases = leased();
-        leases.before(&create(b"x"));
+        let number = leases.before(&create(b"x"));
         assert!(!leases.knows_absent(GENERATION, DIR, b"x"));
-        leases.after(&create(b"x"), None, Instant::now(), &Err(Status::Io));
+        leases.after(&create(b"x"), number, None, now(), &Err(Status::Io));
         assert!(!leases.knows_absent(GENERATION, DIR, b"x"));
         assert!(leases.knows_absent(GENERATION, DIR, b"y"));
     }
@@ -362,9 +442,9 @@ mod tests {
     #[test]
     fn a_name_sent_while_its_directory_was_being_made_goes_into_the_lease() {
         let leases = DirLeases::default();
-        leases.before(&mkdir());
+        let number = leases.before(&mkdir());
         leases.before(&create(b"early"));
-        leases.after(&mkdir(), Some(GENERATION), Instant::now(), &leased_dir());
+        leases.after(&mkdir(), number, Some(GENERATION), now(), &leased_dir());
         assert!(!leases.knows_absent(GENERATION, DIR, b"early"));
         assert!(leases.knows_absent(GENERATION, DIR, b"other"));
     }
@@ -372,18 +452,27 @@ mod tests {
     #[test]
     fn a_name_is_absent_again_only_after_its_unlink_succeeded() {
         let leases = leased();
-        leases.before(&create(b"x"));
-        let unlink = MasterRequest::Unlink {
-            parent: DIR,
-            name: b"x".to_vec(),
-        };
-        leases.after(&unlink, None, Instant::now(), &Err(Status::Io));
+        answered(&leases, &create(b"x"), made(30));
+        answered(&leases, &unlink(b"x"), Err(Status::Io));
         assert!(!leases.knows_absent(GENERATION, DIR, b"x"));
-        let removed = Ok(MasterReply::Removed {
-            parent: dir_attr(DIR),
-        });
-        leases.after(&unlink, Some(GENERATION), Instant::now(), &removed);
+        answered(&leases, &unlink(b"x"), removed());
         assert!(leases.knows_absent(GENERATION, DIR, b"x"));
+    }
+
+    #[test]
+    fn an_unlink_answered_after_the_name_was_made_again_keeps_it() {
+        let leases = leased();
+        answered(&leases, &create(b"x"), made(30));
+        let unlinking = leases.before(&unlink(b"x"));
+        answered(&leases, &create(b"x"), made(31));
+        leases.after(
+            &unlink(b"x"),
+            unlinking,
+            Some(GENERATION),
+            now(),
+            &removed(),
+        );
+        assert!(!leases.knows_absent(GENERATION, DIR, b"x"));
     }
 
     #[test]
@@ -418,9 +507,9 @@ mod tests {
     #[test]
     fn a_recall_that_comes_before_its_grant_refuses_the_grant() {
         let leases = DirLeases::default();
-        leases.before(&mkdir());
+        let number = leases.before(&mkdir());
         leases.recalled(vec![DIR]);
-        leases.after(&mkdir(), Some(GENERATION), Instant::now(), &leased_dir());
+        leases.after(&mkdir(), number, Some(GENERATION), now(), &leased_dir());
         assert!(!leases.knows_absent(GENERATION, DIR, b"x"));
     }
 
@@ -432,6 +521,23 @@ mod tests {
         assert_eq!(leases.next_poll().returned, vec![DIR]);
     }
 
+    #[test]
+    fn a_lease_whose_term_began_before_a_suspend_is_over() {
+        let sent = Instant::now();
+        let lease = Lease {
+            generation: GENERATION,
+            until: sent + DIR_LEASE,
+            suspended: Duration::from_secs(5),
+            names: HashMap::new(),
+            used: false,
+        };
+        assert!(lease.current(GENERATION, sent, Duration::from_secs(5)));
+        assert!(
+            !lease.current(GENERATION, sent, Duration::from_secs(6)),
+            "suspended 1 s since"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_lease_ends_before_the_masters_unless_the_master_renewed_it() {
         let leases = leased();
@@ -439,7 +545,7 @@ mod tests {
         assert!(leases.next_poll().renew.is_empty(), "not used since");
         tokio::time::sleep(DIR_LEASE - MARGIN - Duration::from_millis(10)).await;
         assert!(leases.knows_absent(GENERATION, DIR, b"x"));
-        let sent = Instant::now();
+        let sent = now();
         assert_eq!(leases.next_poll().renew, vec![DIR]);
         leases.renewed(&[DIR], GENERATION, sent);
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -455,8 +561,7 @@ mod tests {
     async fn changes_in_the_directory_alone_do_not_renew_its_lease() {
         let leases = leased();
         tokio::time::sleep(DIR_LEASE / 2).await;
-        leases.before(&create(b"y"));
-        leases.after(&create(b"y"), Some(GENERATION), Instant::now(), &made(30));
+        answered(&leases, &create(b"y"), made(30));
         tokio::time::sleep(DIR_LEASE / 2).await;
         assert!(!leases.knows_absent(GENERATION, DIR, b"x"));
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use elkfs_common::defaults;
 
 use crate::closes::{CloseTracker, PendingClose};
-use crate::dir_leases::{DirLeases, Generation};
+use crate::dir_leases::{self, DirLeases, Generation};
 use crate::recent_changes::RecentChanges;
 use crate::request_slots::{REQUEST_SLOTS, RequestSlots};
 use elkfs_proto::connection::Dialer;
@@ -191,10 +191,11 @@ impl MasterClient {
     /// must not happen twice are numbered, so a retry after a lost reply is answered, not
     /// repeated.
     pub async fn request(&self, request: &MasterRequest) -> Result<MasterReply, Status> {
-        self.dir_leases.before(request);
-        let sent = Instant::now();
+        let number = self.dir_leases.before(request);
+        let sent = (Instant::now(), dir_leases::suspended());
         let (reply, generation) = self.send(request).await;
-        self.dir_leases.after(request, generation, sent, &reply);
+        self.dir_leases
+            .after(request, number, generation, sent, &reply);
         self.recent.record(request);
         if !reads_only(request) {
             self.changes
@@ -226,23 +227,32 @@ impl MasterClient {
     /// recalls; runs for as long as the client lives. Without it the master grants no lease.
     pub async fn serve_recalls(&self) {
         loop {
-            let poll = self.dir_leases.next_poll();
-            let returned = poll.returned.clone();
-            let request = MasterRequest::AwaitRecalls {
-                returned: poll.returned,
-                renew: poll.renew,
-            };
-            let sent = Instant::now();
-            match self.send(&request).await {
-                (Ok(MasterReply::Recalled { recalled, renewed }), Some(generation)) => {
-                    self.dir_leases.renewed(&renewed, generation, sent);
-                    self.dir_leases.recalled(recalled);
-                }
-                (other, _) => {
-                    tracing::debug!(?other, "waiting for lease recalls failed; trying again");
-                    self.dir_leases.return_later(returned);
-                    tokio::time::sleep(defaults::RECONNECT_MAX).await;
-                }
+            if !self.poll_recalls().await {
+                tokio::time::sleep(defaults::RECONNECT_MAX).await;
+            }
+        }
+    }
+
+    /// Waits once for lease recalls (the master answers a session's first wait at once, and
+    /// grants leases from then on); false when the master could not be asked.
+    pub async fn poll_recalls(&self) -> bool {
+        let poll = self.dir_leases.next_poll();
+        let returned = poll.returned.clone();
+        let request = MasterRequest::AwaitRecalls {
+            returned: poll.returned,
+            renew: poll.renew,
+        };
+        let sent = (Instant::now(), dir_leases::suspended());
+        match self.send(&request).await {
+            (Ok(MasterReply::Recalled { recalled, renewed }), Some(generation)) => {
+                self.dir_leases.renewed(&renewed, generation, sent);
+                self.dir_leases.recalled(recalled);
+                true
+            }
+            (other, _) => {
+                tracing::debug!(?other, "waiting for lease recalls failed; trying again");
+                self.dir_leases.return_later(returned);
+                false
             }
         }
     }
