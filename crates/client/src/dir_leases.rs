@@ -316,30 +316,14 @@ fn made_name(request: &MasterRequest) -> Option<(InodeId, &[u8])> {
 mod tests {
     use super::*;
     use elkfs_proto::Status;
-    use elkfs_proto::types::{Attr, Caller, FileKind, Timestamp};
+    use elkfs_proto::types::{Attr, Caller, FileKind};
 
     const GENERATION: Generation = 7;
     const PARENT: InodeId = InodeId(1);
     const DIR: InodeId = InodeId(20);
 
     fn dir_attr(inode: InodeId) -> Attr {
-        let t = Timestamp { secs: 1, nanos: 0 };
-        Attr {
-            inode,
-            kind: FileKind::Dir,
-            mode: 0o755,
-            nlink: 2,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            atime: t,
-            mtime: t,
-            ctime: t,
-            rdev: 0,
-            goal: 2,
-            trash_time: 0,
-            eattrs: 0,
-        }
+        crate::test_attrs::dir(inode.0, 0)
     }
 
     fn now() -> (Instant, Duration) {

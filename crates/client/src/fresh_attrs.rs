@@ -71,27 +71,7 @@ impl FreshAttrs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use elkfs_proto::types::{FileKind, Timestamp};
-
-    fn dir(inode: u64, eattrs: u8) -> Attr {
-        let t = Timestamp { secs: 1, nanos: 0 };
-        Attr {
-            inode: InodeId(inode),
-            kind: FileKind::Dir,
-            mode: 0o755,
-            nlink: 2,
-            uid: 0,
-            gid: 0,
-            size: 3,
-            atime: t,
-            mtime: t,
-            ctime: t,
-            rdev: 0,
-            goal: 2,
-            trash_time: 0,
-            eattrs,
-        }
-    }
+    use crate::test_attrs::dir;
 
     #[test]
     fn an_entry_answers_once() {

@@ -14,6 +14,8 @@ pub mod ranges;
 pub mod reader;
 pub mod recent_changes;
 pub mod request_slots;
+#[cfg(test)]
+mod test_attrs;
 pub mod writer;
 
 use std::collections::{HashMap, HashSet};

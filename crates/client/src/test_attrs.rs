@@ -1,0 +1,25 @@
+//! Attributes for unit tests.
+
+use elkfs_proto::InodeId;
+use elkfs_proto::types::{Attr, FileKind, Timestamp};
+
+/// A directory's attributes with the given inode number and eattrs.
+pub fn dir(inode: u64, eattrs: u8) -> Attr {
+    let t = Timestamp { secs: 1, nanos: 0 };
+    Attr {
+        inode: InodeId(inode),
+        kind: FileKind::Dir,
+        mode: 0o755,
+        nlink: 2,
+        uid: 0,
+        gid: 0,
+        size: 3,
+        atime: t,
+        mtime: t,
+        ctime: t,
+        rdev: 0,
+        goal: 2,
+        trash_time: 0,
+        eattrs,
+    }
+}
