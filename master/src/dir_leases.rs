@@ -534,15 +534,30 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn changes_from_before_any_pending_grant_are_forgotten() {
+    async fn changes_older_than_every_pending_grant_are_forgotten_and_refuse_nothing() {
         let leases = leased();
+        let dir = InodeId(11);
         let first = leases.begin_grant();
         let _ = leases
-            .before_change(OTHER, &NameChanges::In(vec![InodeId(11)]))
+            .before_change(OTHER, &NameChanges::In(vec![dir]))
             .await;
+        let second = leases.begin_grant();
         drop(first);
-        assert!(leases.lock().touched.is_empty());
-        assert!(leases.grant(leases.begin_grant(), HOLDER, InodeId(11)));
+        assert!(
+            leases.lock().touched.is_empty(),
+            "kept a change older than every pending grant"
+        );
+        assert!(leases.grant(second, HOLDER, dir));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restore_that_came_and_went_during_a_grant_refuses_it() {
+        let leases = Arc::new(DirLeases::default());
+        leases.open(HOLDER);
+        leases.lock().pollers.get_mut(&HOLDER).unwrap().polled = true;
+        let pending = leases.begin_grant();
+        drop(leases.before_change(OTHER, &NameChanges::Anywhere).await);
+        assert!(!leases.grant(pending, HOLDER, DIR));
     }
 
     #[tokio::test(start_paused = true)]

@@ -189,7 +189,9 @@ impl DirLeases {
             && let Some(lease) = table.leases.get_mut(parent)
             && lease.names.get(name).is_some_and(|made| *made < number)
         {
-            // No request that may have made the name again was sent after this one.
+            // No request that may have made the name again was sent after this one. (A make
+            // sent earlier is taken to have been carried out earlier: the kernel holds the
+            // directory's lock across each change of a name, so the two never overlap.)
             lease.names.remove(name);
         }
     }
@@ -230,11 +232,22 @@ impl DirLeases {
         }
     }
 
-    /// What the next wait for recalls gives back and renews; leases that ran out are dropped.
+    /// What the next wait for recalls gives back and renews; leases that ran out here (or
+    /// whose term a suspend interrupted) are dropped and given back.
     pub fn next_poll(&self) -> Poll {
         let mut table = self.lock();
         let now = Instant::now();
-        table.leases.retain(|_, l| l.until > now);
+        let suspended = self::suspended();
+        let over: Vec<InodeId> = table
+            .leases
+            .iter()
+            .filter(|(_, l)| !(l.until > now && suspended <= l.suspended + SUSPEND_TOLERANCE))
+            .map(|(dir, _)| *dir)
+            .collect();
+        for dir in &over {
+            table.leases.remove(dir);
+        }
+        table.returned.extend(over);
         let renew = table
             .leases
             .iter_mut()
@@ -477,6 +490,15 @@ mod tests {
         });
         assert!(!leases.knows_absent(GENERATION, DIR, b"b"));
         assert!(!leases.knows_absent(GENERATION, DIR, b"copy"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_that_ran_out_is_given_back() {
+        let leases = leased();
+        tokio::time::sleep(DIR_LEASE).await;
+        let poll = leases.next_poll();
+        assert_eq!(poll.returned, vec![DIR]);
+        assert!(poll.renew.is_empty());
     }
 
     #[test]
