@@ -295,12 +295,11 @@ fn cacheable(attr: &Attr) -> bool {
 mod tests {
     use super::*;
     use elkfs_proto::master::MasterRequest;
-    use elkfs_proto::types::{Caller, DirEntry, SetAttr, Timestamp};
+    use elkfs_proto::types::{Caller, DirEntry, SetAttr};
 
     const DIR: InodeId = InodeId(1);
 
     fn entry(name: &str, inode: u64, nlink: u32, eattrs: u8) -> DirEntryPlus {
-        let t = Timestamp { secs: 1, nanos: 0 };
         DirEntryPlus {
             entry: DirEntry {
                 name: name.as_bytes().to_vec(),
@@ -308,22 +307,7 @@ mod tests {
                 kind: FileKind::File,
                 cookie: inode,
             },
-            attr: Attr {
-                inode: InodeId(inode),
-                kind: FileKind::File,
-                mode: 0o644,
-                nlink,
-                uid: 0,
-                gid: 0,
-                size: 0,
-                atime: t,
-                mtime: t,
-                ctime: t,
-                rdev: 0,
-                goal: 2,
-                trash_time: 0,
-                eattrs,
-            },
+            attr: crate::test_attrs::file(inode, FileKind::File, nlink, eattrs),
             has_xattrs: false,
         }
     }
