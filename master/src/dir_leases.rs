@@ -15,7 +15,7 @@
 //!
 //! [`MasterRequest::AwaitRecalls`]: elkfs_proto::master::MasterRequest::AwaitRecalls
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,8 +56,8 @@ struct Table {
     pollers: HashMap<SessionId, Poller>,
     /// Counts grants begun and changes made, to order them.
     epoch: u64,
-    /// Grants begun and not decided yet, by the epoch they began at.
-    pending: BTreeMap<u64, usize>,
+    /// The epochs at which the grants not decided yet began.
+    pending: BTreeSet<u64>,
     /// Directories whose names changed while grants were pending, with the epoch of the last
     /// change: a grant begun before it is refused.
     touched: HashMap<InodeId, u64>,
@@ -101,13 +101,8 @@ pub struct PendingGrant<'a> {
 impl Drop for PendingGrant<'_> {
     fn drop(&mut self) {
         let mut table = self.leases.lock();
-        if let Some(count) = table.pending.get_mut(&self.epoch) {
-            *count -= 1;
-            if *count == 0 {
-                table.pending.remove(&self.epoch);
-            }
-        }
-        match table.pending.keys().next().copied() {
+        table.pending.remove(&self.epoch);
+        match table.pending.first().copied() {
             Some(oldest) => table.touched.retain(|_, changed| *changed > oldest),
             None => table.touched.clear(),
         }
@@ -142,7 +137,7 @@ impl DirLeases {
     pub fn begin_grant(&self) -> PendingGrant<'_> {
         let mut table = self.lock();
         let epoch = table.next_epoch();
-        *table.pending.entry(epoch).or_default() += 1;
+        table.pending.insert(epoch);
         PendingGrant {
             leases: self,
             epoch,
@@ -375,11 +370,17 @@ mod tests {
     const OTHER: SessionId = SessionId(2);
     const DIR: InodeId = InodeId(10);
 
-    /// A table where `HOLDER` waits for recalls and holds the lease on `DIR`.
-    fn leased() -> Arc<DirLeases> {
+    /// A table where `HOLDER` waits for recalls.
+    fn polling() -> Arc<DirLeases> {
         let leases = Arc::new(DirLeases::default());
         leases.open(HOLDER);
         leases.lock().pollers.get_mut(&HOLDER).unwrap().polled = true;
+        leases
+    }
+
+    /// A table where `HOLDER` waits for recalls and holds the lease on `DIR`.
+    fn leased() -> Arc<DirLeases> {
+        let leases = polling();
         let pending = leases.begin_grant();
         assert!(leases.grant(pending, HOLDER, DIR));
         leases
@@ -420,9 +421,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn no_lease_is_granted_while_a_change_anywhere_is_under_way() {
-        let leases = Arc::new(DirLeases::default());
-        leases.open(HOLDER);
-        leases.lock().pollers.get_mut(&HOLDER).unwrap().polled = true;
+        let leases = polling();
         let guard = leases.before_change(OTHER, &NameChanges::Anywhere).await;
         assert!(!leases.grant(leases.begin_grant(), HOLDER, DIR));
         drop(guard);
@@ -552,9 +551,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_restore_that_came_and_went_during_a_grant_refuses_it() {
-        let leases = Arc::new(DirLeases::default());
-        leases.open(HOLDER);
-        leases.lock().pollers.get_mut(&HOLDER).unwrap().polled = true;
+        let leases = polling();
         let pending = leases.begin_grant();
         drop(leases.before_change(OTHER, &NameChanges::Anywhere).await);
         assert!(!leases.grant(pending, HOLDER, DIR));

@@ -55,10 +55,13 @@ struct Lease {
 }
 
 impl Lease {
+    /// Whether its term still runs: not over, and not cut by a suspend.
+    fn runs(&self, now: Instant, suspended: Duration) -> bool {
+        self.until > now && suspended <= self.suspended + SUSPEND_TOLERANCE
+    }
+
     fn current(&self, generation: Generation, now: Instant, suspended: Duration) -> bool {
-        self.generation == generation
-            && self.until > now
-            && suspended <= self.suspended + SUSPEND_TOLERANCE
+        self.generation == generation && self.runs(now, suspended)
     }
 }
 
@@ -211,21 +214,15 @@ impl DirLeases {
         table.returned.extend(dirs);
     }
 
-    /// Extends the leases the master renewed for a wait sent at `sent` (when the machine had
-    /// been `suspended` that long) on `generation`.
-    pub fn renewed(
-        &self,
-        dirs: &[InodeId],
-        generation: Generation,
-        (sent, suspended): (Instant, Duration),
-    ) {
+    /// Extends the leases the master renewed for a wait sent at `sent` on `generation` (a
+    /// lease whose term a suspend cut is not current, so it is not extended).
+    pub fn renewed(&self, dirs: &[InodeId], generation: Generation, sent: Instant) {
         let mut table = self.lock();
         let now = Instant::now();
-        let suspended_now = self::suspended();
+        let suspended = self::suspended();
         for dir in dirs {
             if let Some(lease) = table.leases.get_mut(dir)
-                && lease.current(generation, now, suspended_now)
-                && suspended <= lease.suspended + SUSPEND_TOLERANCE
+                && lease.current(generation, now, suspended)
             {
                 lease.until = lease.until.max(sent + DIR_LEASE - MARGIN);
             }
@@ -241,7 +238,7 @@ impl DirLeases {
         let over: Vec<InodeId> = table
             .leases
             .iter()
-            .filter(|(_, l)| !(l.until > now && suspended <= l.suspended + SUSPEND_TOLERANCE))
+            .filter(|(_, l)| !l.runs(now, suspended))
             .map(|(dir, _)| *dir)
             .collect();
         for dir in &over {
@@ -551,7 +548,7 @@ mod tests {
         assert!(leases.next_poll().renew.is_empty(), "not used since");
         tokio::time::sleep(DIR_LEASE - MARGIN - Duration::from_millis(10)).await;
         assert!(leases.knows_absent(GENERATION, DIR, b"x"));
-        let sent = now();
+        let sent = Instant::now();
         assert_eq!(leases.next_poll().renew, vec![DIR]);
         leases.renewed(&[DIR], GENERATION, sent);
         tokio::time::sleep(Duration::from_secs(5)).await;

@@ -242,7 +242,7 @@ impl MasterClient {
             returned: poll.returned,
             renew: poll.renew,
         };
-        let sent = (Instant::now(), dir_leases::suspended());
+        let sent = Instant::now();
         match self.send(&request).await {
             (Ok(MasterReply::Recalled { recalled, renewed }), Some(generation)) => {
                 self.dir_leases.renewed(&renewed, generation, sent);
