@@ -409,6 +409,19 @@ async fn serve(
                 .await;
             Ok(MasterReply::Recalled { recalled, renewed })
         }
+        MasterRequest::LeaseDir { dir } => {
+            state.dir_leases.returned(session, dir).await;
+            let pending = state.dir_leases.begin_grant();
+            let most = crate::dir_leases::MAX_LEASED_NAMES;
+            let entries = meta.read(move |s| s.read_dir(dir, 0, most + 1)).await?;
+            if entries.len() <= most && state.dir_leases.grant(pending, session, dir) {
+                Ok(MasterReply::LeasedNames(
+                    entries.into_iter().map(|e| e.name).collect(),
+                ))
+            } else {
+                Ok(MasterReply::Done)
+            }
+        }
         MasterRequest::Symlink {
             parent,
             name,

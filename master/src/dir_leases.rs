@@ -4,7 +4,9 @@
 //! and waits until the holder gives it back or the lease runs out.
 //!
 //! A create in a fresh directory then costs one round trip to the master instead of two (the
-//! kernel looks every new name up before it creates it). Recalls reach a mount through the
+//! kernel looks every new name up before it creates it). A session may also ask for the lease
+//! on a directory it did not make ([`MasterRequest::LeaseDir`]); it then gets every name in it
+//! with the grant. Recalls reach a mount through the
 //! [`MasterRequest::AwaitRecalls`] it keeps waiting, which also renews the leases it still
 //! uses; only a session that sends those gets leases.
 //!
@@ -13,7 +15,13 @@
 //! a session whose connection closed stays until it runs out (or the same client, reconnected,
 //! gives it back): the holder may not know yet that its connection is gone.
 //!
+//! A lease is granted only when no other session's request that may change the directory's
+//! names was under way at any time between the start of the grant (before the directory was
+//! made, or before its names were read) and the grant itself. The session's own requests do not
+//! stand in the way: its client adds every name it has sent to the lease it is granted.
+//!
 //! [`MasterRequest::AwaitRecalls`]: elkfs_proto::master::MasterRequest::AwaitRecalls
+//! [`MasterRequest::LeaseDir`]: elkfs_proto::master::MasterRequest::LeaseDir
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -35,6 +43,10 @@ pub const RENEW_POLL: Duration = Duration::from_millis(2500);
 
 /// Most leases held at once; past this, new directories get none.
 const MAX_LEASES: usize = 65_536;
+
+/// Most names a directory may hold to be leased to a session that did not make it (they all go
+/// to the session with the grant).
+pub const MAX_LEASED_NAMES: usize = 10_000;
 
 struct Lease {
     holder: SessionId,
@@ -58,9 +70,11 @@ struct Table {
     epoch: u64,
     /// The epochs at which the grants not decided yet began.
     pending: BTreeSet<u64>,
-    /// Directories whose names changed while grants were pending, with the epoch of the last
-    /// change: a grant begun before it is refused.
-    touched: HashMap<InodeId, u64>,
+    /// Directories whose names changed while grants were pending, with the epoch of each
+    /// session's last change: a grant to another session begun before it is refused.
+    touched: HashMap<InodeId, HashMap<SessionId, u64>>,
+    /// Directories whose names requests under way may change, with how many each session has.
+    changing: HashMap<InodeId, HashMap<SessionId, usize>>,
     /// Changes anywhere under way: no lease is granted meanwhile.
     anywhere: usize,
     /// The epoch at which the last change anywhere began.
@@ -71,6 +85,31 @@ impl Table {
     fn next_epoch(&mut self) -> u64 {
         self.epoch += 1;
         self.epoch
+    }
+
+    /// Notes that a change by `session` to the names in `dirs` started or ended: a grant to
+    /// another session begun before then is refused.
+    fn touch(&mut self, session: Option<SessionId>, dirs: &[InodeId]) {
+        let Some(session) = session else { return };
+        if !self.pending.is_empty() {
+            let epoch = self.next_epoch();
+            for dir in dirs {
+                self.touched.entry(*dir).or_default().insert(session, epoch);
+            }
+        }
+    }
+
+    /// Whether a session other than `session` changed names in `dir` after `epoch`, or is
+    /// changing them now.
+    fn changed_by_others(&self, dir: InodeId, session: SessionId, epoch: u64) -> bool {
+        let others = |s: &SessionId| *s != session;
+        self.touched
+            .get(&dir)
+            .is_some_and(|by| by.iter().any(|(s, e)| others(s) && *e > epoch))
+            || self
+                .changing
+                .get(&dir)
+                .is_some_and(|by| by.keys().any(others))
     }
 
     fn holds_any(&self, session: SessionId) -> bool {
@@ -89,8 +128,8 @@ pub struct DirLeases {
     released: Notify,
 }
 
-/// A directory being made: taken before the master makes it, so that a change to its names
-/// between then and [`DirLeases::grant`] keeps it from being leased.
+/// A grant begun: taken before the master makes the directory or reads its names, so that a
+/// change to its names between then and [`DirLeases::grant`] keeps it from being leased.
 pub struct PendingGrant<'a> {
     leases: &'a DirLeases,
     epoch: u64,
@@ -103,23 +142,50 @@ impl Drop for PendingGrant<'_> {
         let mut table = self.leases.lock();
         table.pending.remove(&self.epoch);
         match table.pending.first().copied() {
-            Some(oldest) => table.touched.retain(|_, changed| *changed > oldest),
+            Some(oldest) => table.touched.retain(|_, by| {
+                by.retain(|_, changed| *changed > oldest);
+                !by.is_empty()
+            }),
             None => table.touched.clear(),
         }
     }
 }
 
-/// Held while a request that may change names anywhere is carried out: no lease is granted
-/// meanwhile.
+/// Held while a request that may change names is carried out: no lease on the directories it
+/// may change (on any, for a change anywhere) is granted meanwhile, nor by a grant begun before
+/// it ends.
 pub struct ChangeGuard<'a> {
-    anywhere: Option<&'a DirLeases>,
+    leases: Option<&'a DirLeases>,
+    session: Option<SessionId>,
+    dirs: Vec<InodeId>,
+    anywhere: bool,
 }
 
 impl Drop for ChangeGuard<'_> {
     fn drop(&mut self) {
-        if let Some(leases) = self.anywhere {
-            leases.lock().anywhere -= 1;
+        let Some(leases) = self.leases else { return };
+        let mut table = leases.lock();
+        if self.anywhere {
+            table.anywhere -= 1;
+            table.anywhere_epoch = table.next_epoch();
         }
+        for dir in &self.dirs {
+            let Some(by) = table.changing.get_mut(dir) else {
+                continue;
+            };
+            if let Some(session) = self.session
+                && let Some(count) = by.get_mut(&session)
+            {
+                *count -= 1;
+                if *count == 0 {
+                    by.remove(&session);
+                }
+            }
+            if by.is_empty() {
+                table.changing.remove(dir);
+            }
+        }
+        table.touch(self.session, &self.dirs);
     }
 }
 
@@ -145,15 +211,21 @@ impl DirLeases {
         }
     }
 
-    /// Grants `session` the lease on `dir`, which it has just made; false when it does not
-    /// wait for recalls, the directory's names changed since `pending` was taken, or too many
+    /// Grants `session` the lease on `dir`, which it has just made or whose names it has just
+    /// been read; false when it does not wait for recalls, the directory's names changed or
+    /// were changing since `pending` was taken, another session holds the lease, or too many
     /// leases are held.
     pub fn grant(&self, pending: PendingGrant<'_>, session: SessionId, dir: InodeId) -> bool {
         let mut table = self.lock();
+        let now = Instant::now();
         let refused = pending.doomed
             || table.anywhere > 0
             || table.anywhere_epoch > pending.epoch
-            || table.touched.get(&dir).is_some_and(|e| *e > pending.epoch);
+            || table.changed_by_others(dir, session, pending.epoch)
+            || table
+                .leases
+                .get(&dir)
+                .is_some_and(|l| l.holder != session && l.until > now);
         let Some(poller) = table.pollers.get(&session).filter(|p| p.polled) else {
             return false;
         };
@@ -161,7 +233,6 @@ impl DirLeases {
             return false;
         }
         let wake = poller.wake.clone();
-        let now = Instant::now();
         if table.leases.len() >= MAX_LEASES {
             table.leases.retain(|_, l| l.until > now);
             if table.leases.len() >= MAX_LEASES {
@@ -192,11 +263,30 @@ impl DirLeases {
         changes: &NameChanges,
     ) -> ChangeGuard<'_> {
         let (mut waiting, guard) = match changes {
-            NameChanges::None => return ChangeGuard { anywhere: None },
-            NameChanges::In(dirs) => (
-                self.recall(Some(session), dirs),
-                ChangeGuard { anywhere: None },
-            ),
+            NameChanges::None => {
+                return ChangeGuard {
+                    leases: None,
+                    session: None,
+                    dirs: Vec::new(),
+                    anywhere: false,
+                };
+            }
+            NameChanges::In(dirs) => {
+                {
+                    let mut table = self.lock();
+                    for dir in dirs {
+                        let by = table.changing.entry(*dir).or_default();
+                        *by.entry(session).or_default() += 1;
+                    }
+                }
+                let guard = ChangeGuard {
+                    leases: Some(self),
+                    session: Some(session),
+                    dirs: dirs.clone(),
+                    anywhere: false,
+                };
+                (self.recall(Some(session), dirs), guard)
+            }
             NameChanges::Anywhere => {
                 let all: Vec<InodeId> = {
                     let mut table = self.lock();
@@ -204,12 +294,13 @@ impl DirLeases {
                     table.anywhere_epoch = table.next_epoch();
                     table.leases.keys().copied().collect()
                 };
-                (
-                    self.recall(None, &all),
-                    ChangeGuard {
-                        anywhere: Some(self),
-                    },
-                )
+                let guard = ChangeGuard {
+                    leases: Some(self),
+                    session: None,
+                    dirs: Vec::new(),
+                    anywhere: true,
+                };
+                (self.recall(None, &all), guard)
             }
         };
         while !waiting.is_empty() {
@@ -231,13 +322,31 @@ impl DirLeases {
         guard
     }
 
+    /// Waits until no other session holds a lease on `dir` that was recalled (it is on its way
+    /// back, or runs out), so that `session` may ask for the lease after its own change
+    /// recalled it.
+    pub async fn returned(&self, session: SessionId, dir: InodeId) {
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let until = {
+                let table = self.lock();
+                match table.leases.get(&dir) {
+                    Some(l) if l.holder != session && l.recalled && l.until > Instant::now() => {
+                        l.until
+                    }
+                    _ => return,
+                }
+            };
+            let _ = tokio::time::timeout_at(until, released).await;
+        }
+    }
+
     /// Recalls the leases on `dirs` not held by `own`; returns the ones to wait for.
     fn recall(&self, own: Option<SessionId>, dirs: &[InodeId]) -> Vec<InodeId> {
         let mut table = self.lock();
-        if !table.pending.is_empty() {
-            let epoch = table.next_epoch();
-            table.touched.extend(dirs.iter().map(|d| (*d, epoch)));
-        }
+        table.touch(own, dirs);
         let Table {
             leases, pollers, ..
         } = &mut *table;
@@ -417,6 +526,84 @@ mod tests {
         assert!(!leases.grant(pending, HOLDER, new_dir));
         let pending = leases.begin_grant();
         assert!(leases.grant(pending, HOLDER, new_dir), "the next one is");
+    }
+
+    /// `leases` with `OTHER` waiting for recalls too.
+    fn both_polling(leases: Arc<DirLeases>) -> Arc<DirLeases> {
+        leases.open(OTHER);
+        leases.lock().pollers.get_mut(&OTHER).unwrap().polled = true;
+        leases
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_of_another_session_under_way_at_any_time_during_a_grant_refuses_it() {
+        let leases = polling();
+        let pending = leases.begin_grant();
+        let change = leases
+            .before_change(OTHER, &NameChanges::In(vec![DIR]))
+            .await;
+        assert!(!leases.grant(pending, HOLDER, DIR), "under way");
+
+        let pending = leases.begin_grant();
+        drop(change);
+        assert!(
+            !leases.grant(pending, HOLDER, DIR),
+            "ended during the grant"
+        );
+
+        let change = leases
+            .before_change(OTHER, &NameChanges::In(vec![DIR]))
+            .await;
+        let pending = leases.begin_grant();
+        drop(change);
+        assert!(
+            !leases.grant(pending, HOLDER, DIR),
+            "begun before the grant, ended during it"
+        );
+        assert!(leases.grant(leases.begin_grant(), HOLDER, DIR));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sessions_own_changes_under_way_do_not_refuse_its_grant() {
+        let leases = polling();
+        let change = leases
+            .before_change(HOLDER, &NameChanges::In(vec![DIR]))
+            .await;
+        let pending = leases.begin_grant();
+        let ended = leases
+            .before_change(HOLDER, &NameChanges::In(vec![DIR]))
+            .await;
+        drop(ended);
+        assert!(leases.grant(pending, HOLDER, DIR));
+        drop(change);
+        assert!(leases.lock().changing.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_another_session_holds_is_granted_once_its_recall_comes_back() {
+        let leases = both_polling(leased());
+        assert!(!leases.grant(leases.begin_grant(), OTHER, DIR), "held");
+        drop(changing(&leases, OTHER));
+        let (recalled, _) = leases.await_recalls(HOLDER, &[], &[], RECALL_POLL).await;
+        assert_eq!(recalled, vec![DIR]);
+        let asking = tokio::spawn({
+            let leases = leases.clone();
+            async move {
+                leases.returned(OTHER, DIR).await;
+                leases.grant(leases.begin_grant(), OTHER, DIR)
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            !asking.is_finished(),
+            "did not wait for the lease to come back"
+        );
+        let giving_back = tokio::spawn({
+            let leases = leases.clone();
+            async move { leases.await_recalls(HOLDER, &[DIR], &[], RECALL_POLL).await }
+        });
+        assert!(asking.await.unwrap(), "granted once given back");
+        giving_back.abort();
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,6 +1,7 @@
 //! Directory leases seen from outside: a mount answers lookups of names absent from a
-//! directory it made without asking the master, yet never hides a name another mount made
-//! there, even when it cannot be reached to give its lease back.
+//! directory it made (or, after a few such lookups, any directory) without asking the master,
+//! yet never hides a name another mount made there, even when it cannot be reached to give its
+//! lease back.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -45,30 +46,71 @@ fn exists(path: &Path) -> Result<(), i32> {
         .map_err(|e| e.raw_os_error().unwrap_or(0))
 }
 
-#[test]
-fn a_mount_answers_for_names_absent_from_a_directory_it_made_while_the_master_is_frozen() {
-    let cluster = Cluster::builder().chunkservers(1).start();
-    let path = cluster.mount_path(0).join("made here");
-    std::fs::create_dir(&path).unwrap();
+/// Looks `names` up in the directory at `path` while the master is stopped; panics when a
+/// lookup waits for it.
+fn looked_up_with_the_master_frozen(
+    cluster: &Cluster,
+    path: &Path,
+    names: &[&str],
+) -> Vec<Result<(), i32>> {
     // Fresh attributes, so the kernel's permission checks need no master for a second.
-    std::fs::metadata(&path).unwrap();
-    let dir = File::open(&path).unwrap();
+    std::fs::metadata(path).unwrap();
+    let dir = File::open(path).unwrap();
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let master = Frozen::freeze(cluster.master().pid().expect("master running"));
     let (answers, answered) = mpsc::channel();
     std::thread::spawn(move || {
-        let found: Vec<_> = (0..20)
-            .map(|i| lstat_at(&dir, &format!("absent {i}")))
-            .collect();
+        let found: Vec<_> = names.iter().map(|n| lstat_at(&dir, n)).collect();
         let _ = answers.send(found);
     });
     let found = answered
         .recv_timeout(Duration::from_secs(5))
         .expect("a lookup of a name absent from a leased directory waited for the master");
     master.thaw();
+    found
+}
+
+#[test]
+fn a_mount_answers_for_names_absent_from_a_directory_it_made_while_the_master_is_frozen() {
+    let cluster = Cluster::builder().chunkservers(1).start();
+    let path = cluster.mount_path(0).join("made here");
+    std::fs::create_dir(&path).unwrap();
+    let names: Vec<String> = (0..20).map(|i| format!("absent {i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let found = looked_up_with_the_master_frozen(&cluster, &path, &names);
     assert!(
         found.iter().all(|r| *r == Err(libc::ENOENT)),
         "lookups of absent names answered {found:?}"
     );
+}
+
+#[test]
+fn a_mount_leases_a_directory_made_elsewhere_once_names_looked_up_there_were_absent() {
+    let cluster = Cluster::builder().chunkservers(1).mounts(2).start();
+    let (a, b) = (
+        cluster.mount_path(0).join("d"),
+        cluster.mount_path(1).join("d"),
+    );
+    std::fs::create_dir(&b).unwrap();
+    std::fs::write(b.join("old"), b"made on B").unwrap();
+    // A change on A recalls the lease B got with its mkdir.
+    std::fs::write(a.join("mine"), b"A").unwrap();
+    for i in 0..3 {
+        assert_eq!(exists(&a.join(format!("absent {i}"))), Err(libc::ENOENT));
+    }
+    // A asks for the lease in the background.
+    std::thread::sleep(Duration::from_secs(3));
+    let found = looked_up_with_the_master_frozen(&cluster, &a, &["absent 3", "absent 4"]);
+    assert_eq!(found, vec![Err(libc::ENOENT); 2]);
+    assert_eq!(
+        std::fs::read(a.join("old")).unwrap(),
+        b"made on B",
+        "a name that was there when A got the lease"
+    );
+    let start = Instant::now();
+    std::fs::write(b.join("new"), b"B again").unwrap();
+    assert!(start.elapsed() < RECALLED, "the lease was not given back");
+    assert_eq!(std::fs::read(a.join("new")).unwrap(), b"B again");
 }
 
 #[test]

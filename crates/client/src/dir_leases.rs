@@ -8,6 +8,14 @@
 //! of a request. Names sent while a `Mkdir` is in flight are kept aside and go into the lease
 //! if it comes back with one (a request may reach the directory before its grant reaches us).
 //!
+//! After a few names looked up in a directory turned out not to exist, the client also asks for
+//! the lease on that directory ([`MasterRequest::LeaseDir`], sent in the background); the grant
+//! comes with every name in it. The master does not refuse it for this client's own requests
+//! still under way, so the names of those sent before the request are kept aside too, with
+//! those sent while it is in flight, as for a `Mkdir`. A
+//! directory whose lease was recalled or refused is not asked for again for a while, so two
+//! clients working in one directory do not take the lease from each other on every change.
+//!
 //! A lease counts only on the connection it was granted on, and until a little before the
 //! master's: both count from a grant or renewal, the client from when it sent the request, the
 //! master from when it received it. The monotonic clock stands still while the machine is
@@ -15,12 +23,13 @@
 //! recall that arrives before the grant it recalls is kept, so the grant is refused when it
 //! comes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use elkfs_proto::InodeId;
 use elkfs_proto::master::{DIR_LEASE, MasterReply, MasterRequest};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// How much earlier than the master a lease is taken to end here (clocks run at slightly
@@ -35,6 +44,15 @@ const MAX_NAMES: usize = 100_000;
 
 /// Most names kept aside while directories are being made; past this, those get no lease.
 const MAX_ASIDE: usize = 10_000;
+
+/// Names found absent by the master in one directory before its lease is asked for.
+const ABSENT_BEFORE_ASKING: u32 = 2;
+
+/// How long a directory whose lease was recalled or refused is not asked for again.
+const HOLD_OFF: Duration = Duration::from_secs(30);
+
+/// Most directories whose absent names are counted, or that are waiting to be asked for.
+const MAX_WATCHED: usize = 1024;
 
 /// More time suspended than this since a lease's term began ends the lease (the two clocks are
 /// read one after the other, so they never quite agree).
@@ -90,18 +108,32 @@ struct Table {
     next_request: u64,
     /// Leases to give back with the next wait for recalls.
     returned: Vec<InodeId>,
-    mkdirs_in_flight: usize,
-    /// Names sent while a `Mkdir` was in flight, for the lease it may bring.
+    /// Requests in flight that may bring a lease (`Mkdir`, `LeaseDir`).
+    grants_in_flight: usize,
+    /// Names sent while such a request was in flight (or, for a `LeaseDir`, before it and not
+    /// answered yet), for the lease it may bring.
     aside: Vec<(InodeId, Vec<u8>)>,
+    /// The names of requests sent and not answered yet, by request number.
+    in_flight: HashMap<u64, (InodeId, Vec<u8>)>,
     aside_overflowed: bool,
     /// Recalls of leases not (yet) known here, and when they came.
     early_recalls: HashMap<InodeId, Instant>,
+    /// Directories without a lease where the master found names absent: how many, since when.
+    absent: HashMap<InodeId, (u32, Instant)>,
+    /// Directories whose lease is to be asked for.
+    wanted: Vec<InodeId>,
+    /// Directories whose lease is being asked for.
+    asking: HashSet<InodeId>,
+    /// Directories not to ask for until then.
+    held_off: HashMap<InodeId, Instant>,
 }
 
 /// The directory leases held by this client.
 #[derive(Default)]
 pub struct DirLeases {
     table: Mutex<Table>,
+    /// Wakes [`DirLeases::wanted`] when a directory's lease is to be asked for.
+    wants: Notify,
 }
 
 /// What to send with the next wait for recalls.
@@ -137,18 +169,26 @@ impl DirLeases {
         let mut table = self.lock();
         table.next_request += 1;
         let number = table.next_request;
-        if let MasterRequest::Mkdir { .. } = request {
-            table.mkdirs_in_flight += 1;
+        if let MasterRequest::Mkdir { .. } | MasterRequest::LeaseDir { .. } = request {
+            table.grants_in_flight += 1;
+        }
+        if let MasterRequest::LeaseDir { dir } = request {
+            let sent: Vec<(InodeId, Vec<u8>)> = table
+                .in_flight
+                .values()
+                .filter(|(parent, _)| parent == dir)
+                .cloned()
+                .collect();
+            for made in sent {
+                table.put_aside(made);
+            }
         }
         let Some((dir, name)) = made_name(request) else {
             return number;
         };
-        if table.mkdirs_in_flight > 0 {
-            if table.aside.len() < MAX_ASIDE {
-                table.aside.push((dir, name.to_vec()));
-            } else {
-                table.aside_overflowed = true;
-            }
+        table.in_flight.insert(number, (dir, name.to_vec()));
+        if table.grants_in_flight > 0 {
+            table.put_aside((dir, name.to_vec()));
         }
         let Some(lease) = table.leases.get_mut(&dir) else {
             return number;
@@ -164,7 +204,7 @@ impl DirLeases {
 
     /// Takes in the answer to `request`, numbered `number` by [`DirLeases::before`] and sent
     /// at `sent` (when the machine had been `suspended` that long) on connection `generation`:
-    /// a lease granted with a new directory, or a name removed.
+    /// a lease granted, a name removed, or a name found absent.
     pub fn after(
         &self,
         request: &MasterRequest,
@@ -174,16 +214,33 @@ impl DirLeases {
         reply: &Result<MasterReply, elkfs_proto::Status>,
     ) {
         let mut table = self.lock();
-        if let MasterRequest::Mkdir { .. } = request {
-            if let (Ok(MasterReply::LeasedDir { attr, .. }), Some(generation)) = (reply, generation)
-            {
-                table.take_lease(attr.inode, generation, sent, suspended);
+        table.in_flight.remove(&number);
+        match (request, reply, generation) {
+            (MasterRequest::Mkdir { .. }, Ok(MasterReply::LeasedDir { attr, .. }), Some(g)) => {
+                table.take_lease(attr.inode, g, sent, suspended, Vec::new());
             }
-            table.mkdirs_in_flight -= 1;
-            if table.mkdirs_in_flight == 0 {
+            (MasterRequest::LeaseDir { dir }, Ok(MasterReply::LeasedNames(names)), Some(g)) => {
+                table.take_lease(*dir, g, sent, suspended, names.clone());
+            }
+            (MasterRequest::LeaseDir { dir }, ..) => {
+                table.held_off.insert(*dir, Instant::now() + HOLD_OFF);
+            }
+            _ => {}
+        }
+        if let MasterRequest::LeaseDir { dir } = request {
+            table.asking.remove(dir);
+        }
+        if let MasterRequest::Mkdir { .. } | MasterRequest::LeaseDir { .. } = request {
+            table.grants_in_flight -= 1;
+            if table.grants_in_flight == 0 {
                 table.aside.clear();
                 table.aside_overflowed = false;
             }
+        }
+        if let Some(dir) = found_absent(request, reply)
+            && table.absent_in(dir)
+        {
+            self.wants.notify_one();
         }
         if let (
             MasterRequest::Unlink { parent, name } | MasterRequest::Rmdir { parent, name },
@@ -210,8 +267,23 @@ impl DirLeases {
             if table.leases.remove(&dir).is_none() {
                 table.early_recalls.insert(dir, now);
             }
+            table.held_off.insert(dir, now + HOLD_OFF);
         }
         table.returned.extend(dirs);
+    }
+
+    /// Waits until a directory's lease is to be asked for (see [`DirLeases::next_wanted`]).
+    pub async fn wanted(&self) {
+        self.wants.notified().await;
+    }
+
+    /// The next directory whose lease to ask for, noted as being asked for; `None` when there
+    /// is none.
+    pub fn next_wanted(&self) -> Option<InodeId> {
+        let mut table = self.lock();
+        let dir = table.wanted.pop()?;
+        table.asking.insert(dir);
+        Some(dir)
     }
 
     /// Extends the leases the master renewed for a wait sent at `sent` on `generation` (a
@@ -271,12 +343,53 @@ impl DirLeases {
 }
 
 impl Table {
+    fn put_aside(&mut self, made: (InodeId, Vec<u8>)) {
+        if self.aside.len() < MAX_ASIDE {
+            self.aside.push(made);
+        } else {
+            self.aside_overflowed = true;
+        }
+    }
+
+    /// Counts a name the master found absent from `dir`; true when the directory's lease is
+    /// now to be asked for.
+    fn absent_in(&mut self, dir: InodeId) -> bool {
+        let now = Instant::now();
+        let busy = self.leases.contains_key(&dir)
+            || self.asking.contains(&dir)
+            || self.wanted.contains(&dir)
+            || self.held_off.get(&dir).is_some_and(|until| *until > now);
+        if busy {
+            return false;
+        }
+        if self.absent.len() >= MAX_WATCHED {
+            self.absent
+                .retain(|_, (_, since)| now.duration_since(*since) < DIR_LEASE);
+            self.held_off.retain(|_, until| *until > now);
+            if self.absent.len() >= MAX_WATCHED {
+                self.absent.clear();
+            }
+        }
+        let seen = self.absent.entry(dir).or_insert((0, now));
+        if now.duration_since(seen.1) >= DIR_LEASE {
+            *seen = (0, now);
+        }
+        seen.0 += 1;
+        if seen.0 < ABSENT_BEFORE_ASKING || self.wanted.len() >= MAX_WATCHED {
+            return false;
+        }
+        self.absent.remove(&dir);
+        self.wanted.push(dir);
+        true
+    }
+
     fn take_lease(
         &mut self,
         dir: InodeId,
         generation: Generation,
         sent: Instant,
         suspended: Duration,
+        listed: Vec<Vec<u8>>,
     ) {
         let now = Instant::now();
         if self.leases.len() >= MAX_LEASES {
@@ -288,12 +401,24 @@ impl Table {
             return;
         }
         let number = self.next_request;
-        let names: HashMap<Vec<u8>, u64> = self
+        let aside = self
             .aside
             .iter()
             .filter(|(parent, _)| *parent == dir)
-            .map(|(_, name)| (name.clone(), number))
+            .map(|(_, name)| name.clone());
+        let mut names: HashMap<Vec<u8>, u64> = listed
+            .into_iter()
+            .chain(aside)
+            .map(|name| (name, number))
             .collect();
+        if let Some(held) = self.leases.get(&dir) {
+            names.extend(held.names.iter().map(|(name, made)| (name.clone(), *made)));
+        }
+        if names.len() > MAX_NAMES {
+            self.leases.remove(&dir);
+            self.returned.push(dir);
+            return;
+        }
         let lease = Lease {
             generation,
             until: sent + DIR_LEASE - MARGIN,
@@ -302,6 +427,22 @@ impl Table {
             used: true,
         };
         self.leases.insert(dir, lease);
+    }
+}
+
+/// The directory where the master found the name `request` looked up absent.
+fn found_absent(
+    request: &MasterRequest,
+    reply: &Result<MasterReply, elkfs_proto::Status>,
+) -> Option<InodeId> {
+    match (request, reply) {
+        (MasterRequest::Lookup { parent, .. }, Err(elkfs_proto::Status::NotFound)) => Some(*parent),
+        (MasterRequest::LookupAhead { parent, name, .. }, Ok(MasterReply::EntriesPlus(found)))
+            if found.first().is_none_or(|e| e.entry.name != *name) =>
+        {
+            Some(*parent)
+        }
+        _ => None,
     }
 }
 
@@ -400,6 +541,104 @@ mod tests {
         let leases = DirLeases::default();
         answered(&leases, &mkdir(), leased_dir());
         leases
+    }
+
+    fn lookup(name: &[u8]) -> MasterRequest {
+        MasterRequest::Lookup {
+            parent: DIR,
+            name: name.to_vec(),
+        }
+    }
+
+    fn lease_dir() -> MasterRequest {
+        MasterRequest::LeaseDir { dir: DIR }
+    }
+
+    fn listed(names: &[&[u8]]) -> Result<MasterReply, Status> {
+        Ok(MasterReply::LeasedNames(
+            names.iter().map(|n| n.to_vec()).collect(),
+        ))
+    }
+
+    /// Two names looked up in `DIR` found absent by the master.
+    fn two_absent(leases: &DirLeases) {
+        answered(leases, &lookup(b"a"), Err(Status::NotFound));
+        answered(leases, &lookup(b"b"), Err(Status::NotFound));
+    }
+
+    #[test]
+    fn names_found_absent_make_a_directorys_lease_wanted_once() {
+        let leases = DirLeases::default();
+        answered(&leases, &lookup(b"a"), Err(Status::NotFound));
+        answered(&leases, &lookup(b"here"), made(30));
+        assert_eq!(leases.next_wanted(), None, "one absent name is not enough");
+        answered(&leases, &lookup(b"b"), Err(Status::NotFound));
+        assert_eq!(leases.next_wanted(), Some(DIR));
+        two_absent(&leases);
+        assert_eq!(leases.next_wanted(), None, "already being asked for");
+    }
+
+    #[test]
+    fn a_listed_lease_holds_the_names_listed_and_those_this_client_sent() {
+        let leases = DirLeases::default();
+        let before = leases.before(&create(b"sent before"));
+        let number = leases.before(&lease_dir());
+        let during = leases.before(&create(b"sent during"));
+        leases.after(
+            &lease_dir(),
+            number,
+            Some(GENERATION),
+            now(),
+            &listed(&[b"listed"]),
+        );
+        for name in [&b"listed"[..], b"sent before", b"sent during"] {
+            assert!(
+                !leases.knows_absent(GENERATION, DIR, name),
+                "{}",
+                String::from_utf8_lossy(name)
+            );
+        }
+        assert!(leases.knows_absent(GENERATION, DIR, b"other"));
+        leases.after(&create(b"sent before"), before, None, now(), &made(31));
+        leases.after(&create(b"sent during"), during, None, now(), &made(32));
+        assert!(!leases.knows_absent(GENERATION, DIR, b"sent before"));
+    }
+
+    #[test]
+    fn a_name_answered_before_the_lease_was_asked_for_is_not_kept_aside() {
+        let leases = DirLeases::default();
+        answered(&leases, &create(b"done"), made(31));
+        answered(&leases, &lease_dir(), listed(&[]));
+        assert!(
+            leases.knows_absent(GENERATION, DIR, b"done"),
+            "the master's list is the whole truth for answered requests"
+        );
+    }
+
+    #[test]
+    fn a_refused_or_recalled_directory_is_not_asked_for_again_for_a_while() {
+        let leases = DirLeases::default();
+        answered(&leases, &lease_dir(), Ok(MasterReply::Done));
+        two_absent(&leases);
+        assert_eq!(leases.next_wanted(), None, "refused");
+
+        let leases = DirLeases::default();
+        answered(&leases, &lease_dir(), listed(&[]));
+        leases.recalled(vec![DIR]);
+        two_absent(&leases);
+        assert_eq!(leases.next_wanted(), None, "recalled");
+    }
+
+    #[test]
+    fn a_lease_request_that_failed_leaves_nothing_counted() {
+        let leases = DirLeases::default();
+        let number = leases.before(&lease_dir());
+        let made = leases.before(&create(b"x"));
+        leases.after(&lease_dir(), number, None, now(), &Err(Status::Io));
+        leases.after(&create(b"x"), made, None, now(), &Err(Status::Io));
+        let table = leases.lock();
+        assert_eq!(table.grants_in_flight, 0);
+        assert!(table.aside.is_empty() && table.in_flight.is_empty() && table.asking.is_empty());
     }
 
     #[test]

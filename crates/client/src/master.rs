@@ -193,7 +193,15 @@ impl MasterClient {
     pub async fn request(&self, request: &MasterRequest) -> Result<MasterReply, Status> {
         let number = self.dir_leases.before(request);
         let sent = (Instant::now(), dir_leases::suspended());
+        let mut noted = NotedRequest {
+            leases: &self.dir_leases,
+            request,
+            number,
+            sent,
+            answered: false,
+        };
         let (reply, generation) = self.send(request).await;
+        noted.answered = true;
         self.dir_leases
             .after(request, number, generation, sent, &reply);
         self.recent.record(request);
@@ -224,13 +232,28 @@ impl MasterClient {
     }
 
     /// Keeps a request for lease recalls waiting at the master, and lets go of the leases it
-    /// recalls; runs for as long as the client lives. Without it the master grants no lease.
+    /// recalls; asks for the leases of directories where names looked up were absent. Runs for
+    /// as long as the client lives. Without it the master grants no lease.
     pub async fn serve_recalls(&self) {
-        loop {
-            if !self.poll_recalls().await {
-                tokio::time::sleep(defaults::RECONNECT_MAX).await;
+        let recalls = async {
+            loop {
+                if !self.poll_recalls().await {
+                    tokio::time::sleep(defaults::RECONNECT_MAX).await;
+                }
             }
-        }
+        };
+        let wants = async {
+            loop {
+                self.dir_leases.wanted().await;
+                while let Some(dir) = self.dir_leases.next_wanted() {
+                    // A refusal or failure only holds the directory off for a while.
+                    let reply = self.request(&MasterRequest::LeaseDir { dir }).await;
+                    let granted = matches!(reply, Ok(MasterReply::LeasedNames(_)));
+                    tracing::debug!(%dir, granted, "asked for a directory lease");
+                }
+            }
+        };
+        tokio::join!(recalls, wants);
     }
 
     /// Waits once for lease recalls (the master answers a session's first wait at once, and
@@ -435,7 +458,26 @@ impl MasterClient {
     }
 }
 
-/// Whether repeating a request after a lost reply would fail or change something twice.
+/// A request noted in the directory leases before it was sent: if the caller stops waiting for
+/// its answer, the leases take it as failed (it may still be carried out), so that nothing they
+/// count stays counted.
+struct NotedRequest<'a> {
+    leases: &'a DirLeases,
+    request: &'a MasterRequest,
+    number: u64,
+    sent: (Instant, std::time::Duration),
+    answered: bool,
+}
+
+impl Drop for NotedRequest<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.leases
+                .after(self.request, self.number, None, self.sent, &Err(Status::Io));
+        }
+    }
+}
+
 /// Whether a request changes no attribute, name or extended attribute in the namespace.
 fn reads_only(request: &MasterRequest) -> bool {
     matches!(
@@ -464,11 +506,13 @@ fn reads_only(request: &MasterRequest) -> bool {
             | MasterRequest::SummarizeTree { .. }
             | MasterRequest::TrashList { .. }
             | MasterRequest::AwaitRecalls { .. }
+            | MasterRequest::LeaseDir { .. }
             | MasterRequest::Status
             | MasterRequest::Challenge
     )
 }
 
+/// Whether repeating a request after a lost reply would fail or change something twice.
 fn must_not_repeat(request: &MasterRequest) -> bool {
     matches!(
         request,

@@ -59,6 +59,7 @@ pub fn touched_by(request: &MasterRequest) -> Option<Touched> {
         | MasterRequest::SummarizeTree { .. }
         | MasterRequest::TrashList { .. }
         | MasterRequest::AwaitRecalls { .. }
+        | MasterRequest::LeaseDir { .. }
         | MasterRequest::Status => None,
         MasterRequest::Tagged { request, .. } => touched_by(request),
         MasterRequest::SetAttr { inode, .. }

@@ -285,6 +285,7 @@ fn master_requests() -> Vec<MasterRequest> {
             name: b"f000001".to_vec(),
             limit: 64,
         },
+        MasterRequest::LeaseDir { dir: inode },
         MasterRequest::WriteEnd {
             inode,
             index: 3,
@@ -426,6 +427,10 @@ fn master_responses() -> Vec<MasterResponse> {
             file_length: 0,
             capability: test_capability(),
         })),
+        Ok(MasterReply::LeasedNames(vec![
+            b"a".to_vec(),
+            vec![0xff; 255],
+        ])),
         Ok(MasterReply::XattrNames(vec![
             b"user.a".to_vec(),
             Vec::new(),

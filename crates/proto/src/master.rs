@@ -398,6 +398,16 @@ pub enum MasterRequest {
         /// Leases to renew for [`DIR_LEASE`] from now.
         renew: Vec<InodeId>,
     },
+    /// Asks for a lease on the names of a directory this session did not make, once several
+    /// names looked up there did not exist (a copy or an unpack into a directory that is
+    /// already there). Answered with [`MasterReply::LeasedNames`] when granted, on the same
+    /// terms as [`MasterReply::LeasedDir`], and with [`MasterReply::Done`] when not (the
+    /// directory holds too many names, another session holds its lease, or its names are
+    /// changing).
+    LeaseDir {
+        /// The directory.
+        dir: InodeId,
+    },
 }
 
 /// Which directories' names a request may change, for the master to recall the leases on them
@@ -597,6 +607,9 @@ pub enum MasterReply {
         /// Leases renewed, for [`DIR_LEASE`] from when the master received the request.
         renewed: Vec<InodeId>,
     },
+    /// The answer to a granted [`MasterRequest::LeaseDir`]: every name in the directory when
+    /// the lease was granted. The lease runs [`DIR_LEASE`] from then.
+    LeasedNames(Vec<Vec<u8>>),
 }
 
 /// Where chunk data can be read.
