@@ -411,6 +411,9 @@ async fn serve(
         }
         MasterRequest::LeaseDir { dir } => {
             state.dir_leases.returned(session, dir).await;
+            if !state.dir_leases.may_lease(session, dir) {
+                return Ok(MasterReply::Done);
+            }
             let pending = state.dir_leases.begin_grant();
             let most = crate::dir_leases::MAX_LEASED_NAMES;
             let entries = meta.read(move |s| s.read_dir(dir, 0, most + 1)).await?;

@@ -12,8 +12,13 @@
 //!
 //! The holder's lease always ends before the master's: it counts from when it sent the request
 //! that was answered with the grant or renewal, the master from when it made either. A lease of
-//! a session whose connection closed stays until it runs out (or the same client, reconnected,
-//! gives it back): the holder may not know yet that its connection is gone.
+//! a session whose connection closed stays until it runs out: the holder may not know yet that
+//! its connection is gone, and only the session a lease was granted to can give it back.
+//!
+//! A lease recalled from a session is not granted to it again through
+//! [`MasterRequest::LeaseDir`] for [`LEASE_HOLD_OFF`]. The directories a snapshot copies are
+//! filled by the master one entry at a time after each is made, each under its own recall
+//! ([`DirLeases::before_filling`]).
 //!
 //! A lease is granted only when no other session's request that may change the directory's
 //! names was under way at any time between the start of the grant (before the directory was
@@ -27,7 +32,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use elkfs_proto::master::{DIR_LEASE, NameChanges};
+use elkfs_proto::master::{DIR_LEASE, LEASE_HOLD_OFF, NameChanges};
 use elkfs_proto::{InodeId, SessionId};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -46,7 +51,16 @@ const MAX_LEASES: usize = 65_536;
 
 /// Most names a directory may hold to be leased to a session that did not make it (they all go
 /// to the session with the grant).
-pub const MAX_LEASED_NAMES: usize = 10_000;
+pub const MAX_LEASED_NAMES: usize = 4096;
+
+/// Longest a [`MasterRequest::LeaseDir`] waits for another session's recalled lease to come
+/// back before it is refused.
+///
+/// [`MasterRequest::LeaseDir`]: elkfs_proto::master::MasterRequest::LeaseDir
+const RETURN_WAIT: Duration = Duration::from_secs(1);
+
+/// Who fills the directories a snapshot copies: never a session that could be granted a lease.
+const FILLER: SessionId = SessionId(u64::MAX);
 
 struct Lease {
     holder: SessionId,
@@ -75,6 +89,8 @@ struct Table {
     touched: HashMap<InodeId, HashMap<SessionId, u64>>,
     /// Directories whose names requests under way may change, with how many each session has.
     changing: HashMap<InodeId, HashMap<SessionId, usize>>,
+    /// The last session whose lease on a directory was recalled, and when.
+    recalled_from: HashMap<InodeId, (SessionId, Instant)>,
     /// Changes anywhere under way: no lease is granted meanwhile.
     anywhere: usize,
     /// The epoch at which the last change anywhere began.
@@ -97,6 +113,21 @@ impl Table {
                 self.touched.entry(*dir).or_default().insert(session, epoch);
             }
         }
+    }
+
+    /// Whether `session` may not be granted the lease on `dir` now, whatever the names: it holds
+    /// it already (a give-back of it may be on its way), another session holds it, or it was
+    /// recalled from `session` lately.
+    fn taken(&self, session: SessionId, dir: InodeId, now: Instant) -> bool {
+        let held = self
+            .leases
+            .get(&dir)
+            .is_some_and(|l| l.holder == session || l.until > now);
+        let held_off = self
+            .recalled_from
+            .get(&dir)
+            .is_some_and(|(from, at)| *from == session && now < *at + LEASE_HOLD_OFF);
+        held || held_off
     }
 
     /// Whether a session other than `session` changed names in `dir` after `epoch`, or is
@@ -222,10 +253,7 @@ impl DirLeases {
             || table.anywhere > 0
             || table.anywhere_epoch > pending.epoch
             || table.changed_by_others(dir, session, pending.epoch)
-            || table
-                .leases
-                .get(&dir)
-                .is_some_and(|l| l.holder != session && l.until > now);
+            || table.taken(session, dir, now);
         let Some(poller) = table.pollers.get(&session).filter(|p| p.polled) else {
             return false;
         };
@@ -254,6 +282,48 @@ impl DirLeases {
         true
     }
 
+    /// Whether `session` may ask for the lease on `dir` at all (checked before its names are
+    /// read; [`DirLeases::grant`] decides).
+    pub fn may_lease(&self, session: SessionId, dir: InodeId) -> bool {
+        let table = self.lock();
+        let polls = table.pollers.get(&session).is_some_and(|p| p.polled);
+        polls && !table.taken(session, dir, Instant::now())
+    }
+
+    /// Makes way for a snapshot to fill `dir`, a directory it has just copied: recalls any lease
+    /// granted on it since (a session may have looked into it already) and keeps it from being
+    /// leased until the guard is dropped.
+    pub async fn before_filling(&self, dir: InodeId) -> ChangeGuard<'_> {
+        let (waiting, guard) = self.changing_in(FILLER, None, &[dir]);
+        self.wait_returned(waiting).await;
+        guard
+    }
+
+    /// Notes a change by `changer` to the names in `dirs` as under way, and recalls the leases
+    /// on them not held by `own`; returns the leases to wait for, and the guard.
+    fn changing_in(
+        &self,
+        changer: SessionId,
+        own: Option<SessionId>,
+        dirs: &[InodeId],
+    ) -> (Vec<InodeId>, ChangeGuard<'_>) {
+        {
+            let mut table = self.lock();
+            for dir in dirs {
+                let by = table.changing.entry(*dir).or_default();
+                *by.entry(changer).or_default() += 1;
+            }
+            table.touch(Some(changer), dirs);
+        }
+        let guard = ChangeGuard {
+            leases: Some(self),
+            session: Some(changer),
+            dirs: dirs.to_vec(),
+            anywhere: false,
+        };
+        (self.recall(own, dirs), guard)
+    }
+
     /// Makes way for a change by `session` to the names in `changes`: recalls the leases other
     /// sessions hold on those directories (every lease, for a change anywhere) and returns once
     /// each is given back or has run out. Hold the guard until the change is made.
@@ -262,7 +332,7 @@ impl DirLeases {
         session: SessionId,
         changes: &NameChanges,
     ) -> ChangeGuard<'_> {
-        let (mut waiting, guard) = match changes {
+        let (waiting, guard) = match changes {
             NameChanges::None => {
                 return ChangeGuard {
                     leases: None,
@@ -271,22 +341,7 @@ impl DirLeases {
                     anywhere: false,
                 };
             }
-            NameChanges::In(dirs) => {
-                {
-                    let mut table = self.lock();
-                    for dir in dirs {
-                        let by = table.changing.entry(*dir).or_default();
-                        *by.entry(session).or_default() += 1;
-                    }
-                }
-                let guard = ChangeGuard {
-                    leases: Some(self),
-                    session: Some(session),
-                    dirs: dirs.clone(),
-                    anywhere: false,
-                };
-                (self.recall(Some(session), dirs), guard)
-            }
+            NameChanges::In(dirs) => self.changing_in(session, Some(session), dirs),
             NameChanges::Anywhere => {
                 let all: Vec<InodeId> = {
                     let mut table = self.lock();
@@ -303,6 +358,12 @@ impl DirLeases {
                 (self.recall(None, &all), guard)
             }
         };
+        self.wait_returned(waiting).await;
+        guard
+    }
+
+    /// Returns once each of the leases on `waiting` is given back or has run out.
+    async fn wait_returned(&self, mut waiting: Vec<InodeId>) {
         while !waiting.is_empty() {
             let released = self.released.notified();
             tokio::pin!(released);
@@ -319,13 +380,13 @@ impl DirLeases {
             let Some(latest) = latest else { break };
             let _ = tokio::time::timeout_at(latest, released).await;
         }
-        guard
     }
 
-    /// Waits until no other session holds a lease on `dir` that was recalled (it is on its way
-    /// back, or runs out), so that `session` may ask for the lease after its own change
+    /// Waits (a little) until no other session holds a lease on `dir` that was recalled and is
+    /// on its way back, so that `session` may be granted the lease after its own change
     /// recalled it.
     pub async fn returned(&self, session: SessionId, dir: InodeId) {
+        let give_up = Instant::now() + RETURN_WAIT;
         loop {
             let released = self.released.notified();
             tokio::pin!(released);
@@ -334,23 +395,32 @@ impl DirLeases {
                 let table = self.lock();
                 match table.leases.get(&dir) {
                     Some(l) if l.holder != session && l.recalled && l.until > Instant::now() => {
-                        l.until
+                        l.until.min(give_up)
                     }
                     _ => return,
                 }
             };
-            let _ = tokio::time::timeout_at(until, released).await;
+            if tokio::time::timeout_at(until, released).await.is_err() && until == give_up {
+                return;
+            }
         }
     }
 
     /// Recalls the leases on `dirs` not held by `own`; returns the ones to wait for.
     fn recall(&self, own: Option<SessionId>, dirs: &[InodeId]) -> Vec<InodeId> {
         let mut table = self.lock();
-        table.touch(own, dirs);
-        let Table {
-            leases, pollers, ..
-        } = &mut *table;
         let now = Instant::now();
+        if table.recalled_from.len() >= MAX_LEASES {
+            table
+                .recalled_from
+                .retain(|_, (_, at)| now < *at + LEASE_HOLD_OFF);
+        }
+        let Table {
+            leases,
+            pollers,
+            recalled_from,
+            ..
+        } = &mut *table;
         let mut waiting = Vec::new();
         for &dir in dirs {
             let Some(lease) = leases.get_mut(&dir) else {
@@ -365,6 +435,7 @@ impl DirLeases {
             }
             if !lease.recalled {
                 lease.recalled = true;
+                recalled_from.insert(dir, (lease.holder, now));
                 if let Some(poller) = pollers.get_mut(&lease.holder) {
                     poller.recalls.push(dir);
                     poller.wake.notify_one();
@@ -376,8 +447,8 @@ impl DirLeases {
         waiting
     }
 
-    /// Serves a session's [`MasterRequest::AwaitRecalls`]: ends the leases it gave back (its
-    /// own, or ones of its earlier connection), renews those of `renew` not recalled, then
+    /// Serves a session's [`MasterRequest::AwaitRecalls`]: ends the leases it gave back,
+    /// renews those of `renew` not recalled, then
     /// returns the recalls it has not been told of and the leases renewed, waiting up to
     /// `patience` for a recall ([`RENEW_POLL`] at most while it holds a lease).
     ///
@@ -395,20 +466,18 @@ impl DirLeases {
             let Some(poller) = table.pollers.get_mut(&session) else {
                 return (Vec::new(), Vec::new());
             };
-            // The first is answered at once: the client waits for it before it starts, and a
-            // reconnected client gives its earlier connection's leases back with the next.
+            // The first is answered at once: the client waits for it before it starts.
             let first = !std::mem::replace(&mut poller.polled, true);
             let wake = poller.wake.clone();
             if table.leases.len() > 1024 {
                 table.leases.retain(|_, l| l.until > start);
             }
-            let Table {
-                leases, pollers, ..
-            } = &mut *table;
+            let leases = &mut table.leases;
             let mut gave_back = false;
             for dir in returned {
-                let orphaned = |l: &Lease| l.holder == session || !pollers.contains_key(&l.holder);
-                if leases.get(dir).is_some_and(orphaned) {
+                // Only the session's own: another client may hold a lease on the same directory
+                // now, on a connection it does not know is closed.
+                if leases.get(dir).is_some_and(|l| l.holder == session) {
                     leases.remove(dir);
                     gave_back = true;
                 }
@@ -538,11 +607,21 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_change_of_another_session_under_way_at_any_time_during_a_grant_refuses_it() {
         let leases = polling();
+        let change = leases
+            .before_change(OTHER, &NameChanges::In(vec![DIR]))
+            .await;
+        let pending = leases.begin_grant();
+        assert!(!leases.grant(pending, HOLDER, DIR), "under way");
+        drop(change);
+
         let pending = leases.begin_grant();
         let change = leases
             .before_change(OTHER, &NameChanges::In(vec![DIR]))
             .await;
-        assert!(!leases.grant(pending, HOLDER, DIR), "under way");
+        assert!(
+            !leases.grant(pending, HOLDER, DIR),
+            "begun during the grant"
+        );
 
         let pending = leases.begin_grant();
         drop(change);
@@ -561,6 +640,55 @@ mod tests {
             "begun before the grant, ended during it"
         );
         assert!(leases.grant(leases.begin_grant(), HOLDER, DIR));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_is_not_granted_a_lease_it_holds_or_had_recalled_lately() {
+        let leases = both_polling(leased());
+        assert!(
+            !leases.may_lease(HOLDER, DIR) && !leases.grant(leases.begin_grant(), HOLDER, DIR),
+            "held already: a give-back of it may be on its way"
+        );
+        let change = changing(&leases, OTHER);
+        let _ = leases.await_recalls(HOLDER, &[], &[], RECALL_POLL).await;
+        let _ = leases
+            .await_recalls(HOLDER, &[DIR], &[], Duration::ZERO)
+            .await;
+        change.await.unwrap();
+        assert!(!leases.may_lease(HOLDER, DIR), "recalled lately");
+        assert!(leases.may_lease(OTHER, DIR));
+        tokio::time::sleep(LEASE_HOLD_OFF).await;
+        assert!(leases.grant(leases.begin_grant(), HOLDER, DIR));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_directory_a_snapshot_fills_is_recalled_and_not_leased_until_it_is_full() {
+        let leases = both_polling(leased());
+        let filling = tokio::spawn({
+            let leases = leases.clone();
+            async move {
+                let _guard = leases.before_filling(DIR).await;
+                let refused = !leases.grant(leases.begin_grant(), OTHER, DIR);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                refused
+            }
+        });
+        let (recalled, _) = leases.await_recalls(HOLDER, &[], &[], RECALL_POLL).await;
+        assert_eq!(
+            recalled,
+            vec![DIR],
+            "the holder's own lease is recalled too"
+        );
+        let _ = leases
+            .await_recalls(HOLDER, &[DIR], &[], Duration::ZERO)
+            .await;
+        let pending = leases.begin_grant();
+        assert!(filling.await.unwrap(), "leased while being filled");
+        assert!(
+            !leases.grant(pending, OTHER, DIR),
+            "a grant begun while it was being filled"
+        );
+        assert!(leases.grant(leases.begin_grant(), OTHER, DIR));
     }
 
     #[tokio::test(start_paused = true)]
@@ -593,7 +721,7 @@ mod tests {
                 leases.grant(leases.begin_grant(), OTHER, DIR)
             }
         });
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(
             !asking.is_finished(),
             "did not wait for the lease to come back"
@@ -657,7 +785,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_lease_outlives_its_sessions_connection_until_given_back_by_the_same_client() {
+    async fn a_lease_outlives_its_sessions_connection_until_it_runs_out() {
         let leases = leased();
         leases.release_session(HOLDER);
         let change = changing(&leases, OTHER);
@@ -676,9 +804,14 @@ mod tests {
                     .await
             }
         });
-        tokio::time::timeout(Duration::from_millis(10), change)
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            !change.is_finished(),
+            "another session gave back a lease it was not granted"
+        );
+        tokio::time::timeout(DIR_LEASE, change)
             .await
-            .expect("still waiting after the lease was given back")
+            .expect("still waiting after the lease ran out")
             .unwrap();
         poll.abort();
         let pending = leases.begin_grant();

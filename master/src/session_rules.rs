@@ -10,7 +10,9 @@ use crate::exports::ExportOptions;
 
 /// The request as the session may make it, or why it may not.
 pub fn apply(options: &ExportOptions, request: MasterRequest) -> Result<MasterRequest, Status> {
-    if options.read_only && changes_something(&request) {
+    // A directory lease holds back other sessions' changes, so a read-only session gets none.
+    let leases = matches!(request, MasterRequest::LeaseDir { .. });
+    if options.read_only && (changes_something(&request) || leases) {
         return Err(Status::ReadOnly);
     }
     let mut request = match request {

@@ -29,6 +29,8 @@ pub async fn snapshot(
         return Err(Status::AccessDenied);
     }
     let owner = (caller.uid != 0).then_some((caller.uid, caller.gid));
+    // Each copied directory is filled after it is made: no lease on it may hide what is to come.
+    let mut filling = Vec::new();
     let mut pending = vec![(source, parent, name)];
     let (mut made, mut denied) = (0u64, 0u64);
     while let Some((src, dst_parent, dst_name)) = pending.pop() {
@@ -57,6 +59,7 @@ pub async fn snapshot(
         if copy.kind != FileKind::Dir {
             continue;
         }
+        filling.push(state.dir_leases.before_filling(copy.inode).await);
         let mut after = 0;
         loop {
             let page = state

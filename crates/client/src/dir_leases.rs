@@ -28,7 +28,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use elkfs_proto::InodeId;
-use elkfs_proto::master::{DIR_LEASE, MasterReply, MasterRequest};
+use elkfs_proto::master::{DIR_LEASE, LEASE_HOLD_OFF, MasterReply, MasterRequest};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -48,8 +48,8 @@ const MAX_ASIDE: usize = 10_000;
 /// Names found absent by the master in one directory before its lease is asked for.
 const ABSENT_BEFORE_ASKING: u32 = 2;
 
-/// How long a directory whose lease was recalled or refused is not asked for again.
-const HOLD_OFF: Duration = Duration::from_secs(30);
+/// Most leases asked for with `LeaseDir` held at once (each may hold thousands of names).
+const MAX_LISTED: usize = 256;
 
 /// Most directories whose absent names are counted, or that are waiting to be asked for.
 const MAX_WATCHED: usize = 1024;
@@ -70,6 +70,8 @@ struct Lease {
     names: HashMap<Vec<u8>, u64>,
     /// Used since the last renewal was asked for.
     used: bool,
+    /// Asked for with `LeaseDir` (not brought by a `Mkdir`).
+    listed: bool,
 }
 
 impl Lease {
@@ -108,6 +110,8 @@ struct Table {
     next_request: u64,
     /// Leases to give back with the next wait for recalls.
     returned: Vec<InodeId>,
+    /// Leases whose give-back is on its way (the wait that carries it is not answered yet).
+    returning: HashSet<InodeId>,
     /// Requests in flight that may bring a lease (`Mkdir`, `LeaseDir`).
     grants_in_flight: usize,
     /// Names sent while such a request was in flight (or, for a `LeaseDir`, before it and not
@@ -197,7 +201,7 @@ impl DirLeases {
         lease.used = true;
         if lease.names.len() > MAX_NAMES {
             table.leases.remove(&dir);
-            table.returned.push(dir);
+            table.give_back(dir);
         }
         number
     }
@@ -213,18 +217,44 @@ impl DirLeases {
         (sent, suspended): (Instant, Duration),
         reply: &Result<MasterReply, elkfs_proto::Status>,
     ) {
+        self.settle(request, number, generation, (sent, suspended), reply, true);
+    }
+
+    /// Takes in a request whose caller stopped waiting for its answer: as a failure, except
+    /// that the name it may still make stays among those sent and not answered (a `LeaseDir`
+    /// keeps it aside).
+    pub fn abandoned(&self, request: &MasterRequest, number: u64, sent: (Instant, Duration)) {
+        self.settle(
+            request,
+            number,
+            None,
+            sent,
+            &Err(elkfs_proto::Status::Io),
+            false,
+        );
+    }
+
+    fn settle(
+        &self,
+        request: &MasterRequest,
+        number: u64,
+        generation: Option<Generation>,
+        (sent, suspended): (Instant, Duration),
+        reply: &Result<MasterReply, elkfs_proto::Status>,
+        answered: bool,
+    ) {
         let mut table = self.lock();
-        table.in_flight.remove(&number);
+        if answered {
+            table.in_flight.remove(&number);
+        }
         match (request, reply, generation) {
             (MasterRequest::Mkdir { .. }, Ok(MasterReply::LeasedDir { attr, .. }), Some(g)) => {
-                table.take_lease(attr.inode, g, sent, suspended, Vec::new());
+                table.take_lease(attr.inode, g, sent, suspended, None);
             }
             (MasterRequest::LeaseDir { dir }, Ok(MasterReply::LeasedNames(names)), Some(g)) => {
-                table.take_lease(*dir, g, sent, suspended, names.clone());
+                table.take_lease(*dir, g, sent, suspended, Some(names.clone()));
             }
-            (MasterRequest::LeaseDir { dir }, ..) => {
-                table.held_off.insert(*dir, Instant::now() + HOLD_OFF);
-            }
+            (MasterRequest::LeaseDir { dir }, ..) => table.hold_off(*dir),
             _ => {}
         }
         if let MasterRequest::LeaseDir { dir } = request {
@@ -267,9 +297,8 @@ impl DirLeases {
             if table.leases.remove(&dir).is_none() {
                 table.early_recalls.insert(dir, now);
             }
-            table.held_off.insert(dir, now + HOLD_OFF);
+            table.give_back(dir);
         }
-        table.returned.extend(dirs);
     }
 
     /// Waits until a directory's lease is to be asked for (see [`DirLeases::next_wanted`]).
@@ -313,24 +342,35 @@ impl DirLeases {
             .filter(|(_, l)| !l.runs(now, suspended))
             .map(|(dir, _)| *dir)
             .collect();
-        for dir in &over {
-            table.leases.remove(dir);
+        for dir in over {
+            table.leases.remove(&dir);
+            table.give_back(dir);
         }
-        table.returned.extend(over);
         let renew = table
             .leases
             .iter_mut()
             .filter_map(|(dir, l)| std::mem::take(&mut l.used).then_some(*dir))
             .collect();
-        Poll {
-            returned: std::mem::take(&mut table.returned),
-            renew,
+        let returned = std::mem::take(&mut table.returned);
+        table.returning.extend(returned.iter().copied());
+        Poll { returned, renew }
+    }
+
+    /// The wait that carried `dirs` back was answered: the master has them.
+    pub fn gave_back(&self, dirs: &[InodeId]) {
+        let mut table = self.lock();
+        for dir in dirs {
+            table.returning.remove(dir);
         }
     }
 
     /// Puts back leases that could not be given back (the request failed).
     pub fn return_later(&self, dirs: Vec<InodeId>) {
-        self.lock().returned.extend(dirs);
+        let mut table = self.lock();
+        for dir in dirs {
+            table.returning.remove(&dir);
+            table.give_back(dir);
+        }
     }
 
     /// Stops using every lease (the connection they were granted on is gone); they are given
@@ -338,11 +378,30 @@ impl DirLeases {
     pub fn forget_all(&self) {
         let mut table = self.lock();
         let dirs: Vec<InodeId> = table.leases.drain().map(|(dir, _)| dir).collect();
-        table.returned.extend(dirs);
+        for dir in dirs {
+            table.give_back(dir);
+        }
     }
 }
 
 impl Table {
+    /// Queues a lease no longer used to be given back, and does not ask for it again for a
+    /// while: a new grant must not meet the give-back of the old one at the master.
+    fn give_back(&mut self, dir: InodeId) {
+        if !self.returned.contains(&dir) {
+            self.returned.push(dir);
+        }
+        self.hold_off(dir);
+    }
+
+    fn hold_off(&mut self, dir: InodeId) {
+        let now = Instant::now();
+        if self.held_off.len() >= MAX_WATCHED {
+            self.held_off.retain(|_, until| *until > now);
+        }
+        self.held_off.insert(dir, now + LEASE_HOLD_OFF);
+    }
+
     fn put_aside(&mut self, made: (InodeId, Vec<u8>)) {
         if self.aside.len() < MAX_ASIDE {
             self.aside.push(made);
@@ -358,7 +417,10 @@ impl Table {
         let busy = self.leases.contains_key(&dir)
             || self.asking.contains(&dir)
             || self.wanted.contains(&dir)
-            || self.held_off.get(&dir).is_some_and(|until| *until > now);
+            || self.returned.contains(&dir)
+            || self.returning.contains(&dir)
+            || self.held_off.get(&dir).is_some_and(|until| *until > now)
+            || self.leases.values().filter(|l| l.listed).count() >= MAX_LISTED;
         if busy {
             return false;
         }
@@ -389,7 +451,7 @@ impl Table {
         generation: Generation,
         sent: Instant,
         suspended: Duration,
-        listed: Vec<Vec<u8>>,
+        listed: Option<Vec<Vec<u8>>>,
     ) {
         let now = Instant::now();
         if self.leases.len() >= MAX_LEASES {
@@ -397,9 +459,10 @@ impl Table {
         }
         let recalled = self.early_recalls.remove(&dir).is_some();
         if recalled || self.aside_overflowed || self.leases.len() >= MAX_LEASES {
-            self.returned.push(dir);
+            self.give_back(dir);
             return;
         }
+        let asked = listed.is_some();
         let number = self.next_request;
         let aside = self
             .aside
@@ -408,6 +471,7 @@ impl Table {
             .map(|(_, name)| name.clone());
         let mut names: HashMap<Vec<u8>, u64> = listed
             .into_iter()
+            .flatten()
             .chain(aside)
             .map(|name| (name, number))
             .collect();
@@ -416,7 +480,7 @@ impl Table {
         }
         if names.len() > MAX_NAMES {
             self.leases.remove(&dir);
-            self.returned.push(dir);
+            self.give_back(dir);
             return;
         }
         let lease = Lease {
@@ -425,6 +489,7 @@ impl Table {
             suspended,
             names,
             used: true,
+            listed: asked,
         };
         self.leases.insert(dir, lease);
     }
@@ -630,6 +695,31 @@ mod tests {
     }
 
     #[test]
+    fn a_lease_is_not_asked_for_again_before_its_give_back_reached_the_master() {
+        let leases = DirLeases::default();
+        answered(&leases, &lease_dir(), listed(&[]));
+        leases.forget_all();
+        let poll = leases.next_poll();
+        assert_eq!(poll.returned, vec![DIR]);
+        leases.lock().held_off.clear();
+        two_absent(&leases);
+        assert_eq!(leases.next_wanted(), None, "its give-back is on its way");
+        leases.gave_back(&poll.returned);
+        two_absent(&leases);
+        assert_eq!(leases.next_wanted(), Some(DIR));
+    }
+
+    #[test]
+    fn the_name_of_an_abandoned_request_is_kept_aside_for_a_later_lease() {
+        let leases = DirLeases::default();
+        let number = leases.before(&create(b"maybe"));
+        leases.abandoned(&create(b"maybe"), number, now());
+        answered(&leases, &lease_dir(), listed(&[]));
+        assert!(!leases.knows_absent(GENERATION, DIR, b"maybe"));
+        assert!(leases.knows_absent(GENERATION, DIR, b"other"));
+    }
+
+    #[test]
     fn a_lease_request_that_failed_leaves_nothing_counted() {
         let leases = DirLeases::default();
         let number = leases.before(&lease_dir());
@@ -772,6 +862,7 @@ mod tests {
             suspended: Duration::from_secs(5),
             names: HashMap::new(),
             used: false,
+            listed: false,
         };
         assert!(lease.current(GENERATION, sent, Duration::from_secs(5)));
         assert!(

@@ -268,6 +268,7 @@ impl MasterClient {
         let sent = Instant::now();
         match self.send(&request).await {
             (Ok(MasterReply::Recalled { recalled, renewed }), Some(generation)) => {
+                self.dir_leases.gave_back(&returned);
                 self.dir_leases.renewed(&renewed, generation, sent);
                 self.dir_leases.recalled(recalled);
                 true
@@ -459,8 +460,7 @@ impl MasterClient {
 }
 
 /// A request noted in the directory leases before it was sent: if the caller stops waiting for
-/// its answer, the leases take it as failed (it may still be carried out), so that nothing they
-/// count stays counted.
+/// its answer, the leases take it as abandoned (it may still be carried out).
 struct NotedRequest<'a> {
     leases: &'a DirLeases,
     request: &'a MasterRequest,
@@ -472,8 +472,7 @@ struct NotedRequest<'a> {
 impl Drop for NotedRequest<'_> {
     fn drop(&mut self) {
         if !self.answered {
-            self.leases
-                .after(self.request, self.number, None, self.sent, &Err(Status::Io));
+            self.leases.abandoned(self.request, self.number, self.sent);
         }
     }
 }

@@ -15,6 +15,11 @@ use crate::types::{Attr, Caller, DirEntry, DirEntryPlus, FileKind, FsStats, SetA
 /// give the lease back (a mount cut off from the master).
 pub const DIR_LEASE: Duration = Duration::from_secs(10);
 
+/// How long a session whose lease on a directory was recalled (or refused) does not get it
+/// again through [`MasterRequest::LeaseDir`], so that two sessions changing names in one
+/// directory do not take the lease from each other on every change.
+pub const LEASE_HOLD_OFF: Duration = Duration::from_secs(30);
+
 /// A request from a client to the master.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MasterRequest {
@@ -436,6 +441,7 @@ impl MasterRequest {
             MasterRequest::Rename {
                 parent, new_parent, ..
             } => NameChanges::In(vec![*parent, *new_parent]),
+            // The master fills the directories a snapshot copies under their own recalls.
             MasterRequest::Snapshot { parent, .. } => NameChanges::In(vec![*parent]),
             MasterRequest::TrashRestore { .. } => NameChanges::Anywhere,
             MasterRequest::Tagged { request, .. } => request.name_changes(),
