@@ -402,10 +402,20 @@ async fn serve(
                 reply => Ok(reply),
             }
         }
-        MasterRequest::AwaitRecalls { returned, renew } => {
+        MasterRequest::AwaitRecalls {
+            returned,
+            renew,
+            client,
+        } => {
             let (recalled, renewed) = state
                 .dir_leases
-                .await_recalls(session, &returned, &renew, crate::dir_leases::RECALL_POLL)
+                .await_recalls(
+                    session,
+                    client,
+                    &returned,
+                    &renew,
+                    crate::dir_leases::RECALL_POLL,
+                )
                 .await;
             Ok(MasterReply::Recalled { recalled, renewed })
         }

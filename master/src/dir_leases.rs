@@ -64,6 +64,8 @@ const FILLER: SessionId = SessionId(u64::MAX);
 
 struct Lease {
     holder: SessionId,
+    /// The holder's client id, from its waits for recalls.
+    client: Option<u64>,
     until: Instant,
     recalled: bool,
 }
@@ -72,6 +74,8 @@ struct Lease {
 #[derive(Default)]
 struct Poller {
     polled: bool,
+    /// The client id its waits for recalls carry.
+    client: Option<u64>,
     recalls: Vec<InodeId>,
     wake: Arc<Notify>,
 }
@@ -115,14 +119,11 @@ impl Table {
         }
     }
 
-    /// Whether `session` may not be granted the lease on `dir` now, whatever the names: it holds
-    /// it already (a give-back of it may be on its way), another session holds it, or it was
+    /// Whether `session` may not be granted the lease on `dir` now, whatever the names: a session
+    /// holds it (the asking one included: a give-back of it may be on its way), or it was
     /// recalled from `session` lately.
     fn taken(&self, session: SessionId, dir: InodeId, now: Instant) -> bool {
-        let held = self
-            .leases
-            .get(&dir)
-            .is_some_and(|l| l.holder == session || l.until > now);
+        let held = self.leases.get(&dir).is_some_and(|l| l.until > now);
         let held_off = self
             .recalled_from
             .get(&dir)
@@ -242,10 +243,11 @@ impl DirLeases {
         }
     }
 
-    /// Grants `session` the lease on `dir`, which it has just made or whose names it has just
-    /// been read; false when it does not wait for recalls, the directory's names changed or
-    /// were changing since `pending` was taken, another session holds the lease, or too many
-    /// leases are held.
+    /// Grants `session` the lease on `dir`, which it has just made or whose names have just been
+    /// read; false when it does not wait for recalls, another session's change to the
+    /// directory's names was under way at some time since `pending` was taken, a change anywhere
+    /// was, a session holds the lease, it was recalled from `session` lately, or too many leases
+    /// are held.
     pub fn grant(&self, pending: PendingGrant<'_>, session: SessionId, dir: InodeId) -> bool {
         let mut table = self.lock();
         let now = Instant::now();
@@ -261,6 +263,7 @@ impl DirLeases {
             return false;
         }
         let wake = poller.wake.clone();
+        let client = poller.client;
         if table.leases.len() >= MAX_LEASES {
             table.leases.retain(|_, l| l.until > now);
             if table.leases.len() >= MAX_LEASES {
@@ -271,6 +274,7 @@ impl DirLeases {
             dir,
             Lease {
                 holder: session,
+                client,
                 until: now + DIR_LEASE,
                 recalled: false,
             },
@@ -414,6 +418,10 @@ impl DirLeases {
             table
                 .recalled_from
                 .retain(|_, (_, at)| now < *at + LEASE_HOLD_OFF);
+            if table.recalled_from.len() >= MAX_LEASES {
+                // Forgetting hold-offs costs only some needless grants.
+                table.recalled_from.clear();
+            }
         }
         let Table {
             leases,
@@ -447,8 +455,9 @@ impl DirLeases {
         waiting
     }
 
-    /// Serves a session's [`MasterRequest::AwaitRecalls`]: ends the leases it gave back,
-    /// renews those of `renew` not recalled, then
+    /// Serves a session's [`MasterRequest::AwaitRecalls`] from `client`: ends the leases it gave
+    /// back (its own, or ones of the same client's closed connections), renews those of `renew`
+    /// not recalled, then
     /// returns the recalls it has not been told of and the leases renewed, waiting up to
     /// `patience` for a recall ([`RENEW_POLL`] at most while it holds a lease).
     ///
@@ -456,6 +465,7 @@ impl DirLeases {
     pub async fn await_recalls(
         &self,
         session: SessionId,
+        client: u64,
         returned: &[InodeId],
         renew: &[InodeId],
         patience: Duration,
@@ -463,21 +473,20 @@ impl DirLeases {
         let start = Instant::now();
         let (wake, renewed, first) = {
             let mut table = self.lock();
-            let Some(poller) = table.pollers.get_mut(&session) else {
-                return (Vec::new(), Vec::new());
+            // Give-backs count even when the session's connection has just closed (a mount that
+            // is stopping gives its leases back as it goes), for the session's own leases and
+            // those of the same client's closed connections; not for another client's, which may
+            // hold a lease on the same directory now.
+            let Table {
+                leases, pollers, ..
+            } = &mut *table;
+            let mine = |l: &Lease| {
+                l.holder == session
+                    || (l.client == Some(client) && !pollers.contains_key(&l.holder))
             };
-            // The first is answered at once: the client waits for it before it starts.
-            let first = !std::mem::replace(&mut poller.polled, true);
-            let wake = poller.wake.clone();
-            if table.leases.len() > 1024 {
-                table.leases.retain(|_, l| l.until > start);
-            }
-            let leases = &mut table.leases;
             let mut gave_back = false;
             for dir in returned {
-                // Only the session's own: another client may hold a lease on the same directory
-                // now, on a connection it does not know is closed.
-                if leases.get(dir).is_some_and(|l| l.holder == session) {
+                if leases.get(dir).is_some_and(mine) {
                     leases.remove(dir);
                     gave_back = true;
                 }
@@ -485,6 +494,18 @@ impl DirLeases {
             if gave_back {
                 self.released.notify_waiters();
             }
+            let Some(poller) = table.pollers.get_mut(&session) else {
+                return (Vec::new(), Vec::new());
+            };
+            // The first is answered at once: the client waits for it before it starts, and a
+            // reconnected client gives its earlier connection's leases back with the next.
+            let first = !std::mem::replace(&mut poller.polled, true);
+            poller.client = Some(client);
+            let wake = poller.wake.clone();
+            if table.leases.len() > 1024 {
+                table.leases.retain(|_, l| l.until > start);
+            }
+            let leases = &mut table.leases;
             let mut renewed = Vec::new();
             for dir in renew {
                 if let Some(lease) = leases.get_mut(dir)
@@ -529,12 +550,14 @@ impl DirLeases {
     /// run out (it may not know yet).
     pub fn release_session(&self, session: SessionId) {
         let mut table = self.lock();
-        if let Some(poller) = table.pollers.remove(&session) {
+        let client = table.pollers.remove(&session).and_then(|poller| {
             poller.wake.notify_one();
-        }
+            poller.client
+        });
         for lease in table.leases.values_mut() {
             if lease.holder == session {
                 lease.recalled = true;
+                lease.client = lease.client.or(client);
             }
         }
     }
@@ -546,6 +569,7 @@ mod tests {
 
     const HOLDER: SessionId = SessionId(1);
     const OTHER: SessionId = SessionId(2);
+    const HOLDER_CLIENT: u64 = 101;
     const DIR: InodeId = InodeId(10);
 
     /// A table where `HOLDER` waits for recalls.
@@ -650,9 +674,11 @@ mod tests {
             "held already: a give-back of it may be on its way"
         );
         let change = changing(&leases, OTHER);
-        let _ = leases.await_recalls(HOLDER, &[], &[], RECALL_POLL).await;
         let _ = leases
-            .await_recalls(HOLDER, &[DIR], &[], Duration::ZERO)
+            .await_recalls(HOLDER, HOLDER_CLIENT, &[], &[], RECALL_POLL)
+            .await;
+        let _ = leases
+            .await_recalls(HOLDER, HOLDER_CLIENT, &[DIR], &[], Duration::ZERO)
             .await;
         change.await.unwrap();
         assert!(!leases.may_lease(HOLDER, DIR), "recalled lately");
@@ -673,14 +699,16 @@ mod tests {
                 refused
             }
         });
-        let (recalled, _) = leases.await_recalls(HOLDER, &[], &[], RECALL_POLL).await;
+        let (recalled, _) = leases
+            .await_recalls(HOLDER, HOLDER_CLIENT, &[], &[], RECALL_POLL)
+            .await;
         assert_eq!(
             recalled,
             vec![DIR],
             "the holder's own lease is recalled too"
         );
         let _ = leases
-            .await_recalls(HOLDER, &[DIR], &[], Duration::ZERO)
+            .await_recalls(HOLDER, HOLDER_CLIENT, &[DIR], &[], Duration::ZERO)
             .await;
         let pending = leases.begin_grant();
         assert!(filling.await.unwrap(), "leased while being filled");
@@ -712,7 +740,9 @@ mod tests {
         let leases = both_polling(leased());
         assert!(!leases.grant(leases.begin_grant(), OTHER, DIR), "held");
         drop(changing(&leases, OTHER));
-        let (recalled, _) = leases.await_recalls(HOLDER, &[], &[], RECALL_POLL).await;
+        let (recalled, _) = leases
+            .await_recalls(HOLDER, HOLDER_CLIENT, &[], &[], RECALL_POLL)
+            .await;
         assert_eq!(recalled, vec![DIR]);
         let asking = tokio::spawn({
             let leases = leases.clone();
@@ -728,7 +758,11 @@ mod tests {
         );
         let giving_back = tokio::spawn({
             let leases = leases.clone();
-            async move { leases.await_recalls(HOLDER, &[DIR], &[], RECALL_POLL).await }
+            async move {
+                leases
+                    .await_recalls(HOLDER, HOLDER_CLIENT, &[DIR], &[], RECALL_POLL)
+                    .await
+            }
         });
         assert!(asking.await.unwrap(), "granted once given back");
         giving_back.abort();
@@ -756,7 +790,9 @@ mod tests {
     async fn another_sessions_change_waits_until_the_holder_gives_the_lease_back() {
         let leases = leased();
         let change = changing(&leases, OTHER);
-        let (recalled, _) = leases.await_recalls(HOLDER, &[], &[], RECALL_POLL).await;
+        let (recalled, _) = leases
+            .await_recalls(HOLDER, HOLDER_CLIENT, &[], &[], RECALL_POLL)
+            .await;
         assert_eq!(recalled, vec![DIR]);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(
@@ -766,7 +802,11 @@ mod tests {
         let start = Instant::now();
         let next = tokio::spawn({
             let leases = leases.clone();
-            async move { leases.await_recalls(HOLDER, &[DIR], &[], RECALL_POLL).await }
+            async move {
+                leases
+                    .await_recalls(HOLDER, HOLDER_CLIENT, &[DIR], &[], RECALL_POLL)
+                    .await
+            }
         });
         change.await.unwrap();
         assert!(start.elapsed() < Duration::from_millis(10));
@@ -785,8 +825,11 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_lease_outlives_its_sessions_connection_until_it_runs_out() {
+    async fn a_lease_outlives_its_sessions_connection_until_given_back_by_the_same_client() {
         let leases = leased();
+        let _ = leases
+            .await_recalls(HOLDER, HOLDER_CLIENT, &[], &[], Duration::ZERO)
+            .await;
         leases.release_session(HOLDER);
         let change = changing(&leases, OTHER);
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -794,26 +837,28 @@ mod tests {
             !change.is_finished(),
             "went ahead while the holder may still use its lease"
         );
-        let reconnected = SessionId(3);
-        leases.open(reconnected);
-        let poll = tokio::spawn({
+        let give_back = |session: SessionId, client: u64| {
+            leases.open(session);
             let leases = leases.clone();
-            async move {
+            tokio::spawn(async move {
                 leases
-                    .await_recalls(reconnected, &[DIR], &[], RECALL_POLL)
+                    .await_recalls(session, client, &[DIR], &[], RECALL_POLL)
                     .await
-            }
-        });
+            })
+        };
+        let stranger = give_back(SessionId(3), HOLDER_CLIENT + 1);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(
             !change.is_finished(),
-            "another session gave back a lease it was not granted"
+            "another client gave back a lease it was not granted"
         );
-        tokio::time::timeout(DIR_LEASE, change)
+        let reconnected = give_back(SessionId(4), HOLDER_CLIENT);
+        tokio::time::timeout(Duration::from_millis(10), change)
             .await
-            .expect("still waiting after the lease ran out")
+            .expect("still waiting after the lease was given back")
             .unwrap();
-        poll.abort();
+        stranger.abort();
+        reconnected.abort();
         let pending = leases.begin_grant();
         assert!(
             !leases.grant(pending, HOLDER, InodeId(12)),
@@ -830,11 +875,13 @@ mod tests {
                 let _ = leases.before_change(HOLDER, &NameChanges::Anywhere).await;
             }
         });
-        let (recalled, _) = leases.await_recalls(HOLDER, &[], &[], RECALL_POLL).await;
+        let (recalled, _) = leases
+            .await_recalls(HOLDER, HOLDER_CLIENT, &[], &[], RECALL_POLL)
+            .await;
         assert_eq!(recalled, vec![DIR]);
         let _ = tokio::time::timeout(
             Duration::from_millis(1),
-            leases.await_recalls(HOLDER, &[DIR], &[], RECALL_POLL),
+            leases.await_recalls(HOLDER, HOLDER_CLIENT, &[DIR], &[], RECALL_POLL),
         )
         .await;
         tokio::time::timeout(Duration::from_millis(10), change)
@@ -882,9 +929,13 @@ mod tests {
         let leases = DirLeases::default();
         leases.open(HOLDER);
         let start = Instant::now();
-        leases.await_recalls(HOLDER, &[], &[], RECALL_POLL).await;
+        leases
+            .await_recalls(HOLDER, HOLDER_CLIENT, &[], &[], RECALL_POLL)
+            .await;
         assert!(start.elapsed() < Duration::from_millis(1));
-        leases.await_recalls(HOLDER, &[], &[], RECALL_POLL).await;
+        leases
+            .await_recalls(HOLDER, HOLDER_CLIENT, &[], &[], RECALL_POLL)
+            .await;
         assert!(start.elapsed() >= RECALL_POLL);
     }
 
@@ -892,16 +943,22 @@ mod tests {
     async fn a_wait_for_recalls_comes_back_in_time_to_renew_a_lease() {
         let leases = Arc::new(DirLeases::default());
         leases.open(HOLDER);
-        leases.await_recalls(HOLDER, &[], &[], RECALL_POLL).await;
+        leases
+            .await_recalls(HOLDER, HOLDER_CLIENT, &[], &[], RECALL_POLL)
+            .await;
         let start = Instant::now();
         let (recalled, renewed) = leases
-            .await_recalls(HOLDER, &[], &[], Duration::from_secs(3))
+            .await_recalls(HOLDER, HOLDER_CLIENT, &[], &[], Duration::from_secs(3))
             .await;
         assert!(recalled.is_empty() && renewed.is_empty());
         assert!(start.elapsed() >= Duration::from_secs(3));
         let poll = tokio::spawn({
             let leases = leases.clone();
-            async move { leases.await_recalls(HOLDER, &[], &[], RECALL_POLL).await }
+            async move {
+                leases
+                    .await_recalls(HOLDER, HOLDER_CLIENT, &[], &[], RECALL_POLL)
+                    .await
+            }
         });
         tokio::time::sleep(Duration::from_secs(1)).await;
         let granted_at = Instant::now();
@@ -919,13 +976,13 @@ mod tests {
         let leases = leased();
         tokio::time::sleep(DIR_LEASE - Duration::from_secs(1)).await;
         let (_, renewed) = leases
-            .await_recalls(HOLDER, &[], &[DIR], Duration::ZERO)
+            .await_recalls(HOLDER, HOLDER_CLIENT, &[], &[DIR], Duration::ZERO)
             .await;
         assert_eq!(renewed, vec![DIR]);
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(leases.recall(Some(OTHER), &[DIR]), vec![DIR], "ran out");
         let (recalled, renewed) = leases
-            .await_recalls(HOLDER, &[], &[DIR], Duration::ZERO)
+            .await_recalls(HOLDER, HOLDER_CLIENT, &[], &[DIR], Duration::ZERO)
             .await;
         assert_eq!(recalled, vec![DIR]);
         assert!(renewed.is_empty(), "a recalled lease was renewed");

@@ -29,6 +29,9 @@ use crate::handles::Handles;
 use crate::ops::Ops;
 use crate::options::MountSpec;
 
+/// How long a stopping mount spends giving its directory leases back.
+const LEASE_GIVE_BACK: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// How this mount is undone on SIGTERM.
 enum Unmount {
     /// Mounted by us through `/dev/fuse`.
@@ -239,6 +242,11 @@ fn serve(
     runtime.spawn(async move {
         stop.cancelled().await;
         flusher.flush_all().await;
+        flusher
+            .client
+            .master
+            .give_back_leases(LEASE_GIVE_BACK)
+            .await;
         // Replies to requests still being worked on would find the kernel connection gone.
         flusher.in_flight.wait_idle(defaults::SHUTDOWN_GRACE).await;
         if let Err(e) = unmount.run() {
@@ -256,7 +264,10 @@ fn serve(
     }
     verdict.ready();
     session.run().context("the FUSE session failed")?;
-    runtime.block_on(ops.flush_all());
+    runtime.block_on(async {
+        ops.flush_all().await;
+        ops.client.master.give_back_leases(LEASE_GIVE_BACK).await;
+    });
     tracing::info!(mount_point = %mount_point, "unmounted");
     Ok(())
 }

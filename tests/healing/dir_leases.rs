@@ -208,3 +208,22 @@ fn a_mount_uses_no_lease_from_before_the_master_restarted() {
         "a name made after a master restart, looked up where the old master had granted a lease"
     );
 }
+
+#[test]
+fn a_mount_that_stops_gives_its_leases_back() {
+    let mut cluster = Cluster::builder().chunkservers(1).mounts(2).start();
+    let (a, b) = (
+        cluster.mount_path(0).join("d"),
+        cluster.mount_path(1).join("d"),
+    );
+    std::fs::create_dir(&a).unwrap();
+    assert_eq!(exists(&a.join("n")), Err(libc::ENOENT));
+    cluster.unmount(0);
+    let start = Instant::now();
+    std::fs::write(b.join("n"), b"from B").unwrap();
+    assert!(
+        start.elapsed() < RECALLED,
+        "a create waited {:?} for the lease of a mount that had stopped",
+        start.elapsed()
+    );
+}

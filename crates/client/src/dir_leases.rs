@@ -373,8 +373,8 @@ impl DirLeases {
         }
     }
 
-    /// Stops using every lease (the connection they were granted on is gone); they are given
-    /// back on the next one.
+    /// Stops using every lease (the connection they were granted on is gone, or the client is
+    /// going away); they are given back with the next wait for recalls.
     pub fn forget_all(&self) {
         let mut table = self.lock();
         let dirs: Vec<InodeId> = table.leases.drain().map(|(dir, _)| dir).collect();
@@ -458,11 +458,13 @@ impl Table {
             self.leases.retain(|_, l| l.until > now);
         }
         let recalled = self.early_recalls.remove(&dir).is_some();
-        if recalled || self.aside_overflowed || self.leases.len() >= MAX_LEASES {
+        let asked = listed.is_some();
+        let too_many_listed =
+            asked && self.leases.values().filter(|l| l.listed).count() >= MAX_LISTED;
+        if recalled || self.aside_overflowed || self.leases.len() >= MAX_LEASES || too_many_listed {
             self.give_back(dir);
             return;
         }
-        let asked = listed.is_some();
         let number = self.next_request;
         let aside = self
             .aside

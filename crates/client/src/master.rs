@@ -256,6 +256,25 @@ impl MasterClient {
         tokio::join!(recalls, wants);
     }
 
+    /// Stops using every directory lease and gives them back, so that other mounts' changes in
+    /// those directories need not wait for them to run out (for a client that is going away).
+    /// Waits at most `patience`, and for no answer: the master acts on a give-back as soon as it
+    /// reads it.
+    pub async fn give_back_leases(&self, patience: std::time::Duration) {
+        let generation = self.current().map(|s| s.generation);
+        self.dir_leases.forget_all();
+        let poll = self.dir_leases.next_poll();
+        if poll.returned.is_empty() || generation.is_none() {
+            return;
+        }
+        let request = MasterRequest::AwaitRecalls {
+            returned: poll.returned,
+            renew: Vec::new(),
+            client: self.client_id,
+        };
+        let _ = tokio::time::timeout(patience, self.send(&request)).await;
+    }
+
     /// Waits once for lease recalls (the master answers a session's first wait at once, and
     /// grants leases from then on); false when the master could not be asked.
     pub async fn poll_recalls(&self) -> bool {
@@ -264,6 +283,7 @@ impl MasterClient {
         let request = MasterRequest::AwaitRecalls {
             returned: poll.returned,
             renew: poll.renew,
+            client: self.client_id,
         };
         let sent = Instant::now();
         match self.send(&request).await {

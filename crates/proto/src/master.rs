@@ -15,9 +15,10 @@ use crate::types::{Attr, Caller, DirEntry, DirEntryPlus, FileKind, FsStats, SetA
 /// give the lease back (a mount cut off from the master).
 pub const DIR_LEASE: Duration = Duration::from_secs(10);
 
-/// How long a session whose lease on a directory was recalled (or refused) does not get it
-/// again through [`MasterRequest::LeaseDir`], so that two sessions changing names in one
-/// directory do not take the lease from each other on every change.
+/// How long a session whose lease on a directory was recalled does not get it again through
+/// [`MasterRequest::LeaseDir`] (and a client does not ask for it after a recall, a refusal or
+/// a give-back), so that two sessions changing names in one directory do not take the lease
+/// from each other on every change.
 pub const LEASE_HOLD_OFF: Duration = Duration::from_secs(30);
 
 /// A request from a client to the master.
@@ -402,6 +403,9 @@ pub enum MasterRequest {
         returned: Vec<InodeId>,
         /// Leases to renew for [`DIR_LEASE`] from now.
         renew: Vec<InodeId>,
+        /// This client's id (the one its tagged requests carry): leases granted to an earlier
+        /// connection of the same client that has closed may be given back on this one.
+        client: u64,
     },
     /// Asks for a lease on the names of a directory this session did not make, once several
     /// names looked up there did not exist (a copy or an unpack into a directory that is
