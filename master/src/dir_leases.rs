@@ -12,8 +12,10 @@
 //!
 //! The holder's lease always ends before the master's: it counts from when it sent the request
 //! that was answered with the grant or renewal, the master from when it made either. A lease of
-//! a session whose connection closed stays until it runs out: the holder may not know yet that
-//! its connection is gone, and only the session a lease was granted to can give it back.
+//! a session whose connection closed stays until it runs out or the same client gives it back
+//! from a later session (a client opens a new connection only once it has stopped using the old
+//! one's leases): the holder may not know yet that its connection is gone, and another client
+//! may hold a lease on the same directory by then.
 //!
 //! A lease recalled from a session is not granted to it again through
 //! [`MasterRequest::LeaseDir`] for [`LEASE_HOLD_OFF`]. The directories a snapshot copies are
@@ -471,19 +473,16 @@ impl DirLeases {
         patience: Duration,
     ) -> (Vec<InodeId>, Vec<InodeId>) {
         let start = Instant::now();
-        let (wake, renewed, first) = {
+        let (wake, renewed, answer_now) = {
             let mut table = self.lock();
             // Give-backs count even when the session's connection has just closed (a mount that
             // is stopping gives its leases back as it goes), for the session's own leases and
-            // those of the same client's closed connections; not for another client's, which may
-            // hold a lease on the same directory now.
-            let Table {
-                leases, pollers, ..
-            } = &mut *table;
-            let mine = |l: &Lease| {
-                l.holder == session
-                    || (l.client == Some(client) && !pollers.contains_key(&l.holder))
-            };
+            // those of the same client's earlier sessions (session ids only grow, and the client
+            // stopped using a connection's leases before it opened the next); not for another
+            // client's, which may hold a lease on the same directory now.
+            let leases = &mut table.leases;
+            let mine =
+                |l: &Lease| l.holder == session || (l.client == Some(client) && l.holder < session);
             let mut gave_back = false;
             for dir in returned {
                 if leases.get(dir).is_some_and(mine) {
@@ -494,6 +493,9 @@ impl DirLeases {
             if gave_back {
                 self.released.notify_waiters();
             }
+            // A wait that gave back the session's last leases is answered at once: a client that
+            // is going away waits for that answer.
+            let gave_back_all = gave_back && renew.is_empty() && !table.holds_any(session);
             let Some(poller) = table.pollers.get_mut(&session) else {
                 return (Vec::new(), Vec::new());
             };
@@ -517,9 +519,9 @@ impl DirLeases {
                     renewed.push(*dir);
                 }
             }
-            (wake, renewed, first)
+            (wake, renewed, first || gave_back_all)
         };
-        let patience = if first { Duration::ZERO } else { patience };
+        let patience = if answer_now { Duration::ZERO } else { patience };
         loop {
             let woken = wake.notified();
             tokio::pin!(woken);
@@ -547,7 +549,7 @@ impl DirLeases {
     }
 
     /// A session's connection is gone: it is told of nothing more, and its leases are left to
-    /// run out (it may not know yet).
+    /// run out (it may not know yet) unless its client gives them back.
     pub fn release_session(&self, session: SessionId) {
         let mut table = self.lock();
         let client = table.pollers.remove(&session).and_then(|poller| {
@@ -863,6 +865,61 @@ mod tests {
         assert!(
             !leases.grant(pending, HOLDER, InodeId(12)),
             "a gone session got a lease"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_gives_back_its_earlier_sessions_leases_before_they_are_seen_closed() {
+        let leases = polling();
+        let _ = leases
+            .await_recalls(HOLDER, HOLDER_CLIENT, &[], &[], Duration::ZERO)
+            .await;
+        assert!(leases.grant(leases.begin_grant(), HOLDER, DIR));
+        let change = changing(&leases, OTHER);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!change.is_finished(), "went ahead while the lease is held");
+        let earlier = SessionId(0);
+        leases.open(earlier);
+        let _ = leases
+            .await_recalls(earlier, HOLDER_CLIENT, &[DIR], &[], Duration::ZERO)
+            .await;
+        assert!(
+            !change.is_finished(),
+            "an earlier session gave back a later one's lease"
+        );
+        let later = SessionId(5);
+        leases.open(later);
+        let (_, renewed) = leases
+            .await_recalls(later, HOLDER_CLIENT, &[DIR], &[], RECALL_POLL)
+            .await;
+        assert!(renewed.is_empty());
+        tokio::time::timeout(Duration::from_millis(10), change)
+            .await
+            .expect("still waiting after the lease was given back")
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_give_back_read_after_the_connection_closed_still_counts_and_is_answered_at_once() {
+        let leases = leased();
+        let change = changing(&leases, OTHER);
+        leases.release_session(HOLDER);
+        let _ = leases
+            .await_recalls(HOLDER, HOLDER_CLIENT, &[DIR], &[], RECALL_POLL)
+            .await;
+        tokio::time::timeout(Duration::from_millis(10), change)
+            .await
+            .expect("still waiting after the lease was given back")
+            .unwrap();
+        let leases = leased();
+        let start = Instant::now();
+        let _ = leases
+            .await_recalls(HOLDER, HOLDER_CLIENT, &[DIR], &[], RECALL_POLL)
+            .await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "a wait that gave back every lease"
         );
     }
 

@@ -242,16 +242,16 @@ fn serve(
     runtime.spawn(async move {
         stop.cancelled().await;
         flusher.flush_all().await;
-        flusher
-            .client
-            .master
-            .give_back_leases(LEASE_GIVE_BACK)
-            .await;
         // Replies to requests still being worked on would find the kernel connection gone.
         flusher.in_flight.wait_idle(defaults::SHUTDOWN_GRACE).await;
         if let Err(e) = unmount.run() {
             tracing::error!(error = %e, "cannot unmount");
         }
+        flusher
+            .client
+            .master
+            .give_back_leases(LEASE_GIVE_BACK)
+            .await;
         // A lazily detached mount lives on while programs hold files open in it; this process
         // has done its part (everything is flushed) and goes.
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;

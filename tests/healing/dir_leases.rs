@@ -217,7 +217,8 @@ fn a_mount_that_stops_gives_its_leases_back() {
         cluster.mount_path(1).join("d"),
     );
     std::fs::create_dir(&a).unwrap();
-    assert_eq!(exists(&a.join("n")), Err(libc::ENOENT));
+    let found = looked_up_with_the_master_frozen(&cluster, &a, &["n"]);
+    assert_eq!(found, vec![Err(libc::ENOENT)], "A holds the lease");
     cluster.unmount(0);
     let start = Instant::now();
     std::fs::write(b.join("n"), b"from B").unwrap();

@@ -130,6 +130,8 @@ struct Table {
     asking: HashSet<InodeId>,
     /// Directories not to ask for until then.
     held_off: HashMap<InodeId, Instant>,
+    /// The client is going away: no lease is taken any more.
+    closed: bool,
 }
 
 /// The directory leases held by this client.
@@ -373,8 +375,15 @@ impl DirLeases {
         }
     }
 
-    /// Stops using every lease (the connection they were granted on is gone, or the client is
-    /// going away); they are given back with the next wait for recalls.
+    /// Stops using every lease for good (the client is going away), and takes no new one; they
+    /// are given back with the next wait for recalls.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.forget_all();
+    }
+
+    /// Stops using every lease (the connection they were granted on is gone); they are given
+    /// back with the next wait for recalls.
     pub fn forget_all(&self) {
         let mut table = self.lock();
         let dirs: Vec<InodeId> = table.leases.drain().map(|(dir, _)| dir).collect();
@@ -414,7 +423,8 @@ impl Table {
     /// now to be asked for.
     fn absent_in(&mut self, dir: InodeId) -> bool {
         let now = Instant::now();
-        let busy = self.leases.contains_key(&dir)
+        let busy = self.closed
+            || self.leases.contains_key(&dir)
             || self.asking.contains(&dir)
             || self.wanted.contains(&dir)
             || self.returned.contains(&dir)
@@ -461,7 +471,12 @@ impl Table {
         let asked = listed.is_some();
         let too_many_listed =
             asked && self.leases.values().filter(|l| l.listed).count() >= MAX_LISTED;
-        if recalled || self.aside_overflowed || self.leases.len() >= MAX_LEASES || too_many_listed {
+        if recalled
+            || self.closed
+            || self.aside_overflowed
+            || self.leases.len() >= MAX_LEASES
+            || too_many_listed
+        {
             self.give_back(dir);
             return;
         }
@@ -719,6 +734,19 @@ mod tests {
         answered(&leases, &lease_dir(), listed(&[]));
         assert!(!leases.knows_absent(GENERATION, DIR, b"maybe"));
         assert!(leases.knows_absent(GENERATION, DIR, b"other"));
+    }
+
+    #[test]
+    fn a_closed_client_gives_back_every_lease_and_takes_no_new_one() {
+        let leases = leased();
+        let number = leases.before(&lease_dir());
+        leases.close();
+        leases.after(&lease_dir(), number, Some(GENERATION), now(), &listed(&[]));
+        answered(&leases, &mkdir(), leased_dir());
+        assert!(!leases.knows_absent(GENERATION, DIR, b"x"));
+        assert_eq!(leases.next_poll().returned, vec![DIR]);
+        two_absent(&leases);
+        assert_eq!(leases.next_wanted(), None);
     }
 
     #[test]

@@ -101,7 +101,8 @@ pub struct MasterClient {
     reconnecting: tokio::sync::Mutex<()>,
     open_files: Mutex<HashMap<InodeId, u32>>,
     closes: Arc<CloseTracker>,
-    /// This process's id for numbered requests, the next number, and the slots they hold.
+    /// This client's random id (for numbered requests and lease give-backs), the next number,
+    /// and the slots numbered requests hold.
     client_id: u64,
     next_seq: std::sync::atomic::AtomicU64,
     slots: RequestSlots,
@@ -256,15 +257,13 @@ impl MasterClient {
         tokio::join!(recalls, wants);
     }
 
-    /// Stops using every directory lease and gives them back, so that other mounts' changes in
-    /// those directories need not wait for them to run out (for a client that is going away).
-    /// Waits at most `patience`, and for no answer: the master acts on a give-back as soon as it
-    /// reads it.
+    /// Stops using directory leases for good and gives back those held, so that other mounts'
+    /// changes in those directories need not wait for them to run out (for a client that is
+    /// going away). The master answers such a give-back at once; waits at most `patience`.
     pub async fn give_back_leases(&self, patience: std::time::Duration) {
-        let generation = self.current().map(|s| s.generation);
-        self.dir_leases.forget_all();
+        self.dir_leases.close();
         let poll = self.dir_leases.next_poll();
-        if poll.returned.is_empty() || generation.is_none() {
+        if poll.returned.is_empty() || self.current().is_none() {
             return;
         }
         let request = MasterRequest::AwaitRecalls {
@@ -548,7 +547,7 @@ fn must_not_repeat(request: &MasterRequest) -> bool {
     )
 }
 
-/// A random id for this client process (the clock's nanoseconds mixed with the process id).
+/// A random id for a new client (the clock's nanoseconds mixed with the process id).
 fn client_id() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
