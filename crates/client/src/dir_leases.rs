@@ -219,36 +219,8 @@ impl DirLeases {
         (sent, suspended): (Instant, Duration),
         reply: &Result<MasterReply, elkfs_proto::Status>,
     ) {
-        self.settle(request, number, generation, (sent, suspended), reply, true);
-    }
-
-    /// Takes in a request whose caller stopped waiting for its answer: as a failure, except
-    /// that the name it may still make stays among those sent and not answered (a `LeaseDir`
-    /// keeps it aside).
-    pub fn abandoned(&self, request: &MasterRequest, number: u64, sent: (Instant, Duration)) {
-        self.settle(
-            request,
-            number,
-            None,
-            sent,
-            &Err(elkfs_proto::Status::Io),
-            false,
-        );
-    }
-
-    fn settle(
-        &self,
-        request: &MasterRequest,
-        number: u64,
-        generation: Option<Generation>,
-        (sent, suspended): (Instant, Duration),
-        reply: &Result<MasterReply, elkfs_proto::Status>,
-        answered: bool,
-    ) {
         let mut table = self.lock();
-        if answered {
-            table.in_flight.remove(&number);
-        }
+        table.in_flight.remove(&number);
         match (request, reply, generation) {
             (MasterRequest::Mkdir { .. }, Ok(MasterReply::LeasedDir { attr, .. }), Some(g)) => {
                 table.take_lease(attr.inode, g, sent, suspended, None);
@@ -259,16 +231,7 @@ impl DirLeases {
             (MasterRequest::LeaseDir { dir }, ..) => table.hold_off(*dir),
             _ => {}
         }
-        if let MasterRequest::LeaseDir { dir } = request {
-            table.asking.remove(dir);
-        }
-        if let MasterRequest::Mkdir { .. } | MasterRequest::LeaseDir { .. } = request {
-            table.grants_in_flight -= 1;
-            if table.grants_in_flight == 0 {
-                table.aside.clear();
-                table.aside_overflowed = false;
-            }
-        }
+        table.grant_settled(request);
         if let Some(dir) = found_absent(request, reply)
             && table.absent_in(dir)
         {
@@ -286,6 +249,17 @@ impl DirLeases {
             // directory's lock across each change of a name, so the two never overlap.)
             lease.names.remove(name);
         }
+    }
+
+    /// Takes in a request whose caller stopped waiting for its answer: as a failure, except
+    /// that the name it may still make stays among those sent and not answered (a `LeaseDir`
+    /// keeps it aside).
+    pub fn abandoned(&self, request: &MasterRequest) {
+        let mut table = self.lock();
+        if let MasterRequest::LeaseDir { dir } = request {
+            table.hold_off(*dir);
+        }
+        table.grant_settled(request);
     }
 
     /// Stops using leases the master recalled; they are given back with the next wait.
@@ -394,6 +368,20 @@ impl DirLeases {
 }
 
 impl Table {
+    /// Ends the bookkeeping of a request that may have brought a lease.
+    fn grant_settled(&mut self, request: &MasterRequest) {
+        if let MasterRequest::LeaseDir { dir } = request {
+            self.asking.remove(dir);
+        }
+        if let MasterRequest::Mkdir { .. } | MasterRequest::LeaseDir { .. } = request {
+            self.grants_in_flight -= 1;
+            if self.grants_in_flight == 0 {
+                self.aside.clear();
+                self.aside_overflowed = false;
+            }
+        }
+    }
+
     /// Queues a lease no longer used to be given back, and does not ask for it again for a
     /// while: a new grant must not meet the give-back of the old one at the master.
     fn give_back(&mut self, dir: InodeId) {
@@ -729,8 +717,8 @@ mod tests {
     #[test]
     fn the_name_of_an_abandoned_request_is_kept_aside_for_a_later_lease() {
         let leases = DirLeases::default();
-        let number = leases.before(&create(b"maybe"));
-        leases.abandoned(&create(b"maybe"), number, now());
+        leases.before(&create(b"maybe"));
+        leases.abandoned(&create(b"maybe"));
         answered(&leases, &lease_dir(), listed(&[]));
         assert!(!leases.knows_absent(GENERATION, DIR, b"maybe"));
         assert!(leases.knows_absent(GENERATION, DIR, b"other"));

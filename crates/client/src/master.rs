@@ -197,8 +197,6 @@ impl MasterClient {
         let mut noted = NotedRequest {
             leases: &self.dir_leases,
             request,
-            number,
-            sent,
             answered: false,
         };
         let (reply, generation) = self.send(request).await;
@@ -483,15 +481,13 @@ impl MasterClient {
 struct NotedRequest<'a> {
     leases: &'a DirLeases,
     request: &'a MasterRequest,
-    number: u64,
-    sent: (Instant, std::time::Duration),
     answered: bool,
 }
 
 impl Drop for NotedRequest<'_> {
     fn drop(&mut self) {
         if !self.answered {
-            self.leases.abandoned(self.request, self.number, self.sent);
+            self.leases.abandoned(self.request);
         }
     }
 }
