@@ -228,3 +228,112 @@ fn a_mount_that_stops_gives_its_leases_back() {
         start.elapsed()
     );
 }
+
+/// Random creates, unlinks and renames of a few names in a few directories, in bursts on one
+/// mount and then the other, with absent names looked up on the other between them: a name one
+/// mount made must exist at once for the other. (A name the other mount removed may still be
+/// seen for the kernel's entry cache time, 1 s, so only that direction is checked.) The leases
+/// in play are mostly those of the first mount's `mkdir`s, recalled by the second: after a
+/// recall, a directory is not leased to the same mount again for 30 s, longer than this test
+/// runs, so the names sent with a lease asked for are checked by the test above.
+#[test]
+fn two_mounts_never_hide_each_others_names_through_random_changes() {
+    use rand::{Rng, SeedableRng};
+    use std::collections::{HashMap, HashSet};
+    const DIRS: usize = 3;
+    const NAMES: usize = 8;
+    type Name = (usize, usize);
+    let cluster = Cluster::builder().chunkservers(1).mounts(2).start();
+    let roots = [cluster.mount_path(0), cluster.mount_path(1)];
+    let path = |m: usize, (d, n): Name| roots[m].join(format!("d{d}")).join(format!("n{n}"));
+    for d in 0..DIRS {
+        std::fs::create_dir(roots[0].join(format!("d{d}"))).unwrap();
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_1ea5e);
+    let mut present: HashSet<Name> = HashSet::new();
+    // When each name was last removed, and by which mount: the other may still have it cached.
+    let mut removed: HashMap<Name, (Instant, usize)> = HashMap::new();
+    let cached_on = |removed: &HashMap<Name, (Instant, usize)>, m: usize, name: Name| {
+        removed
+            .get(&name)
+            .is_some_and(|(at, by)| *by != m && at.elapsed() < Duration::from_secs(2))
+    };
+    let mut step = 0;
+    for _burst in 0..16 {
+        let m = rng.random_range(0..2);
+        let other = 1 - m;
+        for _ in 0..25 {
+            step += 1;
+            let name = (rng.random_range(0..DIRS), rng.random_range(0..NAMES));
+            let here = path(m, name);
+            let made = match rng.random_range(0..4) {
+                0 => {
+                    let result = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&here);
+                    let exists_here = present.contains(&name) || cached_on(&removed, m, name);
+                    match result {
+                        Ok(_) => assert!(present.insert(name), "step {step}: made {here:?} twice"),
+                        Err(e) => assert!(
+                            exists_here && e.raw_os_error() == Some(libc::EEXIST),
+                            "step {step}: creating {here:?}: {e}"
+                        ),
+                    }
+                    present.contains(&name).then_some(name)
+                }
+                1 => {
+                    let result = std::fs::remove_file(&here);
+                    let was = present.remove(&name);
+                    assert_eq!(
+                        result.is_ok(),
+                        was,
+                        "step {step}: unlinking {here:?}: {result:?}"
+                    );
+                    if was {
+                        removed.insert(name, (Instant::now(), m));
+                    }
+                    None
+                }
+                2 => {
+                    let to = (rng.random_range(0..DIRS), rng.random_range(0..NAMES));
+                    let result = std::fs::rename(&here, path(m, to));
+                    let was = present.contains(&name);
+                    assert_eq!(
+                        result.is_ok(),
+                        was,
+                        "step {step}: renaming {here:?}: {result:?}"
+                    );
+                    if was && name != to {
+                        present.remove(&name);
+                        present.insert(to);
+                        removed.insert(name, (Instant::now(), m));
+                    }
+                    was.then_some(to)
+                }
+                _ => {
+                    let absent = path(other, (name.0, rng.random_range(NAMES..2 * NAMES)));
+                    assert_eq!(exists(&absent), Err(libc::ENOENT), "step {step}");
+                    None
+                }
+            };
+            if let Some(made) = made {
+                assert_eq!(
+                    exists(&path(other, made)),
+                    Ok(()),
+                    "step {step}: a name mount {m} made, looked up on mount {other}"
+                );
+            }
+            for n in 0..NAMES {
+                let name = (name.0, n);
+                if present.contains(&name) {
+                    assert_eq!(
+                        exists(&path(m, name)),
+                        Ok(()),
+                        "step {step}: {name:?} on mount {m}"
+                    );
+                }
+            }
+        }
+    }
+}
