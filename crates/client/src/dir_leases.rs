@@ -286,6 +286,9 @@ impl DirLeases {
     /// is none.
     pub fn next_wanted(&self) -> Option<InodeId> {
         let mut table = self.lock();
+        if table.closed {
+            return None;
+        }
         let dir = table.wanted.pop()?;
         table.asking.insert(dir);
         Some(dir)
@@ -455,7 +458,11 @@ impl Table {
         if self.leases.len() >= MAX_LEASES {
             self.leases.retain(|_, l| l.until > now);
         }
-        let recalled = self.early_recalls.remove(&dir).is_some();
+        // A give-back of an earlier lease on it may still reach the master after this grant (an
+        // inode number a crashed master handed out again).
+        let recalled = self.early_recalls.remove(&dir).is_some()
+            || self.returned.contains(&dir)
+            || self.returning.contains(&dir);
         let asked = listed.is_some();
         let too_many_listed =
             asked && self.leases.values().filter(|l| l.listed).count() >= MAX_LISTED;
@@ -733,8 +740,26 @@ mod tests {
         answered(&leases, &mkdir(), leased_dir());
         assert!(!leases.knows_absent(GENERATION, DIR, b"x"));
         assert_eq!(leases.next_poll().returned, vec![DIR]);
-        two_absent(&leases);
+        let elsewhere = InodeId(30);
+        for name in [&b"a"[..], b"b"] {
+            let lookup = MasterRequest::Lookup {
+                parent: elsewhere,
+                name: name.to_vec(),
+            };
+            answered(&leases, &lookup, Err(Status::NotFound));
+        }
         assert_eq!(leases.next_wanted(), None);
+    }
+
+    #[test]
+    fn a_lease_granted_while_a_give_back_of_the_same_directory_is_queued_is_not_taken() {
+        let leases = leased();
+        leases.forget_all();
+        answered(&leases, &mkdir(), leased_dir());
+        assert!(
+            !leases.knows_absent(GENERATION, DIR, b"x"),
+            "the queued give-back would end it at the master"
+        );
     }
 
     #[test]

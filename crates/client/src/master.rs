@@ -99,6 +99,8 @@ pub struct MasterClient {
     read_only: bool,
     session: Mutex<Option<Session>>,
     reconnecting: tokio::sync::Mutex<()>,
+    /// Held while the leases are given back for good, so that a second caller waits for it.
+    giving_back: tokio::sync::Mutex<()>,
     open_files: Mutex<HashMap<InodeId, u32>>,
     closes: Arc<CloseTracker>,
     /// This client's random id (for numbered requests and lease give-backs), the next number,
@@ -156,6 +158,7 @@ impl MasterClient {
             read_only,
             session: Mutex::new(Some(session)),
             reconnecting: tokio::sync::Mutex::new(()),
+            giving_back: tokio::sync::Mutex::new(()),
             open_files: Mutex::new(HashMap::new()),
             closes: Arc::default(),
             client_id: client_id(),
@@ -257,8 +260,10 @@ impl MasterClient {
 
     /// Stops using directory leases for good and gives back those held, so that other mounts'
     /// changes in those directories need not wait for them to run out (for a client that is
-    /// going away). The master answers such a give-back at once; waits at most `patience`.
+    /// going away). The master answers a wait that gave back a session's last leases at once;
+    /// this waits at most `patience` (and not at all when the master cannot be reached).
     pub async fn give_back_leases(&self, patience: std::time::Duration) {
+        let _one_at_a_time = self.giving_back.lock().await;
         self.dir_leases.close();
         let poll = self.dir_leases.next_poll();
         if poll.returned.is_empty() || self.current().is_none() {

@@ -394,7 +394,8 @@ pub enum MasterRequest {
     /// Waits until the master recalls directory leases of this session (see
     /// [`MasterReply::LeasedDir`]); gives back the ones this client has let go of since it last
     /// asked, and renews the ones it still uses. Answered with [`MasterReply::Recalled`] when
-    /// there is something to recall, or after a while (soon enough to renew again while the
+    /// there is something to recall, at once when it gave back the session's last leases (or
+    /// is the session's first), or else after a while (soon enough to renew again while the
     /// session holds a lease). A mount keeps one of these waiting at all times; the master
     /// grants directory leases only to a session that has sent one.
     AwaitRecalls {
@@ -404,7 +405,7 @@ pub enum MasterRequest {
         /// Leases to renew for [`DIR_LEASE`] from now.
         renew: Vec<InodeId>,
         /// This client's id (the one its tagged requests carry): leases granted to an earlier
-        /// connection of the same client that has closed may be given back on this one.
+        /// session of the same client may be given back on this one.
         client: u64,
     },
     /// Asks for a lease on the names of a directory this session did not make, once several
