@@ -67,7 +67,7 @@ const FILLER: SessionId = SessionId(u64::MAX);
 struct Lease {
     holder: SessionId,
     /// The holder's client id, from its waits for recalls.
-    client: Option<u64>,
+    client: u64,
     until: Instant,
     recalled: bool,
 }
@@ -75,8 +75,7 @@ struct Lease {
 /// A connected session: whether it waits for recalls, and what it has not been told yet.
 #[derive(Default)]
 struct Poller {
-    polled: bool,
-    /// The client id its waits for recalls carry.
+    /// The client id its waits for recalls carry; `None` until it first waits.
     client: Option<u64>,
     recalls: Vec<InodeId>,
     wake: Arc<Notify>,
@@ -111,8 +110,7 @@ impl Table {
 
     /// Notes that a change by `session` to the names in `dirs` started or ended: a grant to
     /// another session begun before then is refused.
-    fn touch(&mut self, session: Option<SessionId>, dirs: &[InodeId]) {
-        let Some(session) = session else { return };
+    fn touch(&mut self, session: SessionId, dirs: &[InodeId]) {
         if !self.pending.is_empty() {
             let epoch = self.next_epoch();
             for dir in dirs {
@@ -190,7 +188,7 @@ impl Drop for PendingGrant<'_> {
 /// it ends.
 pub struct ChangeGuard<'a> {
     leases: Option<&'a DirLeases>,
-    session: Option<SessionId>,
+    session: SessionId,
     dirs: Vec<InodeId>,
     anywhere: bool,
 }
@@ -207,12 +205,10 @@ impl Drop for ChangeGuard<'_> {
             let Some(by) = table.changing.get_mut(dir) else {
                 continue;
             };
-            if let Some(session) = self.session
-                && let Some(count) = by.get_mut(&session)
-            {
+            if let Some(count) = by.get_mut(&self.session) {
                 *count -= 1;
                 if *count == 0 {
-                    by.remove(&session);
+                    by.remove(&self.session);
                 }
             }
             if by.is_empty() {
@@ -258,14 +254,13 @@ impl DirLeases {
             || table.anywhere_epoch > pending.epoch
             || table.changed_by_others(dir, session, pending.epoch)
             || table.taken(session, dir, now);
-        let Some(poller) = table.pollers.get(&session).filter(|p| p.polled) else {
+        let Some(poller) = table.pollers.get(&session) else {
             return false;
         };
-        if refused {
+        let Some(client) = poller.client.filter(|_| !refused) else {
             return false;
-        }
+        };
         let wake = poller.wake.clone();
-        let client = poller.client;
         if table.leases.len() >= MAX_LEASES {
             table.leases.retain(|_, l| l.until > now);
             if table.leases.len() >= MAX_LEASES {
@@ -292,7 +287,10 @@ impl DirLeases {
     /// read; [`DirLeases::grant`] decides).
     pub fn may_lease(&self, session: SessionId, dir: InodeId) -> bool {
         let table = self.lock();
-        let polls = table.pollers.get(&session).is_some_and(|p| p.polled);
+        let polls = table
+            .pollers
+            .get(&session)
+            .is_some_and(|p| p.client.is_some());
         polls && !table.taken(session, dir, Instant::now())
     }
 
@@ -319,11 +317,11 @@ impl DirLeases {
                 let by = table.changing.entry(*dir).or_default();
                 *by.entry(changer).or_default() += 1;
             }
-            table.touch(Some(changer), dirs);
+            table.touch(changer, dirs);
         }
         let guard = ChangeGuard {
             leases: Some(self),
-            session: Some(changer),
+            session: changer,
             dirs: dirs.to_vec(),
             anywhere: false,
         };
@@ -342,7 +340,7 @@ impl DirLeases {
             NameChanges::None => {
                 return ChangeGuard {
                     leases: None,
-                    session: None,
+                    session,
                     dirs: Vec::new(),
                     anywhere: false,
                 };
@@ -357,7 +355,7 @@ impl DirLeases {
                 };
                 let guard = ChangeGuard {
                     leases: Some(self),
-                    session: None,
+                    session,
                     dirs: Vec::new(),
                     anywhere: true,
                 };
@@ -392,23 +390,13 @@ impl DirLeases {
     /// on its way back, so that `session` may be granted the lease after its own change
     /// recalled it.
     pub async fn returned(&self, session: SessionId, dir: InodeId) {
-        let give_up = Instant::now() + RETURN_WAIT;
-        loop {
-            let released = self.released.notified();
-            tokio::pin!(released);
-            released.as_mut().enable();
-            let until = {
-                let table = self.lock();
-                match table.leases.get(&dir) {
-                    Some(l) if l.holder != session && l.recalled && l.until > Instant::now() => {
-                        l.until.min(give_up)
-                    }
-                    _ => return,
-                }
-            };
-            if tokio::time::timeout_at(until, released).await.is_err() && until == give_up {
-                return;
-            }
+        let on_its_way = self
+            .lock()
+            .leases
+            .get(&dir)
+            .is_some_and(|l| l.holder != session && l.recalled);
+        if on_its_way {
+            let _ = tokio::time::timeout(RETURN_WAIT, self.wait_returned(vec![dir])).await;
         }
     }
 
@@ -458,9 +446,9 @@ impl DirLeases {
     }
 
     /// Serves a session's [`MasterRequest::AwaitRecalls`] from `client`: ends the leases it gave
-    /// back (its own, or ones of the same client's closed connections), renews those of `renew`
-    /// not recalled, then
-    /// returns the recalls it has not been told of and the leases renewed, waiting up to
+    /// back (its own, or ones of the same client's earlier sessions), renews those of `renew`
+    /// not recalled, then returns the recalls it has not been told of and the leases renewed,
+    /// waiting up to
     /// `patience` for a recall ([`RENEW_POLL`] at most while it holds a lease).
     ///
     /// [`MasterRequest::AwaitRecalls`]: elkfs_proto::master::MasterRequest::AwaitRecalls
@@ -482,7 +470,7 @@ impl DirLeases {
             // client's, which may hold a lease on the same directory now.
             let leases = &mut table.leases;
             let mine =
-                |l: &Lease| l.holder == session || (l.client == Some(client) && l.holder < session);
+                |l: &Lease| l.holder == session || (l.client == client && l.holder < session);
             let mut gave_back = false;
             for dir in returned {
                 if leases.get(dir).is_some_and(mine) {
@@ -501,8 +489,7 @@ impl DirLeases {
             };
             // The first is answered at once: the client waits for it before it starts, and a
             // reconnected client gives its earlier connection's leases back with the next.
-            let first = !std::mem::replace(&mut poller.polled, true);
-            poller.client = Some(client);
+            let first = poller.client.replace(client).is_none();
             let wake = poller.wake.clone();
             if table.leases.len() > 1024 {
                 table.leases.retain(|_, l| l.until > start);
@@ -552,14 +539,12 @@ impl DirLeases {
     /// run out (it may not know yet) unless its client gives them back.
     pub fn release_session(&self, session: SessionId) {
         let mut table = self.lock();
-        let client = table.pollers.remove(&session).and_then(|poller| {
+        if let Some(poller) = table.pollers.remove(&session) {
             poller.wake.notify_one();
-            poller.client
-        });
+        }
         for lease in table.leases.values_mut() {
             if lease.holder == session {
                 lease.recalled = true;
-                lease.client = lease.client.or(client);
             }
         }
     }
@@ -578,7 +563,7 @@ mod tests {
     fn polling() -> Arc<DirLeases> {
         let leases = Arc::new(DirLeases::default());
         leases.open(HOLDER);
-        leases.lock().pollers.get_mut(&HOLDER).unwrap().polled = true;
+        leases.lock().pollers.get_mut(&HOLDER).unwrap().client = Some(HOLDER_CLIENT);
         leases
     }
 
@@ -626,7 +611,7 @@ mod tests {
     /// `leases` with `OTHER` waiting for recalls too.
     fn both_polling(leases: Arc<DirLeases>) -> Arc<DirLeases> {
         leases.open(OTHER);
-        leases.lock().pollers.get_mut(&OTHER).unwrap().polled = true;
+        leases.lock().pollers.get_mut(&OTHER).unwrap().client = Some(HOLDER_CLIENT + 1);
         leases
     }
 
