@@ -402,6 +402,16 @@ impl Table {
         self.held_off.insert(dir, now + LEASE_HOLD_OFF);
     }
 
+    /// Whether a give-back of a lease on `dir` is queued or on its way.
+    fn giving_back(&self, dir: InodeId) -> bool {
+        self.returned.contains(&dir) || self.returning.contains(&dir)
+    }
+
+    /// Whether this client holds as many leases asked for with `LeaseDir` as it may.
+    fn listed_in_full(&self) -> bool {
+        self.leases.values().filter(|l| l.listed).count() >= MAX_LISTED
+    }
+
     fn put_aside(&mut self, made: (InodeId, Vec<u8>)) {
         if self.aside.len() < MAX_ASIDE {
             self.aside.push(made);
@@ -418,17 +428,15 @@ impl Table {
             || self.leases.contains_key(&dir)
             || self.asking.contains(&dir)
             || self.wanted.contains(&dir)
-            || self.returned.contains(&dir)
-            || self.returning.contains(&dir)
+            || self.giving_back(dir)
             || self.held_off.get(&dir).is_some_and(|until| *until > now)
-            || self.leases.values().filter(|l| l.listed).count() >= MAX_LISTED;
+            || self.listed_in_full();
         if busy {
             return false;
         }
         if self.absent.len() >= MAX_WATCHED {
             self.absent
                 .retain(|_, (_, since)| now.duration_since(*since) < DIR_LEASE);
-            self.held_off.retain(|_, until| *until > now);
             if self.absent.len() >= MAX_WATCHED {
                 self.absent.clear();
             }
@@ -460,17 +468,13 @@ impl Table {
         }
         // A give-back of an earlier lease on it may still reach the master after this grant (an
         // inode number a crashed master handed out again).
-        let recalled = self.early_recalls.remove(&dir).is_some()
-            || self.returned.contains(&dir)
-            || self.returning.contains(&dir);
+        let recalled = self.early_recalls.remove(&dir).is_some() || self.giving_back(dir);
         let asked = listed.is_some();
-        let too_many_listed =
-            asked && self.leases.values().filter(|l| l.listed).count() >= MAX_LISTED;
         if recalled
             || self.closed
             || self.aside_overflowed
             || self.leases.len() >= MAX_LEASES
-            || too_many_listed
+            || (asked && self.listed_in_full())
         {
             self.give_back(dir);
             return;
