@@ -8,7 +8,7 @@ use bytes::Bytes;
 use elkfs_metastore::{FileChunk, MetaOp};
 use elkfs_proto::capability::Access;
 use elkfs_proto::geometry::CHUNK_SIZE;
-use elkfs_proto::master::{MasterReply, MasterRequest, MasterResponse, NameChanges, ReadLocation};
+use elkfs_proto::master::{MasterReply, MasterRequest, MasterResponse, ReadLocation};
 use elkfs_proto::types::{Caller, FileKind, FsStats, SetAttr, Timestamp};
 use elkfs_proto::{Handler, InodeId, Responder, SessionId, Status};
 
@@ -120,14 +120,12 @@ impl Handler<MasterRequest, MasterResponse> for ClientHandler {
         tokio::spawn(async move {
             let changes = request.name_changes();
             let leases = &state.dir_leases;
-            let _leases_recalled = match changes {
-                NameChanges::None => None,
-                changes => tokio::select! {
-                    biased;
-                    guard = leases.before_change(session, &changes) => Some(guard),
-                    // A retry of the request may already be on its way over another connection.
-                    () = ended.cancelled() => return,
-                },
+            let _leases_recalled = tokio::select! {
+                // A request that changes no name has its guard at once.
+                biased;
+                guard = leases.before_change(session, &changes) => guard,
+                // A retry of the request may already be on its way over another connection.
+                () = ended.cancelled() => return,
             };
             let reply = match request {
                 MasterRequest::Tagged {
