@@ -644,9 +644,11 @@ async fn serve(
             };
             Ok(MasterReply::Opened { attr, first_chunk })
         }
-        MasterRequest::Close { inode } => {
-            if state.open_files.close(inode, session) {
-                state.purge_if_unused(inode).await;
+        MasterRequest::Close { inodes } => {
+            for inode in inodes {
+                if state.open_files.close(inode, session) {
+                    state.purge_if_unused(inode).await;
+                }
             }
             Ok(MasterReply::Done)
         }

@@ -160,6 +160,10 @@ fn serve(
         open_dirs: crate::open_dirs::OpenDirs::new(defaults::ATTR_CACHE),
         tls_ca: spec.tls_ca.clone(),
     });
+    {
+        let ops = ops.clone();
+        runtime.spawn(async move { ops.client.master.serve_closes().await });
+    }
     if !read_only {
         // Directory leases from the first mkdir on: the master answers the first wait at once
         // (and the wait gives up after the master timeout, like any request).

@@ -476,8 +476,7 @@ impl Ops {
 
     /// Tells the master of a close in the background (nothing waits on it but a later unlink).
     pub fn send_close(&self, close: PendingClose) {
-        let client = self.client.clone();
-        tokio::spawn(async move { client.master.finish_close(close).await });
+        self.client.master.queue_close(close);
     }
 
     /// Makes the file's data and the metadata durable on every server holding them (data

@@ -1183,7 +1183,9 @@ fn master_request(t: &Targets, rng: &mut StdRng) -> MasterRequest {
         },
         20 => R::RemoveXattr { inode, name },
         21 => R::Open { inode },
-        22 => R::Close { inode },
+        22 => R::Close {
+            inodes: (0..rng.random_range(0..20)).map(|_| t.inode(rng)).collect(),
+        },
         23 => R::Reopen {
             inodes: (0..rng.random_range(0..20)).map(|_| t.inode(rng)).collect(),
         },

@@ -98,6 +98,31 @@ fn the_copies_of_the_chunks_of_removed_files_are_deleted_from_every_chunkserver(
 }
 
 #[test]
+fn files_closed_on_one_mount_are_deleted_when_another_mount_unlinks_them() {
+    // A mount tells the master of its closes together, a moment later, in the background; the
+    // master must still hear of every one, or it keeps the files unlinked elsewhere as open.
+    let cluster = Cluster::builder().chunkservers(1).mounts(2).start();
+    let (a, b) = (cluster.mount_path(0), cluster.mount_path(1));
+    cluster.run_cli_ok(&["settrashtime", "-r", "0", a.to_str().unwrap()]);
+    for i in 0..20 {
+        std::fs::write(a.join(format!("f{i}")), pseudo_random(5000, i)).unwrap();
+        assert_eq!(
+            std::fs::read(a.join(format!("f{i}"))).unwrap(),
+            pseudo_random(5000, i)
+        );
+    }
+    assert_eq!(all_chunk_files(&cluster).len(), 20);
+    for i in 0..20 {
+        std::fs::remove_file(b.join(format!("f{i}"))).unwrap();
+    }
+    wait_until(
+        Duration::from_secs(20),
+        "the copies of the files closed on mount A and unlinked on mount B to be deleted",
+        || all_chunk_files(&cluster).is_empty(),
+    );
+}
+
+#[test]
 fn a_flipped_byte_in_one_copy_is_detected_and_the_other_copy_is_read() {
     let mut cluster = Cluster::builder().chunkservers(2).start();
     let path = cluster.mount_path(0).join("victim");

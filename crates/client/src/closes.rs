@@ -3,12 +3,25 @@
 //! same file, and the master would keep the file as unlinked-but-open instead of sending it to
 //! the trash. A close is counted here before the kernel's RELEASE is answered, and requests that
 //! drop names wait until every counted close has reached the master.
+//!
+//! Closes wait a short while ([`CLOSE_DELAY`]) in a queue and go to the master together, in one
+//! request. One request per close cost about a fifth of the time of a create (open, close) on a
+//! small machine, for news nothing waits for but a later unlink, which sends the queue at once.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use elkfs_proto::InodeId;
 use tokio::sync::Notify;
+
+use crate::dir_leases::Generation;
+
+/// How long a close waits for others to go to the master with it.
+pub const CLOSE_DELAY: Duration = Duration::from_millis(10);
+
+/// Closes sent in one request at most.
+pub const MAX_BATCH: usize = 1024;
 
 /// Counts closes not yet answered by the master.
 #[derive(Default)]
@@ -18,11 +31,13 @@ pub struct CloseTracker {
 }
 
 impl CloseTracker {
-    /// Counts one close of `inode` until the returned value is dropped.
-    pub fn start(self: &Arc<Self>, inode: InodeId) -> PendingClose {
+    /// Counts one close of `inode`, whose open the master knows as one of connection
+    /// `generation`, until the returned value is dropped.
+    pub fn start(self: &Arc<Self>, inode: InodeId, generation: Generation) -> PendingClose {
         self.pending.fetch_add(1, Ordering::SeqCst);
         PendingClose {
             inode,
+            generation,
             tracker: self.clone(),
         }
     }
@@ -46,6 +61,9 @@ impl CloseTracker {
 pub struct PendingClose {
     /// The file being closed.
     pub inode: InodeId,
+    /// The connection whose session the master knows the file open in: only that session
+    /// may hear of the close (a later one never had the file open, or has it open again).
+    pub generation: Generation,
     tracker: Arc<CloseTracker>,
 }
 
@@ -53,6 +71,64 @@ impl Drop for PendingClose {
     fn drop(&mut self) {
         self.tracker.pending.fetch_sub(1, Ordering::SeqCst);
         self.tracker.done.notify_waiters();
+    }
+}
+
+/// Closes waiting to go to the master together.
+#[derive(Default)]
+pub struct CloseQueue {
+    queued: Mutex<Vec<PendingClose>>,
+    /// Wakes the sender: the queue was empty and is not.
+    filled: Notify,
+}
+
+impl CloseQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PendingClose>> {
+        self.queued.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a close for the sender.
+    pub fn push(&self, close: PendingClose) {
+        let mut queued = self.lock();
+        queued.push(close);
+        if queued.len() == 1 {
+            self.filled.notify_one();
+        }
+    }
+
+    /// Waits until a close is queued (at once if one was queued since the last wait).
+    pub async fn filled(&self) {
+        self.filled.notified().await;
+    }
+
+    /// Whether no close waits.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Takes up to [`MAX_BATCH`] queued closes that the session of connection `current` must
+    /// hear of. Closes of earlier connections are dropped: their opens ended with their
+    /// sessions. Closes of a later connection (one being set up) stay queued.
+    pub fn take(&self, current: Generation) -> Vec<PendingClose> {
+        let mut queued = self.lock();
+        queued.retain(|c| c.generation >= current);
+        let mut batch = Vec::new();
+        let mut i = 0;
+        while i < queued.len() && batch.len() < MAX_BATCH {
+            if queued[i].generation == current {
+                batch.push(queued.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        batch
+    }
+
+    /// Drops every queued close (the master cannot be reached: the session is lost, and its
+    /// opens with it).
+    pub fn drop_all(&self) {
+        let dropped = std::mem::take(&mut *self.lock());
+        drop(dropped);
     }
 }
 
@@ -65,8 +141,8 @@ mod tests {
     async fn waiting_ends_when_every_counted_close_is_done() {
         let tracker = Arc::new(CloseTracker::default());
         tracker.settled().await;
-        let first = tracker.start(InodeId(1));
-        let second = tracker.start(InodeId(2));
+        let first = tracker.start(InodeId(1), 1);
+        let second = tracker.start(InodeId(2), 1);
         let waiting = tokio::spawn({
             let tracker = tracker.clone();
             async move { tracker.settled().await }
@@ -79,5 +155,66 @@ mod tests {
             .await
             .expect("still waiting after the last close")
             .unwrap();
+    }
+
+    fn inodes(closes: &[PendingClose]) -> Vec<u64> {
+        let mut inodes: Vec<u64> = closes.iter().map(|c| c.inode.0).collect();
+        inodes.sort();
+        inodes
+    }
+
+    #[test]
+    fn a_connection_hears_only_of_closes_of_its_own_opens() {
+        let tracker = Arc::new(CloseTracker::default());
+        let queue = CloseQueue::default();
+        queue.push(tracker.start(InodeId(1), 1));
+        queue.push(tracker.start(InodeId(2), 2));
+        queue.push(tracker.start(InodeId(3), 3));
+        queue.push(tracker.start(InodeId(4), 2));
+        assert_eq!(inodes(&queue.take(2)), vec![2, 4]);
+        assert!(
+            !queue.is_empty(),
+            "the close of a connection being set up waits"
+        );
+        assert_eq!(
+            tracker.pending.load(Ordering::SeqCst),
+            1,
+            "the close of an earlier connection is dropped, the taken ones are still pending"
+        );
+        assert_eq!(inodes(&queue.take(3)), vec![3]);
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn closes_go_in_batches_of_at_most_max_batch() {
+        let tracker = Arc::new(CloseTracker::default());
+        let queue = CloseQueue::default();
+        for i in 0..MAX_BATCH as u64 + 5 {
+            queue.push(tracker.start(InodeId(i), 7));
+        }
+        assert_eq!(queue.take(7).len(), MAX_BATCH);
+        assert_eq!(queue.take(7).len(), 5);
+        assert!(queue.take(7).is_empty());
+        assert_eq!(tracker.pending.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn the_sender_is_woken_when_the_queue_fills_and_not_before() {
+        let tracker = Arc::new(CloseTracker::default());
+        let queue = Arc::new(CloseQueue::default());
+        let waiting = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.filled().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "woken with nothing queued");
+        queue.push(tracker.start(InodeId(1), 1));
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("not woken by a close")
+            .unwrap();
+        queue.drop_all();
+        assert!(queue.is_empty());
+        assert_eq!(tracker.pending.load(Ordering::SeqCst), 0);
     }
 }

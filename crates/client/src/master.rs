@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use elkfs_common::defaults;
 
-use crate::closes::{CloseTracker, PendingClose};
+use crate::closes::{CLOSE_DELAY, CloseQueue, CloseTracker, PendingClose};
 use crate::dir_leases::{self, DirLeases, Generation};
 use crate::recent_changes::RecentChanges;
 use crate::request_slots::{REQUEST_SLOTS, RequestSlots};
@@ -101,8 +101,10 @@ pub struct MasterClient {
     reconnecting: tokio::sync::Mutex<()>,
     /// Held while the leases are given back for good, so that a second caller waits for it.
     giving_back: tokio::sync::Mutex<()>,
-    open_files: Mutex<HashMap<InodeId, u32>>,
+    open_files: Mutex<OpenFiles>,
     closes: Arc<CloseTracker>,
+    /// Closes waiting to go to the master together.
+    close_queue: CloseQueue,
     /// This client's random id (for numbered requests and lease give-backs), the next number,
     /// and the slots numbered requests hold.
     client_id: u64,
@@ -159,8 +161,12 @@ impl MasterClient {
             session: Mutex::new(Some(session)),
             reconnecting: tokio::sync::Mutex::new(()),
             giving_back: tokio::sync::Mutex::new(()),
-            open_files: Mutex::new(HashMap::new()),
+            open_files: Mutex::new(OpenFiles {
+                counts: HashMap::new(),
+                generation: 1,
+            }),
             closes: Arc::default(),
+            close_queue: CloseQueue::default(),
             client_id: client_id(),
             next_seq: std::sync::atomic::AtomicU64::new(1),
             slots: RequestSlots::new(REQUEST_SLOTS),
@@ -346,9 +352,14 @@ impl MasterClient {
         }
     }
 
-    /// Tells a new session which files this client has open, so they live on as before.
+    /// Tells a new session which files this client has open, so they live on as before. Files
+    /// closed from here on are closed in that session.
     async fn reopen_files(&self, session: &Session) -> Result<(), String> {
-        let inodes: Vec<InodeId> = self.lock_open_files().keys().copied().collect();
+        let inodes: Vec<InodeId> = {
+            let mut open = self.lock_open_files();
+            open.generation = session.generation;
+            open.counts.keys().copied().collect()
+        };
         if inodes.is_empty() {
             return Ok(());
         }
@@ -359,7 +370,7 @@ impl MasterClient {
         }
     }
 
-    fn lock_open_files(&self) -> std::sync::MutexGuard<'_, HashMap<InodeId, u32>> {
+    fn lock_open_files(&self) -> std::sync::MutexGuard<'_, OpenFiles> {
         self.open_files.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -368,7 +379,7 @@ impl MasterClient {
     pub async fn opened(&self, inode: InodeId) -> Result<Option<MasterReply>, Status> {
         let first = {
             let mut open = self.lock_open_files();
-            let count = open.entry(inode).or_default();
+            let count = open.counts.entry(inode).or_default();
             *count += 1;
             *count == 1
         };
@@ -386,49 +397,97 @@ impl MasterClient {
 
     /// Counts the open a create-and-open request registered in the master already.
     pub fn opened_by_create(&self, inode: InodeId) {
-        *self.lock_open_files().entry(inode).or_default() += 1;
-    }
-
-    /// Counts a close of `inode`; the master hears of the last one.
-    pub async fn closed(&self, inode: InodeId) {
-        if let Some(close) = self.start_close(inode) {
-            self.finish_close(close).await;
-        }
+        *self.lock_open_files().counts.entry(inode).or_default() += 1;
     }
 
     /// The part of a close done at once: counts it, and when it was this client's last open of
     /// `inode`, returns the close the master must hear of; requests that drop names wait for it.
     pub fn start_close(&self, inode: InodeId) -> Option<PendingClose> {
-        self.forget_open(inode).then(|| self.closes.start(inode))
+        let generation = self.forget_open(inode)?;
+        Some(self.closes.start(inode, generation))
     }
 
-    /// Tells the master of a close started with [`MasterClient::start_close`].
-    pub async fn finish_close(&self, close: PendingClose) {
-        let inode = close.inode;
-        if let Err(status) = self.request(&MasterRequest::Close { inode }).await {
-            tracing::debug!(%inode, %status, "cannot tell the master a file was closed");
+    /// Queues a close started with [`MasterClient::start_close`] for the master, which hears
+    /// of it within [`CLOSE_DELAY`] (while [`MasterClient::serve_closes`] runs) or before the
+    /// next request that drops a name.
+    pub fn queue_close(&self, close: PendingClose) {
+        self.close_queue.push(close);
+    }
+
+    /// Sends queued closes to the master, together, [`CLOSE_DELAY`] after the first one is
+    /// queued. Runs for as long as the client lives; without it, closes reach the master only
+    /// before a request that drops a name, or with the end of the session.
+    pub async fn serve_closes(&self) {
+        loop {
+            self.close_queue.filled().await;
+            loop {
+                tokio::time::sleep(CLOSE_DELAY).await;
+                self.send_closes().await;
+                if self.close_queue.is_empty() {
+                    break;
+                }
+            }
         }
     }
 
     /// Waits until every close started so far has reached the master (before an unlink or a
-    /// rename, which may drop the last name of a file being closed).
+    /// rename, which may drop the last name of a file being closed); sends the queued ones now.
     pub async fn closes_settled(&self) {
+        if !self.close_queue.is_empty() {
+            self.send_closes().await;
+        }
         self.closes.settled().await;
     }
 
-    /// Drops one open count; true when it was the last.
-    fn forget_open(&self, inode: InodeId) -> bool {
+    /// Sends the queued closes, in requests of up to `MAX_BATCH`. Closes are not retried on
+    /// another connection: their files were open in the session of the connection they were
+    /// made in, and the master ends that session, with its opens, when the connection ends.
+    async fn send_closes(&self) {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let Ok(session) = self.session(deadline).await else {
+                self.close_queue.drop_all();
+                return;
+            };
+            let batch = self.close_queue.take(session.generation);
+            if batch.is_empty() {
+                return;
+            }
+            let request = MasterRequest::Close {
+                inodes: batch.iter().map(|c| c.inode).collect(),
+            };
+            match session.conn.ask(&request).await {
+                Ok(reply) => {
+                    if let Err(status) = reply {
+                        tracing::debug!(%status, closes = batch.len(), "the master refused closes");
+                    }
+                    self.recent.record(&request);
+                    self.changes
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot tell the master of closes; will reconnect");
+                    session.conn.close("request failed");
+                }
+            }
+        }
+    }
+
+    /// Drops one open count; the generation of the connection whose session the master knows
+    /// the file open in when it was the last.
+    fn forget_open(&self, inode: InodeId) -> Option<Generation> {
         let mut open = self.lock_open_files();
-        match open.get_mut(&inode) {
+        let generation = open.generation;
+        match open.counts.get_mut(&inode) {
             Some(count) if *count > 1 => {
                 *count -= 1;
-                false
+                None
             }
             Some(_) => {
-                open.remove(&inode);
-                true
+                open.counts.remove(&inode);
+                Some(generation)
             }
-            None => false,
+            None => None,
         }
     }
 
@@ -479,6 +538,14 @@ impl MasterClient {
             }
         }
     }
+}
+
+/// The files this client has open, with how many handles each.
+struct OpenFiles {
+    counts: HashMap<InodeId, u32>,
+    /// The connection whose session the master knows these opens in (the last one told of
+    /// them).
+    generation: Generation,
 }
 
 /// A request noted in the directory leases before it was sent: if the caller stops waiting for

@@ -64,7 +64,6 @@ pub fn touched_by(request: &MasterRequest) -> Option<Touched> {
         MasterRequest::Tagged { request, .. } => touched_by(request),
         MasterRequest::SetAttr { inode, .. }
         | MasterRequest::Open { inode }
-        | MasterRequest::Close { inode }
         | MasterRequest::Access { inode }
         | MasterRequest::WriteChunk { inode, .. }
         | MasterRequest::RetryWriteChunk { inode, .. }
@@ -74,6 +73,7 @@ pub fn touched_by(request: &MasterRequest) -> Option<Touched> {
         | MasterRequest::ClearChunks { inode, .. }
         | MasterRequest::SetXattr { inode, .. }
         | MasterRequest::RemoveXattr { inode, .. } => some(vec![*inode], vec![]),
+        MasterRequest::Close { inodes } => some(inodes.clone(), vec![]),
         MasterRequest::Mknod { parent, name, .. }
         | MasterRequest::Mkdir { parent, name, .. }
         | MasterRequest::Symlink { parent, name, .. }

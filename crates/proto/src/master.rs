@@ -214,10 +214,11 @@ pub enum MasterRequest {
         /// The file.
         inode: InodeId,
     },
-    /// This session closed its last handle on the file.
+    /// This session closed its last handles on these files (a client sends the closes of a
+    /// short while together).
     Close {
-        /// The file.
-        inode: InodeId,
+        /// The files.
+        inodes: Vec<InodeId>,
     },
     /// After reconnecting: the files this session still has open.
     Reopen {
