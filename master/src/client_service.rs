@@ -645,10 +645,12 @@ async fn serve(
             Ok(MasterReply::Opened { attr, first_chunk })
         }
         MasterRequest::Close { inodes } => {
-            for inode in inodes {
-                if state.open_files.close(inode, session) {
-                    state.purge_if_unused(inode).await;
-                }
+            let unused: Vec<InodeId> = inodes
+                .into_iter()
+                .filter(|&inode| state.open_files.close(inode, session))
+                .collect();
+            if !unused.is_empty() {
+                state.purge_all_if_unused(unused).await;
             }
             Ok(MasterReply::Done)
         }

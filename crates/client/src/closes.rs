@@ -1,19 +1,21 @@
 //! Closes on their way to the master. The kernel does not wait for a file's RELEASE before it
 //! sends the next request, so an unlink could otherwise reach the master before the close of the
-//! same file, and the master would keep the file as unlinked-but-open instead of sending it to
-//! the trash. A close is counted here before the kernel's RELEASE is answered, and requests that
-//! drop names wait until every counted close has reached the master.
+//! same file, and the master would keep a file with no trash time as unlinked-but-open instead
+//! of purging it. A close is counted here before the kernel's RELEASE is answered, and requests
+//! that drop names wait until every close counted before them has reached the master.
 //!
 //! Closes wait a short while ([`CLOSE_DELAY`]) in a queue and go to the master together, in one
 //! request. One request per close cost about a fifth of the time of a create (open, close) on a
-//! small machine, for news nothing waits for but a later unlink, which sends the queue at once.
+//! small machine, for news nothing waits for but a later unlink or rename, which sends the
+//! closes started before it at once.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use elkfs_proto::InodeId;
 use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 
 use crate::dir_leases::Generation;
 
@@ -23,32 +25,72 @@ pub const CLOSE_DELAY: Duration = Duration::from_millis(10);
 /// Closes sent in one request at most.
 pub const MAX_BATCH: usize = 1024;
 
-/// Counts closes not yet answered by the master.
+/// Counts closes not yet answered by the master, numbered in the order they started.
 #[derive(Default)]
 pub struct CloseTracker {
-    pending: AtomicUsize,
+    started: Mutex<Started>,
     done: Notify,
 }
 
+#[derive(Default)]
+struct Started {
+    /// The number of the last close started (0 before the first).
+    last: u64,
+    /// The numbers of those not done yet.
+    pending: BTreeSet<u64>,
+}
+
 impl CloseTracker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Started> {
+        self.started.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Counts one close of `inode`, whose open the master knows as one of connection
     /// `generation`, until the returned value is dropped.
     pub fn start(self: &Arc<Self>, inode: InodeId, generation: Generation) -> PendingClose {
-        self.pending.fetch_add(1, Ordering::SeqCst);
+        let number = {
+            let mut started = self.lock();
+            started.last += 1;
+            let number = started.last;
+            started.pending.insert(number);
+            number
+        };
         PendingClose {
             inode,
             generation,
+            number,
             tracker: self.clone(),
         }
     }
 
-    /// Waits until every close counted so far is done.
+    /// The number of the last close started so far: [`CloseTracker::done_up_to`] it is what
+    /// a request that drops a name waits for (not for closes started after it).
+    pub fn last_started(&self) -> u64 {
+        self.lock().last
+    }
+
+    /// Whether every close numbered up to `mark` is done.
+    pub fn done_up_to(&self, mark: u64) -> bool {
+        self.lock()
+            .pending
+            .first()
+            .is_none_or(|&first| first > mark)
+    }
+
+    /// Completes when a close is done after this was called and enabled (check
+    /// [`CloseTracker::done_up_to`] after enabling, before waiting).
+    pub fn done(&self) -> Notified<'_> {
+        self.done.notified()
+    }
+
+    /// Waits until every close started so far is done.
     pub async fn settled(&self) {
+        let mark = self.last_started();
         loop {
-            let done = self.done.notified();
+            let done = self.done();
             tokio::pin!(done);
             done.as_mut().enable();
-            if self.pending.load(Ordering::SeqCst) == 0 {
+            if self.done_up_to(mark) {
                 return;
             }
             done.await;
@@ -64,12 +106,14 @@ pub struct PendingClose {
     /// The connection whose session the master knows the file open in: only that session
     /// may hear of the close (a later one never had the file open, or has it open again).
     pub generation: Generation,
+    /// Its number in the order closes started.
+    number: u64,
     tracker: Arc<CloseTracker>,
 }
 
 impl Drop for PendingClose {
     fn drop(&mut self) {
-        self.tracker.pending.fetch_sub(1, Ordering::SeqCst);
+        self.tracker.lock().pending.remove(&self.number);
         self.tracker.done.notify_waiters();
     }
 }
@@ -80,6 +124,8 @@ pub struct CloseQueue {
     queued: Mutex<Vec<PendingClose>>,
     /// Wakes the sender: the queue was empty and is not.
     filled: Notify,
+    /// Wakes those waiting for closes to be queued.
+    pushed: Notify,
 }
 
 impl CloseQueue {
@@ -94,6 +140,17 @@ impl CloseQueue {
         if queued.len() == 1 {
             self.filled.notify_one();
         }
+        self.pushed.notify_waiters();
+    }
+
+    /// Completes when a close is queued after this was called and enabled.
+    pub fn pushed(&self) -> Notified<'_> {
+        self.pushed.notified()
+    }
+
+    /// Whether a close numbered up to `mark` (see [`CloseTracker::last_started`]) waits here.
+    pub fn holds_up_to(&self, mark: u64) -> bool {
+        self.lock().iter().any(|c| c.number <= mark)
     }
 
     /// Waits until a close is queued (at once if one was queued since the last wait).
@@ -177,9 +234,9 @@ mod tests {
             "the close of a connection being set up waits"
         );
         assert_eq!(
-            tracker.pending.load(Ordering::SeqCst),
+            tracker.lock().pending.len(),
             1,
-            "the close of an earlier connection is dropped, the taken ones are still pending"
+            "the close of an earlier connection is dropped, the sent ones are done"
         );
         assert_eq!(inodes(&queue.take(3)), vec![3]);
         assert!(queue.is_empty());
@@ -195,7 +252,7 @@ mod tests {
         assert_eq!(queue.take(7).len(), MAX_BATCH);
         assert_eq!(queue.take(7).len(), 5);
         assert!(queue.take(7).is_empty());
-        assert_eq!(tracker.pending.load(Ordering::SeqCst), 0);
+        assert!(tracker.done_up_to(tracker.last_started()));
     }
 
     #[tokio::test]
@@ -215,6 +272,28 @@ mod tests {
             .unwrap();
         queue.drop_all();
         assert!(queue.is_empty());
-        assert_eq!(tracker.pending.load(Ordering::SeqCst), 0);
+        assert!(tracker.done_up_to(tracker.last_started()));
+    }
+
+    #[test]
+    fn a_wait_is_held_only_by_closes_started_before_it() {
+        let tracker = Arc::new(CloseTracker::default());
+        let queue = CloseQueue::default();
+        let before = tracker.start(InodeId(1), 1);
+        let mark = tracker.last_started();
+        queue.push(tracker.start(InodeId(2), 1));
+        assert!(!tracker.done_up_to(mark));
+        assert!(
+            !queue.holds_up_to(mark),
+            "a close started after the mark is taken as one before it"
+        );
+        queue.push(before);
+        assert!(queue.holds_up_to(mark));
+        let sent = queue.take(1);
+        assert!(!queue.holds_up_to(mark));
+        assert!(!tracker.done_up_to(mark), "done before it was answered");
+        drop(sent);
+        assert!(tracker.done_up_to(mark));
+        assert!(queue.is_empty());
     }
 }

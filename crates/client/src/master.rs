@@ -431,17 +431,35 @@ impl MasterClient {
     }
 
     /// Waits until every close started so far has reached the master (before an unlink or a
-    /// rename, which may drop the last name of a file being closed); sends the queued ones now.
+    /// rename, which may drop the last name of a file being closed): sends them as soon as
+    /// they are queued (a close is queued once its handle's writes are flushed), not waiting
+    /// for [`CLOSE_DELAY`]. Closes started later do not hold it up.
     pub async fn closes_settled(&self) {
-        if !self.close_queue.is_empty() {
-            self.send_closes().await;
+        let mark = self.closes.last_started();
+        loop {
+            let done = self.closes.done();
+            let pushed = self.close_queue.pushed();
+            tokio::pin!(done, pushed);
+            done.as_mut().enable();
+            pushed.as_mut().enable();
+            if self.closes.done_up_to(mark) {
+                return;
+            }
+            if self.close_queue.holds_up_to(mark) {
+                self.send_closes().await;
+                continue;
+            }
+            tokio::select! {
+                _ = done => {}
+                _ = pushed => {}
+            }
         }
-        self.closes.settled().await;
     }
 
     /// Sends the queued closes, in requests of up to `MAX_BATCH`. Closes are not retried on
     /// another connection: their files were open in the session of the connection they were
-    /// made in, and the master ends that session, with its opens, when the connection ends.
+    /// made in, whose opens the master drops when that session's grace time after its
+    /// connection ended runs out; a later session may have the same files open again.
     async fn send_closes(&self) {
         let deadline = Instant::now() + self.timeout;
         loop {
@@ -462,8 +480,6 @@ impl MasterClient {
                         tracing::debug!(%status, closes = batch.len(), "the master refused closes");
                     }
                     self.recent.record(&request);
-                    self.changes
-                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot tell the master of closes; will reconnect");
