@@ -10,6 +10,7 @@
 //! closes started before it at once.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -65,12 +66,12 @@ impl CloseTracker {
 
     /// The number of the last close started so far: [`CloseTracker::done_up_to`] it is what
     /// a request that drops a name waits for (not for closes started after it).
-    pub fn last_started(&self) -> u64 {
+    fn last_started(&self) -> u64 {
         self.lock().last
     }
 
     /// Whether every close numbered up to `mark` is done.
-    pub fn done_up_to(&self, mark: u64) -> bool {
+    fn done_up_to(&self, mark: u64) -> bool {
         self.lock()
             .pending
             .first()
@@ -79,22 +80,8 @@ impl CloseTracker {
 
     /// Completes when a close is done after this was called and enabled (check
     /// [`CloseTracker::done_up_to`] after enabling, before waiting).
-    pub fn done(&self) -> Notified<'_> {
+    fn done(&self) -> Notified<'_> {
         self.done.notified()
-    }
-
-    /// Waits until every close started so far is done.
-    pub async fn settled(&self) {
-        let mark = self.last_started();
-        loop {
-            let done = self.done();
-            tokio::pin!(done);
-            done.as_mut().enable();
-            if self.done_up_to(mark) {
-                return;
-            }
-            done.await;
-        }
     }
 }
 
@@ -143,13 +130,37 @@ impl CloseQueue {
         self.pushed.notify_waiters();
     }
 
-    /// Completes when a close is queued after this was called and enabled.
-    pub fn pushed(&self) -> Notified<'_> {
-        self.pushed.notified()
+    /// Waits until every close `tracker` started before this call is done (answered, or
+    /// dropped as moot), calling `send` whenever one of them waits here, so that none waits
+    /// for [`CLOSE_DELAY`]. Closes started later do not hold it up.
+    pub async fn settle<F, Sent>(&self, tracker: &CloseTracker, mut send: F)
+    where
+        F: FnMut() -> Sent,
+        Sent: Future<Output = ()>,
+    {
+        let mark = tracker.last_started();
+        loop {
+            let done = tracker.done();
+            let pushed = self.pushed.notified();
+            tokio::pin!(done, pushed);
+            done.as_mut().enable();
+            pushed.as_mut().enable();
+            if tracker.done_up_to(mark) {
+                return;
+            }
+            if self.holds_up_to(mark) {
+                send().await;
+                continue;
+            }
+            tokio::select! {
+                _ = done => {}
+                _ = pushed => {}
+            }
+        }
     }
 
     /// Whether a close numbered up to `mark` (see [`CloseTracker::last_started`]) waits here.
-    pub fn holds_up_to(&self, mark: u64) -> bool {
+    fn holds_up_to(&self, mark: u64) -> bool {
         self.lock().iter().any(|c| c.number <= mark)
     }
 
@@ -197,21 +208,31 @@ mod tests {
     #[tokio::test]
     async fn waiting_ends_when_every_counted_close_is_done() {
         let tracker = Arc::new(CloseTracker::default());
-        tracker.settled().await;
+        let queue = Arc::new(CloseQueue::default());
+        // Sending answers at once: the closes taken are done.
+        let send = |queue: Arc<CloseQueue>| {
+            move || {
+                drop(queue.take(1));
+                std::future::ready(())
+            }
+        };
+        queue.settle(&tracker, send(queue.clone())).await;
         let first = tracker.start(InodeId(1), 1);
         let second = tracker.start(InodeId(2), 1);
         let waiting = tokio::spawn({
-            let tracker = tracker.clone();
-            async move { tracker.settled().await }
+            let (tracker, queue) = (tracker.clone(), queue.clone());
+            async move { queue.settle(&tracker, send(queue.clone())).await }
         });
         drop(first);
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiting.is_finished(), "went on with a close still pending");
-        drop(second);
+        // Queued, the last one is sent by the waiter itself, not after the delay.
+        queue.push(second);
         tokio::time::timeout(Duration::from_secs(5), waiting)
             .await
             .expect("still waiting after the last close")
             .unwrap();
+        assert!(queue.is_empty());
     }
 
     fn inodes(closes: &[PendingClose]) -> Vec<u64> {

@@ -435,25 +435,9 @@ impl MasterClient {
     /// they are queued (a close is queued once its handle's writes are flushed), not waiting
     /// for [`CLOSE_DELAY`]. Closes started later do not hold it up.
     pub async fn closes_settled(&self) {
-        let mark = self.closes.last_started();
-        loop {
-            let done = self.closes.done();
-            let pushed = self.close_queue.pushed();
-            tokio::pin!(done, pushed);
-            done.as_mut().enable();
-            pushed.as_mut().enable();
-            if self.closes.done_up_to(mark) {
-                return;
-            }
-            if self.close_queue.holds_up_to(mark) {
-                self.send_closes().await;
-                continue;
-            }
-            tokio::select! {
-                _ = done => {}
-                _ = pushed => {}
-            }
-        }
+        self.close_queue
+            .settle(&self.closes, || self.send_closes())
+            .await;
     }
 
     /// Sends the queued closes, in requests of up to `MAX_BATCH`. Closes are not retried on
