@@ -167,3 +167,37 @@ fn a_flipped_byte_in_one_copy_is_detected_and_the_other_copy_is_read() {
     }
     cluster.allow_log_errors("damaged");
 }
+
+#[test]
+fn a_file_written_with_pauses_keeps_its_write_lease_through_them() {
+    // A program slower than the chain empties the mount's buffer after every write. Once it has
+    // shown that it writes in bursts, the mount keeps the lease through the pauses, so the chunk
+    // is not moved to a new version (two master round trips and a rename on every copy) per
+    // write; it ends the lease at the latest about a second after taking it.
+    let cluster = Cluster::builder().chunkservers(2).start();
+    let path = cluster.mount_path(0).join("paused");
+    let writes = 30;
+    let mut file = std::fs::File::create(&path).unwrap();
+    let started = std::time::Instant::now();
+    for i in 0..writes {
+        file.write_all(&pseudo_random(MIB, i)).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(file);
+    let elapsed = started.elapsed();
+    let files = all_chunk_files(&cluster);
+    assert_eq!(files.len(), 2, "one chunk on two servers: {files:?}");
+    // The first pause ends a lease; after that, one more per second of writing, and one for
+    // each pause the test machine stretched past the linger. Ending the lease at every pause
+    // takes it to version 30.
+    let most = writes as u32 / 3 + elapsed.as_secs() as u32;
+    for f in &files {
+        assert!(
+            f.version <= most,
+            "{writes} writes in {elapsed:?} took the chunk to version {} (at most {most} expected): {files:?}",
+            f.version
+        );
+    }
+    let expected: Vec<u8> = (0..writes).flat_map(|i| pseudo_random(MIB, i)).collect();
+    assert!(std::fs::read(&path).unwrap() == expected);
+}

@@ -1,5 +1,6 @@
 //! Two mounts of one cluster see each other's changes (within the 1 s attribute cache).
 
+use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -145,4 +146,62 @@ fn appends_go_on_without_errors_while_another_mount_keeps_truncating_the_file() 
         data.ends_with(&last),
         "the last append is not at the end of the file"
     );
+}
+
+#[test]
+fn a_mount_writing_with_pauses_lets_another_mount_write_the_same_chunk_and_shows_its_length() {
+    // While mount A writes in bursts it keeps its write lease through the pauses; mount B's
+    // writes to the same chunk must still get their turn, and B must see A's length grow
+    // before A closes the file.
+    let cluster = Cluster::builder().chunkservers(2).mounts(2).start();
+    let (a, b) = (cluster.mount_path(0), cluster.mount_path(1));
+    let mut writer = std::fs::File::create(a.join("shared")).unwrap();
+    let block = vec![b'a'; 4096];
+    for _ in 0..4 {
+        writer.write_all(&block).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let keep_writing = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut written = 4;
+            // Until B is done; the cap only bounds a test that has failed.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && written < 6000 {
+                writer.write_all(&block).unwrap();
+                written += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            writer
+        })
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "mount B to see the length of the file mount A is writing",
+        || {
+            std::fs::metadata(b.join("shared"))
+                .map(|m| m.len() >= 4 * 4096)
+                .unwrap_or(false)
+        },
+    );
+    let turn = std::time::Instant::now();
+    let mut other = std::fs::OpenOptions::new()
+        .write(true)
+        .open(b.join("shared"))
+        .unwrap();
+    other.write_all(b"written by B").unwrap();
+    other.sync_all().unwrap();
+    drop(other);
+    // A lease kept until its 20 s renewal would hold B back that long.
+    assert!(
+        turn.elapsed() < Duration::from_secs(15),
+        "mount B waited {:?} for its turn to write",
+        turn.elapsed()
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(keep_writing.join().unwrap());
+    let mut seen = vec![0u8; 12];
+    let mut f = std::fs::File::open(b.join("shared")).unwrap();
+    std::io::Read::read_exact(&mut f, &mut seen).unwrap();
+    assert_eq!(&seen, b"written by B");
 }

@@ -27,6 +27,17 @@ use crate::Client;
 /// Fresh leases tried for the same pieces before the write fails with the last error.
 const CHAIN_ATTEMPTS: u32 = 4;
 
+/// How long a writer whose buffer ran empty keeps its lease for more data, once the program
+/// has shown that it writes in bursts (see `State::bursts`). A program that writes a little
+/// slower than the chain empties the buffer after every write; ending the lease each time would
+/// cost two master round trips and a version bump on every copy per write.
+const LEASE_LINGER: Duration = Duration::from_millis(100);
+
+/// How old a lease may get before the writer ends it the next time its buffer runs empty, so
+/// that other mounts see the length of a file written slowly but steadily within about this
+/// long.
+const LEASE_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Bytes written at one offset, waiting to be sent or acknowledged.
 struct Piece {
     offset: u64,
@@ -54,6 +65,14 @@ struct State {
     running: bool,
     max_end: u64,
     unsynced: Vec<Unsynced>,
+    /// A flush waits: the lease is ended as soon as the buffer runs empty, without lingering.
+    end_wanted: bool,
+    /// The last lease ended because the buffer ran empty, not because a flush asked.
+    paused: bool,
+    /// Data came again after such a pause: the program writes in bursts, so the lease is kept
+    /// through its pauses. Until then a lease ends as soon as the buffer runs empty: most files
+    /// are written in one go and closed, and their close should not wait for the lease's end.
+    bursts: bool,
 }
 
 /// A chunk written since the last fsync, the chain that took the data and the permission that
@@ -73,6 +92,8 @@ pub struct FileWriter {
     state: Mutex<State>,
     budget: Arc<Semaphore>,
     idle: Notify,
+    /// Wakes a lingering background task: more data, or a flush that wants the lease ended.
+    wake: Notify,
 }
 
 struct ActiveLease {
@@ -90,6 +111,11 @@ struct ActiveLease {
 }
 
 impl ActiveLease {
+    /// How long to keep the lease once the buffer runs empty; zero when it is due to end.
+    fn linger(&self) -> Duration {
+        LEASE_LINGER.min(LEASE_REPORT_INTERVAL.saturating_sub(self.granted.elapsed()))
+    }
+
     /// Whether it is old enough to be renewed before the next piece: before the master's lease
     /// can lapse and well before its capability expires.
     fn due_for_renewal(&self) -> bool {
@@ -141,6 +167,7 @@ impl FileWriter {
             state: Mutex::new(State::default()),
             budget: Arc::new(Semaphore::new(budget_bytes)),
             idle: Notify::new(),
+            wake: Notify::new(),
         }
     }
 
@@ -195,11 +222,17 @@ impl FileWriter {
                     }
                 }
                 st.max_end = st.max_end.max(at + n as u64);
-                !std::mem::replace(&mut st.running, true)
+                let start = !std::mem::replace(&mut st.running, true);
+                if start && st.paused {
+                    st.bursts = true;
+                }
+                start
             };
             if start {
                 let me = self.clone();
                 tokio::spawn(async move { me.run().await });
+            } else {
+                self.wake.notify_one();
             }
             done += n;
         }
@@ -250,7 +283,9 @@ impl FileWriter {
                         None => Ok(()),
                     };
                 }
+                st.end_wanted = true;
             }
+            self.wake.notify_one();
             idle.await;
         }
     }
@@ -349,12 +384,22 @@ impl FileWriter {
                 if !self.lock().queue.is_empty() {
                     continue;
                 }
+                let bursts = self.lock().bursts;
+                if let Some(active) = &lease
+                    && bursts
+                    && self.more_in_time(active.linger()).await
+                {
+                    continue;
+                }
+                let unasked = !self.lock().end_wanted;
                 if let Some(active) = lease.take() {
                     self.end_lease(active).await;
                 }
                 let mut st = self.lock();
                 if st.queue.is_empty() {
                     st.running = false;
+                    st.end_wanted = false;
+                    st.paused = unasked;
                     drop(st);
                     self.idle.notify_waiters();
                     return;
@@ -386,6 +431,29 @@ impl FileWriter {
             if let Some(active) = &lease {
                 let reply = send_piece(active, &piece).await;
                 flight.push_back(InFlight { piece, reply });
+            }
+        }
+    }
+
+    /// Keeps the lease through a pause of the program's writes: whether more data came within
+    /// `linger`, before a flush asked for the lease to end.
+    async fn more_in_time(&self, linger: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + linger;
+        loop {
+            {
+                let st = self.lock();
+                if !st.queue.is_empty() {
+                    return true;
+                }
+                if st.end_wanted {
+                    return false;
+                }
+            }
+            if tokio::time::timeout_at(deadline, self.wake.notified())
+                .await
+                .is_err()
+            {
+                return !self.lock().queue.is_empty();
             }
         }
     }
