@@ -16,6 +16,12 @@ use crate::interrupt::Role;
 use crate::mountpoint::{self, MountProcess};
 use crate::process::{self, Daemon, STOP_TIMEOUT};
 
+/// What every benchmarked ElkFS master is configured with: copies start as soon as a chunk is
+/// under goal, also in the first seconds after the master starts, as MooseFS's master is set
+/// up (`REPLICATIONS_DELAY_INIT = 0`). With its default 15 s start-up window, a chunkserver
+/// lost within 15 s of the start had its chunks copied only once the window ended.
+pub const MASTER_CONFIG: &str = "replication_startup_delay_secs = 0\n";
+
 /// How long each ElkFS process may take to write its ready file.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Chunkservers in the cluster (goal 2 is ElkFS's default).
@@ -74,7 +80,7 @@ struct MasterLaunch {
     bins: ElkBinaries,
     data_dir: PathBuf,
     ready_file: PathBuf,
-    config_file: Option<PathBuf>,
+    config_file: PathBuf,
     log: PathBuf,
 }
 
@@ -87,9 +93,7 @@ impl MasterLaunch {
             .arg(&self.data_dir)
             .args(["--listen", listen, "--ready-file"])
             .arg(&self.ready_file);
-        if let Some(path) = &self.config_file {
-            command.arg("--config").arg(path);
-        }
+        command.arg("--config").arg(&self.config_file);
         command
     }
 }
@@ -118,8 +122,9 @@ pub struct ElkCluster {
 }
 
 impl ElkCluster {
-    /// Starts the cluster under `root` (created); `master_config` is the TOML of the master's
-    /// `--config` file, if any. A master that exits before it is ready yields [`MasterRefused`].
+    /// Starts the cluster under `root` (created); `master_config` is TOML added to the master's
+    /// `--config` file (which always holds [`MASTER_CONFIG`]). A master that exits before it is
+    /// ready yields [`MasterRefused`].
     pub fn start(
         bins: &ElkBinaries,
         root: &Path,
@@ -131,20 +136,15 @@ impl ElkCluster {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
 
-        let config_file = match master_config {
-            Some(toml) => {
-                let path = root.join("master.toml");
-                std::fs::write(&path, toml)
-                    .with_context(|| format!("writing {}", path.display()))?;
-                Some(path)
-            }
-            None => None,
-        };
+        let config_path = root.join("master.toml");
+        let config = format!("{MASTER_CONFIG}{}", master_config.unwrap_or(""));
+        std::fs::write(&config_path, config)
+            .with_context(|| format!("writing {}", config_path.display()))?;
         let launch = MasterLaunch {
             bins: bins.clone(),
             data_dir: root.join("master"),
             ready_file: run.join("master.ready"),
-            config_file,
+            config_file: config_path,
             log: logs.join("master.log"),
         };
         let log = launch.log.clone();

@@ -250,7 +250,8 @@ the same cluster: with its defaults (cache mode AUTO) and with `-o mfscachemode=
 - **MooseFS's settings.** Defaults, except what loopback needs (`REMAP_*` on the master, \
 `MASTER_HOST = 0.0.0.0` and `BIND_HOST`/`CSSERV_LISTEN_HOST = 127.0.0.1` on the chunkservers) \
 and `REPLICATIONS_DELAY_INIT = 0` (otherwise nothing is replicated in the first minute after \
-the master starts).
+the master starts). ElkFS's master gets the same, `replication_startup_delay_secs = 0` \
+(otherwise 15 s); everything else is its defaults.
 - **Priority.** MooseFS's daemons and mfsmount renice themselves to -19 by default; ElkFS's \
 processes are started with `nice -n -19` so that both get the same share of the CPU.
 - **Fairness.** Before every timed step the harness runs `sync` and drops the page, dentry \
