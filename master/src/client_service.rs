@@ -561,11 +561,13 @@ async fn serve(
         MasterRequest::WriteEnd {
             inode,
             index,
-            chunk: _,
+            chunk,
             length,
         } => {
-            let op = MetaOp::ExtendLength {
+            let op = MetaOp::ExtendLengthIn {
                 inode,
+                index,
+                chunk,
                 length,
                 time: now,
             };

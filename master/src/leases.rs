@@ -103,6 +103,16 @@ impl Leases {
             .any(|l| l.chunk == Some(chunk) && l.expires > now)
     }
 
+    /// The chunk slots of `inode` that some session holds a live lease on.
+    pub fn held_slots(&self, inode: InodeId) -> Vec<u32> {
+        let now = Instant::now();
+        self.lock()
+            .iter()
+            .filter(|((i, _), l)| *i == inode && l.expires > now)
+            .map(|((_, index), _)| *index)
+            .collect()
+    }
+
     /// Notes that the held lease's chain left servers out (a retry after a failure).
     pub fn mark_short(&self, key: LeaseKey, session: SessionId) {
         if let Some(l) = self.lock().get_mut(&key)

@@ -1,13 +1,13 @@
 //! Copy-on-write snapshots of files and trees: new inodes that share every chunk with the
 //! originals; a shared chunk is copied on the first write to either side (see `chunk_ops`).
 
-use elkfs_metastore::MetaOp;
+use elkfs_metastore::{MetaOp, Outcome};
 use elkfs_proto::master::{MasterReply, MasterResponse};
 use elkfs_proto::types::{Caller, FileKind, Timestamp};
-use elkfs_proto::{InodeId, Status};
+use elkfs_proto::{InodeId, MetaVersion, Status};
 
 use crate::client_service::MAX_DIR_PAGE;
-use crate::state::MasterState;
+use crate::state::{MASTER_SESSION, MasterState};
 use crate::tree::permits;
 
 /// Snapshots `source` as `name` in `parent`, entry by entry for a tree. Like a copy, it needs
@@ -51,7 +51,7 @@ pub async fn snapshot(
             owner,
             time: Timestamp::now(),
         };
-        let (_, outcome) = state.meta.commit(op).await?;
+        let (_, outcome) = commit_between_writes(state, src, op).await?;
         made += 1;
         let Some(copy) = outcome.attr else {
             continue;
@@ -93,4 +93,23 @@ async fn inside(state: &MasterState, dir: InodeId, ancestor: InodeId) -> Result<
         cur = state.meta.read(move |s| s.inode(cur)).await?.parent;
     }
     Ok(false)
+}
+
+/// Commits the snapshot of `src` while no client writes it: a lease held on one of its chunks
+/// is waited for (its holder may still send data under it, which would land in the chunk the
+/// snapshot shares) and kept until the chunks are shared, so the next write copies them first.
+async fn commit_between_writes(
+    state: &MasterState,
+    src: InodeId,
+    op: MetaOp,
+) -> Result<(MetaVersion, Outcome), Status> {
+    let held = state.leases.held_slots(src);
+    for &index in &held {
+        state.leases.acquire((src, index), MASTER_SESSION).await;
+    }
+    let result = state.meta.commit(op).await;
+    for &index in &held {
+        state.leases.release((src, index), MASTER_SESSION);
+    }
+    result
 }

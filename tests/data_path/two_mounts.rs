@@ -205,3 +205,28 @@ fn a_mount_writing_with_pauses_lets_another_mount_write_the_same_chunk_and_shows
     std::io::Read::read_exact(&mut f, &mut seen).unwrap();
     assert_eq!(&seen, b"written by B");
 }
+
+#[test]
+fn a_write_cut_off_by_another_mounts_truncate_does_not_make_the_file_long_again() {
+    // Mount A writes in bursts, so it keeps its write lease between them; mount B empties the
+    // file meanwhile (a truncate to a chunk boundary takes no lease). A's lease, ended at its
+    // close, reports the length it had stored in the chunk the truncate dropped: that length
+    // must not come back.
+    let cluster = Cluster::builder().chunkservers(2).mounts(2).start();
+    let (a, b) = (cluster.mount_path(0), cluster.mount_path(1));
+    let mut writer = std::fs::File::create(a.join("cut")).unwrap();
+    let block = vec![b'a'; 256 * 1024];
+    for _ in 0..3 {
+        writer.write_all(&block).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    writer.write_all(&block).unwrap();
+    std::fs::File::create(b.join("cut")).unwrap();
+    drop(writer);
+    // Past the attribute cache of both mounts.
+    std::thread::sleep(Duration::from_millis(1500));
+    for mount in [a, b] {
+        assert_eq!(std::fs::metadata(mount.join("cut")).unwrap().len(), 0);
+        assert!(std::fs::read(mount.join("cut")).unwrap().is_empty());
+    }
+}

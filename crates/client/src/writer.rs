@@ -373,7 +373,8 @@ impl FileWriter {
         st.error.get_or_insert(status);
     }
 
-    /// The background task: sends queued pieces until the queue is empty, then ends the lease.
+    /// The background task: sends queued pieces until the queue is empty, then ends the lease
+    /// (after a pause, see [`LEASE_LINGER`]).
     async fn run(self: Arc<Self>) {
         let mut lease: Option<ActiveLease> = None;
         let mut flight: VecDeque<InFlight> = VecDeque::new();
@@ -598,8 +599,14 @@ impl FileWriter {
                 }
             }
             if all_ok {
-                // What the failed lease had stored is reported with this one's end.
-                if let Some(failed) = lease.as_ref() {
+                // What the failed lease had stored is reported with this one's end, when this
+                // lease's chunk holds it: the same chunk at a new version, or a snapshot's
+                // private copy of it. A new chunk (`Create`) means the old one was dropped (a
+                // truncate) with the data stored there.
+                if let Some(failed) = lease
+                    .as_ref()
+                    .filter(|_| active.lease.capability.access != Access::Create)
+                {
                     active
                         .stored_end
                         .fetch_max(failed.stored_end.load(Ordering::Relaxed), Ordering::Relaxed);

@@ -164,19 +164,21 @@ pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
             inode,
             length,
             time,
+        } => extend_length(txn, *inode, *length, *time),
+        MetaOp::ExtendLengthIn {
+            inode,
+            index,
+            chunk,
+            length,
+            time,
         } => {
-            let mut rec = inode_of(txn, *inode)?;
-            if rec.kind != FileKind::File {
-                return Err(Status::Invalid.into());
+            let slot: Option<ChunkId> = txn.get(&keys::file_chunk(*inode, *index))?;
+            if slot == Some(*chunk) {
+                extend_length(txn, *inode, *length, *time)
+            } else {
+                let rec = inode_of(txn, *inode)?;
+                Ok(Outcome::attr(*inode, &rec))
             }
-            if *length > MAX_FILE_SIZE {
-                return Err(Status::TooBig.into());
-            }
-            rec.size = rec.size.max(*length);
-            rec.mtime = *time;
-            rec.ctime = *time;
-            txn.put(keys::inode(*inode), &rec)?;
-            Ok(Outcome::attr(*inode, &rec))
         }
         MetaOp::CreateChunk {
             inode,
@@ -418,6 +420,27 @@ pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
             Ok(outcome)
         }
     }
+}
+
+/// The end of a write: the file's size becomes the larger of it and `length`.
+fn extend_length(
+    txn: &mut Txn<'_>,
+    inode: InodeId,
+    length: u64,
+    time: Timestamp,
+) -> Result<Outcome, ExecError> {
+    let mut rec = inode_of(txn, inode)?;
+    if rec.kind != FileKind::File {
+        return Err(Status::Invalid.into());
+    }
+    if length > MAX_FILE_SIZE {
+        return Err(Status::TooBig.into());
+    }
+    rec.size = rec.size.max(length);
+    rec.mtime = time;
+    rec.ctime = time;
+    txn.put(keys::inode(inode), &rec)?;
+    Ok(Outcome::attr(inode, &rec))
 }
 
 fn set_xattr(

@@ -302,4 +302,19 @@ pub enum MetaOp {
         /// The change.
         op: Box<MetaOp>,
     },
+    /// Records the length a writer reached in one chunk slot, as [`MetaOp::ExtendLength`] does,
+    /// but only while the slot still holds the chunk written: a write whose chunk a truncate
+    /// dropped meanwhile must not make the file long again.
+    ExtendLengthIn {
+        /// The file.
+        inode: InodeId,
+        /// The chunk slot written.
+        index: u32,
+        /// The chunk the writes went to.
+        chunk: ChunkId,
+        /// The file's length after the writes.
+        length: u64,
+        /// When the writes ended (the new mtime).
+        time: Timestamp,
+    },
 }

@@ -279,6 +279,49 @@ fn truncate_and_unlink_free_the_chunks_past_the_end() {
 }
 
 #[test]
+fn a_write_end_extends_the_file_only_while_its_slot_holds_the_chunk_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let f = mknod(&store, ROOT, "f").unwrap();
+    let create = |chunk: u64| MetaOp::CreateChunk {
+        inode: f,
+        index: 0,
+        chunk: ChunkId(chunk),
+        version: ChunkVersion(1),
+    };
+    let end = |chunk: u64, length: u64, at: i64| MetaOp::ExtendLengthIn {
+        inode: f,
+        index: 0,
+        chunk: ChunkId(chunk),
+        length,
+        time: t(at),
+    };
+    store.commit(&create(100)).unwrap();
+    store.commit(&end(100, 5000, 2)).unwrap();
+    assert_eq!(store.attr(f).unwrap().size, 5000);
+    // Another client cuts the file to nothing, which drops the slot and its chunk.
+    let cut = MetaOp::SetAttr {
+        inode: f,
+        changes: SetAttr {
+            size: Some(0),
+            ..Default::default()
+        },
+        time: t(3),
+    };
+    store.commit(&cut).unwrap();
+    let (_, outcome) = store.commit(&end(100, 9000, 4)).unwrap();
+    assert_eq!(outcome.attr.map(|a| a.size), Some(0));
+    let attr = store.attr(f).unwrap();
+    assert_eq!((attr.size, attr.mtime), (0, t(3)));
+    // A new chunk in the slot: only its own writer's end counts.
+    store.commit(&create(101)).unwrap();
+    store.commit(&end(100, 9000, 5)).unwrap();
+    assert_eq!(store.attr(f).unwrap().size, 0);
+    store.commit(&end(101, 700, 6)).unwrap();
+    assert_eq!(store.attr(f).unwrap().size, 700);
+}
+
+#[test]
 fn everything_committed_is_back_after_reopen_even_if_sled_lost_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());

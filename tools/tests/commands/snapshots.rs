@@ -148,3 +148,99 @@ fn snapshots_into_themselves_or_onto_taken_names_are_refused() {
     assert_eq!(doc[0]["destination"], "copy");
     assert_eq!(doc[0]["inodes"], 2);
 }
+
+/// Snapshots `source` as `name` in `parent` through the client library, as `elkfs snapshot`
+/// does but without starting a process: a process started while the test holds a file open
+/// closes its copy of the descriptor when it execs, which the mount sees as a `close`.
+fn snapshot_in_process(cluster: &Cluster, source: &Path, parent: &Path, name: &str) {
+    use std::os::unix::fs::MetadataExt;
+
+    use elkfs_client::{Client, ClientConfig};
+    use elkfs_proto::InodeId;
+    use elkfs_proto::master::{MasterReply, MasterRequest};
+    use elkfs_proto::types::Caller;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let addr = cluster.master_addr().to_string();
+    let client = runtime
+        .block_on(Client::connect(
+            &addr,
+            "/",
+            "snapshot-test",
+            ClientConfig::default(),
+        ))
+        .unwrap_or_else(|e| panic!("connecting the client library to {addr}: {e}"));
+    let request = MasterRequest::Snapshot {
+        source: InodeId(std::fs::metadata(source).unwrap().ino()),
+        parent: InodeId(std::fs::metadata(parent).unwrap().ino()),
+        name: name.as_bytes().to_vec(),
+        caller: Caller { uid: 0, gid: 0 },
+    };
+    match runtime.block_on(client.master.request(&request)) {
+        Ok(MasterReply::TreeChanged { changed: 1, .. }) => {}
+        other => panic!("Snapshot answered {other:?}"),
+    }
+}
+
+#[test]
+fn a_snapshot_of_a_file_being_rewritten_keeps_what_the_file_held_when_it_was_taken() {
+    // A program rewrites the start of a file every 10 ms, so its mount keeps the write lease
+    // between the writes. A snapshot taken meanwhile must not see the writes made after it
+    // returned: they go to a copy of the chunk, not to the chunk the snapshot shares.
+    use std::os::unix::fs::FileExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    let cluster = Cluster::builder().chunkservers(2).start();
+    let mnt = cluster.mount_path(0);
+    write(&mnt.join("live"), &[0u8; 65536]);
+    let started = Arc::new(AtomicU32::new(0));
+    let written = Arc::new(AtomicU32::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (started, written, stop) = (started.clone(), written.clone(), stop.clone());
+        let path = mnt.join("live");
+        std::thread::spawn(move || {
+            let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            let mut k = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                k += 1;
+                started.store(k, Ordering::SeqCst);
+                let block: Vec<u8> = k.to_le_bytes().repeat(16384);
+                file.write_all_at(&block, 0).unwrap();
+                written.store(k, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let written_before = written.load(Ordering::SeqCst);
+    snapshot_in_process(&cluster, &mnt.join("live"), mnt, "snap");
+    let started_before_return = started.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(600));
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+
+    let snap = std::fs::read(mnt.join("snap")).unwrap();
+    assert_eq!(snap.len(), 65536);
+    let seen = u32::from_le_bytes(snap[..4].try_into().unwrap());
+    assert!(
+        snap.chunks(4).all(|w| w == seen.to_le_bytes()),
+        "the snapshot holds a mix of writes"
+    );
+    // A write that returned before the snapshot may still have been waiting in the mount's
+    // buffer for a new lease, which the snapshot's turn comes before: one write of slack.
+    assert!(
+        (written_before.saturating_sub(1)..=started_before_return).contains(&seen),
+        "the snapshot holds write {seen}; writes {written_before} to {started_before_return} \
+         were under way while it was taken"
+    );
+    let live = std::fs::read(mnt.join("live")).unwrap();
+    assert_eq!(
+        u32::from_le_bytes(live[..4].try_into().unwrap()),
+        written.load(Ordering::SeqCst)
+    );
+}
