@@ -14,7 +14,8 @@ use elkfs_proto::{Handler, InodeId, Responder, SessionId, Status};
 
 use crate::cluster::Target;
 use crate::exports::{Admission, Exports};
-use crate::state::{MASTER_SESSION, MasterState, REOPEN_GRACE};
+use crate::leases::APPEND_SLOT;
+use crate::state::{MasterState, REOPEN_GRACE};
 
 /// Most entries returned in one directory page.
 pub(crate) const MAX_DIR_PAGE: usize = 4096;
@@ -683,17 +684,17 @@ async fn serve(
             Ok(MasterReply::Done)
         }
         MasterRequest::AppendBegin { inode } => {
-            state.leases.acquire((inode, u32::MAX), session).await;
+            state.leases.acquire((inode, APPEND_SLOT), session).await;
             match meta.read(move |s| s.attr(inode)).await {
                 Ok(attr) => Ok(MasterReply::AppendAt(attr.size)),
                 Err(status) => {
-                    state.leases.release((inode, u32::MAX), session);
+                    state.leases.release((inode, APPEND_SLOT), session);
                     Err(status)
                 }
             }
         }
         MasterRequest::AppendEnd { inode } => {
-            state.leases.release((inode, u32::MAX), session);
+            state.leases.release((inode, APPEND_SLOT), session);
             Ok(MasterReply::Done)
         }
         MasterRequest::ClearChunks { inode, first, end } => {
@@ -858,8 +859,9 @@ async fn set_attr(
     // so growing the file again later reads zeros there, never the old bytes.
     let old = state.meta.read(move |s| s.attr(inode)).await?;
     let cut = (size < old.size && size % CHUNK_SIZE != 0).then_some((size / CHUNK_SIZE) as u32);
+    let holder = state.master_holder();
     if let Some(index) = cut {
-        state.leases.acquire((inode, index), MASTER_SESSION).await;
+        state.leases.acquire((inode, index), holder).await;
         let chunk = state.meta.read(move |s| s.file_chunk(inode, index)).await;
         let result = match chunk {
             Ok(Some(fc)) => match state.chunks.private_chunk(inode, fc).await {
@@ -875,7 +877,7 @@ async fn set_attr(
             Err(s) => Err(s),
         };
         if let Err(status) = result {
-            state.leases.release((inode, index), MASTER_SESSION);
+            state.leases.release((inode, index), holder);
             return Err(status);
         }
     }
@@ -889,7 +891,7 @@ async fn set_attr(
     )
     .await;
     if let Some(index) = cut {
-        state.leases.release((inode, index), MASTER_SESSION);
+        state.leases.release((inode, index), holder);
     }
     result
 }

@@ -1,6 +1,10 @@
 //! Write leases: one writer per chunk of a file at a time. Another writer waits until the lease
 //! is ended, its session goes away, or it times out unrenewed. A holder that outlives its lease
 //! is fenced off by the chunk version, which the next lease bumps.
+//!
+//! A snapshot holds a whole file ([`Leases::hold_file`]): new leases on its chunks wait, and the
+//! snapshot waits for the ones held to end, so no write lands in a chunk after the snapshot
+//! shares it without first copying it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,6 +17,10 @@ use tokio::time::Instant;
 /// Which chunk slot a lease covers.
 pub type LeaseKey = (InodeId, u32);
 
+/// The key of a file's append lease (`AppendBegin`), which orders appenders; their data goes
+/// under the leases of the chunks it lands in.
+pub const APPEND_SLOT: u32 = u32::MAX;
+
 struct Lease {
     holder: SessionId,
     expires: Instant,
@@ -21,40 +29,86 @@ struct Lease {
     short: bool,
 }
 
+#[derive(Default)]
+struct Table {
+    leases: HashMap<LeaseKey, Lease>,
+    /// Files whose chunks take no new lease for now, with how many holds each has.
+    held_files: HashMap<InodeId, usize>,
+}
+
+impl Table {
+    /// When the last live lease on one of `inode`'s chunks expires; `None` when none is left.
+    fn chunk_leases_until(&self, inode: InodeId, now: Instant) -> Option<Instant> {
+        self.leases
+            .iter()
+            .filter(|((i, slot), l)| *i == inode && *slot != APPEND_SLOT && l.expires > now)
+            .map(|(_, l)| l.expires)
+            .max()
+    }
+}
+
 /// Every lease currently held.
 pub struct Leases {
-    held: Mutex<HashMap<LeaseKey, Lease>>,
+    table: Mutex<Table>,
     released: Notify,
     timeout: Duration,
+}
+
+/// New leases on a file's chunks wait while this lives (see [`Leases::hold_file`]).
+pub struct FileHold<'a> {
+    leases: &'a Leases,
+    inode: InodeId,
+}
+
+impl Drop for FileHold<'_> {
+    fn drop(&mut self) {
+        {
+            let mut table = self.leases.lock();
+            if let Some(n) = table.held_files.get_mut(&self.inode) {
+                *n -= 1;
+                if *n == 0 {
+                    table.held_files.remove(&self.inode);
+                }
+            }
+        }
+        self.leases.released.notify_waiters();
+    }
 }
 
 impl Leases {
     /// An empty table whose leases last `timeout` unless renewed.
     pub fn new(timeout: Duration) -> Leases {
         Leases {
-            held: Mutex::new(HashMap::new()),
+            table: Mutex::new(Table::default()),
             released: Notify::new(),
             timeout,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LeaseKey, Lease>> {
-        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes (or renews) the lease on `key` for `session`, waiting while another session holds it.
+    /// Takes (or renews) the lease on `key` for `session`, waiting while another session holds it
+    /// or the file is held ([`Leases::hold_file`]; a lease `session` holds already is renewed).
     pub async fn acquire(&self, key: LeaseKey, session: SessionId) {
         loop {
             let notified = self.released.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let wait_until = {
-                let mut held = self.lock();
+                let mut table = self.lock();
                 let now = Instant::now();
-                match held.get(&key) {
-                    Some(l) if l.holder != session && l.expires > now => l.expires,
+                let file_held = key.1 != APPEND_SLOT && table.held_files.contains_key(&key.0);
+                match table.leases.get_mut(&key) {
+                    Some(l) if l.expires > now && l.holder != session => Some(l.expires),
+                    Some(l) if l.expires > now => {
+                        l.expires = now + self.timeout;
+                        return;
+                    }
+                    _ if file_held => None,
                     _ => {
-                        held.insert(
+                        table.leases.insert(
                             key,
                             Lease {
                                 holder: session,
@@ -67,17 +121,44 @@ impl Leases {
                     }
                 }
             };
+            match wait_until {
+                Some(t) => {
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tokio::time::sleep_until(t) => {}
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    /// Holds back new leases on `inode`'s chunks and waits until none is held any more (ended,
+    /// its session gone, or timed out); they stay held back until the returned hold is dropped.
+    pub async fn hold_file(&self, inode: InodeId) -> FileHold<'_> {
+        *self.lock().held_files.entry(inode).or_default() += 1;
+        let hold = FileHold {
+            leases: self,
+            inode,
+        };
+        loop {
+            let notified = self.released.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let Some(until) = self.lock().chunk_leases_until(inode, Instant::now()) else {
+                return hold;
+            };
             tokio::select! {
                 _ = notified => {}
-                _ = tokio::time::sleep_until(wait_until) => {}
+                _ = tokio::time::sleep_until(until) => {}
             }
         }
     }
 
     /// Whether `session` holds the lease on `key` (renewing it if so).
     pub fn renew(&self, key: LeaseKey, session: SessionId) -> bool {
-        let mut held = self.lock();
-        match held.get_mut(&key) {
+        let mut table = self.lock();
+        match table.leases.get_mut(&key) {
             Some(l) if l.holder == session => {
                 l.expires = Instant::now() + self.timeout;
                 true
@@ -88,7 +169,7 @@ impl Leases {
 
     /// Records which chunk a held lease is writing.
     pub fn set_chunk(&self, key: LeaseKey, session: SessionId, chunk: ChunkId) {
-        if let Some(l) = self.lock().get_mut(&key)
+        if let Some(l) = self.lock().leases.get_mut(&key)
             && l.holder == session
         {
             l.chunk = Some(chunk);
@@ -99,23 +180,14 @@ impl Leases {
     pub fn chunk_busy(&self, chunk: ChunkId) -> bool {
         let now = Instant::now();
         self.lock()
+            .leases
             .values()
             .any(|l| l.chunk == Some(chunk) && l.expires > now)
     }
 
-    /// The chunk slots of `inode` that some session holds a live lease on.
-    pub fn held_slots(&self, inode: InodeId) -> Vec<u32> {
-        let now = Instant::now();
-        self.lock()
-            .iter()
-            .filter(|((i, _), l)| *i == inode && l.expires > now)
-            .map(|((_, index), _)| *index)
-            .collect()
-    }
-
     /// Notes that the held lease's chain left servers out (a retry after a failure).
     pub fn mark_short(&self, key: LeaseKey, session: SessionId) {
-        if let Some(l) = self.lock().get_mut(&key)
+        if let Some(l) = self.lock().leases.get_mut(&key)
             && l.holder == session
         {
             l.short = true;
@@ -126,9 +198,9 @@ impl Leases {
     /// servers out (the replication worker should look at the chunk now that it is free).
     pub fn release(&self, key: LeaseKey, session: SessionId) -> bool {
         let removed = {
-            let mut held = self.lock();
-            match held.get(&key) {
-                Some(l) if l.holder == session => held.remove(&key),
+            let mut table = self.lock();
+            match table.leases.get(&key) {
+                Some(l) if l.holder == session => table.leases.remove(&key),
                 _ => None,
             }
         };
@@ -141,7 +213,7 @@ impl Leases {
 
     /// Ends every lease of a session that went away.
     pub fn release_session(&self, session: SessionId) {
-        self.lock().retain(|_, l| l.holder != session);
+        self.lock().leases.retain(|_, l| l.holder != session);
         self.released.notify_waiters();
     }
 }
@@ -189,5 +261,35 @@ mod tests {
         leases.acquire(KEY, SessionId(1)).await;
         leases.acquire(KEY, SessionId(2)).await;
         assert!(leases.renew(KEY, SessionId(2)));
+    }
+
+    #[tokio::test]
+    async fn a_held_file_waits_for_its_leases_and_holds_back_new_ones_until_let_go() {
+        let leases = std::sync::Arc::new(Leases::new(Duration::from_secs(60)));
+        let (file, other) = (InodeId(5), InodeId(6));
+        leases.acquire((file, 0), SessionId(1)).await;
+        leases.acquire((file, APPEND_SLOT), SessionId(3)).await;
+        let l = leases.clone();
+        let snapshot = tokio::spawn(async move {
+            let _hold = l.hold_file(file).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        });
+        tokio::task::yield_now().await;
+        assert!(!snapshot.is_finished(), "slot 0 is still leased");
+        // The holder renews what it has; nobody takes a new lease on the file meanwhile.
+        leases.acquire((file, 0), SessionId(1)).await;
+        let l = leases.clone();
+        let writer = tokio::spawn(async move { l.acquire((file, 1), SessionId(2)).await });
+        leases.acquire((other, 0), SessionId(2)).await;
+        leases.release((file, 0), SessionId(1));
+        tokio::task::yield_now().await;
+        assert!(!writer.is_finished(), "the file is held");
+        snapshot.await.unwrap();
+        writer.await.unwrap();
+        assert!(leases.renew((file, 1), SessionId(2)));
+        assert!(
+            leases.renew((file, APPEND_SLOT), SessionId(3)),
+            "an append lease is not waited for"
+        );
     }
 }

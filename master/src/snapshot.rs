@@ -7,7 +7,7 @@ use elkfs_proto::types::{Caller, FileKind, Timestamp};
 use elkfs_proto::{InodeId, MetaVersion, Status};
 
 use crate::client_service::MAX_DIR_PAGE;
-use crate::state::{MASTER_SESSION, MasterState};
+use crate::state::MasterState;
 use crate::tree::permits;
 
 /// Snapshots `source` as `name` in `parent`, entry by entry for a tree. Like a copy, it needs
@@ -95,21 +95,15 @@ async fn inside(state: &MasterState, dir: InodeId, ancestor: InodeId) -> Result<
     Ok(false)
 }
 
-/// Commits the snapshot of `src` while no client writes it: a lease held on one of its chunks
-/// is waited for (its holder may still send data under it, which would land in the chunk the
-/// snapshot shares) and kept until the chunks are shared, so the next write copies them first.
+/// Commits the snapshot of `src` while no client writes it: leases held on its chunks are
+/// waited for (their holders may still send data under them, which would land in a chunk the
+/// snapshot shares), and new ones wait until the chunks are shared, so the next write copies
+/// them first.
 async fn commit_between_writes(
     state: &MasterState,
     src: InodeId,
     op: MetaOp,
 ) -> Result<(MetaVersion, Outcome), Status> {
-    let held = state.leases.held_slots(src);
-    for &index in &held {
-        state.leases.acquire((src, index), MASTER_SESSION).await;
-    }
-    let result = state.meta.commit(op).await;
-    for &index in &held {
-        state.leases.release((src, index), MASTER_SESSION);
-    }
-    result
+    let _hold = state.leases.hold_file(src).await;
+    state.meta.commit(op).await
 }

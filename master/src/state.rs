@@ -113,7 +113,14 @@ impl MasterState {
         self.exports.send_replace(Arc::new(exports));
     }
 
-    /// A fresh session id (ids are per master run; 0 is the master's own).
+    /// A holder of its own for write leases the master takes for one operation (a truncate
+    /// into a chunk, a snapshot): two such operations on one chunk wait for each other as
+    /// clients do, where a single shared holder would let each take the lease the other holds.
+    pub fn master_holder(&self) -> SessionId {
+        self.new_session()
+    }
+
+    /// A fresh session id (ids are per master run, from 1).
     pub fn new_session(&self) -> SessionId {
         SessionId(self.next_session.fetch_add(1, Ordering::Relaxed))
     }
@@ -241,6 +248,3 @@ impl Metaloggers {
         self.lock().clone()
     }
 }
-
-/// The session the master uses for its own leases (truncation).
-pub const MASTER_SESSION: SessionId = SessionId(0);

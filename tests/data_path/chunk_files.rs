@@ -5,25 +5,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::Duration;
 
-use elkfs_e2e::{ChunkFile, chunk_files, pseudo_random};
+use elkfs_e2e::{all_chunk_files, pseudo_random};
 use elkfs_testkit::{Cluster, Process, wait_until};
 
 const MIB: usize = 1024 * 1024;
 
 /// Bytes in front of the data in a chunk file.
 const HEADER: u64 = 64 * 1024;
-
-fn all_chunk_files(cluster: &Cluster) -> Vec<ChunkFile> {
-    (0..cluster.chunkserver_count())
-        .flat_map(|i| {
-            cluster
-                .chunkserver_data_dirs(i)
-                .iter()
-                .flat_map(move |d| chunk_files(i, d))
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
 
 #[test]
 fn chunks_are_named_files_with_two_copies_on_two_servers_at_goal_two() {

@@ -48,6 +48,19 @@ pub struct ChunkFile {
     pub path: PathBuf,
 }
 
+/// Every chunk file on every chunkserver of `cluster`.
+pub fn all_chunk_files(cluster: &elkfs_testkit::Cluster) -> Vec<ChunkFile> {
+    (0..cluster.chunkserver_count())
+        .flat_map(|i| {
+            cluster
+                .chunkserver_data_dirs(i)
+                .iter()
+                .flat_map(move |d| chunk_files(i, d))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// Every `AA/chunk_<16 hex>_<8 hex>.elk` file under `dir`, for chunkserver `server`.
 pub fn chunk_files(server: usize, dir: &Path) -> Vec<ChunkFile> {
     let mut out = Vec::new();

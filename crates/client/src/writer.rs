@@ -570,7 +570,7 @@ impl FileWriter {
         };
         for attempt in 1..CHAIN_ATTEMPTS {
             tracing::info!(inode = %self.inode, index, attempt, status = %failure.status, failed = ?failed_servers, "chunk write failed; retrying on a new chain");
-            let active = match self.open_lease(index, &failed_servers).await {
+            let granted = match self.open_lease(index, &failed_servers).await {
                 Ok(a) => a,
                 Err(status) => {
                     failure = ChainFailure {
@@ -580,11 +580,24 @@ impl FileWriter {
                     continue;
                 }
             };
+            // The new lease reports what the failed one had stored when its chunk holds that
+            // data: the same chunk at a new version, or a snapshot's private copy of it. A new
+            // chunk (`Create`) means the old one was dropped (a truncate) with the data stored
+            // there. It takes the failed one's place at once, so that giving up ends the lease
+            // the master granted last, on the chunk the slot holds now.
+            if granted.lease.capability.access != Access::Create
+                && let Some(failed) = lease.as_ref()
+            {
+                granted
+                    .stored_end
+                    .fetch_max(failed.stored_end.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            let active = &*lease.insert(granted);
             let head = active.conn.peer();
             let mut all_ok = true;
             for piece in &pieces {
-                match wait_reply(send_piece(&active, piece).await, head).await {
-                    Ok(()) => self.note_stored(&active, piece),
+                match wait_reply(send_piece(active, piece).await, head).await {
+                    Ok(()) => self.note_stored(active, piece),
                     Err(f) => {
                         out_of_space |= f.status == Status::NoSpace;
                         if let Some(server) = f.server
@@ -599,19 +612,6 @@ impl FileWriter {
                 }
             }
             if all_ok {
-                // What the failed lease had stored is reported with this one's end, when this
-                // lease's chunk holds it: the same chunk at a new version, or a snapshot's
-                // private copy of it. A new chunk (`Create`) means the old one was dropped (a
-                // truncate) with the data stored there.
-                if let Some(failed) = lease
-                    .as_ref()
-                    .filter(|_| active.lease.capability.access != Access::Create)
-                {
-                    active
-                        .stored_end
-                        .fetch_max(failed.stored_end.load(Ordering::Relaxed), Ordering::Relaxed);
-                }
-                *lease = Some(active);
                 return;
             }
         }
