@@ -11,6 +11,7 @@ use elkfs_proto::geometry::CHUNK_SIZE;
 use elkfs_proto::master::{MasterReply, MasterRequest, MasterResponse, ReadLocation};
 use elkfs_proto::types::{Caller, FileKind, FsStats, SetAttr, Timestamp};
 use elkfs_proto::{Handler, InodeId, Responder, SessionId, Status};
+use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Target;
 use crate::exports::{Admission, Exports};
@@ -35,7 +36,7 @@ pub struct ClientHandler {
     /// Cancelled to close this connection (when the exports file no longer lets it in).
     close: tokio_util::sync::CancellationToken,
     /// Cancelled when this connection has ended: requests still waiting give up.
-    ended: tokio_util::sync::CancellationToken,
+    ended: CancellationToken,
 }
 
 impl ClientHandler {
@@ -53,7 +54,7 @@ impl ClientHandler {
             admission: None,
             nonce: None,
             close,
-            ended: tokio_util::sync::CancellationToken::new(),
+            ended: CancellationToken::new(),
         }
     }
 }
@@ -137,9 +138,9 @@ impl Handler<MasterRequest, MasterResponse> for ClientHandler {
                     request,
                 } => {
                     let tag = RequestTag { client, slot, seq };
-                    serve_tagged(&state, session, peer, tag, retry, *request).await
+                    serve_tagged(&state, session, &ended, peer, tag, retry, *request).await
                 }
-                request => serve(&state, session, peer, request).await,
+                request => serve(&state, session, &ended, peer, request).await,
             };
             responder.send(&reply, Bytes::new()).await;
         });
@@ -272,6 +273,7 @@ tokio::task_local! {
 async fn serve_tagged(
     state: &MasterState,
     session: SessionId,
+    ended: &CancellationToken,
     peer: SocketAddr,
     tag: RequestTag,
     retry: bool,
@@ -312,7 +314,7 @@ async fn serve_tagged(
         };
     }
     REQUEST_TAG
-        .scope(tag, serve(state, session, peer, request))
+        .scope(tag, serve(state, session, ended, peer, request))
         .await
 }
 
@@ -327,6 +329,7 @@ struct RequestTag {
 async fn serve(
     state: &MasterState,
     session: SessionId,
+    ended: &CancellationToken,
     peer: SocketAddr,
     request: MasterRequest,
 ) -> MasterResponse {
@@ -552,13 +555,13 @@ async fn serve(
             )))
         }
         MasterRequest::WriteChunk { inode, index } => {
-            write_chunk(state, session, peer, inode, index, &[]).await
+            write_chunk(state, session, ended, peer, inode, index, &[]).await
         }
         MasterRequest::RetryWriteChunk {
             inode,
             index,
             failed,
-        } => write_chunk(state, session, peer, inode, index, &failed).await,
+        } => write_chunk(state, session, ended, peer, inode, index, &failed).await,
         MasterRequest::WriteEnd {
             inode,
             index,
@@ -684,7 +687,13 @@ async fn serve(
             Ok(MasterReply::Done)
         }
         MasterRequest::AppendBegin { inode } => {
-            state.leases.acquire((inode, APPEND_SLOT), session).await;
+            if !state
+                .leases
+                .acquire_unless((inode, APPEND_SLOT), session, ended)
+                .await
+            {
+                return Err(Status::Io);
+            }
             match meta.read(move |s| s.attr(inode)).await {
                 Ok(attr) => Ok(MasterReply::AppendAt(attr.size)),
                 Err(status) => {
@@ -777,12 +786,22 @@ async fn with_parent(state: &MasterState, parent: InodeId, reply: MasterReply) -
 async fn write_chunk(
     state: &MasterState,
     session: SessionId,
+    ended: &CancellationToken,
     peer: SocketAddr,
     inode: InodeId,
     index: u32,
     failed: &[SocketAddr],
 ) -> MasterResponse {
-    state.leases.acquire((inode, index), session).await;
+    if index == APPEND_SLOT {
+        return Err(Status::Invalid);
+    }
+    if !state
+        .leases
+        .acquire_unless((inode, index), session, ended)
+        .await
+    {
+        return Err(Status::Io);
+    }
     match state
         .chunks
         .grant_write(inode, index, Some(peer.ip()), failed)

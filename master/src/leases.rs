@@ -3,8 +3,9 @@
 //! is fenced off by the chunk version, which the next lease bumps.
 //!
 //! A snapshot holds a whole file ([`Leases::hold_file`]): new leases on its chunks wait, and the
-//! snapshot waits for the ones held to end, so no write lands in a chunk after the snapshot
-//! shares it without first copying it.
+//! snapshot waits for the ones held to end, so no write under a lease lands in a chunk after the
+//! snapshot shares it without first copying it. (A writer whose lease lapsed under it is not
+//! fenced off by a snapshot, which bumps no version.)
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use elkfs_proto::{ChunkId, InodeId, SessionId};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// Which chunk slot a lease covers.
 pub type LeaseKey = (InodeId, u32);
@@ -131,6 +133,27 @@ impl Leases {
                 None => notified.await,
             }
         }
+    }
+
+    /// [`Leases::acquire`] for a request whose connection may close meanwhile (`ended`):
+    /// whether the lease was taken. A lease taken for a session that is gone would keep the slot
+    /// from everyone until it timed out (the connection's end released the session's leases
+    /// already, so one taken after it is let go here).
+    pub async fn acquire_unless(
+        &self,
+        key: LeaseKey,
+        session: SessionId,
+        ended: &CancellationToken,
+    ) -> bool {
+        tokio::select! {
+            () = self.acquire(key, session) => {}
+            () = ended.cancelled() => return false,
+        }
+        if ended.is_cancelled() {
+            self.release(key, session);
+            return false;
+        }
+        true
     }
 
     /// Holds back new leases on `inode`'s chunks and waits until none is held any more (ended,
@@ -291,5 +314,32 @@ mod tests {
             leases.renew((file, APPEND_SLOT), SessionId(3)),
             "an append lease is not waited for"
         );
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_connection_closed_while_it_waited_takes_no_lease() {
+        let leases = std::sync::Arc::new(Leases::new(Duration::from_secs(60)));
+        leases.acquire(KEY, SessionId(1)).await;
+        let ended = CancellationToken::new();
+        let l = leases.clone();
+        let e = ended.clone();
+        let waiter = tokio::spawn(async move { l.acquire_unless(KEY, SessionId(2), &e).await });
+        tokio::task::yield_now().await;
+        ended.cancel();
+        leases.release(KEY, SessionId(1));
+        assert!(!waiter.await.unwrap());
+        assert!(
+            !leases.renew(KEY, SessionId(2)),
+            "the gone session holds it"
+        );
+        let open = CancellationToken::new();
+        assert!(leases.acquire_unless(KEY, SessionId(3), &open).await);
+        open.cancel();
+        assert!(
+            !leases
+                .acquire_unless((InodeId(9), 0), SessionId(3), &open)
+                .await
+        );
+        assert!(!leases.renew((InodeId(9), 0), SessionId(3)));
     }
 }

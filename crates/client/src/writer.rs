@@ -102,8 +102,8 @@ struct ActiveLease {
     conn: DataConnection,
     /// When the master granted it: it is renewed well before its capability expires.
     granted: Instant,
-    /// The end of what the whole chain stored under it (and under the leases on the same chunk
-    /// it took over after a failure): the length its end reports. Only this lease's own
+    /// The end of what the whole chain stored under it (and under the failed leases it took
+    /// over, see `open_lease`): the length its end reports. Only this lease's own
     /// writes: an end remembered from before would bring back a length that another client
     /// has cut since. Past 0 once a piece is stored, when the chunk exists on every server of
     /// the chain (see `create_missing`).
@@ -418,10 +418,10 @@ impl FileWriter {
                 }
             }
             if lease.is_none() {
-                match self.open_lease(index, &[]).await {
+                match self.open_lease(index, &[], 0).await {
                     Ok(active) => lease = Some(active),
-                    Err(status) => {
-                        self.record_error(status);
+                    Err(failure) => {
+                        self.record_error(failure.status);
                         continue;
                     }
                 }
@@ -459,7 +459,22 @@ impl FileWriter {
         }
     }
 
-    async fn open_lease(&self, index: u32, failed: &[SocketAddr]) -> Result<ActiveLease, Status> {
+    /// Takes the write lease on chunk `index` (leaving the `failed` servers out of its chain)
+    /// and connects to its chain. `carried` is what an earlier lease on the slot stored and has
+    /// not reported: the new lease reports it too when its chunk holds that data (the same
+    /// chunk at a new version, or a snapshot's private copy of it), not when it is a new chunk
+    /// (`Create`: the old one was dropped, by a truncate, with the data stored there). A lease
+    /// granted but unusable is ended at once, reporting that.
+    async fn open_lease(
+        &self,
+        index: u32,
+        failed: &[SocketAddr],
+        carried: u64,
+    ) -> Result<ActiveLease, LeaseFailure> {
+        let not_granted = |status| LeaseFailure {
+            status,
+            ended: false,
+        };
         let request = if failed.is_empty() {
             MasterRequest::WriteChunk {
                 inode: self.inode,
@@ -472,9 +487,15 @@ impl FileWriter {
                 failed: failed.to_vec(),
             }
         };
-        let lease = match self.client.master.request(&request).await? {
-            MasterReply::WriteLease(l) => l,
-            _ => return Err(Status::Protocol),
+        let lease = match self.client.master.request(&request).await {
+            Ok(MasterReply::WriteLease(l)) => l,
+            Ok(_) => return Err(not_granted(Status::Protocol)),
+            Err(status) => return Err(not_granted(status)),
+        };
+        let carried = if lease.capability.access == Access::Create {
+            0
+        } else {
+            carried
         };
         let connected = match lease.chain.first() {
             Some(first) => self.client.data.get(*first).await.map_err(|e| {
@@ -489,17 +510,20 @@ impl FileWriter {
                 lease,
                 conn,
                 granted: Instant::now(),
-                stored_end: AtomicU64::new(0),
+                stored_end: AtomicU64::new(carried),
             }),
             Err(status) => {
                 let end = MasterRequest::WriteEnd {
                     inode: self.inode,
                     index,
                     chunk: lease.chunk,
-                    length: 0,
+                    length: carried,
                 };
                 let _ = self.client.master.request(&end).await;
-                Err(status)
+                Err(LeaseFailure {
+                    status,
+                    ended: true,
+                })
             }
         }
     }
@@ -570,28 +594,25 @@ impl FileWriter {
         };
         for attempt in 1..CHAIN_ATTEMPTS {
             tracing::info!(inode = %self.inode, index, attempt, status = %failure.status, failed = ?failed_servers, "chunk write failed; retrying on a new chain");
-            let granted = match self.open_lease(index, &failed_servers).await {
+            let carried = lease
+                .as_ref()
+                .map_or(0, |l| l.stored_end.load(Ordering::Relaxed));
+            let granted = match self.open_lease(index, &failed_servers, carried).await {
                 Ok(a) => a,
-                Err(status) => {
+                Err(f) => {
+                    if f.ended {
+                        // That lease reported what the failed one had stored, and ended.
+                        *lease = None;
+                    }
                     failure = ChainFailure {
-                        status,
+                        status: f.status,
                         server: None,
                     };
                     continue;
                 }
             };
-            // The new lease reports what the failed one had stored when its chunk holds that
-            // data: the same chunk at a new version, or a snapshot's private copy of it. A new
-            // chunk (`Create`) means the old one was dropped (a truncate) with the data stored
-            // there. It takes the failed one's place at once, so that giving up ends the lease
-            // the master granted last, on the chunk the slot holds now.
-            if granted.lease.capability.access != Access::Create
-                && let Some(failed) = lease.as_ref()
-            {
-                granted
-                    .stored_end
-                    .fetch_max(failed.stored_end.load(Ordering::Relaxed), Ordering::Relaxed);
-            }
+            // It takes the failed one's place at once, so that giving up ends the lease the
+            // master granted last, on the chunk the slot holds now.
             let active = &*lease.insert(granted);
             let head = active.conn.peer();
             let mut all_ok = true;
@@ -662,6 +683,13 @@ async fn send_piece(
         create: active.create_missing(),
     };
     active.conn.send(&request, piece.data.clone()).await
+}
+
+/// Why no lease could be used, and whether one granted was ended already.
+#[derive(Clone, Copy, Debug)]
+struct LeaseFailure {
+    status: Status,
+    ended: bool,
 }
 
 /// Why a chained write failed, and which server failed when that is known.

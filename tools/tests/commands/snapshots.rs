@@ -231,10 +231,10 @@ fn a_snapshot_of_a_file_being_rewritten_keeps_what_the_file_held_when_it_was_tak
         snap.chunks(4).all(|w| w == seen.to_le_bytes()),
         "the snapshot holds a mix of writes"
     );
-    // A write that returned before the snapshot may still have been waiting in the mount's
-    // buffer for a new lease, which the snapshot's turn comes before: one write of slack.
+    // Writes that returned before the snapshot may still have been waiting in the mount's
+    // buffer for a new lease, which the snapshot's turn comes before: a few writes of slack.
     assert!(
-        (written_before.saturating_sub(1)..=started_before_return).contains(&seen),
+        (written_before.saturating_sub(3)..=started_before_return).contains(&seen),
         "the snapshot holds write {seen}; writes {written_before} to {started_before_return} \
          were under way while it was taken"
     );
