@@ -877,9 +877,9 @@ async fn set_attr(
     // Shrinking into the middle of a chunk cuts that chunk's copies first (under its lease),
     // so growing the file again later reads zeros there, never the old bytes.
     let old = state.meta.read(move |s| s.attr(inode)).await?;
-    let cut = (size < old.size && size % CHUNK_SIZE != 0).then_some((size / CHUNK_SIZE) as u32);
-    let holder = state.master_holder();
-    if let Some(index) = cut {
+    let cut = (size < old.size && size % CHUNK_SIZE != 0)
+        .then(|| ((size / CHUNK_SIZE) as u32, state.master_holder()));
+    if let Some((index, holder)) = cut {
         state.leases.acquire((inode, index), holder).await;
         let chunk = state.meta.read(move |s| s.file_chunk(inode, index)).await;
         let result = match chunk {
@@ -909,7 +909,7 @@ async fn set_attr(
         },
     )
     .await;
-    if let Some(index) = cut {
+    if let Some((index, holder)) = cut {
         state.leases.release((inode, index), holder);
     }
     result

@@ -51,7 +51,11 @@ pub async fn snapshot(
             owner,
             time: Timestamp::now(),
         };
-        let (_, outcome) = commit_between_writes(state, src, op).await?;
+        let (_, outcome) = if attr.kind == FileKind::File {
+            commit_between_writes(state, src, op).await?
+        } else {
+            state.meta.commit(op).await?
+        };
         made += 1;
         let Some(copy) = outcome.attr else {
             continue;
