@@ -50,6 +50,11 @@ struct Daemon {
     name: String,
     child: Child,
     log: PathBuf,
+    /// The cluster cannot go on without it (the master, the mount); a chunkserver or the
+    /// metalogger can stop, as on a real cluster, and the rest keeps serving.
+    essential: bool,
+    /// It stopped and was reported.
+    gone: bool,
 }
 
 /// Runs the cluster until SIGINT/SIGTERM.
@@ -265,6 +270,8 @@ fn spawn(
         name: name.to_string(),
         child,
         log,
+        essential: !matches!(program, "elkfs-chunkserver" | "elkfs-metalogger"),
+        gone: false,
     });
     Ok(ready)
 }
@@ -298,11 +305,22 @@ fn wait_ready(path: &Path, daemons: &mut [Daemon]) -> anyhow::Result<String> {
 }
 
 /// Waits for a signal or for a daemon to die; returns the name of one that died.
+/// Waits for Ctrl-C (`None`) or for an essential daemon to stop (its name). A chunkserver or
+/// the metalogger that stops is reported and the cluster goes on without it, so that killing
+/// one shows what a real cluster does.
 fn watch(daemons: &mut [Daemon]) -> Option<String> {
     while !STOP.load(Ordering::SeqCst) {
-        for d in daemons.iter_mut() {
-            if let Ok(Some(_)) = d.child.try_wait() {
-                return Some(d.name.clone());
+        for d in daemons.iter_mut().filter(|d| !d.gone) {
+            if let Ok(Some(status)) = d.child.try_wait() {
+                if d.essential {
+                    return Some(d.name.clone());
+                }
+                d.gone = true;
+                say!(
+                    "{} stopped ({status}); the cluster goes on without it (its log: {}).",
+                    d.name,
+                    d.log.display()
+                );
             }
         }
         std::thread::sleep(Duration::from_millis(200));

@@ -91,6 +91,46 @@ mod up {
             .any(|l| l.split(' ').nth(4) == Some(path.as_ref()))
     }
 
+    /// The pid of the process `elkfs up` started with `marker` in its command line.
+    fn daemon_of(up: &Up, marker: &str) -> i32 {
+        let pid = up.child.id();
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+        children
+            .split_whitespace()
+            .find(|child| {
+                std::fs::read(format!("/proc/{child}/cmdline"))
+                    .map(|c| {
+                        String::from_utf8_lossy(&c)
+                            .replace('\0', " ")
+                            .contains(marker)
+                    })
+                    .unwrap_or(false)
+            })
+            .unwrap_or_else(|| panic!("no daemon of elkfs up runs with {marker}: {children}"))
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn up_goes_on_serving_when_a_chunkserver_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut up = Up::start(dir.path());
+        let victim = daemon_of(&up, "cs0");
+        // SAFETY: signalling a process this test started (through `elkfs up`), by its pid.
+        unsafe { libc::kill(victim, libc::SIGKILL) };
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(
+            up.child.try_wait().unwrap().is_none(),
+            "elkfs up stopped when a chunkserver died"
+        );
+        let data = vec![7u8; 3 * 1024 * 1024];
+        std::fs::write(up.mountpoint.join("after"), &data).unwrap();
+        assert!(std::fs::read(up.mountpoint.join("after")).unwrap() == data);
+        let status = up.interrupt();
+        assert!(status.success(), "elkfs up exited with {status}");
+        assert!(!is_mounted(&up.mountpoint), "still mounted after Ctrl-C");
+    }
+
     #[test]
     fn up_mounts_a_cluster_stops_on_ctrl_c_and_brings_the_files_back() {
         let dir = tempfile::tempdir().unwrap();
