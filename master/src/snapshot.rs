@@ -1,10 +1,10 @@
 //! Copy-on-write snapshots of files and trees: new inodes that share every chunk with the
 //! originals; a shared chunk is copied on the first write to either side (see `chunk_ops`).
 
-use elkfs_metastore::{MetaOp, Outcome};
+use elkfs_metastore::MetaOp;
 use elkfs_proto::master::{MasterReply, MasterResponse};
 use elkfs_proto::types::{Caller, FileKind, Timestamp};
-use elkfs_proto::{InodeId, MetaVersion, Status};
+use elkfs_proto::{InodeId, Status};
 
 use crate::client_service::MAX_DIR_PAGE;
 use crate::state::MasterState;
@@ -51,11 +51,16 @@ pub async fn snapshot(
             owner,
             time: Timestamp::now(),
         };
-        let (_, outcome) = if attr.kind == FileKind::File {
-            commit_between_writes(state, src, op).await?
-        } else {
-            state.meta.commit(op).await?
+        // A file is copied while no client writes it: a lease holder may still send data under
+        // its lease, which would land in a chunk the snapshot shares. New leases wait until the
+        // chunks are shared, so the next write copies them first.
+        let hold = match attr.kind {
+            FileKind::File => Some(state.leases.hold_file(src).await),
+            _ => None,
         };
+        let committed = state.meta.commit(op).await;
+        drop(hold);
+        let (_, outcome) = committed?;
         made += 1;
         let Some(copy) = outcome.attr else {
             continue;
@@ -97,17 +102,4 @@ async fn inside(state: &MasterState, dir: InodeId, ancestor: InodeId) -> Result<
         cur = state.meta.read(move |s| s.inode(cur)).await?.parent;
     }
     Ok(false)
-}
-
-/// Commits the snapshot of `src` while no client writes it: leases held on its chunks are
-/// waited for (their holders may still send data under them, which would land in a chunk the
-/// snapshot shares), and new ones wait until the chunks are shared, so the next write copies
-/// them first.
-async fn commit_between_writes(
-    state: &MasterState,
-    src: InodeId,
-    op: MetaOp,
-) -> Result<(MetaVersion, Outcome), Status> {
-    let _hold = state.leases.hold_file(src).await;
-    state.meta.commit(op).await
 }

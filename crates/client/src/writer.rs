@@ -382,10 +382,13 @@ impl FileWriter {
             let next = self.lock().queue.pop_front().map(Outgoing::from);
             let Some(piece) = next else {
                 self.drain(&mut flight, &mut lease).await;
-                if !self.lock().queue.is_empty() {
+                let (more, bursts) = {
+                    let st = self.lock();
+                    (!st.queue.is_empty(), st.bursts)
+                };
+                if more {
                     continue;
                 }
-                let bursts = self.lock().bursts;
                 if let Some(active) = &lease
                     && bursts
                     && self.more_in_time(active.linger()).await
