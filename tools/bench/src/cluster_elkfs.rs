@@ -312,6 +312,16 @@ impl ElkCluster {
         Ok(result)
     }
 
+    /// Chunk copies held by the chunkservers still running, all versions of a chunk counted once.
+    pub fn chunk_copies(&mut self) -> anyhow::Result<usize> {
+        Ok(self
+            .chunks_per_server()?
+            .iter()
+            .flatten()
+            .map(HashMap::len)
+            .sum())
+    }
+
     /// Kills chunkserver `i` with SIGKILL, as a crash would.
     pub fn kill_chunkserver(&mut self, i: usize) -> anyhow::Result<()> {
         let cs = self

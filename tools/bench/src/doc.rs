@@ -269,7 +269,12 @@ warm-up, on that file; with 4 readers each reads its own quarter of the file, so
 hits pages another one brought in.
 - **Metadata.** One thread, one call at a time through `std::fs`: `open(O_CREAT|O_EXCL)` + \
 `close` (with a 4 KiB `write` for the small files), `lstat`, `open` + `read` + `close`, \
-`unlink`, {files} files per phase. `ls -l` is GNU ls with `LC_ALL=C`, its lines counted.
+`unlink`, {files} files per phase. `ls -l` is GNU ls with `LC_ALL=C`, its lines counted. \
+After ElkFS's unlinks of the small files the harness waits until its chunkservers have \
+deleted the freed chunk copies (ElkFS deletes them once no more are freed, within 5 s), so \
+that this work of ElkFS's does not fall into MooseFS's next timed step. MooseFS deletes chunk \
+files much later (none of 4 000 copies within a minute of their unlinks here), which is not \
+waited for.
 - **RSS.** `VmRSS` of each master process, once just started and once after the large \
 directory was filled (by then the other workloads have come and gone).
 - **Chunkserver loss.** Measured once per cluster (it cannot be repeated on the same \

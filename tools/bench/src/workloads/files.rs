@@ -6,6 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
@@ -94,6 +95,33 @@ fn metric(key: &'static str, label: String, goal: Option<f64>) -> Metric {
     }
 }
 
+/// How long ElkFS may take to delete the copies of the chunks of files just unlinked: it
+/// deletes them once no more are freed, within 5 s.
+const DELETION_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until the ElkFS cluster holds no more chunk copies than `before`: its chunkservers'
+/// deletion of the copies the unlinks freed is work of ElkFS's, not to be timed against the
+/// MooseFS step that follows. (MooseFS deletes chunk files much later, at a limited rate; that
+/// is not waited for.)
+fn wait_for_deleted_copies(b: &mut Bench, before: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + DELETION_WAIT;
+    loop {
+        let now = b.elk.chunk_copies()?;
+        if now <= before {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            b.notes.push(format!(
+                "ElkFS still held {now} chunk copies ({before} before the small files) {} s \
+                 after their unlinks.",
+                DELETION_WAIT.as_secs()
+            ));
+            return Ok(());
+        }
+        interrupt::sleep(Duration::from_millis(100))?;
+    }
+}
+
 /// Creates, stats and unlinks empty files; each phase timed from dropped caches.
 pub fn empty_files(b: &mut Bench) -> anyhow::Result<()> {
     let n = b.sizes.files;
@@ -149,6 +177,10 @@ pub fn small_files(b: &mut Bench) -> anyhow::Result<()> {
     for _ in 0..b.sizes.runs {
         for column in Column::ALL {
             let dir = b.scratch_dir(column, "small-files")?;
+            let copies_before = match column {
+                Column::Elk => Some(b.elk.chunk_copies()?),
+                Column::Mfs | Column::MfsDirect => None,
+            };
             settle()?;
             let secs = timed(|| create_files(&dir, n, &content))?;
             b.record(&writes, column, n as f64 / secs);
@@ -158,6 +190,9 @@ pub fn small_files(b: &mut Bench) -> anyhow::Result<()> {
             settle()?;
             let secs = timed(|| unlink_files(&dir, n))?;
             b.record(&unlinks, column, n as f64 / secs);
+            if let Some(before) = copies_before {
+                wait_for_deleted_copies(b, before)?;
+            }
         }
     }
     Ok(())
