@@ -480,6 +480,15 @@ impl ChunkOps {
         }
     }
 
+    /// Deletes copies a registering chunkserver holds of chunks no file refers to, gathered into
+    /// batches like those of purged files: copies freed while the server was away, or queued
+    /// for deletion when a master stopped (`freed_copies.rs`), can be thousands.
+    pub fn delete_orphans(&self, target: &Target, orphans: &[(ChunkId, ChunkVersion)]) {
+        for &(chunk, version) in orphans {
+            self.freed_copies.queue(target, chunk, version);
+        }
+    }
+
     /// Deletes `chunk` at `version` on each of `targets`, in the background.
     pub fn delete_copies(&self, chunk: ChunkId, version: ChunkVersion, targets: &[Target]) {
         for t in targets.iter().cloned() {

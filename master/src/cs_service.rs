@@ -275,8 +275,13 @@ impl CsHandler {
         if sorted.unknown > 0 {
             tracing::warn!(server = %server, count = sorted.unknown, "chunkserver holds chunks this master never created; left in place");
         }
-        for r in sorted.orphans {
-            self.delete_orphan(server, r);
+        if let Some(target) = cluster.target(server) {
+            let orphans: Vec<_> = sorted
+                .orphans
+                .iter()
+                .map(|r| (r.chunk, r.version))
+                .collect();
+            self.state.chunks.delete_orphans(&target, &orphans);
         }
         Ok(())
     }

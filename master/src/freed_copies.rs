@@ -5,9 +5,9 @@
 //! The batches wait until no copy has been freed for [`QUIET`] (at most [`MAX_WAIT`]): deleting
 //! a copy costs its server a rename and the freeing of its blocks, work that on two cores
 //! slowed the `rm` that caused it by a fifth when done alongside it. (Chunks a truncate frees
-//! are deleted at once, see `ChunkOps::delete_freed`.) A batch lost with its chunkserver
-//! leaves copies the master no longer knows, which it deletes when that server registers again
-//! (`cs_service.rs`, orphans).
+//! are deleted at once, see `ChunkOps::delete_freed`.) A batch lost with its chunkserver, or
+//! still gathering when the master stops, leaves copies the master no longer knows; they are
+//! deleted, in batches too, when that server registers again (`cs_service.rs`, orphans).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,7 +23,8 @@ use crate::cluster::Target;
 /// How long no copy may have been freed before the queued ones are deleted.
 const QUIET: Duration = Duration::from_millis(250);
 
-/// The longest a copy waits for a quiet moment: space is given back at least this often.
+/// The longest a copy waits for a quiet moment: during a long removal, space is given back at
+/// least this often.
 const MAX_WAIT: Duration = Duration::from_secs(5);
 
 /// The most copies one command deletes.

@@ -86,6 +86,51 @@ fn the_copies_of_the_chunks_of_removed_files_are_deleted_from_every_chunkserver(
 }
 
 #[test]
+fn copies_of_files_removed_while_their_chunkserver_was_down_are_deleted_when_it_comes_back() {
+    let mut cluster = Cluster::builder().chunkservers(2).start();
+    let m = cluster.mount_path(0).to_path_buf();
+    cluster.run_cli_ok(&["settrashtime", "-r", "0", m.to_str().unwrap()]);
+    let kept = m.join("kept");
+    std::fs::write(&kept, b"stays").unwrap();
+    for i in 0..30 {
+        std::fs::write(m.join(format!("f{i}")), pseudo_random(3000, i)).unwrap();
+    }
+    assert_eq!(all_chunk_files(&cluster).len(), 2 * 31);
+
+    cluster.kill_chunkserver(1);
+    for i in 0..30 {
+        std::fs::remove_file(m.join(format!("f{i}"))).unwrap();
+    }
+    wait_until(
+        Duration::from_secs(20),
+        "the running chunkserver to delete its copies",
+        || {
+            all_chunk_files(&cluster)
+                .iter()
+                .filter(|f| f.server == 0)
+                .count()
+                == 1
+        },
+    );
+    assert_eq!(
+        all_chunk_files(&cluster)
+            .iter()
+            .filter(|f| f.server == 1)
+            .count(),
+        31,
+        "the stopped chunkserver's files are untouched"
+    );
+
+    cluster.start_chunkserver(1);
+    wait_until(
+        Duration::from_secs(30),
+        "the copies the returning chunkserver holds of removed files to be deleted",
+        || all_chunk_files(&cluster).len() == 2,
+    );
+    assert_eq!(std::fs::read(&kept).unwrap(), b"stays");
+}
+
+#[test]
 fn files_closed_on_one_mount_are_deleted_when_another_mount_unlinks_them() {
     // A mount tells the master of its closes together, a moment later, in the background; the
     // master must still hear of every one, or it keeps the files unlinked elsewhere as open.

@@ -3,7 +3,7 @@
 //! stops everything. The master can be killed and started again on the same data and address,
 //! as after a crash.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
@@ -312,14 +312,15 @@ impl ElkCluster {
         Ok(result)
     }
 
-    /// Chunk copies held by the chunkservers still running, all versions of a chunk counted once.
-    pub fn chunk_copies(&mut self) -> anyhow::Result<usize> {
+    /// The chunk copies the chunkservers still running hold, as (chunkserver, chunk id).
+    pub fn chunk_copies(&mut self) -> anyhow::Result<HashSet<(usize, u64)>> {
         Ok(self
             .chunks_per_server()?
             .iter()
-            .flatten()
-            .map(HashMap::len)
-            .sum())
+            .enumerate()
+            .filter_map(|(i, chunks)| Some((i, chunks.as_ref()?)))
+            .flat_map(|(i, chunks)| chunks.keys().map(move |&id| (i, id)))
+            .collect())
     }
 
     /// Kills chunkserver `i` with SIGKILL, as a crash would.

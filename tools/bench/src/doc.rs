@@ -271,7 +271,7 @@ hits pages another one brought in.
 `close` (with a 4 KiB `write` for the small files), `lstat`, `open` + `read` + `close`, \
 `unlink`, {files} files per phase. `ls -l` is GNU ls with `LC_ALL=C`, its lines counted. \
 After ElkFS's unlinks of the small files the harness waits until its chunkservers have \
-deleted the freed chunk copies (ElkFS deletes them once no more are freed, within 5 s), so \
+deleted the freed chunk copies (ElkFS deletes them once none has been freed for 250 ms), so \
 that this work of ElkFS's does not fall into MooseFS's next timed step. MooseFS deletes chunk \
 files much later (none of 4 000 copies within a minute of their unlinks here), which is not \
 waited for.

@@ -2,6 +2,7 @@
 //! write, read back, unlink), and `ls -l` of one large directory, after which each master's RSS
 //! is read. Each phase starts from dropped caches and is timed as a whole.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -95,25 +96,25 @@ fn metric(key: &'static str, label: String, goal: Option<f64>) -> Metric {
     }
 }
 
-/// How long ElkFS may take to delete the copies of the chunks of files just unlinked: it
-/// deletes them once no more are freed, within 5 s.
+/// How long ElkFS may take to delete the copies of the chunks of files just unlinked (it
+/// deletes them once none has been freed for 250 ms).
 const DELETION_WAIT: Duration = Duration::from_secs(30);
 
-/// Waits until the ElkFS cluster holds no more chunk copies than `before`: its chunkservers'
+/// Waits until the ElkFS cluster holds no chunk copy but those in `before`: its chunkservers'
 /// deletion of the copies the unlinks freed is work of ElkFS's, not to be timed against the
 /// MooseFS step that follows. (MooseFS deletes chunk files much later, at a limited rate; that
 /// is not waited for.)
-fn wait_for_deleted_copies(b: &mut Bench, before: usize) -> anyhow::Result<()> {
+fn wait_for_deleted_copies(b: &mut Bench, before: HashSet<(usize, u64)>) -> anyhow::Result<()> {
     let deadline = Instant::now() + DELETION_WAIT;
     loop {
-        let now = b.elk.chunk_copies()?;
-        if now <= before {
+        let left = b.elk.chunk_copies()?.difference(&before).count();
+        if left == 0 {
             return Ok(());
         }
         if Instant::now() >= deadline {
             b.notes.push(format!(
-                "ElkFS still held {now} chunk copies ({before} before the small files) {} s \
-                 after their unlinks.",
+                "ElkFS still held {left} chunk copies of the small files {} s after their \
+                 unlinks.",
                 DELETION_WAIT.as_secs()
             ));
             return Ok(());
