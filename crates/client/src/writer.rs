@@ -184,17 +184,17 @@ impl FileWriter {
         if offset.checked_add(data.len() as u64).is_none() {
             return Err(Status::TooBig);
         }
-        let mut done = 0usize;
-        while done < data.len() {
-            let at = offset + done as u64;
+        let mut rest = data;
+        let mut at = offset;
+        while !rest.is_empty() {
             let room_in_chunk = (CHUNK_SIZE - offset_in_chunk(at) as u64) as usize;
-            let n = (data.len() - done)
-                .min(room_in_chunk)
-                .min(MAX_DATA_PAYLOAD as usize);
-            let part = if n == data.len() {
-                data.clone()
+            let n = rest.len().min(room_in_chunk).min(MAX_DATA_PAYLOAD as usize);
+            // The last (usually the only) piece takes the buffer itself, so that nothing else
+            // shares it and it becomes the queued piece without a copy.
+            let part = if n == rest.len() {
+                std::mem::take(&mut rest)
             } else {
-                data.slice(done..done + n)
+                rest.split_to(n)
             };
             let permit = self
                 .budget
@@ -210,7 +210,8 @@ impl FileWriter {
                         last._budget.merge(permit);
                     }
                     None => {
-                        // A whole write of its own becomes the piece without a copy.
+                        // A write's last piece, unshared, becomes the queued piece without
+                        // a copy; a part of a larger write is copied.
                         let bytes = part
                             .try_into_mut()
                             .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
@@ -234,7 +235,7 @@ impl FileWriter {
             } else {
                 self.wake.notify_one();
             }
-            done += n;
+            at += n as u64;
         }
         Ok(())
     }
