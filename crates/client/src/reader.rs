@@ -13,6 +13,19 @@ use crate::Client;
 /// Times a piece is retried with a fresh location from the master.
 const LOCATION_ATTEMPTS: usize = 3;
 
+/// Zeros for reads of holes: a hole read up to this long is answered from here without
+/// allocating and clearing a buffer (possibly on the kernel's thread, see the mount's
+/// `first_poll.rs`). Never written, so it costs no memory beyond the kernel's zero page.
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+
+/// `len` zero bytes.
+fn zeros(len: usize) -> Bytes {
+    match ZEROS.get(..len) {
+        Some(zeros) => Bytes::from_static(zeros),
+        None => Bytes::from(vec![0u8; len]),
+    }
+}
+
 impl Client {
     /// Reads up to `size` bytes at `offset` (fewer at the end of the file).
     pub async fn read(&self, inode: InodeId, offset: u64, size: u32) -> Result<Bytes, Status> {
@@ -84,7 +97,7 @@ impl Client {
             }
             let len = (len as u64).min(loc.file_length - at) as u32;
             let Some((chunk, version)) = loc.chunk else {
-                return Ok(Bytes::from(vec![0u8; len as usize]));
+                return Ok(zeros(len as usize));
             };
             let Some(capability) = loc.capability else {
                 return Err(Status::Protocol);
