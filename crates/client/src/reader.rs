@@ -13,10 +13,10 @@ use crate::Client;
 /// Times a piece is retried with a fresh location from the master.
 const LOCATION_ATTEMPTS: usize = 3;
 
-/// Zeros for reads of holes: a hole read up to this long is answered from here without
-/// allocating and clearing a buffer (possibly on the kernel's thread, see the mount's
-/// `first_poll.rs`). Never written, so it costs no memory beyond the kernel's zero page.
-static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+/// Zeros for reads of holes: a piece of a read (at most [`MAX_DATA_PAYLOAD`]) is answered from
+/// here without allocating and clearing a buffer (possibly on the kernel's thread, see the
+/// mount's `first_poll.rs`). Never written, so it costs no memory beyond the kernel's zero page.
+static ZEROS: [u8; MAX_DATA_PAYLOAD as usize] = [0; MAX_DATA_PAYLOAD as usize];
 
 /// `len` zero bytes.
 fn zeros(len: usize) -> Bytes {
