@@ -119,6 +119,15 @@ pub struct ElkCluster {
     master_launch: MasterLaunch,
     master_addr: String,
     logs: PathBuf,
+    /// What it takes to mount again after [`ElkCluster::unmount`].
+    remount: Remount,
+}
+
+/// Where the ElkFS mount goes and with which binaries.
+struct Remount {
+    bins: ElkBinaries,
+    mountpoint: PathBuf,
+    ready_file: PathBuf,
 }
 
 impl ElkCluster {
@@ -194,26 +203,19 @@ impl ElkCluster {
             master_launch: launch,
             master_addr: addr.clone(),
             logs,
+            remount: Remount {
+                bins: bins.clone(),
+                mountpoint: mountpoint::make_mountpoint(&root.join("mnt"))?,
+                ready_file: run.join("mount.ready"),
+            },
         };
         for (i, cs) in cluster.chunkservers.iter_mut().enumerate() {
             cs.daemon
                 .wait_ready_file(&run.join(format!("cs{i}.ready")), READY_TIMEOUT)?;
         }
 
-        let mnt = mountpoint::make_mountpoint(&root.join("mnt"))?;
-        let mut command = bins.command("elkfs-mount");
-        command
-            .arg(format!("{addr}:/"))
-            .arg(&mnt)
-            .arg("-f")
-            .arg("--ready-file")
-            .arg(run.join("mount.ready"));
-        let log = cluster.logs.join("mount.log");
-        let mut mount = MountProcess::spawn("ElkFS mount", command, &mnt, &log, true)?;
-        mount
-            .daemon_mut()
-            .wait_ready_file(&run.join("mount.ready"), READY_TIMEOUT)?;
-        cluster.mount = Some(mount);
+        let mnt = cluster.remount.mountpoint.clone();
+        cluster.mount()?;
         // Trash off, as on the MooseFS cluster: an unlink deletes the file and its chunks.
         let cli = bins.dir.join("elkfs");
         crate::process::run_tool(
@@ -221,6 +223,39 @@ impl ElkCluster {
             &["settrashtime", "-r", "0", &mnt.to_string_lossy()],
         )?;
         Ok(cluster)
+    }
+
+    /// Mounts the file system (again), unless it is mounted.
+    pub fn mount(&mut self) -> anyhow::Result<()> {
+        if self.mount.is_some() {
+            return Ok(());
+        }
+        let Remount {
+            bins,
+            mountpoint,
+            ready_file,
+        } = &self.remount;
+        let _ = std::fs::remove_file(ready_file);
+        let mut command = bins.command("elkfs-mount");
+        command
+            .arg(format!("{}:/", self.master_addr))
+            .arg(mountpoint)
+            .arg("-f")
+            .arg("--ready-file")
+            .arg(ready_file);
+        let log = self.logs.join("mount.log");
+        let mut mount = MountProcess::spawn("ElkFS mount", command, mountpoint, &log, true)?;
+        mount
+            .daemon_mut()
+            .wait_ready_file(ready_file, READY_TIMEOUT)?;
+        self.mount = Some(mount);
+        Ok(())
+    }
+
+    /// Unmounts the file system (stopping the mount process, whose problems are printed);
+    /// the cluster goes on.
+    pub fn unmount(&mut self) {
+        self.mount = None;
     }
 
     /// The mountpoint.

@@ -6,7 +6,7 @@
 //! 0.0.0.0 (`REMAP_*`) and the chunkservers connect to 0.0.0.0, which Linux routes to the host.
 
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -187,6 +187,9 @@ pub struct MfsCluster {
     chunkservers: Vec<Daemon>,
     master: Daemon,
     ports: Ports,
+    /// Where the mounts go: the default one, then the DIRECT one.
+    mountpoints: [PathBuf; 2],
+    logs: PathBuf,
 }
 
 impl MfsCluster {
@@ -249,31 +252,14 @@ impl MfsCluster {
             chunkservers,
             master,
             ports,
+            mountpoints: [
+                mountpoint::make_mountpoint(&root.join("mnt"))?,
+                mountpoint::make_mountpoint(&root.join("mnt-direct"))?,
+            ],
+            logs,
         };
         cluster.wait_chunkservers()?;
-
-        for (name, direct) in [("mnt", false), ("mnt-direct", true)] {
-            let path = mountpoint::make_mountpoint(&root.join(name))?;
-            let mut command = Command::new("mfsmount");
-            command
-                .arg(&path)
-                .arg("-f")
-                .args(["-H", "127.0.0.1", "-P"])
-                .arg(cluster.ports.client.to_string());
-            if direct {
-                command.args(["-o", "mfscachemode=DIRECT"]);
-            }
-            let label = if direct {
-                "mfsmount DIRECT"
-            } else {
-                "mfsmount"
-            };
-            let log = logs.join(format!("{name}.log"));
-            // mfsmount exits with status 1 after SIGTERM; only a mount left behind is a problem.
-            let mut mount = MountProcess::spawn(label, command, &path, &log, false)?;
-            mount.wait_mounted()?;
-            cluster.mounts.push(mount);
-        }
+        cluster.mount()?;
         let root_dir = cluster
             .mount_path(Self::DEFAULT_MOUNT)?
             .to_string_lossy()
@@ -281,6 +267,42 @@ impl MfsCluster {
         process::run_tool("mfssetgoal", &["-r", "2", &root_dir])?;
         process::run_tool("mfssettrashtime", &["-r", "0", &root_dir])?;
         Ok(cluster)
+    }
+
+    /// Mounts both mounts (again), unless they are mounted.
+    pub fn mount(&mut self) -> anyhow::Result<()> {
+        if !self.mounts.is_empty() {
+            return Ok(());
+        }
+        for (i, path) in self.mountpoints.iter().enumerate() {
+            let direct = i == Self::DIRECT_MOUNT;
+            let mut command = Command::new("mfsmount");
+            command
+                .arg(path)
+                .arg("-f")
+                .args(["-H", "127.0.0.1", "-P"])
+                .arg(self.ports.client.to_string());
+            if direct {
+                command.args(["-o", "mfscachemode=DIRECT"]);
+            }
+            let (label, name) = if direct {
+                ("mfsmount DIRECT", "mnt-direct")
+            } else {
+                ("mfsmount", "mnt")
+            };
+            let log = self.logs.join(format!("{name}.log"));
+            // mfsmount exits with status 1 after SIGTERM; only a mount left behind is a problem.
+            let mut mount = MountProcess::spawn(label, command, path, &log, false)?;
+            mount.wait_mounted()?;
+            self.mounts.push(mount);
+        }
+        Ok(())
+    }
+
+    /// Unmounts both mounts (stopping their processes, whose problems are printed); the
+    /// cluster goes on.
+    pub fn unmount(&mut self) {
+        self.mounts.clear();
     }
 
     fn wait_chunkservers(&mut self) -> anyhow::Result<()> {

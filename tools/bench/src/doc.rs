@@ -269,7 +269,9 @@ warm-up, on that file; with 4 readers each reads its own quarter of the file, so
 hits pages another one brought in.
 - **Metadata.** One thread, one call at a time through `std::fs`: `open(O_CREAT|O_EXCL)` + \
 `close` (with a 4 KiB `write` for the small files), `lstat`, `open` + `read` + `close`, \
-`unlink`, {files} files per phase. `ls -l` is GNU ls with `LC_ALL=C`, its lines counted. \
+`unlink`, {files} files per phase; while one system runs them, the other system's mounts are \
+unmounted (an idle `mfsmount` slowed ElkFS's creates by up to a third after each cache drop). \
+`ls -l` is GNU ls with `LC_ALL=C`, its lines counted. \
 After ElkFS's unlinks of the small files the harness waits until its chunkservers have \
 deleted the freed chunk copies (ElkFS deletes them once none has been freed for 250 ms), so \
 that this work of ElkFS's does not fall into MooseFS's next timed step. MooseFS deletes chunk \

@@ -140,6 +140,7 @@ pub fn empty_files(b: &mut Bench) -> anyhow::Result<()> {
     );
     for _ in 0..b.sizes.runs {
         for column in Column::ALL {
+            b.isolate(column)?;
             let dir = b.scratch_dir(column, "empty-files")?;
             settle()?;
             let secs = timed(|| create_files(&dir, n, &[]))?;
@@ -152,7 +153,7 @@ pub fn empty_files(b: &mut Bench) -> anyhow::Result<()> {
             b.record(&unlinks, column, n as f64 / secs);
         }
     }
-    Ok(())
+    b.mount_both()
 }
 
 /// Creates and writes, reads back and unlinks 4 KiB files; each phase timed from dropped caches.
@@ -177,6 +178,7 @@ pub fn small_files(b: &mut Bench) -> anyhow::Result<()> {
     let content: Vec<u8> = (0..SMALL_FILE).map(|i| (i * 31 % 251) as u8 + 1).collect();
     for _ in 0..b.sizes.runs {
         for column in Column::ALL {
+            b.isolate(column)?;
             let dir = b.scratch_dir(column, "small-files")?;
             let copies_before = match column {
                 Column::Elk => Some(b.elk.chunk_copies()?),
@@ -196,7 +198,7 @@ pub fn small_files(b: &mut Bench) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    b.mount_both()
 }
 
 /// Fills one directory per cluster with empty files, reads each master's RSS, then times

@@ -191,6 +191,30 @@ impl Bench {
         Ok(())
     }
 
+    /// Leaves mounted only the system `column` belongs to (both MooseFS mounts for either
+    /// MooseFS column). An idle mount of the other system was measured to slow metadata
+    /// operations after each cache drop: with an idle `mfsmount` beside it, ElkFS's creates in
+    /// `elkfs up` ran a third slower after a `sync` and a cache drop, and 2-19 % slower with it
+    /// unmounted (docs/PERFORMANCE.md).
+    pub fn isolate(&mut self, column: Column) -> anyhow::Result<()> {
+        match column {
+            Column::Elk => {
+                self.mfs.unmount();
+                self.elk.mount()
+            }
+            Column::Mfs | Column::MfsDirect => {
+                self.elk.unmount();
+                self.mfs.mount()
+            }
+        }
+    }
+
+    /// Mounts both systems again after [`Bench::isolate`].
+    pub fn mount_both(&mut self) -> anyhow::Result<()> {
+        self.elk.mount()?;
+        self.mfs.mount()
+    }
+
     /// The mountpoint a column's workloads run in.
     pub fn mount(&self, column: Column) -> anyhow::Result<PathBuf> {
         Ok(match column {
