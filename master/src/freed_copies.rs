@@ -42,9 +42,8 @@ pub struct FreedCopies {
 #[derive(Default)]
 struct Pending {
     copies: HashMap<ServerId, Queued>,
-    /// When the first and the last of the queued copies were queued.
-    first: Option<Instant>,
-    last: Option<Instant>,
+    /// When the first and the last of the queued copies were queued; `None` while none is.
+    queued: Option<(Instant, Instant)>,
 }
 
 /// When copies first queued at `first`, the last at `last`, are to be deleted.
@@ -66,9 +65,11 @@ impl FreedCopies {
                 .or_insert_with(|| (target.clone(), Vec::new()))
                 .1
                 .push((chunk, version));
-            pending.last = Some(now);
-            let was_empty = pending.first.is_none();
-            pending.first.get_or_insert(now);
+            let (first, was_empty) = match pending.queued {
+                Some((first, _)) => (first, false),
+                None => (now, true),
+            };
+            pending.queued = Some((first, now));
             was_empty
         };
         if first {
@@ -86,9 +87,9 @@ impl FreedCopies {
         loop {
             let due = {
                 let pending = self.lock();
-                match (pending.first, pending.last) {
-                    (Some(first), Some(last)) => send_at(first, last),
-                    _ => return,
+                match pending.queued {
+                    Some((first, last)) => send_at(first, last),
+                    None => return,
                 }
             };
             if Instant::now() >= due {

@@ -113,9 +113,9 @@ impl MasterState {
         self.exports.send_replace(Arc::new(exports));
     }
 
-    /// A holder of its own for write leases the master takes for one operation (a truncate
-    /// into a chunk, a snapshot): two such operations on one chunk wait for each other as
-    /// clients do, where a single shared holder would let each take the lease the other holds.
+    /// A holder of its own for a write lease the master takes for one operation (a truncate
+    /// into a chunk): two such operations on one chunk wait for each other as clients do, where
+    /// a single shared holder would let each take the lease the other holds.
     pub fn master_holder(&self) -> SessionId {
         self.new_session()
     }
