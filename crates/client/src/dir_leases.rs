@@ -61,13 +61,17 @@ const SUSPEND_TOLERANCE: Duration = Duration::from_millis(100);
 /// Which connection to the master a lease was granted on (a new one counts up).
 pub type Generation = u64;
 
+/// Names in a directory, each with the number of the last request of this client that may have
+/// made it (for names the master listed, the number current when its list came).
+type Names = HashMap<Vec<u8>, u64>;
+
 struct Lease {
     generation: Generation,
     until: Instant,
     /// How long the machine had been suspended when the term began.
     suspended: Duration,
-    /// Names this client may have made, with the number of the last request that may have.
-    names: HashMap<Vec<u8>, u64>,
+    /// Names this client may have made, or the master listed.
+    names: Names,
     /// Used since the last renewal was asked for.
     used: bool,
     /// Asked for with `LeaseDir` (not brought by a `Mkdir`).
@@ -172,6 +176,8 @@ impl DirLeases {
     /// Notes the names `request` may make, before it is sent; returns the request's number,
     /// for [`DirLeases::after`].
     pub fn before(&self, request: &MasterRequest) -> u64 {
+        // Declared before the lock, so a lease given back here is dropped after it is released.
+        let mut dropped = None;
         let mut table = self.lock();
         table.next_request += 1;
         let number = table.next_request;
@@ -202,9 +208,11 @@ impl DirLeases {
         lease.names.insert(name.to_vec(), number);
         lease.used = true;
         if lease.names.len() > MAX_NAMES {
-            table.leases.remove(&dir);
+            dropped = table.leases.remove(&dir);
             table.give_back(dir);
         }
+        drop(table);
+        drop(dropped);
         number
     }
 
@@ -219,14 +227,33 @@ impl DirLeases {
         (sent, suspended): (Instant, Duration),
         reply: &Result<MasterReply, elkfs_proto::Status>,
     ) {
+        // A listing may hold up to `MAX_NAMES` names: copied and hashed here, and dropped below
+        // if unused, while other requests go on (every one takes the lock below).
+        let listing: Option<Names> = match (request, reply, generation) {
+            (MasterRequest::LeaseDir { .. }, Ok(MasterReply::LeasedNames(names)), Some(_))
+                if names.len() <= MAX_NAMES =>
+            {
+                Some(names.iter().map(|name| (name.clone(), 0)).collect())
+            }
+            _ => None,
+        };
+        let mut unused = None;
         let mut table = self.lock();
         table.in_flight.remove(&number);
         match (request, reply, generation) {
             (MasterRequest::Mkdir { .. }, Ok(MasterReply::LeasedDir { attr, .. }), Some(g)) => {
-                table.take_lease(attr.inode, g, sent, suspended, None);
+                unused = table.take_lease(attr.inode, g, sent, suspended, None);
             }
-            (MasterRequest::LeaseDir { dir }, Ok(MasterReply::LeasedNames(names)), Some(g)) => {
-                table.take_lease(*dir, g, sent, suspended, Some(names.clone()));
+            (MasterRequest::LeaseDir { dir }, Ok(MasterReply::LeasedNames(_)), Some(g)) => {
+                match listing {
+                    Some(listed) => {
+                        unused = table.take_lease(*dir, g, sent, suspended, Some(listed));
+                    }
+                    None => {
+                        unused = table.leases.remove(dir).map(|lease| lease.names);
+                        table.give_back(*dir);
+                    }
+                }
             }
             (MasterRequest::LeaseDir { dir }, ..) => table.hold_off(*dir),
             _ => {}
@@ -249,6 +276,8 @@ impl DirLeases {
             // directory's lock across each change of a name, so the two never overlap.)
             lease.names.remove(name);
         }
+        drop(table);
+        drop(unused);
     }
 
     /// Takes in a request whose caller stopped waiting for its answer: as a failure, except
@@ -264,17 +293,23 @@ impl DirLeases {
 
     /// Stops using leases the master recalled; they are given back with the next wait.
     pub fn recalled(&self, dirs: Vec<InodeId>) {
+        let mut dropped = Vec::new();
         let mut table = self.lock();
         let now = Instant::now();
         table
             .early_recalls
             .retain(|_, at| now.duration_since(*at) < DIR_LEASE);
         for &dir in &dirs {
-            if table.leases.remove(&dir).is_none() {
-                table.early_recalls.insert(dir, now);
+            match table.leases.remove(&dir) {
+                Some(lease) => dropped.push(lease),
+                None => {
+                    table.early_recalls.insert(dir, now);
+                }
             }
             table.give_back(dir);
         }
+        drop(table);
+        drop(dropped);
     }
 
     /// Waits until a directory's lease is to be asked for (see [`DirLeases::next_wanted`]).
@@ -363,10 +398,12 @@ impl DirLeases {
     /// back with the next wait for recalls.
     pub fn forget_all(&self) {
         let mut table = self.lock();
-        let dirs: Vec<InodeId> = table.leases.drain().map(|(dir, _)| dir).collect();
-        for dir in dirs {
-            table.give_back(dir);
+        let dropped = std::mem::take(&mut table.leases);
+        for dir in dropped.keys() {
+            table.give_back(*dir);
         }
+        drop(table);
+        drop(dropped);
     }
 }
 
@@ -454,14 +491,17 @@ impl Table {
         true
     }
 
+    /// Takes the lease granted on `dir`, with the names the master `listed` (values unset) if
+    /// it was asked for with `LeaseDir`. Returns the names left unused, for the caller to drop
+    /// once the lock is released.
     fn take_lease(
         &mut self,
         dir: InodeId,
         generation: Generation,
         sent: Instant,
         suspended: Duration,
-        listed: Option<Vec<Vec<u8>>>,
-    ) {
+        listed: Option<Names>,
+    ) -> Option<Names> {
         let now = Instant::now();
         if self.leases.len() >= MAX_LEASES {
             self.leases.retain(|_, l| l.until > now);
@@ -477,27 +517,21 @@ impl Table {
             || (asked && self.listed_in_full())
         {
             self.give_back(dir);
-            return;
+            return listed;
         }
         let number = self.next_request;
-        let aside = self
-            .aside
-            .iter()
-            .filter(|(parent, _)| *parent == dir)
-            .map(|(_, name)| name.clone());
-        let mut names: HashMap<Vec<u8>, u64> = listed
-            .into_iter()
-            .flatten()
-            .chain(aside)
-            .map(|name| (name, number))
-            .collect();
-        if let Some(held) = self.leases.get(&dir) {
-            names.extend(held.names.iter().map(|(name, made)| (name.clone(), *made)));
+        let mut names = listed.unwrap_or_default();
+        names.values_mut().for_each(|made| *made = number);
+        for (_, name) in self.aside.iter().filter(|(parent, _)| *parent == dir) {
+            names.insert(name.clone(), number);
+        }
+        if let Some(held) = self.leases.get_mut(&dir) {
+            names = keep_held(std::mem::take(&mut held.names), names);
         }
         if names.len() > MAX_NAMES {
             self.leases.remove(&dir);
             self.give_back(dir);
-            return;
+            return Some(names);
         }
         let lease = Lease {
             generation,
@@ -508,6 +542,21 @@ impl Table {
             listed: asked,
         };
         self.leases.insert(dir, lease);
+        None
+    }
+}
+
+/// `held` and `new` names together, with `held`'s number where both have a name; the larger
+/// map is kept and the smaller one moved into it.
+fn keep_held(mut held: Names, mut new: Names) -> Names {
+    if held.len() >= new.len() {
+        for (name, made) in new {
+            held.entry(name).or_insert(made);
+        }
+        held
+    } else {
+        new.extend(held);
+        new
     }
 }
 
@@ -954,5 +1003,30 @@ mod tests {
         }
         assert!(!leases.knows_absent(GENERATION, DIR, b"x"));
         assert_eq!(leases.next_poll().returned, vec![DIR]);
+    }
+
+    #[test]
+    fn a_listing_of_too_many_names_is_given_back_and_ends_a_lease_held() {
+        let leases = leased();
+        let names: Vec<Vec<u8>> = (0..=MAX_NAMES)
+            .map(|i| format!("f{i}").into_bytes())
+            .collect();
+        answered(&leases, &lease_dir(), Ok(MasterReply::LeasedNames(names)));
+        assert!(!leases.knows_absent(GENERATION, DIR, b"x"));
+        assert_eq!(leases.next_poll().returned, vec![DIR]);
+    }
+
+    #[test]
+    fn names_held_keep_their_numbers_whichever_map_is_larger() {
+        let names = |pairs: &[(&[u8], u64)]| -> Names {
+            pairs.iter().map(|(n, made)| (n.to_vec(), *made)).collect()
+        };
+        let held = names(&[(b"a", 5), (b"b", 6), (b"c", 7)]);
+        let new = names(&[(b"a", 9), (b"d", 9)]);
+        let want = names(&[(b"a", 5), (b"b", 6), (b"c", 7), (b"d", 9)]);
+        assert_eq!(keep_held(held.clone(), new.clone()), want);
+        let held = names(&[(b"a", 5)]);
+        let want = names(&[(b"a", 5), (b"d", 9)]);
+        assert_eq!(keep_held(held, new), want);
     }
 }
