@@ -250,6 +250,8 @@ impl DirLeases {
                         unused = table.take_lease(*dir, g, sent, suspended, Some(listed));
                     }
                     None => {
+                        // Too many names: refused, as `take_lease` would after merging them.
+                        table.early_recalls.remove(dir);
                         unused = table.leases.remove(dir).map(|lease| lease.names);
                         table.give_back(*dir);
                     }
@@ -347,6 +349,7 @@ impl DirLeases {
     /// What the next wait for recalls gives back and renews; leases that ran out here (or
     /// whose term a suspend interrupted) are dropped and given back.
     pub fn next_poll(&self) -> Poll {
+        let mut dropped = Vec::new();
         let mut table = self.lock();
         let now = Instant::now();
         let suspended = self::suspended();
@@ -357,7 +360,7 @@ impl DirLeases {
             .map(|(dir, _)| *dir)
             .collect();
         for dir in over {
-            table.leases.remove(&dir);
+            dropped.extend(table.leases.remove(&dir));
             table.give_back(dir);
         }
         let renew = table
@@ -367,6 +370,8 @@ impl DirLeases {
             .collect();
         let returned = std::mem::take(&mut table.returned);
         table.returning.extend(returned.iter().copied());
+        drop(table);
+        drop(dropped);
         Poll { returned, renew }
     }
 
@@ -1028,5 +1033,26 @@ mod tests {
         let held = names(&[(b"a", 5)]);
         let want = names(&[(b"a", 5), (b"d", 9)]);
         assert_eq!(keep_held(held, new), want);
+    }
+
+    #[test]
+    fn a_recall_before_a_grant_of_too_many_names_does_not_refuse_a_later_grant() {
+        let leases = DirLeases::default();
+        let number = leases.before(&lease_dir());
+        leases.recalled(vec![DIR]);
+        let names: Vec<Vec<u8>> = (0..=MAX_NAMES)
+            .map(|i| format!("f{i}").into_bytes())
+            .collect();
+        let reply = Ok(MasterReply::LeasedNames(names));
+        leases.after(&lease_dir(), number, Some(GENERATION), now(), &reply);
+        // The give-back went through, and the hold-off is over.
+        let poll = leases.next_poll();
+        leases.gave_back(&poll.returned);
+        leases.lock().held_off.clear();
+        answered(&leases, &lease_dir(), listed(&[]));
+        assert!(
+            leases.knows_absent(GENERATION, DIR, b"x"),
+            "the recall was spent"
+        );
     }
 }
