@@ -483,8 +483,12 @@ impl ChunkOps {
     /// Deletes copies a registering chunkserver holds of chunks no file refers to, gathered into
     /// batches like those of purged files: copies freed while the server was away, or queued
     /// for deletion when a master stopped (`freed_copies.rs`), can be thousands.
-    pub fn delete_orphans(&self, target: &Target, orphans: &[(ChunkId, ChunkVersion)]) {
-        for &(chunk, version) in orphans {
+    pub fn delete_orphans(
+        &self,
+        target: &Target,
+        orphans: impl IntoIterator<Item = (ChunkId, ChunkVersion)>,
+    ) {
+        for (chunk, version) in orphans {
             self.freed_copies.queue(target, chunk, version);
         }
     }

@@ -276,12 +276,8 @@ impl CsHandler {
             tracing::warn!(server = %server, count = sorted.unknown, "chunkserver holds chunks this master never created; left in place");
         }
         if let Some(target) = cluster.target(server) {
-            let orphans: Vec<_> = sorted
-                .orphans
-                .iter()
-                .map(|r| (r.chunk, r.version))
-                .collect();
-            self.state.chunks.delete_orphans(&target, &orphans);
+            let orphans = sorted.orphans.iter().map(|r| (r.chunk, r.version));
+            self.state.chunks.delete_orphans(&target, orphans);
         }
         Ok(())
     }

@@ -176,7 +176,7 @@ impl DirLeases {
     /// Notes the names `request` may make, before it is sent; returns the request's number,
     /// for [`DirLeases::after`].
     pub fn before(&self, request: &MasterRequest) -> u64 {
-        // Declared before the lock, so a lease given back here is dropped after it is released.
+        // A lease given back here (with up to `MAX_NAMES` names) is dropped after the lock.
         let mut dropped = None;
         let mut table = self.lock();
         table.next_request += 1;
