@@ -53,9 +53,17 @@ fn panic_message(f: impl FnOnce()) -> String {
     }
 }
 
+/// Whether `pid` is one of our daemons and has not finished exiting. A process being killed
+/// loses its command line before it becomes a zombie, so the state in `/proc/PID/stat` (after
+/// the name in parentheses) is what says it is done: `Z` once its parent may reap it.
 fn is_alive(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("elkfs-"))
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    stat.contains("(elkfs-") && !matches!(state, Some("Z" | "X"))
 }
 
 #[test]
@@ -174,6 +182,7 @@ fn crashed_process_fails_the_test_on_drop() {
         // Reaped by wait_for_exit, so expected; a second crash is not.
         cluster.start_chunkserver(0);
         let pid = cluster.chunkserver(0).pid().expect("cs0 runs again");
+        assert!(is_alive(pid), "a running daemon counts as alive");
         Command::new("kill")
             .args(["-KILL", &pid.to_string()])
             .status()
