@@ -7,7 +7,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use elkfs_metastore::{FileChunk, MetaOp};
 use elkfs_proto::capability::Access;
-use elkfs_proto::geometry::CHUNK_SIZE;
 use elkfs_proto::master::{MasterReply, MasterRequest, MasterResponse, ReadLocation};
 use elkfs_proto::types::{Caller, FileKind, FsStats, SetAttr, Timestamp};
 use elkfs_proto::{Handler, InodeId, Responder, SessionId, Status};
@@ -863,44 +862,12 @@ async fn set_attr(
     _caller: Caller,
     now: Timestamp,
 ) -> MasterResponse {
-    let Some(size) = changes.size else {
-        return commit_attr(
-            state,
-            MetaOp::SetAttr {
-                inode,
-                changes,
-                time: now,
-            },
-        )
-        .await;
+    // Held until the new size is committed.
+    let _change = match changes.size {
+        Some(size) => Some(crate::truncate::prepare(state, inode, size).await?),
+        None => None,
     };
-    // Shrinking into the middle of a chunk cuts that chunk's copies first (under its lease),
-    // so growing the file again later reads zeros there, never the old bytes.
-    let old = state.meta.read(move |s| s.attr(inode)).await?;
-    let cut = (size < old.size && size % CHUNK_SIZE != 0)
-        .then(|| ((size / CHUNK_SIZE) as u32, state.master_holder()));
-    if let Some((index, holder)) = cut {
-        state.leases.acquire((inode, index), holder).await;
-        let chunk = state.meta.read(move |s| s.file_chunk(inode, index)).await;
-        let result = match chunk {
-            Ok(Some(fc)) => match state.chunks.private_chunk(inode, fc).await {
-                Ok(fc) => {
-                    state
-                        .chunks
-                        .truncate_chunk(fc, (size % CHUNK_SIZE) as u32)
-                        .await
-                }
-                Err(status) => Err(status),
-            },
-            Ok(None) => Ok(()),
-            Err(s) => Err(s),
-        };
-        if let Err(status) = result {
-            state.leases.release((inode, index), holder);
-            return Err(status);
-        }
-    }
-    let result = commit_attr(
+    commit_attr(
         state,
         MetaOp::SetAttr {
             inode,
@@ -908,9 +875,5 @@ async fn set_attr(
             time: now,
         },
     )
-    .await;
-    if let Some((index, holder)) = cut {
-        state.leases.release((inode, index), holder);
-    }
-    result
+    .await
 }

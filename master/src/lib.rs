@@ -25,6 +25,7 @@ pub mod state;
 pub mod trash;
 pub mod trash_schedule;
 pub mod tree;
+pub mod truncate;
 
 use std::path::PathBuf;
 use std::sync::Arc;

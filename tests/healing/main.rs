@@ -16,6 +16,7 @@ mod support;
 
 mod balance;
 mod damage;
+mod dead_writer;
 mod dir_leases;
 mod full_disk;
 mod goal;

@@ -16,10 +16,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use elkfs_client::{Client, ClientConfig};
 use elkfs_e2e::{ChunkFile, chunk_files};
-use elkfs_proto::InodeId;
+use elkfs_proto::capability::Access;
+use elkfs_proto::connection::{self, NoMessage, NoRequests};
+use elkfs_proto::data::{DataReply, DataRequest, DataResponse};
 use elkfs_proto::master::{MasterReply, MasterRequest};
+use elkfs_proto::{Connection, DATA_LIMITS, Hello, InodeId, Role};
 use elkfs_testkit::{Cluster, ClusterBuilder, wait_until};
 use tempfile::TempDir;
 
@@ -382,6 +386,54 @@ impl Admin {
             panic!("WriteEnd({}, {index}) failed: {s}", path.display());
         }
         lease.chunk.0
+    }
+}
+
+impl Admin {
+    /// Writes `data` at `offset` of the file at `path` under a write lease of this session, on
+    /// every server of the chain, and never reports the new length: what a client leaves that
+    /// dies between its writes and its report. Drop the `Admin` to end the session (and the
+    /// lease) as such a client's death does.
+    pub fn write_unreported(&self, path: &Path, offset: u64, data: &[u8]) {
+        let inode = inode_of(path);
+        let index = (offset / CHUNK_SIZE as u64) as u32;
+        let lease = match self.runtime.block_on(
+            self.client
+                .master
+                .request(&MasterRequest::WriteChunk { inode, index }),
+        ) {
+            Ok(MasterReply::WriteLease(lease)) => lease,
+            other => panic!("WriteChunk({}, {index}) answered {other:?}", path.display()),
+        };
+        let (first, rest) = lease.chain.split_first().expect("a chain of servers");
+        let request = DataRequest::Write {
+            chunk: lease.chunk,
+            version: lease.version,
+            offset: (offset % CHUNK_SIZE as u64) as u32,
+            chain: rest.to_vec(),
+            capability: lease.capability,
+            create: lease.capability.access == Access::Create,
+        };
+        let answer = self.runtime.block_on(async {
+            let conn: Connection<DataRequest, DataResponse> =
+                connection::connect::<DataRequest, DataResponse, NoMessage, NoMessage, _>(
+                    *first,
+                    &Hello::new(Role::DataClient, "healing-test"),
+                    DATA_LIMITS,
+                    "chunkserver",
+                    NoRequests,
+                )
+                .await
+                .expect("connecting to the chain's first server");
+            conn.call(&request, Bytes::copy_from_slice(data))
+                .await
+                .expect("an answer from the chain")
+        });
+        assert_eq!(
+            answer.0,
+            Ok(DataReply::Written),
+            "the unreported write at {offset}"
+        );
     }
 }
 

@@ -1,0 +1,114 @@
+//! A writer that dies between its writes and its report of the file's new length leaves bytes
+//! past the file's end. None of them may ever show: a truncate that grows the file over them
+//! reads zeros there, as on a local filesystem. A writer still at work is another matter: what
+//! it wrote stays.
+//!
+//! The file is written through one mount and read through another that never read it before,
+//! so the first mount's page cache (which holds zeros past the end it knew) cannot hide what
+//! the chunkservers return.
+
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom, Write};
+
+use crate::support::{
+    Admin, CHUNK_SIZE, Configs, MIB, QUICK_MASTER, close_checked, data, write_file,
+};
+
+/// The first byte at or after `from` that is not zero, as "offset: byte".
+fn first_nonzero(bytes: &[u8], from: usize) -> Option<String> {
+    bytes[from..]
+        .iter()
+        .position(|&b| b != 0)
+        .map(|p| format!("{}: {:#04x}", from + p, bytes[from + p]))
+}
+
+#[test]
+fn what_a_dead_writer_left_past_the_end_reads_as_zeros_once_a_truncate_grows_the_file() {
+    let configs = Configs::new(QUICK_MASTER, "");
+    let cluster = configs.builder().chunkservers(2).mounts(2).start();
+    let writer_side = cluster.mount_path(0).join("grown");
+    let head = data(100, 1);
+    write_file(&writer_side, &head).expect("writing the file's first 100 bytes");
+
+    let dead = Admin::connect(&cluster);
+    // In the chunk that holds the end, and in a chunk of its own wholly past it.
+    dead.write_unreported(&writer_side, 100, &[0xaa; 8192]);
+    dead.write_unreported(&writer_side, CHUNK_SIZE as u64 + 4096, &[0xbb; 8192]);
+    drop(dead);
+
+    let size = CHUNK_SIZE as u64 + 65536;
+    let f = OpenOptions::new()
+        .write(true)
+        .open(&writer_side)
+        .expect("opening the file");
+    f.set_len(size).expect("growing the file by truncate");
+    close_checked(f).expect("closing the file");
+
+    let got = std::fs::read(cluster.mount_path(1).join("grown")).expect("reading it back");
+    assert_eq!(got.len() as u64, size);
+    assert!(got[..100] == head[..], "the file's first 100 bytes changed");
+    assert_eq!(
+        (
+            first_nonzero(&got[..CHUNK_SIZE], 100),
+            first_nonzero(&got, CHUNK_SIZE)
+        ),
+        (None, None),
+        "a byte the dead writer left past the old end shows (in the chunk holding it, in the next)"
+    );
+}
+
+#[test]
+fn what_a_live_writer_wrote_past_the_end_stays_when_another_mount_grows_the_file() {
+    let configs = Configs::new(QUICK_MASTER, "");
+    let cluster = configs.builder().chunkservers(2).mounts(2).start();
+    let writer_side = cluster.mount_path(0).join("grown");
+    let other_side = cluster.mount_path(1).join("grown");
+    let head = data(100, 2);
+    write_file(&writer_side, &head).expect("writing the file's first 100 bytes");
+
+    // Written past the end, in the chunk holding it and in the next one, and not yet closed
+    // (so perhaps not yet stored, or stored and not yet reported) when the other mount grows
+    // the file.
+    let near = data(4 * MIB, 3);
+    let far = data(4 * MIB, 4);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(&writer_side)
+        .expect("opening the file");
+    f.seek(SeekFrom::Start(MIB as u64)).expect("seeking");
+    f.write_all(&near).expect("writing past the end");
+    f.seek(SeekFrom::Start(CHUNK_SIZE as u64))
+        .expect("seeking to the next chunk");
+    f.write_all(&far).expect("writing into the next chunk");
+
+    let size = 2 * CHUNK_SIZE as u64;
+    let g = OpenOptions::new()
+        .write(true)
+        .open(&other_side)
+        .expect("opening the file on the other mount");
+    g.set_len(size).expect("growing the file by truncate");
+    close_checked(g).expect("closing it on the other mount");
+    close_checked(f).expect("closing the writer's file");
+
+    let got = std::fs::read(&other_side).expect("reading it back");
+    assert_eq!(got.len() as u64, size);
+    assert!(got[..100] == head[..], "the file's first 100 bytes changed");
+    assert_eq!(
+        first_nonzero(&got[..MIB], 100),
+        None,
+        "between the head and the first write"
+    );
+    assert!(
+        got[MIB..5 * MIB] == near[..],
+        "the write past the old end in its chunk was lost"
+    );
+    assert!(
+        got[CHUNK_SIZE..CHUNK_SIZE + 4 * MIB] == far[..],
+        "the write into the next chunk was lost"
+    );
+    assert_eq!(
+        first_nonzero(&got, CHUNK_SIZE + 4 * MIB),
+        None,
+        "past the writes"
+    );
+}
