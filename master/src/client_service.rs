@@ -349,7 +349,7 @@ async fn serve(
             inode,
             changes,
             caller,
-        } => set_attr(state, inode, changes, caller, now).await,
+        } => set_attr(state, ended, inode, changes, caller, now).await,
         MasterRequest::Mknod {
             parent,
             name,
@@ -814,7 +814,8 @@ async fn write_chunk(
             Ok(MasterReply::WriteLease(lease))
         }
         Err(status) => {
-            state.leases.release((inode, index), session);
+            // A retry refused: the writer may hold data stored under its earlier lease.
+            state.leases.release_unreported((inode, index), session);
             Err(status)
         }
     }
@@ -857,6 +858,7 @@ async fn commit_done(state: &MasterState, op: MetaOp) -> MasterResponse {
 
 async fn set_attr(
     state: &MasterState,
+    ended: &CancellationToken,
     inode: InodeId,
     changes: SetAttr,
     _caller: Caller,
@@ -864,7 +866,7 @@ async fn set_attr(
 ) -> MasterResponse {
     // Held until the new size is committed.
     let _change = match changes.size {
-        Some(size) => Some(crate::truncate::prepare(state, inode, size).await?),
+        Some(size) => Some(crate::truncate::prepare(state, ended, inode, size).await?),
         None => None,
     };
     commit_attr(

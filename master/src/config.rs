@@ -40,6 +40,11 @@ pub struct MasterConfig {
     /// Seconds a write lease lasts without being renewed or ended (default 60, at least 30:
     /// writers take a new lease every 20 s while they write one chunk).
     pub write_lease_timeout_secs: u64,
+    /// Seconds a chunk slot whose writer's lease ended without a report (its connection cut,
+    /// the master restarted, the lease lapsed) is left alone by a truncate that grows the file
+    /// (default 60): what the writer stored past the file's end stays for it to report when it
+    /// comes back. Past that, such bytes are a dead writer's and are cut.
+    pub unreported_write_grace_secs: u64,
     /// The exports file (who may mount what, MooseFS's `mfsexports.cfg` shape); without one
     /// only loopback clients are let in. Reloaded on SIGHUP.
     pub exports: Option<PathBuf>,
@@ -75,6 +80,7 @@ impl Default for MasterConfig {
             image_every_secs: elkfs_metastore::store::DEFAULT_IMAGE_EVERY.as_secs(),
             changelog_file_mib: elkfs_metastore::changelog::DEFAULT_FILE_BYTES / (1024 * 1024),
             write_lease_timeout_secs: defaults::WRITE_LEASE_TIMEOUT.as_secs(),
+            unreported_write_grace_secs: 60,
             exports: None,
             tls: false,
             ready_file: None,
@@ -124,5 +130,11 @@ impl MasterConfig {
     /// [`defaults::WRITE_LEASE_RENEWAL`].
     pub fn write_lease_timeout(&self) -> Duration {
         Duration::from_secs(self.write_lease_timeout_secs).max(defaults::WRITE_LEASE_TIMEOUT_MIN)
+    }
+
+    /// How long a slot written under a lease that ended without a report is left alone by a
+    /// growing truncate.
+    pub fn unreported_write_grace(&self) -> Duration {
+        Duration::from_secs(self.unreported_write_grace_secs)
     }
 }

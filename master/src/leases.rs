@@ -36,6 +36,9 @@ struct Table {
     leases: HashMap<LeaseKey, Lease>,
     /// Files whose chunks take no new lease for now, with how many holds each has.
     held_files: HashMap<InodeId, usize>,
+    /// Slots whose writer's lease ended without a report of what it wrote (its session went
+    /// away, the lease lapsed, or a retry was refused), with when that stops counting.
+    unreported: HashMap<LeaseKey, Instant>,
 }
 
 impl Table {
@@ -47,6 +50,16 @@ impl Table {
             .map(|(_, l)| l.expires)
             .max()
     }
+
+    /// Notes that the lease on `key`, writing a chunk, ended without a report.
+    fn note_unreported(&mut self, key: LeaseKey, lease: &Lease, grace: Duration) {
+        if lease.chunk.is_none() || key.1 == APPEND_SLOT {
+            return;
+        }
+        let now = Instant::now();
+        self.unreported.retain(|_, until| *until > now);
+        self.unreported.insert(key, now + grace);
+    }
 }
 
 /// Every lease currently held.
@@ -54,6 +67,10 @@ pub struct Leases {
     table: Mutex<Table>,
     released: Notify,
     timeout: Duration,
+    unreported_grace: Duration,
+    /// Leases are not kept across restarts: until `unreported_grace` after this, any slot may
+    /// have been written under a lease the previous run handed out.
+    started: Instant,
 }
 
 /// New leases on a file's chunks wait while this lives (see [`Leases::hold_file`]).
@@ -78,12 +95,16 @@ impl Drop for FileHold<'_> {
 }
 
 impl Leases {
-    /// An empty table whose leases last `timeout` unless renewed.
-    pub fn new(timeout: Duration) -> Leases {
+    /// An empty table whose leases last `timeout` unless renewed. A slot whose writer's lease
+    /// ended without a report counts as written but unreported for `unreported_grace`
+    /// ([`Leases::written_unreported_lately`]).
+    pub fn new(timeout: Duration, unreported_grace: Duration) -> Leases {
         Leases {
             table: Mutex::new(Table::default()),
             released: Notify::new(),
             timeout,
+            unreported_grace,
+            started: Instant::now(),
         }
     }
 
@@ -110,7 +131,7 @@ impl Leases {
                     }
                     _ if file_held => None,
                     _ => {
-                        table.leases.insert(
+                        let lapsed = table.leases.insert(
                             key,
                             Lease {
                                 holder: session,
@@ -119,6 +140,9 @@ impl Leases {
                                 short: false,
                             },
                         );
+                        if let Some(old) = lapsed.filter(|old| old.holder != session) {
+                            table.note_unreported(key, &old, self.unreported_grace);
+                        }
                         return;
                     }
                 }
@@ -234,10 +258,51 @@ impl Leases {
         lease.short
     }
 
+    /// Ends `session`'s lease on `key` without a report of what was written under it (a retry
+    /// refused): see [`Leases::written_unreported_lately`].
+    pub fn release_unreported(&self, key: LeaseKey, session: SessionId) {
+        {
+            let mut table = self.lock();
+            match table.leases.get(&key) {
+                Some(l) if l.holder == session => {}
+                _ => return,
+            }
+            if let Some(lease) = table.leases.remove(&key) {
+                table.note_unreported(key, &lease, self.unreported_grace);
+            }
+        }
+        self.released.notify_waiters();
+    }
+
     /// Ends every lease of a session that went away.
     pub fn release_session(&self, session: SessionId) {
-        self.lock().leases.retain(|_, l| l.holder != session);
+        {
+            let mut table = self.lock();
+            let ended: Vec<(LeaseKey, Lease)> = table
+                .leases
+                .extract_if(|_, l| l.holder == session)
+                .collect();
+            for (key, lease) in &ended {
+                table.note_unreported(*key, lease, self.unreported_grace);
+            }
+        }
         self.released.notify_waiters();
+    }
+
+    /// Whether a writer's lease on `key` ended lately without a report of what it wrote. Its
+    /// writer may be alive and on its way back (a connection cut, a master restart): data it
+    /// stored past the file's end is not yet covered by the file's length, and must not be
+    /// taken for a dead writer's leftovers while it may still report it. Every slot counts so
+    /// until the grace has passed since the master started.
+    pub fn written_unreported_lately(&self, key: LeaseKey) -> bool {
+        let now = Instant::now();
+        if now < self.started + self.unreported_grace {
+            return true;
+        }
+        self.lock()
+            .unreported
+            .get(&key)
+            .is_some_and(|until| *until > now)
     }
 }
 
@@ -249,7 +314,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_writer_waits_until_the_first_releases() {
-        let leases = std::sync::Arc::new(Leases::new(Duration::from_secs(60)));
+        let leases = std::sync::Arc::new(Leases::new(
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        ));
         leases.acquire(KEY, SessionId(1)).await;
         let l2 = leases.clone();
         let waiter = tokio::spawn(async move { l2.acquire(KEY, SessionId(2)).await });
@@ -263,7 +331,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lease_whose_chain_left_servers_out_says_so_when_it_ends() {
-        let leases = Leases::new(Duration::from_secs(60));
+        let leases = Leases::new(Duration::from_secs(60), Duration::from_secs(60));
         leases.acquire(KEY, SessionId(1)).await;
         assert!(!leases.release(KEY, SessionId(1)));
         leases.acquire(KEY, SessionId(1)).await;
@@ -280,7 +348,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_unrenewed_lease_expires() {
-        let leases = Leases::new(Duration::from_secs(60));
+        let leases = Leases::new(Duration::from_secs(60), Duration::from_secs(60));
         leases.acquire(KEY, SessionId(1)).await;
         leases.acquire(KEY, SessionId(2)).await;
         assert!(leases.renew(KEY, SessionId(2)));
@@ -288,7 +356,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_held_file_waits_for_its_leases_and_holds_back_new_ones_until_let_go() {
-        let leases = std::sync::Arc::new(Leases::new(Duration::from_secs(60)));
+        let leases = std::sync::Arc::new(Leases::new(
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        ));
         let (file, other) = (InodeId(5), InodeId(6));
         leases.acquire((file, 0), SessionId(1)).await;
         leases.acquire((file, APPEND_SLOT), SessionId(3)).await;
@@ -318,7 +389,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_whose_connection_closed_while_it_waited_takes_no_lease() {
-        let leases = std::sync::Arc::new(Leases::new(Duration::from_secs(60)));
+        let leases = std::sync::Arc::new(Leases::new(
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        ));
         leases.acquire(KEY, SessionId(1)).await;
         let ended = CancellationToken::new();
         let l = leases.clone();
@@ -341,5 +415,70 @@ mod tests {
                 .await
         );
         assert!(!leases.renew((InodeId(9), 0), SessionId(3)));
+    }
+
+    const GRACE: Duration = Duration::from_secs(10);
+
+    /// A table past its start-up grace, so only leases that ended count as unreported.
+    async fn settled_table() -> Leases {
+        let leases = Leases::new(Duration::from_secs(60), GRACE);
+        assert!(
+            leases.written_unreported_lately(KEY),
+            "every slot counts as written unreported right after a start"
+        );
+        tokio::time::advance(GRACE + Duration::from_secs(1)).await;
+        assert!(!leases.written_unreported_lately(KEY));
+        leases
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_writing_lease_that_ends_with_its_session_marks_its_slot_for_the_grace_only() {
+        let leases = settled_table().await;
+        let other = (InodeId(5), 1);
+        leases.acquire(KEY, SessionId(1)).await;
+        leases.set_chunk(KEY, SessionId(1), ChunkId(7));
+        leases.acquire(other, SessionId(1)).await;
+        leases.release_session(SessionId(1));
+        assert!(leases.written_unreported_lately(KEY));
+        assert!(
+            !leases.written_unreported_lately(other),
+            "a lease that was never granted a chunk wrote nothing"
+        );
+        tokio::time::advance(GRACE + Duration::from_secs(1)).await;
+        assert!(!leases.written_unreported_lately(KEY));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_ended_with_a_report_leaves_nothing_unreported() {
+        let leases = settled_table().await;
+        leases.acquire(KEY, SessionId(1)).await;
+        leases.set_chunk(KEY, SessionId(1), ChunkId(7));
+        leases.release(KEY, SessionId(1));
+        assert!(!leases.written_unreported_lately(KEY));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_retry_and_a_lapsed_lease_taken_over_mark_their_slots() {
+        let leases = settled_table().await;
+        leases.acquire(KEY, SessionId(1)).await;
+        leases.set_chunk(KEY, SessionId(1), ChunkId(7));
+        leases.release_unreported(KEY, SessionId(2));
+        assert!(
+            !leases.written_unreported_lately(KEY),
+            "only the holder ends a lease"
+        );
+        leases.release_unreported(KEY, SessionId(1));
+        assert!(leases.written_unreported_lately(KEY));
+
+        let lapsing = (InodeId(6), 0);
+        leases.acquire(lapsing, SessionId(1)).await;
+        leases.set_chunk(lapsing, SessionId(1), ChunkId(8));
+        tokio::time::advance(Duration::from_secs(61)).await;
+        leases.acquire(lapsing, SessionId(2)).await;
+        assert!(leases.written_unreported_lately(lapsing));
+        assert!(
+            !leases.written_unreported_lately(KEY),
+            "the first mark's grace has passed"
+        );
     }
 }

@@ -91,7 +91,10 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
     let state = Arc::new(MasterState::new(
         meta.clone(),
         cluster.clone(),
-        Leases::new(config.write_lease_timeout()),
+        Leases::new(
+            config.write_lease_timeout(),
+            config.unreported_write_grace(),
+        ),
         ChunkOps::new(
             meta.clone(),
             cluster,

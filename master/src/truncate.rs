@@ -7,10 +7,14 @@
 //! - **Growing** makes the bytes between the old end and the new one part of the file. Chunks
 //!   hold nothing there in the normal course of things, but a writer that died before it
 //!   reported its length (or whose write failed) may have left bytes past the end. So the chunk
-//!   holding the old end is cut to it, and chunks lying wholly between the old end and the new
-//!   are dropped. Each is done under the slot's lease, so a writer still at work there finishes
-//!   and reports its length first, and what it wrote stays. A file without chunks past its end
-//!   (the usual case, and every empty file) costs only a look at its chunk list.
+//!   holding the old end is cut to it (a version bump and a `Truncate` on every copy, after a
+//!   copy of its own if a snapshot shares it), and chunks lying wholly between the old end and
+//!   the new are dropped. Each is done under the slot's lease, so a writer still at work there
+//!   finishes and reports its length first, and what it wrote stays. A slot whose writer lost
+//!   its lease lately without reporting (a cut connection, a lapsed lease, a master restart) is
+//!   left alone for a grace time: that writer may be alive and about to report what it stored.
+//!   Growing a file that ends on a chunk boundary (every empty file) costs only a look at its
+//!   chunk list.
 //!
 //! Only records that replay as they always did are used (`SetChunkVersion`, `ClearChunks`):
 //! what is dropped is decided here, not when the size change is replayed.
@@ -19,6 +23,7 @@ use elkfs_metastore::{FileChunk, MetaOp};
 use elkfs_proto::geometry::{CHUNK_SIZE, MAX_FILE_SIZE};
 use elkfs_proto::types::Timestamp;
 use elkfs_proto::{InodeId, SessionId, Status};
+use tokio_util::sync::CancellationToken;
 
 use crate::leases::LeaseKey;
 use crate::state::MasterState;
@@ -29,42 +34,51 @@ pub struct SizeChange<'a> {
 }
 
 /// Makes the chunks of `inode` agree with the size `size` about to be committed (see the
-/// module's comment). Keep the answer until the commit is done.
-pub async fn prepare(
-    state: &MasterState,
+/// module's comment). Keep the answer until the commit is done. Gives up (`Io`) once `ended`
+/// (the client's connection) is cancelled: a resend of the request may be under way, and this
+/// one must not change the file after it.
+pub async fn prepare<'a>(
+    state: &'a MasterState,
+    ended: &CancellationToken,
     inode: InodeId,
     size: u64,
-) -> Result<SizeChange<'_>, Status> {
+) -> Result<SizeChange<'a>, Status> {
     let mut end = file_size(state, inode).await?;
     // A size past the largest is refused by the commit itself.
     if size > end && size <= MAX_FILE_SIZE {
-        clear_past_end(state, inode, end, size).await?;
+        clear_past_end(state, ended, inode, end, size).await?;
         // The file may have grown meanwhile (a writer reported).
         end = file_size(state, inode).await?;
     }
-    if size >= end || size.is_multiple_of(CHUNK_SIZE) {
-        return Ok(SizeChange { _held: None });
+    let held = if size >= end || size.is_multiple_of(CHUNK_SIZE) {
+        None
+    } else {
+        let index = (size / CHUNK_SIZE) as u32;
+        let lease = SlotLease::take(state, ended, (inode, index)).await?;
+        cut_chunk(state, inode, index, size % CHUNK_SIZE).await?;
+        Some(lease)
+    };
+    if ended.is_cancelled() {
+        return Err(Status::Io);
     }
-    let index = (size / CHUNK_SIZE) as u32;
-    let lease = SlotLease::take(state, (inode, index)).await;
-    cut_chunk(state, inode, index, size % CHUNK_SIZE).await?;
-    Ok(SizeChange { _held: Some(lease) })
+    Ok(SizeChange { _held: held })
 }
 
 /// Before the file grows from `end` to `size`: cuts the chunk holding the end to it and drops
 /// the chunks wholly between the end and `size`.
 async fn clear_past_end(
     state: &MasterState,
+    ended: &CancellationToken,
     inode: InodeId,
     end: u64,
     size: u64,
 ) -> Result<(), Status> {
     if !end.is_multiple_of(CHUNK_SIZE) {
         let index = (end / CHUNK_SIZE) as u32;
-        let _lease = SlotLease::take(state, (inode, index)).await;
+        let _lease = SlotLease::take(state, ended, (inode, index)).await?;
         // A writer that held the lease has reported by now; the end may have moved.
         let end = file_size(state, inode).await?;
-        if end < size && end / CHUNK_SIZE == u64::from(index) {
+        if end < size && end / CHUNK_SIZE == u64::from(index) && !unreported(state, inode, index) {
             cut_chunk(state, inode, index, end % CHUNK_SIZE).await?;
         }
     }
@@ -79,9 +93,11 @@ async fn clear_past_end(
         .filter(|&i| (first..past).contains(&u64::from(i)))
         .collect();
     for index in slots {
-        let _lease = SlotLease::take(state, (inode, index)).await;
+        let _lease = SlotLease::take(state, ended, (inode, index)).await?;
         // Only while the slot still lies wholly past the end: a writer may have reported.
-        if u64::from(index) * CHUNK_SIZE >= file_size(state, inode).await? {
+        if u64::from(index) * CHUNK_SIZE >= file_size(state, inode).await?
+            && !unreported(state, inode, index)
+        {
             let (_, outcome) = state
                 .meta
                 .commit(MetaOp::ClearChunks {
@@ -95,6 +111,16 @@ async fn clear_past_end(
         }
     }
     Ok(())
+}
+
+/// Whether slot `index` of `inode` may hold data a writer that is still alive has yet to
+/// report (see [`crate::leases::Leases::written_unreported_lately`]): left alone then.
+fn unreported(state: &MasterState, inode: InodeId, index: u32) -> bool {
+    let lately = state.leases.written_unreported_lately((inode, index));
+    if lately {
+        tracing::debug!(%inode, index, "a writer's lease on the slot ended lately without a report; what lies past the end is left for it");
+    }
+    lately
 }
 
 /// Cuts chunk `index` of `inode` to `length` bytes, if the slot holds one (copied first if a
@@ -125,10 +151,17 @@ struct SlotLease<'a> {
 }
 
 impl SlotLease<'_> {
-    async fn take(state: &MasterState, key: LeaseKey) -> SlotLease<'_> {
+    /// Waits for the lease on `key`; `Io` once `ended` is cancelled first.
+    async fn take<'a>(
+        state: &'a MasterState,
+        ended: &CancellationToken,
+        key: LeaseKey,
+    ) -> Result<SlotLease<'a>, Status> {
         let holder = state.master_holder();
-        state.leases.acquire(key, holder).await;
-        SlotLease { state, key, holder }
+        if !state.leases.acquire_unless(key, holder, ended).await {
+            return Err(Status::Io);
+        }
+        Ok(SlotLease { state, key, holder })
     }
 }
 

@@ -1,7 +1,9 @@
 //! A writer that dies between its writes and its report of the file's new length leaves bytes
 //! past the file's end. None of them may ever show: a truncate that grows the file over them
 //! reads zeros there, as on a local filesystem. A writer still at work is another matter: what
-//! it wrote stays.
+//! it wrote stays. So does what a writer stored before its connection was cut, for a grace time
+//! (`unreported_write_grace_secs`) in which it may come back and report it: the master cannot
+//! tell it from a dead one.
 //!
 //! The file is written through one mount and read through another that never read it before,
 //! so the first mount's page cache (which holds zeros past the end it knew) cannot hide what
@@ -9,10 +11,28 @@
 
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::support::{
     Admin, CHUNK_SIZE, Configs, MIB, QUICK_MASTER, close_checked, data, write_file,
 };
+
+/// Master settings with a grace of `secs` for slots written under a lease that ended without
+/// a report.
+fn master_config(secs: u64) -> String {
+    format!("{QUICK_MASTER}unreported_write_grace_secs = {secs}\n")
+}
+
+/// Grows the file at `path` to `size` bytes by truncate.
+fn grow(path: &Path, size: u64) {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("opening the file");
+    f.set_len(size).expect("growing the file by truncate");
+    close_checked(f).expect("closing the file");
+}
 
 /// The first byte at or after `from` that is not zero, as "offset: byte".
 fn first_nonzero(bytes: &[u8], from: usize) -> Option<String> {
@@ -24,7 +44,8 @@ fn first_nonzero(bytes: &[u8], from: usize) -> Option<String> {
 
 #[test]
 fn what_a_dead_writer_left_past_the_end_reads_as_zeros_once_a_truncate_grows_the_file() {
-    let configs = Configs::new(QUICK_MASTER, "");
+    let grace = Duration::from_secs(1);
+    let configs = Configs::new(&master_config(grace.as_secs()), "");
     let cluster = configs.builder().chunkservers(2).mounts(2).start();
     let writer_side = cluster.mount_path(0).join("grown");
     let head = data(100, 1);
@@ -35,14 +56,11 @@ fn what_a_dead_writer_left_past_the_end_reads_as_zeros_once_a_truncate_grows_the
     dead.write_unreported(&writer_side, 100, &[0xaa; 8192]);
     dead.write_unreported(&writer_side, CHUNK_SIZE as u64 + 4096, &[0xbb; 8192]);
     drop(dead);
+    // Past the grace in which it might still have come back.
+    std::thread::sleep(grace + Duration::from_millis(500));
 
     let size = CHUNK_SIZE as u64 + 65536;
-    let f = OpenOptions::new()
-        .write(true)
-        .open(&writer_side)
-        .expect("opening the file");
-    f.set_len(size).expect("growing the file by truncate");
-    close_checked(f).expect("closing the file");
+    grow(&writer_side, size);
 
     let got = std::fs::read(cluster.mount_path(1).join("grown")).expect("reading it back");
     assert_eq!(got.len() as u64, size);
@@ -59,7 +77,7 @@ fn what_a_dead_writer_left_past_the_end_reads_as_zeros_once_a_truncate_grows_the
 
 #[test]
 fn what_a_live_writer_wrote_past_the_end_stays_when_another_mount_grows_the_file() {
-    let configs = Configs::new(QUICK_MASTER, "");
+    let configs = Configs::new(&master_config(0), "");
     let cluster = configs.builder().chunkservers(2).mounts(2).start();
     let writer_side = cluster.mount_path(0).join("grown");
     let other_side = cluster.mount_path(1).join("grown");
@@ -110,5 +128,48 @@ fn what_a_live_writer_wrote_past_the_end_stays_when_another_mount_grows_the_file
         first_nonzero(&got, CHUNK_SIZE + 4 * MIB),
         None,
         "past the writes"
+    );
+}
+
+#[test]
+fn what_a_writer_cut_off_lately_stored_past_the_end_stays_when_a_truncate_grows_the_file() {
+    let grace = Duration::from_secs(5);
+    let configs = Configs::new(&master_config(grace.as_secs()), "");
+    let cluster = configs.builder().chunkservers(2).mounts(2).start();
+    // Every slot counts as written unreported for the grace after the master's start.
+    let past_start = Instant::now() + grace + Duration::from_millis(500);
+    let writer_side = cluster.mount_path(0).join("grown");
+    let head = data(100, 5);
+    write_file(&writer_side, &head).expect("writing the file's first 100 bytes");
+    std::thread::sleep(past_start.saturating_duration_since(Instant::now()));
+
+    let near = data(8192, 6);
+    let far = data(8192, 7);
+    let cut_off = Admin::connect(&cluster);
+    cut_off.write_unreported(&writer_side, 100, &near);
+    cut_off.write_unreported(&writer_side, CHUNK_SIZE as u64 + 4096, &far);
+    drop(cut_off);
+    let cut = Instant::now();
+
+    let size = CHUNK_SIZE as u64 + 65536;
+    grow(&writer_side, size);
+    assert!(
+        cut.elapsed() < grace,
+        "the truncate came {:?} after the writer's connection ended, past the grace: \
+         this run says nothing",
+        cut.elapsed()
+    );
+
+    let got = std::fs::read(cluster.mount_path(1).join("grown")).expect("reading it back");
+    assert_eq!(got.len() as u64, size);
+    assert!(got[..100] == head[..], "the file's first 100 bytes changed");
+    assert!(
+        got[100..100 + 8192] == near[..],
+        "what the writer stored in the chunk holding the old end was cut"
+    );
+    let far_at = CHUNK_SIZE + 4096;
+    assert!(
+        got[far_at..far_at + 8192] == far[..],
+        "what the writer stored in the next chunk was dropped"
     );
 }
