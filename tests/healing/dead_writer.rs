@@ -51,16 +51,29 @@ fn what_a_dead_writer_left_past_the_end_reads_as_zeros_once_a_truncate_grows_the
     let head = data(100, 1);
     write_file(&writer_side, &head).expect("writing the file's first 100 bytes");
 
+    // An empty file: its end is on a chunk boundary, so its first chunk lies wholly past it.
+    let empty_side = cluster.mount_path(0).join("was-empty");
+    write_file(&empty_side, &[]).expect("creating an empty file");
+
     let dead = Admin::connect(&cluster);
     // In the chunk that holds the end, and in a chunk of its own wholly past it.
     dead.write_unreported(&writer_side, 100, &[0xaa; 8192]);
     dead.write_unreported(&writer_side, CHUNK_SIZE as u64 + 4096, &[0xbb; 8192]);
+    dead.write_unreported(&empty_side, 0, &[0xcc; 8192]);
     drop(dead);
     // Past the grace in which it might still have come back.
     std::thread::sleep(grace + Duration::from_millis(500));
 
     let size = CHUNK_SIZE as u64 + 65536;
     grow(&writer_side, size);
+    grow(&empty_side, 65536);
+    let was_empty = std::fs::read(cluster.mount_path(1).join("was-empty")).expect("reading it");
+    assert_eq!(was_empty.len(), 65536);
+    assert_eq!(
+        first_nonzero(&was_empty, 0),
+        None,
+        "a byte the dead writer left in an empty file's first chunk shows"
+    );
 
     let got = std::fs::read(cluster.mount_path(1).join("grown")).expect("reading it back");
     assert_eq!(got.len() as u64, size);
