@@ -22,7 +22,7 @@ use elkfs_e2e::{ChunkFile, chunk_files};
 use elkfs_proto::capability::Access;
 use elkfs_proto::connection::{self, NoMessage, NoRequests};
 use elkfs_proto::data::{DataReply, DataRequest, DataResponse};
-use elkfs_proto::master::{MasterReply, MasterRequest};
+use elkfs_proto::master::{MasterReply, MasterRequest, WriteLease};
 use elkfs_proto::{Connection, DATA_LIMITS, Hello, InodeId, Role};
 use elkfs_testkit::{Cluster, ClusterBuilder, wait_until};
 use tempfile::TempDir;
@@ -362,19 +362,24 @@ impl Admin {
 }
 
 impl Admin {
-    /// Takes a write lease on chunk `index` of the file at `path` and ends it without writing,
-    /// as a client would that died before its first write: the master makes the chunk (if new)
-    /// and tells its servers to create it. Returns the chunk's id.
-    pub fn lease_without_writing(&self, path: &Path, index: u32) -> u64 {
-        let inode = inode_of(path);
-        let lease = match self.runtime.block_on(
+    /// A write lease on chunk `index` of `inode` (the file at `path`) for this session.
+    fn write_lease(&self, path: &Path, inode: InodeId, index: u32) -> WriteLease {
+        match self.runtime.block_on(
             self.client
                 .master
                 .request(&MasterRequest::WriteChunk { inode, index }),
         ) {
             Ok(MasterReply::WriteLease(lease)) => lease,
             other => panic!("WriteChunk({}, {index}) answered {other:?}", path.display()),
-        };
+        }
+    }
+
+    /// Takes a write lease on chunk `index` of the file at `path` and ends it without writing,
+    /// as a client would that died before its first write: the master makes the chunk (if new)
+    /// and tells its servers to create it. Returns the chunk's id.
+    pub fn lease_without_writing(&self, path: &Path, index: u32) -> u64 {
+        let inode = inode_of(path);
+        let lease = self.write_lease(path, inode, index);
         let length = std::fs::metadata(path).expect("stat").len();
         let end = MasterRequest::WriteEnd {
             inode,
@@ -397,14 +402,7 @@ impl Admin {
     pub fn write_unreported(&self, path: &Path, offset: u64, data: &[u8]) {
         let inode = inode_of(path);
         let index = (offset / CHUNK_SIZE as u64) as u32;
-        let lease = match self.runtime.block_on(
-            self.client
-                .master
-                .request(&MasterRequest::WriteChunk { inode, index }),
-        ) {
-            Ok(MasterReply::WriteLease(lease)) => lease,
-            other => panic!("WriteChunk({}, {index}) answered {other:?}", path.display()),
-        };
+        let lease = self.write_lease(path, inode, index);
         let (first, rest) = lease.chain.split_first().expect("a chain of servers");
         let request = DataRequest::Write {
             chunk: lease.chunk,
