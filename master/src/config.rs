@@ -42,8 +42,10 @@ pub struct MasterConfig {
     pub write_lease_timeout_secs: u64,
     /// Seconds a chunk slot whose writer's lease ended without a report (its connection cut,
     /// the master restarted, the lease lapsed) is left alone by a truncate that grows the file
-    /// (default 60): what the writer stored past the file's end stays for it to report when it
-    /// comes back. Past that, such bytes are a dead writer's and are cut.
+    /// (default 300): what the writer stored past the file's end stays for it to report when it
+    /// comes back. Past that, such bytes are a dead writer's and are cut. It must outlast a
+    /// live writer's way back: the mounts' `master_timeout` (60 s) of retries, plus the 20 s a
+    /// writer goes on under one lease, plus a stuck chain's drain (up to 160 s).
     pub unreported_write_grace_secs: u64,
     /// The exports file (who may mount what, MooseFS's `mfsexports.cfg` shape); without one
     /// only loopback clients are let in. Reloaded on SIGHUP.
@@ -80,7 +82,7 @@ impl Default for MasterConfig {
             image_every_secs: elkfs_metastore::store::DEFAULT_IMAGE_EVERY.as_secs(),
             changelog_file_mib: elkfs_metastore::changelog::DEFAULT_FILE_BYTES / (1024 * 1024),
             write_lease_timeout_secs: defaults::WRITE_LEASE_TIMEOUT.as_secs(),
-            unreported_write_grace_secs: 60,
+            unreported_write_grace_secs: 300,
             exports: None,
             tls: false,
             ready_file: None,

@@ -131,18 +131,26 @@ impl Leases {
                     }
                     _ if file_held => None,
                     _ => {
-                        let lapsed = table.leases.insert(
+                        let lapsed = table.leases.remove(&key);
+                        // Its own lapsed lease keeps the chunk it was writing: a refused retry
+                        // must still count as ending a write without a report.
+                        let chunk = match lapsed {
+                            Some(old) if old.holder == session => old.chunk,
+                            Some(old) => {
+                                table.note_unreported(key, &old, self.unreported_grace);
+                                None
+                            }
+                            None => None,
+                        };
+                        table.leases.insert(
                             key,
                             Lease {
                                 holder: session,
                                 expires: now + self.timeout,
-                                chunk: None,
+                                chunk,
                                 short: false,
                             },
                         );
-                        if let Some(old) = lapsed.filter(|old| old.holder != session) {
-                            table.note_unreported(key, &old, self.unreported_grace);
-                        }
                         return;
                     }
                 }
@@ -174,7 +182,8 @@ impl Leases {
             () = ended.cancelled() => return false,
         }
         if ended.is_cancelled() {
-            self.release(key, session);
+            // A lease renewed here may have been writing: its writer has not reported.
+            self.release_unreported(key, session);
             return false;
         }
         true
@@ -476,6 +485,15 @@ mod tests {
         tokio::time::advance(Duration::from_secs(61)).await;
         leases.acquire(lapsing, SessionId(2)).await;
         assert!(leases.written_unreported_lately(lapsing));
+
+        // Its own lapsed lease retaken, then the retry refused.
+        let own = (InodeId(7), 0);
+        leases.acquire(own, SessionId(3)).await;
+        leases.set_chunk(own, SessionId(3), ChunkId(9));
+        tokio::time::advance(Duration::from_secs(61)).await;
+        leases.acquire(own, SessionId(3)).await;
+        leases.release_unreported(own, SessionId(3));
+        assert!(leases.written_unreported_lately(own));
         assert!(
             !leases.written_unreported_lately(KEY),
             "the first mark's grace has passed"

@@ -62,7 +62,7 @@ fn what_a_dead_writer_left_past_the_end_reads_as_zeros_once_a_truncate_grows_the
     dead.write_unreported(&empty_side, 0, &[0xcc; 8192]);
     drop(dead);
     // Past the grace in which it might still have come back.
-    std::thread::sleep(grace + Duration::from_millis(500));
+    std::thread::sleep(grace + Duration::from_secs(2));
 
     let size = CHUNK_SIZE as u64 + 65536;
     grow(&writer_side, size);
