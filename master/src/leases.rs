@@ -51,6 +51,14 @@ impl Table {
             .max()
     }
 
+    /// Removes the lease on `key` if `session` holds it.
+    fn remove_held(&mut self, key: LeaseKey, session: SessionId) -> Option<Lease> {
+        match self.leases.get(&key) {
+            Some(l) if l.holder == session => self.leases.remove(&key),
+            _ => None,
+        }
+    }
+
     /// Notes that the lease on `key`, writing a chunk, ended without a report.
     fn note_unreported(&mut self, key: LeaseKey, lease: &Lease, grace: Duration) {
         if lease.chunk.is_none() || key.1 == APPEND_SLOT {
@@ -253,13 +261,7 @@ impl Leases {
     /// Ends `session`'s lease on `key`, if it holds it; returns whether its chain had left
     /// servers out (the replication worker should look at the chunk now that it is free).
     pub fn release(&self, key: LeaseKey, session: SessionId) -> bool {
-        let removed = {
-            let mut table = self.lock();
-            match table.leases.get(&key) {
-                Some(l) if l.holder == session => table.leases.remove(&key),
-                _ => None,
-            }
-        };
+        let removed = self.lock().remove_held(key, session);
         let Some(lease) = removed else {
             return false;
         };
@@ -272,13 +274,10 @@ impl Leases {
     pub fn release_unreported(&self, key: LeaseKey, session: SessionId) {
         {
             let mut table = self.lock();
-            match table.leases.get(&key) {
-                Some(l) if l.holder == session => {}
-                _ => return,
-            }
-            if let Some(lease) = table.leases.remove(&key) {
-                table.note_unreported(key, &lease, self.unreported_grace);
-            }
+            let Some(lease) = table.remove_held(key, session) else {
+                return;
+            };
+            table.note_unreported(key, &lease, self.unreported_grace);
         }
         self.released.notify_waiters();
     }
@@ -428,6 +427,12 @@ mod tests {
 
     const GRACE: Duration = Duration::from_secs(10);
 
+    /// `session` takes the lease on `key` and is granted `chunk` under it.
+    async fn writing(leases: &Leases, key: LeaseKey, session: SessionId, chunk: ChunkId) {
+        leases.acquire(key, session).await;
+        leases.set_chunk(key, session, chunk);
+    }
+
     /// A table past its start-up grace, so only leases that ended count as unreported.
     async fn settled_table() -> Leases {
         let leases = Leases::new(Duration::from_secs(60), GRACE);
@@ -444,8 +449,7 @@ mod tests {
     async fn a_writing_lease_that_ends_with_its_session_marks_its_slot_for_the_grace_only() {
         let leases = settled_table().await;
         let other = (InodeId(5), 1);
-        leases.acquire(KEY, SessionId(1)).await;
-        leases.set_chunk(KEY, SessionId(1), ChunkId(7));
+        writing(&leases, KEY, SessionId(1), ChunkId(7)).await;
         leases.acquire(other, SessionId(1)).await;
         leases.release_session(SessionId(1));
         assert!(leases.written_unreported_lately(KEY));
@@ -460,8 +464,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_lease_ended_with_a_report_leaves_nothing_unreported() {
         let leases = settled_table().await;
-        leases.acquire(KEY, SessionId(1)).await;
-        leases.set_chunk(KEY, SessionId(1), ChunkId(7));
+        writing(&leases, KEY, SessionId(1), ChunkId(7)).await;
         leases.release(KEY, SessionId(1));
         assert!(!leases.written_unreported_lately(KEY));
     }
@@ -469,8 +472,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_refused_retry_and_a_lapsed_lease_taken_over_mark_their_slots() {
         let leases = settled_table().await;
-        leases.acquire(KEY, SessionId(1)).await;
-        leases.set_chunk(KEY, SessionId(1), ChunkId(7));
+        writing(&leases, KEY, SessionId(1), ChunkId(7)).await;
         leases.release_unreported(KEY, SessionId(2));
         assert!(
             !leases.written_unreported_lately(KEY),
@@ -480,16 +482,14 @@ mod tests {
         assert!(leases.written_unreported_lately(KEY));
 
         let lapsing = (InodeId(6), 0);
-        leases.acquire(lapsing, SessionId(1)).await;
-        leases.set_chunk(lapsing, SessionId(1), ChunkId(8));
+        writing(&leases, lapsing, SessionId(1), ChunkId(8)).await;
         tokio::time::advance(Duration::from_secs(61)).await;
         leases.acquire(lapsing, SessionId(2)).await;
         assert!(leases.written_unreported_lately(lapsing));
 
         // Its own lapsed lease retaken, then the retry refused.
         let own = (InodeId(7), 0);
-        leases.acquire(own, SessionId(3)).await;
-        leases.set_chunk(own, SessionId(3), ChunkId(9));
+        writing(&leases, own, SessionId(3), ChunkId(9)).await;
         tokio::time::advance(Duration::from_secs(61)).await;
         leases.acquire(own, SessionId(3)).await;
         leases.release_unreported(own, SessionId(3));
