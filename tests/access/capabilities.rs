@@ -7,7 +7,7 @@ use std::fs;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use elkfs_e2e::{chunk_files, pseudo_random};
+use elkfs_e2e::{ask_data, chunk_files, pseudo_random};
 use elkfs_proto::auth::{Prover, cluster_proof, proofs_match};
 use elkfs_proto::capability::{Access, Capability, CapabilityKey, unix_now};
 use elkfs_proto::chunkserver::{CsCommand, CsCommandResult, CsReply, CsRequest, CsResponse, Space};
@@ -16,7 +16,7 @@ use elkfs_proto::connection::{self, NoMessage, NoRequests};
 use elkfs_proto::data::{DataReply, DataRequest, DataResponse};
 use elkfs_proto::metalogger::{MlReply, MlRequest, MlResponse};
 use elkfs_proto::{
-    ChunkId, ChunkVersion, Connection, DATA_LIMITS, Handler, Hello, MASTER_CHUNKSERVER_LIMITS,
+    ChunkId, ChunkVersion, Connection, Handler, Hello, MASTER_CHUNKSERVER_LIMITS,
     MASTER_METALOGGER_LIMITS, Responder, Role, Status,
 };
 use elkfs_testkit::Cluster;
@@ -33,23 +33,6 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn cluster_key(cluster: &Cluster) -> ClusterKey {
     ClusterKey::read_file(cluster.cluster_key_file()).expect("reading the cluster key")
-}
-
-/// Sends `request` (with `data`) on a new data connection to `server`.
-async fn ask_data(server: SocketAddr, request: &DataRequest, data: &[u8]) -> (DataResponse, Bytes) {
-    let conn: Connection<DataRequest, DataResponse> =
-        connection::connect::<DataRequest, DataResponse, NoMessage, NoMessage, _>(
-            server,
-            &Hello::new(Role::DataClient, "elkfs-capability-test"),
-            DATA_LIMITS,
-            "chunkserver",
-            NoRequests,
-        )
-        .await
-        .expect("connecting to the data port");
-    conn.call(request, Bytes::copy_from_slice(data))
-        .await
-        .expect("an answer from the chunkserver")
 }
 
 fn read_request(chunk: ChunkId, version: ChunkVersion, capability: Capability) -> DataRequest {

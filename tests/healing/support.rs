@@ -16,14 +16,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use elkfs_client::{Client, ClientConfig};
-use elkfs_e2e::{ChunkFile, chunk_files};
+use elkfs_e2e::{ChunkFile, ask_data, chunk_files};
+use elkfs_proto::InodeId;
 use elkfs_proto::capability::Access;
-use elkfs_proto::connection::{self, NoMessage, NoRequests};
-use elkfs_proto::data::{DataReply, DataRequest, DataResponse};
+use elkfs_proto::data::{DataReply, DataRequest};
 use elkfs_proto::master::{MasterReply, MasterRequest, WriteLease};
-use elkfs_proto::{Connection, DATA_LIMITS, Hello, InodeId, Role};
 use elkfs_testkit::{Cluster, ClusterBuilder, wait_until};
 use tempfile::TempDir;
 
@@ -412,21 +410,7 @@ impl Admin {
             capability: lease.capability,
             create: lease.capability.access == Access::Create,
         };
-        let answer = self.runtime.block_on(async {
-            let conn: Connection<DataRequest, DataResponse> =
-                connection::connect::<DataRequest, DataResponse, NoMessage, NoMessage, _>(
-                    *first,
-                    &Hello::new(Role::DataClient, "healing-test"),
-                    DATA_LIMITS,
-                    "chunkserver",
-                    NoRequests,
-                )
-                .await
-                .expect("connecting to the chain's first server");
-            conn.call(&request, Bytes::copy_from_slice(data))
-                .await
-                .expect("an answer from the chain")
-        });
+        let answer = self.runtime.block_on(ask_data(*first, &request, data));
         assert_eq!(
             answer.0,
             Ok(DataReply::Written),

@@ -1,9 +1,37 @@
 //! Helpers shared by the end-to-end test binaries: reproducible data, chunk files on disk,
-//! errno checks.
+//! errno checks, a request to a chunkserver's data port.
 
 use std::io::{self, Read};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use elkfs_proto::connection::{self, NoMessage, NoRequests};
+use elkfs_proto::data::{DataRequest, DataResponse};
+use elkfs_proto::{Connection, DATA_LIMITS, Hello, Role};
+
+/// Sends `request` (with `data`) on a new data connection to the chunkserver at `server`, as
+/// a client program would, and returns its answer with the bytes that came with it.
+pub async fn ask_data(
+    server: SocketAddr,
+    request: &DataRequest,
+    data: &[u8],
+) -> (DataResponse, Bytes) {
+    let conn: Connection<DataRequest, DataResponse> =
+        connection::connect::<DataRequest, DataResponse, NoMessage, NoMessage, _>(
+            server,
+            &Hello::new(Role::DataClient, "elkfs-e2e"),
+            DATA_LIMITS,
+            "chunkserver",
+            NoRequests,
+        )
+        .await
+        .expect("connecting to the data port");
+    conn.call(request, Bytes::copy_from_slice(data))
+        .await
+        .expect("an answer from the chunkserver")
+}
 
 /// `len` bytes of reproducible pseudo-random data (xorshift, seeded), fast enough for 200 MiB.
 pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
