@@ -148,13 +148,15 @@ impl ChunkOps {
     }
 
     /// Prepares chunk `index` of `inode` for a write by the caller, who holds the write lease:
-    /// creates the chunk or bumps its version on every valid copy, and returns the chain.
+    /// creates the chunk or bumps its version on every valid copy (cutting what lies past the
+    /// end as `past_end` says), and returns the chain.
     pub async fn grant_write(
         &self,
         inode: InodeId,
         index: u32,
         near: Option<IpAddr>,
         exclude: &[SocketAddr],
+        past_end: PastEnd,
     ) -> Result<WriteLease, Status> {
         // A truncate or purge may free the slot's chunk while this lease is being made (the
         // versions it bumps are gone then): the slot is read again, at most twice.
@@ -162,7 +164,11 @@ impl ChunkOps {
         let (attr, (chunk, version, chain, access)) = loop {
             let attr = self.meta.read(move |s| s.attr(inode)).await?;
             let existing = self.meta.read(move |s| s.file_chunk(inode, index)).await?;
-            match self.lease_slot(&attr, index, existing, near, exclude).await {
+            let cut = past_end.cut_in(index, attr.size);
+            match self
+                .lease_slot(&attr, index, existing, near, exclude, cut)
+                .await
+            {
                 Ok(granted) => break (attr, granted),
                 Err(status @ (Status::NotFound | Status::Io | Status::NoValidCopy))
                     if looks < 2 && existing.is_some() =>
@@ -187,7 +193,8 @@ impl ChunkOps {
     }
 
     /// Makes the lease for slot `index` of the file `attr` describes, whose chunk there is
-    /// `existing`: a new chunk, a private copy of a shared one, or a version bump.
+    /// `existing`: a new chunk, a private copy of a shared one, or a version bump, the chunk cut
+    /// to `cut` bytes if given.
     async fn lease_slot(
         &self,
         attr: &Attr,
@@ -195,6 +202,7 @@ impl ChunkOps {
         existing: Option<FileChunk>,
         near: Option<IpAddr>,
         exclude: &[SocketAddr],
+        cut: Option<u32>,
     ) -> Result<(ChunkId, ChunkVersion, Vec<Target>, Access), Status> {
         match attr.kind {
             FileKind::File => {}
@@ -211,9 +219,21 @@ impl ChunkOps {
             None => self.create_chunk(new, None, exclude).await?,
             Some(fc) if self.shared(fc.chunk).await? => {
                 let (chunk, version, chain) = self.copy_private(inode, fc, near, exclude).await?;
+                let (chunk, version, chain) = match cut {
+                    // The copy came with the shared chunk's bytes past the end.
+                    Some(_) => {
+                        let copy = FileChunk {
+                            index,
+                            chunk,
+                            version,
+                        };
+                        self.bump_version(copy, near, exclude, cut).await?
+                    }
+                    None => (chunk, version, chain),
+                };
                 (chunk, version, chain, Access::Write)
             }
-            Some(fc) => match self.bump_version(fc, near, exclude).await {
+            Some(fc) => match self.bump_version(fc, near, exclude, cut).await {
                 Ok((chunk, version, chain)) => (chunk, version, chain, Access::Write),
                 // Only when no server is known to hold any copy, stale ones included (so nothing
                 // stored can be lost), and not for a retry, which may follow writes the servers
@@ -382,21 +402,33 @@ impl ChunkOps {
         })
     }
 
+    /// Moves the valid copies of `fc` (but those on `exclude`) to a new version, cutting them to
+    /// `cut` bytes on the way if given; returns the chunk, its new version and the copies moved.
     async fn bump_version(
         &self,
         fc: FileChunk,
         near: Option<IpAddr>,
         exclude: &[SocketAddr],
+        cut: Option<u32>,
     ) -> Result<(ChunkId, ChunkVersion, Vec<Target>), Status> {
         let (fc, mut valid) = self.valid_copies(fc, near).await?;
         valid.retain(|t| !exclude.contains(&t.data_addr));
         if valid.is_empty() {
-            tracing::warn!(chunk = %fc.chunk, version = %fc.version, "no valid copy of a chunk to write to");
+            tracing::warn!(chunk = %fc.chunk, version = %fc.version, "no valid copy of a chunk to change");
             return Err(Status::NoValidCopy);
         }
         let to = self.issue_version(fc).await?;
         let (chunk, from) = (fc.chunk, fc.version);
-        let bumped = command_all(&valid, |_| CsCommand::SetVersion { chunk, from, to }).await;
+        let bumped = command_all(&valid, |_| match cut {
+            Some(length) => CsCommand::Truncate {
+                chunk,
+                from,
+                to,
+                length,
+            },
+            None => CsCommand::SetVersion { chunk, from, to },
+        })
+        .await;
         if bumped.is_empty() {
             return Err(Status::Io);
         }
@@ -412,29 +444,9 @@ impl ChunkOps {
     /// Cuts the copies of `fc` to `length` bytes under a new version (the caller holds the
     /// lease on its slot and commits the file's new length afterwards).
     pub async fn truncate_chunk(&self, fc: FileChunk, length: u32) -> Result<(), Status> {
-        let (fc, valid) = self.valid_copies(fc, None).await?;
-        if valid.is_empty() {
-            return Err(Status::NoValidCopy);
-        }
-        let to = self.issue_version(fc).await?;
-        let (chunk, from) = (fc.chunk, fc.version);
-        let done = command_all(&valid, |_| CsCommand::Truncate {
-            chunk,
-            from,
-            to,
-            length,
-        })
-        .await;
-        if done.is_empty() {
-            return Err(Status::Io);
-        }
-        self.meta
-            .commit(MetaOp::SetChunkVersion { chunk, version: to })
-            .await?;
-        for t in &done {
-            self.cluster.set_copy(chunk, t.server, to);
-        }
-        Ok(())
+        self.bump_version(fc, None, &[], Some(length))
+            .await
+            .map(drop)
     }
 
     /// The version the next bump of `fc` goes to, logged (and fsynced) as issued before any
@@ -515,6 +527,30 @@ struct NewChunk {
 }
 
 /// Whether chunk `index` of a file `size` bytes long lies wholly past its end.
+/// What a write lease does with the bytes its chunk holds past the file's end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PastEnd {
+    /// Keeps them: a writer whose lease ended lately without a report may still report them,
+    /// or the caller may have stored them under an earlier lease (a retry on a new chain).
+    Keep,
+    /// Cuts everything past the larger of the file's end and this offset (what the caller
+    /// stored under an earlier lease and reports under this one): a writer that died left it.
+    CutBeyond(u64),
+}
+
+impl PastEnd {
+    /// The length to cut chunk `index` to, for a file `size` bytes long; `None` when nothing
+    /// of the chunk lies past what is kept.
+    fn cut_in(self, index: u32, size: u64) -> Option<u32> {
+        let PastEnd::CutBeyond(carried) = self else {
+            return None;
+        };
+        let start = u64::from(index) * CHUNK_SIZE;
+        let kept = size.max(carried).saturating_sub(start);
+        (kept < CHUNK_SIZE).then_some(kept as u32)
+    }
+}
+
 fn past_the_end(index: u32, size: u64) -> bool {
     u64::from(index) * CHUNK_SIZE >= size
 }
@@ -565,4 +601,28 @@ async fn command_all(targets: &[Target], cmd: impl Fn(&Target) -> CsCommand) -> 
     });
     let results = futures::future::join_all(calls).await;
     results.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_cuts_only_what_lies_past_both_the_end_and_what_its_writer_carries() {
+        let chunk = CHUNK_SIZE;
+        assert_eq!(PastEnd::Keep.cut_in(0, 100), None);
+        // The end inside the slot, before it, past it.
+        assert_eq!(PastEnd::CutBeyond(0).cut_in(0, 100), Some(100));
+        assert_eq!(PastEnd::CutBeyond(0).cut_in(2, chunk + 5), Some(0));
+        assert_eq!(PastEnd::CutBeyond(0).cut_in(1, 2 * chunk), None);
+        assert_eq!(
+            PastEnd::CutBeyond(0).cut_in(1, 2 * chunk - 1),
+            Some(chunk as u32 - 1)
+        );
+        // What the writer carries counts when it lies further on than the end.
+        assert_eq!(PastEnd::CutBeyond(chunk + 300).cut_in(1, 100), Some(300));
+        assert_eq!(PastEnd::CutBeyond(50).cut_in(0, 100), Some(100));
+        assert_eq!(PastEnd::CutBeyond(3 * chunk).cut_in(1, 0), None);
+        assert_eq!(PastEnd::CutBeyond(0).cut_in(u32::MAX - 1, u64::MAX), None);
+    }
 }

@@ -7,14 +7,17 @@ use std::sync::Arc;
 use bytes::Bytes;
 use elkfs_metastore::{FileChunk, MetaOp};
 use elkfs_proto::capability::Access;
+use elkfs_proto::geometry::CHUNK_SIZE;
 use elkfs_proto::master::{MasterReply, MasterRequest, MasterResponse, ReadLocation};
 use elkfs_proto::types::{Caller, FileKind, FsStats, SetAttr, Timestamp};
 use elkfs_proto::{Handler, InodeId, Responder, SessionId, Status};
 use tokio_util::sync::CancellationToken;
 
+use crate::chunk_ops::PastEnd;
 use crate::cluster::Target;
 use crate::exports::{Admission, Exports};
-use crate::leases::APPEND_SLOT;
+use crate::leases::{APPEND_SLOT, LeaseKey};
+use crate::past_end::GrownBy;
 use crate::state::{MasterState, REOPEN_GRACE};
 
 /// Most entries returned in one directory page.
@@ -553,14 +556,22 @@ async fn serve(
                 state, attr.size, copies,
             )))
         }
-        MasterRequest::WriteChunk { inode, index } => {
-            write_chunk(state, session, ended, peer, inode, index, &[]).await
+        MasterRequest::WriteChunk {
+            inode,
+            index,
+            carried,
+        } => {
+            let fresh = WriteStart::Fresh { carried };
+            write_chunk(state, session, ended, peer, (inode, index), fresh).await
         }
         MasterRequest::RetryWriteChunk {
             inode,
             index,
             failed,
-        } => write_chunk(state, session, ended, peer, inode, index, &failed).await,
+        } => {
+            let retry = WriteStart::Retry { failed: &failed };
+            write_chunk(state, session, ended, peer, (inode, index), retry).await
+        }
         MasterRequest::WriteEnd {
             inode,
             index,
@@ -781,43 +792,90 @@ async fn with_parent(state: &MasterState, parent: InodeId, reply: MasterReply) -
     })
 }
 
-/// Grants this session the write lease on a chunk slot, leaving `failed` servers out.
+/// How a write lease is asked for.
+enum WriteStart<'a> {
+    /// A write's first lease on the slot, or a new one after the last ended: what the chunk
+    /// holds past the file's end and `carried` is cut off, and chunks lying wholly between the
+    /// file's end and the slot are dropped (see [`crate::past_end`]).
+    Fresh { carried: u64 },
+    /// After a chain failed: the `failed` servers are left out, and nothing is cut.
+    Retry { failed: &'a [SocketAddr] },
+}
+
+/// Grants this session the write lease on the chunk slot `key`.
 async fn write_chunk(
     state: &MasterState,
     session: SessionId,
     ended: &CancellationToken,
     peer: SocketAddr,
-    inode: InodeId,
-    index: u32,
-    failed: &[SocketAddr],
+    key: LeaseKey,
+    start: WriteStart<'_>,
 ) -> MasterResponse {
+    let (inode, index) = key;
     if index == APPEND_SLOT {
         return Err(Status::Invalid);
     }
-    if !state
-        .leases
-        .acquire_unless((inode, index), session, ended)
-        .await
-    {
+    if !state.leases.acquire_unless(key, session, ended).await {
         return Err(Status::Io);
     }
+    if let WriteStart::Fresh { .. } = start {
+        clear_before_slot(state, ended, inode, index).await;
+        if ended.is_cancelled() {
+            // As in `acquire_unless`: the lease may have been renewed for a writer under way.
+            state.leases.release_unreported(key, session);
+            return Err(Status::Io);
+        }
+    }
+    let (failed, past_end) = match start {
+        WriteStart::Fresh { carried } if !crate::past_end::unreported(state, inode, index) => {
+            (&[][..], PastEnd::CutBeyond(carried))
+        }
+        WriteStart::Fresh { .. } => (&[][..], PastEnd::Keep),
+        WriteStart::Retry { failed } => (failed, PastEnd::Keep),
+    };
     match state
         .chunks
-        .grant_write(inode, index, Some(peer.ip()), failed)
+        .grant_write(inode, index, Some(peer.ip()), failed, past_end)
         .await
     {
         Ok(lease) => {
-            state.leases.set_chunk((inode, index), session, lease.chunk);
+            state.leases.set_chunk(key, session, lease.chunk);
             if !failed.is_empty() {
-                state.leases.mark_short((inode, index), session);
+                state.leases.mark_short(key, session);
             }
             Ok(MasterReply::WriteLease(lease))
         }
         Err(status) => {
             // A retry refused: the writer may hold data stored under its earlier lease.
-            state.leases.release_unreported((inode, index), session);
+            state.leases.release_unreported(key, session);
             Err(status)
         }
+    }
+}
+
+/// Under a write's lease on slot `index` of `inode`: clears what writers left without
+/// reporting between the file's end and the slot, where the write would make it part of the
+/// file ([`GrownBy::Write`]). Never waits for another lease, so holding this one meanwhile
+/// cannot deadlock; a failure is logged and the write goes ahead.
+async fn clear_before_slot(
+    state: &MasterState,
+    ended: &CancellationToken,
+    inode: InodeId,
+    index: u32,
+) {
+    if index == 0 {
+        return;
+    }
+    let cleared = async {
+        let end = crate::past_end::file_size(state, inode).await?;
+        let start = u64::from(index) * CHUNK_SIZE;
+        if end >= start {
+            return Ok(());
+        }
+        crate::past_end::clear(state, ended, inode, end, start, GrownBy::Write).await
+    };
+    if let Err(status) = cleared.await {
+        tracing::warn!(%inode, index, %status, "cannot clear what lies past a file's end before a write further on");
     }
 }
 

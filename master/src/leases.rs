@@ -70,6 +70,15 @@ impl Table {
     }
 }
 
+/// What one try at taking a lease found.
+enum Attempt {
+    Taken,
+    /// Another session holds it, until then unless renewed or released.
+    HeldUntil(Instant),
+    /// Its file is held ([`Leases::hold_file`]).
+    FileHeld,
+}
+
 /// Every lease currently held.
 pub struct Leases {
     table: Mutex<Table>,
@@ -127,50 +136,58 @@ impl Leases {
             let notified = self.released.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let wait_until = {
-                let mut table = self.lock();
-                let now = Instant::now();
-                let file_held = key.1 != APPEND_SLOT && table.held_files.contains_key(&key.0);
-                match table.leases.get_mut(&key) {
-                    Some(l) if l.expires > now && l.holder != session => Some(l.expires),
-                    Some(l) if l.expires > now => {
-                        l.expires = now + self.timeout;
-                        return;
-                    }
-                    _ if file_held => None,
-                    _ => {
-                        let lapsed = table.leases.remove(&key);
-                        // Its own lapsed lease keeps the chunk it was writing: a refused retry
-                        // must still count as ending a write without a report.
-                        let chunk = match lapsed {
-                            Some(old) if old.holder == session => old.chunk,
-                            Some(old) => {
-                                table.note_unreported(key, &old, self.unreported_grace);
-                                None
-                            }
-                            None => None,
-                        };
-                        table.leases.insert(
-                            key,
-                            Lease {
-                                holder: session,
-                                expires: now + self.timeout,
-                                chunk,
-                                short: false,
-                            },
-                        );
-                        return;
-                    }
-                }
-            };
-            match wait_until {
-                Some(t) => {
+            match self.try_take(key, session) {
+                Attempt::Taken => return,
+                Attempt::HeldUntil(t) => {
                     tokio::select! {
                         _ = notified => {}
                         _ = tokio::time::sleep_until(t) => {}
                     }
                 }
-                None => notified.await,
+                Attempt::FileHeld => notified.await,
+            }
+        }
+    }
+
+    /// [`Leases::acquire`] without the wait: whether `session` holds the lease on `key` now.
+    /// For work that had better leave a slot alone than wait for its writer.
+    pub fn try_acquire(&self, key: LeaseKey, session: SessionId) -> bool {
+        matches!(self.try_take(key, session), Attempt::Taken)
+    }
+
+    fn try_take(&self, key: LeaseKey, session: SessionId) -> Attempt {
+        let mut table = self.lock();
+        let now = Instant::now();
+        let file_held = key.1 != APPEND_SLOT && table.held_files.contains_key(&key.0);
+        match table.leases.get_mut(&key) {
+            Some(l) if l.expires > now && l.holder != session => Attempt::HeldUntil(l.expires),
+            Some(l) if l.expires > now => {
+                l.expires = now + self.timeout;
+                Attempt::Taken
+            }
+            _ if file_held => Attempt::FileHeld,
+            _ => {
+                let lapsed = table.leases.remove(&key);
+                // Its own lapsed lease keeps the chunk it was writing: a refused retry
+                // must still count as ending a write without a report.
+                let chunk = match lapsed {
+                    Some(old) if old.holder == session => old.chunk,
+                    Some(old) => {
+                        table.note_unreported(key, &old, self.unreported_grace);
+                        None
+                    }
+                    None => None,
+                };
+                table.leases.insert(
+                    key,
+                    Lease {
+                        holder: session,
+                        expires: now + self.timeout,
+                        chunk,
+                        short: false,
+                    },
+                );
+                Attempt::Taken
             }
         }
     }
@@ -498,5 +515,37 @@ mod tests {
             !leases.written_unreported_lately(KEY),
             "the first mark's grace has passed"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_try_takes_a_free_or_lapsed_lease_and_leaves_a_held_one() {
+        let leases = settled_table().await;
+        writing(&leases, KEY, SessionId(1), ChunkId(7)).await;
+        assert!(
+            !leases.try_acquire(KEY, SessionId(2)),
+            "another session holds it"
+        );
+        assert!(
+            leases.try_acquire(KEY, SessionId(1)),
+            "its holder renews it"
+        );
+
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(leases.try_acquire(KEY, SessionId(2)), "the lease lapsed");
+        assert!(
+            leases.written_unreported_lately(KEY),
+            "a lapsed writing lease taken over by a try counts as written unreported"
+        );
+        assert!(!leases.try_acquire(KEY, SessionId(1)));
+        leases.release(KEY, SessionId(2));
+
+        let held = (InodeId(6), 0);
+        let hold = leases.hold_file(held.0).await;
+        assert!(
+            !leases.try_acquire(held, SessionId(3)),
+            "a snapshot holds the file"
+        );
+        drop(hold);
+        assert!(leases.try_acquire(held, SessionId(3)));
     }
 }

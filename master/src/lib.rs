@@ -16,6 +16,7 @@ pub mod locks;
 pub mod meta;
 pub mod metalogger_service;
 pub mod open_files;
+pub mod past_end;
 pub mod purges;
 pub mod replication;
 pub mod requests;

@@ -1165,6 +1165,7 @@ fn master_request(t: &Targets, rng: &mut StdRng) -> MasterRequest {
         14 => R::WriteChunk {
             inode: file,
             index: rng.random_range(0..4),
+            carried: number(rng),
         },
         15 => R::WriteEnd {
             inode: file,

@@ -1,6 +1,6 @@
 //! A writer that dies between its writes and its report of the file's new length leaves bytes
-//! past the file's end. None of them may ever show: a truncate that grows the file over them
-//! reads zeros there, as on a local filesystem. A writer still at work is another matter: what
+//! past the file's end. None of them may ever show: a truncate or a write that grows the file
+//! over them reads zeros there, as on a local filesystem. A writer still at work is another matter: what
 //! it wrote stays. So does what a writer stored before its connection was cut, for a grace time
 //! (`unreported_write_grace_secs`) in which it may come back and report it: the master cannot
 //! tell it from a dead one.
@@ -11,6 +11,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,16 @@ fn grow(path: &Path, size: u64) {
         .open(path)
         .expect("opening the file");
     f.set_len(size).expect("growing the file by truncate");
+    close_checked(f).expect("closing the file");
+}
+
+/// Writes `data` at `offset` of the file at `path`, growing it.
+fn write_at(path: &Path, offset: u64, data: &[u8]) {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("opening the file");
+    f.write_all_at(data, offset).expect("writing past the end");
     close_checked(f).expect("closing the file");
 }
 
@@ -86,6 +97,145 @@ fn what_a_dead_writer_left_past_the_end_reads_as_zeros_once_a_truncate_grows_the
         (None, None),
         "a byte the dead writer left past the old end shows (in the chunk holding it, in the next)"
     );
+}
+
+#[test]
+fn what_a_dead_writer_left_past_the_end_reads_as_zeros_once_a_write_grows_the_file() {
+    let grace = Duration::from_secs(1);
+    let configs = Configs::new(&master_config(grace.as_secs()), "");
+    let cluster = configs.builder().chunkservers(2).mounts(2).start();
+    // A write into the chunk holding the end, past what the dead writer left there; a write
+    // two chunks further on, past a chunk of the dead writer's own; a write into an empty
+    // file's first chunk.
+    let head = data(100, 8);
+    let same_chunk = cluster.mount_path(0).join("same-chunk");
+    let further = cluster.mount_path(0).join("further");
+    let was_empty = cluster.mount_path(0).join("was-empty");
+    write_file(&same_chunk, &head).expect("writing a file's first 100 bytes");
+    write_file(&further, &head).expect("writing another file's first 100 bytes");
+    write_file(&was_empty, &[]).expect("creating an empty file");
+
+    let dead = Admin::connect(&cluster);
+    dead.write_unreported(&same_chunk, 100, &[0xaa; 8192]);
+    dead.write_unreported(&further, 100, &[0xbb; 8192]);
+    dead.write_unreported(&further, CHUNK_SIZE as u64 + 4096, &[0xcc; 8192]);
+    dead.write_unreported(&was_empty, 0, &[0xdd; 8192]);
+    drop(dead);
+    // Past the grace in which it might still have come back.
+    std::thread::sleep(grace + Duration::from_secs(2));
+
+    let tail = data(4096, 9);
+    write_at(&same_chunk, 65536, &tail);
+    let far = 2 * CHUNK_SIZE as u64 + 100;
+    write_at(&further, far, &tail);
+    write_at(&was_empty, 16384, &tail);
+
+    let read = |name: &str| std::fs::read(cluster.mount_path(1).join(name)).expect("reading");
+    let got = read("same-chunk");
+    assert_eq!(got.len(), 65536 + 4096);
+    assert!(got[..100] == head[..], "the file's first 100 bytes changed");
+    assert!(got[65536..] == tail[..], "the write past the end was lost");
+    assert_eq!(
+        first_nonzero(&got[..65536], 100),
+        None,
+        "a byte the dead writer left in the chunk written shows"
+    );
+    let got = read("further");
+    assert_eq!(got.len() as u64, far + 4096);
+    assert!(
+        got[..100] == head[..],
+        "the other file's first 100 bytes changed"
+    );
+    assert!(
+        got[far as usize..] == tail[..],
+        "the write two chunks on was lost"
+    );
+    assert_eq!(
+        first_nonzero(&got[..far as usize], 100),
+        None,
+        "a byte the dead writer left in a chunk between the old end and the write shows"
+    );
+    let got = read("was-empty");
+    assert_eq!(got.len(), 16384 + 4096);
+    assert_eq!(
+        first_nonzero(&got[..16384], 0),
+        None,
+        "a byte the dead writer left in an empty file's first chunk shows"
+    );
+}
+
+#[test]
+fn what_a_live_writer_stores_past_the_end_stays_when_another_mount_writes_further_on() {
+    let configs = Configs::new(&master_config(0), "");
+    let cluster = configs.builder().chunkservers(2).mounts(2).start();
+    let writer_side = cluster.mount_path(0).join("shared");
+    let other_side = cluster.mount_path(1).join("shared");
+    let head = data(100, 10);
+    write_file(&writer_side, &head).expect("writing the file's first 100 bytes");
+
+    // Written past the end and not yet closed (so perhaps stored and not yet reported) when
+    // the other mount writes two chunks further on.
+    let near = data(4 * MIB, 11);
+    let far = data(MIB, 12);
+    let f = OpenOptions::new()
+        .write(true)
+        .open(&writer_side)
+        .expect("opening the file");
+    f.write_all_at(&near, MIB as u64)
+        .expect("writing past the end");
+    let far_at = 2 * CHUNK_SIZE as u64;
+    write_at(&other_side, far_at, &far);
+    close_checked(f).expect("closing the writer's file");
+
+    let got = std::fs::read(&other_side).expect("reading it back");
+    assert_eq!(got.len() as u64, far_at + MIB as u64);
+    assert!(got[..100] == head[..], "the file's first 100 bytes changed");
+    assert!(
+        got[MIB..5 * MIB] == near[..],
+        "what the first mount wrote past the old end was lost"
+    );
+    assert!(
+        got[far_at as usize..] == far[..],
+        "what the other mount wrote was lost"
+    );
+    assert_eq!(
+        first_nonzero(&got[..far_at as usize], 5 * MIB),
+        None,
+        "between the writes"
+    );
+}
+
+#[test]
+fn what_a_writer_holding_its_lease_stored_past_the_end_stays_when_another_mount_writes_further_on()
+{
+    let configs = Configs::new(&master_config(0), "");
+    let cluster = configs.builder().chunkservers(2).mounts(2).start();
+    let path = cluster.mount_path(0).join("held");
+    let head = data(100, 13);
+    write_file(&path, &head).expect("writing the file's first 100 bytes");
+
+    // Stored under a lease its writer still holds and has not reported yet.
+    let writer = Admin::connect(&cluster);
+    let stored = data(8192, 14);
+    writer.write_unreported(&path, 100, &stored);
+    let tail = data(4096, 15);
+    let far = 2 * CHUNK_SIZE as u64;
+    // Through the other mount, whose page cache holds nothing of the file's head.
+    let other_side = cluster.mount_path(1).join("held");
+    write_at(&other_side, far, &tail);
+
+    let got = std::fs::read(&other_side).expect("reading it back");
+    assert_eq!(got.len() as u64, far + 4096);
+    assert!(got[..100] == head[..], "the file's first 100 bytes changed");
+    assert!(
+        got[100..100 + 8192] == stored[..],
+        "what the lease's holder stored past the old end was cut"
+    );
+    assert!(
+        got[far as usize..] == tail[..],
+        "the write further on was lost"
+    );
+    drop(writer);
 }
 
 #[test]

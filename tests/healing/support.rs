@@ -362,11 +362,13 @@ impl Admin {
 impl Admin {
     /// A write lease on chunk `index` of `inode` (the file at `path`) for this session.
     fn write_lease(&self, path: &Path, inode: InodeId, index: u32) -> WriteLease {
-        match self.runtime.block_on(
-            self.client
-                .master
-                .request(&MasterRequest::WriteChunk { inode, index }),
-        ) {
+        match self
+            .runtime
+            .block_on(self.client.master.request(&MasterRequest::WriteChunk {
+                inode,
+                index,
+                carried: 0,
+            })) {
             Ok(MasterReply::WriteLease(lease)) => lease,
             other => panic!("WriteChunk({}, {index}) answered {other:?}", path.display()),
         }

@@ -483,6 +483,7 @@ impl FileWriter {
             MasterRequest::WriteChunk {
                 inode: self.inode,
                 index,
+                carried,
             }
         } else {
             MasterRequest::RetryWriteChunk {

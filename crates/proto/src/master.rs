@@ -158,12 +158,18 @@ pub enum MasterRequest {
         index: u32,
     },
     /// Asks to write chunk `index` of a file: creates or copies the chunk as needed, bumps its
-    /// version and grants this session the write lease.
+    /// version and grants this session the write lease. Bytes the chunk holds past both the
+    /// file's end and `carried` were left by a writer that never reported them: the master cuts
+    /// them off (and drops chunks lying wholly between the file's end and this one), so that
+    /// they never become part of the file when this write grows it.
     WriteChunk {
         /// The file.
         inode: InodeId,
         /// Chunk number within the file.
         index: u32,
+        /// The end (an offset in the file) of what this session stored in the slot under an
+        /// earlier lease and has not reported yet, to be reported under this one; 0 for none.
+        carried: u64,
     },
     /// Ends a write lease and reports the file's length after the writes.
     WriteEnd {
