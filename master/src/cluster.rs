@@ -63,6 +63,17 @@ pub struct Target {
     pub link: CsLink,
 }
 
+/// What recording a copy does with its "marked for removal" flag.
+#[derive(Clone, Copy)]
+enum Mark {
+    /// As reported by its server.
+    Set(bool),
+    /// As known (unmarked for a copy not known yet).
+    Keep,
+    /// As known if the copy known there has the version recorded, else unmarked.
+    KeepIfSameVersion,
+}
+
 /// A server that went away, remembered until it comes back or its grace period ends.
 #[derive(Clone, Copy, Debug)]
 struct Departure {
@@ -165,9 +176,19 @@ impl Cluster {
         }
     }
 
-    /// Records (or updates) that `server` holds `chunk` at `version`.
+    /// Records (or updates) that `server` holds `chunk` at `version`. A copy already known
+    /// there stays in a directory marked for removal if it was: a command that changes a copy's
+    /// version (or cuts it) leaves the file in its directory.
     pub fn set_copy(&self, chunk: ChunkId, server: ServerId, version: ChunkVersion) {
-        self.set_copy_marked(chunk, server, version, false);
+        self.record_copy(chunk, server, version, Mark::Keep);
+    }
+
+    /// Records the copy a replication left on `server`: a new one, never in a directory marked
+    /// for removal, unless `server` held `version` already. A server that registered just now
+    /// may (its chunk list comes after its registration, so the master chose it without knowing
+    /// of its copy); it answers at once, and its copy stays where it is, marked if it was.
+    pub fn set_replicated_copy(&self, chunk: ChunkId, server: ServerId, version: ChunkVersion) {
+        self.record_copy(chunk, server, version, Mark::KeepIfSameVersion);
     }
 
     /// Records a copy, saying whether it sits in a directory marked for removal.
@@ -178,6 +199,10 @@ impl Cluster {
         version: ChunkVersion,
         marked: bool,
     ) {
+        self.record_copy(chunk, server, version, Mark::Set(marked));
+    }
+
+    fn record_copy(&self, chunk: ChunkId, server: ServerId, version: ChunkVersion, mark: Mark) {
         let mut inner = self.lock();
         let Some(server_id) = inner.servers.get(&server).map(|s| s.server_id) else {
             return;
@@ -186,14 +211,18 @@ impl Cluster {
         let copies = inner.copies.entry(chunk).or_default();
         match copies.iter_mut().find(|c| c.server == server) {
             Some(c) => {
+                c.marked = match mark {
+                    Mark::Set(marked) => marked,
+                    Mark::Keep => c.marked,
+                    Mark::KeepIfSameVersion => c.marked && c.version == version,
+                };
                 c.version = version;
-                c.marked = marked;
                 c.damaged = damaged;
             }
             None => copies.push(Copy {
                 server,
                 version,
-                marked,
+                marked: matches!(mark, Mark::Set(true)),
                 damaged,
             }),
         }
@@ -490,6 +519,48 @@ mod tests {
         assert_eq!(chosen, vec![b]);
         cluster.update_space(full, SPACE);
         assert_eq!(cluster.choose_for_new_chunk(2, &[]).len(), 2);
+        peer.abort();
+    }
+
+    #[tokio::test]
+    async fn a_copy_in_a_directory_marked_for_removal_stays_marked_whatever_finds_it_in_place() {
+        let (link, peer) = link().await;
+        let cluster = Cluster::default();
+        let server = cluster.add_server(11, "127.0.0.1:9001".parse().unwrap(), SPACE, link);
+        let (v1, v2) = (ChunkVersion(1), ChunkVersion(2));
+        let marked = |chunk| -> Vec<(u32, bool)> {
+            cluster
+                .copies(chunk)
+                .iter()
+                .map(|c| (c.version.0, c.marked))
+                .collect()
+        };
+
+        // A server registering reports a copy in a marked directory; a replication the master
+        // had sent it before the report came answers at once, the copy left where it is.
+        let chunk = ChunkId(7);
+        cluster.set_copy_marked(chunk, server, v1, true);
+        cluster.set_replicated_copy(chunk, server, v1);
+        assert_eq!(marked(chunk), vec![(1, true)], "still to be moved off");
+        // A new version (or a cut) renames the file in its directory.
+        cluster.set_copy(chunk, server, v2);
+        assert_eq!(marked(chunk), vec![(2, true)]);
+        // The report coming after the replication marks it too.
+        let late = ChunkId(8);
+        cluster.set_replicated_copy(late, server, v1);
+        cluster.set_copy_marked(late, server, v1, true);
+        assert_eq!(marked(late), vec![(1, true)]);
+
+        // A stale copy is replaced by a new one, never in a marked directory.
+        let stale = ChunkId(9);
+        cluster.set_copy_marked(stale, server, v1, true);
+        cluster.set_replicated_copy(stale, server, v2);
+        assert_eq!(marked(stale), vec![(2, false)]);
+        // As is a copy the server did not have.
+        let new = ChunkId(10);
+        cluster.set_replicated_copy(new, server, v1);
+        cluster.set_copy(new, server, v2);
+        assert_eq!(marked(new), vec![(2, false)]);
         peer.abort();
     }
 

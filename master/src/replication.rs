@@ -573,7 +573,9 @@ async fn copy_chunk(
         .await;
     match current {
         Ok(Some(record)) if record.version == version => {
-            state.cluster.set_copy(chunk, destination.server, version);
+            state
+                .cluster
+                .set_replicated_copy(chunk, destination.server, version);
             tracing::debug!(%chunk, from = %source.data_addr, to = %destination.data_addr, "chunk copied");
         }
         _ => {
