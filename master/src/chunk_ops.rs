@@ -157,6 +157,7 @@ impl ChunkOps {
         near: Option<IpAddr>,
         exclude: &[SocketAddr],
         past_end: PastEnd,
+        held: &(dyn Fn() -> bool + Sync),
     ) -> Result<WriteLease, Status> {
         // A truncate or purge may free the slot's chunk while this lease is being made (the
         // versions it bumps are gone then): the slot is read again, at most twice.
@@ -164,7 +165,9 @@ impl ChunkOps {
         let (attr, (chunk, version, chain, access)) = loop {
             let attr = self.meta.read(move |s| s.attr(inode)).await?;
             let existing = self.meta.read(move |s| s.file_chunk(inode, index)).await?;
-            let cut = past_end.cut_in(index, attr.size);
+            let cut = past_end
+                .cut_in(index, attr.size)
+                .map(|length| Cut { length, held });
             match self
                 .lease_slot(&attr, index, existing, near, exclude, cut)
                 .await
@@ -202,7 +205,7 @@ impl ChunkOps {
         existing: Option<FileChunk>,
         near: Option<IpAddr>,
         exclude: &[SocketAddr],
-        cut: Option<u32>,
+        cut: Option<Cut<'_>>,
     ) -> Result<(ChunkId, ChunkVersion, Vec<Target>, Access), Status> {
         match attr.kind {
             FileKind::File => {}
@@ -402,14 +405,15 @@ impl ChunkOps {
         })
     }
 
-    /// Moves the valid copies of `fc` (but those on `exclude`) to a new version, cutting them to
-    /// `cut` bytes on the way if given; returns the chunk, its new version and the copies moved.
+    /// Moves the valid copies of `fc` (but those on `exclude`) to a new version, cutting them on
+    /// the way if `cut` says so (`Io` if the lease was lost by then); returns the chunk, its new
+    /// version and the copies moved.
     async fn bump_version(
         &self,
         fc: FileChunk,
         near: Option<IpAddr>,
         exclude: &[SocketAddr],
-        cut: Option<u32>,
+        cut: Option<Cut<'_>>,
     ) -> Result<(ChunkId, ChunkVersion, Vec<Target>), Status> {
         let (fc, mut valid) = self.valid_copies(fc, near).await?;
         valid.retain(|t| !exclude.contains(&t.data_addr));
@@ -419,7 +423,13 @@ impl ChunkOps {
         }
         let to = self.issue_version(fc).await?;
         let (chunk, from) = (fc.chunk, fc.version);
-        let bumped = command_all(&valid, |_| match cut {
+        // Checked (and the lease renewed) last thing before the servers hear of the cut: a
+        // renewed lease outlasts the commands' timeout.
+        if cut.is_some_and(|c| !(c.held)()) {
+            tracing::warn!(%chunk, "a write lease lapsed before its chunk was cut; nothing cut");
+            return Err(Status::Io);
+        }
+        let bumped = command_all(&valid, |_| match cut.map(|c| c.length) {
             Some(length) => CsCommand::Truncate {
                 chunk,
                 from,
@@ -441,12 +451,10 @@ impl ChunkOps {
         Ok((chunk, to, bumped))
     }
 
-    /// Cuts the copies of `fc` to `length` bytes under a new version (the caller holds the
-    /// lease on its slot and commits the file's new length afterwards).
-    pub async fn truncate_chunk(&self, fc: FileChunk, length: u32) -> Result<(), Status> {
-        self.bump_version(fc, None, &[], Some(length))
-            .await
-            .map(drop)
+    /// Cuts the copies of `fc` as `cut` says, under a new version (the caller holds the lease on
+    /// its slot and commits the file's new length afterwards).
+    pub async fn truncate_chunk(&self, fc: FileChunk, cut: Cut<'_>) -> Result<(), Status> {
+        self.bump_version(fc, None, &[], Some(cut)).await.map(drop)
     }
 
     /// The version the next bump of `fc` goes to, logged (and fsynced) as issued before any
@@ -527,6 +535,17 @@ struct NewChunk {
 }
 
 /// Whether chunk `index` of a file `size` bytes long lies wholly past its end.
+/// A cut of a chunk's copies to `length` bytes, sent only while `held` says the caller still
+/// holds the slot's lease (and renews it): a lease that lapsed during a long step may have
+/// passed to a writer whose stored but unreported bytes the cut would destroy.
+#[derive(Clone, Copy)]
+pub struct Cut<'a> {
+    /// Bytes of the chunk kept.
+    pub length: u32,
+    /// Whether the lease is still held, renewing it if so.
+    pub held: &'a (dyn Fn() -> bool + Sync),
+}
+
 /// What a write lease does with the bytes its chunk holds past the file's end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PastEnd {

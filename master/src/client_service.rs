@@ -825,6 +825,10 @@ async fn write_chunk(
             state.leases.release_unreported(key, session);
             return Err(Status::Io);
         }
+        // A clear held up by a chunkserver may have outlasted the lease: the writer asks again.
+        if !state.leases.renew(key, session) {
+            return Err(Status::Io);
+        }
     }
     let (failed, past_end) = match start {
         WriteStart::Fresh { carried } if !crate::past_end::unreported(state, inode, index) => {
@@ -835,7 +839,9 @@ async fn write_chunk(
     };
     match state
         .chunks
-        .grant_write(inode, index, Some(peer.ip()), failed, past_end)
+        .grant_write(inode, index, Some(peer.ip()), failed, past_end, &|| {
+            state.leases.renew(key, session)
+        })
         .await
     {
         Ok(lease) => {

@@ -16,6 +16,7 @@ use elkfs_proto::types::Timestamp;
 use elkfs_proto::{InodeId, SessionId, Status};
 use tokio_util::sync::CancellationToken;
 
+use crate::chunk_ops::Cut;
 use crate::leases::LeaseKey;
 use crate::state::MasterState;
 
@@ -45,14 +46,14 @@ pub async fn clear(
 ) -> Result<(), Status> {
     if !end.is_multiple_of(CHUNK_SIZE) {
         let index = (end / CHUNK_SIZE) as u32;
-        if let Some(_lease) = SlotLease::get(state, ended, (inode, index), grown_by).await? {
+        if let Some(lease) = SlotLease::get(state, ended, (inode, index), grown_by).await? {
             // A writer that held the lease has reported by now; the end may have moved.
             let end = file_size(state, inode).await?;
             if end < size
                 && end / CHUNK_SIZE == u64::from(index)
                 && !unreported(state, inode, index)
             {
-                match cut_chunk(state, inode, index, end % CHUNK_SIZE).await {
+                match cut_chunk(state, &lease, end % CHUNK_SIZE).await {
                     Err(status) if grown_by == GrownBy::Write => {
                         tracing::warn!(%inode, index, %status, "cannot cut the chunk holding a file's end; a write past it goes ahead");
                     }
@@ -107,20 +108,25 @@ pub fn unreported(state: &MasterState, inode: InodeId, index: u32) -> bool {
     lately
 }
 
-/// Cuts chunk `index` of `inode` to `length` bytes, if the slot holds one (copied first if a
-/// snapshot shares it). The caller holds the slot's lease.
+/// Cuts the chunk in `lease`'s slot to `length` bytes, if the slot holds one (copied first if a
+/// snapshot shares it), while the lease is still held.
 pub async fn cut_chunk(
     state: &MasterState,
-    inode: InodeId,
-    index: u32,
+    lease: &SlotLease<'_>,
     length: u64,
 ) -> Result<(), Status> {
+    let (inode, index) = lease.key;
     let found: Option<FileChunk> = state.meta.read(move |s| s.file_chunk(inode, index)).await?;
     let Some(fc) = found else {
         return Ok(());
     };
     let fc = state.chunks.private_chunk(inode, fc).await?;
-    state.chunks.truncate_chunk(fc, length as u32).await
+    let held = || lease.holds();
+    let cut = Cut {
+        length: length as u32,
+        held: &held,
+    };
+    state.chunks.truncate_chunk(fc, cut).await
 }
 
 /// The file's size as the master knows it now.
@@ -168,6 +174,13 @@ impl SlotLease<'_> {
                 }))
             }
         }
+    }
+}
+
+impl SlotLease<'_> {
+    /// Whether the lease is still held (renewing it if so): a long step may outlast it.
+    pub fn holds(&self) -> bool {
+        self.state.leases.renew(self.key, self.holder)
     }
 }
 

@@ -46,7 +46,7 @@ pub async fn prepare<'a>(
     } else {
         let index = (size / CHUNK_SIZE) as u32;
         let lease = SlotLease::take(state, ended, (inode, index)).await?;
-        past_end::cut_chunk(state, inode, index, size % CHUNK_SIZE).await?;
+        past_end::cut_chunk(state, &lease, size % CHUNK_SIZE).await?;
         Some(lease)
     };
     if ended.is_cancelled() {
