@@ -385,8 +385,18 @@ impl ChunkOps {
                 return Err(status);
             }
         }
+        // Each duplicate lies beside its source, in a directory marked for removal if that was.
+        let marked: Vec<_> = self
+            .cluster
+            .copies(chunk)
+            .into_iter()
+            .filter(|c| c.marked)
+            .map(|c| c.server)
+            .collect();
         for t in &copied {
-            self.cluster.set_copy(new_chunk, t.server, new_version);
+            let beside_marked = marked.contains(&t.server);
+            self.cluster
+                .set_copy_marked(new_chunk, t.server, new_version, beside_marked);
         }
         Ok((new_chunk, new_version, copied))
     }

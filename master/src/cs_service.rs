@@ -262,7 +262,7 @@ impl CsHandler {
                 version: r.version,
             };
             if self.state.meta.commit(op).await.is_ok() {
-                cluster.set_copy(r.chunk, server, r.version);
+                cluster.set_copy_marked(r.chunk, server, r.version, r.marked_for_removal);
             }
         }
         if !sorted.stale.is_empty() {
