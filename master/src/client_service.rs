@@ -815,18 +815,26 @@ async fn write_chunk(
     if index == APPEND_SLOT {
         return Err(Status::Invalid);
     }
-    if !state.leases.acquire_unless(key, session, ended).await {
-        return Err(Status::Io);
-    }
-    if let WriteStart::Fresh { .. } = start {
+    // A clear held up by a chunkserver may outlast the lease, which another writer may take
+    // meanwhile: the lease is then waited for again, and the clear made again under it.
+    for attempt in 0.. {
+        if !state.leases.acquire_unless(key, session, ended).await {
+            return Err(Status::Io);
+        }
+        let WriteStart::Fresh { .. } = start else {
+            break;
+        };
         clear_before_slot(state, ended, inode, index).await;
         if ended.is_cancelled() {
             // As in `acquire_unless`: the lease may have been renewed for a writer under way.
             state.leases.release_unreported(key, session);
             return Err(Status::Io);
         }
-        // A clear held up by a chunkserver may have outlasted the lease: the writer asks again.
-        if !state.leases.renew(key, session) {
+        if state.leases.renew(key, session) {
+            break;
+        }
+        if attempt == 2 {
+            tracing::warn!(%inode, index, "a write lease lapsed three times while what lay past the file's end was cleared");
             return Err(Status::Io);
         }
     }
