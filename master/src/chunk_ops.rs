@@ -372,6 +372,15 @@ impl ChunkOps {
         if copied.is_empty() {
             return Err(Status::Io);
         }
+        // Each duplicate lies beside its source, in a directory marked for removal if that was
+        // (read before the commit, which may free the source and forget its copies).
+        let marked: Vec<_> = self
+            .cluster
+            .copies(chunk)
+            .into_iter()
+            .filter(|c| c.marked)
+            .map(|c| c.server)
+            .collect();
         let op = MetaOp::ReplaceChunk {
             inode,
             index: fc.index,
@@ -385,14 +394,6 @@ impl ChunkOps {
                 return Err(status);
             }
         }
-        // Each duplicate lies beside its source, in a directory marked for removal if that was.
-        let marked: Vec<_> = self
-            .cluster
-            .copies(chunk)
-            .into_iter()
-            .filter(|c| c.marked)
-            .map(|c| c.server)
-            .collect();
         for t in &copied {
             let beside_marked = marked.contains(&t.server);
             self.cluster
