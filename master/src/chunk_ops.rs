@@ -545,7 +545,6 @@ struct NewChunk {
     goal: u8,
 }
 
-/// Whether chunk `index` of a file `size` bytes long lies wholly past its end.
 /// A cut of a chunk's copies to `length` bytes, sent only while `held` says the caller still
 /// holds the slot's lease (and renews it): a lease that lapsed during a long step may have
 /// passed to a writer whose stored but unreported bytes the cut would destroy.
@@ -581,6 +580,7 @@ impl PastEnd {
     }
 }
 
+/// Whether chunk `index` of a file `size` bytes long lies wholly past its end.
 fn past_the_end(index: u32, size: u64) -> bool {
     u64::from(index) * CHUNK_SIZE >= size
 }

@@ -41,9 +41,9 @@ pub struct MasterConfig {
     /// writers take a new lease every 20 s while they write one chunk).
     pub write_lease_timeout_secs: u64,
     /// Seconds a chunk slot whose writer's lease ended without a report (its connection cut,
-    /// the master restarted, the lease lapsed) is left alone by a truncate that grows the file
-    /// (default 300): what the writer stored past the file's end stays for it to report when it
-    /// comes back. Past that, such bytes are a dead writer's and are cut. It must outlast a
+    /// the master restarted, the lease lapsed) is left alone by a truncate or a write that grows
+    /// the file (default 300): what the writer stored past the file's end stays for it to report
+    /// when it comes back. Past that, such bytes are a dead writer's and are cut. It must outlast a
     /// live writer's way back: the mounts' `master_timeout` (60 s) of retries, plus the 20 s a
     /// writer goes on under one lease, plus a stuck chain's drain (up to 160 s).
     pub unreported_write_grace_secs: u64,
@@ -135,7 +135,7 @@ impl MasterConfig {
     }
 
     /// How long a slot written under a lease that ended without a report is left alone by a
-    /// growing truncate.
+    /// truncate or a write that grows the file.
     pub fn unreported_write_grace(&self) -> Duration {
         Duration::from_secs(self.unreported_write_grace_secs)
     }

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    Admin, CHUNK_SIZE, Configs, MIB, QUICK_MASTER, close_checked, data, write_file,
+    Admin, CHUNK_SIZE, Configs, MIB, QUICK_MASTER, close_checked, data, write_at, write_file,
 };
 
 /// Master settings with a grace of `secs` for slots written under a lease that ended without
@@ -32,16 +32,6 @@ fn grow(path: &Path, size: u64) {
         .open(path)
         .expect("opening the file");
     f.set_len(size).expect("growing the file by truncate");
-    close_checked(f).expect("closing the file");
-}
-
-/// Writes `data` at `offset` of the file at `path`, growing it.
-fn write_at(path: &Path, offset: u64, data: &[u8]) {
-    let f = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .expect("opening the file");
-    f.write_all_at(data, offset).expect("writing past the end");
     close_checked(f).expect("closing the file");
 }
 

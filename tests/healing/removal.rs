@@ -9,7 +9,7 @@ use elkfs_e2e::chunk_files;
 
 use crate::support::{
     Admin, Configs, MIB, QUICK_MASTER, Readers, check_copies, check_placement, data, eventually,
-    move_chunk_files, write_file,
+    move_chunk_files, write_at, write_file,
 };
 
 #[test]
@@ -114,12 +114,7 @@ fn a_snapshot_copy_made_beside_a_copy_marked_for_removal_leaves_the_marked_direc
     for (path, bytes) in &files {
         let mut new = bytes.to_vec();
         new[..4096].fill(0x5a);
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(path)
-            .expect("open");
-        std::os::unix::fs::FileExt::write_all_at(&f, &new[..4096], 0).expect("write");
-        crate::support::close_checked(f).expect("close");
+        write_at(path, 0, &new[..4096]);
         written.push((path.clone(), Arc::from(new)));
     }
 

@@ -9,7 +9,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
 use std::os::fd::IntoRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -392,9 +392,7 @@ impl Admin {
         }
         lease.chunk.0
     }
-}
 
-impl Admin {
     /// Writes `data` at `offset` of the file at `path` under a write lease of this session, on
     /// every server of the chain, and never reports the new length: what a client leaves that
     /// dies between its writes and its report. Drop the `Admin` to end the session (and the
@@ -567,6 +565,18 @@ pub fn write_file(path: &Path, data: &[u8]) -> io::Result<()> {
     let mut f = File::create(path)?;
     f.write_all(data)?;
     close_checked(f)
+}
+
+/// Writes `data` at `offset` of the existing file at `path` through the mount, then fsync and
+/// close, panicking on any error.
+pub fn write_at(path: &Path, offset: u64, data: &[u8]) {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    f.write_all_at(data, offset)
+        .unwrap_or_else(|e| panic!("writing at {offset} of {}: {e}", path.display()));
+    close_checked(f).unwrap_or_else(|e| panic!("closing {}: {e}", path.display()));
 }
 
 /// fsync, then close(2) with its result (dropping a `File` ignores it).
