@@ -24,6 +24,7 @@ use crate::attr::{self, InodeMap, kind_of_mode};
 use crate::first_poll;
 use crate::open_dirs;
 use crate::ops::Ops;
+use crate::read_around;
 use crate::view::View;
 
 /// Largest read or write the kernel sends in one request.
@@ -396,10 +397,33 @@ impl Filesystem for ElkFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let notifier = self.notifier.clone();
         self.spawn(|ops, view| async move {
-            ops.note_access(view.map.to_elk(ino), Some(fh.0));
-            match ops.read(view.map.to_elk(ino), offset, size).await {
-                Ok(data) => reply.data(&data),
+            let inode = view.map.to_elk(ino);
+            ops.note_access(inode, Some(fh.0));
+            let around = read_around::block_around(offset, size).filter(|_| {
+                !view.uncached_data(inode) && ops.client.writer_if_open(inode).is_none()
+            });
+            let Some((start, len)) = around else {
+                return match ops.read(inode, offset, size).await {
+                    Ok(data) => reply.data(&data),
+                    Err(e) => reply.error(e),
+                };
+            };
+            let around = ops.store_gate.begin(inode);
+            match ops.read(inode, start, len).await {
+                Ok(block) => {
+                    let read = read_around::split(block, start, offset, size);
+                    reply.data(&read.asked);
+                    if let Some(notifier) = notifier.get().cloned()
+                        && !read.rest.is_empty()
+                    {
+                        let client = ops.client.clone();
+                        let writing = move || client.writer_if_open(inode).is_some();
+                        let gate = ops.store_gate.clone();
+                        read_around::store(gate, around, writing, ino, read.rest, notifier);
+                    }
+                }
                 Err(e) => reply.error(e),
             }
         });
@@ -670,6 +694,7 @@ impl Filesystem for ElkFs {
                         let Some(found) = &listed.attr else {
                             break;
                         };
+                        ops.store_gate.settle(found.inode).await;
                         let found = ops.client.with_local_writes(found.clone());
                         let (shown, attr_ttl) = view.attr(&found, caller);
                         let ttl = attr_ttl.min(entry_ttl).saturating_sub(age);

@@ -11,6 +11,7 @@ pub mod kernel_mount;
 pub mod open_dirs;
 pub mod ops;
 pub mod options;
+pub mod read_around;
 pub mod readahead;
 pub mod view;
 
@@ -159,6 +160,7 @@ fn serve(
         absent_xattrs: crate::absent_xattrs::AbsentXattrs::new(defaults::ATTR_CACHE),
         open_dirs: crate::open_dirs::OpenDirs::new(defaults::ATTR_CACHE),
         tls_ca: spec.tls_ca.clone(),
+        store_gate: Default::default(),
     });
     {
         let ops = ops.clone();

@@ -16,6 +16,7 @@ use fuser::Errno;
 use crate::absent_xattrs::{self, AbsentXattrs};
 use crate::handles::{Handles, OpenFile};
 use crate::open_dirs::{Listed, OpenDirs, Page};
+use crate::read_around::StoreGate;
 
 /// A handle being closed: forgotten already, its writes and its master close still to finish.
 pub struct Releasing {
@@ -51,6 +52,9 @@ pub struct Ops {
     pub open_dirs: OpenDirs,
     /// The cluster authority's certificate, when the mount uses TLS (the CLI uses it too).
     pub tls_ca: Option<std::path::PathBuf>,
+    /// Keeps blocks read around a small read from landing in the kernel's cache over newer
+    /// pages.
+    pub store_gate: Arc<StoreGate>,
 }
 
 /// Counts kernel requests being worked on, so unmounting can wait for their replies.
@@ -117,12 +121,23 @@ impl Ops {
             true => self.client.lookup_in_order(parent, name).await,
             false => self.client.lookup(parent, name).await,
         };
-        found.map_err(errno)
+        self.settled(found.map_err(errno)).await
+    }
+
+    /// `attr` once it may go to the kernel: a read around its file in progress stores nothing
+    /// after it (see `read_around`).
+    async fn settled(&self, attr: Result<Attr>) -> Result<Attr> {
+        if let Ok(a) = &attr {
+            self.store_gate.settle(a.inode).await;
+        }
+        attr
     }
 
     /// `name` in `parent` from names looked up ahead, with how long ago the master sent it.
     pub fn lookup_now(&self, parent: InodeId, name: &[u8]) -> Option<(Attr, Duration)> {
-        self.client.lookup_now(parent, name)
+        self.client
+            .lookup_now(parent, name)
+            .filter(|(a, _)| !self.store_gate.busy(a.inode))
     }
 
     /// Whether `name` is known not to exist in `parent` without asking the master (a directory
@@ -134,16 +149,24 @@ impl Ops {
     /// Reads attributes.
     pub async fn getattr(&self, inode: InodeId) -> Result<Attr> {
         self.access_notes.settled(inode).await;
-        self.client.getattr(inode).await.map_err(errno)
+        self.settled(self.client.getattr(inode).await.map_err(errno))
+            .await
     }
 
     /// Changes attributes.
     pub async fn setattr(&self, inode: InodeId, changes: SetAttr, caller: Caller) -> Result<Attr> {
         self.writable()?;
-        self.client
+        let truncates = changes.size.is_some();
+        let attr = self
+            .client
             .setattr(inode, changes, caller)
             .await
-            .map_err(errno)
+            .map_err(errno);
+        // Even after an error: the master may have cut the file before the answer was lost.
+        if truncates {
+            self.store_gate.changed(inode).await;
+        }
+        self.settled(attr).await
     }
 
     /// Creates a node (file, fifo, socket, device).
@@ -199,7 +222,8 @@ impl Ops {
     /// Adds a hard link.
     pub async fn link(&self, inode: InodeId, parent: InodeId, name: &[u8]) -> Result<Attr> {
         self.writable()?;
-        self.client.link(inode, parent, name).await.map_err(errno)
+        let attr = self.client.link(inode, parent, name).await.map_err(errno);
+        self.settled(attr).await
     }
 
     /// Reads a symbolic link.
@@ -245,9 +269,12 @@ impl Ops {
         // Close-to-open consistency: whatever another client wrote before we opened is read fresh.
         self.client.open(inode, writes).await.map_err(errno)?;
         let append = writes && flags & libc::O_APPEND != 0;
+        // The writer first: stores checking after the wait below see it.
+        let writer = writes.then(|| self.client.writer(inode));
+        self.store_gate.changed(inode).await;
         let fh = self.handles.insert(OpenFile {
             inode,
-            writer: writes.then(|| self.client.writer(inode)),
+            writer,
             append,
             accessed: Default::default(),
             privileges_dropped: Default::default(),
@@ -317,6 +344,8 @@ impl Ops {
             .map_err(errno)?;
         // A new file has no file capabilities (inherited ACLs are other attributes).
         self.absent_xattrs.note_no_capability(attr.inode);
+        // A new inode (numbers are never reused): the kernel holds no page of it to protect
+        // from a store (see `read_around`).
         let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let append = writes && flags & libc::O_APPEND != 0;
         let fh = self.handles.insert(OpenFile {
@@ -332,7 +361,7 @@ impl Ops {
     /// The attributes of `inode` when they can be given without waiting (the master sent them
     /// with the reply to a change or an open a moment ago).
     pub fn getattr_now(&self, inode: InodeId) -> Option<Attr> {
-        if self.access_notes.pending(inode) {
+        if self.access_notes.pending(inode) || self.store_gate.busy(inode) {
             return None;
         }
         self.client.getattr_now(inode)
@@ -426,6 +455,9 @@ impl Ops {
     /// so that a later unlink waits for it. `None` for a handle that is not open.
     pub fn begin_release(&self, fh: u64) -> Option<Releasing> {
         let file = self.handles.remove(fh)?;
+        if file.writer.is_some() {
+            self.store_gate.writer_closed(file.inode);
+        }
         let close = self.client.master.start_close(file.inode);
         Some(Releasing { file, close })
     }

@@ -4,4 +4,5 @@ mod chunk_files;
 mod errors;
 mod file_sizes;
 mod frames;
+mod read_around;
 mod two_mounts;

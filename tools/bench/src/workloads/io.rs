@@ -84,7 +84,8 @@ pub fn seq_read(b: &mut Bench) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// 4 KiB random reads of the file with 1 and with 4 readers.
+/// 4 KiB random reads of the file with 1 and with 4 readers (fio), then reads that each touch a
+/// block for the first time.
 pub fn rand_read(b: &mut Bench) -> anyhow::Result<()> {
     for readers in [1, 4] {
         let metric = Metric {
@@ -115,7 +116,65 @@ pub fn rand_read(b: &mut Bench) -> anyhow::Result<()> {
             }
         }
     }
+    first_touch_reads(b)
+}
+
+/// Reads of the first-touch workload (fewer in a short run's smaller file).
+const FIRST_TOUCH_READS: u64 = 4_000;
+
+/// Span of a chunkserver's checked block: a first-touch read lands in a block no earlier read of
+/// the run touched, so no cache of either system (ElkFS's mount stores the rest of each block it
+/// reads in the page cache) can answer it.
+const CHECKED_BLOCK: u64 = 64 * 1024;
+
+/// 4 KiB reads at random, one reader, each in a 64 KiB block not read before: what a random read
+/// costs when nothing is cached, beside the fio jobs, whose reads come back to blocks read
+/// earlier within their 8 seconds.
+fn first_touch_reads(b: &mut Bench) -> anyhow::Result<()> {
+    let metric = Metric {
+        key: "rand-read-first",
+        label: "4 KiB random reads, each in a 64 KiB block not read before".to_owned(),
+        unit: Unit::Iops,
+        goals: vec![],
+    };
+    let blocks = b.sizes.file_bytes / CHECKED_BLOCK;
+    let order = shuffled(blocks, 0x5eed);
+    let reads = blocks.min(FIRST_TOUCH_READS) as usize;
+    for _ in 0..b.sizes.runs {
+        for column in Column::ALL {
+            interrupt::check()?;
+            let path = data_file(b, column)?;
+            settle()?;
+            let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            let mut page = vec![0u8; 4096];
+            let secs = timed(|| {
+                for (i, block) in order[..reads].iter().enumerate() {
+                    let at = block * CHECKED_BLOCK + (i as u64 % 16) * 4096;
+                    std::os::unix::fs::FileExt::read_exact_at(&file, &mut page, at)
+                        .with_context(|| format!("reading {} at {at}", path.display()))?;
+                }
+                Ok(())
+            })?;
+            b.record(&metric, column, reads as f64 / secs);
+        }
+    }
     Ok(())
+}
+
+/// The numbers below `n` in a pseudo-random order (Fisher-Yates driven by splitmix64 from
+/// `seed`: the same order in every run and for both systems).
+fn shuffled(n: u64, seed: u64) -> Vec<u64> {
+    let mut all: Vec<u64> = (0..n).collect();
+    let mut state = seed;
+    for i in (1..all.len()).rev() {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        all.swap(i, (z % (i as u64 + 1)) as usize);
+    }
+    all
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -231,6 +290,16 @@ pub fn read_file(path: &Path, size: u64) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shuffle_is_a_permutation_and_the_same_every_time() {
+        let order = shuffled(1000, 7);
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..1000).collect::<Vec<_>>());
+        assert_eq!(order, shuffled(1000, 7));
+        assert_ne!(order[..10], sorted[..10]);
+    }
 
     #[test]
     fn written_files_read_back_and_corruption_is_caught() {

@@ -33,7 +33,8 @@ pub enum Workload {
     SeqWriteFsync,
     /// Sequential read of that file in 1 MiB blocks, after dropping the page caches.
     SeqRead,
-    /// 4 KiB random reads of that file with fio, 1 and 4 parallel readers.
+    /// 4 KiB random reads of that file with fio, 1 and 4 parallel readers, and reads that each
+    /// touch a 64 KiB block for the first time.
     RandRead,
     /// Empty files in one directory: create, stat, unlink.
     EmptyFiles,
