@@ -18,7 +18,7 @@ use crate::cluster::Target;
 use crate::exports::{Admission, Exports};
 use crate::leases::{APPEND_SLOT, LeaseKey};
 use crate::past_end::GrownBy;
-use crate::state::{MasterState, REOPEN_GRACE};
+use crate::state::{LOCK_RECLAIM_GRACE, MasterState, REOPEN_GRACE};
 
 /// Most entries returned in one directory page.
 pub(crate) const MAX_DIR_PAGE: usize = 4096;
@@ -69,8 +69,13 @@ impl Drop for ClientHandler {
         };
         self.state.leases.release_session(session);
         self.state.dir_leases.release_session(session);
-        self.state.locks.release_session(session);
         tracing::info!(%session, peer = %self.peer, "client session ended");
+        // Its locks stay a little longer, for its client to claim when it reconnects.
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(LOCK_RECLAIM_GRACE).await;
+            state.locks.release_session(session);
+        });
         // Its open files keep unlinked files alive a little longer, in case it reconnects.
         let state = self.state.clone();
         tokio::spawn(async move {
@@ -101,9 +106,12 @@ impl Handler<MasterRequest, MasterResponse> for ClientHandler {
             subdir,
             mount_point,
             proof,
+            client,
         } = &request
         {
-            let reply = self.open_session(subdir, mount_point, *proof).await;
+            let reply = self
+                .open_session(subdir, mount_point, *proof, *client)
+                .await;
             responder.send(&reply, Bytes::new()).await;
             return;
         }
@@ -155,6 +163,7 @@ impl ClientHandler {
         subdir: &str,
         mount_point: &str,
         proof: Option<[u8; 32]>,
+        client: u64,
     ) -> MasterResponse {
         let exports = self.state.exports();
         let admission = match admit(&exports, self.peer, subdir, proof, self.nonce) {
@@ -172,6 +181,7 @@ impl ClientHandler {
         if self.session.is_none() {
             self.watch_exports(subdir.to_string(), proof);
             self.state.dir_leases.open(session);
+            self.state.locks.open_session(session, client);
         }
         self.session = Some(session);
         let read_only = admission.options.read_only;
@@ -675,7 +685,11 @@ async fn serve(
             Ok(MasterReply::Done)
         }
         MasterRequest::SetLock { inode, lock, wait } => {
-            state.locks.set(inode, session, lock, wait).await?;
+            // A wait given up with its connection: the client asks again on its next session.
+            tokio::select! {
+                set = state.locks.set(inode, session, lock, wait) => set?,
+                _ = ended.cancelled() => return Err(Status::Io),
+            }
             Ok(MasterReply::Done)
         }
         MasterRequest::TestLock { inode, lock } => Ok(MasterReply::Conflict(
@@ -684,6 +698,13 @@ async fn serve(
         MasterRequest::ReleaseLocks { inode, owner } => {
             state.locks.release_owner(inode, session, owner);
             Ok(MasterReply::Done)
+        }
+        MasterRequest::ReclaimLocks { locks } => {
+            let refused = state.locks.reclaim(session, locks);
+            if !refused.is_empty() {
+                tracing::warn!(%session, refused = refused.len(), "a client could not take back locks it held before it reconnected");
+            }
+            Ok(MasterReply::Reclaimed(refused))
         }
         MasterRequest::Access { inode } => {
             let attr = meta.read(move |s| s.attr(inode)).await?;

@@ -4,15 +4,20 @@
 //! process's file table, or an open file for `flock`). Taking a lock replaces the owner's locks
 //! on the range, as POSIX says; waiters are woken whenever locks on the file change.
 //!
+//! A session's locks outlive its connection for a while (`LOCK_RECLAIM_GRACE`): a client that
+//! reconnects claims them for its new session (`reclaim`), and after a master restart, which
+//! forgets them all, takes them again unless another session took a conflicting one first.
+//!
 //! The kernel's flag telling `flock` requests from `fcntl` ones does not reach us (fuser drops
 //! it), so locks of one process (same session and pid) never conflict: that keeps a process's
 //! `fcntl` and `flock` locks independent, as on Linux. The one difference left: two `flock`s on
 //! two separate opens of a file in one process do not exclude each other here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use elkfs_proto::master::{Lock, LockKind};
+use elkfs_proto::lock_ranges::{after_request, overlaps};
+use elkfs_proto::master::{Lock, LockKind, MAX_RECLAIM};
 use elkfs_proto::{InodeId, SessionId, Status};
 use tokio::sync::Notify;
 
@@ -28,10 +33,6 @@ impl Held {
     }
 }
 
-fn overlaps(a: &Lock, b: &Lock) -> bool {
-    a.start <= b.end && b.start <= a.end
-}
-
 fn conflicts(held: &Held, session: SessionId, want: &Lock) -> bool {
     let same_process = held.session == session && held.lock.pid == want.pid && want.pid != 0;
     !held.same_owner(session, want.owner)
@@ -44,6 +45,8 @@ fn conflicts(held: &Held, session: SessionId, want: &Lock) -> bool {
 #[derive(Default)]
 pub struct LockTable {
     held: Mutex<HashMap<InodeId, Vec<Held>>>,
+    /// The client each session belongs to, until the session's locks are released.
+    clients: Mutex<HashMap<SessionId, u64>>,
     changed: Notify,
 }
 
@@ -78,6 +81,11 @@ impl LockTable {
             changed.as_mut().enable();
             {
                 let mut table = self.lock();
+                // A session released already (its connection ended, or a later session of its
+                // client took its locks over) must not take any more.
+                if !self.clients().contains_key(&session) {
+                    return Err(Status::Io);
+                }
                 let locks = table.entry(inode).or_default();
                 let blocked = want.kind != LockKind::Unlock
                     && locks.iter().any(|h| conflicts(h, session, &want));
@@ -111,8 +119,66 @@ impl LockTable {
         self.changed.notify_waiters();
     }
 
-    /// Releases every lock of a session that went away.
+    /// Notes which client a new session belongs to, so that a later session of the same client
+    /// can claim its locks.
+    pub fn open_session(&self, session: SessionId, client: u64) {
+        self.clients().insert(session, client);
+    }
+
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, u64>> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gives `session` the locks its client claims (those it held through earlier sessions):
+    /// the earlier sessions' locks are dropped and those sessions take no more, then each claim
+    /// is granted unless it conflicts with another session's lock or is not a lock. Returns the
+    /// claims refused (all beyond the first [`MAX_RECLAIM`] too).
+    pub fn reclaim(
+        &self,
+        session: SessionId,
+        claims: Vec<(InodeId, Lock)>,
+    ) -> Vec<(InodeId, Lock)> {
+        let mut table = self.lock();
+        let earlier: HashSet<SessionId> = {
+            let mut clients = self.clients();
+            let earlier: HashSet<SessionId> = match clients.get(&session) {
+                Some(&client) => clients
+                    .iter()
+                    .filter(|&(&s, &c)| s < session && c == client)
+                    .map(|(&s, _)| s)
+                    .collect(),
+                None => HashSet::new(),
+            };
+            clients.retain(|s, _| !earlier.contains(s));
+            earlier
+        };
+        table.retain(|_, locks| {
+            locks.retain(|h| !earlier.contains(&h.session));
+            !locks.is_empty()
+        });
+        let mut refused = Vec::new();
+        for (i, (inode, lock)) in claims.into_iter().enumerate() {
+            if i >= MAX_RECLAIM || lock.kind == LockKind::Unlock || lock.start > lock.end {
+                refused.push((inode, lock));
+                continue;
+            }
+            let locks = table.entry(inode).or_default();
+            if locks.iter().any(|h| conflicts(h, session, &lock)) {
+                refused.push((inode, lock));
+            } else {
+                replace_range(locks, session, lock);
+            }
+        }
+        table.retain(|_, locks| !locks.is_empty());
+        drop(table);
+        self.changed.notify_waiters();
+        refused
+    }
+
+    /// Releases every lock of a session that went away (a while after its connection closed,
+    /// unless a later session of its client claimed them).
     pub fn release_session(&self, session: SessionId) {
+        self.clients().remove(&session);
         let mut table = self.lock();
         table.retain(|_, locks| {
             locks.retain(|h| h.session != session);
@@ -123,49 +189,13 @@ impl LockTable {
     }
 }
 
-/// Removes the owner's locks on `want`'s range (splitting those that stick out), then adds
-/// `want` unless it is an unlock, merging with the owner's adjacent locks of the same kind.
+/// Applies `want` to its owner's locks in `locks` (see [`after_request`]).
 fn replace_range(locks: &mut Vec<Held>, session: SessionId, want: Lock) {
-    let mut kept = Vec::with_capacity(locks.len() + 1);
-    for h in locks.drain(..) {
-        if !h.same_owner(session, want.owner) || !overlaps(&h.lock, &want) {
-            kept.push(h);
-            continue;
-        }
-        if h.lock.start < want.start {
-            kept.push(Held {
-                lock: Lock {
-                    end: want.start - 1,
-                    ..h.lock
-                },
-                ..h
-            });
-        }
-        if h.lock.end > want.end {
-            kept.push(Held {
-                lock: Lock {
-                    start: want.end + 1,
-                    ..h.lock
-                },
-                ..h
-            });
-        }
-    }
-    if want.kind != LockKind::Unlock {
-        let mut new = want;
-        kept.retain(|h| {
-            let adjacent = h.same_owner(session, want.owner)
-                && h.lock.kind == want.kind
-                && (h.lock.end.checked_add(1) == Some(new.start)
-                    || new.end.checked_add(1) == Some(h.lock.start));
-            if adjacent {
-                new.start = new.start.min(h.lock.start);
-                new.end = new.end.max(h.lock.end);
-            }
-            !adjacent
-        });
-        kept.push(Held { session, lock: new });
-    }
+    let (mine, mut kept): (Vec<Held>, Vec<Held>) = locks
+        .drain(..)
+        .partition(|h| h.same_owner(session, want.owner));
+    let mine = after_request(mine.into_iter().map(|h| h.lock).collect(), want);
+    kept.extend(mine.into_iter().map(|lock| Held { session, lock }));
     *locks = kept;
 }
 
@@ -174,6 +204,15 @@ mod tests {
     use super::*;
 
     const F: InodeId = InodeId(3);
+
+    /// A table where sessions 1 to 9 are open, each of its own client.
+    fn table() -> LockTable {
+        let t = LockTable::default();
+        for s in 1..10 {
+            t.open_session(SessionId(s), 100 + s);
+        }
+        t
+    }
 
     fn lock(kind: LockKind, start: u64, end: u64, owner: u64) -> Lock {
         Lock {
@@ -187,7 +226,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_process_s_fcntl_and_flock_locks_do_not_conflict() {
-        let t = LockTable::default();
+        let t = table();
         let posix = Lock {
             pid: 77,
             ..lock(LockKind::Write, 0, u64::MAX, 1)
@@ -208,7 +247,7 @@ mod tests {
 
     #[tokio::test]
     async fn readers_share_writers_exclude_and_unlock_splits() {
-        let t = LockTable::default();
+        let t = table();
         let (a, b) = (SessionId(1), SessionId(2));
         t.set(F, a, lock(LockKind::Read, 0, 99, 1), false)
             .await
@@ -232,7 +271,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiter_gets_the_lock_when_the_holder_goes_away() {
-        let t = std::sync::Arc::new(LockTable::default());
+        let t = std::sync::Arc::new(table());
         t.set(
             F,
             SessionId(1),
@@ -253,8 +292,93 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_owner_can_upgrade_its_own_lock() {
+    async fn a_client_s_new_session_takes_over_its_earlier_session_s_locks_and_no_one_else_s() {
         let t = LockTable::default();
+        let (old, other, new) = (SessionId(1), SessionId(2), SessionId(3));
+        t.open_session(old, 77);
+        t.open_session(other, 88);
+        t.open_session(new, 77);
+        let whole = lock(LockKind::Write, 0, u64::MAX, 1);
+        t.set(F, old, whole, false).await.unwrap();
+        let g = InodeId(4);
+        t.set(g, other, lock(LockKind::Write, 0, 9, 5), false)
+            .await
+            .unwrap();
+        // The old session's lock still stands in the way of others until claimed.
+        assert_eq!(
+            t.set(F, other, lock(LockKind::Read, 0, 0, 5), false).await,
+            Err(Status::Locked)
+        );
+        let refused = t.reclaim(new, vec![(F, whole), (g, lock(LockKind::Read, 5, 5, 1))]);
+        assert_eq!(refused, vec![(g, lock(LockKind::Read, 5, 5, 1))]);
+        let held = t.lock().get(&F).cloned().unwrap();
+        assert_eq!(
+            held,
+            vec![Held {
+                session: new,
+                lock: whole
+            }]
+        );
+        // Once the old session is released, the new one keeps what it claimed.
+        t.release_session(old);
+        assert!(t.test(F, other, &lock(LockKind::Read, 0, 0, 5)).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_session_released_or_taken_over_takes_no_more_locks() {
+        let t = table();
+        t.release_session(SessionId(1));
+        assert_eq!(
+            t.set(F, SessionId(1), lock(LockKind::Read, 0, 0, 1), false)
+                .await,
+            Err(Status::Io)
+        );
+        t.open_session(SessionId(20), 102);
+        assert!(t.reclaim(SessionId(20), vec![]).is_empty());
+        assert_eq!(
+            t.set(F, SessionId(2), lock(LockKind::Read, 0, 0, 1), false)
+                .await,
+            Err(Status::Io),
+            "session 2 (client 102) was taken over by session 20"
+        );
+        let too_many: Vec<_> = (0..MAX_RECLAIM as u64 + 2)
+            .map(|i| (InodeId(1000 + i), lock(LockKind::Read, 0, 0, 1)))
+            .collect();
+        let refused = t.reclaim(SessionId(20), too_many);
+        assert_eq!(refused.len(), 2);
+        let bad = vec![
+            (F, lock(LockKind::Unlock, 0, 9, 1)),
+            (F, lock(LockKind::Read, 9, 0, 1)),
+        ];
+        assert_eq!(t.reclaim(SessionId(20), bad.clone()), bad);
+    }
+
+    #[tokio::test]
+    async fn after_a_restart_claims_are_granted_unless_they_conflict() {
+        let t = LockTable::default();
+        t.open_session(SessionId(1), 5);
+        t.set(F, SessionId(1), lock(LockKind::Read, 0, 9, 1), false)
+            .await
+            .unwrap();
+        t.open_session(SessionId(2), 6);
+        let refused = t.reclaim(
+            SessionId(2),
+            vec![
+                (F, lock(LockKind::Read, 0, 9, 2)),
+                (F, lock(LockKind::Write, 20, 29, 2)),
+                (F, lock(LockKind::Write, 5, 5, 3)),
+            ],
+        );
+        assert_eq!(refused, vec![(F, lock(LockKind::Write, 5, 5, 3))]);
+        assert!(
+            t.test(F, SessionId(1), &lock(LockKind::Read, 20, 20, 1))
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_owner_can_upgrade_its_own_lock() {
+        let t = table();
         t.set(F, SessionId(1), lock(LockKind::Read, 0, 9, 1), false)
             .await
             .unwrap();

@@ -26,6 +26,10 @@ use crate::replication::ReplicationTrigger;
 /// to reconnect (after a master restart or a network blip) and say which files it has open.
 pub const REOPEN_GRACE: Duration = Duration::from_secs(60);
 
+/// How long a vanished session's byte-range locks stay, still keeping others out, for its client
+/// to reconnect and claim them (`MasterRequest::ReclaimLocks`).
+pub const LOCK_RECLAIM_GRACE: Duration = Duration::from_secs(30);
+
 /// The master's shared state.
 pub struct MasterState {
     /// The namespace.

@@ -262,6 +262,11 @@ fn serve(
             .master
             .give_back_leases(LEASE_GIVE_BACK)
             .await;
+        flusher
+            .client
+            .master
+            .release_all_locks(LEASE_GIVE_BACK)
+            .await;
         // A lazily detached mount lives on while programs hold files open in it; this process
         // has done its part (everything is flushed) and goes.
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -277,6 +282,7 @@ fn serve(
     runtime.block_on(async {
         ops.flush_all().await;
         ops.client.master.give_back_leases(LEASE_GIVE_BACK).await;
+        ops.client.master.release_all_locks(LEASE_GIVE_BACK).await;
     });
     tracing::info!(mount_point = %mount_point, "unmounted");
     Ok(())

@@ -1060,6 +1060,7 @@ fn open_session(rng: &mut StdRng) -> MasterRequest {
         subdir: subdirs.choose(rng).expect("subdir").to_string(),
         mount_point: String::from_utf8_lossy(&name(rng)).into_owned(),
         proof: option(rng, |rng| rng.random()),
+        client: rng.random(),
     }
 }
 
@@ -1092,7 +1093,7 @@ fn master_request(t: &Targets, rng: &mut StdRng) -> MasterRequest {
     use MasterRequest as R;
     let (inode, dir, file) = (t.inode(rng), t.dir(rng), t.file(rng));
     let (name, caller) = (name(rng), caller(rng));
-    match rng.random_range(0..44) {
+    match rng.random_range(0..45) {
         0 => R::Lookup { parent: dir, name },
         1 => R::GetAttr { inode },
         2 => R::SetAttr {
@@ -1268,6 +1269,11 @@ fn master_request(t: &Targets, rng: &mut StdRng) -> MasterRequest {
             failed: vec![t.chunkserver, fake_data_addr(rng)],
         },
         42 => R::Challenge,
+        43 => R::ReclaimLocks {
+            locks: (0..rng.random_range(0..8))
+                .map(|_| (t.inode(rng), lock(rng)))
+                .collect(),
+        },
         _ => open_session(rng),
     }
 }

@@ -31,6 +31,7 @@ async fn session(master: SocketAddr) -> MasterConnection {
             subdir: "/".into(),
             mount_point: "test".into(),
             proof: None,
+            client: 1,
         })
         .await
         .expect("asking for a session");

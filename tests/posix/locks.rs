@@ -272,3 +272,36 @@ fn posix_locks_of_a_killed_process_are_released() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn locks_held_through_a_master_restart_are_taken_back_before_another_mount_gets_them() {
+    let mut cluster = Cluster::builder().chunkservers(1).mounts(2).start();
+    let a = open_rw(&cluster.mount_path(0).join("db"));
+    let b = open_rw(&cluster.mount_path(1).join("db"));
+    set_lock(&a, libc::F_SETLK, libc::F_WRLCK, 0, 100).unwrap();
+    set_lock(&a, libc::F_SETLK, libc::F_RDLCK, 1000, 10).unwrap();
+    set_lock(&a, libc::F_SETLK, libc::F_UNLCK, 40, 10).unwrap();
+
+    // The restarted master knows no lock; mount A claims its own when it reconnects, which a
+    // request through it (a create always reaches the master) waits for.
+    cluster.kill_master();
+    cluster.start_master();
+    std::fs::write(cluster.mount_path(0).join("after the restart"), b"x").unwrap();
+
+    assert_eq!(
+        set_lock(&b, libc::F_SETLK, libc::F_WRLCK, 50, 10),
+        Err(Errno(libc::EAGAIN)),
+        "mount A's lock must still stop mount B after the master restarted"
+    );
+    assert_eq!(
+        set_lock(&b, libc::F_SETLK, libc::F_WRLCK, 1005, 1),
+        Err(Errno(libc::EAGAIN)),
+        "and so must its read lock a writer"
+    );
+    set_lock(&b, libc::F_SETLK, libc::F_WRLCK, 40, 10)
+        .expect("the range A unlocked before the restart is free");
+    set_lock(&b, libc::F_SETLK, libc::F_RDLCK, 1000, 10).expect("readers share");
+
+    set_lock(&a, libc::F_SETLK, libc::F_UNLCK, 0, 100).unwrap();
+    set_lock(&b, libc::F_SETLK, libc::F_WRLCK, 50, 10).expect("free once A unlocks");
+}

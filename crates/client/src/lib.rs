@@ -5,6 +5,7 @@ pub mod closes;
 pub mod dir_leases;
 pub mod errno;
 pub mod fresh_attrs;
+pub mod held_locks;
 pub mod locations;
 pub mod lookahead;
 pub mod master;
@@ -18,7 +19,7 @@ pub mod request_slots;
 mod test_attrs;
 pub mod writer;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -76,7 +77,6 @@ pub struct Client {
     /// Names fetched ahead of lookups made in sorted order.
     lookahead: Lookahead,
     writers: Mutex<HashMap<InodeId, Weak<FileWriter>>>,
-    held_locks: Mutex<HashSet<(InodeId, u64)>>,
     config: ClientConfig,
 }
 
@@ -120,7 +120,6 @@ impl Client {
             fresh: FreshAttrs::new(config.attr_ttl),
             lookahead: Lookahead::new(config.attr_ttl),
             writers: Mutex::new(HashMap::new()),
-            held_locks: Mutex::new(HashSet::new()),
             config,
         }))
     }

@@ -10,6 +10,7 @@ use elkfs_common::defaults;
 
 use crate::closes::{CLOSE_DELAY, CloseQueue, CloseTracker, PendingClose};
 use crate::dir_leases::{self, DirLeases, Generation};
+use crate::held_locks::HeldLocks;
 use crate::recent_changes::RecentChanges;
 use crate::request_slots::{REQUEST_SLOTS, RequestSlots};
 use elkfs_proto::connection::Dialer;
@@ -21,6 +22,8 @@ use elkfs_proto::{
 };
 use tokio::time::Instant;
 
+/// Most locks claimed in one `ReclaimLocks` (the master refuses more).
+const RECLAIM_BATCH: usize = elkfs_proto::master::MAX_RECLAIM;
 /// Why the first connection to the master failed (later failures are retried).
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -102,11 +105,13 @@ pub struct MasterClient {
     /// Held while the leases are given back for good, so that a second caller waits for it.
     giving_back: tokio::sync::Mutex<()>,
     open_files: Mutex<OpenFiles>,
+    /// Byte-range locks held through this client, claimed again after a reconnect.
+    pub locks: HeldLocks,
     closes: Arc<CloseTracker>,
     /// Closes waiting to go to the master together.
     close_queue: CloseQueue,
-    /// This client's random id (for numbered requests and lease give-backs), the next number,
-    /// and the slots numbered requests hold.
+    /// This client's random id (for numbered requests, lease give-backs and lock claims), the
+    /// next number, and the slots numbered requests hold.
     client_id: u64,
     next_seq: std::sync::atomic::AtomicU64,
     slots: RequestSlots,
@@ -147,8 +152,9 @@ impl MasterClient {
         timeout: Duration,
         options: SessionOptions,
     ) -> Result<MasterClient, ConnectError> {
+        let client_id = client_id();
         let (session, root, read_only) =
-            open_session(target, subdir, mount_point, &options).await?;
+            open_session(target, subdir, mount_point, &options, client_id).await?;
         tracing::debug!(session = %session.id, %root, "session opened");
         Ok(MasterClient {
             target: target.to_string(),
@@ -165,9 +171,10 @@ impl MasterClient {
                 counts: HashMap::new(),
                 generation: 1,
             }),
+            locks: HeldLocks::default(),
             closes: Arc::default(),
             close_queue: CloseQueue::default(),
-            client_id: client_id(),
+            client_id,
             next_seq: std::sync::atomic::AtomicU64::new(1),
             slots: RequestSlots::new(REQUEST_SLOTS),
             changes: std::sync::atomic::AtomicU64::new(0),
@@ -370,6 +377,58 @@ impl MasterClient {
         }
     }
 
+    /// Claims the locks this client held for a new session (see [`HeldLocks`]), in batches of
+    /// at most [`RECLAIM_BATCH`]. Sent even with none: the master then drops what the earlier
+    /// sessions still hold (a lock whose grant or release was cut off with the connection).
+    async fn reclaim_locks(&self, session: &Session) -> Result<(), String> {
+        let locks = self.locks.all();
+        let count = locks.len();
+        let mut lost = Vec::new();
+        let mut batches: Vec<Vec<_>> = locks.chunks(RECLAIM_BATCH).map(<[_]>::to_vec).collect();
+        if batches.is_empty() {
+            batches.push(Vec::new());
+        }
+        for locks in batches {
+            match session
+                .conn
+                .ask(&MasterRequest::ReclaimLocks { locks })
+                .await
+            {
+                Ok(Ok(MasterReply::Reclaimed(refused))) => lost.extend(refused),
+                Ok(Ok(_)) => return Err("claiming locks: unexpected answer".to_string()),
+                Ok(Err(status)) => return Err(format!("claiming locks: {status}")),
+                Err(e) => return Err(format!("claiming locks: {e}")),
+            }
+        }
+        if count > 0 {
+            tracing::info!(
+                locks = count,
+                lost = lost.len(),
+                "locks claimed again after a reconnect"
+            );
+        }
+        self.locks.lost(&lost);
+        Ok(())
+    }
+
+    /// Releases every lock held through this client (an unmount: the master would otherwise
+    /// keep them from other mounts for a while), giving up after `patience`.
+    pub async fn release_all_locks(&self, patience: std::time::Duration) {
+        let owners = self.locks.owners();
+        if owners.is_empty() || self.current().is_none() {
+            return;
+        }
+        let release = async {
+            for (inode, owner) in owners {
+                self.locks.release(inode, owner);
+                let _ = self
+                    .send(&MasterRequest::ReleaseLocks { inode, owner })
+                    .await;
+            }
+        };
+        let _ = tokio::time::timeout(patience, release).await;
+    }
+
     fn lock_open_files(&self) -> std::sync::MutexGuard<'_, OpenFiles> {
         self.open_files.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -506,15 +565,24 @@ impl MasterClient {
             if let Some(s) = self.current() {
                 return Ok(s);
             }
-            let opened =
-                open_session(&self.target, &self.subdir, &self.mount_point, &self.options).await;
+            let opened = open_session(
+                &self.target,
+                &self.subdir,
+                &self.mount_point,
+                &self.options,
+                self.client_id,
+            )
+            .await;
             let attempt = match opened {
                 Ok((mut session, _, _)) => {
                     session.generation = self
                         .generations
                         .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
                         + 1;
-                    self.reopen_files(&session).await.map(|()| session)
+                    match self.reopen_files(&session).await {
+                        Ok(()) => self.reclaim_locks(&session).await.map(|()| session),
+                        Err(e) => Err(e),
+                    }
                 }
                 Err(e) => Err(e.to_string()),
             };
@@ -586,6 +654,7 @@ fn reads_only(request: &MasterRequest) -> bool {
             | MasterRequest::SetLock { .. }
             | MasterRequest::TestLock { .. }
             | MasterRequest::ReleaseLocks { .. }
+            | MasterRequest::ReclaimLocks { .. }
             | MasterRequest::Access { .. }
             | MasterRequest::FileInfo { .. }
             | MasterRequest::DirInfo { .. }
@@ -615,14 +684,10 @@ fn must_not_repeat(request: &MasterRequest) -> bool {
     )
 }
 
-/// A random id for a new client (the clock's nanoseconds mixed with the process id).
+/// A random id for a new client. It names the client's sessions to the master, which lets a
+/// later session take over their locks, so it must not be guessable.
 fn client_id() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let pid = std::process::id() as u64;
-    (nanos ^ pid.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
+    rand::random::<u64>() | 1
 }
 
 async fn open_session(
@@ -630,6 +695,7 @@ async fn open_session(
     subdir: &str,
     mount_point: &str,
     options: &SessionOptions,
+    client: u64,
 ) -> Result<(Session, InodeId, bool), ConnectError> {
     let addr: SocketAddr =
         elkfs_common::address::resolve_async(target, defaults::MASTER_PORT).await?;
@@ -682,6 +748,7 @@ async fn open_session(
             subdir: subdir.to_string(),
             mount_point: mount_point.to_string(),
             proof,
+            client,
         })
         .await
         .map_err(unreachable)?;

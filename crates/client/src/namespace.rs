@@ -1,6 +1,6 @@
 //! Namespace operations as typed calls on the master session.
 
-use elkfs_proto::master::{Change, Lock, LockKind, MasterReply, MasterRequest, TreeAttr};
+use elkfs_proto::master::{Change, Lock, MasterReply, MasterRequest, TreeAttr};
 use elkfs_proto::types::{Attr, Caller, DirEntry, DirEntryPlus, FileKind, FsStats, SetAttr};
 use elkfs_proto::{InodeId, Status};
 
@@ -460,10 +460,7 @@ impl Client {
                 .request(&MasterRequest::SetLock { inode, lock, wait })
                 .await?,
         )?;
-        let mut held = self.held_locks.lock().unwrap_or_else(|p| p.into_inner());
-        if lock.kind != LockKind::Unlock {
-            held.insert((inode, lock.owner));
-        }
+        self.master.locks.granted(inode, lock);
         Ok(())
     }
 
@@ -481,21 +478,13 @@ impl Client {
 
     /// Whether `owner` holds locks on `inode` through this client (so closing must release them).
     pub fn holds_locks(&self, inode: InodeId, owner: u64) -> bool {
-        self.held_locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&(inode, owner))
+        self.master.locks.holds(inode, owner)
     }
 
     /// Releases every lock `owner` holds on `inode` (a no-op without a round trip when it holds
     /// none through this client).
     pub async fn release_locks(&self, inode: InodeId, owner: u64) -> Result<(), Status> {
-        let held = self
-            .held_locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(inode, owner));
-        if !held {
+        if !self.master.locks.release(inode, owner) {
             return Ok(());
         }
         done(

@@ -54,6 +54,7 @@ pub fn touched_by(request: &MasterRequest) -> Option<Touched> {
         | MasterRequest::SetLock { .. }
         | MasterRequest::TestLock { .. }
         | MasterRequest::ReleaseLocks { .. }
+        | MasterRequest::ReclaimLocks { .. }
         | MasterRequest::FileInfo { .. }
         | MasterRequest::DirInfo { .. }
         | MasterRequest::SummarizeTree { .. }

@@ -233,6 +233,7 @@ fn master_requests() -> Vec<MasterRequest> {
             subdir: "/a/b".into(),
             mount_point: "/mnt".into(),
             proof: Some([0xAB; 32]),
+            client: 0x1234_5678,
         },
         MasterRequest::Lookup {
             parent: InodeId::ROOT,
@@ -300,6 +301,18 @@ fn master_requests() -> Vec<MasterRequest> {
         },
         MasterRequest::Reopen {
             inodes: vec![InodeId(2), InodeId(u64::MAX)],
+        },
+        MasterRequest::ReclaimLocks {
+            locks: vec![(
+                InodeId(9),
+                Lock {
+                    kind: LockKind::Read,
+                    start: 5,
+                    end: 9,
+                    owner: 1,
+                    pid: 2,
+                },
+            )],
         },
         MasterRequest::SetLock {
             inode,
@@ -427,6 +440,16 @@ fn master_responses() -> Vec<MasterResponse> {
             file_length: 0,
             capability: test_capability(),
         })),
+        Ok(MasterReply::Reclaimed(vec![(
+            InodeId(3),
+            Lock {
+                kind: LockKind::Write,
+                start: 0,
+                end: u64::MAX,
+                owner: 7,
+                pid: 8,
+            },
+        )])),
         Ok(MasterReply::LeasedNames(vec![
             b"a".to_vec(),
             vec![0xff; 255],

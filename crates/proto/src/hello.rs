@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes incompatibly; peers with another version are refused.
-pub const PROTOCOL_VERSION: u32 = 14;
+pub const PROTOCOL_VERSION: u32 = 15;
 
 /// What kind of peer opened a connection (and so which messages follow).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

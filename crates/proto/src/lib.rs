@@ -18,6 +18,7 @@ mod golden;
 pub mod hello;
 pub mod ids;
 pub mod info;
+pub mod lock_ranges;
 pub mod master;
 pub mod metalogger;
 mod outgoing;

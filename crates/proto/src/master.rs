@@ -33,6 +33,8 @@ pub enum MasterRequest {
         /// For exports with a password: [`crate::auth::password_proof`] of it and the nonce of
         /// this connection's [`MasterRequest::Challenge`]; the password never crosses the wire.
         proof: Option<[u8; 32]>,
+        /// The client's id, the same for all its sessions (see [`MasterRequest::ReclaimLocks`]).
+        client: u64,
     },
     /// Finds `name` in directory `parent`.
     Lookup {
@@ -425,6 +427,14 @@ pub enum MasterRequest {
         /// The directory.
         dir: InodeId,
     },
+    /// After reconnecting: the byte-range locks this client held through its earlier sessions.
+    /// Those sessions' locks (kept for a while after their connection closed) pass to this one;
+    /// after a master restart, which forgets every lock, each is taken again unless another
+    /// session took a conflicting one meanwhile. Answered with [`MasterReply::Reclaimed`].
+    ReclaimLocks {
+        /// Each lock, with its file.
+        locks: Vec<(InodeId, Lock)>,
+    },
 }
 
 /// Which directories' names a request may change, for the master to recall the leases on them
@@ -487,6 +497,9 @@ pub enum Change {
     /// Turn these flags off.
     RemoveFlags(u64),
 }
+
+/// Most locks one [`MasterRequest::ReclaimLocks`] may claim; the master refuses those beyond.
+pub const MAX_RECLAIM: usize = 4096;
 
 /// What a byte-range lock covers and who holds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -628,6 +641,9 @@ pub enum MasterReply {
     /// The answer to a granted [`MasterRequest::LeaseDir`]: every name in the directory when
     /// the lease was granted. The lease runs [`DIR_LEASE`] from then.
     LeasedNames(Vec<Vec<u8>>),
+    /// The answer to [`MasterRequest::ReclaimLocks`]: the locks that could not be taken again
+    /// (lost: another session holds a conflicting lock).
+    Reclaimed(Vec<(InodeId, Lock)>),
 }
 
 /// Where chunk data can be read.

@@ -1,0 +1,117 @@
+//! The byte-range locks this client holds, as the master granted them: closing a file releases
+//! its owner's locks only when there are some, and after a reconnect the client claims them all
+//! for its new session (the master keeps a vanished session's locks for a while, and forgets
+//! them all when it restarts).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use elkfs_proto::InodeId;
+use elkfs_proto::lock_ranges::after_request;
+use elkfs_proto::master::{Lock, LockKind};
+
+/// Every lock held through this client, by file and owner.
+#[derive(Default)]
+pub struct HeldLocks {
+    held: Mutex<HashMap<(InodeId, u64), Vec<Lock>>>,
+}
+
+impl HeldLocks {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(InodeId, u64), Vec<Lock>>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a lock request the master granted (a lock, a change, or an unlock).
+    pub fn granted(&self, inode: InodeId, lock: Lock) {
+        let mut held = self.lock();
+        let owned = held.entry((inode, lock.owner)).or_default();
+        *owned = after_request(std::mem::take(owned), lock);
+    }
+
+    /// Whether `owner` may hold locks on `inode`: it was granted one since its last release
+    /// (kept even when unlocks seem to have emptied it, in case the master applied them in
+    /// another order), so that closing releases them at the master.
+    pub fn holds(&self, inode: InodeId, owner: u64) -> bool {
+        self.lock().contains_key(&(inode, owner))
+    }
+
+    /// Every (file, owner) that may hold locks.
+    pub fn owners(&self) -> Vec<(InodeId, u64)> {
+        self.lock().keys().copied().collect()
+    }
+
+    /// Forgets `owner`'s locks on `inode` (they are being released); whether it had any.
+    pub fn release(&self, inode: InodeId, owner: u64) -> bool {
+        self.lock().remove(&(inode, owner)).is_some()
+    }
+
+    /// Every lock, to claim for a new session.
+    pub fn all(&self) -> Vec<(InodeId, Lock)> {
+        let held = self.lock();
+        held.iter()
+            .flat_map(|(&(inode, _), locks)| locks.iter().map(move |&l| (inode, l)))
+            .collect()
+    }
+
+    /// Forgets locks the master could not give back after a reconnect.
+    pub fn lost(&self, lost: &[(InodeId, Lock)]) {
+        for &(inode, lock) in lost {
+            tracing::error!(
+                %inode,
+                owner = lock.owner,
+                start = lock.start,
+                end = lock.end,
+                "a lock held before the connection to the master was lost is gone: another client took it meanwhile"
+            );
+            self.granted(
+                inode,
+                Lock {
+                    kind: LockKind::Unlock,
+                    ..lock
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lock(kind: LockKind, start: u64, end: u64, owner: u64) -> Lock {
+        Lock {
+            kind,
+            start,
+            end,
+            owner,
+            pid: 9,
+        }
+    }
+
+    #[test]
+    fn granted_locks_are_kept_by_owner_and_range_until_released_or_lost() {
+        let h = HeldLocks::default();
+        let f = InodeId(3);
+        h.granted(f, lock(LockKind::Write, 0, 99, 1));
+        h.granted(f, lock(LockKind::Read, 0, 0, 2));
+        h.granted(f, lock(LockKind::Unlock, 10, 19, 1));
+        let mut all = h.all();
+        all.sort_by_key(|(_, l)| (l.owner, l.start));
+        assert_eq!(
+            all,
+            vec![
+                (f, lock(LockKind::Write, 0, 9, 1)),
+                (f, lock(LockKind::Write, 20, 99, 1)),
+                (f, lock(LockKind::Read, 0, 0, 2)),
+            ]
+        );
+        h.lost(&[(f, lock(LockKind::Read, 0, 0, 2))]);
+        assert!(h.holds(f, 2), "released at close all the same");
+        assert_eq!(h.all().len(), 2);
+        assert!(h.release(f, 1));
+        assert!(!h.holds(f, 1));
+        h.granted(f, lock(LockKind::Unlock, 0, u64::MAX, 1));
+        assert!(h.all().is_empty() && h.holds(f, 1));
+        assert_eq!(h.owners().len(), 2);
+    }
+}
