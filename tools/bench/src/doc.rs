@@ -266,7 +266,10 @@ with 1 MiB `read` calls, every block checked. The data is pseudo-random (MooseFS
 blocks sparsely).
 - **Random reads.** fio, `psync` engine, 4 KiB blocks, buffered, {secs} s after 1 s of \
 warm-up, on that file; with 4 readers each reads its own quarter of the file, so no reader \
-hits pages another one brought in.
+hits pages another one brought in. Reads that come back to a 64 KiB block read before may be \
+answered from the page cache (ElkFS's mount puts the rest of each block it reads there), so a \
+second row reads 4 KiB in each of {first_touch} blocks in a shuffled order, one reader, after a \
+cache drop, each block once: a cold random read.
 - **Metadata.** One thread, one call at a time through `std::fs`: `open(O_CREAT|O_EXCL)` + \
 `close` (with a 4 KiB `write` for the small files), `lstat`, `open` + `read` + `close`, \
 `unlink`, {files} files per phase; while one system runs them, the other system's mounts are \
@@ -297,6 +300,9 @@ with them.",
             format!("{} MiB", sizes.file_bytes >> 20)
         },
         secs = sizes.randread_secs,
+        first_touch = crate::stats::group_thousands(
+            crate::workloads::first_touch_count(sizes.file_bytes) as f64
+        ),
         files = crate::stats::group_thousands(sizes.files as f64),
         loss = sizes.loss_file_bytes >> 20,
         timeout = sizes.recovery_timeout.as_secs(),

@@ -127,6 +127,11 @@ const FIRST_TOUCH_READS: u64 = 4_000;
 /// reads in the page cache) can answer it.
 const CHECKED_BLOCK: u64 = 64 * 1024;
 
+/// How many first-touch reads a file of `file_bytes` gets.
+pub fn first_touch_count(file_bytes: u64) -> u64 {
+    (file_bytes / CHECKED_BLOCK).min(FIRST_TOUCH_READS)
+}
+
 /// 4 KiB reads at random, one reader, each in a 64 KiB block not read before: what a random read
 /// costs when nothing is cached, beside the fio jobs, whose reads come back to blocks read
 /// earlier within their 8 seconds.
@@ -137,9 +142,8 @@ fn first_touch_reads(b: &mut Bench) -> anyhow::Result<()> {
         unit: Unit::Iops,
         goals: vec![],
     };
-    let blocks = b.sizes.file_bytes / CHECKED_BLOCK;
-    let order = shuffled(blocks, 0x5eed);
-    let reads = blocks.min(FIRST_TOUCH_READS) as usize;
+    let order = shuffled(b.sizes.file_bytes / CHECKED_BLOCK, 0x5eed);
+    let reads = first_touch_count(b.sizes.file_bytes) as usize;
     for _ in 0..b.sizes.runs {
         for column in Column::ALL {
             interrupt::check()?;

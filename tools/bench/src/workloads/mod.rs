@@ -8,6 +8,8 @@ mod io;
 mod master_scale;
 mod master_scale_mfs;
 
+pub use io::first_touch_count;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::IntoRawFd;
