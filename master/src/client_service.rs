@@ -699,8 +699,8 @@ async fn serve(
             state.locks.release_owner(inode, session, owner);
             Ok(MasterReply::Done)
         }
-        MasterRequest::ReclaimLocks { locks } => {
-            let refused = state.locks.reclaim(session, locks);
+        MasterRequest::ReclaimLocks { locks, last } => {
+            let refused = state.locks.reclaim(session, locks, last);
             if !refused.is_empty() {
                 tracing::warn!(%session, refused = refused.len(), "a client could not take back locks it held before it reconnected");
             }

@@ -129,33 +129,33 @@ impl LockTable {
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Gives `session` the locks its client claims (those it held through earlier sessions):
-    /// the earlier sessions' locks are dropped and those sessions take no more, then each claim
-    /// is granted unless it conflicts with another session's lock or is not a lock. Returns the
-    /// claims refused (all beyond the first [`MAX_RECLAIM`] too).
+    /// Gives `session` the locks its client claims (those it held through earlier sessions),
+    /// one batch at a time: each claim is granted unless it conflicts with a lock of a session
+    /// other than the client's earlier ones, or is not a lock; with the `last` batch, the earlier
+    /// sessions' locks are dropped and those sessions take no more. Returns the claims refused
+    /// (all of them for a session released already, and all beyond the first [`MAX_RECLAIM`]).
     pub fn reclaim(
         &self,
         session: SessionId,
         claims: Vec<(InodeId, Lock)>,
+        last: bool,
     ) -> Vec<(InodeId, Lock)> {
         let mut table = self.lock();
         let earlier: HashSet<SessionId> = {
             let mut clients = self.clients();
-            let earlier: HashSet<SessionId> = match clients.get(&session) {
-                Some(&client) => clients
-                    .iter()
-                    .filter(|&(&s, &c)| s < session && c == client)
-                    .map(|(&s, _)| s)
-                    .collect(),
-                None => HashSet::new(),
+            let Some(&client) = clients.get(&session) else {
+                return claims;
             };
-            clients.retain(|s, _| !earlier.contains(s));
+            let earlier: HashSet<SessionId> = clients
+                .iter()
+                .filter(|&(&s, &c)| s < session && c == client)
+                .map(|(&s, _)| s)
+                .collect();
+            if last {
+                clients.retain(|s, _| !earlier.contains(s));
+            }
             earlier
         };
-        table.retain(|_, locks| {
-            locks.retain(|h| !earlier.contains(&h.session));
-            !locks.is_empty()
-        });
         let mut refused = Vec::new();
         for (i, (inode, lock)) in claims.into_iter().enumerate() {
             if i >= MAX_RECLAIM || lock.kind == LockKind::Unlock || lock.start > lock.end {
@@ -163,11 +163,20 @@ impl LockTable {
                 continue;
             }
             let locks = table.entry(inode).or_default();
-            if locks.iter().any(|h| conflicts(h, session, &lock)) {
+            let blocked = locks
+                .iter()
+                .any(|h| !earlier.contains(&h.session) && conflicts(h, session, &lock));
+            if blocked {
                 refused.push((inode, lock));
             } else {
                 replace_range(locks, session, lock);
             }
+        }
+        if last {
+            table.retain(|_, locks| {
+                locks.retain(|h| !earlier.contains(&h.session));
+                !locks.is_empty()
+            });
         }
         table.retain(|_, locks| !locks.is_empty());
         drop(table);
@@ -309,7 +318,11 @@ mod tests {
             t.set(F, other, lock(LockKind::Read, 0, 0, 5), false).await,
             Err(Status::Locked)
         );
-        let refused = t.reclaim(new, vec![(F, whole), (g, lock(LockKind::Read, 5, 5, 1))]);
+        let refused = t.reclaim(
+            new,
+            vec![(F, whole), (g, lock(LockKind::Read, 5, 5, 1))],
+            true,
+        );
         assert_eq!(refused, vec![(g, lock(LockKind::Read, 5, 5, 1))]);
         let held = t.lock().get(&F).cloned().unwrap();
         assert_eq!(
@@ -325,6 +338,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn claims_in_several_batches_keep_others_out_until_the_last() {
+        let t = LockTable::default();
+        let (old, other, new) = (SessionId(1), SessionId(2), SessionId(3));
+        t.open_session(old, 77);
+        t.open_session(other, 88);
+        t.open_session(new, 77);
+        let g = InodeId(4);
+        let (on_f, on_g) = (
+            lock(LockKind::Write, 0, 9, 1),
+            lock(LockKind::Write, 0, 9, 1),
+        );
+        t.set(F, old, on_f, false).await.unwrap();
+        t.set(g, old, on_g, false).await.unwrap();
+        let theirs = lock(LockKind::Write, 0, 0, 5);
+        assert!(t.reclaim(new, vec![(F, on_f)], false).is_empty());
+        assert_eq!(
+            t.set(g, other, theirs, false).await,
+            Err(Status::Locked),
+            "the lock of the second batch is still the old session's"
+        );
+        assert!(t.reclaim(new, vec![(g, on_g)], true).is_empty());
+        for file in [F, g] {
+            let held = t.lock().get(&file).cloned().unwrap();
+            assert_eq!(held.len(), 1);
+            assert_eq!(held[0].session, new);
+        }
+        assert_eq!(t.set(F, other, theirs, false).await, Err(Status::Locked));
+        assert_eq!(t.set(F, old, theirs, false).await, Err(Status::Io));
+    }
+
+    #[tokio::test]
     async fn a_session_released_or_taken_over_takes_no_more_locks() {
         let t = table();
         t.release_session(SessionId(1));
@@ -334,7 +378,7 @@ mod tests {
             Err(Status::Io)
         );
         t.open_session(SessionId(20), 102);
-        assert!(t.reclaim(SessionId(20), vec![]).is_empty());
+        assert!(t.reclaim(SessionId(20), vec![], true).is_empty());
         assert_eq!(
             t.set(F, SessionId(2), lock(LockKind::Read, 0, 0, 1), false)
                 .await,
@@ -344,13 +388,19 @@ mod tests {
         let too_many: Vec<_> = (0..MAX_RECLAIM as u64 + 2)
             .map(|i| (InodeId(1000 + i), lock(LockKind::Read, 0, 0, 1)))
             .collect();
-        let refused = t.reclaim(SessionId(20), too_many);
+        let refused = t.reclaim(SessionId(20), too_many, false);
         assert_eq!(refused.len(), 2);
         let bad = vec![
             (F, lock(LockKind::Unlock, 0, 9, 1)),
             (F, lock(LockKind::Read, 9, 0, 1)),
         ];
-        assert_eq!(t.reclaim(SessionId(20), bad.clone()), bad);
+        assert_eq!(t.reclaim(SessionId(20), bad.clone(), true), bad);
+        let late = vec![(F, lock(LockKind::Read, 0, 0, 1))];
+        assert_eq!(
+            t.reclaim(SessionId(2), late.clone(), true),
+            late,
+            "a session taken over claims nothing"
+        );
     }
 
     #[tokio::test]
@@ -368,6 +418,7 @@ mod tests {
                 (F, lock(LockKind::Write, 20, 29, 2)),
                 (F, lock(LockKind::Write, 5, 5, 3)),
             ],
+            true,
         );
         assert_eq!(refused, vec![(F, lock(LockKind::Write, 5, 5, 3))]);
         assert!(

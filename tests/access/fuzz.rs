@@ -1273,6 +1273,7 @@ fn master_request(t: &Targets, rng: &mut StdRng) -> MasterRequest {
             locks: (0..rng.random_range(0..8))
                 .map(|_| (t.inode(rng), lock(rng)))
                 .collect(),
+            last: rng.random(),
         },
         _ => open_session(rng),
     }

@@ -10,7 +10,10 @@ use elkfs_proto::InodeId;
 use elkfs_proto::lock_ranges::after_request;
 use elkfs_proto::master::{Lock, LockKind};
 
-/// Every lock held through this client, by file and owner.
+/// Every lock held through this client, by file and owner. The copy follows the master's
+/// answers in the order they arrive, so two requests of one owner racing each other, or a
+/// reconnect between a grant and its recording, can leave it slightly off the master's; the
+/// owner's close releases everything at the master all the same.
 #[derive(Default)]
 pub struct HeldLocks {
     held: Mutex<HashMap<(InodeId, u64), Vec<Lock>>>,

@@ -388,10 +388,12 @@ impl MasterClient {
         if batches.is_empty() {
             batches.push(Vec::new());
         }
-        for locks in batches {
+        let n = batches.len();
+        for (i, locks) in batches.into_iter().enumerate() {
+            let last = i + 1 == n;
             match session
                 .conn
-                .ask(&MasterRequest::ReclaimLocks { locks })
+                .ask(&MasterRequest::ReclaimLocks { locks, last })
                 .await
             {
                 Ok(Ok(MasterReply::Reclaimed(refused))) => lost.extend(refused),

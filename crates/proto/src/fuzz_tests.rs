@@ -313,6 +313,7 @@ fn master_requests() -> Vec<MasterRequest> {
                     pid: 2,
                 },
             )],
+            last: true,
         },
         MasterRequest::SetLock {
             inode,

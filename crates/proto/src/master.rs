@@ -432,8 +432,11 @@ pub enum MasterRequest {
     /// after a master restart, which forgets every lock, each is taken again unless another
     /// session took a conflicting one meanwhile. Answered with [`MasterReply::Reclaimed`].
     ReclaimLocks {
-        /// Each lock, with its file.
+        /// Each lock, with its file (at most [`MAX_RECLAIM`]).
         locks: Vec<(InodeId, Lock)>,
+        /// The last batch: the earlier sessions' locks go (until then they stay, so that what
+        /// is not claimed yet still keeps others out).
+        last: bool,
     },
 }
 
