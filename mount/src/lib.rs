@@ -174,6 +174,10 @@ fn serve(
         }
         let ops = ops.clone();
         runtime.spawn(async move { ops.client.master.serve_recalls().await });
+    } else {
+        // The wait for recalls above reconnects a writable mount at once; this does it here.
+        let ops = ops.clone();
+        runtime.spawn(async move { ops.client.master.keep_connected().await });
     }
     // Canonical now: once mounted, resolving the path would ask this very process.
     let canonical_mount_point = spec

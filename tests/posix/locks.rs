@@ -305,3 +305,36 @@ fn locks_held_through_a_master_restart_are_taken_back_before_another_mount_gets_
     set_lock(&a, libc::F_SETLK, libc::F_UNLCK, 0, 100).unwrap();
     set_lock(&b, libc::F_SETLK, libc::F_WRLCK, 50, 10).expect("free once A unlocks");
 }
+
+#[test]
+fn an_idle_read_only_mount_takes_its_locks_back_after_a_master_restart() {
+    let mut cluster = Cluster::builder().chunkservers(1).start();
+    let path = cluster.mount_path(0).join("shared");
+    std::fs::write(&path, b"data").unwrap();
+    let ro = cluster.add_mount(None, "ro");
+    let reader = File::open(cluster.mount_path(ro).join("shared")).unwrap();
+    set_lock(&reader, libc::F_SETLK, libc::F_RDLCK, 0, 10).unwrap();
+
+    // Nothing asks anything through the read-only mount: it must reconnect by itself.
+    cluster.kill_master();
+    cluster.start_master();
+    let log = cluster
+        .log_path(elkfs_testkit::Process::Mount(ro))
+        .to_path_buf();
+    elkfs_testkit::wait_until(
+        Duration::from_secs(20),
+        "the read-only mount to claim its lock again",
+        || {
+            std::fs::read_to_string(&log)
+                .is_ok_and(|l| l.contains("locks claimed again after a reconnect"))
+        },
+    );
+    let writer = open_rw(&path);
+    assert_eq!(
+        set_lock(&writer, libc::F_SETLK, libc::F_WRLCK, 5, 1),
+        Err(Errno(libc::EAGAIN)),
+        "the read-only mount's read lock must stop a writer after the master restarted"
+    );
+    drop(reader);
+    set_lock(&writer, libc::F_SETLK, libc::F_WRLCK, 5, 1).expect("free once the reader closes");
+}
