@@ -30,7 +30,8 @@ use crate::handles::Handles;
 use crate::ops::Ops;
 use crate::options::MountSpec;
 
-/// How long a stopping mount spends giving its directory leases back.
+/// How long a stopping mount spends giving its directory leases back, and again releasing its
+/// locks.
 const LEASE_GIVE_BACK: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How this mount is undone on SIGTERM.
@@ -261,16 +262,7 @@ fn serve(
         if let Err(e) = unmount.run() {
             tracing::error!(error = %e, "cannot unmount");
         }
-        flusher
-            .client
-            .master
-            .give_back_leases(LEASE_GIVE_BACK)
-            .await;
-        flusher
-            .client
-            .master
-            .release_all_locks(LEASE_GIVE_BACK)
-            .await;
+        flusher.client.master.leave(LEASE_GIVE_BACK).await;
         // A lazily detached mount lives on while programs hold files open in it; this process
         // has done its part (everything is flushed) and goes.
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -285,8 +277,7 @@ fn serve(
     session.run().context("the FUSE session failed")?;
     runtime.block_on(async {
         ops.flush_all().await;
-        ops.client.master.give_back_leases(LEASE_GIVE_BACK).await;
-        ops.client.master.release_all_locks(LEASE_GIVE_BACK).await;
+        ops.client.master.leave(LEASE_GIVE_BACK).await;
     });
     tracing::info!(mount_point = %mount_point, "unmounted");
     Ok(())

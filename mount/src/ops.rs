@@ -165,6 +165,7 @@ impl Ops {
         // Even after an error: the master may have cut the file before the answer was lost.
         if truncates {
             self.store_gate.changed(inode).await;
+            return attr;
         }
         self.settled(attr).await
     }

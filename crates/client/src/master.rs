@@ -291,7 +291,7 @@ impl MasterClient {
     /// changes in those directories need not wait for them to run out (for a client that is
     /// going away). The master answers a wait that gave back a session's last leases at once;
     /// this waits at most `patience` (and not at all when the master cannot be reached).
-    pub async fn give_back_leases(&self, patience: std::time::Duration) {
+    async fn give_back_leases(&self, patience: std::time::Duration) {
         let _one_at_a_time = self.giving_back.lock().await;
         self.dir_leases.close();
         let poll = self.dir_leases.next_poll();
@@ -429,9 +429,16 @@ impl MasterClient {
         Ok(())
     }
 
-    /// Releases every lock held through this client (an unmount: the master would otherwise
-    /// keep them from other mounts for a while), giving up after `patience`.
-    pub async fn release_all_locks(&self, patience: std::time::Duration) {
+    /// Leaves the master for good (an unmount): gives back the directory leases and releases
+    /// the locks, which it would otherwise keep from other mounts for a while; each step gives
+    /// up after `patience`.
+    pub async fn leave(&self, patience: std::time::Duration) {
+        self.give_back_leases(patience).await;
+        self.release_all_locks(patience).await;
+    }
+
+    /// Releases every lock held through this client, giving up after `patience`.
+    async fn release_all_locks(&self, patience: std::time::Duration) {
         let owners = self.locks.owners();
         if owners.is_empty() || self.current().is_none() {
             return;
