@@ -8,7 +8,7 @@ use bytes::Bytes;
 use elkfs_metastore::{FileChunk, MetaOp};
 use elkfs_proto::capability::Access;
 use elkfs_proto::geometry::CHUNK_SIZE;
-use elkfs_proto::master::{MasterReply, MasterRequest, MasterResponse, ReadLocation};
+use elkfs_proto::master::{LockKind, MasterReply, MasterRequest, MasterResponse, ReadLocation};
 use elkfs_proto::types::{Caller, FileKind, FsStats, SetAttr, Timestamp};
 use elkfs_proto::{Handler, InodeId, Responder, SessionId, Status};
 use tokio_util::sync::CancellationToken;
@@ -70,11 +70,16 @@ impl Drop for ClientHandler {
         self.state.leases.release_session(session);
         self.state.dir_leases.release_session(session);
         tracing::info!(%session, peer = %self.peer, "client session ended");
-        // Its locks stay a little longer, for its client to claim when it reconnects.
+        // Its locks, if it holds any, stay a little longer for its client to claim when it
+        // reconnects; a client left with no session is taken off the list of lock holders.
         let state = self.state.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(LOCK_RECLAIM_GRACE).await;
-            state.locks.release_session(session);
+            if state.locks.holds_any(session) {
+                tokio::time::sleep(LOCK_RECLAIM_GRACE).await;
+            }
+            if let Some(client) = state.locks.release_session(session) {
+                state.lock_holders.forget(client).await;
+            }
         });
         // Its open files keep unlinked files alive a little longer, in case it reconnects.
         let state = self.state.clone();
@@ -685,24 +690,46 @@ async fn serve(
             Ok(MasterReply::Done)
         }
         MasterRequest::SetLock { inode, lock, wait } => {
+            let takes = lock.kind != LockKind::Unlock;
             // A wait given up with its connection: the client asks again on its next session.
             tokio::select! {
-                set = state.locks.set(inode, session, lock, wait) => set?,
+                set = async {
+                    if takes {
+                        state.lock_holders.grace_over().await;
+                    }
+                    state.locks.set(inode, session, lock, wait).await
+                } => set?,
                 _ = ended.cancelled() => return Err(Status::Io),
+            }
+            if takes {
+                note_lock_holder(state, session).await;
             }
             Ok(MasterReply::Done)
         }
-        MasterRequest::TestLock { inode, lock } => Ok(MasterReply::Conflict(
-            state.locks.test(inode, session, &lock),
-        )),
+        MasterRequest::TestLock { inode, lock } => {
+            tokio::select! {
+                () = state.lock_holders.grace_over() => {}
+                _ = ended.cancelled() => return Err(Status::Io),
+            }
+            Ok(MasterReply::Conflict(
+                state.locks.test(inode, session, &lock),
+            ))
+        }
         MasterRequest::ReleaseLocks { inode, owner } => {
             state.locks.release_owner(inode, session, owner);
             Ok(MasterReply::Done)
         }
         MasterRequest::ReclaimLocks { locks, last } => {
+            let claimed = locks.len();
             let refused = state.locks.reclaim(session, locks, last);
             if !refused.is_empty() {
                 tracing::warn!(%session, refused = refused.len(), "a client could not take back locks it held before it reconnected");
+            }
+            if refused.len() < claimed {
+                note_lock_holder(state, session).await;
+            }
+            if last && let Some(client) = state.locks.client_of(session) {
+                state.lock_holders.claimed(client);
             }
             Ok(MasterReply::Reclaimed(refused))
         }
@@ -942,6 +969,17 @@ async fn commit_attr(state: &MasterState, op: MetaOp) -> MasterResponse {
         .attr
         .map(MasterReply::Attr)
         .ok_or(Status::Io)
+}
+
+/// Puts the client of `session`, just granted a lock, on the list of clients holding locks. A
+/// list that cannot be written costs only the grace period after a restart, so the lock stands.
+async fn note_lock_holder(state: &MasterState, session: SessionId) {
+    let Some(client) = state.locks.client_of(session) else {
+        return;
+    };
+    if let Err(e) = state.lock_holders.note(client).await {
+        tracing::error!(%session, error = %e, "cannot write down that a client holds locks; after a restart, another client may take a conflicting lock before it claims its own");
+    }
 }
 
 async fn commit_done(state: &MasterState, op: MetaOp) -> MasterResponse {

@@ -12,6 +12,7 @@ pub mod freed_copies;
 pub mod info;
 pub mod leases;
 pub mod listener;
+pub mod lock_holders;
 pub mod locks;
 pub mod meta;
 pub mod metalogger_service;
@@ -46,6 +47,7 @@ use crate::cluster::Cluster;
 use crate::config::MasterConfig;
 use crate::exports::Exports;
 use crate::leases::Leases;
+use crate::lock_holders::{LOCK_GRACE, LockHolders};
 use crate::meta::{ImageWorker, Meta};
 use crate::replication::ReplicationWorker;
 use crate::requests::RequestJanitor;
@@ -106,7 +108,13 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
         config.replications_per_server.max(1),
         exports,
         cluster_key,
+        LockHolders::load(&config.data_dir),
     ));
+    let grace_state = state.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(LOCK_GRACE).await;
+        grace_state.lock_holders.end_grace().await;
+    });
     let workers = state.workers.clone();
     let replication = worker::spawn(
         ReplicationWorker::new(state.clone(), config.replication()),
@@ -160,7 +168,11 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
     if let Some(file) = config.exports.clone() {
         tokio::spawn(reload_exports_on_sighup(state.clone(), file, stop.clone()));
     }
+    let stopping = state.clone();
     listener::accept_loop(listener, state, tls, stop.clone()).await;
+    // Clients holding no lock now have nothing to claim after the next start.
+    let holding = stopping.locks.clients_holding();
+    stopping.lock_holders.keep_only(&holding).await;
     // An image being written stops at its next page (its temporary file is removed).
     meta.store().stop_images();
     let _ = images.await;

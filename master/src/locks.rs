@@ -184,10 +184,42 @@ impl LockTable {
         refused
     }
 
+    /// Whether `session` holds any lock.
+    pub fn holds_any(&self, session: SessionId) -> bool {
+        self.lock()
+            .values()
+            .any(|locks| locks.iter().any(|h| h.session == session))
+    }
+
+    /// The clients whose sessions hold locks now.
+    pub fn clients_holding(&self) -> HashSet<u64> {
+        let sessions: HashSet<SessionId> = self
+            .lock()
+            .values()
+            .flat_map(|locks| locks.iter().map(|h| h.session))
+            .collect();
+        let clients = self.clients();
+        sessions
+            .iter()
+            .filter_map(|s| clients.get(s).copied())
+            .collect()
+    }
+
+    /// The client `session` belongs to, while it may hold locks.
+    pub fn client_of(&self, session: SessionId) -> Option<u64> {
+        self.clients().get(&session).copied()
+    }
+
     /// Releases every lock of a session that went away (a while after its connection closed,
-    /// unless a later session of its client claimed them).
-    pub fn release_session(&self, session: SessionId) {
-        self.clients().remove(&session);
+    /// unless a later session of its client claimed them). Returns its client if no other
+    /// session of that client is left.
+    pub fn release_session(&self, session: SessionId) -> Option<u64> {
+        let last_of_client = {
+            let mut clients = self.clients();
+            clients
+                .remove(&session)
+                .filter(|client| !clients.values().any(|c| c == client))
+        };
         let mut table = self.lock();
         table.retain(|_, locks| {
             locks.retain(|h| h.session != session);
@@ -195,6 +227,7 @@ impl LockTable {
         });
         drop(table);
         self.changed.notify_waiters();
+        last_of_client
     }
 }
 
@@ -438,5 +471,30 @@ mod tests {
             .unwrap();
         let held = t.lock().get(&F).cloned().unwrap();
         assert_eq!(held.len(), 2, "{held:?}");
+    }
+
+    #[tokio::test]
+    async fn the_clients_holding_locks_are_known_and_a_client_s_last_session_is_told() {
+        let t = table();
+        // Session 10 is a second session of session 1's client.
+        t.open_session(SessionId(10), 101);
+        t.set(F, SessionId(1), lock(LockKind::Write, 0, 9, 1), false)
+            .await
+            .unwrap();
+        t.set(F, SessionId(2), lock(LockKind::Read, 20, 29, 2), false)
+            .await
+            .unwrap();
+        t.set(F, SessionId(2), lock(LockKind::Unlock, 20, 29, 2), false)
+            .await
+            .unwrap();
+        assert!(t.holds_any(SessionId(1)));
+        assert!(!t.holds_any(SessionId(2)), "its only lock was undone");
+        assert_eq!(t.clients_holding(), HashSet::from([101]));
+
+        assert_eq!(t.release_session(SessionId(1)), None, "session 10 is left");
+        assert!(t.clients_holding().is_empty());
+        assert_eq!(t.release_session(SessionId(10)), Some(101));
+        assert_eq!(t.release_session(SessionId(2)), Some(102));
+        assert_eq!(t.release_session(SessionId(2)), None, "released already");
     }
 }

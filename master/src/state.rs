@@ -17,6 +17,7 @@ use crate::chunk_ops::ChunkOps;
 use crate::cluster::Cluster;
 use crate::dir_leases::DirLeases;
 use crate::leases::Leases;
+use crate::lock_holders::LockHolders;
 use crate::locks::LockTable;
 use crate::meta::Meta;
 use crate::open_files::OpenFiles;
@@ -46,6 +47,8 @@ pub struct MasterState {
     pub open_files: OpenFiles,
     /// Byte-range locks.
     pub locks: LockTable,
+    /// The clients holding locks, kept on disk for the grace period after a restart.
+    pub lock_holders: LockHolders,
     /// Wakes the replication worker.
     pub replication: Arc<ReplicationTrigger>,
     /// Chunk copies a chunkserver takes part in at once.
@@ -71,6 +74,7 @@ pub struct MasterState {
 
 impl MasterState {
     /// Assembles the shared state.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         meta: Meta,
         cluster: Arc<Cluster>,
@@ -79,6 +83,7 @@ impl MasterState {
         replication_per_server: usize,
         exports: Exports,
         cluster_key: ClusterKey,
+        lock_holders: LockHolders,
     ) -> Self {
         let replication = chunks.replication_trigger();
         MasterState {
@@ -90,6 +95,7 @@ impl MasterState {
             chunks,
             open_files: OpenFiles::default(),
             locks: LockTable::default(),
+            lock_holders,
             replication,
             replication_per_server,
             workers: WorkerRegistry::default(),

@@ -338,3 +338,63 @@ fn an_idle_read_only_mount_takes_its_locks_back_after_a_master_restart() {
     drop(reader);
     set_lock(&writer, libc::F_SETLK, libc::F_WRLCK, 5, 1).expect("free once the reader closes");
 }
+
+/// A mount frozen with SIGSTOP (it answers nothing, as if cut off), thawed when dropped.
+struct Frozen(i32);
+
+impl Frozen {
+    fn freeze(pid: u32) -> Frozen {
+        let pid = pid as i32;
+        // SAFETY: kill(2) of a mount process this test's cluster started.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // SAFETY: as in `freeze`.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+#[test]
+fn after_a_master_restart_new_locks_wait_for_the_mounts_that_held_locks_to_claim_them() {
+    let mut cluster = Cluster::builder().chunkservers(1).mounts(2).start();
+    let a = open_rw(&cluster.mount_path(0).join("db"));
+    let b = open_rw(&cluster.mount_path(1).join("db"));
+    set_lock(&a, libc::F_SETLK, libc::F_WRLCK, 0, 100).unwrap();
+
+    // Mount A is cut off while the master restarts, so it cannot claim its lock at once.
+    let frozen = Frozen::freeze(cluster.mount(0).pid().expect("mount A runs"));
+    cluster.kill_master();
+    cluster.start_master();
+    let (tx, rx) = mpsc::channel();
+    let b_lock = b.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let _ = tx.send(set_lock(&b_lock, libc::F_SETLK, libc::F_WRLCK, 50, 10));
+    });
+    assert!(
+        matches!(
+            rx.recv_timeout(Duration::from_secs(3)),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        ),
+        "mount B's lock request must wait while a mount that held locks has not claimed them"
+    );
+
+    drop(frozen);
+    std::fs::write(cluster.mount_path(0).join("after the restart"), b"x").unwrap();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("mount B's request is answered once mount A claimed its lock"),
+        Err(Errno(libc::EAGAIN)),
+        "mount A's lock must still stop mount B"
+    );
+    assert_eq!(
+        get_lock(&b, libc::F_WRLCK, 50, 10).unwrap().0,
+        libc::F_WRLCK,
+        "mount B sees mount A's lock"
+    );
+    set_lock(&a, libc::F_SETLK, libc::F_UNLCK, 0, 100).unwrap();
+    set_lock(&b, libc::F_SETLK, libc::F_WRLCK, 50, 10).expect("free once A unlocks");
+}

@@ -1,0 +1,287 @@
+//! The clients that hold locks, remembered on disk so that a restarted master gives them time
+//! to take their locks back before anybody else can take a conflicting one.
+//!
+//! A restarted master knows no lock. Its clients claim theirs when they reconnect
+//! (`ReclaimLocks`), but a mount that reconnected first could meanwhile take a lock that
+//! conflicts with one still held by a process on a mount not back yet, which would then go on
+//! as if it held it. So the master writes down (`lock-holders` in its data directory) every
+//! client that was granted a lock, before answering the grant, and crosses a client off once
+//! its last session is gone. After a restart, for as long as a client of that list has not
+//! made its last claim, and at most [`LOCK_GRACE`], new locks and lock tests wait (the "grace
+//! period" of NFS). A master that finds no list, or an empty one, has no grace period.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// Longest time new locks wait after a restart for the clients that held locks to claim them.
+pub const LOCK_GRACE: Duration = Duration::from_secs(20);
+
+/// Name of the list in the master's data directory.
+pub const FILE_NAME: &str = "lock-holders";
+
+/// The list of clients holding locks, and the grace period after a restart.
+pub struct LockHolders {
+    path: PathBuf,
+    /// The clients on the list as written last (or being written).
+    listed: Mutex<HashSet<u64>>,
+    /// Serializes writes of the list, so the file always ends up as the last change left it.
+    writing: tokio::sync::Mutex<()>,
+    /// Clients on the list found at the start that have not made their last claim yet.
+    awaited: Mutex<HashSet<u64>>,
+    /// Whether the grace period is over.
+    over: watch::Sender<bool>,
+}
+
+impl LockHolders {
+    /// Reads the list left in `data_dir`. The grace period starts now: it is over at once if
+    /// nobody held locks, and in any case after [`LOCK_GRACE`] (see [`LockHolders::end_grace`]).
+    /// An unreadable list keeps the grace period for its whole length.
+    pub fn load(data_dir: &Path) -> LockHolders {
+        let path = data_dir.join(FILE_NAME);
+        let (listed, known) = match std::fs::read_to_string(&path) {
+            Ok(text) => match parse(&text) {
+                Some(clients) => (clients, true),
+                None => {
+                    tracing::warn!(path = %path.display(), "the list of clients holding locks is damaged; new locks wait the whole grace period after this start");
+                    (HashSet::new(), false)
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (HashSet::new(), true),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read the list of clients holding locks; new locks wait the whole grace period after this start");
+                (HashSet::new(), false)
+            }
+        };
+        let over = known && listed.is_empty();
+        if !over {
+            tracing::info!(
+                clients = listed.len(),
+                grace_secs = LOCK_GRACE.as_secs(),
+                "clients held locks before this start: new locks wait until they have claimed them"
+            );
+        }
+        LockHolders {
+            path,
+            awaited: Mutex::new(listed.clone()),
+            listed: Mutex::new(listed),
+            writing: tokio::sync::Mutex::new(()),
+            over: watch::Sender::new(over),
+        }
+    }
+
+    /// Waits for the end of the grace period (returns at once outside it).
+    pub async fn grace_over(&self) {
+        let mut over = self.over.subscribe();
+        // The sender lives as long as `self`, which outlives this wait.
+        let _ = over.wait_for(|&o| o).await;
+    }
+
+    /// Whether the grace period is over.
+    pub fn is_grace_over(&self) -> bool {
+        *self.over.borrow()
+    }
+
+    /// Notes that `client` made its last claim after reconnecting; the grace period ends when
+    /// no client of the list is awaited any more.
+    pub fn claimed(&self, client: u64) {
+        let mut awaited = lock(&self.awaited);
+        if awaited.remove(&client) && awaited.is_empty() {
+            drop(awaited);
+            self.over.send_replace(true);
+            tracing::info!("every client that held locks has claimed them: new locks go ahead");
+        }
+    }
+
+    /// Ends the grace period ([`LOCK_GRACE`] after the start): clients still awaited are taken
+    /// off the list, as they may never come back.
+    pub async fn end_grace(&self) {
+        if self.is_grace_over() {
+            return;
+        }
+        let gone: Vec<u64> = lock(&self.awaited).drain().collect();
+        self.over.send_replace(true);
+        tracing::warn!(
+            clients = gone.len(),
+            "the grace period for locks ended before every client that held locks came back"
+        );
+        for client in gone {
+            self.forget(client).await;
+        }
+    }
+
+    /// Puts `client` on the list (on disk before returning), if it is not there yet. Called
+    /// before a granted lock is answered.
+    pub async fn note(&self, client: u64) -> std::io::Result<()> {
+        if lock(&self.listed).contains(&client) {
+            return Ok(());
+        }
+        let _writing = self.writing.lock().await;
+        if !lock(&self.listed).insert(client) {
+            return Ok(());
+        }
+        self.write().await
+    }
+
+    /// Takes `client` off the list: it has no session left.
+    pub async fn forget(&self, client: u64) {
+        if !lock(&self.listed).contains(&client) {
+            return;
+        }
+        let _writing = self.writing.lock().await;
+        if !lock(&self.listed).remove(&client) {
+            return;
+        }
+        if let Err(e) = self.write().await {
+            // Harmless: at worst a later start waits for a client that does not come back.
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot update the list of clients holding locks");
+        }
+    }
+
+    /// Takes every client but those in `holding` off the list (at a clean stop: only clients
+    /// holding locks have anything to claim after the next start).
+    pub async fn keep_only(&self, holding: &HashSet<u64>) {
+        let _writing = self.writing.lock().await;
+        {
+            let mut listed = lock(&self.listed);
+            let before = listed.len();
+            listed.retain(|c| holding.contains(c));
+            if listed.len() == before {
+                return;
+            }
+        }
+        if let Err(e) = self.write().await {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot update the list of clients holding locks");
+        }
+    }
+
+    /// Writes the list as it is now: a new file, synced, then renamed over the old one.
+    async fn write(&self) -> std::io::Result<()> {
+        let text = format_list(&lock(&self.listed));
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || replace_file(&path, &text))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One client id per line, in hex; `None` if a line is not one.
+fn parse(text: &str) -> Option<HashSet<u64>> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| u64::from_str_radix(l, 16).ok())
+        .collect()
+}
+
+fn format_list(clients: &HashSet<u64>) -> String {
+    let mut ids: Vec<u64> = clients.iter().copied().collect();
+    ids.sort_unstable();
+    ids.iter().map(|id| format!("{id:016x}\n")).collect()
+}
+
+fn replace_file(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_start_without_a_list_has_no_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let holders = LockHolders::load(dir.path());
+        assert!(holders.is_grace_over());
+        holders.grace_over().await;
+    }
+
+    #[tokio::test]
+    async fn clients_listed_before_a_restart_hold_new_locks_back_until_they_have_claimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = LockHolders::load(dir.path());
+        before.note(7).await.unwrap();
+        before.note(9).await.unwrap();
+        before.note(7).await.unwrap();
+        before.forget(9).await;
+        before.note(11).await.unwrap();
+        drop(before);
+
+        let after = LockHolders::load(dir.path());
+        assert!(!after.is_grace_over());
+        after.claimed(9);
+        after.claimed(7);
+        assert!(!after.is_grace_over(), "client 11 has not claimed yet");
+        after.claimed(11);
+        assert!(after.is_grace_over());
+        tokio::time::timeout(Duration::from_secs(1), after.grace_over())
+            .await
+            .expect("the wait ends with the grace period");
+    }
+
+    #[tokio::test]
+    async fn the_end_of_the_grace_period_takes_the_clients_not_back_off_the_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = LockHolders::load(dir.path());
+        before.note(1).await.unwrap();
+        before.note(2).await.unwrap();
+        drop(before);
+
+        let after = LockHolders::load(dir.path());
+        after.claimed(1);
+        after.end_grace().await;
+        assert!(after.is_grace_over());
+        drop(after);
+
+        let again = LockHolders::load(dir.path());
+        assert!(
+            !again.is_grace_over(),
+            "client 1 came back and is still listed"
+        );
+        again.claimed(1);
+        assert!(again.is_grace_over(), "client 2 was taken off the list");
+    }
+
+    #[tokio::test]
+    async fn a_damaged_list_keeps_the_whole_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), "not a client\n").unwrap();
+        let holders = LockHolders::load(dir.path());
+        assert!(!holders.is_grace_over());
+        holders.claimed(1);
+        assert!(!holders.is_grace_over());
+        holders.end_grace().await;
+        assert!(holders.is_grace_over());
+    }
+
+    #[tokio::test]
+    async fn a_clean_stop_keeps_only_the_clients_holding_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = LockHolders::load(dir.path());
+        before.note(1).await.unwrap();
+        before.note(2).await.unwrap();
+        before.keep_only(&HashSet::from([2])).await;
+        drop(before);
+
+        let after = LockHolders::load(dir.path());
+        assert!(!after.is_grace_over());
+        after.claimed(2);
+        assert!(after.is_grace_over(), "client 1 held nothing at the stop");
+    }
+}
