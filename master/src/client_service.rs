@@ -74,11 +74,18 @@ impl Drop for ClientHandler {
         // reconnects; a client left with no session is taken off the list of lock holders.
         let state = self.state.clone();
         tokio::spawn(async move {
-            if state.locks.holds_any(session) {
-                tokio::time::sleep(LOCK_RECLAIM_GRACE).await;
-            }
-            if let Some(client) = state.locks.release_session(session) {
-                state.lock_holders.forget(client).await;
+            let last_of_client = match state.locks.end_session(session) {
+                (true, _) => {
+                    tokio::time::sleep(LOCK_RECLAIM_GRACE).await;
+                    state.locks.release_session(session)
+                }
+                (false, last_of_client) => last_of_client,
+            };
+            if let Some(client) = last_of_client {
+                state
+                    .lock_holders
+                    .forget(client, |c| state.locks.has_client(c))
+                    .await;
             }
         });
         // Its open files keep unlinked files alive a little longer, in case it reconnects.

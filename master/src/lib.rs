@@ -113,7 +113,10 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
     let grace_state = state.clone();
     tokio::spawn(async move {
         tokio::time::sleep(LOCK_GRACE).await;
-        grace_state.lock_holders.end_grace().await;
+        grace_state
+            .lock_holders
+            .end_grace(|c| grace_state.locks.has_client(c))
+            .await;
     });
     let workers = state.workers.clone();
     let replication = worker::spawn(
@@ -171,8 +174,10 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
     let stopping = state.clone();
     listener::accept_loop(listener, state, tls, stop.clone()).await;
     // Clients holding no lock now have nothing to claim after the next start.
-    let holding = stopping.locks.clients_holding();
-    stopping.lock_holders.keep_only(&holding).await;
+    stopping
+        .lock_holders
+        .keep_only(|| stopping.locks.clients_holding())
+        .await;
     // An image being written stops at its next page (its temporary file is removed).
     meta.store().stop_images();
     let _ = images.await;

@@ -27,7 +27,7 @@ pub const FILE_NAME: &str = "lock-holders";
 /// The list of clients holding locks, and the grace period after a restart.
 pub struct LockHolders {
     path: PathBuf,
-    /// The clients on the list as written last (or being written).
+    /// The clients whose line is on disk (one being taken off leaves this set first).
     listed: Mutex<HashSet<u64>>,
     /// Serializes writes of the list, so the file always ends up as the last change left it.
     writing: tokio::sync::Mutex<()>,
@@ -98,70 +98,90 @@ impl LockHolders {
     }
 
     /// Ends the grace period ([`LOCK_GRACE`] after the start): clients still awaited are taken
-    /// off the list, as they may never come back.
-    pub async fn end_grace(&self) {
+    /// off the list, as they may never come back, unless `has_session` says they are back.
+    pub async fn end_grace(&self, has_session: impl Fn(u64) -> bool) {
         if self.is_grace_over() {
             return;
         }
-        let gone: Vec<u64> = lock(&self.awaited).drain().collect();
+        let gone: HashSet<u64> = lock(&self.awaited).drain().collect();
         self.over.send_replace(true);
         tracing::warn!(
             clients = gone.len(),
             "the grace period for locks ended before every client that held locks came back"
         );
-        for client in gone {
-            self.forget(client).await;
-        }
+        self.remove(|listed| {
+            listed
+                .intersection(&gone)
+                .copied()
+                .filter(|&c| !has_session(c))
+                .collect()
+        })
+        .await;
     }
 
     /// Puts `client` on the list (on disk before returning), if it is not there yet. Called
     /// before a granted lock is answered.
     pub async fn note(&self, client: u64) -> std::io::Result<()> {
+        // Only a client whose line is on disk is in `listed`; one being taken off is not.
         if lock(&self.listed).contains(&client) {
             return Ok(());
         }
         let _writing = self.writing.lock().await;
-        if !lock(&self.listed).insert(client) {
+        let mut next = lock(&self.listed).clone();
+        if !next.insert(client) {
             return Ok(());
         }
-        self.write().await
+        self.write(&next).await?;
+        lock(&self.listed).insert(client);
+        Ok(())
     }
 
-    /// Takes `client` off the list: it has no session left.
-    pub async fn forget(&self, client: u64) {
+    /// Takes `client` off the list once it has no session left, which `has_session` tells (asked
+    /// again here, as a new session of the client may have been granted a lock meanwhile).
+    pub async fn forget(&self, client: u64, has_session: impl Fn(u64) -> bool) {
         if !lock(&self.listed).contains(&client) {
             return;
         }
+        self.remove(|listed| {
+            if listed.contains(&client) && !has_session(client) {
+                HashSet::from([client])
+            } else {
+                HashSet::new()
+            }
+        })
+        .await;
+    }
+
+    /// Keeps on the list only the clients `holding` gives (at a clean stop, those holding locks
+    /// then: only they have anything to claim after the next start).
+    pub async fn keep_only(&self, holding: impl FnOnce() -> HashSet<u64>) {
+        self.remove(|listed| listed.difference(&holding()).copied().collect())
+            .await;
+    }
+
+    /// Takes off the list the clients `which` picks from it. `which` runs while no lock can be
+    /// noted as held, so a client it leaves out of the list is noted again if it is granted a
+    /// lock afterwards.
+    async fn remove(&self, which: impl FnOnce(&HashSet<u64>) -> HashSet<u64>) {
         let _writing = self.writing.lock().await;
-        if !lock(&self.listed).remove(&client) {
-            return;
-        }
-        if let Err(e) = self.write().await {
+        let next = {
+            let mut listed = lock(&self.listed);
+            let gone = which(&listed);
+            if gone.is_empty() {
+                return;
+            }
+            listed.retain(|c| !gone.contains(c));
+            listed.clone()
+        };
+        if let Err(e) = self.write(&next).await {
             // Harmless: at worst a later start waits for a client that does not come back.
             tracing::warn!(path = %self.path.display(), error = %e, "cannot update the list of clients holding locks");
         }
     }
 
-    /// Takes every client but those in `holding` off the list (at a clean stop: only clients
-    /// holding locks have anything to claim after the next start).
-    pub async fn keep_only(&self, holding: &HashSet<u64>) {
-        let _writing = self.writing.lock().await;
-        {
-            let mut listed = lock(&self.listed);
-            let before = listed.len();
-            listed.retain(|c| holding.contains(c));
-            if listed.len() == before {
-                return;
-            }
-        }
-        if let Err(e) = self.write().await {
-            tracing::warn!(path = %self.path.display(), error = %e, "cannot update the list of clients holding locks");
-        }
-    }
-
-    /// Writes the list as it is now: a new file, synced, then renamed over the old one.
-    async fn write(&self) -> std::io::Result<()> {
-        let text = format_list(&lock(&self.listed));
+    /// Writes `clients` as the list: a new file, synced, then renamed over the old one.
+    async fn write(&self, clients: &HashSet<u64>) -> std::io::Result<()> {
+        let text = format_list(clients);
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || replace_file(&path, &text))
             .await
@@ -219,7 +239,7 @@ mod tests {
         before.note(7).await.unwrap();
         before.note(9).await.unwrap();
         before.note(7).await.unwrap();
-        before.forget(9).await;
+        before.forget(9, |_| false).await;
         before.note(11).await.unwrap();
         drop(before);
 
@@ -245,7 +265,7 @@ mod tests {
 
         let after = LockHolders::load(dir.path());
         after.claimed(1);
-        after.end_grace().await;
+        after.end_grace(|_| false).await;
         assert!(after.is_grace_over());
         drop(after);
 
@@ -266,7 +286,7 @@ mod tests {
         assert!(!holders.is_grace_over());
         holders.claimed(1);
         assert!(!holders.is_grace_over());
-        holders.end_grace().await;
+        holders.end_grace(|_| false).await;
         assert!(holders.is_grace_over());
     }
 
@@ -276,12 +296,34 @@ mod tests {
         let before = LockHolders::load(dir.path());
         before.note(1).await.unwrap();
         before.note(2).await.unwrap();
-        before.keep_only(&HashSet::from([2])).await;
+        before.keep_only(|| HashSet::from([2])).await;
         drop(before);
 
         let after = LockHolders::load(dir.path());
         assert!(!after.is_grace_over());
         after.claimed(2);
         assert!(after.is_grace_over(), "client 1 held nothing at the stop");
+    }
+
+    #[tokio::test]
+    async fn a_client_with_a_session_is_not_taken_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = LockHolders::load(dir.path());
+        before.note(1).await.unwrap();
+        before.note(2).await.unwrap();
+        before.forget(1, |c| c == 1).await;
+        drop(before);
+
+        let after = LockHolders::load(dir.path());
+        after.end_grace(|c| c == 2).await;
+        drop(after);
+        let again = LockHolders::load(dir.path());
+        again.claimed(1);
+        assert!(
+            !again.is_grace_over(),
+            "client 2, back at the end of the grace period, stays"
+        );
+        again.claimed(2);
+        assert!(again.is_grace_over());
     }
 }

@@ -184,11 +184,28 @@ impl LockTable {
         refused
     }
 
-    /// Whether `session` holds any lock.
-    pub fn holds_any(&self, session: SessionId) -> bool {
-        self.lock()
+    /// Ends `session`, whose connection closed. A session holding locks keeps them, for its
+    /// client to claim (`release_session` later; returns true); one holding none is released at
+    /// once and takes no more (returns false, with its client if no other session of that client
+    /// is left).
+    pub fn end_session(&self, session: SessionId) -> (bool, Option<u64>) {
+        let table = self.lock();
+        if table
             .values()
             .any(|locks| locks.iter().any(|h| h.session == session))
+        {
+            return (true, None);
+        }
+        let mut clients = self.clients();
+        let last_of_client = clients
+            .remove(&session)
+            .filter(|client| !clients.values().any(|c| c == client));
+        (false, last_of_client)
+    }
+
+    /// Whether `client` has a session.
+    pub fn has_client(&self, client: u64) -> bool {
+        self.clients().values().any(|&c| c == client)
     }
 
     /// The clients whose sessions hold locks now.
@@ -487,14 +504,30 @@ mod tests {
         t.set(F, SessionId(2), lock(LockKind::Unlock, 20, 29, 2), false)
             .await
             .unwrap();
-        assert!(t.holds_any(SessionId(1)));
-        assert!(!t.holds_any(SessionId(2)), "its only lock was undone");
         assert_eq!(t.clients_holding(), HashSet::from([101]));
+        assert_eq!(
+            t.end_session(SessionId(1)),
+            (true, None),
+            "it keeps its lock"
+        );
+        assert_eq!(
+            t.end_session(SessionId(2)),
+            (false, Some(102)),
+            "its only lock was undone"
+        );
+        assert_eq!(
+            t.set(F, SessionId(2), lock(LockKind::Read, 20, 29, 2), false)
+                .await,
+            Err(Status::Io),
+            "an ended session takes no more"
+        );
+        assert!(t.has_client(101));
+        assert!(!t.has_client(102));
 
         assert_eq!(t.release_session(SessionId(1)), None, "session 10 is left");
         assert!(t.clients_holding().is_empty());
-        assert_eq!(t.release_session(SessionId(10)), Some(101));
-        assert_eq!(t.release_session(SessionId(2)), Some(102));
+        assert_eq!(t.end_session(SessionId(10)), (false, Some(101)));
+        assert!(!t.has_client(101));
         assert_eq!(t.release_session(SessionId(2)), None, "released already");
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use elkfs_proto::InodeId;
 use elkfs_proto::lock_ranges::after_request;
@@ -17,6 +18,9 @@ use elkfs_proto::master::{Lock, LockKind};
 #[derive(Default)]
 pub struct HeldLocks {
     held: Mutex<HashMap<(InodeId, u64), Vec<Lock>>>,
+    /// Whether any lock was ever granted through this client: the master then counts it among
+    /// the clients to wait for after a restart, until it reconnects and claims.
+    ever_granted: AtomicBool,
 }
 
 impl HeldLocks {
@@ -26,6 +30,9 @@ impl HeldLocks {
 
     /// Records a lock request the master granted (a lock, a change, or an unlock).
     pub fn granted(&self, inode: InodeId, lock: Lock) {
+        if lock.kind != LockKind::Unlock {
+            self.ever_granted.store(true, Ordering::Relaxed);
+        }
         let mut held = self.lock();
         let owned = held.entry((inode, lock.owner)).or_default();
         *owned = after_request(std::mem::take(owned), lock);
@@ -36,6 +43,12 @@ impl HeldLocks {
     /// another order), so that closing releases them at the master.
     pub fn holds(&self, inode: InodeId, owner: u64) -> bool {
         self.lock().contains_key(&(inode, owner))
+    }
+
+    /// Whether a lock was ever granted through this client (the master may wait for it to
+    /// reconnect after a restart before granting locks to others).
+    pub fn ever_granted(&self) -> bool {
+        self.ever_granted.load(Ordering::Relaxed)
     }
 
     /// Every (file, owner) that may hold locks.
@@ -116,5 +129,17 @@ mod tests {
         h.granted(f, lock(LockKind::Unlock, 0, u64::MAX, 1));
         assert!(h.all().is_empty() && h.holds(f, 1));
         assert_eq!(h.owners().len(), 2);
+    }
+
+    #[test]
+    fn a_client_ever_granted_a_lock_says_so_after_releasing_it() {
+        let h = HeldLocks::default();
+        let f = InodeId(3);
+        h.granted(f, lock(LockKind::Unlock, 0, 9, 1));
+        assert!(!h.ever_granted(), "an unlock is no grant");
+        h.granted(f, lock(LockKind::Read, 0, 9, 1));
+        h.release(f, 1);
+        assert!(h.owners().is_empty());
+        assert!(h.ever_granted());
     }
 }

@@ -271,15 +271,15 @@ impl MasterClient {
         tokio::join!(recalls, wants);
     }
 
-    /// Reconnects soon after the connection breaks while this client holds locks or has files
-    /// open, so that the master hears of them within its grace periods even when nothing else
+    /// Reconnects soon after the connection breaks if this client was ever granted a lock or has
+    /// files open, so that the master hears of them within its grace periods even when nothing else
     /// asks it anything (a read-only mount keeps no wait for lease recalls going). Runs for as
     /// long as the client lives.
     pub async fn keep_connected(&self) {
         loop {
             tokio::time::sleep(defaults::RECONNECT_MAX).await;
-            let needed =
-                !self.locks.owners().is_empty() || !self.lock_open_files().counts.is_empty();
+            // A client ever granted a lock is one a restarted master waits for.
+            let needed = self.locks.ever_granted() || !self.lock_open_files().counts.is_empty();
             if needed && self.current().is_none() {
                 // Failures are retried inside, then again on the next round.
                 let _ = self.session(Instant::now() + self.timeout).await;
