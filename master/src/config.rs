@@ -47,6 +47,9 @@ pub struct MasterConfig {
     /// live writer's way back: the mounts' `master_timeout` (60 s) of retries, plus the 20 s a
     /// writer goes on under one lease, plus a stuck chain's drain (up to 160 s).
     pub unreported_write_grace_secs: u64,
+    /// Longest time, in seconds, new locks wait after a start for the clients that held locks
+    /// before it to claim them again (default 20; 0: no wait, so a lock may be granted twice).
+    pub lock_grace_secs: u64,
     /// The exports file (who may mount what, MooseFS's `mfsexports.cfg` shape); without one
     /// only loopback clients are let in. Reloaded on SIGHUP.
     pub exports: Option<PathBuf>,
@@ -83,6 +86,7 @@ impl Default for MasterConfig {
             changelog_file_mib: elkfs_metastore::changelog::DEFAULT_FILE_BYTES / (1024 * 1024),
             write_lease_timeout_secs: defaults::WRITE_LEASE_TIMEOUT.as_secs(),
             unreported_write_grace_secs: 300,
+            lock_grace_secs: crate::lock_holders::DEFAULT_LOCK_GRACE.as_secs(),
             exports: None,
             tls: false,
             ready_file: None,
@@ -132,6 +136,11 @@ impl MasterConfig {
     /// [`defaults::WRITE_LEASE_RENEWAL`].
     pub fn write_lease_timeout(&self) -> Duration {
         Duration::from_secs(self.write_lease_timeout_secs).max(defaults::WRITE_LEASE_TIMEOUT_MIN)
+    }
+
+    /// How long new locks wait after a start for the clients that held locks to claim them.
+    pub fn lock_grace(&self) -> Duration {
+        Duration::from_secs(self.lock_grace_secs)
     }
 
     /// How long a slot written under a lease that ended without a report is left alone by a

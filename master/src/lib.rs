@@ -47,7 +47,7 @@ use crate::cluster::Cluster;
 use crate::config::MasterConfig;
 use crate::exports::Exports;
 use crate::leases::Leases;
-use crate::lock_holders::{LOCK_GRACE, LockHolders};
+use crate::lock_holders::LockHolders;
 use crate::meta::{ImageWorker, Meta};
 use crate::replication::ReplicationWorker;
 use crate::requests::RequestJanitor;
@@ -108,11 +108,12 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
         config.replications_per_server.max(1),
         exports,
         cluster_key,
-        LockHolders::load(&config.data_dir),
+        LockHolders::load(&config.data_dir, config.lock_grace()),
     ));
     let grace_state = state.clone();
+    let lock_grace = config.lock_grace();
     tokio::spawn(async move {
-        tokio::time::sleep(LOCK_GRACE).await;
+        tokio::time::sleep(lock_grace).await;
         grace_state
             .lock_holders
             .end_grace(|c| grace_state.locks.has_client(c))

@@ -7,8 +7,9 @@
 //! as if it held it. So the master writes down (`lock-holders` in its data directory) every
 //! client that was granted a lock, before answering the grant, and crosses a client off once
 //! its last session is gone. After a restart, for as long as a client of that list has not
-//! made its last claim, and at most [`LOCK_GRACE`], new locks and lock tests wait (the "grace
-//! period" of NFS). A master that finds no list, or an empty one, has no grace period.
+//! made its last claim, and at most `lock_grace_secs` ([`DEFAULT_LOCK_GRACE`]), new locks and
+//! lock tests wait (the "grace period" of NFS). A master that finds no list, or an empty one, has
+//! no grace period.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -18,8 +19,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-/// Longest time new locks wait after a restart for the clients that held locks to claim them.
-pub const LOCK_GRACE: Duration = Duration::from_secs(20);
+/// Longest time new locks wait after a restart for the clients that held locks to claim them,
+/// unless the master's `lock_grace_secs` says otherwise.
+pub const DEFAULT_LOCK_GRACE: Duration = Duration::from_secs(20);
 
 /// Name of the list in the master's data directory.
 pub const FILE_NAME: &str = "lock-holders";
@@ -39,9 +41,9 @@ pub struct LockHolders {
 
 impl LockHolders {
     /// Reads the list left in `data_dir`. The grace period starts now: it is over at once if
-    /// nobody held locks, and in any case after [`LOCK_GRACE`] (see [`LockHolders::end_grace`]).
-    /// An unreadable list keeps the grace period for its whole length.
-    pub fn load(data_dir: &Path) -> LockHolders {
+    /// nobody held locks, and in any case after `grace` (the caller then calls
+    /// [`LockHolders::end_grace`]). An unreadable list keeps the grace period for its whole length.
+    pub fn load(data_dir: &Path, grace: Duration) -> LockHolders {
         let path = data_dir.join(FILE_NAME);
         let (listed, known) = match std::fs::read_to_string(&path) {
             Ok(text) => match parse(&text) {
@@ -61,7 +63,7 @@ impl LockHolders {
         if !over {
             tracing::info!(
                 clients = listed.len(),
-                grace_secs = LOCK_GRACE.as_secs(),
+                grace_secs = grace.as_secs(),
                 "clients held locks before this start: new locks wait until they have claimed them"
             );
         }
@@ -97,7 +99,7 @@ impl LockHolders {
         }
     }
 
-    /// Ends the grace period ([`LOCK_GRACE`] after the start): clients still awaited are taken
+    /// Ends the grace period (`lock_grace_secs` after the start): clients still awaited are taken
     /// off the list, as they may never come back, unless `has_session` says they are back.
     pub async fn end_grace(&self, has_session: impl Fn(u64) -> bool) {
         if self.is_grace_over() {
@@ -227,7 +229,7 @@ mod tests {
     #[tokio::test]
     async fn a_start_without_a_list_has_no_grace_period() {
         let dir = tempfile::tempdir().unwrap();
-        let holders = LockHolders::load(dir.path());
+        let holders = LockHolders::load(dir.path(), DEFAULT_LOCK_GRACE);
         assert!(holders.is_grace_over());
         holders.grace_over().await;
     }
@@ -235,7 +237,7 @@ mod tests {
     #[tokio::test]
     async fn clients_listed_before_a_restart_hold_new_locks_back_until_they_have_claimed() {
         let dir = tempfile::tempdir().unwrap();
-        let before = LockHolders::load(dir.path());
+        let before = LockHolders::load(dir.path(), DEFAULT_LOCK_GRACE);
         before.note(7).await.unwrap();
         before.note(9).await.unwrap();
         before.note(7).await.unwrap();
@@ -243,7 +245,7 @@ mod tests {
         before.note(11).await.unwrap();
         drop(before);
 
-        let after = LockHolders::load(dir.path());
+        let after = LockHolders::load(dir.path(), DEFAULT_LOCK_GRACE);
         assert!(!after.is_grace_over());
         after.claimed(9);
         after.claimed(7);
@@ -258,18 +260,18 @@ mod tests {
     #[tokio::test]
     async fn the_end_of_the_grace_period_takes_the_clients_not_back_off_the_list() {
         let dir = tempfile::tempdir().unwrap();
-        let before = LockHolders::load(dir.path());
+        let before = LockHolders::load(dir.path(), DEFAULT_LOCK_GRACE);
         before.note(1).await.unwrap();
         before.note(2).await.unwrap();
         drop(before);
 
-        let after = LockHolders::load(dir.path());
+        let after = LockHolders::load(dir.path(), DEFAULT_LOCK_GRACE);
         after.claimed(1);
         after.end_grace(|_| false).await;
         assert!(after.is_grace_over());
         drop(after);
 
-        let again = LockHolders::load(dir.path());
+        let again = LockHolders::load(dir.path(), DEFAULT_LOCK_GRACE);
         assert!(
             !again.is_grace_over(),
             "client 1 came back and is still listed"
@@ -282,7 +284,7 @@ mod tests {
     async fn a_damaged_list_keeps_the_whole_grace_period() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE_NAME), "not a client\n").unwrap();
-        let holders = LockHolders::load(dir.path());
+        let holders = LockHolders::load(dir.path(), DEFAULT_LOCK_GRACE);
         assert!(!holders.is_grace_over());
         holders.claimed(1);
         assert!(!holders.is_grace_over());
@@ -293,13 +295,13 @@ mod tests {
     #[tokio::test]
     async fn a_clean_stop_keeps_only_the_clients_holding_locks() {
         let dir = tempfile::tempdir().unwrap();
-        let before = LockHolders::load(dir.path());
+        let before = LockHolders::load(dir.path(), DEFAULT_LOCK_GRACE);
         before.note(1).await.unwrap();
         before.note(2).await.unwrap();
         before.keep_only(|| HashSet::from([2])).await;
         drop(before);
 
-        let after = LockHolders::load(dir.path());
+        let after = LockHolders::load(dir.path(), DEFAULT_LOCK_GRACE);
         assert!(!after.is_grace_over());
         after.claimed(2);
         assert!(after.is_grace_over(), "client 1 held nothing at the stop");
@@ -308,16 +310,16 @@ mod tests {
     #[tokio::test]
     async fn a_client_with_a_session_is_not_taken_off() {
         let dir = tempfile::tempdir().unwrap();
-        let before = LockHolders::load(dir.path());
+        let before = LockHolders::load(dir.path(), DEFAULT_LOCK_GRACE);
         before.note(1).await.unwrap();
         before.note(2).await.unwrap();
         before.forget(1, |c| c == 1).await;
         drop(before);
 
-        let after = LockHolders::load(dir.path());
+        let after = LockHolders::load(dir.path(), DEFAULT_LOCK_GRACE);
         after.end_grace(|c| c == 2).await;
         drop(after);
-        let again = LockHolders::load(dir.path());
+        let again = LockHolders::load(dir.path(), DEFAULT_LOCK_GRACE);
         again.claimed(1);
         assert!(
             !again.is_grace_over(),

@@ -2,7 +2,7 @@
 //! semantics Linux gives them on one machine.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -429,4 +429,59 @@ fn a_read_only_mount_that_once_held_a_lock_comes_back_by_itself_to_end_the_grace
     );
     let writer = open_rw(&path);
     set_lock(&writer, libc::F_SETLK, libc::F_WRLCK, 0, 10).expect("nobody holds it");
+}
+
+#[test]
+fn a_process_whose_lock_was_lost_while_its_mount_was_away_gets_eio() {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "lock_grace_secs = 1\n").unwrap();
+    let mut cluster = Cluster::builder()
+        .chunkservers(1)
+        .mounts(2)
+        .master_args([
+            std::ffi::OsString::from("--config"),
+            config.path().as_os_str().to_owned(),
+        ])
+        .start();
+    let a = open_rw(&cluster.mount_path(0).join("db"));
+    let a2 = open_rw(&cluster.mount_path(0).join("db2"));
+    let b = open_rw(&cluster.mount_path(1).join("db"));
+    let b2 = open_rw(&cluster.mount_path(1).join("db2"));
+    set_lock(&a, libc::F_SETLK, libc::F_WRLCK, 0, 100).unwrap();
+    set_lock(&a2, libc::F_SETLK, libc::F_WRLCK, 0, 100).unwrap();
+
+    // Mount A stays away past the restarted master's grace period; mount B takes the ranges.
+    let frozen = Frozen::freeze(cluster.mount(0).pid().expect("mount A runs"));
+    cluster.kill_master();
+    cluster.start_master();
+    elkfs_testkit::wait_until(Duration::from_secs(15), "the grace period to end", || {
+        cluster
+            .log_of(elkfs_testkit::Process::Master)
+            .contains("the grace period for locks ended")
+    });
+    set_lock(&b, libc::F_SETLK, libc::F_WRLCK, 50, 10).expect("A's lock is not claimed");
+    set_lock(&b2, libc::F_SETLK, libc::F_WRLCK, 50, 10).expect("nor this one");
+
+    drop(frozen);
+    // A create reaches the master after mount A's reconnect and its claims.
+    std::fs::write(cluster.mount_path(0).join("after the restart"), b"x").unwrap();
+    cluster.allow_log_errors("another client took it meanwhile");
+    assert_eq!(
+        set_lock(&a, libc::F_SETLK, libc::F_WRLCK, 0, 10),
+        Err(Errno(libc::EIO)),
+        "the process that held the lost lock hears of it at its next lock request"
+    );
+    assert_eq!(
+        set_lock(&a, libc::F_SETLK, libc::F_WRLCK, 0, 100),
+        Err(Errno(libc::EAGAIN)),
+        "then B's lock stops it as any other"
+    );
+    set_lock(&a, libc::F_SETLK, libc::F_WRLCK, 0, 10).expect("a range nobody holds");
+    let fd = a2.into_raw_fd();
+    // SAFETY: closing a descriptor this test owns, taken from its `File`.
+    assert_eq!(
+        sys::check(unsafe { libc::close(fd) }).map(drop),
+        Err(Errno(libc::EIO)),
+        "or at its close of the file"
+    );
 }

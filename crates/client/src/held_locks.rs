@@ -3,7 +3,7 @@
 //! for its new session (the master keeps a vanished session's locks for a while, and forgets
 //! them all when it restarts).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -21,6 +21,8 @@ pub struct HeldLocks {
     /// Whether any lock was ever granted through this client: the master then counts it among
     /// the clients to wait for after a restart, until it reconnects and claims.
     ever_granted: AtomicBool,
+    /// (file, owner) pairs that lost locks after a reconnect and have not been told yet.
+    untold: Mutex<HashSet<(InodeId, u64)>>,
 }
 
 impl HeldLocks {
@@ -69,8 +71,22 @@ impl HeldLocks {
             .collect()
     }
 
-    /// Forgets locks the master could not give back after a reconnect.
+    /// Whether `owner` lost locks on `inode` since it was last told so; it is told now (the
+    /// caller fails the owner's request with EIO, as NFS does).
+    pub fn tell_lost(&self, inode: InodeId, owner: u64) -> bool {
+        self.untold
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(inode, owner))
+    }
+
+    /// Forgets locks the master could not give back after a reconnect; their owners are told at
+    /// their next lock request or close on the file ([`HeldLocks::tell_lost`]).
     pub fn lost(&self, lost: &[(InodeId, Lock)]) {
+        self.untold
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(lost.iter().map(|(inode, lock)| (*inode, lock.owner)));
         for &(inode, lock) in lost {
             tracing::error!(
                 %inode,
@@ -141,5 +157,19 @@ mod tests {
         h.release(f, 1);
         assert!(h.owners().is_empty());
         assert!(h.ever_granted());
+    }
+
+    #[test]
+    fn an_owner_that_lost_locks_is_told_once() {
+        let h = HeldLocks::default();
+        let f = InodeId(3);
+        h.granted(f, lock(LockKind::Write, 0, 9, 1));
+        h.granted(f, lock(LockKind::Write, 20, 29, 2));
+        h.lost(&[(f, lock(LockKind::Write, 0, 9, 1))]);
+        assert!(!h.tell_lost(f, 2), "owner 2 lost nothing");
+        assert!(!h.tell_lost(InodeId(4), 1), "nor on another file");
+        assert!(h.tell_lost(f, 1));
+        assert!(!h.tell_lost(f, 1), "told already");
+        assert!(h.holds(f, 1), "its close still goes to the master");
     }
 }

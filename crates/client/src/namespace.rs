@@ -455,6 +455,10 @@ impl Client {
 
     /// Takes, changes or releases a byte-range lock held across every mount.
     pub async fn set_lock(&self, inode: InodeId, lock: Lock, wait: bool) -> Result<(), Status> {
+        // An owner that lost locks after a reconnect hears of it at its next request.
+        if self.master.locks.tell_lost(inode, lock.owner) {
+            return Err(Status::Io);
+        }
         done(
             self.master
                 .request(&MasterRequest::SetLock { inode, lock, wait })
@@ -482,16 +486,18 @@ impl Client {
     }
 
     /// Releases every lock `owner` holds on `inode` (a no-op without a round trip when it holds
-    /// none through this client).
+    /// none through this client). Fails with `Io` if the owner lost locks there after a
+    /// reconnect and has not been told yet (the close that releases them reports it).
     pub async fn release_locks(&self, inode: InodeId, owner: u64) -> Result<(), Status> {
-        if !self.master.locks.release(inode, owner) {
-            return Ok(());
+        let lost = self.master.locks.tell_lost(inode, owner);
+        if self.master.locks.release(inode, owner) {
+            done(
+                self.master
+                    .request(&MasterRequest::ReleaseLocks { inode, owner })
+                    .await?,
+            )?;
         }
-        done(
-            self.master
-                .request(&MasterRequest::ReleaseLocks { inode, owner })
-                .await?,
-        )
+        if lost { Err(Status::Io) } else { Ok(()) }
     }
 
     /// Changes goal, trash time or eattrs of an inode (or a whole tree); returns how many
