@@ -432,7 +432,7 @@ impl Ops {
             None => Ok(()),
         };
         self.client
-            .release_locks(inode, lock_owner)
+            .release_locks(inode, lock_owner, true)
             .await
             .map_err(errno)?;
         flushed
@@ -496,7 +496,7 @@ impl Ops {
         let unlocked = match flock_owner {
             Some(owner) => self
                 .client
-                .release_locks(file.inode, owner)
+                .release_locks(file.inode, owner, false)
                 .await
                 .map_err(errno),
             None => Ok(()),

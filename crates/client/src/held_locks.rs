@@ -81,12 +81,12 @@ impl HeldLocks {
     }
 
     /// Forgets locks the master could not give back after a reconnect; their owners are told at
-    /// their next lock request or close on the file ([`HeldLocks::tell_lost`]).
+    /// their next lock request or close on the file ([`HeldLocks::tell_lost`]). An owner that
+    /// released its locks on the file meanwhile (its close already answered) is not told: the
+    /// kernel may have given its id to another owner since.
     pub fn lost(&self, lost: &[(InodeId, Lock)]) {
-        self.untold
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(lost.iter().map(|(inode, lock)| (*inode, lock.owner)));
+        let mut held = self.lock();
+        let mut untold = self.untold.lock().unwrap_or_else(|p| p.into_inner());
         for &(inode, lock) in lost {
             tracing::error!(
                 %inode,
@@ -95,13 +95,15 @@ impl HeldLocks {
                 end = lock.end,
                 "a lock held before the connection to the master was lost is gone: another client took it meanwhile"
             );
-            self.granted(
-                inode,
-                Lock {
-                    kind: LockKind::Unlock,
-                    ..lock
-                },
-            );
+            let Some(owned) = held.get_mut(&(inode, lock.owner)) else {
+                continue;
+            };
+            let unlock = Lock {
+                kind: LockKind::Unlock,
+                ..lock
+            };
+            *owned = after_request(std::mem::take(owned), unlock);
+            untold.insert((inode, lock.owner));
         }
     }
 }
@@ -171,5 +173,13 @@ mod tests {
         assert!(h.tell_lost(f, 1));
         assert!(!h.tell_lost(f, 1), "told already");
         assert!(h.holds(f, 1), "its close still goes to the master");
+
+        h.release(f, 2);
+        h.lost(&[(f, lock(LockKind::Write, 20, 29, 2))]);
+        assert!(
+            !h.tell_lost(f, 2),
+            "an owner that released its locks meanwhile is not told"
+        );
+        assert!(!h.holds(f, 2));
     }
 }

@@ -1,6 +1,6 @@
 //! Namespace operations as typed calls on the master session.
 
-use elkfs_proto::master::{Change, Lock, MasterReply, MasterRequest, TreeAttr};
+use elkfs_proto::master::{Change, Lock, LockKind, MasterReply, MasterRequest, TreeAttr};
 use elkfs_proto::types::{Attr, Caller, DirEntry, DirEntryPlus, FileKind, FsStats, SetAttr};
 use elkfs_proto::{InodeId, Status};
 
@@ -455,8 +455,9 @@ impl Client {
 
     /// Takes, changes or releases a byte-range lock held across every mount.
     pub async fn set_lock(&self, inode: InodeId, lock: Lock, wait: bool) -> Result<(), Status> {
-        // An owner that lost locks after a reconnect hears of it at its next request.
-        if self.master.locks.tell_lost(inode, lock.owner) {
+        // An owner that lost locks after a reconnect hears of it at its next request that takes
+        // a lock (an unlock goes ahead: failing it would leave its other locks held).
+        if lock.kind != LockKind::Unlock && self.master.locks.tell_lost(inode, lock.owner) {
             return Err(Status::Io);
         }
         done(
@@ -486,10 +487,16 @@ impl Client {
     }
 
     /// Releases every lock `owner` holds on `inode` (a no-op without a round trip when it holds
-    /// none through this client). Fails with `Io` if the owner lost locks there after a
-    /// reconnect and has not been told yet (the close that releases them reports it).
-    pub async fn release_locks(&self, inode: InodeId, owner: u64) -> Result<(), Status> {
-        let lost = self.master.locks.tell_lost(inode, owner);
+    /// none through this client). With `report_lost`, fails with `Io` if the owner lost locks
+    /// there after a reconnect and has not been told yet (a close reports it; a release, whose
+    /// answer reaches no process, passes `false` and only forgets it).
+    pub async fn release_locks(
+        &self,
+        inode: InodeId,
+        owner: u64,
+        report_lost: bool,
+    ) -> Result<(), Status> {
+        let lost = self.master.locks.tell_lost(inode, owner) && report_lost;
         if self.master.locks.release(inode, owner) {
             done(
                 self.master
