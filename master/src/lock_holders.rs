@@ -102,11 +102,11 @@ impl LockHolders {
     /// Ends the grace period (`lock_grace_secs` after the start): clients still awaited are taken
     /// off the list, as they may never come back, unless `has_session` says they are back.
     pub async fn end_grace(&self, has_session: impl Fn(u64) -> bool) {
-        if self.is_grace_over() {
+        let gone: HashSet<u64> = lock(&self.awaited).drain().collect();
+        // Over already: every client claimed (then none is left awaited).
+        if self.over.send_replace(true) {
             return;
         }
-        let gone: HashSet<u64> = lock(&self.awaited).drain().collect();
-        self.over.send_replace(true);
         tracing::warn!(
             clients = gone.len(),
             "the grace period for locks ended before every client that held locks came back"

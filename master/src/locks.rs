@@ -196,11 +196,16 @@ impl LockTable {
         {
             return (true, None);
         }
+        (false, self.forget_session(session))
+    }
+
+    /// Forgets which client `session` belongs to; returns that client if it has no other
+    /// session left.
+    fn forget_session(&self, session: SessionId) -> Option<u64> {
         let mut clients = self.clients();
-        let last_of_client = clients
+        clients
             .remove(&session)
-            .filter(|client| !clients.values().any(|c| c == client));
-        (false, last_of_client)
+            .filter(|client| !clients.values().any(|c| c == client))
     }
 
     /// Whether `client` has a session.
@@ -231,12 +236,7 @@ impl LockTable {
     /// unless a later session of its client claimed them). Returns its client if no other
     /// session of that client is left.
     pub fn release_session(&self, session: SessionId) -> Option<u64> {
-        let last_of_client = {
-            let mut clients = self.clients();
-            clients
-                .remove(&session)
-                .filter(|client| !clients.values().any(|c| c == client))
-        };
+        let last_of_client = self.forget_session(session);
         let mut table = self.lock();
         table.retain(|_, locks| {
             locks.retain(|h| h.session != session);
