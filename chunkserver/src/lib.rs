@@ -10,6 +10,7 @@ pub mod master_link;
 pub mod replicate;
 pub mod sequencer;
 pub mod storage;
+pub mod sync_worker;
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ use crate::config::ChunkserverConfig;
 use crate::data_service::DataService;
 use crate::master_link::LinkSetup;
 use crate::sequencer::Sequencer;
+use crate::sync_worker::SyncWorker;
 
 /// The first data directory not marked for removal (where the server id lives).
 fn dirs_in_use(data: &[String]) -> anyhow::Result<std::path::PathBuf> {
@@ -123,6 +125,7 @@ pub async fn run(config: ChunkserverConfig, stop: CancellationToken) -> anyhow::
 
     let (reports_tx, reports_rx) = mpsc::channel(REPORT_QUEUE);
     let reports_tx_for_test = reports_tx.clone();
+    let reports_tx_for_sync = reports_tx.clone();
     let service = Arc::new(DataService::new(
         store.clone(),
         sequencer.clone(),
@@ -136,7 +139,9 @@ pub async fn run(config: ChunkserverConfig, stop: CancellationToken) -> anyhow::
         reports_tx_for_test,
         config.chunk_test_mib_per_sec.saturating_mul(1 << 20),
     );
-    let chunk_test = worker::spawn(chunk_test, workers, stop.clone());
+    let chunk_test = worker::spawn(chunk_test, workers.clone(), stop.clone());
+    let sync = SyncWorker::new(store.clone(), reports_tx_for_sync, config.sync_interval());
+    let sync = worker::spawn(sync, workers, stop.clone());
     let link = tokio::spawn(master_link::run(
         LinkSetup {
             server_id,
@@ -156,6 +161,7 @@ pub async fn run(config: ChunkserverConfig, stop: CancellationToken) -> anyhow::
     data_service::accept_loop(listener, service, transport.data_port, stop.clone()).await;
     let _ = link.await;
     let _ = chunk_test.await;
+    let _ = sync.await;
     tracing::info!("chunkserver stopped");
     Ok(())
 }

@@ -21,6 +21,9 @@ pub(crate) struct Slot {
     pub length: AtomicU32,
     /// The file was created or renamed since the last `sync`: `sync` must fsync its directory too.
     pub name_unsynced: AtomicBool,
+    /// The file was created or changed since the last `sync`: the background sync pass
+    /// (`sync_pass.rs`) fsyncs it.
+    pub changed: AtomicBool,
 }
 
 /// What a chunk's lock protects: where its file is.
@@ -43,6 +46,7 @@ impl Slot {
             }),
             length: AtomicU32::new(length),
             name_unsynced: AtomicBool::new(false),
+            changed: AtomicBool::new(false),
         }
     }
 

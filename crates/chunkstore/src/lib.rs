@@ -20,6 +20,7 @@ mod path;
 mod scan;
 mod spares;
 mod store;
+mod sync_pass;
 
 pub use datadir::DataDirSpec;
 pub use error::{ChunkError, StoreError};
@@ -28,3 +29,4 @@ pub use path::{
     SUBDIR_COUNT, chunk_file_name, chunk_path_for, parse_chunk_file_name, subdir_for, subdir_name,
 };
 pub use store::{ChunkInfo, ChunkStore, ScanReport, SpaceReport};
+pub use sync_pass::SyncPass;

@@ -64,8 +64,8 @@ pub struct ChunkInfo {
 
 /// The chunks stored in a chunkserver's data directories.
 pub struct ChunkStore {
-    dirs: Vec<DataDir>,
-    index: Index,
+    pub(crate) dirs: Vec<DataDir>,
+    pub(crate) index: Index,
     deleted: RecentlyDeleted,
 }
 
@@ -94,8 +94,8 @@ fn blocks_touched(offset: u32, len: u32, length: u32) -> u64 {
         .saturating_sub(u64::from(offset) / block)
 }
 
-struct DataDir {
-    path: PathBuf,
+pub(crate) struct DataDir {
+    pub(crate) path: PathBuf,
     marked_for_removal: bool,
     spares: Spares,
     /// `read_cached` is worth trying here: cleared for good when the kernel or the file system
@@ -200,6 +200,7 @@ impl ChunkStore {
         match made {
             Ok(_) => {
                 slot.name_unsynced.store(true, Ordering::Relaxed);
+                slot.changed.store(true, Ordering::Release);
                 Ok(())
             }
             Err(e) => {
@@ -237,6 +238,7 @@ impl ChunkStore {
             match made {
                 Ok(()) => {
                     copy.name_unsynced.store(true, Ordering::Relaxed);
+                    copy.changed.store(true, Ordering::Release);
                     Ok(())
                 }
                 Err(e) => {
@@ -479,8 +481,16 @@ impl ChunkStore {
     /// or renamed since the last sync, so the chunk survives a power cut under its current name.
     pub fn sync(&self, id: ChunkId) -> Result<(), ChunkError> {
         self.shared(id, None, |slot, _, path| {
-            let file = fs::File::open(&path).map_err(|e| ChunkError::io_opening(id, &path, e))?;
-            file.sync_all().map_err(|e| ChunkError::io(id, &path, e))?;
+            // No change is under way while the lock is shared: every change made so far is in
+            // what the fsync below covers, and one made after it marks the chunk again.
+            slot.changed.store(false, Ordering::Release);
+            let synced = fs::File::open(&path)
+                .map_err(|e| ChunkError::io_opening(id, &path, e))
+                .and_then(|file| file.sync_all().map_err(|e| ChunkError::io(id, &path, e)));
+            if let Err(e) = synced {
+                slot.changed.store(true, Ordering::Release);
+                return Err(e);
+            }
             if slot.name_unsynced.swap(false, Ordering::AcqRel) {
                 let dir = path.parent().unwrap_or(&path);
                 let synced = fs::File::open(dir).and_then(|dir| dir.sync_all());
@@ -564,7 +574,11 @@ impl ChunkStore {
             let mut state = slot.exclusive();
             state.check(id, want).and_then(|()| {
                 let path = self.path_of(id, &state);
-                op(&slot, &mut state, path)
+                let result = op(&slot, &mut state, path);
+                // Marked after the change, a failed one too (it may have done part of its
+                // work), so a sync pass that took the mark off before never misses it.
+                slot.changed.store(true, Ordering::Release);
+                result
             })
         };
         self.forget_if_vanished(id, &slot, &result);

@@ -1197,3 +1197,71 @@ fn a_duplicate_is_an_independent_chunk_with_the_same_data() {
         Err(ChunkError::WrongVersion { .. })
     ));
 }
+
+#[test]
+fn a_sync_pass_syncs_each_chunk_changed_since_its_last_sync_once() {
+    let (_dir, store) = fresh();
+    let (a, b, c) = (ChunkId(1), ChunkId(2), ChunkId(3));
+    assert_eq!(store.sync_changed().synced, 0);
+    store.create(a, V1).unwrap();
+    store.create(b, V1).unwrap();
+    store.write(a, V1, 0, &pattern(5000, 1)).unwrap();
+    let pass = store.sync_changed();
+    assert_eq!((pass.synced, pass.whole_file_systems), (2, 0));
+    assert!(pass.failed.is_empty());
+    assert_eq!(store.sync_changed().synced, 0, "nothing changed since");
+
+    store.write(a, V1, 100, b"again").unwrap();
+    store.create(c, V1).unwrap();
+    store.sync(c).unwrap();
+    assert_eq!(
+        store.sync_changed().synced,
+        1,
+        "a client's sync counts as one"
+    );
+
+    store.set_version(b, V1, V2).unwrap();
+    store.truncate(c, V1, V2, 10).unwrap();
+    store.delete(a, V1).unwrap();
+    assert_eq!(
+        store.sync_changed().synced,
+        2,
+        "the deleted chunk is left out"
+    );
+    assert!(matches!(
+        store.write(b, V1, 0, b"stale"),
+        Err(ChunkError::WrongVersion { .. })
+    ));
+    assert_eq!(
+        store.sync_changed().synced,
+        0,
+        "a change refused at once changed nothing"
+    );
+    assert!(matches!(
+        store.write(b, V2, CHUNK_SIZE as u32, b"past the end"),
+        Err(ChunkError::OutOfRange { .. })
+    ));
+    assert_eq!(
+        store.sync_changed().synced,
+        1,
+        "a change that failed on its way is synced: it may have done part of its work"
+    );
+}
+
+#[test]
+fn a_sync_pass_over_many_changed_chunks_syncs_their_file_system_whole() {
+    let (_dir, store) = fresh();
+    for id in 0..40 {
+        store.create(ChunkId(id), V1).unwrap();
+        store
+            .write(ChunkId(id), V1, 0, &pattern(4096, id as u8))
+            .unwrap();
+    }
+    let pass = store.sync_changed();
+    assert_eq!((pass.synced, pass.whole_file_systems), (40, 1));
+    assert!(pass.failed.is_empty());
+    assert_eq!(store.sync_changed().synced, 0);
+    store.write(ChunkId(7), V1, 0, b"x").unwrap();
+    let pass = store.sync_changed();
+    assert_eq!((pass.synced, pass.whole_file_systems), (1, 0));
+}

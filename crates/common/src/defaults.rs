@@ -39,6 +39,10 @@ pub const ROOT_TRASH_TIME: u32 = 86_400;
 /// How often the master's changelog is fsynced at the latest.
 pub const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How often a chunkserver fsyncs the chunk files changed since it last did: the most data no
+/// client fsynced that a power cut can lose (ext4 commits its journal as often).
+pub const CHUNK_SYNC_INTERVAL: Duration = Duration::from_secs(5);
+
 /// sled's page cache on the master, in bytes.
 pub const METADATA_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
