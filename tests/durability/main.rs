@@ -10,4 +10,5 @@ mod chunk_sync;
 mod master_crash;
 mod metalogger;
 mod numbered_requests;
+mod reopen;
 mod unlogged_bump;

@@ -1,7 +1,7 @@
 //! The client's session with the master: one multiplexed connection, reopened (with the session)
 //! when it breaks; requests wait and retry until the master is back or the timeout passes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -169,6 +169,7 @@ impl MasterClient {
             giving_back: tokio::sync::Mutex::new(()),
             open_files: Mutex::new(OpenFiles {
                 counts: HashMap::new(),
+                opening: HashSet::new(),
                 generation: 1,
             }),
             locks: HeldLocks::default(),
@@ -208,6 +209,14 @@ impl MasterClient {
     /// must not happen twice are numbered, so a retry after a lost reply is answered, not
     /// repeated.
     pub async fn request(&self, request: &MasterRequest) -> Result<MasterReply, Status> {
+        self.request_answered_in(request).await.0
+    }
+
+    /// [`MasterClient::request`], also saying which connection answered.
+    async fn request_answered_in(
+        &self,
+        request: &MasterRequest,
+    ) -> (Result<MasterReply, Status>, Option<Generation>) {
         let number = self.dir_leases.before(request);
         let sent = (Instant::now(), dir_leases::suspended());
         let mut noted = NotedRequest {
@@ -224,7 +233,7 @@ impl MasterClient {
             self.changes
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
-        reply
+        (reply, generation)
     }
 
     /// How many requests that may have changed metadata this client has had answered (or
@@ -381,7 +390,12 @@ impl MasterClient {
         let inodes: Vec<InodeId> = {
             let mut open = self.lock_open_files();
             open.generation = session.generation;
-            open.counts.keys().copied().collect()
+            // An open still on its way is registered by its own request (see `opened`).
+            open.counts
+                .keys()
+                .filter(|inode| !open.opening.contains(inode))
+                .copied()
+                .collect()
         };
         if inodes.is_empty() {
             return Ok(());
@@ -460,22 +474,40 @@ impl MasterClient {
 
     /// Counts an open of `inode`; the master hears of the first one, so an unlinked file lives
     /// on. Returns the master's answer when it was asked.
+    ///
+    /// While that `Open` is on its way, a reconnect leaves the file out of its `Reopen`, so the
+    /// new session does not count it twice (once from the `Reopen`, once from the `Open` sent
+    /// again over the new connection), which would keep it past its last close. An `Open`
+    /// answered by an older session than the one the last `Reopen` went to is sent again.
     pub async fn opened(&self, inode: InodeId) -> Result<Option<MasterReply>, Status> {
-        let first = {
+        {
             let mut open = self.lock_open_files();
             let count = open.counts.entry(inode).or_default();
             *count += 1;
-            *count == 1
-        };
-        if !first {
-            return Ok(None);
-        }
-        match self.request(&MasterRequest::Open { inode }).await {
-            Ok(reply) => Ok(Some(reply)),
-            Err(status) => {
-                self.forget_open(inode);
-                Err(status)
+            if *count > 1 {
+                return Ok(None);
             }
+            open.opening.insert(inode);
+        }
+        loop {
+            let (reply, answered_in) = self
+                .request_answered_in(&MasterRequest::Open { inode })
+                .await;
+            {
+                let mut open = self.lock_open_files();
+                if reply.is_ok() && answered_in != Some(open.generation) {
+                    tracing::debug!(%inode, "reconnected while opening a file; opening it again in the new session");
+                    continue;
+                }
+                open.opening.remove(&inode);
+            }
+            return match reply {
+                Ok(reply) => Ok(Some(reply)),
+                Err(status) => {
+                    self.forget_open(inode);
+                    Err(status)
+                }
+            };
         }
     }
 
@@ -636,6 +668,8 @@ impl MasterClient {
 /// The files this client has open, with how many handles each.
 struct OpenFiles {
     counts: HashMap<InodeId, u32>,
+    /// Files whose first open's `Open` has not been answered yet.
+    opening: HashSet<InodeId>,
     /// The connection whose session the master knows these opens in (the last one told of
     /// them).
     generation: Generation,
