@@ -49,9 +49,15 @@ pub async fn replicate(
         .await
         .map_err(|e| status_of(&e))?;
     match copy_data(store, peers, chunk, version, source, capability).await {
-        Ok(()) => blocking(store, move |s| s.set_version(chunk, BUILDING, version))
-            .await
-            .map_err(|e| status_of(&e)),
+        // On disk before its name says it is complete, and under that name before the master
+        // hears of it: the master may delete the copy it was made from at once.
+        Ok(()) => blocking(store, move |s| {
+            s.sync(chunk)?;
+            s.set_version(chunk, BUILDING, version)?;
+            s.sync(chunk)
+        })
+        .await
+        .map_err(|e| status_of(&e)),
         Err(status) => {
             if let Err(e) = blocking(store, move |s| s.delete(chunk, BUILDING)).await {
                 tracing::warn!(%chunk, error = %e, "cannot remove an incomplete copy");

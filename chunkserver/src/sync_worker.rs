@@ -1,12 +1,18 @@
 //! The background sync: a pass over the chunk store every `sync_interval_secs` fsyncs what
 //! changed since the last one (`ChunkStore::sync_changed`), so that a power cut loses at most
-//! that interval of data no client fsynced. A copy whose fsync failed may have lost data the
-//! kernel then drops from its cache, so it is reported damaged and the master replaces it.
+//! about that interval of data no client fsynced. The first pass syncs the data directories'
+//! file systems whole, for what an earlier run left unwritten.
+//!
+//! A chunk whose fsync failed with an I/O error lost data the kernel could not write (Linux
+//! marks such pages clean and reports the error once), so its copy is reported damaged and the
+//! master replaces it from another. Other failures (no space, no descriptors left) are logged and
+//! retried at the next pass.
 
 use std::time::Duration;
 
 use elkfs_chunkstore::{ChunkError, SyncPass};
 use elkfs_common::worker::{Worker, WorkerState};
+use elkfs_proto::ChunkId;
 use elkfs_proto::chunkserver::ChunkReport;
 use tokio::sync::mpsc;
 
@@ -24,7 +30,7 @@ pub struct SyncWorker {
 }
 
 impl SyncWorker {
-    /// A sync of `store` every `every`, reporting copies it could not sync on `reports`.
+    /// A sync of `store` every `every`, reporting copies that lost data on `reports`.
     pub fn new(store: Store, reports: mpsc::Sender<CopyReport>, every: Duration) -> SyncWorker {
         SyncWorker {
             store,
@@ -36,10 +42,33 @@ impl SyncWorker {
         }
     }
 
-    /// Tells the master about a copy whose fsync failed.
-    async fn report_failed(&mut self, chunk: elkfs_proto::ChunkId, error: ChunkError) {
+    /// One pass, on the blocking pool.
+    async fn pass(&self, first: bool) -> SyncPass {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            if first {
+                for (dir, error) in store.sync_file_systems() {
+                    tracing::warn!(dir = %dir.display(), %error, "cannot sync the file system of a data directory");
+                }
+            }
+            store.sync_changed()
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the sync pass failed");
+            SyncPass::default()
+        })
+    }
+
+    /// Logs a chunk that could not be synced, and tells the master of a copy that lost data.
+    /// Never waits: a pass must not stall behind a link to the master that is down.
+    fn failed(&mut self, chunk: ChunkId, error: ChunkError) {
         self.failed += 1;
-        tracing::error!(%chunk, %error, "cannot sync a chunk file; its copy may have lost data and will be replaced");
+        if !lost_data(&error) {
+            tracing::warn!(%chunk, %error, "cannot sync a chunk file; will try again");
+            return;
+        }
+        tracing::error!(%chunk, %error, "a chunk file could not be written to disk; its copy is reported damaged");
         let Some(info) = self.store.info(chunk) else {
             return;
         };
@@ -48,8 +77,15 @@ impl SyncWorker {
             version: info.version,
             marked_for_removal: self.store.is_marked_for_removal(chunk),
         };
-        let _ = self.reports.send(CopyReport::Damaged(report)).await;
+        if self.reports.try_send(CopyReport::Damaged(report)).is_err() {
+            tracing::warn!(%chunk, "the reports to the master are backed up; the damaged copy is found by the chunk test or a read instead");
+        }
     }
+}
+
+/// Whether a sync failure means the disk did not take the file's data.
+fn lost_data(error: &ChunkError) -> bool {
+    matches!(error, ChunkError::Io { source, .. } if source.raw_os_error() == Some(libc::EIO))
 }
 
 impl Worker for SyncWorker {
@@ -58,13 +94,7 @@ impl Worker for SyncWorker {
     }
 
     async fn work(&mut self) -> WorkerState {
-        let store = self.store.clone();
-        let pass = tokio::task::spawn_blocking(move || store.sync_changed())
-            .await
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "the sync pass failed");
-                SyncPass::default()
-            });
+        let pass = self.pass(self.passes == 0).await;
         self.passes += 1;
         self.synced += pass.synced as u64;
         if pass.synced > 0 {
@@ -75,7 +105,7 @@ impl Worker for SyncWorker {
             );
         }
         for (chunk, error) in pass.failed {
-            self.report_failed(chunk, error).await;
+            self.failed(chunk, error);
         }
         WorkerState::Idle
     }
@@ -89,5 +119,23 @@ impl Worker for SyncWorker {
             "{} passes, {} chunk files synced, {} failed",
             self.passes, self.synced, self.failed
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_io_error_counts_as_lost_data() {
+        let io = |errno| ChunkError::Io {
+            chunk: ChunkId(1),
+            path: Default::default(),
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        assert!(lost_data(&io(libc::EIO)));
+        assert!(!lost_data(&io(libc::ENOSPC)));
+        assert!(!lost_data(&io(libc::EMFILE)));
+        assert!(!lost_data(&ChunkError::NotFound { chunk: ChunkId(1) }));
     }
 }

@@ -67,11 +67,19 @@ fn data_written_without_fsync_reaches_the_chunkservers_disks_within_the_sync_int
         })
         .collect();
     assert_eq!(copies.len(), 2, "one chunk, two copies: {copies:?}");
-    let before: Vec<u64> = copies
-        .iter()
-        .map(|c| unwritten_pages(&c.path).expect("cachestat"))
-        .collect();
-    eprintln!("pages not on disk yet, right after the write: {before:?}");
+    let before: Vec<u64> = match copies.iter().map(|c| unwritten_pages(&c.path)).collect() {
+        Ok(pages) => pages,
+        Err(e) => {
+            eprintln!("skipped: this kernel cannot say which pages are unwritten (cachestat: {e})");
+            return;
+        }
+    };
+    if before.contains(&0) {
+        // Something wrote them back already (a `sync` elsewhere), or the file system keeps
+        // no dirty pages (tmpfs): nothing to tell the sync pass by.
+        eprintln!("skipped: a copy had no unwritten pages right after the write: {before:?}");
+        return;
+    }
     wait_until(
         Duration::from_secs(12),
         "every copy's pages are on disk",
