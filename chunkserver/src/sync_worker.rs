@@ -5,7 +5,7 @@
 //!
 //! A chunk whose fsync failed with an I/O error lost data the kernel could not write (Linux
 //! marks such pages clean and reports the error once), so its copy is reported damaged and the
-//! master replaces it from another. Other failures (no space, no descriptors left) are logged and
+//! master replaces it from another; the store fails every later sync of it. Other failures (no space, no descriptors left) are logged and
 //! retried at the next pass.
 
 use std::time::Duration;

@@ -4,21 +4,11 @@
 //! counted twice, or the file outlives its last close and its chunks stay until the mount's next
 //! reconnect.
 
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::Duration;
 
 use elkfs_testkit::{Cluster, wait_until};
-
-/// Every chunk file on the cluster's chunkservers.
-fn chunk_files(cluster: &Cluster) -> usize {
-    (0..cluster.chunkserver_count())
-        .flat_map(|server| {
-            cluster
-                .chunkserver_data_dirs(server)
-                .iter()
-                .flat_map(move |dir| elkfs_e2e::chunk_files(server, dir))
-        })
-        .count()
-}
 
 #[test]
 fn a_file_opened_while_the_master_restarts_is_purged_after_its_close_and_unlink() {
@@ -35,24 +25,44 @@ fn a_file_opened_while_the_master_restarts_is_purged_after_its_close_and_unlink(
     wait_until(
         Duration::from_secs(10),
         "the file's chunk is stored",
-        || chunk_files(&cluster) == 1,
+        || elkfs_e2e::all_chunk_files(&cluster).len() == 1,
     );
-    // Known to the kernel and the mount, so the open itself is what waits for the master.
-    std::fs::metadata(&file).expect("stat");
+    // Opened through /proc from an `O_PATH` descriptor (which the filesystem never sees), the
+    // file is not looked up again: the open itself is what waits for the master.
+    let path_only = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(&file)
+        .expect("O_PATH open");
+    let through_proc = format!("/proc/self/fd/{}", path_only.as_raw_fd());
 
     cluster.kill_master();
-    let opener = {
-        let file = file.clone();
-        std::thread::spawn(move || std::fs::File::open(file))
-    };
+    // Two opens wait: the second for the first's answer from the master.
+    let openers: Vec<_> = (0..2)
+        .map(|_| {
+            let path = through_proc.clone();
+            std::thread::spawn(move || std::fs::File::open(path))
+        })
+        .collect();
     std::thread::sleep(Duration::from_millis(700));
     cluster.start_master();
-    let opened = opener.join().expect("the opener").expect("open");
-    drop(opened);
+    let opened: Vec<_> = openers
+        .into_iter()
+        .map(|opener| opener.join().expect("the opener").expect("open"))
+        .collect();
     std::fs::remove_file(&file).expect("unlink");
+    let mut read_back = Vec::new();
+    std::io::Read::read_to_end(&mut &opened[1], &mut read_back).expect("read while unlinked");
+    assert_eq!(
+        read_back,
+        vec![7u8; 100_000],
+        "the unlinked file, still open, reads"
+    );
+    drop(opened);
+    drop(path_only);
     wait_until(
         Duration::from_secs(20),
         "the closed, unlinked file's chunk is deleted",
-        || chunk_files(&cluster) == 0,
+        || elkfs_e2e::all_chunk_files(&cluster).is_empty(),
     );
 }

@@ -24,6 +24,9 @@ pub(crate) struct Slot {
     /// The file was created or changed since the last `sync`: the background sync pass
     /// (`sync_pass.rs`) fsyncs it.
     pub changed: AtomicBool,
+    /// An fsync of the file failed with an I/O error: Linux reports that once and drops the
+    /// pages it could not write, so every later `sync` of this copy fails too.
+    pub write_lost: AtomicBool,
 }
 
 /// What a chunk's lock protects: where its file is.
@@ -47,6 +50,7 @@ impl Slot {
             length: AtomicU32::new(length),
             name_unsynced: AtomicBool::new(false),
             changed: AtomicBool::new(false),
+            write_lost: AtomicBool::new(false),
         }
     }
 

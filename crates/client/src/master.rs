@@ -1,7 +1,7 @@
 //! The client's session with the master: one multiplexed connection, reopened (with the session)
 //! when it breaks; requests wait and retry until the master is back or the timeout passes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +20,7 @@ use elkfs_proto::{
     ConnError, Hello, InodeId, MASTER_CLIENT_LIMITS, MasterConnection, NoRequests, Role, SessionId,
     Status, connection,
 };
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// Most locks claimed in one `ReclaimLocks` (the master refuses more).
@@ -169,7 +170,7 @@ impl MasterClient {
             giving_back: tokio::sync::Mutex::new(()),
             open_files: Mutex::new(OpenFiles {
                 counts: HashMap::new(),
-                opening: HashSet::new(),
+                opening: HashMap::new(),
                 generation: 1,
             }),
             locks: HeldLocks::default(),
@@ -213,7 +214,7 @@ impl MasterClient {
     }
 
     /// [`MasterClient::request`], also saying which connection answered.
-    async fn request_answered_in(
+    pub(crate) async fn request_answered_in(
         &self,
         request: &MasterRequest,
     ) -> (Result<MasterReply, Status>, Option<Generation>) {
@@ -393,7 +394,7 @@ impl MasterClient {
             // An open still on its way is registered by its own request (see `opened`).
             open.counts
                 .keys()
-                .filter(|inode| !open.opening.contains(inode))
+                .filter(|inode| !open.opening.contains_key(inode))
                 .copied()
                 .collect()
         };
@@ -475,45 +476,63 @@ impl MasterClient {
     /// Counts an open of `inode`; the master hears of the first one, so an unlinked file lives
     /// on. Returns the master's answer when it was asked.
     ///
-    /// While that `Open` is on its way, a reconnect leaves the file out of its `Reopen`, so the
-    /// new session does not count it twice (once from the `Reopen`, once from the `Open` sent
-    /// again over the new connection), which would keep it past its last close. An `Open`
-    /// answered by an older session than the one the last `Reopen` went to is sent again.
+    /// While the first open's `Open` is on its way, later opens of the file wait for its answer
+    /// (and make their own if it failed), and a reconnect leaves the file out of its `Reopen`,
+    /// so that the new session does not count it twice (once from the `Reopen`, once from the
+    /// `Open` sent again over the new connection), which would keep it past its last close. An
+    /// `Open` answered by an older session than the one the last `Reopen` went to is sent again.
     pub async fn opened(&self, inode: InodeId) -> Result<Option<MasterReply>, Status> {
-        {
-            let mut open = self.lock_open_files();
-            let count = open.counts.entry(inode).or_default();
-            *count += 1;
-            if *count > 1 {
-                return Ok(None);
-            }
-            open.opening.insert(inode);
-        }
         loop {
-            let (reply, answered_in) = self
-                .request_answered_in(&MasterRequest::Open { inode })
-                .await;
-            {
+            let mut first = {
                 let mut open = self.lock_open_files();
-                if reply.is_ok() && answered_in != Some(open.generation) {
-                    tracing::debug!(%inode, "reconnected while opening a file; opening it again in the new session");
-                    continue;
-                }
-                open.opening.remove(&inode);
-            }
-            return match reply {
-                Ok(reply) => Ok(Some(reply)),
-                Err(status) => {
-                    self.forget_open(inode);
-                    Err(status)
+                match open.opening.get(&inode) {
+                    Some(first) => first.subscribe(),
+                    None => {
+                        let count = open.counts.entry(inode).or_default();
+                        *count += 1;
+                        if *count > 1 {
+                            return Ok(None);
+                        }
+                        open.opening.insert(inode, watch::channel(()).0);
+                        break;
+                    }
                 }
             };
+            // Ends when the first open has its answer.
+            let _ = first.changed().await;
         }
+        let first = FirstOpen {
+            client: self,
+            inode,
+            done: false,
+        };
+        first.register(true).await.map(Some)
     }
 
-    /// Counts the open a create-and-open request registered in the master already.
-    pub fn opened_by_create(&self, inode: InodeId) {
-        *self.lock_open_files().counts.entry(inode).or_default() += 1;
+    /// Counts the open a create-and-open request registered in the master already, in the
+    /// session of the connection that answered it (`answered_in`). If the client has
+    /// reconnected since, the new session did not hear of it in the `Reopen`: it is told with an
+    /// `Open`.
+    pub(crate) async fn opened_by_create(&self, inode: InodeId, answered_in: Option<Generation>) {
+        {
+            let mut open = self.lock_open_files();
+            let generation = open.generation;
+            let count = open.counts.entry(inode).or_default();
+            *count += 1;
+            if *count > 1 || answered_in == Some(generation) {
+                return;
+            }
+            open.opening.insert(inode, watch::channel(()).0);
+        }
+        let first = FirstOpen {
+            client: self,
+            inode,
+            done: false,
+        };
+        if let Err(status) = first.register(false).await {
+            // Still counted open: the next reconnect's `Reopen` lists it.
+            tracing::warn!(%inode, %status, "cannot tell the master of a file created and opened across a reconnect");
+        }
     }
 
     /// The part of a close done at once: counts it, and when it was this client's last open of
@@ -592,19 +611,7 @@ impl MasterClient {
     /// Drops one open count; the generation of the connection whose session the master knows
     /// the file open in when it was the last.
     fn forget_open(&self, inode: InodeId) -> Option<Generation> {
-        let mut open = self.lock_open_files();
-        let generation = open.generation;
-        match open.counts.get_mut(&inode) {
-            Some(count) if *count > 1 => {
-                *count -= 1;
-                None
-            }
-            Some(_) => {
-                open.counts.remove(&inode);
-                Some(generation)
-            }
-            None => None,
-        }
+        self.lock_open_files().forget(inode)
     }
 
     fn current(&self) -> Option<Session> {
@@ -668,11 +675,73 @@ impl MasterClient {
 /// The files this client has open, with how many handles each.
 struct OpenFiles {
     counts: HashMap<InodeId, u32>,
-    /// Files whose first open's `Open` has not been answered yet.
-    opening: HashSet<InodeId>,
+    /// Files whose first open's `Open` has not been answered yet; later opens wait until the
+    /// sender is dropped.
+    opening: HashMap<InodeId, watch::Sender<()>>,
     /// The connection whose session the master knows these opens in (the last one told of
     /// them).
     generation: Generation,
+}
+
+impl OpenFiles {
+    /// Drops one open count; the generation of the connection whose session the master knows
+    /// the file open in when it was the last.
+    fn forget(&mut self, inode: InodeId) -> Option<Generation> {
+        match self.counts.get_mut(&inode) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                None
+            }
+            Some(_) => {
+                self.counts.remove(&inode);
+                Some(self.generation)
+            }
+            None => None,
+        }
+    }
+}
+
+/// The first open of a file, telling the master of it. Dropped before it is done (its caller
+/// stopped waiting), it takes its count back, and later opens of the file stop waiting for it.
+struct FirstOpen<'a> {
+    client: &'a MasterClient,
+    inode: InodeId,
+    done: bool,
+}
+
+impl FirstOpen<'_> {
+    /// Sends `Open` until a session the last `Reopen` went to has answered it. On an error the
+    /// count is taken back if `forget_on_error`; either way, later opens of the file stop
+    /// waiting only once the count is right.
+    async fn register(mut self, forget_on_error: bool) -> Result<MasterReply, Status> {
+        loop {
+            let (reply, answered_in) = self
+                .client
+                .request_answered_in(&MasterRequest::Open { inode: self.inode })
+                .await;
+            let mut open = self.client.lock_open_files();
+            if reply.is_ok() && answered_in != Some(open.generation) {
+                tracing::debug!(inode = %self.inode, "reconnected while opening a file; opening it again in the new session");
+                continue;
+            }
+            if reply.is_err() && forget_on_error {
+                open.forget(self.inode);
+            }
+            open.opening.remove(&self.inode);
+            self.done = true;
+            return reply;
+        }
+    }
+}
+
+impl Drop for FirstOpen<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut open = self.client.lock_open_files();
+            open.forget(self.inode);
+            open.opening.remove(&self.inode);
+        }
+    }
 }
 
 /// A request noted in the directory leases before it was sent: if the caller stops waiting for

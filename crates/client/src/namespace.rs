@@ -236,8 +236,9 @@ impl Client {
             caller,
             open: true,
         };
-        let attr = self.made(self.master.request(&request).await?)?;
-        self.master.opened_by_create(attr.inode);
+        let (reply, answered_in) = self.master.request_answered_in(&request).await;
+        let attr = self.made(reply?)?;
+        self.master.opened_by_create(attr.inode, answered_in).await;
         Ok(attr)
     }
 
