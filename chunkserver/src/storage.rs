@@ -18,7 +18,7 @@ pub fn status_of(e: &ChunkError) -> Status {
         ChunkError::Corrupt { .. } | ChunkError::BadHeader { .. } => Status::Corrupt,
         ChunkError::OutOfRange { .. } => Status::Invalid,
         ChunkError::NoSpace { .. } => Status::NoSpace,
-        ChunkError::Io { .. } => Status::Io,
+        ChunkError::Io { .. } | ChunkError::WriteLost { .. } => Status::Io,
     }
 }
 

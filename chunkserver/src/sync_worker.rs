@@ -3,10 +3,10 @@
 //! about that interval of data no client fsynced. The first pass syncs the data directories'
 //! file systems whole, for what an earlier run left unwritten.
 //!
-//! A chunk whose fsync failed with an I/O error lost data the kernel could not write (Linux
-//! marks such pages clean and reports the error once), so its copy is reported damaged and the
-//! master replaces it from another; the store fails every later sync of it. Other failures (no space, no descriptors left) are logged and
-//! retried at the next pass.
+//! A chunk whose fsync failed lost data the kernel could not write (Linux marks such pages
+//! clean and reports the error once), so its copy is reported damaged and the master replaces
+//! it from another; the store fails every later sync of it. Other failures (a file that cannot
+//! be opened: no descriptors left) are logged and tried again at the next pass.
 
 use std::time::Duration;
 
@@ -85,7 +85,7 @@ impl SyncWorker {
 
 /// Whether a sync failure means the disk did not take the file's data.
 fn lost_data(error: &ChunkError) -> bool {
-    matches!(error, ChunkError::Io { source, .. } if source.raw_os_error() == Some(libc::EIO))
+    matches!(error, ChunkError::WriteLost { .. })
 }
 
 impl Worker for SyncWorker {
@@ -127,15 +127,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_an_io_error_counts_as_lost_data() {
-        let io = |errno| ChunkError::Io {
+    fn only_a_failed_fsync_counts_as_lost_data() {
+        let lost = ChunkError::WriteLost {
             chunk: ChunkId(1),
             path: Default::default(),
-            source: std::io::Error::from_raw_os_error(errno),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
         };
-        assert!(lost_data(&io(libc::EIO)));
-        assert!(!lost_data(&io(libc::ENOSPC)));
-        assert!(!lost_data(&io(libc::EMFILE)));
+        assert!(lost_data(&lost));
+        let opening = ChunkError::Io {
+            chunk: ChunkId(1),
+            path: Default::default(),
+            source: std::io::Error::from_raw_os_error(libc::EMFILE),
+        };
+        assert!(!lost_data(&opening));
         assert!(!lost_data(&ChunkError::NotFound { chunk: ChunkId(1) }));
     }
 }

@@ -16,6 +16,11 @@ pub type CsLink = Connection<CsCommand, CsCommandResult>;
 /// A server free space must exceed to receive new chunks (one full chunk and some margin).
 const MIN_FREE_FOR_NEW_CHUNKS: u64 = 128 * 1024 * 1024;
 
+/// How long a server that failed to make a copy is passed over for new chunks and copies: its
+/// disk may be failing, or unable to store what it accepts, and choosing it again at once would
+/// only fail again, in a loop.
+const AFTER_FAILED_COPY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A connected chunkserver.
 #[derive(Clone)]
 pub struct ServerEntry {
@@ -29,6 +34,8 @@ pub struct ServerEntry {
     pub space: Space,
     /// The connection commands go over.
     pub link: CsLink,
+    /// Passed over for new chunks and copies until then (see [`Cluster::note_failed_copy`]).
+    pub passed_over_until: Option<std::time::Instant>,
 }
 
 /// One copy of a chunk on a server.
@@ -132,6 +139,7 @@ impl Cluster {
                 data_addr,
                 space,
                 link,
+                passed_over_until: None,
             },
         );
         id
@@ -173,6 +181,15 @@ impl Cluster {
     pub fn note_full(&self, server: ServerId) {
         if let Some(s) = self.lock().servers.get_mut(&server) {
             s.space.available = 0;
+        }
+    }
+
+    /// Passes `server` over for new chunks and copies for a while: it failed to make a copy
+    /// for a reason other than space (an I/O error, a lost write), which choosing it again at
+    /// once would most likely meet again.
+    pub fn note_failed_copy(&self, server: ServerId) {
+        if let Some(s) = self.lock().servers.get_mut(&server) {
+            s.passed_over_until = Some(std::time::Instant::now() + AFTER_FAILED_COPY);
         }
     }
 
@@ -372,12 +389,14 @@ impl Cluster {
     /// Up to `count` servers for a new copy: the emptiest (by used fraction) first, ties broken
     /// at random, skipping servers without room and those in `exclude`.
     pub fn choose_for_new_chunk(&self, count: usize, exclude: &[SocketAddr]) -> Vec<Target> {
+        let now = std::time::Instant::now();
         let inner = self.lock();
         let mut candidates: Vec<&ServerEntry> = inner
             .servers
             .values()
             .filter(|s| s.space.available >= MIN_FREE_FOR_NEW_CHUNKS && !s.link.is_closed())
             .filter(|s| !exclude.contains(&s.data_addr))
+            .filter(|s| s.passed_over_until.is_none_or(|t| now >= t))
             .collect();
         // Servers within a point of each other count as equally full (on a shared disk they
         // are), so new copies spread evenly among them.
@@ -519,6 +538,37 @@ mod tests {
         assert_eq!(chosen, vec![b]);
         cluster.update_space(full, SPACE);
         assert_eq!(cluster.choose_for_new_chunk(2, &[]).len(), 2);
+        peer.abort();
+    }
+
+    #[tokio::test]
+    async fn a_server_that_failed_a_copy_is_passed_over_for_a_while_even_when_emptiest() {
+        let (link, peer) = link().await;
+        let cluster = Cluster::default();
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:9001".parse().unwrap(),
+            "127.0.0.1:9002".parse().unwrap(),
+        );
+        let empty = Space {
+            total: SPACE.total,
+            available: SPACE.total,
+        };
+        let failing = cluster.add_server(11, a, empty, link.clone());
+        cluster.add_server(22, b, SPACE, link.clone());
+        assert_eq!(cluster.choose_for_new_chunk(1, &[])[0].data_addr, a);
+        cluster.note_failed_copy(failing);
+        let chosen: Vec<SocketAddr> = cluster
+            .choose_for_new_chunk(2, &[])
+            .iter()
+            .map(|t| t.data_addr)
+            .collect();
+        assert_eq!(chosen, vec![b]);
+        cluster.update_space(failing, empty);
+        assert_eq!(
+            cluster.choose_for_new_chunk(2, &[]).len(),
+            1,
+            "a space report does not end it"
+        );
         peer.abort();
     }
 

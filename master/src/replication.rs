@@ -561,8 +561,9 @@ async fn copy_chunk(
         source: source.data_addr,
     };
     if let Err(e) = run_command_within(destination, &cmd, REPLICATION_TIMEOUT).await {
-        if matches!(e, CommandError::Refused(Status::NoSpace)) {
-            state.cluster.note_full(destination.server);
+        match e {
+            CommandError::Refused(Status::NoSpace) => state.cluster.note_full(destination.server),
+            _ => state.cluster.note_failed_copy(destination.server),
         }
         tracing::warn!(%chunk, from = %source.data_addr, to = %destination.data_addr, error = %e, "chunk copy failed");
         return;

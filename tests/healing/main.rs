@@ -10,7 +10,8 @@
 //! compares the bytes in them with what was written.
 //!
 //! Run as root: the harness mounts through /dev/fuse, and some tests give a chunkserver a
-//! size-limited tmpfs of its own (mounted here, unmounted when the test ends, pass or fail).
+//! size-limited tmpfs of its own, or an ext4 on a loop device whose backing file lies on such a
+//! tmpfs (mounted here, unmounted when the test ends, pass or fail).
 
 mod support;
 
@@ -22,6 +23,7 @@ mod full_disk;
 mod goal;
 mod hung_server;
 mod killed_server;
+mod lost_writes;
 mod merged_dirs;
 mod new_chunks;
 mod removal;

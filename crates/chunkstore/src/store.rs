@@ -479,31 +479,33 @@ impl ChunkStore {
 
     /// fsyncs the chunk file (data, hashes and header), and its directory if the file was created
     /// or renamed since the last sync, so the chunk survives a power cut under its current name.
-    /// Once an fsync of the copy failed with an I/O error, every later sync fails the same way:
-    /// the kernel reports a lost write only once.
+    /// Once an fsync of the copy failed, every later sync fails the same way (`WriteLost`): the
+    /// kernel reports a lost write only once.
     pub fn sync(&self, id: ChunkId) -> Result<(), ChunkError> {
         self.shared(id, None, |slot, _, path| {
             // No change is under way while the lock is shared: every change made so far is in
             // what the fsync below covers, and one made after it marks the chunk again.
             if slot.write_lost.load(Ordering::Acquire) {
-                return Err(ChunkError::io(
-                    id,
-                    &path,
-                    io::Error::from_raw_os_error(libc::EIO),
-                ));
+                return Err(ChunkError::WriteLost {
+                    chunk: id,
+                    path,
+                    source: io::Error::other("an earlier fsync of this copy failed"),
+                });
             }
             slot.changed.store(false, Ordering::Release);
             let file = fs::File::open(&path).map_err(|e| {
                 slot.changed.store(true, Ordering::Release);
                 ChunkError::io_opening(id, &path, e)
             })?;
-            if let Err(e) = file.sync_all() {
-                // A lost write is for good: syncing again would only report it again.
-                match e.raw_os_error() == Some(libc::EIO) {
-                    true => slot.write_lost.store(true, Ordering::Release),
-                    false => slot.changed.store(true, Ordering::Release),
-                }
-                return Err(ChunkError::io(id, &path, e));
+            if let Err(source) = file.sync_all() {
+                // For good, whatever the error (EIO, ENOSPC from a thin disk): the pages the
+                // kernel could not write are clean now, so syncing again would succeed.
+                slot.write_lost.store(true, Ordering::Release);
+                return Err(ChunkError::WriteLost {
+                    chunk: id,
+                    path,
+                    source,
+                });
             }
             if slot.name_unsynced.swap(false, Ordering::AcqRel) {
                 let dir = path.parent().unwrap_or(&path);

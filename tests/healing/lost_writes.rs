@@ -1,0 +1,139 @@
+//! A disk that accepts writes into the page cache and then cannot store them (a thin or
+//! overcommitted volume that ran out of backing space): the chunkserver's sync pass finds the
+//! lost write, reports the copy damaged, and the master replaces it, so every file keeps its
+//! goal of good copies. Without the pass, the kernel reports such a loss to one fsync only and
+//! the copy silently holds old or no data on disk.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use elkfs_testkit::Process;
+
+use crate::support::{Admin, Configs, MIB, QUICK_MASTER, Tmpfs, check_copies, data, eventually};
+
+/// What a chunkserver logs when a copy's data could not be written to its disk.
+const LOST: &str = "a chunk file could not be written to disk";
+
+/// An ext4 file system of `claimed_mib` on a loop device whose backing file lives on a tmpfs of
+/// `backing_mib`: it takes writes until its dirty pages go to the loop device and the tmpfs is
+/// full. Unmounted and detached when dropped.
+struct ThinDisk {
+    device: String,
+    mount: tempfile::TempDir,
+    _backing: Tmpfs,
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program} (util-linux, e2fsprogs): {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl ThinDisk {
+    fn new(backing_mib: u64, claimed_mib: u64) -> ThinDisk {
+        let backing = Tmpfs::mount(backing_mib);
+        let image = backing.path().join("disk.img");
+        std::fs::File::create(&image)
+            .and_then(|f| f.set_len(claimed_mib * MIB as u64))
+            .expect("making the sparse disk image");
+        let image = image.to_str().expect("utf-8 path");
+        let device = run("losetup", &["--find", "--show", image]);
+        let mount = tempfile::Builder::new()
+            .prefix("elkfs-thin-")
+            .tempdir()
+            .expect("a mount point");
+        let disk = ThinDisk {
+            device,
+            mount,
+            _backing: backing,
+        };
+        run("mkfs.ext4", &["-q", &disk.device]);
+        run(
+            "mount",
+            &[&disk.device, disk.path().to_str().expect("utf-8 path")],
+        );
+        disk
+    }
+
+    fn path(&self) -> &Path {
+        self.mount.path()
+    }
+}
+
+impl Drop for ThinDisk {
+    fn drop(&mut self) {
+        let mounted = self.mount.path().to_string_lossy().to_string();
+        for (program, args) in [
+            ("umount", vec!["--lazy", mounted.as_str()]),
+            ("losetup", vec!["--detach", self.device.as_str()]),
+        ] {
+            match Command::new(program).args(&args).output() {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => eprintln!(
+                    "{program} {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+                Err(e) => eprintln!("{program} {args:?}: {e}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn copies_a_disk_could_not_store_are_reported_and_replaced() {
+    // Declared before the cluster, so its chunkserver has stopped when the disk goes.
+    let thin = ThinDisk::new(64, 512);
+    let configs = Configs::new(QUICK_MASTER, "sync_interval_secs = 1\n");
+    let mut cluster = configs.builder().chunkservers(0).start();
+    cluster.allow_log_errors(LOST);
+    // Nearly empty, so the first choice for a copy of every new chunk.
+    let thin_server = cluster.add_chunkserver_on([thin.path()]);
+    cluster.add_chunkserver();
+    cluster.add_chunkserver();
+    let admin = Admin::connect(&cluster);
+    let mnt = cluster.mount_path(0).to_path_buf();
+    // 120 MiB for the 40 or so the thin disk can really store; no fsync, as `cp` writes.
+    let files: Vec<(std::path::PathBuf, Arc<[u8]>)> = (0..3)
+        .map(|i| (mnt.join(format!("f{i}")), data(40 * MIB, 60 + i)))
+        .collect();
+    for (path, bytes) in &files {
+        std::fs::write(path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the thin disk's server finds a lost write",
+        || match cluster
+            .log_of(Process::Chunkserver(thin_server))
+            .contains(LOST)
+        {
+            true => Ok(()),
+            false => Err("nothing logged yet".into()),
+        },
+    );
+    eventually(
+        Duration::from_secs(90),
+        "every chunk has 2 good copies again",
+        || check_copies(&cluster, &admin, &[0, 1, 2], &files, 2),
+    );
+    // The copies are compared with what their disks hold, not with pages the kernel kept: a
+    // lost page stays cached, clean and right, until something needs the memory.
+    std::fs::write("/proc/sys/vm/drop_caches", "1\n").expect("dropping the page cache");
+    check_copies(&cluster, &admin, &[0, 1, 2], &files, 2)
+        .unwrap_or_else(|e| panic!("read from the disks: {e}"));
+    for (path, bytes) in &files {
+        assert!(
+            std::fs::read(path).expect("read back") == **bytes,
+            "{} reads back wrong",
+            path.display()
+        );
+    }
+}
