@@ -37,7 +37,11 @@ pub async fn replicate(
 ) -> Result<(), Status> {
     if let Some(info) = store.info(chunk) {
         if info.version == version {
-            return Ok(());
+            // Held already (a server the master chose while it was registering): counted if
+            // its disk has it.
+            return blocking(store, move |s| s.sync(chunk))
+                .await
+                .map_err(|e| status_of(&e));
         }
         // An older copy is in the way; the master has given up on it.
         let old = info.version;
@@ -48,7 +52,7 @@ pub async fn replicate(
     blocking(store, move |s| s.create(chunk, BUILDING))
         .await
         .map_err(|e| status_of(&e))?;
-    match copy_data(store, peers, chunk, version, source, capability).await {
+    let made = match copy_data(store, peers, chunk, version, source, capability).await {
         // On disk before its name says it is complete, and under that name before the master
         // hears of it: the master may delete the copy it was made from at once.
         Ok(()) => blocking(store, move |s| {
@@ -57,15 +61,29 @@ pub async fn replicate(
             s.sync(chunk)
         })
         .await
-        .map_err(|e| status_of(&e)),
-        Err(status) => {
-            if let Err(e) = blocking(store, move |s| s.delete(chunk, BUILDING)).await {
-                tracing::warn!(%chunk, error = %e, "cannot remove an incomplete copy");
-            }
-            Err(status)
+        .map_err(|e| {
+            tracing::warn!(error = %e, "cannot complete a copy");
+            status_of(&e)
+        }),
+        Err(status) => Err(status),
+    };
+    if made.is_err() {
+        // Whichever version it got to, the copy is not one to keep.
+        let removed = blocking(store, move |s| match s.info(chunk) {
+            Some(info) => s.delete(chunk, info.version),
+            None => Ok(()),
+        });
+        if let Err(e) = removed.await {
+            tracing::warn!(%chunk, error = %e, "cannot remove an incomplete copy");
         }
     }
+    made
 }
+
+/// What a copy that failed for want of its source answers (the source's own refusals pass
+/// through as they are): not `Io`, which tells the master that this server's disk or network
+/// failed, so that it is passed over for a while.
+const SOURCE_FAILED: Status = Status::NoValidCopy;
 
 async fn copy_data(
     store: &Store,
@@ -77,7 +95,7 @@ async fn copy_data(
 ) -> Result<(), Status> {
     let conn = peers.get(source).await.map_err(|e| {
         tracing::warn!(%chunk, %source, error = %e, "cannot reach the replication source");
-        Status::Io
+        SOURCE_FAILED
     })?;
     let piece = MAX_DATA_PAYLOAD;
     let mut next_offset: u64 = 0;
@@ -93,7 +111,7 @@ async fn copy_data(
             };
             let pending = conn.send(&request, Bytes::new()).await.map_err(|e| {
                 tracing::warn!(%chunk, %source, error = %e, "lost the replication source");
-                Status::Io
+                SOURCE_FAILED
             })?;
             in_flight.push_back((next_offset as u32, pending));
             next_offset += piece as u64;
@@ -105,7 +123,7 @@ async fn copy_data(
             tracing::warn!(%chunk, %source, offset, "the replication source did not answer in time");
             // Whatever holds the connection up, the next copy gets a new one.
             conn.close("a replication read timed out");
-            return Err(Status::Io);
+            return Err(SOURCE_FAILED);
         };
         let data = match answer {
             Ok((Ok(DataReply::Read), data)) => data,
@@ -113,7 +131,7 @@ async fn copy_data(
             Ok((Ok(_), _)) => return Err(Status::Protocol),
             Err(e) => {
                 tracing::warn!(%chunk, %source, error = %e, "lost the replication source");
-                return Err(Status::Io);
+                return Err(SOURCE_FAILED);
             }
         };
         let len = data.len();

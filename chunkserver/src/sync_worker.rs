@@ -5,9 +5,11 @@
 //!
 //! A chunk whose fsync failed lost data the kernel could not write (Linux marks such pages
 //! clean and reports the error once), so its copy is reported damaged and the master replaces
-//! it from another; the store fails every later sync of it. Other failures (a file that cannot
+//! it from another; the store fails every later sync and write of it, and the report is
+//! repeated at every pass until the copy is gone. Other failures (a file that cannot
 //! be opened: no descriptors left) are logged and tried again at the next pass.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use elkfs_chunkstore::{ChunkError, SyncPass};
@@ -27,6 +29,9 @@ pub struct SyncWorker {
     passes: u64,
     synced: u64,
     failed: u64,
+    /// Copies found to have lost writes, reported at every pass until they are gone (a report
+    /// can be lost with the link to the master); each is logged once.
+    lost: HashSet<ChunkId>,
 }
 
 impl SyncWorker {
@@ -39,6 +44,7 @@ impl SyncWorker {
             passes: 0,
             synced: 0,
             failed: 0,
+            lost: HashSet::new(),
         }
     }
 
@@ -62,13 +68,17 @@ impl SyncWorker {
 
     /// Logs a chunk that could not be synced, and tells the master of a copy that lost data.
     /// Never waits: a pass must not stall behind a link to the master that is down.
-    fn failed(&mut self, chunk: ChunkId, error: ChunkError) {
-        self.failed += 1;
+    fn failed(&mut self, chunk: ChunkId, error: ChunkError, lost_now: &mut HashSet<ChunkId>) {
         if !lost_data(&error) {
+            self.failed += 1;
             tracing::warn!(%chunk, %error, "cannot sync a chunk file; will try again");
             return;
         }
-        tracing::error!(%chunk, %error, "a chunk file could not be written to disk; its copy is reported damaged");
+        lost_now.insert(chunk);
+        if !self.lost.contains(&chunk) {
+            self.failed += 1;
+            tracing::error!(%chunk, %error, "a chunk file could not be written to disk; its copy is reported damaged");
+        }
         let Some(info) = self.store.info(chunk) else {
             return;
         };
@@ -78,7 +88,7 @@ impl SyncWorker {
             marked_for_removal: self.store.is_marked_for_removal(chunk),
         };
         if self.reports.try_send(CopyReport::Damaged(report)).is_err() {
-            tracing::warn!(%chunk, "the reports to the master are backed up; the damaged copy is found by the chunk test or a read instead");
+            tracing::debug!(%chunk, "the reports to the master are backed up; the damaged copy is reported again at the next pass");
         }
     }
 }
@@ -104,9 +114,11 @@ impl Worker for SyncWorker {
                 "synced changed chunk files"
             );
         }
+        let mut lost_now = HashSet::new();
         for (chunk, error) in pass.failed {
-            self.failed(chunk, error);
+            self.failed(chunk, error, &mut lost_now);
         }
+        self.lost = lost_now;
         WorkerState::Idle
     }
 

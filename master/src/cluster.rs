@@ -16,10 +16,9 @@ pub type CsLink = Connection<CsCommand, CsCommandResult>;
 /// A server free space must exceed to receive new chunks (one full chunk and some margin).
 const MIN_FREE_FOR_NEW_CHUNKS: u64 = 128 * 1024 * 1024;
 
-/// How long a server that failed to make a copy is passed over for new chunks and copies: its
-/// disk may be failing, or unable to store what it accepts, and choosing it again at once would
-/// only fail again, in a loop.
-const AFTER_FAILED_COPY: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a server whose disk failed a copy or lost data is passed over: choosing it again at
+/// once would only fail again (for replication, in a loop).
+const PASSED_OVER_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A connected chunkserver.
 #[derive(Clone)]
@@ -34,7 +33,7 @@ pub struct ServerEntry {
     pub space: Space,
     /// The connection commands go over.
     pub link: CsLink,
-    /// Passed over for new chunks and copies until then (see [`Cluster::note_failed_copy`]).
+    /// Passed over until then (see [`Cluster::pass_over`]).
     pub passed_over_until: Option<std::time::Instant>,
 }
 
@@ -184,13 +183,22 @@ impl Cluster {
         }
     }
 
-    /// Passes `server` over for new chunks and copies for a while: it failed to make a copy
-    /// for a reason other than space (an I/O error, a lost write), which choosing it again at
-    /// once would most likely meet again.
-    pub fn note_failed_copy(&self, server: ServerId) {
+    /// Passes `server` over for a while: its disk failed a copy or lost data (an I/O error, a
+    /// lost write), which choosing it again at once would most likely meet again. Copies go
+    /// elsewhere meanwhile, and new chunks only when enough other servers have room.
+    pub fn pass_over(&self, server: ServerId) {
         if let Some(s) = self.lock().servers.get_mut(&server) {
-            s.passed_over_until = Some(std::time::Instant::now() + AFTER_FAILED_COPY);
+            s.passed_over_until = Some(std::time::Instant::now() + PASSED_OVER_FOR);
         }
+    }
+
+    /// Whether `server` is being passed over (see [`Cluster::pass_over`]).
+    pub fn is_passed_over(&self, server: ServerId) -> bool {
+        self.lock()
+            .servers
+            .get(&server)
+            .and_then(|s| s.passed_over_until)
+            .is_some_and(|t| std::time::Instant::now() < t)
     }
 
     /// Records (or updates) that `server` holds `chunk` at `version`. A copy already known
@@ -313,6 +321,15 @@ impl Cluster {
         Some(intact_left)
     }
 
+    /// Whether the master knows `server`'s copy of `chunk` at `version` as damaged already.
+    pub fn is_damaged(&self, chunk: ChunkId, server: ServerId, version: ChunkVersion) -> bool {
+        let inner = self.lock();
+        inner
+            .servers
+            .get(&server)
+            .is_some_and(|s| inner.damaged.contains(&(chunk, s.server_id, version)))
+    }
+
     /// Forgets one copy (deleted).
     pub fn remove_copy(&self, chunk: ChunkId, server: ServerId) {
         let mut inner = self.lock();
@@ -396,12 +413,16 @@ impl Cluster {
             .values()
             .filter(|s| s.space.available >= MIN_FREE_FOR_NEW_CHUNKS && !s.link.is_closed())
             .filter(|s| !exclude.contains(&s.data_addr))
-            .filter(|s| s.passed_over_until.is_none_or(|t| now >= t))
             .collect();
         // Servers within a point of each other count as equally full (on a shared disk they
-        // are), so new copies spread evenly among them.
+        // are), so new copies spread evenly among them; those passed over come last.
         candidates.shuffle(&mut rand::rng());
-        candidates.sort_by_key(|s| (used_fraction(s.space) * 100.0) as u32);
+        candidates.sort_by_key(|s| {
+            (
+                s.passed_over_until.is_some_and(|t| now < t),
+                (used_fraction(s.space) * 100.0) as u32,
+            )
+        });
         candidates.into_iter().take(count).map(target_of).collect()
     }
 
@@ -542,7 +563,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_server_that_failed_a_copy_is_passed_over_for_a_while_even_when_emptiest() {
+    async fn a_server_passed_over_comes_last_for_new_chunks_for_a_while_even_when_emptiest() {
         let (link, peer) = link().await;
         let cluster = Cluster::default();
         let (a, b): (SocketAddr, SocketAddr) = (
@@ -556,17 +577,18 @@ mod tests {
         let failing = cluster.add_server(11, a, empty, link.clone());
         cluster.add_server(22, b, SPACE, link.clone());
         assert_eq!(cluster.choose_for_new_chunk(1, &[])[0].data_addr, a);
-        cluster.note_failed_copy(failing);
+        cluster.pass_over(failing);
+        assert!(cluster.is_passed_over(failing));
         let chosen: Vec<SocketAddr> = cluster
             .choose_for_new_chunk(2, &[])
             .iter()
             .map(|t| t.data_addr)
             .collect();
-        assert_eq!(chosen, vec![b]);
+        assert_eq!(chosen, vec![b, a], "last, but still there when needed");
         cluster.update_space(failing, empty);
-        assert_eq!(
-            cluster.choose_for_new_chunk(2, &[]).len(),
-            1,
+        assert_eq!(cluster.choose_for_new_chunk(1, &[])[0].data_addr, b);
+        assert!(
+            cluster.is_passed_over(failing),
             "a space report does not end it"
         );
         peer.abort();

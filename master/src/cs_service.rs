@@ -178,12 +178,23 @@ impl CsHandler {
             }
             CsRequest::ChunkDamaged { chunk } => {
                 let (id, addr) = self.server.ok_or(Status::Protocol)?;
-                tracing::warn!(chunk = %chunk.chunk, version = %chunk.version, server = %addr, "chunkserver reports a damaged copy");
+                // A server repeats its reports of copies whose writes were lost until they are
+                // gone (a report may be lost with the link): each copy is logged once.
+                let known = self
+                    .state
+                    .cluster
+                    .is_damaged(chunk.chunk, id, chunk.version);
+                if !known {
+                    tracing::warn!(chunk = %chunk.chunk, version = %chunk.version, server = %addr, "chunkserver reports a damaged copy");
+                }
+                // A disk that damages copies may well damage the next ones.
+                self.state.cluster.pass_over(id);
                 // Never served again; the replication worker deletes it once a good copy
                 // exists elsewhere (with none left it stays, as the last trace of the data) and
                 // meanwhile copies the chunk to another server.
                 match self.state.cluster.mark_damaged(chunk.chunk, id) {
                     Some(true) => {}
+                    Some(false) if known => {}
                     Some(false) => {
                         tracing::error!(chunk = %chunk.chunk, version = %chunk.version, "no intact copy of a chunk is left");
                     }

@@ -469,7 +469,7 @@ impl ReplicationWorker {
             .cluster
             .choose_for_new_chunk(view.servers.len(), &exclude)
             .into_iter()
-            .filter(|t| !busy(t.server, &flight))
+            .filter(|t| !busy(t.server, &flight) && !self.state.cluster.is_passed_over(t.server))
             .find(|t| ceiling.is_none_or(|c| view.used(t.server) < c));
         let Some(destination) = destination else {
             return false;
@@ -563,7 +563,11 @@ async fn copy_chunk(
     if let Err(e) = run_command_within(destination, &cmd, REPLICATION_TIMEOUT).await {
         match e {
             CommandError::Refused(Status::NoSpace) => state.cluster.note_full(destination.server),
-            _ => state.cluster.note_failed_copy(destination.server),
+            // Its own disk or network (a failed source answers otherwise), or no answer.
+            CommandError::Refused(Status::Io) | CommandError::NoAnswer(_) => {
+                state.cluster.pass_over(destination.server)
+            }
+            CommandError::Refused(_) => {}
         }
         tracing::warn!(%chunk, from = %source.data_addr, to = %destination.data_addr, error = %e, "chunk copy failed");
         return;

@@ -56,7 +56,18 @@ impl ThinDisk {
             mount,
             _backing: backing,
         };
-        run("mkfs.ext4", &["-q", &disk.device]);
+        // Every block of its own metadata written now (no discard, no lazy init), so the file
+        // system can still work when the data no longer fits behind it.
+        run(
+            "mkfs.ext4",
+            &[
+                "-q",
+                "-F",
+                "-E",
+                "nodiscard,lazy_itable_init=0,lazy_journal_init=0",
+                &disk.device,
+            ],
+        );
         run(
             "mount",
             &[&disk.device, disk.path().to_str().expect("utf-8 path")],

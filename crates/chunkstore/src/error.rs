@@ -66,9 +66,10 @@ pub enum ChunkError {
         /// The chunk being created or written.
         chunk: ChunkId,
     },
-    /// An fsync of the chunk file failed: data written to it earlier did not reach the disk
-    /// and never will (Linux drops the pages it could not write and reports that once), so the
-    /// copy can no longer be trusted. Every later sync of the copy fails this way.
+    /// An fsync of the chunk file failed with EIO, ENOSPC or EDQUOT: data written to it earlier
+    /// did not reach the disk and never will (Linux drops the pages it could not write and
+    /// reports that once), so the copy can no longer be trusted. Every later sync or write of
+    /// the copy fails this way.
     #[error("chunk {chunk}: data written to {path} could not be written to disk: {source}")]
     WriteLost {
         /// The chunk whose data was lost.

@@ -80,6 +80,25 @@ const CACHED_READ_BLOCKS: u64 = 2;
 /// exactly their range, which would bring pages in without the marks that keep it going.
 const PREFETCHED_READ: u32 = BLOCK_SIZE;
 
+/// Whether an fsync that failed with `error` lost writes: the errors of a failed writeback (the
+/// disk failed, or a thin or overcommitted one had no room for what it had accepted). Others
+/// (an interrupted call, a file system without fsync) leave the pages to write and are retried.
+fn loses_writes(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EIO) | Some(libc::ENOSPC) | Some(libc::EDQUOT)
+    )
+}
+
+/// The error for a copy whose writes were lost at an earlier sync.
+fn lost_earlier(chunk: ChunkId, path: PathBuf) -> ChunkError {
+    ChunkError::WriteLost {
+        chunk,
+        path,
+        source: io::Error::other("an earlier fsync of this copy failed"),
+    }
+}
+
 /// `file`, just opened, after refreshing the slot's cached length from its header.
 fn noting_length(slot: &Slot, file: ChunkFile) -> ChunkFile {
     slot.length.store(file.length(), Ordering::Relaxed);
@@ -292,6 +311,10 @@ impl ChunkStore {
             if data.is_empty() {
                 return Ok(());
             }
+            // Refused, so that writers go to other servers: this copy's disk lost earlier writes.
+            if slot.write_lost.load(Ordering::Acquire) {
+                return Err(lost_earlier(id, path));
+            }
             let mut file = self.open_file(id, slot, path, version)?;
             file.write(offset, data)?;
             slot.length.store(file.length(), Ordering::Relaxed);
@@ -479,39 +502,46 @@ impl ChunkStore {
 
     /// fsyncs the chunk file (data, hashes and header), and its directory if the file was created
     /// or renamed since the last sync, so the chunk survives a power cut under its current name.
-    /// Once an fsync of the copy failed, every later sync fails the same way (`WriteLost`): the
+    /// Once an fsync of the copy lost writes (EIO, ENOSPC, EDQUOT), every later sync and write
+    /// of it fails with `WriteLost`, and it stays marked changed for the sync pass to report: the
     /// kernel reports a lost write only once.
     pub fn sync(&self, id: ChunkId) -> Result<(), ChunkError> {
         self.shared(id, None, |slot, _, path| {
             // No change is under way while the lock is shared: every change made so far is in
             // what the fsync below covers, and one made after it marks the chunk again.
             if slot.write_lost.load(Ordering::Acquire) {
-                return Err(ChunkError::WriteLost {
-                    chunk: id,
-                    path,
-                    source: io::Error::other("an earlier fsync of this copy failed"),
-                });
+                // Still marked, so every sync pass reports the copy until it is gone.
+                slot.changed.store(true, Ordering::Release);
+                return Err(lost_earlier(id, path));
             }
             slot.changed.store(false, Ordering::Release);
-            let file = fs::File::open(&path).map_err(|e| {
-                slot.changed.store(true, Ordering::Release);
-                ChunkError::io_opening(id, &path, e)
-            })?;
-            if let Err(source) = file.sync_all() {
-                // For good, whatever the error (EIO, ENOSPC from a thin disk): the pages the
-                // kernel could not write are clean now, so syncing again would succeed.
-                slot.write_lost.store(true, Ordering::Release);
-                return Err(ChunkError::WriteLost {
-                    chunk: id,
-                    path,
-                    source,
+            let synced = fs::File::open(&path)
+                .map_err(|e| ChunkError::io_opening(id, &path, e))
+                .and_then(|file| {
+                    file.sync_all().map_err(|source| {
+                        if !loses_writes(&source) {
+                            return ChunkError::io(id, &path, source);
+                        }
+                        // For good: the pages the kernel could not write are clean now, so
+                        // syncing again would succeed.
+                        slot.write_lost.store(true, Ordering::Release);
+                        ChunkError::WriteLost {
+                            chunk: id,
+                            path: path.clone(),
+                            source,
+                        }
+                    })
                 });
+            if let Err(e) = synced {
+                slot.changed.store(true, Ordering::Release);
+                return Err(e);
             }
             if slot.name_unsynced.swap(false, Ordering::AcqRel) {
                 let dir = path.parent().unwrap_or(&path);
                 let synced = fs::File::open(dir).and_then(|dir| dir.sync_all());
                 if let Err(e) = synced {
                     slot.name_unsynced.store(true, Ordering::Release);
+                    slot.changed.store(true, Ordering::Release);
                     return Err(ChunkError::io(id, dir, e));
                 }
             }
