@@ -9,9 +9,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use elkfs_testkit::Process;
+use elkfs_testkit::{Cluster, Process};
 
-use crate::support::{Admin, Configs, MIB, QUICK_MASTER, Tmpfs, check_copies, data, eventually};
+use crate::support::{
+    Admin, Configs, MIB, QUICK_MASTER, Tmpfs, check_copies, data, eventually, write_file,
+};
 
 /// What a chunkserver logs when a copy's data could not be written to its disk.
 const LOST: &str = "a chunk file could not be written to disk";
@@ -99,9 +101,11 @@ impl Drop for ThinDisk {
     }
 }
 
-#[test]
-fn copies_a_disk_could_not_store_are_reported_and_replaced() {
-    // Declared before the cluster, so its chunkserver has stopped when the disk goes.
+type Files = Vec<(std::path::PathBuf, Arc<[u8]>)>;
+
+/// Three servers, the first on a thin disk that can store about 40 MiB and claims 512, and
+/// three files of 40 MiB to write through the mount.
+fn thin_cluster() -> (ThinDisk, Cluster, usize, Files) {
     let thin = ThinDisk::new(64, 512);
     let configs = Configs::new(QUICK_MASTER, "sync_interval_secs = 1\n");
     let mut cluster = configs.builder().chunkservers(0).start();
@@ -110,15 +114,17 @@ fn copies_a_disk_could_not_store_are_reported_and_replaced() {
     let thin_server = cluster.add_chunkserver_on([thin.path()]);
     cluster.add_chunkserver();
     cluster.add_chunkserver();
-    let admin = Admin::connect(&cluster);
     let mnt = cluster.mount_path(0).to_path_buf();
-    // 120 MiB for the 40 or so the thin disk can really store; no fsync, as `cp` writes.
-    let files: Vec<(std::path::PathBuf, Arc<[u8]>)> = (0..3)
+    let files = (0..3)
         .map(|i| (mnt.join(format!("f{i}")), data(40 * MIB, 60 + i)))
         .collect();
-    for (path, bytes) in &files {
-        std::fs::write(path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-    }
+    (thin, cluster, thin_server, files)
+}
+
+/// Waits for the thin disk's server to find a lost write and for every chunk to be back at 2
+/// good copies, then checks the copies as their disks hold them.
+fn replaced(cluster: &Cluster, thin_server: usize, files: &Files) {
+    let admin = Admin::connect(cluster);
     eventually(
         Duration::from_secs(30),
         "the thin disk's server finds a lost write",
@@ -133,18 +139,47 @@ fn copies_a_disk_could_not_store_are_reported_and_replaced() {
     eventually(
         Duration::from_secs(90),
         "every chunk has 2 good copies again",
-        || check_copies(&cluster, &admin, &[0, 1, 2], &files, 2),
+        || check_copies(cluster, &admin, &[0, 1, 2], files, 2),
     );
     // The copies are compared with what their disks hold, not with pages the kernel kept: a
     // lost page stays cached, clean and right, until something needs the memory.
     std::fs::write("/proc/sys/vm/drop_caches", "1\n").expect("dropping the page cache");
-    check_copies(&cluster, &admin, &[0, 1, 2], &files, 2)
+    check_copies(cluster, &admin, &[0, 1, 2], files, 2)
         .unwrap_or_else(|e| panic!("read from the disks: {e}"));
-    for (path, bytes) in &files {
+    for (path, bytes) in files {
         assert!(
             std::fs::read(path).expect("read back") == **bytes,
             "{} reads back wrong",
             path.display()
         );
     }
+}
+
+#[test]
+fn copies_a_disk_could_not_store_are_reported_and_replaced() {
+    // Declared first, so its chunkserver has stopped when the disk goes.
+    let (_thin, cluster, thin_server, files) = thin_cluster();
+    // No fsync, as `cp` writes: only the chunkserver's own sync pass can find the loss.
+    for (path, bytes) in &files {
+        std::fs::write(path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    }
+    replaced(&cluster, thin_server, &files);
+}
+
+#[test]
+fn a_client_fsync_that_meets_a_lost_write_fails_and_the_copy_is_replaced_all_the_same() {
+    let (_thin, cluster, thin_server, files) = thin_cluster();
+    let mut failed = 0;
+    for (path, bytes) in &files {
+        match write_file(path, bytes) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => failed += 1,
+            Err(e) => panic!("writing {}: {e}", path.display()),
+        }
+    }
+    assert!(
+        failed > 0,
+        "no fsync met the lost writes: the thin disk held more than it should"
+    );
+    replaced(&cluster, thin_server, &files);
 }
