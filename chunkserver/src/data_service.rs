@@ -454,6 +454,16 @@ async fn sync(
     };
     if let Err(e) = blocking(&service.store, move |s| s.sync(chunk)).await {
         tracing::warn!(error = %e, "sync failed");
+        // The sync pass reports it too, until it is gone; this is only sooner.
+        if let (elkfs_chunkstore::ChunkError::WriteLost { .. }, Some(info)) =
+            (&e, service.store.info(chunk))
+        {
+            let _ = service.reports.try_send(CopyReport::Damaged(ChunkReport {
+                chunk,
+                version: info.version,
+                marked_for_removal: service.store.is_marked_for_removal(chunk),
+            }));
+        }
         return Err(DataError {
             status: status_of(&e),
             server: local,

@@ -127,6 +127,8 @@ async fn copy_data(
         };
         let data = match answer {
             Ok((Ok(DataReply::Read), data)) => data,
+            // The source's disk failed the read: not this server's.
+            Ok((Err(e), _)) if e.status == Status::Io => return Err(SOURCE_FAILED),
             Ok((Err(e), _)) => return Err(e.status),
             Ok((Ok(_), _)) => return Err(Status::Protocol),
             Err(e) => {

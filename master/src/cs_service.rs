@@ -180,29 +180,30 @@ impl CsHandler {
                 let (id, addr) = self.server.ok_or(Status::Protocol)?;
                 // A server repeats its reports of copies whose writes were lost until they are
                 // gone (a report may be lost with the link): each copy is logged once.
-                let known = self
+                if self
                     .state
                     .cluster
-                    .is_damaged(chunk.chunk, id, chunk.version);
-                if !known {
-                    tracing::warn!(chunk = %chunk.chunk, version = %chunk.version, server = %addr, "chunkserver reports a damaged copy");
+                    .is_damaged(chunk.chunk, id, chunk.version)
+                {
+                    return Ok(CsReply::Done);
                 }
-                // A disk that damages copies may well damage the next ones.
-                self.state.cluster.pass_over(id);
                 // Never served again; the replication worker deletes it once a good copy
                 // exists elsewhere (with none left it stays, as the last trace of the data) and
                 // meanwhile copies the chunk to another server.
                 match self.state.cluster.mark_damaged(chunk.chunk, id) {
-                    Some(true) => {}
-                    Some(false) if known => {}
-                    Some(false) => {
-                        tracing::error!(chunk = %chunk.chunk, version = %chunk.version, "no intact copy of a chunk is left");
+                    Some(intact_left) => {
+                        tracing::warn!(chunk = %chunk.chunk, version = %chunk.version, server = %addr, "chunkserver reports a damaged copy");
+                        if !intact_left {
+                            tracing::error!(chunk = %chunk.chunk, version = %chunk.version, "no intact copy of a chunk is left");
+                        }
+                        // A disk that damaged a copy may well damage the next ones.
+                        self.state.cluster.pass_over(id);
+                        self.state.replication.wake();
                     }
                     None => {
-                        tracing::warn!(chunk = %chunk.chunk, server = %addr, "damage reported for a copy the master does not know there; ignored");
+                        tracing::debug!(chunk = %chunk.chunk, server = %addr, "damage reported for a copy the master does not know there; ignored");
                     }
                 }
-                self.state.replication.wake();
                 Ok(CsReply::Done)
             }
         }

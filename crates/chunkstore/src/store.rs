@@ -80,14 +80,32 @@ const CACHED_READ_BLOCKS: u64 = 2;
 /// exactly their range, which would bring pages in without the marks that keep it going.
 const PREFETCHED_READ: u32 = BLOCK_SIZE;
 
-/// Whether an fsync that failed with `error` lost writes: the errors of a failed writeback (the
-/// disk failed, or a thin or overcommitted one had no room for what it had accepted). Others
-/// (an interrupted call, a file system without fsync) leave the pages to write and are retried.
+/// Whether an fsync that failed with `error` lost writes: any error but those that leave the
+/// pages to write (an interrupted call, no memory for the moment, a file system without fsync),
+/// which are retried. A failed writeback says EIO, ENOSPC or EDQUOT (a thin or overcommitted
+/// disk that had no room for what it had accepted), EROFS once the file system gave up, and so on.
 fn loses_writes(error: &io::Error) -> bool {
-    matches!(
+    !matches!(
         error.raw_os_error(),
-        Some(libc::EIO) | Some(libc::ENOSPC) | Some(libc::EDQUOT)
+        Some(
+            libc::EINTR
+                | libc::EAGAIN
+                | libc::ENOMEM
+                | libc::EINVAL
+                | libc::ENOSYS
+                | libc::EOPNOTSUPP
+        )
     )
+}
+
+/// Refuses every use of a copy whose writes were lost but its deletion (and syncs, which report
+/// it): it may hold old data under old hashes, which a read would pass as good, so readers,
+/// writers, version changes and copies go to other copies.
+fn refuse_if_lost(chunk: ChunkId, slot: &Slot, path: &Path) -> Result<(), ChunkError> {
+    match slot.write_lost.load(Ordering::Acquire) {
+        true => Err(lost_earlier(chunk, path.to_path_buf())),
+        false => Ok(()),
+    }
 }
 
 /// The error for a copy whose writes were lost at an earlier sync.
@@ -245,6 +263,7 @@ impl ChunkStore {
             return Err(ChunkError::AlreadyExists { chunk: dst });
         }
         self.shared(src, Some(version), |slot, state, src_path| {
+            refuse_if_lost(src, slot, &src_path)?;
             let length = slot.length.load(Ordering::Relaxed);
             let copy = Arc::new(Slot::new(state.dir, dst_version, length));
             let mut copy_state = copy.exclusive();
@@ -280,6 +299,7 @@ impl ChunkStore {
         to: ChunkVersion,
     ) -> Result<(), ChunkError> {
         self.exclusive(id, Some(from), |slot, state, path| {
+            refuse_if_lost(id, slot, &path)?;
             if from == to {
                 return Ok(());
             }
@@ -311,10 +331,7 @@ impl ChunkStore {
             if data.is_empty() {
                 return Ok(());
             }
-            // Refused, so that writers go to other servers: this copy's disk lost earlier writes.
-            if slot.write_lost.load(Ordering::Acquire) {
-                return Err(lost_earlier(id, path));
-            }
+            refuse_if_lost(id, slot, &path)?;
             let mut file = self.open_file(id, slot, path, version)?;
             file.write(offset, data)?;
             slot.length.store(file.length(), Ordering::Relaxed);
@@ -372,6 +389,7 @@ impl ChunkStore {
         len: u32,
     ) -> Result<Vec<u8>, ChunkError> {
         self.shared(id, Some(version), |slot, _, path| {
+            refuse_if_lost(id, slot, &path)?;
             let file = if len <= PREFETCHED_READ {
                 noting_length(
                     slot,
@@ -403,6 +421,9 @@ impl ChunkStore {
         }
         let state = slot.try_shared()?;
         state.check(id, Some(version)).ok()?;
+        if slot.write_lost.load(Ordering::Acquire) {
+            return None;
+        }
         let dir = &self.dirs[state.dir];
         if !dir.cached_reads.load(Ordering::Relaxed) {
             return None;
@@ -441,6 +462,7 @@ impl ChunkStore {
         length: u32,
     ) -> Result<(), ChunkError> {
         self.exclusive(id, Some(from), |slot, state, path| {
+            refuse_if_lost(id, slot, &path)?;
             if u64::from(length) > CHUNK_SIZE {
                 return Err(ChunkError::OutOfRange {
                     chunk: id,
