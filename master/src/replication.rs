@@ -121,7 +121,13 @@ pub struct PassStats {
 struct InFlight {
     chunks: HashMap<ChunkId, ()>,
     per_server: HashMap<ServerId, usize>,
+    /// Chunks whose last copy failed, with when: left alone for [`AFTER_FAILED_COPY`], so a
+    /// copy that fails at once (a source that cannot read it) is not ordered again in a loop.
+    failed: HashMap<ChunkId, Instant>,
 }
+
+/// How long a chunk whose copy failed waits before another is tried.
+const AFTER_FAILED_COPY: Duration = Duration::from_secs(5);
 
 /// The replication and balancing worker.
 pub struct ReplicationWorker {
@@ -356,8 +362,20 @@ impl ClusterView {
 
 impl ReplicationWorker {
     fn check(&mut self, chunk: ChunkId, record: ChunkRecord, view: &ClusterView) {
-        if self.lock_in_flight().chunks.contains_key(&chunk) || self.state.leases.chunk_busy(chunk)
         {
+            let mut flight = self.lock_in_flight();
+            if flight.chunks.contains_key(&chunk) {
+                return;
+            }
+            match flight.failed.get(&chunk) {
+                Some(at) if at.elapsed() < AFTER_FAILED_COPY => return,
+                Some(_) => {
+                    flight.failed.remove(&chunk);
+                }
+                None => {}
+            }
+        }
+        if self.state.leases.chunk_busy(chunk) {
             return;
         }
         let copies = self.state.cluster.copies(chunk);
@@ -492,9 +510,12 @@ impl ReplicationWorker {
         let in_flight = self.in_flight.clone();
         let rounds = ceiling.map(|_| self.rounds.clone());
         tokio::spawn(async move {
-            copy_chunk(&state, chunk, version, &source, &destination).await;
+            let copied = copy_chunk(&state, chunk, version, &source, &destination).await;
             let mut flight = in_flight.lock().unwrap_or_else(|p| p.into_inner());
             flight.chunks.remove(&chunk);
+            if !copied {
+                flight.failed.insert(chunk, Instant::now());
+            }
             for s in [source.server, destination.server] {
                 if let Some(n) = flight.per_server.get_mut(&s) {
                     *n = n.saturating_sub(1);
@@ -548,13 +569,14 @@ impl ReplicationWorker {
 
 /// Has `destination` copy the chunk from `source`, then counts the new copy if the chunk still
 /// has that version (a write may have started meanwhile; then the copy is stale and goes).
+/// Returns whether the copy was made.
 async fn copy_chunk(
     state: &MasterState,
     chunk: ChunkId,
     version: ChunkVersion,
     source: &Target,
     destination: &Target,
-) {
+) -> bool {
     let cmd = CsCommand::Replicate {
         chunk,
         version,
@@ -570,7 +592,7 @@ async fn copy_chunk(
             CommandError::Refused(_) => {}
         }
         tracing::warn!(%chunk, from = %source.data_addr, to = %destination.data_addr, error = %e, "chunk copy failed");
-        return;
+        return false;
     }
     let current = state
         .meta
@@ -590,6 +612,7 @@ async fn copy_chunk(
             }
         }
     }
+    true
 }
 
 #[cfg(test)]

@@ -123,13 +123,15 @@ impl ChunkError {
         }
     }
 
-    /// True when the chunk's stored copy is damaged (bad block or header): the chunkserver reports
-    /// it to the master, which re-replicates from a good copy.
+    /// True when the chunk's stored copy is damaged (bad block or header, or a disk that failed
+    /// to read it, EIO): the chunkserver reports it to the master, which re-replicates from a
+    /// good copy.
     pub fn is_damage(&self) -> bool {
-        matches!(
-            self,
-            ChunkError::Corrupt { .. } | ChunkError::BadHeader { .. }
-        )
+        match self {
+            ChunkError::Corrupt { .. } | ChunkError::BadHeader { .. } => true,
+            ChunkError::Io { source, .. } => source.raw_os_error() == Some(libc::EIO),
+            _ => false,
+        }
     }
 }
 
@@ -183,6 +185,20 @@ mod tests {
             io::Error::from_raw_os_error(libc::EIO),
         );
         assert!(matches!(err, ChunkError::Io { .. }));
+    }
+
+    #[test]
+    fn a_disk_that_cannot_read_a_copy_damaged_it_and_one_out_of_descriptors_did_not() {
+        let io = |errno| {
+            ChunkError::io(
+                ChunkId(1),
+                Path::new("/x"),
+                io::Error::from_raw_os_error(errno),
+            )
+        };
+        assert!(io(libc::EIO).is_damage());
+        assert!(!io(libc::EMFILE).is_damage());
+        assert!(!ChunkError::NotFound { chunk: ChunkId(1) }.is_damage());
     }
 
     #[test]

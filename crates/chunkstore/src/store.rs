@@ -80,22 +80,25 @@ const CACHED_READ_BLOCKS: u64 = 2;
 /// exactly their range, which would bring pages in without the marks that keep it going.
 const PREFETCHED_READ: u32 = BLOCK_SIZE;
 
-/// Whether an fsync that failed with `error` lost writes: any error but those that leave the
-/// pages to write (an interrupted call, no memory for the moment, a file system without fsync),
-/// which are retried. A failed writeback says EIO, ENOSPC or EDQUOT (a thin or overcommitted
-/// disk that had no room for what it had accepted), EROFS once the file system gave up, and so on.
-fn loses_writes(error: &io::Error) -> bool {
-    !matches!(
-        error.raw_os_error(),
+/// Whether an fsync of `file` that failed with `error` lost writes. A failed writeback says
+/// EIO, ENOSPC or EDQUOT (a thin or overcommitted disk had no room for what it had accepted), or
+/// EROFS once the file system gave up. An interrupted call, no memory for the moment or a file
+/// system without fsync leave the pages to write. Of any other error, Linux reports a lost
+/// writeback once: an fsync again at once that fails the same way is a file system refusing
+/// fsync (some refuse it on a file opened for reading), not a loss.
+fn loses_writes(error: &io::Error, file: &fs::File) -> bool {
+    match error.raw_os_error() {
+        Some(libc::EIO | libc::ENOSPC | libc::EDQUOT | libc::EROFS) => true,
         Some(
             libc::EINTR
-                | libc::EAGAIN
-                | libc::ENOMEM
-                | libc::EINVAL
-                | libc::ENOSYS
-                | libc::EOPNOTSUPP
-        )
-    )
+            | libc::EAGAIN
+            | libc::ENOMEM
+            | libc::EINVAL
+            | libc::ENOSYS
+            | libc::EOPNOTSUPP,
+        ) => false,
+        _ => file.sync_all().is_ok(),
+    }
 }
 
 /// Refuses every use of a copy whose writes were lost but its deletion (and syncs, which report
@@ -541,7 +544,7 @@ impl ChunkStore {
                 .map_err(|e| ChunkError::io_opening(id, &path, e))
                 .and_then(|file| {
                     file.sync_all().map_err(|source| {
-                        if !loses_writes(&source) {
+                        if !loses_writes(&source, &file) {
                             return ChunkError::io(id, &path, source);
                         }
                         // For good: the pages the kernel could not write are clean now, so
