@@ -527,9 +527,9 @@ impl ChunkStore {
 
     /// fsyncs the chunk file (data, hashes and header), and its directory if the file was created
     /// or renamed since the last sync, so the chunk survives a power cut under its current name.
-    /// Once an fsync of the copy lost writes (EIO, ENOSPC, EDQUOT), every later sync and write
-    /// of it fails with `WriteLost`, and it stays marked changed for the sync pass to report: the
-    /// kernel reports a lost write only once.
+    /// Once an fsync of the copy lost writes (see `loses_writes`), every later use of it but its
+    /// deletion fails with `WriteLost`, and it stays marked changed for the sync pass to report:
+    /// the kernel reports a lost write only once.
     pub fn sync(&self, id: ChunkId) -> Result<(), ChunkError> {
         self.shared(id, None, |slot, _, path| {
             // No change is under way while the lock is shared: every change made so far is in
