@@ -17,6 +17,8 @@ use crate::support::{
 
 /// What a chunkserver logs when a copy's data could not be written to its disk.
 const LOST: &str = "a chunk file could not be written to disk";
+/// What it logs when it takes the data directory out of use for new chunks.
+const DIR_LOST: &str = "a data directory lost writes";
 
 /// An ext4 file system of `claimed_mib` on a loop device whose backing file lives on a tmpfs of
 /// `backing_mib`: it takes writes until its dirty pages go to the loop device and the tmpfs is
@@ -113,6 +115,7 @@ fn thin_cluster(sync_interval_secs: u64) -> (ThinDisk, Cluster, usize, Files) {
     );
     let mut cluster = configs.builder().chunkservers(0).start();
     cluster.allow_log_errors(LOST);
+    cluster.allow_log_errors(DIR_LOST);
     // Nearly empty, so the first choice for a copy of every new chunk.
     let thin_server = cluster.add_chunkserver_on([thin.path()]);
     cluster.add_chunkserver();
@@ -172,6 +175,18 @@ fn copies_a_disk_could_not_store_are_reported_and_replaced() {
     }
     found_by_the_sync_pass(&cluster, thin_server);
     replaced(&cluster, &files);
+    // The disk lost writes: it takes no new chunks, and says it is full.
+    let thin_addr = cluster.chunkserver(thin_server).addr();
+    let admin = Admin::connect(&cluster);
+    eventually(
+        Duration::from_secs(10),
+        "the thin disk's server reports no space",
+        || match admin.servers().iter().find(|s| s.addr == thin_addr) {
+            Some(s) if s.available == 0 => Ok(()),
+            Some(s) => Err(format!("it reports {} bytes available", s.available)),
+            None => Err("the master does not list it".into()),
+        },
+    );
 }
 
 #[test]

@@ -331,6 +331,17 @@ impl Admin {
             .unwrap_or_else(|s| panic!("set_goal({}, {goal}) failed: {s}", path.display()))
     }
 
+    /// The chunkservers as the master sees them (`elkfs status`).
+    pub fn servers(&self) -> Vec<elkfs_proto::info::ServerStatus> {
+        match self
+            .runtime
+            .block_on(self.client.master.request(&MasterRequest::Status))
+        {
+            Ok(MasterReply::Status(status)) => status.chunkservers,
+            other => panic!("asking the master for its status: {other:?}"),
+        }
+    }
+
     /// The chunks of the file at `path` (in the mount): what the master would tell a reader.
     pub fn chunks_of(&self, path: &Path) -> Vec<ChunkLocation> {
         let inode = inode_of(path);

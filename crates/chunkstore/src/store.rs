@@ -141,6 +141,24 @@ pub(crate) struct DataDir {
     /// `read_cached` is worth trying here: cleared for good when the kernel or the file system
     /// turns out unable to open or read without waiting.
     cached_reads: AtomicBool,
+    /// A chunk file here lost writes (an fsync failed, see `loses_writes`): the disk cannot be
+    /// trusted with new data, so it takes no new chunk and counts as full until the chunkserver
+    /// restarts (once the disk is fixed).
+    lost_writes: AtomicBool,
+}
+
+impl DataDir {
+    /// Whether new chunks may go here.
+    fn takes_new_chunks(&self) -> bool {
+        !self.marked_for_removal && !self.lost_writes.load(Ordering::Relaxed)
+    }
+
+    /// Takes the directory out of use for new chunks after one of its files lost writes.
+    fn note_lost_writes(&self) {
+        if !self.lost_writes.swap(true, Ordering::Relaxed) {
+            tracing::error!(dir = %self.path.display(), "a data directory lost writes; it takes no new chunks and counts as full until the chunkserver restarts");
+        }
+    }
 }
 
 impl ChunkStore {
@@ -172,6 +190,7 @@ impl ChunkStore {
                 marked_for_removal: spec.marked_for_removal,
                 spares: Spares::open(&spec.path, !spec.marked_for_removal),
                 cached_reads: AtomicBool::new(true),
+                lost_writes: AtomicBool::new(false),
             });
         }
 
@@ -531,7 +550,7 @@ impl ChunkStore {
     /// deletion fails with `WriteLost`, and it stays marked changed for the sync pass to report:
     /// the kernel reports a lost write only once.
     pub fn sync(&self, id: ChunkId) -> Result<(), ChunkError> {
-        self.shared(id, None, |slot, _, path| {
+        self.shared(id, None, |slot, state, path| {
             // No change is under way while the lock is shared: every change made so far is in
             // what the fsync below covers, and one made after it marks the chunk again.
             if slot.write_lost.load(Ordering::Acquire) {
@@ -550,6 +569,7 @@ impl ChunkStore {
                         // For good: the pages the kernel could not write are clean now, so
                         // syncing again would succeed.
                         slot.write_lost.store(true, Ordering::Release);
+                        self.dirs[state.dir].note_lost_writes();
                         ChunkError::WriteLost {
                             chunk: id,
                             path: path.clone(),
@@ -582,8 +602,8 @@ impl ChunkStore {
         })
     }
 
-    /// Space of the directories that take new chunks (each file system counted once) and the bytes
-    /// used by all chunk files.
+    /// Space of the directories not marked for removal (each file system counted once; one whose
+    /// files lost writes counts as full) and the bytes used by all chunk files.
     pub fn space(&self) -> Result<SpaceReport, StoreError> {
         let mut report = SpaceReport::default();
         let mut devices = HashSet::new();
@@ -594,7 +614,9 @@ impl ChunkStore {
             if devices.insert(device) {
                 let space = fs_space(&dir.path).map_err(|e| StoreError::dir(&dir.path, e))?;
                 report.total += space.total;
-                report.available += space.available;
+                if dir.takes_new_chunks() {
+                    report.available += space.available;
+                }
             }
         }
         report.used_by_chunks = self
@@ -711,12 +733,12 @@ impl ChunkStore {
             .dirs
             .iter()
             .map(|dir| {
-                let available = if dir.marked_for_removal {
-                    None
-                } else {
+                let available = if dir.takes_new_chunks() {
                     fs_space(&dir.path).ok().map(|space| space.available)
+                } else {
+                    None
                 };
-                (dir.marked_for_removal, available)
+                (!dir.takes_new_chunks(), available)
             })
             .collect();
         pick_dir_for_new_chunk(&candidates)
