@@ -1265,3 +1265,53 @@ fn a_sync_pass_over_many_changed_chunks_syncs_their_file_system_whole() {
     let pass = store.sync_changed();
     assert_eq!((pass.synced, pass.whole_file_systems), (1, 0));
 }
+
+#[test]
+fn no_write_made_while_sync_passes_run_is_left_unsynced() {
+    let (_dir, store) = fresh();
+    let store = Arc::new(store);
+    let ids: Vec<ChunkId> = (100..104).map(ChunkId).collect();
+    for &id in &ids {
+        store.create(id, V1).unwrap();
+    }
+    let writing = Arc::new(AtomicBool::new(true));
+    let writers: Vec<_> = ids
+        .iter()
+        .map(|&id| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for round in 0..200u32 {
+                    let offset = (round % 16) * 4096;
+                    store
+                        .write(id, V1, offset, &pattern(4096, round as u8))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let syncer = {
+        let (store, writing) = (store.clone(), writing.clone());
+        std::thread::spawn(move || {
+            let mut passes = 0;
+            while writing.load(Ordering::Relaxed) {
+                assert!(store.sync_changed().failed.is_empty());
+                passes += 1;
+            }
+            passes
+        })
+    };
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    writing.store(false, Ordering::Relaxed);
+    assert!(syncer.join().unwrap() > 0);
+    // Whatever the last pass running beside the writers saw, the writes after its start are
+    // still marked: one more pass syncs exactly the chunks written since, and then none.
+    let last = store.sync_changed().synced;
+    assert!(last <= ids.len());
+    assert_eq!(store.sync_changed().synced, 0);
+    for &id in &ids {
+        store.write(id, V1, 0, b"after").unwrap();
+    }
+    assert_eq!(store.sync_changed().synced, ids.len());
+}
