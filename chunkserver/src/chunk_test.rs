@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use elkfs_common::worker::{Worker, WorkerState};
 use elkfs_proto::ChunkId;
-use elkfs_proto::chunkserver::ChunkReport;
 use tokio::sync::mpsc;
 
 use crate::master_link::CopyReport;
@@ -80,12 +79,8 @@ impl Worker for ChunkTest {
             Err(e) if e.is_damage() => {
                 self.damaged += 1;
                 tracing::warn!(error = %e, "chunk test found a damaged copy");
-                let report = ChunkReport {
-                    chunk,
-                    version: info.version,
-                    marked_for_removal: self.store.is_marked_for_removal(chunk),
-                };
-                let _ = self.reports.send(CopyReport::Damaged(report)).await;
+                let report = CopyReport::damaged(&self.store, chunk, info.version);
+                let _ = self.reports.send(report).await;
             }
             Err(e) => tracing::debug!(error = %e, "chunk test skipped a chunk"),
         }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use elkfs_proto::capability::{Access, Capability, CapabilityError};
-use elkfs_proto::chunkserver::ChunkReport;
 use elkfs_proto::connection::{self, Dialer, NoMessage};
 use elkfs_proto::data::{DataError, DataReply, DataRequest, DataResponse};
 use elkfs_proto::geometry::{CHUNK_SIZE, MAX_COPIES};
@@ -278,11 +277,10 @@ fn read(
         Err(e) => {
             if e.is_damage() {
                 tracing::warn!(error = %e, "damaged chunk copy");
-                let _ = service.reports.try_send(CopyReport::Damaged(ChunkReport {
-                    chunk,
-                    version,
-                    marked_for_removal: service.store.is_marked_for_removal(chunk),
-                }));
+                let _ =
+                    service
+                        .reports
+                        .try_send(CopyReport::damaged(&service.store, chunk, version));
             } else {
                 tracing::debug!(error = %e, "read refused");
             }
@@ -357,11 +355,9 @@ async fn write(
     })
     .await;
     if let Ok(true) = stored {
-        let _ = service.reports.try_send(CopyReport::Created(ChunkReport {
-            chunk,
-            version,
-            marked_for_removal: service.store.is_marked_for_removal(chunk),
-        }));
+        let _ = service
+            .reports
+            .try_send(CopyReport::created(&service.store, chunk, version));
     }
     tokio::spawn(async move {
         let reply = match stored {
@@ -458,11 +454,10 @@ async fn sync(
         if let (elkfs_chunkstore::ChunkError::WriteLost { .. }, Some(info)) =
             (&e, service.store.info(chunk))
         {
-            let _ = service.reports.try_send(CopyReport::Damaged(ChunkReport {
-                chunk,
-                version: info.version,
-                marked_for_removal: service.store.is_marked_for_removal(chunk),
-            }));
+            let _ =
+                service
+                    .reports
+                    .try_send(CopyReport::damaged(&service.store, chunk, info.version));
         }
         return Err(DataError {
             status: status_of(&e),

@@ -218,6 +218,27 @@ pub enum CopyReport {
     Created(ChunkReport),
 }
 
+impl CopyReport {
+    /// That `store`'s copy of `chunk` at `version` is damaged.
+    pub fn damaged(store: &ChunkStore, chunk: ChunkId, version: ChunkVersion) -> CopyReport {
+        CopyReport::Damaged(report_of(store, chunk, version))
+    }
+
+    /// That a write created `store`'s copy of `chunk` at `version`.
+    pub fn created(store: &ChunkStore, chunk: ChunkId, version: ChunkVersion) -> CopyReport {
+        CopyReport::Created(report_of(store, chunk, version))
+    }
+}
+
+/// A copy as the master hears of it, saying whether it sits in a directory marked for removal.
+fn report_of(store: &ChunkStore, chunk: ChunkId, version: ChunkVersion) -> ChunkReport {
+    ChunkReport {
+        chunk,
+        version,
+        marked_for_removal: store.is_marked_for_removal(chunk),
+    }
+}
+
 /// Heartbeats and copy reports until the link closes; returns why it closed.
 async fn serve_link(
     link: &MasterLink,

@@ -15,7 +15,6 @@ use std::time::Duration;
 use elkfs_chunkstore::{ChunkError, SyncPass};
 use elkfs_common::worker::{Worker, WorkerState};
 use elkfs_proto::ChunkId;
-use elkfs_proto::chunkserver::ChunkReport;
 use tokio::sync::mpsc;
 
 use crate::master_link::CopyReport;
@@ -82,12 +81,8 @@ impl SyncWorker {
         let Some(info) = self.store.info(chunk) else {
             return;
         };
-        let report = ChunkReport {
-            chunk,
-            version: info.version,
-            marked_for_removal: self.store.is_marked_for_removal(chunk),
-        };
-        if self.reports.try_send(CopyReport::Damaged(report)).is_err() {
+        let report = CopyReport::damaged(&self.store, chunk, info.version);
+        if self.reports.try_send(report).is_err() {
             tracing::debug!(%chunk, "the reports to the master are backed up; the damaged copy is reported again at the next pass");
         }
     }

@@ -37,6 +37,13 @@ pub struct ServerEntry {
     pub passed_over_until: Option<std::time::Instant>,
 }
 
+impl ServerEntry {
+    /// Whether it is being passed over at `now`.
+    fn passed_over_at(&self, now: std::time::Instant) -> bool {
+        self.passed_over_until.is_some_and(|until| now < until)
+    }
+}
+
 /// One copy of a chunk on a server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Copy {
@@ -197,8 +204,7 @@ impl Cluster {
         self.lock()
             .servers
             .get(&server)
-            .and_then(|s| s.passed_over_until)
-            .is_some_and(|t| std::time::Instant::now() < t)
+            .is_some_and(|s| s.passed_over_at(std::time::Instant::now()))
     }
 
     /// Records (or updates) that `server` holds `chunk` at `version`. A copy already known
@@ -419,7 +425,7 @@ impl Cluster {
         candidates.shuffle(&mut rand::rng());
         candidates.sort_by_key(|s| {
             (
-                s.passed_over_until.is_some_and(|t| now < t),
+                s.passed_over_at(now),
                 (used_fraction(s.space) * 100.0) as u32,
             )
         });
