@@ -11,6 +11,7 @@ pub mod lookahead;
 pub mod master;
 pub mod mount_info;
 pub mod namespace;
+mod open_files;
 pub mod ranges;
 pub mod reader;
 pub mod recent_changes;

@@ -21,6 +21,8 @@ use elkfs_proto::{
     Status, connection,
 };
 use tokio::sync::watch;
+
+use crate::open_files::{FirstOpen, OpenFiles};
 use tokio::time::Instant;
 
 /// Most locks claimed in one `ReclaimLocks` (the master refuses more).
@@ -469,7 +471,7 @@ impl MasterClient {
         let _ = tokio::time::timeout(patience, release).await;
     }
 
-    fn lock_open_files(&self) -> std::sync::MutexGuard<'_, OpenFiles> {
+    pub(crate) fn lock_open_files(&self) -> std::sync::MutexGuard<'_, OpenFiles> {
         self.open_files.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -501,11 +503,7 @@ impl MasterClient {
             // Ends when the first open has its answer.
             let _ = first.changed().await;
         }
-        let first = FirstOpen {
-            client: self,
-            inode,
-            done: false,
-        };
+        let first = FirstOpen::new(self, inode);
         first.register(true).await.map(Some)
     }
 
@@ -524,11 +522,7 @@ impl MasterClient {
             }
             open.opening.insert(inode, watch::channel(()).0);
         }
-        let first = FirstOpen {
-            client: self,
-            inode,
-            done: false,
-        };
+        let first = FirstOpen::new(self, inode);
         if let Err(status) = first.register(false).await {
             // Still counted open: the next reconnect's `Reopen` lists it.
             tracing::warn!(%inode, %status, "cannot tell the master of a file created and opened across a reconnect");
@@ -668,78 +662,6 @@ impl MasterClient {
                     delay = (delay * 2).min(defaults::RECONNECT_MAX);
                 }
             }
-        }
-    }
-}
-
-/// The files this client has open, with how many handles each.
-struct OpenFiles {
-    counts: HashMap<InodeId, u32>,
-    /// Files whose first open's `Open` has not been answered yet; later opens wait until the
-    /// sender is dropped.
-    opening: HashMap<InodeId, watch::Sender<()>>,
-    /// The connection whose session the master knows these opens in (the last one told of
-    /// them).
-    generation: Generation,
-}
-
-impl OpenFiles {
-    /// Drops one open count; the generation of the connection whose session the master knows
-    /// the file open in when it was the last.
-    fn forget(&mut self, inode: InodeId) -> Option<Generation> {
-        match self.counts.get_mut(&inode) {
-            Some(count) if *count > 1 => {
-                *count -= 1;
-                None
-            }
-            Some(_) => {
-                self.counts.remove(&inode);
-                Some(self.generation)
-            }
-            None => None,
-        }
-    }
-}
-
-/// The first open of a file, telling the master of it. Dropped before it is done (its caller
-/// stopped waiting), it takes its count back, and later opens of the file stop waiting for it.
-struct FirstOpen<'a> {
-    client: &'a MasterClient,
-    inode: InodeId,
-    done: bool,
-}
-
-impl FirstOpen<'_> {
-    /// Sends `Open` until a session the last `Reopen` went to has answered it. On an error the
-    /// count is taken back if `forget_on_error`; either way, later opens of the file stop
-    /// waiting only once the count is right.
-    async fn register(mut self, forget_on_error: bool) -> Result<MasterReply, Status> {
-        loop {
-            let (reply, answered_in) = self
-                .client
-                .request_answered_in(&MasterRequest::Open { inode: self.inode })
-                .await;
-            let mut open = self.client.lock_open_files();
-            if reply.is_ok() && answered_in != Some(open.generation) {
-                tracing::debug!(inode = %self.inode, "reconnected while opening a file; opening it again in the new session");
-                continue;
-            }
-            if reply.is_err() && forget_on_error {
-                open.forget(self.inode);
-            }
-            open.opening.remove(&self.inode);
-            self.done = true;
-            return reply;
-        }
-    }
-}
-
-impl Drop for FirstOpen<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            let mut open = self.client.lock_open_files();
-            open.forget(self.inode);
-            open.opening.remove(&self.inode);
         }
     }
 }
