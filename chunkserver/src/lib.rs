@@ -107,7 +107,7 @@ pub async fn run(config: ChunkserverConfig, stop: CancellationToken) -> anyhow::
     for (path, reason) in &report.ignored {
         tracing::warn!(path = %path.display(), %reason, "ignored a file in a data directory");
     }
-    tracing::info!(chunks = report.chunks, bytes = report.bytes, dirs = ?config.data, "data directories scanned");
+    tracing::info!(chunks = report.chunks, bytes = report.bytes, lost = report.lost, dirs = ?config.data, "data directories scanned");
     let first_dir = dirs_in_use(&config.data)?;
     let server_id = identity::load_or_create(&first_dir)?;
     let cluster_key = load_cluster_key(&config, &first_dir)?;

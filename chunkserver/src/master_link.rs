@@ -120,7 +120,7 @@ pub async fn run(
 }
 
 /// Proves the cluster key to the master and has it prove the key back (only then are its
-/// commands carried out), then reports every chunk held.
+/// commands carried out), then reports every chunk held, and those whose writes were lost.
 async fn register(
     link: &MasterLink,
     store: &Store,
@@ -174,6 +174,12 @@ async fn register(
     }
     for batch in chunks.chunks(CHUNK_REPORT_BATCH) {
         expect_ok(link.ask(&CsRequest::Chunks(batch.to_vec())).await)?;
+    }
+    // The master may have forgotten (a restart) or never heard (our restart) that these copies
+    // lost writes: it hears it before it can serve them or count them against a good one.
+    for lost in store.lost_copies() {
+        let chunk = report_of(store, lost.id, lost.version);
+        expect_ok(link.ask(&CsRequest::ChunkDamaged { chunk }).await)?;
     }
     expect_ok(link.ask(&CsRequest::RegisterDone).await)?;
     Ok(())

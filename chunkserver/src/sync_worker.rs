@@ -36,6 +36,8 @@ pub struct SyncWorker {
 impl SyncWorker {
     /// A sync of `store` every `every`, reporting copies that lost data on `reports`.
     pub fn new(store: Store, reports: mpsc::Sender<CopyReport>, every: Duration) -> SyncWorker {
+        // Copies marked lost before the start were logged with their directories then.
+        let lost = store.lost_copies().into_iter().map(|c| c.id).collect();
         SyncWorker {
             store,
             reports,
@@ -43,7 +45,7 @@ impl SyncWorker {
             passes: 0,
             synced: 0,
             failed: 0,
-            lost: HashSet::new(),
+            lost,
         }
     }
 

@@ -25,6 +25,8 @@ pub struct CsHandler {
     /// It failed to prove the key: the connection closes once it has been told.
     refused: bool,
     reported: u64,
+    /// It has reported every copy it holds (`RegisterDone`).
+    registered: bool,
     stopping: bool,
     heard: Arc<std::sync::Mutex<tokio::time::Instant>>,
 }
@@ -42,6 +44,7 @@ impl CsHandler {
             nonce: None,
             refused: false,
             reported: 0,
+            registered: false,
             stopping: false,
             heard,
         }
@@ -158,6 +161,7 @@ impl CsHandler {
             CsRequest::RegisterDone => {
                 let (id, addr) = self.server.ok_or(Status::Protocol)?;
                 tracing::info!(server = %id, addr = %addr, chunks = self.reported, "chunkserver registered");
+                self.registered = true;
                 self.state.replication.wake();
                 Ok(CsReply::Done)
             }
@@ -193,7 +197,9 @@ impl CsHandler {
                 match self.state.cluster.mark_damaged(chunk.chunk, id) {
                     Some(intact_left) => {
                         tracing::warn!(chunk = %chunk.chunk, version = %chunk.version, server = %addr, "chunkserver reports a damaged copy");
-                        if !intact_left {
+                        // While servers register (after a start of the master, say), the
+                        // intact copies may be on one not back yet.
+                        if !intact_left && self.registered {
                             tracing::error!(chunk = %chunk.chunk, version = %chunk.version, "no intact copy of a chunk is left");
                         }
                         // A disk that damaged a copy may well damage the next ones.

@@ -12,13 +12,18 @@ use std::time::Duration;
 use elkfs_testkit::{Cluster, Process};
 
 use crate::support::{
-    Admin, Configs, MIB, QUICK_MASTER, Tmpfs, check_copies, data, eventually, write_file,
+    Admin, Configs, Disks, MIB, QUICK_MASTER, Tmpfs, check_copies, check_placement, data,
+    eventually, write_file,
 };
 
 /// What a chunkserver logs when a copy's data could not be written to its disk.
 const LOST: &str = "a chunk file could not be written to disk";
 /// What it logs when it takes the data directory out of use for new chunks.
 const DIR_LOST: &str = "a data directory lost writes";
+/// What it logs when it marks a copy lost on its disk.
+const MARKED: &str = "marked a copy that lost writes";
+/// What it logs when it starts with copies marked lost.
+const BEFORE_THIS_START: &str = "lost writes before this start";
 
 /// An ext4 file system of `claimed_mib` on a loop device whose backing file lives on a tmpfs of
 /// `backing_mib`: it takes writes until its dirty pages go to the loop device and the tmpfs is
@@ -127,6 +132,22 @@ fn thin_cluster(sync_interval_secs: u64) -> (ThinDisk, Cluster, usize, Files) {
     (thin, cluster, thin_server, files)
 }
 
+/// The lost-writes markers (`*.lost`) in a chunkserver's data directories.
+fn lost_markers(cluster: &Cluster, server: usize) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for dir in cluster.chunkserver_data_dirs(server) {
+        for sub in std::fs::read_dir(dir).expect("listing a data directory") {
+            let sub = sub.expect("a directory entry").path();
+            for entry in std::fs::read_dir(&sub).into_iter().flatten().flatten() {
+                if entry.path().extension().is_some_and(|e| e == "lost") {
+                    found.push(entry.path());
+                }
+            }
+        }
+    }
+    found
+}
+
 /// Waits for the thin disk's server's sync pass to find a lost write.
 fn found_by_the_sync_pass(cluster: &Cluster, thin_server: usize) {
     eventually(
@@ -175,6 +196,14 @@ fn copies_a_disk_could_not_store_are_reported_and_replaced() {
     }
     found_by_the_sync_pass(&cluster, thin_server);
     replaced(&cluster, &files);
+    // Each lost copy was marked on the disk, and the marker went with the copy.
+    let log = cluster.log_of(Process::Chunkserver(thin_server));
+    assert!(log.contains(MARKED), "no copy was marked lost on the disk");
+    let markers = lost_markers(&cluster, thin_server);
+    assert!(
+        markers.is_empty(),
+        "markers left after the copies went: {markers:?}"
+    );
     // The disk lost writes: it takes no new chunks, and says it is full.
     let thin_addr = cluster.chunkserver(thin_server).addr();
     let admin = Admin::connect(&cluster);
@@ -208,4 +237,55 @@ fn a_lost_write_met_by_a_client_fsync_is_reported_and_replaced_too() {
         "a client's fsync, and not the sync pass, was to meet the loss; the thin server's log:\n{log}"
     );
     replaced(&cluster, &files);
+}
+
+#[test]
+fn a_copy_marked_lost_is_replaced_after_its_chunkserver_and_the_master_restart() {
+    let configs = Configs::new(QUICK_MASTER, "");
+    let mut cluster = configs.builder().chunkservers(3).start();
+    cluster.allow_log_errors(BEFORE_THIS_START);
+    let all = [0, 1, 2];
+    let file = (cluster.mount_path(0).join("marked"), data(MIB + 99, 71));
+    write_file(&file.0, &file.1).expect("write");
+    let victim = {
+        let admin = Admin::connect(&cluster);
+        check_placement(&cluster, &admin, &all, std::slice::from_ref(&file), 2)
+            .unwrap_or_else(|e| panic!("after the write: {e}"));
+        let chunk = admin.chunks_of(&file.0)[0].clone();
+        Disks::scan(&cluster, &all).valid_files(chunk.chunk)[0].clone()
+    };
+    // As a chunkserver leaves a copy whose fsync lost writes, then both it and the master go
+    // down before the copy is replaced: only the marker on disk remembers it.
+    cluster.kill_chunkserver(victim.server);
+    cluster.kill_master();
+    let mut marker = victim.path.clone().into_os_string();
+    marker.push(".lost");
+    let marker = std::path::PathBuf::from(marker);
+    std::fs::write(&marker, b"").expect("writing the marker");
+    cluster.start_master();
+    cluster.start_chunkserver(victim.server);
+
+    let admin = Admin::connect(&cluster);
+    eventually(
+        Duration::from_secs(60),
+        "the marked copy is replaced, and deleted with its marker",
+        || {
+            check_copies(&cluster, &admin, &all, std::slice::from_ref(&file), 2)?;
+            match (victim.path.exists(), marker.exists()) {
+                (false, false) => Ok(()),
+                (copy, marker) => Err(format!("copy there: {copy}, marker there: {marker}")),
+            }
+        },
+    );
+    assert!(
+        cluster
+            .log_of(Process::Master)
+            .contains("reports a damaged copy"),
+        "the master did not hear of the marked copy"
+    );
+    assert_eq!(
+        std::fs::read(&file.0).expect("read back"),
+        *file.1,
+        "the file reads back wrong"
+    );
 }

@@ -14,6 +14,7 @@ mod deleted;
 mod error;
 mod header;
 mod index;
+mod lost_marks;
 mod nowait;
 mod page_hints;
 mod path;

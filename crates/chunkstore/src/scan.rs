@@ -13,6 +13,7 @@ use elkfs_proto::{ChunkId, ChunkVersion};
 
 use crate::error::StoreError;
 use crate::header::HEADER_SIZE;
+use crate::lost_marks::{marker_for, parse_marker_name};
 use crate::path::{SUBDIR_COUNT, chunk_path_for, parse_chunk_file_name, subdir_for, subdir_name};
 
 /// A chunk file found by the scan.
@@ -24,6 +25,8 @@ pub(crate) struct FoundChunk {
     pub dir: usize,
     /// Data length as the file size gives it; the header is checked when the chunk is first used.
     pub length: u32,
+    /// A marker says the copy lost writes before (`lost_marks.rs`).
+    pub lost: bool,
 }
 
 /// Everything the scan found: one entry per chunk id, and the files it skipped with the reason.
@@ -108,14 +111,19 @@ pub(crate) fn scan_dirs(dirs: &[PathBuf]) -> Result<Scan, StoreError> {
 fn scan_dir(dir: usize, path: &Path) -> Result<Scan, StoreError> {
     let mut scan = Scan::default();
     let mut misplaced = Vec::new();
+    let mut markers = Vec::new();
     for index in 0..SUBDIR_COUNT {
         let sub_name = subdir_name(index as u8);
         let sub = path.join(&sub_name);
         for entry in fs::read_dir(&sub).map_err(|e| StoreError::dir(&sub, e))? {
             let entry = entry.map_err(|e| StoreError::dir(&sub, e))?;
             let file_path = entry.path();
-            let Some((id, version)) = entry.file_name().to_str().and_then(parse_chunk_file_name)
-            else {
+            let name = entry.file_name();
+            let Some((id, version)) = name.to_str().and_then(parse_chunk_file_name) else {
+                if let Some((id, version)) = name.to_str().and_then(parse_marker_name) {
+                    markers.push((file_path, id, version));
+                    continue;
+                }
                 scan.ignored
                     .push((file_path, "not a chunk file name".into()));
                 continue;
@@ -136,6 +144,7 @@ fn scan_dir(dir: usize, path: &Path) -> Result<Scan, StoreError> {
                 version,
                 dir,
                 length: metadata.len().saturating_sub(HEADER_SIZE).min(CHUNK_SIZE) as u32,
+                lost: false,
             };
             if subdir_for(id) == sub_name {
                 scan.chunks.push(found);
@@ -162,7 +171,47 @@ fn scan_dir(dir: usize, path: &Path) -> Result<Scan, StoreError> {
             "moved chunk files into the subdirectories their ids give"
         );
     }
+    mark_lost_copies(path, &mut scan, markers);
     Ok(scan)
+}
+
+/// Marks the chunks whose lost-writes markers were found (moving a marker next to its chunk
+/// file if that moved); removes a marker whose chunk file is gone (deleted, then a crash before
+/// the marker went).
+fn mark_lost_copies(dir: &Path, scan: &mut Scan, markers: Vec<(PathBuf, ChunkId, ChunkVersion)>) {
+    for (marker, id, version) in markers {
+        let home = chunk_path_for(dir, id, version);
+        if let Some(found) = scan
+            .chunks
+            .iter_mut()
+            .find(|c| c.id == id && c.version == version)
+        {
+            found.lost = true;
+            let home_marker = marker_for(&home);
+            if marker != home_marker
+                && let Err(e) = fs::rename(&marker, &home_marker)
+            {
+                tracing::warn!(marker = %marker.display(), error = %e, "cannot move a lost-writes marker next to its chunk file; the copy is still taken as lost");
+            }
+            continue;
+        }
+        let beside = marker.with_extension("");
+        if home.exists() || beside.exists() {
+            // Its chunk file is there but not used (a duplicate, or one that could not be moved).
+            continue;
+        }
+        match fs::remove_file(&marker) {
+            Ok(()) => {
+                tracing::info!(marker = %marker.display(), "removed a lost-writes marker whose chunk file is gone")
+            }
+            Err(e) => scan.ignored.push((
+                marker,
+                format!(
+                    "a lost-writes marker without its chunk file, which cannot be removed: {e}"
+                ),
+            )),
+        }
+    }
 }
 
 /// A chunk file in the wrong subdirectory (moved by hand, or laid out the way before 2026-12-06)
@@ -243,7 +292,8 @@ mod tests {
                 id: ChunkId(0x1FF),
                 version: ChunkVersion(3),
                 dir: 0,
-                length: 1000
+                length: 1000,
+                lost: false,
             }]
         );
         let mut reasons: Vec<_> = scan
@@ -273,6 +323,35 @@ mod tests {
                 .exists()
         );
         assert!(chunk_path_for(&dir, ChunkId(0xABCD), ChunkVersion(1)).exists());
+    }
+
+    #[test]
+    fn a_lost_writes_marker_moves_with_its_misplaced_chunk_and_one_without_a_chunk_goes() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().to_path_buf();
+        prepare_dir(&dir).unwrap();
+        let misplaced = dir.join("CD").join("chunk_000000000000ABCD_00000001.elk");
+        touch(&misplaced, 0);
+        fs::write(marker_for(&misplaced), b"").unwrap();
+        let orphan = marker_for(&chunk_path_for(&dir, ChunkId(0x42), ChunkVersion(1)));
+        fs::write(&orphan, b"").unwrap();
+        // A marker for another version than the file there says nothing about that file.
+        touch(&chunk_path_for(&dir, ChunkId(0x43), ChunkVersion(2)), 0);
+        fs::write(
+            marker_for(&chunk_path_for(&dir, ChunkId(0x43), ChunkVersion(1))),
+            b"",
+        )
+        .unwrap();
+
+        let scan = scan_dirs(std::slice::from_ref(&dir)).unwrap();
+        let mut lost: Vec<_> = scan.chunks.iter().map(|c| (c.id, c.lost)).collect();
+        lost.sort();
+        assert_eq!(lost, [(ChunkId(0x43), false), (ChunkId(0xABCD), true)]);
+        assert!(scan.ignored.is_empty(), "{:?}", scan.ignored);
+        let home = chunk_path_for(&dir, ChunkId(0xABCD), ChunkVersion(1));
+        assert!(home.exists() && marker_for(&home).exists());
+        assert!(!marker_for(&misplaced).exists());
+        assert!(!orphan.exists());
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::deleted::RecentlyDeleted;
 use crate::error::{ChunkError, StoreError};
 use crate::header::HEADER_SIZE;
 use crate::index::{Index, Slot, SlotState};
+use crate::lost_marks;
 use crate::path::chunk_path_for;
 use crate::scan::{prepare_dir, scan_dirs};
 use crate::spares::{Spares, Taken};
@@ -32,6 +33,8 @@ use crate::spares::{Spares, Taken};
 pub struct ScanReport {
     /// Chunks in the index (one per id).
     pub chunks: usize,
+    /// Of these, copies marked as having lost writes before the start.
+    pub lost: usize,
     /// Their data bytes, summed (headers not counted).
     pub bytes: u64,
     /// Files in the subdirectories that are not chunks the store uses, with the reason: names
@@ -111,6 +114,18 @@ fn refuse_if_lost(chunk: ChunkId, slot: &Slot, path: &Path) -> Result<(), ChunkE
     }
 }
 
+/// Marks a copy whose writes were just lost on disk too, so that no restart takes it for good.
+fn mark_lost_on_disk(id: ChunkId, path: &Path) {
+    match lost_marks::write_marker(path) {
+        Ok(()) => {
+            tracing::info!(chunk = %id, marker = %lost_marks::marker_for(path).display(), "marked a copy that lost writes")
+        }
+        Err(e) => {
+            tracing::error!(chunk = %id, path = %path.display(), error = %e, "cannot mark a copy that lost writes on disk; after a restart only the master's memory tells it is damaged")
+        }
+    }
+}
+
 /// The error for a copy whose writes were lost at an earlier sync.
 fn lost_earlier(chunk: ChunkId, path: PathBuf) -> ChunkError {
     ChunkError::WriteLost {
@@ -143,7 +158,7 @@ pub(crate) struct DataDir {
     cached_reads: AtomicBool,
     /// A chunk file here lost writes (an fsync failed, see `loses_writes`): the disk cannot be
     /// trusted with new data, so it takes no new chunk and counts as full until the chunkserver
-    /// restarts (once the disk is fixed).
+    /// restarts (once the disk is fixed) and finds no copy here marked lost (`lost_marks.rs`).
     lost_writes: AtomicBool,
 }
 
@@ -156,7 +171,7 @@ impl DataDir {
     /// Takes the directory out of use for new chunks after one of its files lost writes.
     fn note_lost_writes(&self) {
         if !self.lost_writes.swap(true, Ordering::Relaxed) {
-            tracing::error!(dir = %self.path.display(), "a data directory lost writes; it takes no new chunks and counts as full until the chunkserver restarts");
+            tracing::error!(dir = %self.path.display(), "a data directory lost writes; it takes no new chunks and counts as full until the chunkserver restarts with no copy there marked lost");
         }
     }
 }
@@ -194,8 +209,20 @@ impl ChunkStore {
             });
         }
 
+        for found in scan.chunks.iter().filter(|found| found.lost) {
+            data_dirs[found.dir]
+                .lost_writes
+                .store(true, Ordering::Relaxed);
+        }
+        for dir in data_dirs
+            .iter()
+            .filter(|dir| dir.lost_writes.load(Ordering::Relaxed))
+        {
+            tracing::error!(dir = %dir.path.display(), "copies in this data directory lost writes before this start (each marked by a *.lost file beside it): they are reported as damaged, and the directory takes no new chunks and counts as full until a start finds none");
+        }
         let report = ScanReport {
             chunks: scan.chunks.len(),
+            lost: scan.chunks.iter().filter(|found| found.lost).count(),
             bytes: scan
                 .chunks
                 .iter()
@@ -205,6 +232,9 @@ impl ChunkStore {
         };
         let index = Index::new(scan.chunks.into_iter().map(|found| {
             let slot = Slot::new(found.dir, found.version, found.length);
+            // Refused for all but its deletion, and reported by every sync pass until then.
+            slot.write_lost.store(found.lost, Ordering::Relaxed);
+            slot.changed.store(found.lost, Ordering::Relaxed);
             (found.id, slot)
         }));
         let store = ChunkStore {
@@ -220,6 +250,18 @@ impl ChunkStore {
         self.index
             .snapshot()
             .into_iter()
+            .filter_map(|(id, slot)| Self::info_of(id, &slot))
+            .collect()
+    }
+
+    /// The copies whose writes were lost (found at a sync, or marked so before the start): the
+    /// chunkserver reports them as damaged as soon as it registers, before the master could
+    /// take them for good ones. Reads no file.
+    pub fn lost_copies(&self) -> Vec<ChunkInfo> {
+        self.index
+            .snapshot()
+            .into_iter()
+            .filter(|(_, slot)| slot.write_lost.load(Ordering::Acquire))
             .filter_map(|(id, slot)| Self::info_of(id, &slot))
             .collect()
     }
@@ -523,6 +565,11 @@ impl ChunkStore {
                 }
                 Err(e) => return Err(ChunkError::io(id, &path, e)),
             }
+            if slot.write_lost.load(Ordering::Acquire)
+                && let Err(e) = lost_marks::remove_marker(&path)
+            {
+                tracing::warn!(chunk = %id, path = %path.display(), error = %e, "deleted a copy that lost writes but not its marker; the next start removes it");
+            }
             state.removed = true;
             self.index.remove(id, slot);
             self.deleted.note(id);
@@ -569,6 +616,7 @@ impl ChunkStore {
                         // For good: the pages the kernel could not write are clean now, so
                         // syncing again would succeed.
                         slot.write_lost.store(true, Ordering::Release);
+                        mark_lost_on_disk(id, &path);
                         self.dirs[state.dir].note_lost_writes();
                         ChunkError::WriteLost {
                             chunk: id,

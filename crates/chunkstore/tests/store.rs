@@ -1018,6 +1018,72 @@ fn garbage_files_with_chunk_names_are_listed_but_fail_cleanly() {
     assert!(!path.exists());
 }
 
+/// The marker a chunkserver leaves beside a copy whose writes were lost.
+fn lost_marker(dir: &Path, id: ChunkId, version: ChunkVersion) -> std::path::PathBuf {
+    let mut path = chunk_path_for(dir, id, version).into_os_string();
+    path.push(".lost");
+    path.into()
+}
+
+#[test]
+fn a_copy_marked_lost_before_a_start_is_refused_reported_and_fences_its_directory_until_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lost, good) = (ChunkId(5), ChunkId(6));
+    {
+        let store = open_one(dir.path());
+        for id in [lost, good] {
+            store.create(id, V1).unwrap();
+            store.write(id, V1, 0, &pattern(BLOCK, 3)).unwrap();
+        }
+    }
+    fs::write(lost_marker(dir.path(), lost, V1), b"").unwrap();
+    // A marker whose copy was deleted before the marker could be.
+    let stale = lost_marker(dir.path(), ChunkId(9), V1);
+    fs::write(&stale, b"").unwrap();
+
+    let (store, report) = ChunkStore::open(&[spec(dir.path())]).unwrap();
+    assert_eq!((report.chunks, report.lost), (2, 1));
+    assert!(report.ignored.is_empty(), "{:?}", report.ignored);
+    assert!(
+        !stale.exists(),
+        "a marker without its chunk file is removed"
+    );
+    let listed: Vec<ChunkId> = store.lost_copies().iter().map(|c| c.id).collect();
+    assert_eq!(listed, vec![lost]);
+    for result in [
+        store.read(lost, V1, 0, 10).map(drop),
+        store.write(lost, V1, 0, b"x"),
+        store.set_version(lost, V1, V2),
+        store.sync(lost),
+    ] {
+        assert!(
+            matches!(result, Err(ChunkError::WriteLost { .. })),
+            "{result:?}"
+        );
+    }
+    assert_eq!(read_all(&store, good, V1), pattern(BLOCK, 3));
+    assert_eq!(
+        store.space().unwrap().available,
+        0,
+        "the directory counts as full"
+    );
+    assert!(matches!(
+        store.create(ChunkId(7), V1),
+        Err(ChunkError::NoSpace { .. })
+    ));
+
+    store.delete(lost, V1).unwrap();
+    assert!(!lost_marker(dir.path(), lost, V1).exists());
+    assert!(!chunk_path_for(dir.path(), lost, V1).exists());
+    assert!(store.lost_copies().is_empty());
+    drop(store);
+
+    let (store, report) = ChunkStore::open(&[spec(dir.path())]).unwrap();
+    assert_eq!((report.chunks, report.lost), (1, 0));
+    assert!(store.space().unwrap().available > 0);
+    store.create(ChunkId(7), V1).unwrap();
+}
+
 // ----- concurrency -----
 
 #[test]
