@@ -21,10 +21,10 @@ const ROOT: Caller = Caller { uid: 0, gid: 0 };
 /// How often the trash is checked for expired files.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// Every file in the trash (anyone may list it, as MooseFS's trash directory; only a file's
-/// owner or root may restore or purge it). `caller` is kept for when listing gets restricted.
-pub async fn list(state: &MasterState, _caller: Caller) -> Result<Vec<TrashEntry>, Status> {
-    trash_of(state, |_| true).await
+/// The files in the trash that `caller` may restore or purge: the caller's own (root's list
+/// holds every file). The paths of other users' deleted files are theirs to see.
+pub async fn list(state: &MasterState, caller: Caller) -> Result<Vec<TrashEntry>, Status> {
+    trash_of(state, |attr| owns(caller, attr)).await
 }
 
 /// The files in the trash whose attributes pass `keep`.

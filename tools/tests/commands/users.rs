@@ -204,17 +204,37 @@ fn a_non_root_user_cannot_snapshot_into_a_directory_they_cannot_write() {
 }
 
 #[test]
-fn a_non_root_user_cannot_purge_or_restore_someone_elses_deleted_files() {
+fn a_non_root_user_sees_purges_and_restores_only_their_own_deleted_files() {
     let (cluster, user) = setup();
     let mnt = cluster.mount_path(0);
     std::fs::remove_file(mnt.join("d/f")).expect("rm d/f");
-    let (_, stderr) = user.fails(mnt, &["trash", "purge", "d/f"]);
-    assert_eq!(stderr, "elkfs: d/f: permission denied\n");
-    let (_, stderr) = user.fails(mnt, &["trash", "restore", "d/f"]);
-    assert_eq!(stderr, "elkfs: d/f: permission denied\n");
+    std::fs::remove_file(mnt.join("d/u/g")).expect("rm d/u/g");
+    let paths = |out: &str| -> Vec<String> {
+        let doc: Value = serde_json::from_str(out).expect("JSON");
+        let mut paths: Vec<String> = doc[0]["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .map(|e| e["path"].as_str().expect("path").to_string())
+            .collect();
+        paths.sort();
+        paths
+    };
+    // The paths of other users' deleted files are not shown to them.
+    assert_eq!(
+        paths(&user.ok(mnt, &["--json", "trash", "list", "d"])),
+        ["d/u/g"]
+    );
+    assert_eq!(
+        paths(&ok(mnt, &["--json", "trash", "list", "d"])),
+        ["d/f", "d/u/g"]
+    );
+    for verb in ["purge", "restore"] {
+        let (_, stderr) = user.fails(mnt, &["trash", verb, "d/f"]);
+        assert_eq!(stderr, "elkfs: d/f: nothing in the trash was there\n");
+    }
 
     // Emptying the whole trash empties only the user's part of it.
-    std::fs::remove_file(mnt.join("d/u/g")).expect("rm d/u/g");
     let master = cluster.master_addr().to_string();
     assert_eq!(
         user.ok(mnt, &["trash", "purge", "--all", "--master", &master]),
