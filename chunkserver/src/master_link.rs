@@ -172,14 +172,14 @@ async fn register(
     if let CsReply::Registered { clock, .. } = registered {
         setup.capabilities.set_master_clock(clock);
     }
-    for batch in chunks.chunks(CHUNK_REPORT_BATCH) {
-        expect_ok(link.ask(&CsRequest::Chunks(batch.to_vec())).await)?;
-    }
     // The master may have forgotten (a restart) or never heard (our restart) that these copies
-    // lost writes: it hears it before it can serve them or count them against a good one.
+    // lost writes: it hears it before the list, so it never takes them for good ones.
     for lost in store.lost_copies() {
         let chunk = report_of(store, lost.id, lost.version);
         expect_ok(link.ask(&CsRequest::ChunkDamaged { chunk }).await)?;
+    }
+    for batch in chunks.chunks(CHUNK_REPORT_BATCH) {
+        expect_ok(link.ask(&CsRequest::Chunks(batch.to_vec())).await)?;
     }
     expect_ok(link.ask(&CsRequest::RegisterDone).await)?;
     Ok(())

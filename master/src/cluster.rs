@@ -327,6 +327,41 @@ impl Cluster {
         Some(intact_left)
     }
 
+    /// Records that `server`, registering, reported its copy of `chunk` at `version` damaged
+    /// before listing it (a copy that lost writes before a restart): the copy is taken as
+    /// damaged from the moment it is listed, never as a good one.
+    pub fn note_damage_before_listing(
+        &self,
+        chunk: ChunkId,
+        server: ServerId,
+        version: ChunkVersion,
+    ) {
+        let mut inner = self.lock();
+        if let Some(server_id) = inner.servers.get(&server).map(|s| s.server_id) {
+            inner.damaged.insert((chunk, server_id, version));
+        }
+    }
+
+    /// Forgets damage `server` reported before listing its copies for copies it did not list
+    /// (deleted meanwhile): a good copy made there later must not inherit it.
+    pub fn forget_unlisted_damage(&self, server: ServerId) {
+        let mut inner = self.lock();
+        let Some(server_id) = inner.servers.get(&server).map(|s| s.server_id) else {
+            return;
+        };
+        let Inner {
+            damaged, copies, ..
+        } = &mut *inner;
+        damaged.retain(|&(chunk, s, version)| {
+            s != server_id
+                || copies.get(&chunk).is_some_and(|copies| {
+                    copies
+                        .iter()
+                        .any(|c| c.server == server && c.version == version)
+                })
+        });
+    }
+
     /// Whether the master knows `server`'s copy of `chunk` at `version` as damaged already.
     pub fn is_damaged(&self, chunk: ChunkId, server: ServerId, version: ChunkVersion) -> bool {
         let inner = self.lock();
@@ -504,6 +539,37 @@ mod tests {
         .await
         .unwrap();
         (link, peer)
+    }
+
+    #[tokio::test]
+    async fn damage_reported_before_the_list_marks_the_copy_from_the_start_and_no_later_one() {
+        let (link, peer) = link().await;
+        let cluster = Cluster::default();
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:9001".parse().unwrap(),
+            "127.0.0.1:9002".parse().unwrap(),
+        );
+        let other = cluster.add_server(22, b, SPACE, link.clone());
+        let (chunk, version) = (ChunkId(5), ChunkVersion(3));
+        cluster.set_copy(chunk, other, version);
+        let server = cluster.add_server(11, a, SPACE, link.clone());
+        cluster.note_damage_before_listing(chunk, server, version);
+        cluster.note_damage_before_listing(ChunkId(6), server, version);
+        assert!(cluster.is_damaged(chunk, server, version));
+        cluster.set_copy_marked(chunk, server, version, false);
+        cluster.forget_unlisted_damage(server);
+        let valid: Vec<SocketAddr> = cluster
+            .valid_copies(chunk, version, None)
+            .iter()
+            .map(|t| t.data_addr)
+            .collect();
+        assert_eq!(valid, vec![b], "the listed copy was damaged from the start");
+        assert!(cluster.is_damaged(chunk, server, version));
+        // Chunk 6 was not listed: a copy made there later is a good one.
+        assert!(!cluster.is_damaged(ChunkId(6), server, version));
+        cluster.set_copy(ChunkId(6), server, version);
+        assert_eq!(cluster.valid_copies(ChunkId(6), version, None).len(), 1);
+        peer.abort();
     }
 
     #[tokio::test]

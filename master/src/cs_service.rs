@@ -162,6 +162,7 @@ impl CsHandler {
                 let (id, addr) = self.server.ok_or(Status::Protocol)?;
                 tracing::info!(server = %id, addr = %addr, chunks = self.reported, "chunkserver registered");
                 self.registered = true;
+                self.state.cluster.forget_unlisted_damage(id);
                 self.state.replication.wake();
                 Ok(CsReply::Done)
             }
@@ -191,15 +192,23 @@ impl CsHandler {
                 {
                     return Ok(CsReply::Done);
                 }
+                if !self.registered {
+                    // Sent before its chunk list: copies that lost writes before the server or
+                    // the master restarted. Taken as damaged as soon as they are listed.
+                    self.state
+                        .cluster
+                        .note_damage_before_listing(chunk.chunk, id, chunk.version);
+                    tracing::warn!(chunk = %chunk.chunk, version = %chunk.version, server = %addr, "chunkserver reports a damaged copy");
+                    self.state.cluster.pass_over(id);
+                    return Ok(CsReply::Done);
+                }
                 // Never served again; the replication worker deletes it once a good copy
                 // exists elsewhere (with none left it stays, as the last trace of the data) and
                 // meanwhile copies the chunk to another server.
                 match self.state.cluster.mark_damaged(chunk.chunk, id) {
                     Some(intact_left) => {
                         tracing::warn!(chunk = %chunk.chunk, version = %chunk.version, server = %addr, "chunkserver reports a damaged copy");
-                        // While servers register (after a start of the master, say), the
-                        // intact copies may be on one not back yet.
-                        if !intact_left && self.registered {
+                        if !intact_left {
                             tracing::error!(chunk = %chunk.chunk, version = %chunk.version, "no intact copy of a chunk is left");
                         }
                         // A disk that damaged a copy may well damage the next ones.
@@ -273,6 +282,11 @@ impl CsHandler {
             cluster.set_copy_marked(r.chunk, server, r.version, r.marked_for_removal);
         }
         for r in &sorted.newer {
+            if cluster.is_damaged(r.chunk, server, r.version) {
+                // Never adopted: it would make the good copies stale. Deleted as a stale one.
+                cluster.set_copy_marked(r.chunk, server, r.version, r.marked_for_removal);
+                continue;
+            }
             // Only a master that died between bumping a version and logging it leaves these.
             tracing::warn!(chunk = %r.chunk, version = %r.version, "adopting a copy newer than the metadata");
             let op = MetaOp::SetChunkVersion {

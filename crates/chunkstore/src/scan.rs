@@ -2,8 +2,8 @@
 //! chunks from the directory listings (names give id and version, one stat gives the length).
 //! There is no index to get out of sync: whatever files are there at start are the chunks.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -84,7 +84,11 @@ pub(crate) fn scan_dirs(dirs: &[PathBuf]) -> Result<Scan, StoreError> {
                     slot.insert(found);
                 }
                 Entry::Occupied(mut slot) => {
-                    let (keep, drop) = if found.version > slot.get().version {
+                    let kept = slot.get();
+                    // Of two copies at one version, one not marked lost is kept.
+                    let better = found.version > kept.version
+                        || (found.version == kept.version && kept.lost && !found.lost);
+                    let (keep, drop) = if better {
                         (found, slot.insert(found))
                     } else {
                         (*slot.get(), found)
@@ -154,37 +158,45 @@ fn scan_dir(dir: usize, path: &Path) -> Result<Scan, StoreError> {
         }
     }
     // Moved after listing, so a file moved into a subdirectory not yet listed is not seen twice.
-    let mut moved = 0usize;
+    let mut moved = HashSet::new();
     for (file_path, found) in misplaced {
         match move_into_place(&file_path, path, found.id, found.version) {
             Ok(()) => {
-                moved += 1;
+                moved.insert(file_path);
                 scan.chunks.push(found);
             }
             Err(reason) => scan.ignored.push((file_path, reason)),
         }
     }
-    if moved > 0 {
+    if !moved.is_empty() {
         tracing::info!(
             dir = %path.display(),
-            moved,
+            moved = moved.len(),
             "moved chunk files into the subdirectories their ids give"
         );
     }
-    mark_lost_copies(path, &mut scan, markers);
+    mark_lost_copies(path, &mut scan, markers, &moved);
     Ok(scan)
 }
 
-/// Marks the chunks whose lost-writes markers were found (moving a marker next to its chunk
-/// file if that moved); removes a marker whose chunk file is gone (deleted, then a crash before
-/// the marker went).
-fn mark_lost_copies(dir: &Path, scan: &mut Scan, markers: Vec<(PathBuf, ChunkId, ChunkVersion)>) {
+/// Marks the chunks whose lost-writes markers were found beside their files (moving a marker
+/// with its file if that was moved into place); removes a marker whose chunk file is gone
+/// (deleted, then a crash before the marker went). A marker beside a file the store does not use
+/// (a duplicate, or one that could not be moved) is left alone.
+fn mark_lost_copies(
+    dir: &Path,
+    scan: &mut Scan,
+    markers: Vec<(PathBuf, ChunkId, ChunkVersion)>,
+    moved: &HashSet<PathBuf>,
+) {
     for (marker, id, version) in markers {
         let home = chunk_path_for(dir, id, version);
+        let beside = marker.with_extension("");
+        let used = beside == home || moved.contains(&beside);
         if let Some(found) = scan
             .chunks
             .iter_mut()
-            .find(|c| c.id == id && c.version == version)
+            .find(|c| used && c.id == id && c.version == version)
         {
             found.lost = true;
             let home_marker = marker_for(&home);
@@ -195,9 +207,8 @@ fn mark_lost_copies(dir: &Path, scan: &mut Scan, markers: Vec<(PathBuf, ChunkId,
             }
             continue;
         }
-        let beside = marker.with_extension("");
-        if home.exists() || beside.exists() {
-            // Its chunk file is there but not used (a duplicate, or one that could not be moved).
+        // Kept when in doubt: a marker removed by mistake would let a lost copy pass as good.
+        if beside.try_exists().unwrap_or(true) {
             continue;
         }
         match fs::remove_file(&marker) {
@@ -352,6 +363,33 @@ mod tests {
         assert!(home.exists() && marker_for(&home).exists());
         assert!(!marker_for(&misplaced).exists());
         assert!(!orphan.exists());
+    }
+
+    #[test]
+    fn of_two_copies_at_one_version_the_one_not_marked_lost_is_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = vec![root.path().join("d0"), root.path().join("d1")];
+        for dir in &dirs {
+            prepare_dir(dir).unwrap();
+        }
+        let marked = chunk_path_for(&dirs[0], ChunkId(7), ChunkVersion(3));
+        touch(&marked, 0);
+        fs::write(marker_for(&marked), b"").unwrap();
+        touch(&chunk_path_for(&dirs[1], ChunkId(7), ChunkVersion(3)), 0);
+        let scan = scan_dirs(&dirs).unwrap();
+        assert_eq!(
+            scan.chunks
+                .iter()
+                .map(|c| (c.dir, c.lost))
+                .collect::<Vec<_>>(),
+            [(1, false)]
+        );
+        assert_eq!(scan.ignored.len(), 1);
+        assert_eq!(scan.ignored[0].0, marked);
+        assert!(
+            marker_for(&marked).exists(),
+            "the marker stays with its file"
+        );
     }
 
     #[test]
