@@ -323,8 +323,15 @@ async fn serve_tagged(
             seq,
             "answering a retried request from its record"
         );
-        return match record.inode {
-            Some(inode) => {
+        return match (&request, record.inode) {
+            // Only a file's snapshot, one commit, is logged with its number (see `snapshot`).
+            (MasterRequest::Snapshot { .. }, _) => Ok(MasterReply::TreeChanged {
+                changed: 1,
+                unchanged: 0,
+                denied: 0,
+            }),
+            (MasterRequest::TrashRestore { .. }, _) => Ok(MasterReply::Done),
+            (_, Some(inode)) => {
                 // A create that opened the file did so for the session that lost the answer:
                 // the client counts it open, so this session has it open now.
                 if let MasterRequest::Mknod { open: true, .. } = &request {
@@ -334,7 +341,7 @@ async fn serve_tagged(
                     state.meta.read(move |s| s.attr(inode)).await?,
                 ))
             }
-            None => Ok(MasterReply::Done),
+            (_, None) => Ok(MasterReply::Done),
         };
     }
     REQUEST_TAG
@@ -948,10 +955,11 @@ async fn clear_before_slot(
     }
 }
 
-/// Commits a change and does what it leaves to do: delete freed chunks, queue unlinked files
-/// for their purge.
-async fn commit(state: &MasterState, op: MetaOp) -> Result<elkfs_metastore::Outcome, Status> {
-    let op = match REQUEST_TAG.try_with(|tag| *tag) {
+/// `op` logged with the number of the request being served, if it is a numbered one, so that
+/// a retry of the request is answered from the record instead of making the change again. For
+/// a request that commits once: one made of several commits must tag none, or its last.
+pub(crate) fn tagged(op: MetaOp) -> MetaOp {
+    match REQUEST_TAG.try_with(|tag| *tag) {
         Ok(RequestTag { client, slot, seq }) => MetaOp::TaggedInSlot {
             client,
             slot,
@@ -960,8 +968,13 @@ async fn commit(state: &MasterState, op: MetaOp) -> Result<elkfs_metastore::Outc
             op: Box::new(op),
         },
         Err(_) => op,
-    };
-    let (_, mut outcome) = state.meta.commit(op).await?;
+    }
+}
+
+/// Commits a change and does what it leaves to do: delete freed chunks, queue unlinked files
+/// for their purge.
+async fn commit(state: &MasterState, op: MetaOp) -> Result<elkfs_metastore::Outcome, Status> {
+    let (_, mut outcome) = state.meta.commit(tagged(op)).await?;
     state
         .chunks
         .delete_freed(std::mem::take(&mut outcome.freed_chunks));

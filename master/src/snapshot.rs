@@ -6,7 +6,7 @@ use elkfs_proto::master::{MasterReply, MasterResponse};
 use elkfs_proto::types::{Caller, FileKind, Timestamp};
 use elkfs_proto::{InodeId, Status};
 
-use crate::client_service::MAX_DIR_PAGE;
+use crate::client_service::{MAX_DIR_PAGE, tagged};
 use crate::state::MasterState;
 use crate::tree::permits;
 
@@ -50,6 +50,12 @@ pub async fn snapshot(
             name: dst_name,
             owner,
             time: Timestamp::now(),
+        };
+        // A snapshot of one file is one commit, so a retry of the request can be answered from
+        // its record; a tree's is one per entry, and its first record says nothing of the rest.
+        let op = match src == source && attr.kind != FileKind::Dir {
+            true => tagged(op),
+            false => op,
         };
         // A file is copied while no client writes it: a lease holder may still send data under
         // its lease, which would land in a chunk the snapshot shares. New leases wait until the

@@ -12,6 +12,7 @@ use elkfs_proto::master::{MasterReply, MasterResponse};
 use elkfs_proto::types::{Attr, Caller, Timestamp};
 use elkfs_proto::{InodeId, Status};
 
+use crate::client_service::tagged;
 use crate::state::MasterState;
 use crate::tree::owns;
 
@@ -56,7 +57,7 @@ pub async fn restore(state: &MasterState, inode: InodeId, caller: Caller) -> Mas
         inode,
         time: Timestamp::now(),
     };
-    state.meta.commit(op).await?;
+    state.meta.commit(tagged(op)).await?;
     state.cancel_purge_at_close(inode);
     Ok(MasterReply::Done)
 }

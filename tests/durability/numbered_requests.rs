@@ -216,3 +216,79 @@ fn a_retried_create_keeps_the_file_open_for_the_session_that_retried() {
         drop(retrying);
     });
 }
+
+/// `request` as request `seq` in slot 5, sent for the first time or again.
+fn numbered(request: MasterRequest, seq: u64, retry: bool) -> MasterRequest {
+    MasterRequest::Tagged {
+        client: CLIENT,
+        slot: 5,
+        seq,
+        retry,
+        request: Box::new(request),
+    }
+}
+
+/// A file's snapshot and a restore from the trash, each one commit, are answered from their
+/// records when retried: neither fails for having worked the first time.
+#[test]
+fn a_retried_file_snapshot_or_trash_restore_is_answered_from_its_slot() {
+    let _one = super::master_crash::one_cluster_at_a_time();
+    let (cluster, runtime) = master_only();
+    let master = cluster.master_addr();
+    runtime.block_on(async {
+        let conn = session(master).await;
+        let ask = |request: MasterRequest| {
+            let conn = &conn;
+            async move { conn.ask(&request).await.expect("the master answers") }
+        };
+        let trash_a_day = MasterRequest::ChangeTree {
+            inode: InodeId(1),
+            attr: TreeAttr::TrashTime,
+            change: Change::Set(86_400),
+            recursive: true,
+            caller: ROOT,
+        };
+        assert!(ask(trash_a_day).await.is_ok());
+        let file = inode_of(ask(create_open("f", 1, false)).await).expect("create f");
+
+        let snapshot = MasterRequest::Snapshot {
+            source: file,
+            parent: InodeId(1),
+            name: b"g".to_vec(),
+            caller: ROOT,
+        };
+        for retry in [false, true] {
+            let reply = ask(numbered(snapshot.clone(), 2, retry)).await;
+            assert!(
+                matches!(reply, Ok(MasterReply::TreeChanged { changed: 1, .. })),
+                "snapshot (retry: {retry}): {reply:?}"
+            );
+        }
+
+        let unlink = MasterRequest::Unlink {
+            parent: InodeId(1),
+            name: b"g".to_vec(),
+        };
+        assert!(ask(unlink).await.is_ok());
+        let copy = match ask(MasterRequest::TrashList { caller: ROOT }).await {
+            Ok(MasterReply::Trash(entries)) if entries.len() == 1 => entries[0].inode,
+            other => panic!("the trash: {other:?}"),
+        };
+        let restore = MasterRequest::TrashRestore {
+            inode: copy,
+            caller: ROOT,
+        };
+        for retry in [false, true] {
+            let reply = ask(numbered(restore.clone(), 3, retry)).await;
+            assert!(
+                matches!(reply, Ok(MasterReply::Done)),
+                "restore (retry: {retry}): {reply:?}"
+            );
+        }
+        let lookup = MasterRequest::Lookup {
+            parent: InodeId(1),
+            name: b"g".to_vec(),
+        };
+        assert_eq!(inode_of(ask(lookup).await), Ok(copy), "g is back");
+    });
+}
