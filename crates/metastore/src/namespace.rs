@@ -268,7 +268,13 @@ pub fn execute(txn: &mut Txn<'_>, op: &MetaOp) -> Result<Outcome, ExecError> {
                     let chunk: ChunkId = crate::txn::decode_value(&key, &value)?;
                     let ckey = keys::chunk(chunk);
                     if let Some(mut crec) = txn.get::<ChunkRecord>(&ckey)? {
-                        crec.goal = *goal;
+                        // A chunk another file shares (a snapshot) keeps the larger goal: the
+                        // record does not say which files those are, nor their goals, and
+                        // one copy too many is better than one too few.
+                        crec.goal = match crec.refs > 1 {
+                            true => crec.goal.max(*goal),
+                            false => *goal,
+                        };
                         txn.put(ckey, &crec)?;
                     }
                 }

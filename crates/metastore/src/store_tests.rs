@@ -559,6 +559,53 @@ fn deleted_files_wait_in_the_trash_and_come_back_to_their_path() {
 }
 
 #[test]
+fn a_shared_chunk_keeps_the_larger_goal_of_its_files_until_it_is_shared_no_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let f = mknod(&store, ROOT, "f").unwrap();
+    store
+        .commit(&MetaOp::CreateChunk {
+            inode: f,
+            index: 0,
+            chunk: ChunkId(500),
+            version: ChunkVersion(1),
+        })
+        .unwrap();
+    let (_, outcome) = store
+        .commit(&MetaOp::Snapshot {
+            source: f,
+            parent: ROOT,
+            name: b"copy".to_vec(),
+            owner: None,
+            time: t(2),
+        })
+        .unwrap();
+    let copy = outcome.attr.unwrap().inode;
+    let set_goal = |inode, goal| {
+        store
+            .commit(&MetaOp::SetGoal {
+                inode,
+                goal,
+                time: t(3),
+            })
+            .unwrap();
+        store.chunk(ChunkId(500)).unwrap().unwrap().goal
+    };
+    assert_eq!(set_goal(copy, 4), 4, "raised for the copy");
+    assert_eq!(set_goal(f, 1), 4, "not lowered while the copy shares it");
+    assert_eq!(set_goal(f, 5), 5, "raised for the original");
+    store
+        .commit(&MetaOp::ReplaceChunk {
+            inode: copy,
+            index: 0,
+            chunk: ChunkId(501),
+            version: ChunkVersion(1),
+        })
+        .unwrap();
+    assert_eq!(set_goal(f, 1), 1, "its own again");
+}
+
+#[test]
 fn a_snapshot_shares_chunks_until_one_side_replaces_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
