@@ -66,3 +66,49 @@ fn a_file_opened_while_the_master_restarts_is_purged_after_its_close_and_unlink(
         || elkfs_e2e::all_chunk_files(&cluster).is_empty(),
     );
 }
+
+/// A file deleted while open goes to the trash and outlives its trash time until its last close
+/// (a log file a daemon still writes). A master restart in between must not purge it before the
+/// mount has reconnected and said it has the file open.
+#[test]
+fn a_trashed_file_still_open_outlives_its_trash_time_across_a_master_restart() {
+    let _one = super::master_crash::one_cluster_at_a_time();
+    let mut cluster = Cluster::builder()
+        .chunkservers(1)
+        .mounts(1)
+        .mount_options("master_timeout=60")
+        .start();
+    let m = cluster.mount_path(0).to_path_buf();
+    cluster.run_cli_ok(&["settrashtime", "-r", "1", m.to_str().unwrap()]);
+    let file = m.join("still-written.log");
+    std::fs::write(&file, vec![5u8; 100_000]).expect("write");
+    let mut open = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(&file)
+        .expect("open");
+    std::fs::remove_file(&file).expect("unlink");
+    // Its trash time passes while it is open.
+    std::thread::sleep(Duration::from_millis(2500));
+
+    cluster.kill_master();
+    cluster.start_master();
+    // Long enough for a purge at the start to have happened, and for the mount to be back.
+    std::thread::sleep(Duration::from_secs(3));
+    std::io::Write::write_all(&mut open, &[6u8; 1000]).expect("append after the restart");
+    open.sync_all().expect("fsync after the restart");
+    let mut read_back = Vec::new();
+    std::io::Seek::seek(&mut open, std::io::SeekFrom::Start(0)).expect("seek");
+    std::io::Read::read_to_end(&mut open, &mut read_back).expect("read after the restart");
+    assert_eq!(read_back.len(), 101_000, "the open file lost data");
+    assert!(
+        read_back[..100_000].iter().all(|&b| b == 5)
+            && read_back[100_000..].iter().all(|&b| b == 6)
+    );
+    drop(open);
+    wait_until(
+        Duration::from_secs(20),
+        "the closed file, past its trash time, is purged and its chunk deleted",
+        || elkfs_e2e::all_chunk_files(&cluster).is_empty(),
+    );
+}
