@@ -156,6 +156,16 @@ pub async fn change_tree(
     while let Some(attr) = walk.next().await? {
         let Some(new) = changed_value(value_of(&attr, which), change) else {
             unchanged += 1;
+            if which == TreeAttr::Goal
+                && owns(caller, &attr)
+                && chunks_off_goal(state, &attr).await?
+            {
+                // Kept higher while a snapshot shared them (see `SetGoal`): set again now.
+                state
+                    .meta
+                    .commit(op_for(attr.inode, which, u64::from(attr.goal)))
+                    .await?;
+            }
             continue;
         };
         if !owns(caller, &attr) {
@@ -173,6 +183,26 @@ pub async fn change_tree(
         unchanged,
         denied,
     })
+}
+
+/// Whether a file has a chunk whose goal is not the file's: one a snapshot shared when the
+/// file's goal was lowered keeps the larger goal, also once it is the file's own again.
+async fn chunks_off_goal(state: &MasterState, attr: &Attr) -> Result<bool, Status> {
+    if attr.kind != FileKind::File {
+        return Ok(false);
+    }
+    let (inode, goal) = (attr.inode, attr.goal);
+    state
+        .meta
+        .read(move |s| {
+            for fc in s.file_chunks(inode)? {
+                if s.chunk(fc.chunk)?.is_some_and(|rec| rec.goal != goal) {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })
+        .await
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ const WHOLE_TRASH: &str = "(trash)";
 #[derive(clap::Subcommand, Debug)]
 pub enum TrashCommand {
     /// List the deleted files that were at or below PATH (default: the current directory; with
-    /// no ElkFS path, everything in the cluster's trash).
+    /// no ElkFS path, the whole trash). A user sees only their own deleted files; root, all.
     List(ListArgs),
     /// Put deleted files back where they were.
     Restore(SelectArgs),
@@ -64,7 +64,7 @@ pub struct SelectArgs {
 pub struct PurgeArgs {
     #[command(flatten)]
     select: SelectArgs,
-    /// Purge everything in the cluster's trash.
+    /// Purge every deleted file of the user's (root: the whole trash).
     #[arg(long, conflicts_with_all = ["paths", "inodes"])]
     all: bool,
 }

@@ -173,3 +173,36 @@ fn json_output_is_one_array_with_an_object_per_path() {
     assert_eq!(doc[0]["chunks"][0]["chunks"], 1);
     assert_eq!(doc[0]["empty_chunks"], 0);
 }
+
+/// Copies of `path`'s first chunk, as `checkfile` counts them (0 while it lists none).
+fn copies_of_first_chunk(mnt: &std::path::Path, path: &str) -> u64 {
+    let doc = json(mnt, &["checkfile", path]);
+    doc[0]["chunks"][0]["copies"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn a_chunk_shared_by_a_snapshot_keeps_the_larger_goal_and_takes_the_file_s_own_once_unshared() {
+    let (_config, cluster) = cluster_with_master_config(QUICK_MASTER);
+    let mnt = cluster.mount_path(0);
+    write(&mnt.join("f"), &data(MIB, 9));
+    assert_eq!(ok(mnt, &["settrashtime", "0", "f"]), "f: 0\n");
+    assert_eq!(ok(mnt, &["snapshot", "f", "g"]), "");
+    assert_eq!(ok(mnt, &["setgoal", "3", "g"]), "g: goal: 3\n");
+    assert_eq!(ok(mnt, &["setgoal", "1", "f"]), "f: goal: 1\n");
+    // The copy's goal of 3 holds for the chunk both share.
+    let wait = Duration::from_secs(30);
+    eventually(wait, "the shared chunk has 3 copies", || {
+        copies_of_first_chunk(mnt, "f") == 3
+    });
+    std::fs::remove_file(mnt.join("g")).expect("rm g");
+    eventually(
+        wait,
+        "the removed copy's purge leaves the chunk to f alone",
+        || json(mnt, &["fileinfo", "f"])[0]["chunks"][0]["refs"] == 1,
+    );
+    // The file's goal is 1 already: setting it again lowers the chunk, its own now.
+    assert_eq!(ok(mnt, &["setgoal", "1", "f"]), "f: goal: 1\n");
+    eventually(wait, "the chunk, no longer shared, has 1 copy", || {
+        copies_of_first_chunk(mnt, "f") == 1
+    });
+}
