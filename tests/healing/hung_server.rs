@@ -3,8 +3,9 @@
 //! treated like one that vanished: its chunks copied elsewhere after the lost-server delay, and
 //! readers moved on to other copies. When it answers again, its extra copies go.
 //!
-//! The server is frozen with SIGSTOP: the same silence as a network cut without network
-//! namespaces (whose veth addresses the harness's loopback-only cluster cannot reach).
+//! The server is frozen with SIGSTOP: its peers see what a network cut shows them, while the
+//! server itself does nothing meanwhile (`network_cut.rs` cuts a real link, with the server
+//! running on).
 
 use std::time::Duration;
 

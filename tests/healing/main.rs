@@ -25,6 +25,7 @@ mod hung_server;
 mod killed_server;
 mod lost_writes;
 mod merged_dirs;
+mod network_cut;
 mod new_chunks;
 mod removal;
 mod stale_copies;

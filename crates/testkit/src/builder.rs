@@ -31,6 +31,7 @@ pub struct ClusterBuilder {
     pub(crate) bin_dir: Option<PathBuf>,
     pub(crate) run_as: Option<(u32, u32)>,
     pub(crate) tls: bool,
+    pub(crate) private_network: bool,
 }
 
 impl Default for ClusterBuilder {
@@ -50,11 +51,20 @@ impl Default for ClusterBuilder {
             bin_dir: None,
             run_as: None,
             tls: false,
+            private_network: false,
         }
     }
 }
 
 impl ClusterBuilder {
+    /// Runs every process on a host of its own on a private network (see [`crate::Network`]),
+    /// so that tests can cut one's link ([`Cluster::cut_link`]). The test reaches the master
+    /// only from a host of the network ([`Cluster::enter_network`]); the mounts' files as usual.
+    pub fn private_network(mut self) -> Self {
+        self.private_network = true;
+        self
+    }
+
     /// Number of chunkservers started (and used again by [`Cluster::add_chunkserver`] for dirs).
     pub fn chunkservers(mut self, n: usize) -> Self {
         self.chunkservers = n;

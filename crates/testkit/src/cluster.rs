@@ -17,6 +17,7 @@ use crate::daemon::Daemon;
 use crate::error::StartError;
 use crate::handles::{ChunkserverHandle, MasterHandle, MetaloggerHandle, MountHandle, Process};
 use crate::launcher::Launcher;
+use crate::network::{Host, Network, OnHost};
 
 /// Environment variable the `elkfs` CLI reads the master address from.
 pub const MASTER_ENV: &str = "ELKFS_MASTER";
@@ -52,6 +53,9 @@ pub struct Cluster {
     pub(crate) problems: Vec<String>,
     /// Off when the cluster is dropped after a failed `try_start`: the error was returned.
     pub(crate) checks: bool,
+    /// The private network every process runs on, if the builder asked for one; removed after
+    /// every process is gone.
+    pub(crate) network: Option<Network>,
     /// Declared last so it is removed after every process is gone.
     pub(crate) temp_dir: Option<TempDir>,
 }
@@ -126,10 +130,27 @@ impl Cluster {
         };
         let mut master_args = builder.master_args.clone();
         let mut chunkserver_args = builder.chunkserver_args.clone();
+        if builder.private_network {
+            // Mounts come from the network's hosts, not from loopback.
+            let exports = root.join("exports.cfg");
+            std::fs::write(
+                &exports,
+                format!("{} / rw,alldirs,maproot=0\n", Network::SUBNET),
+            )
+            .map_err(|e| StartError::io("writing the exports file", e))?;
+            master_args.extend(["--exports".into(), exports.into()]);
+        }
         if builder.tls {
             master_args.push("--tls".into());
             chunkserver_args.push("--tls".into());
         }
+        let network = match builder.private_network {
+            false => None,
+            true => Some(
+                Network::new(launcher.clone())
+                    .map_err(|e| StartError::io("making the private network", e))?,
+            ),
+        };
         let master = MasterHandle {
             daemon: Daemon::new(
                 "master".into(),
@@ -137,7 +158,8 @@ impl Cluster {
                 root.join("logs/master.log"),
                 root.join("run/master.ready"),
                 launcher.clone(),
-            ),
+            )
+            .on_host(new_host(network.as_ref())?),
             data_dir: root.join("master"),
             addr: None,
             args: master_args,
@@ -160,6 +182,7 @@ impl Cluster {
             allowed_errors: builder.allowed_errors.clone(),
             problems: Vec::new(),
             checks: true,
+            network,
             temp_dir: Some(temp_dir),
         })
     }
@@ -209,7 +232,8 @@ impl Cluster {
                 self.root.join(format!("logs/{name}.log")),
                 self.root.join(format!("run/{name}.ready")),
                 self.launcher.clone(),
-            ),
+            )
+            .on_host(new_host(self.network.as_ref())?),
             marked_for_removal: vec![false; data_dirs.len()],
             data_dirs,
             addr: None,
@@ -237,7 +261,8 @@ impl Cluster {
                 self.root.join(format!("logs/{name}.log")),
                 self.root.join(format!("run/{name}.ready")),
                 self.launcher.clone(),
-            ),
+            )
+            .on_host(new_host(self.network.as_ref())?),
             path,
             subdir: subdir.map(str::to_owned),
             options: match &self.tls_ca {
@@ -253,6 +278,47 @@ impl Cluster {
             args: self.mount_args.clone(),
         });
         Ok(i)
+    }
+
+    /// The host `process` runs on, when the cluster is on a private network.
+    pub fn host_of(&self, process: Process) -> Option<Host> {
+        self.daemon(process).host().cloned()
+    }
+
+    /// Cuts the network link of the host `process` runs on (the cluster must be on a private
+    /// network): nothing reaches it or comes from it, and nothing tells its peers so.
+    pub fn cut_link(&self, process: Process) {
+        let (network, host) = self.network_and_host(process);
+        network.cut(&host);
+    }
+
+    /// Puts back the link [`Cluster::cut_link`] cut.
+    pub fn reconnect_link(&self, process: Process) {
+        let (network, host) = self.network_and_host(process);
+        network.reconnect(&host);
+    }
+
+    fn network_and_host(&self, process: Process) -> (&Network, Host) {
+        let network = self
+            .network
+            .as_ref()
+            .expect("the cluster is not on a private network (ClusterBuilder::private_network)");
+        let host = self.host_of(process).expect("every process has a host");
+        (network, host)
+    }
+
+    /// Moves the calling thread onto a host of its own on the cluster's private network, so it
+    /// can reach the master and the chunkservers (and the processes it starts, the CLI, too),
+    /// until the guard is dropped.
+    pub fn enter_network(&self) -> OnHost {
+        let network = self
+            .network
+            .as_ref()
+            .expect("the cluster is not on a private network (ClusterBuilder::private_network)");
+        let host = network
+            .add_host()
+            .unwrap_or_else(|e| panic!("adding the test's host to the network: {e}"));
+        OnHost::enter(&host).unwrap_or_else(|e| panic!("entering the test's host: {e}"))
     }
 
     /// The cluster's temporary directory; everything the processes store is under it.
@@ -431,6 +497,14 @@ pub(crate) fn give(path: &Path, launcher: &Launcher) -> Result<(), StartError> {
         Some((uid, gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid))
             .map_err(|e| StartError::io(format!("giving {} to uid {uid}", path.display()), e)),
     }
+}
+
+/// A new host on `network`, for one more process; `None` without a private network.
+pub(crate) fn new_host(network: Option<&Network>) -> Result<Option<Host>, StartError> {
+    network
+        .map(|n| n.add_host())
+        .transpose()
+        .map_err(|e| StartError::io("adding a host to the private network", e))
 }
 
 fn create_dir(path: &Path) -> Result<(), StartError> {

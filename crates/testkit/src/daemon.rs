@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::error::StartError;
 use crate::launcher::Launcher;
 use crate::log_scan::{self, MARKER};
+use crate::network::Host;
 
 /// How often the ready file is looked for.
 const READY_POLL: Duration = Duration::from_millis(10);
@@ -92,6 +93,8 @@ pub(crate) struct Daemon {
     /// Byte ranges of the log written by failed start attempts that were retried (port in use);
     /// their errors were expected and are not reported.
     excused: Vec<Range<usize>>,
+    /// The host of a private network it runs on (`None`: the machine's own, on 127.0.0.1).
+    host: Option<Host>,
 }
 
 impl Daemon {
@@ -111,6 +114,26 @@ impl Daemon {
             launcher,
             pid: None,
             excused: Vec::new(),
+            host: None,
+        }
+    }
+
+    /// The same daemon, run on `host` of a private network when given.
+    pub(crate) fn on_host(mut self, host: Option<Host>) -> Self {
+        self.host = host;
+        self
+    }
+
+    /// The host it runs on, if on a private network.
+    pub(crate) fn host(&self) -> Option<&Host> {
+        self.host.as_ref()
+    }
+
+    /// The address it listens on: its host's, or 127.0.0.1.
+    pub(crate) fn listen_ip(&self) -> std::net::IpAddr {
+        match &self.host {
+            Some(host) => host.ip.into(),
+            None => std::net::Ipv4Addr::LOCALHOST.into(),
         }
     }
 
@@ -301,7 +324,13 @@ impl Daemon {
         full_env.extend(env.iter().cloned());
         let pid = self
             .launcher
-            .spawn(&self.program, args, &full_env, &self.log_path)
+            .spawn(
+                &self.program,
+                args,
+                &full_env,
+                &self.log_path,
+                self.host.as_ref().map(|h| h.netns.as_path()),
+            )
             .map_err(|source| StartError::Spawn {
                 name: self.name.clone(),
                 program: self.program.clone(),

@@ -32,6 +32,17 @@ while IFS= read -r -d '' op; do
       "${argv[@]}" </dev/null >>"$log" 2>&1 &
       echo "$!"
       ;;
+    run)
+      IFS= read -r -d '' count
+      argv=()
+      for ((i = 0; i < count; i++)); do
+        IFS= read -r -d '' arg
+        argv+=("$arg")
+      done
+      out=$("${argv[@]}" </dev/null 2>&1)
+      code=$?
+      echo "exited $code ${out//$'\n'/ }"
+      ;;
     status)
       IFS= read -r -d '' pid
       if kill -0 "$pid" 2>/dev/null; then
@@ -149,15 +160,22 @@ impl Launcher {
     }
 
     /// Starts `program` with `args` and `env` added to the test's environment, output appended
-    /// to `log`; returns its pid.
+    /// to `log`, in network namespace `netns` if given; returns its pid.
     pub(crate) fn spawn(
         &self,
         program: &Path,
         args: &[OsString],
         env: &[(OsString, OsString)],
         log: &Path,
+        netns: Option<&Path>,
     ) -> io::Result<u32> {
         let mut argv: Vec<Vec<u8>> = Vec::new();
+        if let Some(netns) = netns {
+            // Only the network namespace: its mounts stay the machine's.
+            let mut net = b"--net=".to_vec();
+            net.extend_from_slice(netns.as_os_str().as_bytes());
+            argv.extend([b"nsenter".to_vec(), net, b"--".to_vec()]);
+        }
         if let Some((uid, gid)) = self.run_as {
             argv.extend(
                 [
@@ -186,6 +204,23 @@ impl Launcher {
         reply
             .parse()
             .map_err(|_| io::Error::other(format!("the launcher answered {reply:?}")))
+    }
+
+    /// Runs `argv` to its end (as the test's user), for commands a test needs while files of a
+    /// mount are open (see the module's doc); returns its exit code and its output on one line.
+    pub(crate) fn run(&self, argv: &[&str]) -> io::Result<(i32, String)> {
+        let count = argv.len().to_string();
+        let mut fields: Vec<&[u8]> = vec![b"run", count.as_bytes()];
+        fields.extend(argv.iter().map(|a| a.as_bytes()));
+        let reply = self.with_shell(|shell| shell.ask(&fields))?;
+        let rest = reply
+            .strip_prefix("exited ")
+            .ok_or_else(|| io::Error::other(format!("the launcher answered {reply:?}")))?;
+        let (code, output) = rest.split_once(' ').unwrap_or((rest, ""));
+        let code = code
+            .parse()
+            .map_err(|_| io::Error::other(format!("the launcher answered {reply:?}")))?;
+        Ok((code, output.to_owned()))
     }
 
     /// How the process `pid` started by [`Launcher::spawn`] ended, or `None` while it runs.
@@ -225,6 +260,16 @@ mod tests {
     }
 
     #[test]
+    fn a_command_run_to_its_end_gives_its_exit_code_and_output_on_one_line() {
+        let launcher = Launcher::default();
+        let (code, output) = launcher
+            .run(&["sh", "-c", "echo one; echo two >&2; exit 3"])
+            .expect("run");
+        assert_eq!((code, output.as_str()), (3, "one two"));
+        assert_eq!(launcher.run(&["true"]).expect("run"), (0, String::new()));
+    }
+
+    #[test]
     fn processes_start_with_their_arguments_and_environment_and_report_how_they_ended() {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("log");
@@ -237,14 +282,14 @@ mod tests {
         ];
         let env = [(OsString::from("ELKFS_X"), OsString::from("y=z"))];
         let pid = launcher
-            .spawn(Path::new("/bin/sh"), &args, &env, &log)
+            .spawn(Path::new("/bin/sh"), &args, &env, &log, None)
             .expect("spawn");
         assert_eq!(wait_for_exit(&launcher, pid).code(), Some(3));
         let out = std::fs::read_to_string(&log).expect("log");
         assert_eq!(out, "two words\nand a line|y=z\n");
 
         let pid = launcher
-            .spawn(Path::new("/bin/sleep"), &["60".into()], &[], &log)
+            .spawn(Path::new("/bin/sleep"), &["60".into()], &[], &log, None)
             .expect("spawn");
         assert!(launcher.exit_status(pid).expect("status").is_none());
         // SAFETY: kill(2) on the process just started.

@@ -3,6 +3,9 @@
 //! file, and on drop unmounts, stops everything and fails the test if a daemon logged an
 //! unexpected `ERROR`.
 //!
+//! With [`ClusterBuilder::private_network`] every process runs on a host of its own instead, a
+//! network namespace on a private subnet (see [`Network`]), so a test can cut a host's link.
+//!
 //! The binaries are taken from the cargo target directory (or `ELKFS_BIN_DIR`); build them with
 //! `cargo build --workspace --bins`, or run `cargo test --workspace`, which builds them.
 //!
@@ -29,6 +32,7 @@ mod lifecycle;
 mod log_scan;
 mod metaloggers;
 mod mountinfo;
+mod network;
 mod prereq;
 mod teardown;
 mod wait;
@@ -42,6 +46,7 @@ pub use cluster::{Cluster, MASTER_ENV};
 pub use error::StartError;
 pub use handles::{ChunkserverHandle, MasterHandle, MetaloggerHandle, MountHandle, Process};
 pub use lifecycle::STOP_TIMEOUT;
+pub use network::{Host, Network, OnHost};
 pub use prereq::fuse_available;
 pub use teardown::KEEP_DIR_ENV;
 pub use wait::wait_until;

@@ -40,7 +40,7 @@ impl Cluster {
             "--data-dir".into(),
             self.master.data_dir.clone().into(),
             "--listen".into(),
-            format!("127.0.0.1:{port}").into(),
+            format!("{}:{port}", self.master.daemon.listen_ip()).into(),
             "--ready-file".into(),
             ready.into(),
         ];
@@ -95,10 +95,11 @@ impl Cluster {
         let cs = &mut self.chunkservers[i];
         note_if_exited(&mut cs.daemon, &mut self.problems);
         let ready = cs.daemon.ready_path().to_path_buf();
-        let fresh_args = cs.command_args(master, "127.0.0.1:0", &ready);
+        let ip = cs.daemon.listen_ip();
+        let fresh_args = cs.command_args(master, &format!("{ip}:0"), &ready);
         let content = match cs.addr.map(|a| a.port()) {
             Some(port) => {
-                let args = cs.command_args(master, &format!("127.0.0.1:{port}"), &ready);
+                let args = cs.command_args(master, &format!("{ip}:{port}"), &ready);
                 let attempts = CHUNKSERVER_PORT_ATTEMPTS;
                 match cs.daemon.start_on_port(port, attempts, &args, env, timeout) {
                     Err(StartError::AddressInUse { .. }) => {

@@ -44,7 +44,8 @@ impl Cluster {
                 self.root.join(format!("logs/{name}.log")),
                 self.root.join(format!("run/{name}.ready")),
                 self.launcher.clone(),
-            ),
+            )
+            .on_host(crate::cluster::new_host(self.network.as_ref())?),
             data_dir,
         });
         Ok(i)
