@@ -137,8 +137,8 @@ impl Worker for TrashWorker {
             // Restored, purged or deleted again since it was scheduled?
             match self.state.meta.read(move |s| s.trash_expiry(inode)).await {
                 Ok(Some(expires)) if expires <= now => {
-                    self.state.purge_if_unused(inode).await;
-                    self.purged += 1;
+                    // One still open is purged at its last close instead.
+                    self.purged += self.state.purge_all_if_unused(vec![inode]).await as u64;
                 }
                 Ok(Some(expires)) => schedule.add(&[(inode, expires)]),
                 Ok(None) | Err(Status::NotFound) => {}
