@@ -183,45 +183,45 @@ impl CsHandler {
             }
             CsRequest::ChunkDamaged { chunk } => {
                 let (id, addr) = self.server.ok_or(Status::Protocol)?;
-                // A server repeats its reports of copies whose writes were lost until they are
-                // gone (a report may be lost with the link): each copy is logged once.
-                if self
-                    .state
-                    .cluster
-                    .is_damaged(chunk.chunk, id, chunk.version)
-                {
-                    return Ok(CsReply::Done);
-                }
-                if !self.registered {
-                    // Sent before its chunk list: copies that lost writes before the server or
-                    // the master restarted. Taken as damaged as soon as they are listed.
-                    self.state
-                        .cluster
-                        .note_damage_before_listing(chunk.chunk, id, chunk.version);
-                    tracing::warn!(chunk = %chunk.chunk, version = %chunk.version, server = %addr, "chunkserver reports a damaged copy");
-                    self.state.cluster.pass_over(id);
-                    return Ok(CsReply::Done);
-                }
-                // Never served again; the replication worker deletes it once a good copy
-                // exists elsewhere (with none left it stays, as the last trace of the data) and
-                // meanwhile copies the chunk to another server.
-                match self.state.cluster.mark_damaged(chunk.chunk, id) {
-                    Some(intact_left) => {
-                        tracing::warn!(chunk = %chunk.chunk, version = %chunk.version, server = %addr, "chunkserver reports a damaged copy");
-                        if !intact_left {
-                            tracing::error!(chunk = %chunk.chunk, version = %chunk.version, "no intact copy of a chunk is left");
-                        }
-                        // A disk that damaged a copy may well damage the next ones.
-                        self.state.cluster.pass_over(id);
-                        self.state.replication.wake();
-                    }
-                    None => {
-                        tracing::debug!(chunk = %chunk.chunk, server = %addr, "damage reported for a copy the master does not know there; ignored");
-                    }
-                }
+                self.take_damaged(id, addr, chunk);
                 Ok(CsReply::Done)
             }
         }
+    }
+
+    /// A copy its server found damaged or to have lost writes: never served again; the
+    /// replication worker deletes it once a good copy exists elsewhere (with none left it stays,
+    /// as the last trace of the data) and meanwhile copies the chunk to another server.
+    fn take_damaged(&self, server: ServerId, addr: SocketAddr, chunk: ChunkReport) {
+        let cluster = &self.state.cluster;
+        // A server repeats its reports of copies whose writes were lost until they are gone (a
+        // report may be lost with the link): each copy is taken once.
+        if cluster.is_damaged(chunk.chunk, server, chunk.version) {
+            return;
+        }
+        let intact_left = match self.registered {
+            true => match cluster.mark_damaged(chunk.chunk, server) {
+                Some(intact_left) => intact_left,
+                None => {
+                    tracing::debug!(chunk = %chunk.chunk, server = %addr, "damage reported for a copy the master does not know there; ignored");
+                    return;
+                }
+            },
+            false => {
+                // Sent before its chunk list: copies that lost writes before the server or the
+                // master restarted, taken as damaged as soon as they are listed. The intact
+                // copies may be on servers not back yet, so none is missed here.
+                cluster.note_damage_before_listing(chunk.chunk, server, chunk.version);
+                true
+            }
+        };
+        tracing::warn!(chunk = %chunk.chunk, version = %chunk.version, server = %addr, "chunkserver reports a damaged copy");
+        if !intact_left {
+            tracing::error!(chunk = %chunk.chunk, version = %chunk.version, "no intact copy of a chunk is left");
+        }
+        // A disk that damaged a copy may well damage the next ones.
+        cluster.pass_over(server);
+        self.state.replication.wake();
     }
 
     /// A copy a write created: counted if the chunk is at that version and no copy of it is

@@ -140,9 +140,9 @@ impl MasterState {
     /// Deletes a file for good if nothing needs it any more: no session has it open, it has no
     /// name left, and it is not waiting out its trash time (unless it was purged by hand).
     /// Called when one of these may have just become true (a close, an unlink, a trash time
-    /// up); a file that still has a name is left alone.
-    pub async fn purge_if_unused(&self, inode: InodeId) {
-        self.purge_all_if_unused(vec![inode]).await;
+    /// up); a file that still has a name is left alone. Returns whether it was purged.
+    pub async fn purge_if_unused(&self, inode: InodeId) -> bool {
+        self.purge_all_if_unused(vec![inode]).await > 0
     }
 
     /// [`MasterState::purge_if_unused`] for many files, purged in one pass on the blocking

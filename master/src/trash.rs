@@ -138,7 +138,7 @@ impl Worker for TrashWorker {
             match self.state.meta.read(move |s| s.trash_expiry(inode)).await {
                 Ok(Some(expires)) if expires <= now => {
                     // One still open is purged at its last close instead.
-                    self.purged += self.state.purge_all_if_unused(vec![inode]).await as u64;
+                    self.purged += u64::from(self.state.purge_if_unused(inode).await);
                 }
                 Ok(Some(expires)) => schedule.add(&[(inode, expires)]),
                 Ok(None) | Err(Status::NotFound) => {}

@@ -193,11 +193,14 @@ fn mark_lost_copies(
         let home = chunk_path_for(dir, id, version);
         let beside = marker.with_extension("");
         let used = beside == home || moved.contains(&beside);
-        if let Some(found) = scan
-            .chunks
-            .iter_mut()
-            .find(|c| used && c.id == id && c.version == version)
-        {
+        let found = match used {
+            true => scan
+                .chunks
+                .iter_mut()
+                .find(|c| c.id == id && c.version == version),
+            false => None,
+        };
+        if let Some(found) = found {
             found.lost = true;
             let home_marker = marker_for(&home);
             if marker != home_marker

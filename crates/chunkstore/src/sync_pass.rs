@@ -6,7 +6,6 @@
 //! otherwise commit the journal once per file. The fsyncs still follow, because only they tell
 //! which file could not be written.
 
-use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -38,23 +37,24 @@ impl ChunkStore {
     /// marked again by any change that follows. A chunk deleted meanwhile is skipped.
     pub fn sync_changed(&self) -> SyncPass {
         let mut by_dir: Vec<Vec<ChunkId>> = self.dirs.iter().map(|_| Vec::new()).collect();
-        // Copies that lost writes stay marked to be reported at every pass, with nothing to write.
-        let mut lost = HashSet::new();
+        // Files with something to write, by directory: copies that lost writes stay marked, to
+        // be reported at every pass, with nothing to write.
+        let mut to_write = vec![0usize; self.dirs.len()];
         for (id, slot) in self.index.snapshot() {
             if !slot.changed.load(Ordering::Acquire) {
                 continue;
             }
-            if slot.write_lost.load(Ordering::Acquire) {
-                lost.insert(id);
-            }
             let state = slot.shared();
             if !state.removed {
                 by_dir[state.dir].push(id);
+                if !slot.write_lost.load(Ordering::Acquire) {
+                    to_write[state.dir] += 1;
+                }
             }
         }
         let mut pass = SyncPass::default();
-        for (dir, changed) in self.dirs.iter().zip(by_dir) {
-            if changed.len() - lost_in_dir(&lost, &changed) > WHOLE_FILE_SYSTEM_ABOVE {
+        for ((dir, changed), to_write) in self.dirs.iter().zip(by_dir).zip(to_write) {
+            if to_write > WHOLE_FILE_SYSTEM_ABOVE {
                 match syncfs(&dir.path) {
                     Ok(()) => pass.whole_file_systems += 1,
                     Err(e) => {
@@ -92,9 +92,4 @@ fn syncfs(path: &Path) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// How many of `changed` are copies that lost writes.
-fn lost_in_dir(lost: &HashSet<ChunkId>, changed: &[ChunkId]) -> usize {
-    changed.iter().filter(|id| lost.contains(id)).count()
 }
