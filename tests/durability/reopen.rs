@@ -10,16 +10,23 @@ use std::time::Duration;
 
 use elkfs_testkit::{Cluster, wait_until};
 
-#[test]
-fn a_file_opened_while_the_master_restarts_is_purged_after_its_close_and_unlink() {
-    let _one = super::master_crash::one_cluster_at_a_time();
-    let mut cluster = Cluster::builder()
+/// One chunkserver and one mount that waits a minute for a master gone, with the trash time of
+/// the whole tree set to `secs`; and the mount's path.
+fn one_mount_with_trash_time(secs: u32) -> (Cluster, std::path::PathBuf) {
+    let cluster = Cluster::builder()
         .chunkservers(1)
         .mounts(1)
         .mount_options("master_timeout=60")
         .start();
     let m = cluster.mount_path(0).to_path_buf();
-    cluster.run_cli_ok(&["settrashtime", "-r", "0", m.to_str().unwrap()]);
+    cluster.run_cli_ok(&["settrashtime", "-r", &secs.to_string(), m.to_str().unwrap()]);
+    (cluster, m)
+}
+
+#[test]
+fn a_file_opened_while_the_master_restarts_is_purged_after_its_close_and_unlink() {
+    let _one = super::master_crash::one_cluster_at_a_time();
+    let (mut cluster, m) = one_mount_with_trash_time(0);
     let file = m.join("opened-across");
     std::fs::write(&file, vec![7u8; 100_000]).expect("write");
     wait_until(
@@ -73,13 +80,7 @@ fn a_file_opened_while_the_master_restarts_is_purged_after_its_close_and_unlink(
 #[test]
 fn a_trashed_file_still_open_outlives_its_trash_time_across_a_master_restart() {
     let _one = super::master_crash::one_cluster_at_a_time();
-    let mut cluster = Cluster::builder()
-        .chunkservers(1)
-        .mounts(1)
-        .mount_options("master_timeout=60")
-        .start();
-    let m = cluster.mount_path(0).to_path_buf();
-    cluster.run_cli_ok(&["settrashtime", "-r", "1", m.to_str().unwrap()]);
+    let (mut cluster, m) = one_mount_with_trash_time(1);
     let file = m.join("still-written.log");
     std::fs::write(&file, vec![5u8; 100_000]).expect("write");
     let mut open = std::fs::OpenOptions::new()

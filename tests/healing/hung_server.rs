@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use crate::support::{
-    Admin, Configs, Disks, Frozen, MIB, QUICK_MASTER, Readers, check_copies, check_placement, data,
-    eventually, write_file,
+    Admin, Configs, Frozen, MIB, QUICK_MASTER, Readers, check_copies, check_placement, data,
+    eventually, written_with_a_holder,
 };
 
 #[test]
@@ -20,15 +20,8 @@ fn a_server_that_goes_silent_without_closing_its_connections_is_treated_as_lost(
     let cluster = configs.builder().chunkservers(4).start();
     let admin = Admin::connect(&cluster);
     let file = (cluster.mount_path(0).join("f"), data(4 * MIB + 3, 11));
-    write_file(&file.0, &file.1).expect("write");
     let all = [0, 1, 2, 3];
-    check_placement(&cluster, &admin, &all, std::slice::from_ref(&file), 2)
-        .unwrap_or_else(|e| panic!("after the write: {e}"));
-    let chunk = admin.chunks_of(&file.0)[0].chunk;
-    let victim = *Disks::scan(&cluster, &all)
-        .valid_servers(chunk)
-        .first()
-        .expect("a copy");
+    let victim = written_with_a_holder(&cluster, &admin, &all, &file);
     let live: Vec<usize> = all.into_iter().filter(|&i| i != victim).collect();
 
     let frozen = Frozen::freeze(cluster.chunkserver(victim).pid().expect("running"));

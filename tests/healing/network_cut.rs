@@ -7,8 +7,8 @@ use std::time::Duration;
 use elkfs_testkit::Process;
 
 use crate::support::{
-    Admin, Configs, Disks, MIB, QUICK_MASTER, Readers, check_copies, check_placement, data,
-    eventually, write_file,
+    Admin, Configs, MIB, QUICK_MASTER, Readers, check_copies, check_placement, data, eventually,
+    written_with_a_holder,
 };
 
 #[test]
@@ -18,15 +18,8 @@ fn a_chunkserver_cut_off_is_replaced_readers_go_on_and_its_extra_copies_go_once_
     let _on_the_network = cluster.enter_network();
     let admin = Admin::connect(&cluster);
     let file = (cluster.mount_path(0).join("f"), data(4 * MIB + 3, 13));
-    write_file(&file.0, &file.1).expect("write");
     let all = [0, 1, 2, 3];
-    check_placement(&cluster, &admin, &all, std::slice::from_ref(&file), 2)
-        .unwrap_or_else(|e| panic!("after the write: {e}"));
-    let chunk = admin.chunks_of(&file.0)[0].chunk;
-    let victim = *Disks::scan(&cluster, &all)
-        .valid_servers(chunk)
-        .first()
-        .expect("a copy");
+    let victim = written_with_a_holder(&cluster, &admin, &all, &file);
     let live: Vec<usize> = all.into_iter().filter(|&i| i != victim).collect();
 
     // Reading while the link goes: reads of the cut server's copy move to the other copy.

@@ -441,6 +441,24 @@ pub fn server_at(cluster: &Cluster, addr: SocketAddr) -> Option<usize> {
     (0..cluster.chunkserver_count()).find(|&i| cluster.chunkserver(i).addr() == addr)
 }
 
+/// Writes `file` through the mount, checks that its chunks have 2 copies on `servers`, and
+/// returns one of the servers holding its first chunk.
+pub fn written_with_a_holder(
+    cluster: &Cluster,
+    admin: &Admin,
+    servers: &[usize],
+    file: &(PathBuf, Arc<[u8]>),
+) -> usize {
+    write_file(&file.0, &file.1).expect("write");
+    check_placement(cluster, admin, servers, std::slice::from_ref(file), 2)
+        .unwrap_or_else(|e| panic!("after the write: {e}"));
+    let chunk = admin.chunks_of(&file.0)[0].chunk;
+    *Disks::scan(cluster, servers)
+        .valid_servers(chunk)
+        .first()
+        .expect("a copy")
+}
+
 /// Checks, for every chunk of each file, that exactly `copies` of `servers` hold it at the
 /// master's current version, that no stale copy is left on them, and that the master lists
 /// exactly those servers for reads. Cheap enough to poll: reads no chunk data.

@@ -558,10 +558,9 @@ fn deleted_files_wait_in_the_trash_and_come_back_to_their_path() {
     assert_eq!(store.trash_expiry(f).unwrap(), None);
 }
 
-#[test]
-fn a_shared_chunk_keeps_the_larger_goal_of_its_files_until_it_is_shared_no_more() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+/// A store in `dir` with `/f` holding chunk 500 at index 0 and `/copy`, its snapshot, sharing it.
+fn file_and_snapshot(dir: &std::path::Path) -> (MetaStore, InodeId, InodeId) {
+    let store = open(dir);
     let f = mknod(&store, ROOT, "f").unwrap();
     store
         .commit(&MetaOp::CreateChunk {
@@ -581,6 +580,13 @@ fn a_shared_chunk_keeps_the_larger_goal_of_its_files_until_it_is_shared_no_more(
         })
         .unwrap();
     let copy = outcome.attr.unwrap().inode;
+    (store, f, copy)
+}
+
+#[test]
+fn a_shared_chunk_keeps_the_larger_goal_of_its_files_until_it_is_shared_no_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, f, copy) = file_and_snapshot(dir.path());
     let set_goal = |inode, goal| {
         store
             .commit(&MetaOp::SetGoal {
@@ -608,26 +614,7 @@ fn a_shared_chunk_keeps_the_larger_goal_of_its_files_until_it_is_shared_no_more(
 #[test]
 fn a_snapshot_shares_chunks_until_one_side_replaces_its_own() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let f = mknod(&store, ROOT, "f").unwrap();
-    store
-        .commit(&MetaOp::CreateChunk {
-            inode: f,
-            index: 0,
-            chunk: ChunkId(500),
-            version: ChunkVersion(1),
-        })
-        .unwrap();
-    let (_, outcome) = store
-        .commit(&MetaOp::Snapshot {
-            source: f,
-            parent: ROOT,
-            name: b"copy".to_vec(),
-            owner: None,
-            time: t(2),
-        })
-        .unwrap();
-    let copy = outcome.attr.unwrap().inode;
+    let (store, _, copy) = file_and_snapshot(dir.path());
     assert_eq!(
         store.file_chunk(copy, 0).unwrap().unwrap().chunk,
         ChunkId(500)

@@ -299,23 +299,22 @@ impl Cluster {
     }
 
     fn network_and_host(&self, process: Process) -> (&Network, Host) {
-        let network = self
-            .network
-            .as_ref()
-            .expect("the cluster is not on a private network (ClusterBuilder::private_network)");
         let host = self.host_of(process).expect("every process has a host");
-        (network, host)
+        (self.network(), host)
+    }
+
+    fn network(&self) -> &Network {
+        self.network
+            .as_ref()
+            .expect("the cluster is not on a private network (ClusterBuilder::private_network)")
     }
 
     /// Moves the calling thread onto a host of its own on the cluster's private network, so it
     /// can reach the master and the chunkservers (and the processes it starts, the CLI, too),
     /// until the guard is dropped.
     pub fn enter_network(&self) -> OnHost {
-        let network = self
-            .network
-            .as_ref()
-            .expect("the cluster is not on a private network (ClusterBuilder::private_network)");
-        let host = network
+        let host = self
+            .network()
             .add_host()
             .unwrap_or_else(|e| panic!("adding the test's host to the network: {e}"));
         OnHost::enter(&host).unwrap_or_else(|e| panic!("entering the test's host: {e}"))

@@ -16,29 +16,27 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 
 /// The launcher's loop: reads NUL-terminated requests, starts commands in the background with
-/// their output appended to a log, and reports how its children ended (bash reaps them and
+/// their output appended to a log, runs commands to their end, and reports how its children ended (bash reaps them and
 /// keeps their statuses for `wait`).
 const SCRIPT: &str = r#"
+read_argv() {
+  IFS= read -r -d '' count
+  argv=()
+  for ((i = 0; i < count; i++)); do
+    IFS= read -r -d '' arg
+    argv+=("$arg")
+  done
+}
 while IFS= read -r -d '' op; do
   case "$op" in
     spawn)
       IFS= read -r -d '' log
-      IFS= read -r -d '' count
-      argv=()
-      for ((i = 0; i < count; i++)); do
-        IFS= read -r -d '' arg
-        argv+=("$arg")
-      done
+      read_argv
       "${argv[@]}" </dev/null >>"$log" 2>&1 &
       echo "$!"
       ;;
     run)
-      IFS= read -r -d '' count
-      argv=()
-      for ((i = 0; i < count; i++)); do
-        IFS= read -r -d '' arg
-        argv+=("$arg")
-      done
+      read_argv
       out=$("${argv[@]}" </dev/null 2>&1)
       code=$?
       echo "exited $code ${out//$'\n'/ }"
