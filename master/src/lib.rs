@@ -218,10 +218,13 @@ async fn purge_leftover_unlinked(state: Arc<MasterState>, stop: CancellationToke
     }
 }
 
-/// fsyncs the changelog every `interval` while there are new records.
+/// fsyncs the changelog every `interval` while there are new records, and applies the changes
+/// held back from sled.
 async fn sync_changelog(meta: Meta, interval: std::time::Duration, stop: CancellationToken) {
     let mut synced = meta.store().version();
     let mut ticker = tokio::time::interval(interval);
+    let mut fsyncs = FailureLog::new("fsyncing the changelog");
+    let mut settles = FailureLog::new("applying held changes to the metadata database");
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -232,16 +235,58 @@ async fn sync_changelog(meta: Meta, interval: std::time::Duration, stop: Cancell
             continue;
         }
         match meta.sync().await {
-            Ok(()) => synced = version,
-            Err(e) => tracing::error!(error = %e, "cannot fsync the changelog"),
+            Ok(()) => {
+                synced = version;
+                fsyncs.worked();
+            }
+            Err(e) => fsyncs.failed(&e),
         }
         let store = meta.store().clone();
         match tokio::task::spawn_blocking(move || store.settle()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot apply held changes to the metadata database")
+            Ok(Ok(())) => settles.worked(),
+            Ok(Err(e)) => settles.failed(&e),
+            Err(e) => settles.failed(&e),
+        }
+    }
+}
+
+/// How often a background step that keeps failing says so again.
+const FAILURE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The log of a background step run every few milliseconds: a failure is logged when it starts
+/// and once every [`FAILURE_LOG_EVERY`] while it lasts (a full disk would otherwise fill the log
+/// with ten lines a second), and the step working again once.
+struct FailureLog {
+    what: &'static str,
+    failing_since: Option<(std::time::Instant, std::time::Instant)>,
+}
+
+impl FailureLog {
+    fn new(what: &'static str) -> FailureLog {
+        FailureLog {
+            what,
+            failing_since: None,
+        }
+    }
+
+    fn failed(&mut self, error: &dyn std::fmt::Display) {
+        let now = std::time::Instant::now();
+        match &mut self.failing_since {
+            Some((_, logged)) if now.duration_since(*logged) < FAILURE_LOG_EVERY => {}
+            Some((since, logged)) => {
+                *logged = now;
+                tracing::error!(%error, failing_for = ?now.duration_since(*since), "{} still fails", self.what);
             }
-            Err(e) => tracing::error!(error = %e, "applying held changes stopped"),
+            None => {
+                self.failing_since = Some((now, now));
+                tracing::error!(%error, "{} failed; trying again", self.what);
+            }
+        }
+    }
+
+    fn worked(&mut self) {
+        if let Some((since, _)) = self.failing_since.take() {
+            tracing::info!(failed_for = ?since.elapsed(), "{} works again", self.what);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The metadata store as async code sees it: a call runs in place when it needs only memory
 //! (and, for a commit, one `write(2)` to the changelog), else on the blocking pool; store
-//! failures become `Status::Io` with one log line where they happen. Also the worker that writes
+//! failures become `Status::Io` with one log line where they happen, a full disk
+//! `Status::NoSpace` with one line every [`NO_SPACE_LOG_EVERY`]. Also the worker that writes
 //! metadata images in the background when they are due.
 
 use std::sync::Arc;
@@ -32,10 +33,25 @@ struct GroupSync {
     running: tokio::sync::Mutex<()>,
 }
 
-/// Turns a store result into what a client is told.
+/// How often a full disk under the metadata is logged while changes keep being refused.
+pub const NO_SPACE_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// When a change refused for want of room was last logged.
+static NO_SPACE_LOGGED: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+
+/// Turns a store result into what a client is told. A full disk is ENOSPC, as a local file
+/// system says: nothing was changed, and the same change works once there is room.
 pub fn to_status(e: ExecError) -> Status {
     match e {
         ExecError::Refused(s) => s,
+        ExecError::Store(e) if e.is_out_of_space() => {
+            let mut logged = NO_SPACE_LOGGED.lock().unwrap_or_else(|p| p.into_inner());
+            if logged.is_none_or(|at| at.elapsed() >= NO_SPACE_LOG_EVERY) {
+                *logged = Some(Instant::now());
+                tracing::error!(error = %e, "the master's disk is full: changes are refused (ENOSPC) until there is room in its data directory");
+            }
+            Status::NoSpace
+        }
         ExecError::Store(e) => {
             tracing::error!(error = %e, "metadata store failed");
             Status::Io

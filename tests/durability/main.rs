@@ -7,6 +7,7 @@
 //! Run as root (the harness mounts through /dev/fuse).
 
 mod chunk_sync;
+mod full_disk;
 mod master_crash;
 mod metalogger;
 mod numbered_requests;

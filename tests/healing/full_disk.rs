@@ -1,8 +1,7 @@
 //! A chunkserver whose disk fills up under writes answers "no space" (ENOSPC): the writes go on
 //! to other servers and succeed, and once its disk is full, new chunks go elsewhere.
 
-use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,27 +10,8 @@ use elkfs_testkit::Process;
 
 use crate::support::{
     Admin, CHUNK_SIZE, Configs, Disks, MIB, QUICK_MASTER, Tmpfs, Writer, check_copies,
-    check_placement, data, eventually, write_file,
+    check_placement, data, eventually, fill_up, write_file,
 };
-
-/// Fills the file system holding `path` with a file of that name until it is full.
-fn fill_up(path: &std::path::Path) {
-    let mut f = File::create(path).expect("create the filler");
-    let block = vec![0xA5u8; MIB];
-    loop {
-        match f.write(&block) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-            Err(e) => panic!("filling {}: {e}", path.display()),
-        }
-    }
-    match f.sync_all() {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::StorageFull => {}
-        Err(e) => panic!("fsync {}: {e}", path.display()),
-    }
-}
 
 #[test]
 fn a_server_whose_disk_fills_up_answers_enospc_and_new_chunks_go_elsewhere() {

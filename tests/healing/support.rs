@@ -1,14 +1,13 @@
-//! What the healing tests share: quick master settings, tmpfs disks, a view of every chunk file
+//! What the healing tests share: quick master settings, a view of every chunk file
 //! on the servers' disks, the client library (goals, chunk locations), background readers and
 //! writers, and polling with a record of what was still missing.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::{CString, OsString};
+use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
 use std::os::fd::IntoRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use elkfs_client::{Client, ClientConfig};
 use elkfs_e2e::{ChunkFile, ask_data, chunk_files};
+pub use elkfs_e2e::{Tmpfs, fill_up};
 use elkfs_proto::InodeId;
 use elkfs_proto::capability::Access;
 use elkfs_proto::data::{DataReply, DataRequest};
@@ -80,99 +80,6 @@ impl Configs {
 
 fn config_arg(file: &Path) -> [OsString; 2] {
     ["--config".into(), file.as_os_str().to_owned()]
-}
-
-/// A size-limited tmpfs on a fresh temporary directory: a disk of its own for one chunkserver,
-/// whose used percentage the test can read. Unmounted (lazily, should anything still use it)
-/// and removed when dropped, also when the test fails; declare it before the cluster so the
-/// chunkserver using it has stopped by then.
-pub struct Tmpfs {
-    dir: Option<TempDir>,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size_mib` MiB.
-    pub fn mount(size_mib: u64) -> Tmpfs {
-        let dir = tempfile::Builder::new()
-            .prefix("elkfs-heal-disk-")
-            .tempdir()
-            .expect("creating a mountpoint");
-        let target = CString::new(dir.path().as_os_str().as_bytes()).expect("path without NUL");
-        let options = CString::new(format!("size={size_mib}m,mode=0755")).expect("no NUL");
-        // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
-        let rc = unsafe {
-            libc::mount(
-                c"tmpfs".as_ptr(),
-                target.as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
-                options.as_ptr().cast(),
-            )
-        };
-        if rc != 0 {
-            panic!(
-                "mounting a {size_mib} MiB tmpfs on {} failed (the healing tests run as root): {}",
-                dir.path().display(),
-                io::Error::last_os_error()
-            );
-        }
-        Tmpfs { dir: Some(dir) }
-    }
-
-    /// Where it is mounted.
-    pub fn path(&self) -> &Path {
-        self.dir.as_ref().expect("mounted").path()
-    }
-
-    /// statvfs: (total bytes, available bytes).
-    pub fn space(&self) -> (u64, u64) {
-        statvfs(self.path())
-    }
-
-    /// Used space in percent, as `df` shows it.
-    pub fn used_percent(&self) -> f64 {
-        let (total, available) = self.space();
-        100.0 * (1.0 - available as f64 / total as f64)
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let Some(dir) = self.dir.take() else { return };
-        let target = CString::new(dir.path().as_os_str().as_bytes()).expect("path without NUL");
-        // SAFETY: `target` is a valid NUL-terminated path.
-        let rc = unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-        if rc != 0 {
-            eprintln!(
-                "unmounting the tmpfs on {} failed: {}",
-                dir.path().display(),
-                io::Error::last_os_error()
-            );
-            // Leave the directory alone rather than delete the files of a live mount.
-            let _ = dir.keep();
-        }
-    }
-}
-
-/// statvfs(3) of `path`: (total bytes, bytes available to unprivileged users).
-pub fn statvfs(path: &Path) -> (u64, u64) {
-    let c_path = CString::new(path.as_os_str().as_bytes()).expect("path without NUL");
-    // SAFETY: statvfs only writes into `stat`, a plain C struct that may start zeroed.
-    unsafe {
-        let mut stat: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(c_path.as_ptr(), &mut stat) != 0 {
-            panic!(
-                "statvfs {} failed: {}",
-                path.display(),
-                io::Error::last_os_error()
-            );
-        }
-        let fragment = stat.f_frsize as u64;
-        (
-            stat.f_blocks as u64 * fragment,
-            stat.f_bavail as u64 * fragment,
-        )
-    }
 }
 
 /// Every chunk file on the disks of some chunkservers, by chunk id. Files at version 0 (copies

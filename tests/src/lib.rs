@@ -1,5 +1,9 @@
 //! Helpers shared by the end-to-end test binaries: reproducible data, chunk files on disk,
-//! errno checks, a request to a chunkserver's data port.
+//! errno checks, a request to a chunkserver's data port, small disks of their own.
+
+mod tmpfs;
+
+pub use tmpfs::{Tmpfs, fill_up, statvfs};
 
 use std::io::{self, Read};
 use std::net::SocketAddr;

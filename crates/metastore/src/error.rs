@@ -17,6 +17,12 @@ pub enum StoreError {
         /// What sled said.
         reason: String,
     },
+    /// sled could not write for want of room on its disk.
+    #[error("metadata database: no space left on its disk ({reason})")]
+    SledNoSpace {
+        /// What sled said.
+        reason: String,
+    },
     /// The changelog could not be read or written.
     #[error("changelog {path}: {source}")]
     Changelog {
@@ -71,4 +77,24 @@ pub enum StoreError {
         /// Why sled is being rebuilt, and what is missing or damaged that a rebuild needs.
         missing: String,
     },
+}
+
+impl StoreError {
+    /// Whether the store failed for want of room on its disk (ENOSPC, or EDQUOT for a quota):
+    /// the change was not made, and may be made once there is room again.
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            StoreError::SledNoSpace { .. } => true,
+            StoreError::Changelog { source, .. } => is_out_of_space(source),
+            _ => false,
+        }
+    }
+}
+
+/// Whether an I/O error says the disk (or the user's quota on it) is full.
+pub fn is_out_of_space(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }

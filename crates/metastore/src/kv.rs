@@ -58,6 +58,13 @@ impl SledStore {
 }
 
 fn sled_err(e: sled::Error) -> StoreError {
+    if let sled::Error::Io(io) = &e
+        && crate::error::is_out_of_space(io)
+    {
+        return StoreError::SledNoSpace {
+            reason: e.to_string(),
+        };
+    }
     StoreError::Sled {
         path: Default::default(),
         reason: e.to_string(),
