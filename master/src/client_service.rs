@@ -18,7 +18,7 @@ use crate::cluster::Target;
 use crate::exports::{Admission, Exports};
 use crate::leases::{APPEND_SLOT, LeaseKey};
 use crate::past_end::GrownBy;
-use crate::state::{LOCK_RECLAIM_GRACE, MasterState, REOPEN_GRACE};
+use crate::state::{LOCK_RECLAIM_GRACE, MasterState};
 
 /// Most entries returned in one directory page.
 pub(crate) const MAX_DIR_PAGE: usize = 4096;
@@ -91,7 +91,7 @@ impl Drop for ClientHandler {
         // Its open files keep unlinked files alive a little longer, in case it reconnects.
         let state = self.state.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(REOPEN_GRACE).await;
+            tokio::time::sleep(state.reopen_grace).await;
             for inode in state.open_files.drop_session(session) {
                 state.purge_if_unused(inode).await;
             }

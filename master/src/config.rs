@@ -47,6 +47,12 @@ pub struct MasterConfig {
     /// live writer's way back: the mounts' `master_timeout` (60 s) of retries, plus the 20 s a
     /// writer goes on under one lease, plus a stuck chain's drain (up to 160 s).
     pub unreported_write_grace_secs: u64,
+    /// Seconds a mount has to come back, after a master start or after its connection broke,
+    /// and say which files it has open (default 60). Meanwhile no file deleted while open is
+    /// purged: not the ones the vanished session had open, and after a start none at all (the
+    /// master cannot know which mounts are still to come back). Past it, a mount that was away
+    /// finds the files it held purged if nobody else kept them open.
+    pub reopen_grace_secs: u64,
     /// Longest time, in seconds, new locks wait after a start for the clients that held locks
     /// before it to claim them again (default 20; 0: no wait, so a lock may be granted twice).
     pub lock_grace_secs: u64,
@@ -86,6 +92,7 @@ impl Default for MasterConfig {
             changelog_file_mib: elkfs_metastore::changelog::DEFAULT_FILE_BYTES / (1024 * 1024),
             write_lease_timeout_secs: defaults::WRITE_LEASE_TIMEOUT.as_secs(),
             unreported_write_grace_secs: 300,
+            reopen_grace_secs: crate::state::DEFAULT_REOPEN_GRACE.as_secs(),
             lock_grace_secs: crate::lock_holders::DEFAULT_LOCK_GRACE.as_secs(),
             exports: None,
             tls: false,
@@ -136,6 +143,11 @@ impl MasterConfig {
     /// [`defaults::WRITE_LEASE_RENEWAL`].
     pub fn write_lease_timeout(&self) -> Duration {
         Duration::from_secs(self.write_lease_timeout_secs).max(defaults::WRITE_LEASE_TIMEOUT_MIN)
+    }
+
+    /// How long mounts have to reconnect and say which files they have open.
+    pub fn reopen_grace(&self) -> Duration {
+        Duration::from_secs(self.reopen_grace_secs)
     }
 
     /// How long new locks wait after a start for the clients that held locks to claim them.

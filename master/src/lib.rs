@@ -109,6 +109,7 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
         exports,
         cluster_key,
         LockHolders::load(&config.data_dir, config.lock_grace()),
+        config.reopen_grace(),
     ));
     let grace_state = state.clone();
     let lock_grace = config.lock_grace();
@@ -164,7 +165,7 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
         config.commit_interval(),
         stop.clone(),
     ));
-    tokio::spawn(purge_leftover_unlinked(state.clone(), stop.clone()));
+    tokio::spawn(purge_after_reopen_grace(state.clone(), stop.clone()));
     tokio::spawn(elkfs_common::malloc::return_free_memory(
         std::time::Duration::from_secs(5),
         stop.clone(),
@@ -196,10 +197,15 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
     Ok(())
 }
 
-/// Files unlinked before this start that no client reopened within the grace period are purged.
-async fn purge_leftover_unlinked(state: Arc<MasterState>, stop: CancellationToken) {
+/// Files looked at together by the purge at the end of the reopen grace, which holds off opens
+/// meanwhile.
+const LEFTOVER_PURGE_BATCH: usize = 1000;
+
+/// At the end of the reopen grace after this start, purges the files unlinked before it that no
+/// client reopened, and those whose purge came due during it and are still unused.
+async fn purge_after_reopen_grace(state: Arc<MasterState>, stop: CancellationToken) {
     tokio::select! {
-        _ = tokio::time::sleep(state::REOPEN_GRACE) => {}
+        _ = tokio::time::sleep_until(state.reopen_grace_end()) => {}
         _ = stop.cancelled() => return,
     }
     let leftovers = match state
@@ -210,11 +216,16 @@ async fn purge_leftover_unlinked(state: Arc<MasterState>, stop: CancellationToke
         Ok(l) => l,
         Err(status) => {
             tracing::warn!(%status, "cannot list unlinked files");
-            return;
+            Vec::new()
         }
     };
-    for inode in leftovers {
-        state.purge_if_unused(inode).await;
+    // The first call also takes the files put aside during the grace, even with no leftovers.
+    let mut batches = leftovers.chunks(LEFTOVER_PURGE_BATCH);
+    state
+        .purge_all_if_unused(batches.next().unwrap_or_default().to_vec())
+        .await;
+    for batch in batches {
+        state.purge_all_if_unused(batch.to_vec()).await;
     }
 }
 

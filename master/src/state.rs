@@ -23,9 +23,10 @@ use crate::meta::Meta;
 use crate::open_files::OpenFiles;
 use crate::replication::ReplicationTrigger;
 
-/// How long a vanished session's open files keep unlinked files alive: long enough for its client
-/// to reconnect (after a master restart or a network blip) and say which files it has open.
-pub const REOPEN_GRACE: Duration = Duration::from_secs(60);
+/// How long a vanished session's open files keep unlinked files alive, and how long after a
+/// start no such file is purged: long enough for clients to reconnect (after a master restart or
+/// a network blip) and say which files they have open. The master's `reopen_grace_secs`.
+pub const DEFAULT_REOPEN_GRACE: Duration = Duration::from_secs(60);
 
 /// How long a vanished session's byte-range locks stay, still keeping others out, for its client
 /// to reconnect and claim them (`MasterRequest::ReclaimLocks`).
@@ -65,6 +66,12 @@ pub struct MasterState {
     purge_at_close: std::sync::Mutex<HashSet<InodeId>>,
     /// Unlinked files the purge worker will purge.
     pub purges: crate::purges::PurgeQueue,
+    /// How long mounts have to reconnect and say which files they have open.
+    pub reopen_grace: Duration,
+    /// Until then no file is purged: a mount not back yet may have it open.
+    reopen_grace_end: tokio::time::Instant,
+    /// Files whose purge came due before `reopen_grace_end`, looked at again after it.
+    purges_after_grace: std::sync::Mutex<Vec<InodeId>>,
     next_session: AtomicU64,
     /// The cluster's secret: chunkservers and metaloggers prove they hold it.
     pub cluster_key: ClusterKey,
@@ -84,6 +91,7 @@ impl MasterState {
         exports: Exports,
         cluster_key: ClusterKey,
         lock_holders: LockHolders,
+        reopen_grace: Duration,
     ) -> Self {
         let replication = chunks.replication_trigger();
         MasterState {
@@ -103,6 +111,9 @@ impl MasterState {
             purge_gate: tokio::sync::Mutex::new(()),
             purge_at_close: Default::default(),
             purges: Default::default(),
+            reopen_grace,
+            reopen_grace_end: tokio::time::Instant::now() + reopen_grace,
+            purges_after_grace: Default::default(),
             next_session: AtomicU64::new(1),
             exports: tokio::sync::watch::Sender::new(Arc::new(exports)),
         }
@@ -146,9 +157,14 @@ impl MasterState {
     }
 
     /// [`MasterState::purge_if_unused`] for many files, purged in one pass on the blocking
-    /// pool; returns how many were purged.
-    pub async fn purge_all_if_unused(&self, inodes: Vec<InodeId>) -> usize {
+    /// pool; returns how many were purged. Within the reopen grace after a start none is: each
+    /// not open yet is looked at again by the first call after it (the master makes one then).
+    pub async fn purge_all_if_unused(&self, mut inodes: Vec<InodeId>) -> usize {
         let _gate = self.purge_gate.lock().await;
+        if self.defers_purges(&inodes) {
+            return 0;
+        }
+        inodes.append(&mut self.lock_purges_after_grace());
         let now = Timestamp::now();
         let mut due = Vec::with_capacity(inodes.len());
         for inode in inodes {
@@ -174,11 +190,39 @@ impl MasterState {
     /// some session has it open.
     pub async fn purge_by_hand(&self, inode: InodeId) {
         let _gate = self.purge_gate.lock().await;
-        if self.open_files.is_open(inode) {
+        if self.open_files.is_open(inode) || self.defers_purges(&[inode]) {
             self.lock_purge_at_close().insert(inode);
             return;
         }
         self.purge(&[inode]).await;
+    }
+
+    /// Within the reopen grace after a start, puts `inodes` aside for the first purge after it
+    /// and says so: a mount that has not reconnected yet may have one of them open. The caller
+    /// holds the purge gate, as the one who takes them back does, so none is put aside after
+    /// they were taken back.
+    fn defers_purges(&self, inodes: &[InodeId]) -> bool {
+        if tokio::time::Instant::now() >= self.reopen_grace_end {
+            return false;
+        }
+        let mut after_grace = self.lock_purges_after_grace();
+        for &inode in inodes {
+            if !self.open_files.is_open(inode) {
+                after_grace.push(inode);
+            }
+        }
+        true
+    }
+
+    fn lock_purges_after_grace(&self) -> std::sync::MutexGuard<'_, Vec<InodeId>> {
+        self.purges_after_grace
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// When the reopen grace after this start ends.
+    pub fn reopen_grace_end(&self) -> tokio::time::Instant {
+        self.reopen_grace_end
     }
 
     /// Forgets a purge by hand that waits for a close: the file came back from the trash.

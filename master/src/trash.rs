@@ -2,7 +2,7 @@
 //! whose trash time has passed.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use elkfs_common::worker::{Worker, WorkerState};
 use elkfs_metastore::MetaOp;
@@ -13,7 +13,7 @@ use elkfs_proto::types::{Attr, Caller, Timestamp};
 use elkfs_proto::{InodeId, Status};
 
 use crate::client_service::tagged;
-use crate::state::{MasterState, REOPEN_GRACE};
+use crate::state::MasterState;
 use crate::tree::owns;
 
 /// The master acting for itself.
@@ -101,17 +101,13 @@ impl TrashWorker {
         }
     }
 
-    /// Schedules every file in the trash now. None is due before the clients have had
-    /// [`REOPEN_GRACE`] to reconnect and say which files they have open: a file deleted while
-    /// open (a log file a daemon still writes) whose trash time passed before this start lives
-    /// on until its last close, as it would have without the restart.
+    /// Schedules every file in the trash now. Those due within the reopen grace after the start
+    /// wait for its end ([`MasterState::purge_all_if_unused`]): a file deleted while open (a log
+    /// file a daemon still writes) whose trash time passed before this start lives on until its
+    /// last close, as it would have without the restart.
     async fn load(&mut self) -> Result<(), Status> {
         let entries = list(&self.state, ROOT).await?;
-        let grace_end = Timestamp::from_system_time(SystemTime::now() + REOPEN_GRACE);
-        let due: Vec<(InodeId, Timestamp)> = entries
-            .iter()
-            .map(|e| (e.inode, e.expires.max(grace_end)))
-            .collect();
+        let due: Vec<(InodeId, Timestamp)> = entries.iter().map(|e| (e.inode, e.expires)).collect();
         self.state.meta.trash_due.add(&due);
         self.loaded = true;
         Ok(())

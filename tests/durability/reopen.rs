@@ -10,23 +10,41 @@ use std::time::Duration;
 
 use elkfs_testkit::{Cluster, wait_until};
 
-/// One chunkserver and one mount that waits a minute for a master gone, with the trash time of
-/// the whole tree set to `secs`; and the mount's path.
-fn one_mount_with_trash_time(secs: u32) -> (Cluster, std::path::PathBuf) {
+/// How long the tests' masters give mounts to reconnect (`reopen_grace_secs`, 60 s unless set).
+const REOPEN_GRACE_SECS: u64 = 2;
+
+/// One chunkserver and `mounts` mounts that wait a minute for a master gone, a master that gives
+/// mounts `grace_secs` to come back, and the trash time of the whole tree set to `trash_secs`.
+/// The config file must outlive the cluster (the master reads it at every start).
+fn mounts_with_trash_time(
+    mounts: usize,
+    grace_secs: u64,
+    trash_secs: u32,
+) -> (Cluster, tempfile::NamedTempFile) {
+    let config = tempfile::NamedTempFile::new().expect("a config file");
+    std::fs::write(config.path(), format!("reopen_grace_secs = {grace_secs}\n")).unwrap();
     let cluster = Cluster::builder()
         .chunkservers(1)
-        .mounts(1)
+        .mounts(mounts)
         .mount_options("master_timeout=60")
+        .master_args([std::ffi::OsStr::new("--config"), config.path().as_os_str()])
         .start();
+    let m = cluster.mount_path(0).to_str().unwrap().to_owned();
+    cluster.run_cli_ok(&["settrashtime", "-r", &trash_secs.to_string(), &m]);
+    (cluster, config)
+}
+
+/// [`mounts_with_trash_time`] with one mount and [`REOPEN_GRACE_SECS`], and the mount's path.
+fn one_mount_with_trash_time(secs: u32) -> (Cluster, tempfile::NamedTempFile, std::path::PathBuf) {
+    let (cluster, config) = mounts_with_trash_time(1, REOPEN_GRACE_SECS, secs);
     let m = cluster.mount_path(0).to_path_buf();
-    cluster.run_cli_ok(&["settrashtime", "-r", &secs.to_string(), m.to_str().unwrap()]);
-    (cluster, m)
+    (cluster, config, m)
 }
 
 #[test]
 fn a_file_opened_while_the_master_restarts_is_purged_after_its_close_and_unlink() {
     let _one = super::master_crash::one_cluster_at_a_time();
-    let (mut cluster, m) = one_mount_with_trash_time(0);
+    let (mut cluster, _config, m) = one_mount_with_trash_time(0);
     let file = m.join("opened-across");
     std::fs::write(&file, vec![7u8; 100_000]).expect("write");
     wait_until(
@@ -80,7 +98,7 @@ fn a_file_opened_while_the_master_restarts_is_purged_after_its_close_and_unlink(
 #[test]
 fn a_trashed_file_still_open_outlives_its_trash_time_across_a_master_restart() {
     let _one = super::master_crash::one_cluster_at_a_time();
-    let (mut cluster, m) = one_mount_with_trash_time(1);
+    let (mut cluster, _config, m) = one_mount_with_trash_time(1);
     let file = m.join("still-written.log");
     std::fs::write(&file, vec![5u8; 100_000]).expect("write");
     let mut open = std::fs::OpenOptions::new()
@@ -94,8 +112,8 @@ fn a_trashed_file_still_open_outlives_its_trash_time_across_a_master_restart() {
 
     cluster.kill_master();
     cluster.start_master();
-    // Long enough for a purge at the start to have happened, and for the mount to be back.
-    std::thread::sleep(Duration::from_secs(3));
+    // Past the reopen grace, when the files due during it are purged unless reopened.
+    std::thread::sleep(Duration::from_secs(REOPEN_GRACE_SECS + 1));
     std::io::Write::write_all(&mut open, &[6u8; 1000]).expect("append after the restart");
     open.sync_all().expect("fsync after the restart");
     let mut read_back = Vec::new();
@@ -111,5 +129,74 @@ fn a_trashed_file_still_open_outlives_its_trash_time_across_a_master_restart() {
         Duration::from_secs(20),
         "the closed file, past its trash time, is purged and its chunk deleted",
         || elkfs_e2e::all_chunk_files(&cluster).is_empty(),
+    );
+}
+
+/// Sends `signal` to the process `pid` (one the test harness started).
+fn signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill only sends a signal; the pid is a daemon of this test's cluster.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(
+        rc,
+        0,
+        "kill({pid}, {signal}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// A stopped (`SIGSTOP`) process, continued when dropped, also when the test fails.
+struct Stopped(u32);
+
+impl Stopped {
+    fn stop(pid: u32) -> Stopped {
+        signal(pid, libc::SIGSTOP);
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        signal(self.0, libc::SIGCONT);
+    }
+}
+
+/// A file deleted while two mounts have it open. After a master restart one mount is back and
+/// closes it while the other is not back yet: the file must wait for that one (the master cannot
+/// know it is still to come), which reads it when back, and is purged at its close.
+#[test]
+fn a_file_open_on_a_mount_not_back_yet_after_a_master_restart_is_not_purged_by_another_close() {
+    let _one = super::master_crash::one_cluster_at_a_time();
+    let (mut cluster, _config) = mounts_with_trash_time(2, 10, 0);
+    let (a, b) = (
+        cluster.mount_path(0).to_path_buf(),
+        cluster.mount_path(1).to_path_buf(),
+    );
+    std::fs::write(a.join("shared"), vec![3u8; 100_000]).expect("write");
+    let on_a = std::fs::File::open(a.join("shared")).expect("open on a");
+    // Not read before the restart, so that no page of it is in b's page cache.
+    let mut on_b = std::fs::File::open(b.join("shared")).expect("open on b");
+    std::fs::remove_file(a.join("shared")).expect("unlink");
+
+    cluster.kill_master();
+    let b_away = Stopped::stop(cluster.mount(1).pid().expect("b's mount runs"));
+    cluster.start_master();
+    // Answered once a is back.
+    std::fs::write(a.join("probe"), b"a is back").expect("a create through a");
+    drop(on_a);
+    // a's close reaches the master within 10 ms; a purge would delete the chunk soon after.
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(b_away);
+    let mut read_back = Vec::new();
+    std::io::Read::read_to_end(&mut on_b, &mut read_back).expect("read on b once back");
+    assert_eq!(
+        read_back,
+        vec![3u8; 100_000],
+        "b's open file, unlinked, reads"
+    );
+    drop(on_b);
+    wait_until(
+        Duration::from_secs(30),
+        "the file is purged after b's close and its chunk deleted",
+        || elkfs_e2e::all_chunk_files(&cluster).len() == 1,
     );
 }
