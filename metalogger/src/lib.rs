@@ -71,16 +71,22 @@ pub async fn run(config: MetaloggerConfig, stop: CancellationToken) -> anyhow::R
             _ = stop.cancelled() => break,
         };
         match session {
-            Ok(()) => delay = defaults::RECONNECT_MIN,
+            Ok(()) => {
+                delay = defaults::RECONNECT_MIN;
+                continue;
+            }
+            Err(e) if e.downcast_ref::<CopyFailed>().is_some() => {
+                tracing::error!(dir = %follower.config.data_dir.display(), error = %format!("{e:#}"), retry_in = ?delay, "cannot update the metadata copy (a full or failing disk?); following the master again from where the copy ends");
+            }
             Err(e) => {
                 tracing::warn!(master = %follower.config.master, error = %format!("{e:#}"), retry_in = ?delay, "lost the master");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.cancelled() => break,
-                }
-                delay = (delay * 2).min(defaults::RECONNECT_MAX);
             }
         }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.cancelled() => break,
+        }
+        delay = (delay * 2).min(defaults::RECONNECT_MAX);
     }
     tracing::info!("metalogger stopped");
     Ok(())
@@ -105,6 +111,17 @@ fn load_cluster_key(config: &MetaloggerConfig) -> anyhow::Result<ClusterKey> {
     Ok(key)
 }
 
+/// The local copy could not be read or written (its disk full or failing), as opposed to the
+/// link to the master failing: the error of a session says which, for the log.
+#[derive(Debug)]
+struct CopyFailed;
+
+impl std::fmt::Display for CopyFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the metadata copy")
+    }
+}
+
 struct Follow {
     cluster_key: ClusterKey,
     dialer: Dialer,
@@ -126,7 +143,7 @@ impl Follow {
         })
         .await?;
         self.copy = Some(copy);
-        result
+        result.context(CopyFailed)
     }
 
     fn last(&self) -> u64 {
