@@ -75,7 +75,8 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
             "changelog records did not apply on replay"
         );
     }
-    if !store.is_formatted()? {
+    let new_filesystem = !store.is_formatted()?;
+    if new_filesystem {
         store
             .commit(&MetaOp::Format {
                 time: Timestamp::now(),
@@ -109,7 +110,12 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
         exports,
         cluster_key,
         LockHolders::load(&config.data_dir, config.lock_grace()),
-        config.reopen_grace(),
+        // No mount can have a file of a new filesystem open from before its start.
+        if new_filesystem {
+            std::time::Duration::ZERO
+        } else {
+            config.reopen_grace()
+        },
     ));
     let grace_state = state.clone();
     let lock_grace = config.lock_grace();
@@ -197,12 +203,9 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
     Ok(())
 }
 
-/// Files looked at together by the purge at the end of the reopen grace, which holds off opens
-/// meanwhile.
-const LEFTOVER_PURGE_BATCH: usize = 1000;
-
 /// At the end of the reopen grace after this start, purges the files unlinked before it that no
-/// client reopened, and those whose purge came due during it and are still unused.
+/// client reopened, and those whose purge came due during it and are still unused, a batch at a
+/// time (each holds off opens while it runs).
 async fn purge_after_reopen_grace(state: Arc<MasterState>, stop: CancellationToken) {
     tokio::select! {
         _ = tokio::time::sleep_until(state.reopen_grace_end()) => {}
@@ -219,13 +222,13 @@ async fn purge_after_reopen_grace(state: Arc<MasterState>, stop: CancellationTok
             Vec::new()
         }
     };
-    // The first call also takes the files put aside during the grace, even with no leftovers.
-    let mut batches = leftovers.chunks(LEFTOVER_PURGE_BATCH);
-    state
-        .purge_all_if_unused(batches.next().unwrap_or_default().to_vec())
-        .await;
-    for batch in batches {
-        state.purge_all_if_unused(batch.to_vec()).await;
+    let mut batches = leftovers.chunks(state::PUT_ASIDE_PER_CALL);
+    loop {
+        let batch = batches.next().unwrap_or_default().to_vec();
+        if batch.is_empty() && state.put_aside() == 0 {
+            break;
+        }
+        state.purge_all_if_unused(batch).await;
     }
 }
 

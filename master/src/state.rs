@@ -28,6 +28,10 @@ use crate::replication::ReplicationTrigger;
 /// a network blip) and say which files they have open. The master's `reopen_grace_secs`.
 pub const DEFAULT_REOPEN_GRACE: Duration = Duration::from_secs(60);
 
+/// Files put aside during the reopen grace that one purge after it looks at, with the purge
+/// gate (which holds off opens) held.
+pub const PUT_ASIDE_PER_CALL: usize = 1000;
+
 /// How long a vanished session's byte-range locks stay, still keeping others out, for its client
 /// to reconnect and claim them (`MasterRequest::ReclaimLocks`).
 pub const LOCK_RECLAIM_GRACE: Duration = Duration::from_secs(30);
@@ -71,7 +75,7 @@ pub struct MasterState {
     /// Until then no file is purged: a mount not back yet may have it open.
     reopen_grace_end: tokio::time::Instant,
     /// Files whose purge came due before `reopen_grace_end`, looked at again after it.
-    purges_after_grace: std::sync::Mutex<Vec<InodeId>>,
+    purges_after_grace: std::sync::Mutex<HashSet<InodeId>>,
     next_session: AtomicU64,
     /// The cluster's secret: chunkservers and metaloggers prove they hold it.
     pub cluster_key: ClusterKey,
@@ -158,13 +162,23 @@ impl MasterState {
 
     /// [`MasterState::purge_if_unused`] for many files, purged in one pass on the blocking
     /// pool; returns how many were purged. Within the reopen grace after a start none is: each
-    /// not open yet is looked at again by the first call after it (the master makes one then).
+    /// not open yet is put aside, and the calls after it look at up to
+    /// [`PUT_ASIDE_PER_CALL`] of those too (the master makes such calls until none is left).
     pub async fn purge_all_if_unused(&self, mut inodes: Vec<InodeId>) -> usize {
         let _gate = self.purge_gate.lock().await;
         if self.defers_purges(&inodes) {
             return 0;
         }
-        inodes.append(&mut self.lock_purges_after_grace());
+        {
+            let mut put_aside = self.lock_purges_after_grace();
+            let taken: Vec<InodeId> = put_aside.iter().take(PUT_ASIDE_PER_CALL).copied().collect();
+            for inode in &taken {
+                put_aside.remove(inode);
+            }
+            inodes.extend(taken);
+        }
+        inodes.sort_unstable();
+        inodes.dedup();
         let now = Timestamp::now();
         let mut due = Vec::with_capacity(inodes.len());
         for inode in inodes {
@@ -208,13 +222,18 @@ impl MasterState {
         let mut after_grace = self.lock_purges_after_grace();
         for &inode in inodes {
             if !self.open_files.is_open(inode) {
-                after_grace.push(inode);
+                after_grace.insert(inode);
             }
         }
         true
     }
 
-    fn lock_purges_after_grace(&self) -> std::sync::MutexGuard<'_, Vec<InodeId>> {
+    /// How many files put aside during the reopen grace are still to be looked at.
+    pub fn put_aside(&self) -> usize {
+        self.lock_purges_after_grace().len()
+    }
+
+    fn lock_purges_after_grace(&self) -> std::sync::MutexGuard<'_, HashSet<InodeId>> {
         self.purges_after_grace
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -77,11 +77,10 @@ impl LocalCopy {
             self.changelog.append(record.version, &record.op)?;
         }
         if !records.is_empty() {
-            let file = self.changelog.sync_handle();
-            let file = file
-                .lock()
-                .map_err(|_| anyhow::anyhow!("sync handle poisoned"))?;
-            file.sync_data().context("cannot fsync the changelog")?;
+            self.changelog
+                .sync_handle()
+                .sync()
+                .context("cannot fsync the changelog")?;
         }
         Ok(())
     }

@@ -1,7 +1,8 @@
-//! The master's disk full. Every change needs a changelog record, so changes are refused, with
-//! ENOSPC as a local file system would say (not EIO), while reads and listings go on; once there
-//! is room again the master takes changes as before, without a restart. Nothing it acknowledged
-//! before, during or after is lost, as a SIGKILL and a restart afterwards show.
+//! The master's disk full or losing writes. Every change needs a changelog record, so on a full
+//! disk changes are refused, with ENOSPC as a local file system would say (not EIO), while reads
+//! and listings go on; once there is room again the master takes changes as before. Nothing it
+//! acknowledged before, during or after is lost, as a SIGKILL and a restart afterwards show. On
+//! a disk that lost writes, no fsync succeeds any more.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -9,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use elkfs_e2e::{Tmpfs, fill_up, pseudo_random};
+use elkfs_e2e::{ThinDisk, Tmpfs, fill_up, pseudo_random};
 use elkfs_testkit::{Cluster, wait_until};
 
 /// Copies the contents of directory `from` into `to`, keeping modes and owners.
@@ -174,4 +175,73 @@ fn a_master_whose_disk_is_full_refuses_changes_with_enospc_and_loses_none() {
     cluster.kill_master();
     cluster.start_master();
     check(&dir, &model, "after a SIGKILL of the master");
+}
+
+/// A disk under the master that takes the changelog's writes and then cannot store them (a thin
+/// volume out of backing space). The fsync that finds out fails, and so must every later one:
+/// the kernel reports a lost write to one fsync only, and a client told its file is on disk
+/// after that could lose it to the next power cut.
+#[test]
+fn after_the_masters_disk_lost_writes_no_fsync_in_the_mount_succeeds() {
+    let _one = super::master_crash::one_cluster_at_a_time();
+    // 64 MiB to store what claims to be 512.
+    let disk = ThinDisk::new(64, 512);
+    let mut cluster = Cluster::builder()
+        .chunkservers(1)
+        .mounts(1)
+        .allow_log_errors("fsyncing the changelog")
+        .allow_log_errors("metadata database")
+        .allow_log_errors("cannot apply a logged change")
+        .allow_log_errors("metadata store failed")
+        .allow_log_errors("the master's disk is full")
+        .allow_log_errors("cannot fsync the changelog")
+        .start();
+    cluster.stop_master();
+    copy_dir(cluster.master().data_dir(), disk.path());
+    cluster.set_master_data_dir(disk.path());
+    cluster.start_master();
+    let m = cluster.mount_path(0).to_path_buf();
+    let before = m.join("before");
+    std::fs::write(&before, b"on disk").expect("write");
+    std::fs::File::open(&before)
+        .and_then(|f| f.sync_all())
+        .expect("fsync while the disk works");
+
+    // More than the backing store holds, written back: from here on writes to the disk fail.
+    let filler = disk.path().join("filler");
+    let _ = std::fs::write(&filler, vec![0x5Au8; 96 << 20]);
+    let _ = std::fs::File::open(&filler).and_then(|f| f.sync_all());
+
+    // The changelog's last block was stored while the disk had room: rewriting it succeeds. The
+    // records that reach a new block find the disk full.
+    let failed_at = (0..400).find(|i| {
+        let path = m.join(format!("after{i}"));
+        let done = std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(b"maybe lost").and_then(|()| f.sync_all()));
+        done.is_err()
+    });
+    assert!(
+        failed_at.is_some(),
+        "every fsync succeeded on a disk that lost writes"
+    );
+    // With room again, writes reach the disk, but those lost stay lost: the kernel told one
+    // fsync, and a later one would succeed.
+    disk.give_room(512);
+    for i in 0..5 {
+        let path = m.join(format!("with-room{i}"));
+        let done = std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(b"maybe lost").and_then(|()| f.sync_all()));
+        assert!(
+            done.is_err(),
+            "change {i} after the room came back was fsynced, after an fsync of the changelog \
+             failed at change {failed_at:?}"
+        );
+    }
+    assert!(
+        cluster.master().pid().is_some(),
+        "the master is still running"
+    );
+    // It cannot stop cleanly (its last fsync fails, and it exits 1 saying so); nor would a
+    // restart on this disk help.
+    cluster.kill_master();
 }

@@ -76,20 +76,28 @@ async fn ask(master: SocketAddr, request: &MasterRequest) -> Result<InodeId, Sta
     inode_of(reply)
 }
 
-/// A cluster of a master alone, and a runtime to talk to it on.
-fn master_only() -> (Cluster, tokio::runtime::Runtime) {
-    let cluster = Cluster::builder().chunkservers(0).mounts(0).start();
+/// A cluster of a master alone, a runtime to talk to it on, and its config file (kept as long as
+/// the cluster).
+fn master_only() -> (Cluster, tokio::runtime::Runtime, tempfile::NamedTempFile) {
+    // Purges happen at once after a restart too, so that a test can see one that should not.
+    let config = tempfile::NamedTempFile::new().expect("a config file");
+    std::fs::write(config.path(), "reopen_grace_secs = 0\n").expect("writing the config");
+    let cluster = Cluster::builder()
+        .chunkservers(0)
+        .mounts(0)
+        .master_args([std::ffi::OsStr::new("--config"), config.path().as_os_str()])
+        .start();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    (cluster, runtime)
+    (cluster, runtime, config)
 }
 
 #[test]
 fn a_retried_change_is_answered_from_its_slot_not_made_twice() {
     let _one = super::master_crash::one_cluster_at_a_time();
-    let (mut cluster, runtime) = master_only();
+    let (mut cluster, runtime, _config) = master_only();
     let master = cluster.master_addr();
     let made = runtime
         .block_on(ask(master, &mkdir("a", 3, 10, false)))
@@ -160,7 +168,7 @@ fn create_open(name: &str, seq: u64, retry: bool) -> MasterRequest {
 #[test]
 fn a_retried_create_keeps_the_file_open_for_the_session_that_retried() {
     let _one = super::master_crash::one_cluster_at_a_time();
-    let (mut cluster, runtime) = master_only();
+    let (mut cluster, runtime, _config) = master_only();
     let master = cluster.master_addr();
     let made = runtime.block_on(async {
         let admin = session(master).await;
@@ -233,7 +241,7 @@ fn numbered(request: MasterRequest, seq: u64, retry: bool) -> MasterRequest {
 #[test]
 fn a_retried_file_snapshot_or_trash_restore_is_answered_from_its_slot() {
     let _one = super::master_crash::one_cluster_at_a_time();
-    let (cluster, runtime) = master_only();
+    let (cluster, runtime, _config) = master_only();
     let master = cluster.master_addr();
     runtime.block_on(async {
         let conn = session(master).await;

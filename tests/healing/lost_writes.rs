@@ -4,16 +4,15 @@
 //! goal of good copies. Without the pass, the kernel reports such a loss to one fsync only and
 //! the copy silently holds old or no data on disk.
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use elkfs_e2e::ThinDisk;
 use elkfs_testkit::{Cluster, Process};
 
 use crate::support::{
-    Admin, Configs, Disks, MIB, QUICK_MASTER, Tmpfs, check_copies, check_placement, data,
-    eventually, write_file,
+    Admin, Configs, Disks, MIB, QUICK_MASTER, check_copies, check_placement, data, eventually,
+    write_file,
 };
 
 /// What a chunkserver logs when a copy's data could not be written to its disk.
@@ -24,89 +23,6 @@ const DIR_LOST: &str = "a data directory lost writes";
 const MARKED: &str = "marked a copy that lost writes";
 /// What it logs when it starts with copies marked lost.
 const BEFORE_THIS_START: &str = "lost writes before this start";
-
-/// An ext4 file system of `claimed_mib` on a loop device whose backing file lives on a tmpfs of
-/// `backing_mib`: it takes writes until its dirty pages go to the loop device and the tmpfs is
-/// full. Unmounted and detached when dropped.
-struct ThinDisk {
-    device: String,
-    mount: tempfile::TempDir,
-    _backing: Tmpfs,
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {program} (util-linux, e2fsprogs): {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-impl ThinDisk {
-    fn new(backing_mib: u64, claimed_mib: u64) -> ThinDisk {
-        let backing = Tmpfs::mount(backing_mib);
-        let image = backing.path().join("disk.img");
-        std::fs::File::create(&image)
-            .and_then(|f| f.set_len(claimed_mib * MIB as u64))
-            .expect("making the sparse disk image");
-        let image = image.to_str().expect("utf-8 path");
-        let device = run("losetup", &["--find", "--show", image]);
-        let mount = tempfile::Builder::new()
-            .prefix("elkfs-thin-")
-            .tempdir()
-            .expect("a mount point");
-        let disk = ThinDisk {
-            device,
-            mount,
-            _backing: backing,
-        };
-        // Every block of its own metadata written now (no discard, no lazy init), so the file
-        // system can still work when the data no longer fits behind it.
-        run(
-            "mkfs.ext4",
-            &[
-                "-q",
-                "-F",
-                "-E",
-                "nodiscard,lazy_itable_init=0,lazy_journal_init=0",
-                &disk.device,
-            ],
-        );
-        run(
-            "mount",
-            &[&disk.device, disk.path().to_str().expect("utf-8 path")],
-        );
-        disk
-    }
-
-    fn path(&self) -> &Path {
-        self.mount.path()
-    }
-}
-
-impl Drop for ThinDisk {
-    fn drop(&mut self) {
-        let mounted = self.mount.path().to_string_lossy().to_string();
-        for (program, args) in [
-            ("umount", vec!["--lazy", mounted.as_str()]),
-            ("losetup", vec!["--detach", self.device.as_str()]),
-        ] {
-            match Command::new(program).args(&args).output() {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => eprintln!(
-                    "{program} {args:?}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ),
-                Err(e) => eprintln!("{program} {args:?}: {e}"),
-            }
-        }
-    }
-}
 
 type Files = Vec<(std::path::PathBuf, Arc<[u8]>)>;
 

@@ -1,8 +1,10 @@
 //! Helpers shared by the end-to-end test binaries: reproducible data, chunk files on disk,
 //! errno checks, a request to a chunkserver's data port, small disks of their own.
 
+mod thin_disk;
 mod tmpfs;
 
+pub use thin_disk::ThinDisk;
 pub use tmpfs::{Tmpfs, fill_up, statvfs};
 
 use std::io::{self, Read};

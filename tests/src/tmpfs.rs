@@ -45,6 +45,29 @@ impl Tmpfs {
         Tmpfs { dir: Some(dir) }
     }
 
+    /// Makes it `size_mib` MiB (remounted in place: its files stay).
+    pub fn resize(&self, size_mib: u64) {
+        let target = CString::new(self.path().as_os_str().as_bytes()).expect("path without NUL");
+        let options = CString::new(format!("size={size_mib}m")).expect("no NUL");
+        // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
+        let rc = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_REMOUNT,
+                options.as_ptr().cast(),
+            )
+        };
+        if rc != 0 {
+            panic!(
+                "resizing the tmpfs on {} to {size_mib} MiB failed: {}",
+                self.path().display(),
+                io::Error::last_os_error()
+            );
+        }
+    }
+
     /// Where it is mounted.
     pub fn path(&self) -> &Path {
         self.dir.as_ref().expect("mounted").path()

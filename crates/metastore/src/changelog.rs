@@ -12,10 +12,11 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use elkfs_proto::codec;
 
+use crate::changelog_sync::ChangelogSync;
 use crate::error::StoreError;
 use crate::op::MetaOp;
 
@@ -39,7 +40,7 @@ pub struct Changelog {
     last_version: u64,
     broken: bool,
     /// A second handle on the current file, swapped on rotation, for fsyncs from other threads.
-    sync: Arc<Mutex<File>>,
+    sync: Arc<ChangelogSync>,
 }
 
 /// A record read back from the changelog.
@@ -287,7 +288,10 @@ impl Changelog {
             sync_dir(dir)?;
         }
         let len = file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
-        let sync = Arc::new(Mutex::new(file.try_clone().map_err(io_err(&path))?));
+        let sync = Arc::new(ChangelogSync::new(
+            file.try_clone().map_err(io_err(&path))?,
+            &path,
+        ));
         Ok(Changelog {
             dir: dir.to_path_buf(),
             file,
@@ -310,7 +314,7 @@ impl Changelog {
     /// fsynced first, so only the last file can ever have a torn tail, and the directory after
     /// the new name appears, so the name survives a power cut.
     fn rotate(&mut self, version: u64) -> Result<(), StoreError> {
-        self.file.sync_data().map_err(io_err(&self.path))?;
+        self.sync.sync()?;
         let path = self.dir.join(file_name(version));
         let file = OpenOptions::new()
             .create(true)
@@ -328,10 +332,7 @@ impl Changelog {
         }
         sync_dir(&self.dir)?;
         let handle = file.try_clone().map_err(io_err(&path))?;
-        match self.sync.lock() {
-            Ok(mut sync) => *sync = handle,
-            Err(poisoned) => *poisoned.into_inner() = handle,
-        }
+        self.sync.replace(handle, &path);
         tracing::info!(path = %path.display(), "changelog: started a new file");
         self.file = file;
         self.path = path;
@@ -386,7 +387,7 @@ impl Changelog {
     /// A handle on the current file (kept current across rotations), for fsyncing it from
     /// another thread: an fsync through it covers every record appended before it, since
     /// earlier files were fsynced when the next one started.
-    pub fn sync_handle(&self) -> Arc<Mutex<File>> {
+    pub fn sync_handle(&self) -> Arc<ChangelogSync> {
         self.sync.clone()
     }
 
@@ -517,7 +518,7 @@ mod tests {
         // Each record is 18 bytes: a file takes three before passing 40 bytes.
         assert_eq!(names(dir.path()), vec![1, 4, 7, 10]);
         use std::os::unix::fs::MetadataExt;
-        let synced = handle.lock().unwrap().metadata().unwrap().ino();
+        let synced = handle.inode();
         let current = std::fs::metadata(log.current_path()).unwrap().ino();
         assert_eq!(synced, current, "the sync handle follows rotation");
         drop(log);

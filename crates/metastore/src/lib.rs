@@ -4,6 +4,7 @@
 
 pub mod acl;
 pub mod changelog;
+pub mod changelog_sync;
 pub mod check;
 pub mod checkpoint;
 pub mod error;

@@ -5,7 +5,6 @@
 //! are replayed, so a crash anywhere never loses or doubles an appended change (opening and
 //! rebuilding are in `recovery.rs`, metadata images in `checkpoint.rs`).
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +13,7 @@ use elkfs_proto::types::{Attr, DirEntry, DirEntryPlus, FileKind, Timestamp};
 use elkfs_proto::{ChunkId, ChunkVersion, InodeId, MetaVersion, Status};
 
 use crate::changelog::{self, Changelog};
+use crate::changelog_sync::ChangelogSync;
 use crate::checkpoint::ImageSchedule;
 use crate::error::StoreError;
 use crate::keys;
@@ -106,7 +106,9 @@ impl Default for StoreConfig {
 pub(crate) struct Writer {
     pub(crate) changelog: Changelog,
     pub(crate) version: u64,
-    pub(crate) failed: Option<String>,
+    /// Why changes are refused since a record was logged and could not be applied (only a
+    /// restart, which replays it, repairs that), and what callers are told.
+    pub(crate) failed: Option<(String, Status)>,
 }
 
 /// What one look at a file's chunk slot found.
@@ -123,7 +125,7 @@ enum Slot {
 pub struct MetaStore {
     pub(crate) kv: Box<dyn KvStore>,
     pub(crate) writer: Mutex<Writer>,
-    pub(crate) sync_file: Arc<Mutex<File>>,
+    pub(crate) sync_file: Arc<ChangelogSync>,
     pub(crate) dir: PathBuf,
     pub(crate) config: StoreConfig,
     /// Values saved for an image being written (copy-on-write).
@@ -178,8 +180,12 @@ impl MetaStore {
         writer: &mut Writer,
         op: &MetaOp,
     ) -> Result<(MetaVersion, Outcome), ExecError> {
-        if let Some(reason) = &writer.failed {
+        if let Some((reason, status)) = &writer.failed {
             tracing::debug!(%reason, "metadata store failed earlier");
+            return Err(ExecError::Refused(*status));
+        }
+        if self.sync_file.failed() {
+            tracing::debug!("an fsync of the changelog failed earlier");
             return Err(ExecError::Refused(Status::Io));
         }
         if let MetaOp::ForgetRequests { before } = op {
@@ -196,8 +202,8 @@ impl MetaStore {
         writer.version = version;
         if let Err(e) = self.kv.apply(writes) {
             // The record is logged but not applied: only a restart (replay) can repair that.
-            tracing::error!(error = %e, version, "cannot apply a logged change; the master must restart");
-            writer.failed = Some(e.to_string());
+            tracing::error!(error = %e, version, "cannot apply a logged change: changes are refused until the master restarts (sled writes nothing more after an I/O error)");
+            writer.failed = Some(failure(&e));
             return Err(e.into());
         }
         Ok((MetaVersion(version), outcome))
@@ -223,7 +229,7 @@ impl MetaStore {
         });
         if let Err(e) = applied {
             tracing::error!(error = %e, version, "cannot apply a logged change; the master must restart");
-            writer.failed = Some(e.to_string());
+            writer.failed = Some(failure(&e));
             return Err(e.into());
         }
         Ok((MetaVersion(version), Outcome::default()))
@@ -235,16 +241,11 @@ impl MetaStore {
     }
 
     /// fsyncs the changelog: every change committed before the call survives a power cut.
-    /// (Earlier changelog files were fsynced when the next one was started.)
+    /// (Earlier changelog files were fsynced when the next one was started.) Once an fsync
+    /// failed, this one and every later one fail, and no change is made any more: records may
+    /// be missing on disk, and changes logged from then on could not be made durable either.
     pub fn sync(&self) -> Result<(), StoreError> {
-        let file = self.sync_file.lock().map_err(|_| StoreError::Changelog {
-            path: self.dir.clone(),
-            source: std::io::Error::other("sync handle poisoned"),
-        })?;
-        file.sync_data().map_err(|source| StoreError::Changelog {
-            path: self.dir.join("changelog"),
-            source,
-        })
+        self.sync_file.sync()
     }
 
     /// Applies the changes held back from sled (`write_behind`) as one batch. The master calls
@@ -651,4 +652,15 @@ pub(crate) fn read_counter(kv: &dyn KvStore, key: &[u8]) -> Result<u64, StoreErr
         Some(bytes) => decode_value(key, &bytes),
         None => Ok(0),
     }
+}
+
+/// What a writer that failed keeps: the reason, and ENOSPC for a full disk (the change may be
+/// made once there is room and the master has restarted), EIO for anything else.
+fn failure(error: &StoreError) -> (String, Status) {
+    let status = if error.is_out_of_space() {
+        Status::NoSpace
+    } else {
+        Status::Io
+    };
+    (error.to_string(), status)
 }

@@ -147,18 +147,11 @@ impl KvStore for WriteBehind {
         }
     }
 
-    /// Holds `writes`, and applies everything held once there is enough. The writes are in
-    /// effect (readable) from here on even when that application fails: only a failure other
-    /// than a full disk, a database that may be damaged, is returned. A full disk is waited
-    /// out, the writes held until a later batch finds room (the changelog has them meanwhile).
     fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         let mut held = self.lock();
         held.extend(writes);
         if held.len() >= self.max_held {
-            match self.apply_held(&mut held) {
-                Err(e) if e.is_out_of_space() => {}
-                result => result?,
-            }
+            self.apply_held(&mut held)?;
         }
         Ok(())
     }
@@ -252,59 +245,6 @@ mod tests {
         assert_eq!(store.inner.get(b"a").unwrap(), None);
         store.apply(vec![put(b"c", b"1")]).unwrap();
         assert_eq!(store.inner.get(b"a").unwrap(), Some(b"1".to_vec()));
-    }
-
-    /// A store whose disk is full until `room` is set.
-    #[derive(Default)]
-    struct FullDisk {
-        room: std::sync::Arc<std::sync::atomic::AtomicBool>,
-        stored: MemKv,
-    }
-
-    impl KvStore for FullDisk {
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-            self.stored.get(key)
-        }
-        fn scan(
-            &self,
-            prefix: &[u8],
-            after: Option<&[u8]>,
-            limit: usize,
-        ) -> Result<Rows, StoreError> {
-            self.stored.scan(prefix, after, limit)
-        }
-        fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-            if !self.room.load(std::sync::atomic::Ordering::Relaxed) {
-                return Err(StoreError::SledNoSpace {
-                    reason: "No space left on device".into(),
-                });
-            }
-            self.stored.apply(writes)
-        }
-        fn flush(&self) -> Result<(), StoreError> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn a_full_disk_below_keeps_the_writes_held_and_readable_until_there_is_room() {
-        let disk = FullDisk::default();
-        let room = disk.room.clone();
-        let store = WriteBehind::new(Box::new(disk), 2);
-        store.apply(vec![put(b"a", b"1")]).unwrap();
-        store
-            .apply(vec![put(b"b", b"2")])
-            .expect("held, though not applied");
-        store
-            .apply(vec![put(b"c", b"3")])
-            .expect("held, though not applied");
-        assert!(store.settle().expect_err("no room yet").is_out_of_space());
-        assert_eq!(store.get(b"b").unwrap(), Some(b"2".to_vec()));
-        assert_eq!(store.lock().len(), 3);
-        room.store(true, std::sync::atomic::Ordering::Relaxed);
-        store.settle().expect("room again");
-        assert_eq!(store.lock().len(), 0);
-        assert_eq!(store.get(b"c").unwrap(), Some(b"3".to_vec()));
     }
 
     /// A store whose writes panic, as a damaged sled's may.
