@@ -7,12 +7,16 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::StoreError;
 
 /// The changelog's current file, for fsyncs.
 pub struct ChangelogSync {
     state: Mutex<SyncState>,
+    /// Set with `SyncState::failed`, read without waiting for an fsync that holds the state
+    /// (every commit looks).
+    failed: AtomicBool,
 }
 
 struct SyncState {
@@ -31,6 +35,7 @@ impl ChangelogSync {
                 path: path.to_path_buf(),
                 failed: None,
             }),
+            failed: AtomicBool::new(false),
         }
     }
 
@@ -53,6 +58,7 @@ impl ChangelogSync {
         }
         state.file.sync_data().map_err(|source| {
             state.failed = Some(source.to_string());
+            self.failed.store(true, Ordering::Release);
             StoreError::Changelog {
                 path: state.path.clone(),
                 source,
@@ -60,9 +66,9 @@ impl ChangelogSync {
         })
     }
 
-    /// Whether an fsync failed.
+    /// Whether an fsync failed (without waiting for one running).
     pub fn failed(&self) -> bool {
-        self.lock().failed.is_some()
+        self.failed.load(Ordering::Acquire)
     }
 
     /// Moves on to the file a rotation started (the previous one was fsynced through
@@ -96,6 +102,8 @@ mod tests {
         assert!(!sync.failed());
         // An fsync that fails as a failed writeback would.
         sync.lock().failed = Some("Input/output error (os error 5)".into());
+        sync.failed.store(true, Ordering::Release);
+        assert!(sync.failed());
         let error = sync.sync().expect_err("sticky");
         assert!(
             error.to_string().contains("an earlier fsync failed"),
