@@ -222,12 +222,14 @@ async fn purge_after_reopen_grace(state: Arc<MasterState>, stop: CancellationTok
             Vec::new()
         }
     };
+    // Each call also looks at a batch of the files put aside; those whose purge fails again
+    // are put aside for later calls, so the number of calls is fixed now.
     let mut batches = leftovers.chunks(state::PUT_ASIDE_PER_CALL);
-    loop {
+    let calls = batches
+        .len()
+        .max(state.put_aside().div_ceil(state::PUT_ASIDE_PER_CALL));
+    for _ in 0..calls {
         let batch = batches.next().unwrap_or_default().to_vec();
-        if batch.is_empty() && state.put_aside() == 0 {
-            break;
-        }
         state.purge_all_if_unused(batch).await;
     }
 }

@@ -74,8 +74,9 @@ pub struct MasterState {
     pub reopen_grace: Duration,
     /// Until then no file is purged: a mount not back yet may have it open.
     reopen_grace_end: tokio::time::Instant,
-    /// Files whose purge came due before `reopen_grace_end`, looked at again after it.
-    purges_after_grace: std::sync::Mutex<HashSet<InodeId>>,
+    /// Files to look at again with a later purge: their purge came due before
+    /// `reopen_grace_end`, or could not be made (a full disk under the master).
+    purges_put_aside: std::sync::Mutex<HashSet<InodeId>>,
     next_session: AtomicU64,
     /// The cluster's secret: chunkservers and metaloggers prove they hold it.
     pub cluster_key: ClusterKey,
@@ -117,7 +118,7 @@ impl MasterState {
             purges: Default::default(),
             reopen_grace,
             reopen_grace_end: tokio::time::Instant::now() + reopen_grace,
-            purges_after_grace: Default::default(),
+            purges_put_aside: Default::default(),
             next_session: AtomicU64::new(1),
             exports: tokio::sync::watch::Sender::new(Arc::new(exports)),
         }
@@ -163,14 +164,15 @@ impl MasterState {
     /// [`MasterState::purge_if_unused`] for many files, purged in one pass on the blocking
     /// pool; returns how many were purged. Within the reopen grace after a start none is: each
     /// not open yet is put aside, and the calls after it look at up to
-    /// [`PUT_ASIDE_PER_CALL`] of those too (the master makes such calls until none is left).
+    /// [`PUT_ASIDE_PER_CALL`] of those too (the master makes such calls at its end). So are
+    /// files whose purge could not be checked or made: the next call tries again.
     pub async fn purge_all_if_unused(&self, mut inodes: Vec<InodeId>) -> usize {
         let _gate = self.purge_gate.lock().await;
         if self.defers_purges(&inodes) {
             return 0;
         }
         {
-            let mut put_aside = self.lock_purges_after_grace();
+            let mut put_aside = self.lock_purges_put_aside();
             let taken: Vec<InodeId> = put_aside.iter().take(PUT_ASIDE_PER_CALL).copied().collect();
             for inode in &taken {
                 put_aside.remove(inode);
@@ -185,12 +187,13 @@ impl MasterState {
             if self.open_files.is_open(inode) {
                 continue;
             }
-            if !self.lock_purge_at_close().remove(&inode) {
+            if !self.lock_purge_at_close().contains(&inode) {
                 match self.meta.read(move |s| s.purge_due(inode, now)).await {
                     Ok(true) => {}
                     Ok(false) | Err(Status::NotFound) => continue,
                     Err(status) => {
-                        tracing::warn!(%inode, %status, "cannot check whether a file is to be purged");
+                        tracing::warn!(%inode, %status, "cannot check whether a file is to be purged; trying again later");
+                        self.lock_purges_put_aside().insert(inode);
                         continue;
                     }
                 }
@@ -204,8 +207,8 @@ impl MasterState {
     /// some session has it open.
     pub async fn purge_by_hand(&self, inode: InodeId) {
         let _gate = self.purge_gate.lock().await;
+        self.lock_purge_at_close().insert(inode);
         if self.open_files.is_open(inode) || self.defers_purges(&[inode]) {
-            self.lock_purge_at_close().insert(inode);
             return;
         }
         self.purge(&[inode]).await;
@@ -219,7 +222,7 @@ impl MasterState {
         if tokio::time::Instant::now() >= self.reopen_grace_end {
             return false;
         }
-        let mut after_grace = self.lock_purges_after_grace();
+        let mut after_grace = self.lock_purges_put_aside();
         for &inode in inodes {
             if !self.open_files.is_open(inode) {
                 after_grace.insert(inode);
@@ -230,11 +233,11 @@ impl MasterState {
 
     /// How many files put aside during the reopen grace are still to be looked at.
     pub fn put_aside(&self) -> usize {
-        self.lock_purges_after_grace().len()
+        self.lock_purges_put_aside().len()
     }
 
-    fn lock_purges_after_grace(&self) -> std::sync::MutexGuard<'_, HashSet<InodeId>> {
-        self.purges_after_grace
+    fn lock_purges_put_aside(&self) -> std::sync::MutexGuard<'_, HashSet<InodeId>> {
+        self.purges_put_aside
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
@@ -256,13 +259,15 @@ impl MasterState {
     }
 
     /// Purges files now (the caller holds the purge gate and has checked nobody has them
-    /// open); returns how many were purged.
+    /// open); returns how many were purged. One whose purge fails is put aside for the next
+    /// purge (a purge by hand stays asked for).
     async fn purge(&self, inodes: &[InodeId]) -> usize {
         let ops = inodes
             .iter()
             .map(|&inode| MetaOp::Purge { inode })
             .collect();
         let mut purged = 0;
+        let mut failed = None;
         for (inode, result) in inodes.iter().zip(self.meta.commit_all(ops).await) {
             match result {
                 Ok((_, outcome)) => {
@@ -270,8 +275,17 @@ impl MasterState {
                     purged += 1;
                 }
                 Err(Status::NotFound) => {}
-                Err(status) => tracing::warn!(%inode, %status, "cannot purge an unlinked file"),
+                Err(status) => {
+                    self.lock_purges_put_aside().insert(*inode);
+                    let (count, _) = failed.get_or_insert((0, status));
+                    *count += 1;
+                    continue;
+                }
             }
+            self.lock_purge_at_close().remove(inode);
+        }
+        if let Some((count, status)) = failed {
+            tracing::warn!(count, %status, "cannot purge files; trying again with the next purge");
         }
         purged
     }
