@@ -13,6 +13,21 @@ use std::time::Duration;
 use elkfs_e2e::{ThinDisk, Tmpfs, fill_up, pseudo_random};
 use elkfs_testkit::{Cluster, wait_until};
 
+/// Stops the master, copies its data directory into `dir` and starts it there.
+fn move_master_to(cluster: &mut Cluster, dir: &Path) {
+    cluster.stop_master();
+    copy_dir(cluster.master().data_dir(), dir);
+    cluster.set_master_data_dir(dir);
+    cluster.start_master();
+}
+
+/// Creates the file at `path`, writes to it and fsyncs it.
+fn write_and_fsync(path: &Path) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(b"maybe lost")?;
+    file.sync_all()
+}
+
 /// Copies the contents of directory `from` into `to`, keeping modes and owners.
 fn copy_dir(from: &Path, to: &Path) {
     let status = Command::new("cp")
@@ -132,10 +147,7 @@ fn a_master_whose_disk_is_full_refuses_changes_with_enospc_and_loses_none() {
         .allow_log_errors("metadata database failed")
         .allow_log_errors("fsyncing the changelog failed")
         .start();
-    cluster.stop_master();
-    copy_dir(cluster.master().data_dir(), disk.path());
-    cluster.set_master_data_dir(disk.path());
-    cluster.start_master();
+    move_master_to(&mut cluster, disk.path());
     let dir = cluster.mount_path(0).join("dir");
     std::fs::create_dir(&dir).expect("mkdir");
     // A file deleted while open, to be closed when its purge cannot be logged.
@@ -229,10 +241,7 @@ fn after_the_masters_disk_lost_writes_no_fsync_in_the_mount_succeeds() {
         .allow_log_errors("the master's disk is full")
         .allow_log_errors("cannot fsync the changelog")
         .start();
-    cluster.stop_master();
-    copy_dir(cluster.master().data_dir(), disk.path());
-    cluster.set_master_data_dir(disk.path());
-    cluster.start_master();
+    move_master_to(&mut cluster, disk.path());
     let m = cluster.mount_path(0).to_path_buf();
     let before = m.join("before");
     std::fs::write(&before, b"on disk").expect("write");
@@ -247,12 +256,7 @@ fn after_the_masters_disk_lost_writes_no_fsync_in_the_mount_succeeds() {
 
     // The changelog's last block was stored while the disk had room: rewriting it succeeds. The
     // records that reach a new block find the disk full.
-    let failed_at = (0..400).find(|i| {
-        let path = m.join(format!("after{i}"));
-        let done = std::fs::File::create(&path)
-            .and_then(|mut f| f.write_all(b"maybe lost").and_then(|()| f.sync_all()));
-        done.is_err()
-    });
+    let failed_at = (0..400).find(|i| write_and_fsync(&m.join(format!("after{i}"))).is_err());
     assert!(
         failed_at.is_some(),
         "every fsync succeeded on a disk that lost writes"
@@ -261,11 +265,8 @@ fn after_the_masters_disk_lost_writes_no_fsync_in_the_mount_succeeds() {
     // fsync, and a later one would succeed.
     disk.give_room(512);
     for i in 0..5 {
-        let path = m.join(format!("with-room{i}"));
-        let done = std::fs::File::create(&path)
-            .and_then(|mut f| f.write_all(b"maybe lost").and_then(|()| f.sync_all()));
         assert!(
-            done.is_err(),
+            write_and_fsync(&m.join(format!("with-room{i}"))).is_err(),
             "change {i} after the room came back was fsynced, after an fsync of the changelog \
              failed at change {failed_at:?}"
         );

@@ -23,23 +23,10 @@ impl Tmpfs {
             .prefix("elkfs-e2e-disk-")
             .tempdir()
             .expect("creating a mountpoint");
-        let target = CString::new(dir.path().as_os_str().as_bytes()).expect("path without NUL");
-        let options = CString::new(format!("size={size_mib}m,mode=0755")).expect("no NUL");
-        // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
-        let rc = unsafe {
-            libc::mount(
-                c"tmpfs".as_ptr(),
-                target.as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
-                options.as_ptr().cast(),
-            )
-        };
-        if rc != 0 {
+        if let Err(e) = mount_tmpfs(dir.path(), size_mib, 0) {
             panic!(
-                "mounting a {size_mib} MiB tmpfs on {} failed (the end-to-end tests run as root): {}",
-                dir.path().display(),
-                io::Error::last_os_error()
+                "mounting a {size_mib} MiB tmpfs on {} failed (the end-to-end tests run as root): {e}",
+                dir.path().display()
             );
         }
         Tmpfs { dir: Some(dir) }
@@ -47,23 +34,10 @@ impl Tmpfs {
 
     /// Makes it `size_mib` MiB (remounted in place: its files stay).
     pub fn resize(&self, size_mib: u64) {
-        let target = CString::new(self.path().as_os_str().as_bytes()).expect("path without NUL");
-        let options = CString::new(format!("size={size_mib}m")).expect("no NUL");
-        // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
-        let rc = unsafe {
-            libc::mount(
-                c"tmpfs".as_ptr(),
-                target.as_ptr(),
-                c"tmpfs".as_ptr(),
-                libc::MS_REMOUNT,
-                options.as_ptr().cast(),
-            )
-        };
-        if rc != 0 {
+        if let Err(e) = mount_tmpfs(self.path(), size_mib, libc::MS_REMOUNT) {
             panic!(
-                "resizing the tmpfs on {} to {size_mib} MiB failed: {}",
-                self.path().display(),
-                io::Error::last_os_error()
+                "resizing the tmpfs on {} to {size_mib} MiB failed: {e}",
+                self.path().display()
             );
         }
     }
@@ -121,6 +95,27 @@ pub fn statvfs(path: &Path) -> (u64, u64) {
             stat.f_blocks as u64 * fragment,
             stat.f_bavail as u64 * fragment,
         )
+    }
+}
+
+/// mount(2) of a tmpfs of `size_mib` MiB on `target`, with `flags` (`MS_REMOUNT` to resize).
+fn mount_tmpfs(target: &Path, size_mib: u64, flags: libc::c_ulong) -> io::Result<()> {
+    let target = CString::new(target.as_os_str().as_bytes()).expect("path without NUL");
+    let options = CString::new(format!("size={size_mib}m,mode=0755")).expect("no NUL");
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            flags,
+            options.as_ptr().cast(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
