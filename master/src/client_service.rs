@@ -624,13 +624,19 @@ async fn serve(
                 None => MasterReply::Done,
             })
         }
-        MasterRequest::Fsync => match meta.sync().await {
-            Ok(()) => Ok(MasterReply::Done),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot fsync the changelog");
-                Err(Status::Io)
+        MasterRequest::Fsync => {
+            // Once one failed every one does: the first says so, the sync loop repeats it.
+            let failed_before = meta.store().sync_failed();
+            match meta.sync().await {
+                Ok(()) => Ok(MasterReply::Done),
+                Err(e) => {
+                    if !failed_before {
+                        tracing::error!(error = %e, "cannot fsync the changelog");
+                    }
+                    Err(Status::Io)
+                }
             }
-        },
+        }
         MasterRequest::GetXattr { inode, name } => Ok(MasterReply::Xattr(
             meta.read(move |s| s.xattr(inode, &name)).await?,
         )),

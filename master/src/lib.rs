@@ -110,12 +110,8 @@ pub async fn run(config: MasterConfig, stop: CancellationToken) -> anyhow::Resul
         exports,
         cluster_key,
         LockHolders::load(&config.data_dir, config.lock_grace()),
-        // No mount can have a file of a new filesystem open from before its start.
-        if new_filesystem {
-            std::time::Duration::ZERO
-        } else {
-            config.reopen_grace()
-        },
+        config.reopen_grace(),
+        new_filesystem,
     ));
     let grace_state = state.clone();
     let lock_grace = config.lock_grace();
@@ -222,15 +218,12 @@ async fn purge_after_reopen_grace(state: Arc<MasterState>, stop: CancellationTok
             Vec::new()
         }
     };
-    // Each call also looks at a batch of the files put aside; those whose purge fails again
-    // are put aside for later calls, so the number of calls is fixed now.
-    let mut batches = leftovers.chunks(state::PUT_ASIDE_PER_CALL);
-    let calls = batches
-        .len()
-        .max(state.put_aside().div_ceil(state::PUT_ASIDE_PER_CALL));
-    for _ in 0..calls {
-        let batch = batches.next().unwrap_or_default().to_vec();
-        state.purge_all_if_unused(batch).await;
+    for batch in leftovers.chunks(state::PUT_ASIDE_PER_CALL) {
+        state.purge_all_if_unused(batch.to_vec()).await;
+    }
+    // Those whose purge fails again are put aside again, for the purge worker's next rounds.
+    for _ in 0..state.put_aside().div_ceil(state::PUT_ASIDE_PER_CALL) {
+        state.purge_put_aside().await;
     }
 }
 

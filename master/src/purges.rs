@@ -1,6 +1,8 @@
 //! Files that lost their last name, purged in the background, so that an unlink is answered
 //! without waiting for the purge's own commit. The file is recorded as unlinked by the unlink
-//! itself: a purge that has not run when the master stops is done at its next start.
+//! itself: a purge that has not run when the master stops is done at its next start. The same
+//! worker looks again, every few seconds, at the files whose purge was put aside (one that
+//! failed, on a full disk).
 
 use std::sync::{Arc, Mutex};
 
@@ -12,6 +14,9 @@ use crate::state::MasterState;
 
 /// How long the worker lets unlinked files gather once one is queued.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// How often the files whose purge was put aside are looked at again.
+const PUT_ASIDE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Unlinked files waiting for the purge worker.
 #[derive(Default)]
@@ -34,6 +39,12 @@ impl PurgeQueue {
         self.wake.notify_one();
     }
 
+    /// Wakes the worker without queueing anything: files were put aside for it to look at
+    /// again later.
+    pub fn nudge(&self) {
+        self.wake.notify_one();
+    }
+
     fn take(&self) -> Vec<InodeId> {
         std::mem::take(&mut *self.lock())
     }
@@ -53,12 +64,18 @@ impl PurgeQueue {
 pub struct PurgeWorker {
     state: Arc<MasterState>,
     purged: u64,
+    /// When the files put aside were last looked at.
+    put_aside_tried: tokio::time::Instant,
 }
 
 impl PurgeWorker {
     /// A worker for this master.
     pub fn new(state: Arc<MasterState>) -> PurgeWorker {
-        PurgeWorker { state, purged: 0 }
+        PurgeWorker {
+            state,
+            purged: 0,
+            put_aside_tried: tokio::time::Instant::now(),
+        }
     }
 }
 
@@ -69,23 +86,36 @@ impl Worker for PurgeWorker {
 
     async fn work(&mut self) -> WorkerState {
         let batch = self.state.purges.take();
-        if batch.is_empty() {
-            return WorkerState::Idle;
+        if !batch.is_empty() {
+            self.purged += self.state.purge_all_if_unused(batch).await as u64;
+            return WorkerState::Busy;
         }
-        self.purged += self.state.purge_all_if_unused(batch).await as u64;
-        WorkerState::Busy
+        if self.state.put_aside() > 0 && self.put_aside_tried.elapsed() >= PUT_ASIDE_RETRY {
+            self.put_aside_tried = tokio::time::Instant::now();
+            self.purged += self.state.purge_put_aside().await as u64;
+        }
+        WorkerState::Idle
     }
 
     async fn wait_for_work(&mut self) {
-        self.state.purges.wake.notified().await;
+        if self.state.put_aside() == 0 {
+            self.state.purges.wake.notified().await;
+        } else {
+            let retry = self.put_aside_tried + PUT_ASIDE_RETRY;
+            tokio::select! {
+                () = self.state.purges.wake.notified() => {}
+                () = tokio::time::sleep_until(retry) => return,
+            }
+        }
         // Unlinks come in runs (`rm -r`, a cleanup): a moment's wait purges a run together.
         tokio::time::sleep(GATHER).await;
     }
 
     fn status(&self) -> String {
         format!(
-            "{} unlinked files waiting, {} purged",
+            "{} unlinked files waiting, {} put aside, {} purged",
             self.state.purges.len(),
+            self.state.put_aside(),
             self.purged
         )
     }

@@ -1,7 +1,7 @@
 //! Everything the master's connection handlers share.
 
 use crate::exports::Exports;
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -28,8 +28,8 @@ use crate::replication::ReplicationTrigger;
 /// a network blip) and say which files they have open. The master's `reopen_grace_secs`.
 pub const DEFAULT_REOPEN_GRACE: Duration = Duration::from_secs(60);
 
-/// Files put aside during the reopen grace that one purge after it looks at, with the purge
-/// gate (which holds off opens) held.
+/// Files put aside (during the reopen grace, or after a purge that failed) that one
+/// [`MasterState::purge_put_aside`] looks at, with the purge gate (which holds off opens) held.
 pub const PUT_ASIDE_PER_CALL: usize = 1000;
 
 /// How long a vanished session's byte-range locks stay, still keeping others out, for its client
@@ -72,11 +72,12 @@ pub struct MasterState {
     pub purges: crate::purges::PurgeQueue,
     /// How long mounts have to reconnect and say which files they have open.
     pub reopen_grace: Duration,
-    /// Until then no file is purged: a mount not back yet may have it open.
+    /// Until then (`reopen_grace` after a start, but for a new filesystem's) no file is
+    /// purged: a mount not back yet may have it open.
     reopen_grace_end: tokio::time::Instant,
     /// Files to look at again with a later purge: their purge came due before
     /// `reopen_grace_end`, or could not be made (a full disk under the master).
-    purges_put_aside: std::sync::Mutex<HashSet<InodeId>>,
+    purges_put_aside: std::sync::Mutex<BTreeSet<InodeId>>,
     next_session: AtomicU64,
     /// The cluster's secret: chunkservers and metaloggers prove they hold it.
     pub cluster_key: ClusterKey,
@@ -97,7 +98,14 @@ impl MasterState {
         cluster_key: ClusterKey,
         lock_holders: LockHolders,
         reopen_grace: Duration,
+        new_filesystem: bool,
     ) -> Self {
+        // No mount can have a file of a new filesystem open from before its start.
+        let start_grace = if new_filesystem {
+            Duration::ZERO
+        } else {
+            reopen_grace
+        };
         let replication = chunks.replication_trigger();
         MasterState {
             cluster_key,
@@ -117,7 +125,7 @@ impl MasterState {
             purge_at_close: Default::default(),
             purges: Default::default(),
             reopen_grace,
-            reopen_grace_end: tokio::time::Instant::now() + reopen_grace,
+            reopen_grace_end: tokio::time::Instant::now() + start_grace,
             purges_put_aside: Default::default(),
             next_session: AtomicU64::new(1),
             exports: tokio::sync::watch::Sender::new(Arc::new(exports)),
@@ -163,24 +171,36 @@ impl MasterState {
 
     /// [`MasterState::purge_if_unused`] for many files, purged in one pass on the blocking
     /// pool; returns how many were purged. Within the reopen grace after a start none is: each
-    /// not open yet is put aside, and the calls after it look at up to
-    /// [`PUT_ASIDE_PER_CALL`] of those too (the master makes such calls at its end). So are
-    /// files whose purge could not be checked or made: the next call tries again.
-    pub async fn purge_all_if_unused(&self, mut inodes: Vec<InodeId>) -> usize {
+    /// not open yet is put aside, as are files whose purge could not be checked or made (the
+    /// master's disk full), for [`MasterState::purge_put_aside`].
+    pub async fn purge_all_if_unused(&self, inodes: Vec<InodeId>) -> usize {
         let _gate = self.purge_gate.lock().await;
         if self.defers_purges(&inodes) {
             return 0;
         }
-        {
-            let mut put_aside = self.lock_purges_put_aside();
-            let taken: Vec<InodeId> = put_aside.iter().take(PUT_ASIDE_PER_CALL).copied().collect();
-            for inode in &taken {
-                put_aside.remove(inode);
-            }
-            inodes.extend(taken);
+        self.purge_unused(inodes).await
+    }
+
+    /// Looks again at up to [`PUT_ASIDE_PER_CALL`] of the files put aside (the lowest inode
+    /// numbers first), once the reopen grace is over; returns how many were purged. The
+    /// end of the grace and then the purge worker, every few seconds, call it.
+    pub async fn purge_put_aside(&self) -> usize {
+        let _gate = self.purge_gate.lock().await;
+        if tokio::time::Instant::now() < self.reopen_grace_end {
+            return 0;
         }
-        inodes.sort_unstable();
-        inodes.dedup();
+        let taken: Vec<InodeId> = {
+            let mut put_aside = self.lock_purges_put_aside();
+            (0..PUT_ASIDE_PER_CALL)
+                .map_while(|_| put_aside.pop_first())
+                .collect()
+        };
+        self.purge_unused(taken).await
+    }
+
+    /// Purges those of `inodes` nobody has open and whose time has come (the caller holds the
+    /// purge gate).
+    async fn purge_unused(&self, inodes: Vec<InodeId>) -> usize {
         let now = Timestamp::now();
         let mut due = Vec::with_capacity(inodes.len());
         for inode in inodes {
@@ -194,6 +214,7 @@ impl MasterState {
                     Err(status) => {
                         tracing::warn!(%inode, %status, "cannot check whether a file is to be purged; trying again later");
                         self.lock_purges_put_aside().insert(inode);
+                        self.purges.nudge();
                         continue;
                     }
                 }
@@ -236,7 +257,7 @@ impl MasterState {
         self.lock_purges_put_aside().len()
     }
 
-    fn lock_purges_put_aside(&self) -> std::sync::MutexGuard<'_, HashSet<InodeId>> {
+    fn lock_purges_put_aside(&self) -> std::sync::MutexGuard<'_, BTreeSet<InodeId>> {
         self.purges_put_aside
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -285,7 +306,8 @@ impl MasterState {
             self.lock_purge_at_close().remove(inode);
         }
         if let Some((count, status)) = failed {
-            tracing::warn!(count, %status, "cannot purge files; trying again with the next purge");
+            tracing::warn!(count, %status, "cannot purge files; trying again in a few seconds");
+            self.purges.nudge();
         }
         purged
     }

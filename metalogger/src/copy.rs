@@ -66,6 +66,10 @@ impl LocalCopy {
 
     /// Appends records that must follow on from [`LocalCopy::last`], then fsyncs them.
     pub fn append(&mut self, records: &[Record]) -> anyhow::Result<()> {
+        // After a failed fsync nothing more is taken: a record kept here would count as held.
+        if self.changelog.sync_handle().failed() {
+            bail!("an fsync of the copy's changelog failed: its records may be missing on disk");
+        }
         for record in records {
             let expected = self.last() + 1;
             if record.version != expected {

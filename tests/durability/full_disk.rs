@@ -196,6 +196,11 @@ fn a_master_whose_disk_is_full_refuses_changes_with_enospc_and_loses_none() {
     // changes to sled, and for sled to try to flush (every 500 ms).
     std::thread::sleep(Duration::from_millis(1500));
     check(&dir, &model, "with the master's disk full");
+    // A purge's record is small: it may still have fitted where creates no longer did.
+    let purged_while_full = !chunk_ids(&cluster).contains(&doomed_chunks[0]);
+    if purged_while_full {
+        eprintln!("the purge fitted on the full disk; its retry is not tested in this run");
+    }
 
     std::fs::remove_file(&filler).expect("removing the filler");
     // The master takes changes again at once. (Had sled met the full disk too, it would write
@@ -210,9 +215,9 @@ fn a_master_whose_disk_is_full_refuses_changes_with_enospc_and_loses_none() {
         change(&dir, i, &mut model).unwrap_or_else(|e| panic!("change {i} with room again: {e}"));
     }
     check(&dir, &model, "with room again");
-    // The purge that could not be made is made with a later one (a close, here).
+    // The purge that could not be made is made later (the purge worker tries every 5 s).
     wait_until(
-        Duration::from_secs(10),
+        Duration::from_secs(15),
         "the doomed file is purged and its chunk deleted",
         || !chunk_ids(&cluster).contains(&doomed_chunks[0]),
     );

@@ -2,7 +2,8 @@
 //! one failed. Linux reports a failed writeback to one fsync only and marks the pages clean: an
 //! fsync after it succeeds, although the records it failed to write may never reach the disk.
 //! Saying "on disk" then would break the durability contract, so once an fsync failed every
-//! later one fails too, until the process opens the changelog again (a restart).
+//! later one fails too. A restart does not make the file trustworthy again (the page cache may
+//! still show records the disk lacks): docs/OPERATIONS.md says what to do instead.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -51,8 +52,8 @@ impl ChangelogSync {
             return Err(StoreError::Changelog {
                 path: state.path.clone(),
                 source: std::io::Error::other(format!(
-                    "an earlier fsync failed ({first}): records may be missing on disk; \
-                     restart the master once the disk works"
+                    "an earlier fsync failed ({first}): records written before it may be \
+                     missing on disk, whatever the page cache shows"
                 )),
             });
         }

@@ -201,10 +201,11 @@ impl MetaStore {
         writer.changelog.append(version, op)?;
         writer.version = version;
         if let Err(e) = self.kv.apply(writes) {
-            // The record is logged but not applied: only a restart (replay) can repair that.
+            // The write-behind layer keeps the writes of a batch it failed to apply: this change
+            // is logged and in effect. The store below failed (sled writes nothing more after
+            // an I/O error), so no further change is taken until a restart replays the log.
             tracing::error!(error = %e, version, "cannot apply a logged change: changes are refused until the master restarts (sled writes nothing more after an I/O error)");
             writer.failed = Some(failure(&e));
-            return Err(e.into());
         }
         Ok((MetaVersion(version), outcome))
     }
@@ -240,10 +241,16 @@ impl MetaStore {
         &self.dir
     }
 
+    /// Whether an fsync of the changelog failed (every later one fails too).
+    pub fn sync_failed(&self) -> bool {
+        self.sync_file.failed()
+    }
+
     /// fsyncs the changelog: every change committed before the call survives a power cut.
     /// (Earlier changelog files were fsynced when the next one was started.) Once an fsync
     /// failed, this one and every later one fail, and no change is made any more: records may
-    /// be missing on disk, and changes logged from then on could not be made durable either.
+    /// be missing on disk, and changes logged from then on could not be made durable either
+    /// (see `changelog_sync.rs`).
     pub fn sync(&self) -> Result<(), StoreError> {
         self.sync_file.sync()
     }
