@@ -128,6 +128,16 @@ pub async fn status(state: &MasterState) -> MasterResponse {
         .collect();
     chunkservers.sort_by_key(|s| s.addr);
     let pass = state.replication.last_pass().unwrap_or_default();
+    let mut workers = state.workers.snapshot();
+    if let Some(reason) = state.meta.store().refusing_changes() {
+        workers.insert(
+            0,
+            (
+                "metadata".to_string(),
+                format!("every change is refused until the master restarts: {reason}"),
+            ),
+        );
+    }
     Ok(MasterReply::Status(ClusterStatus {
         master_version: format!("elkfs-master {}", env!("CARGO_PKG_VERSION")),
         metadata_version: state.meta.store().version().0,
@@ -138,6 +148,6 @@ pub async fn status(state: &MasterState) -> MasterResponse {
         under_goal: pass.under_goal,
         over_goal: pass.over_goal,
         missing: pass.without_copy,
-        workers: state.workers.snapshot(),
+        workers,
     }))
 }

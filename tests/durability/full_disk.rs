@@ -280,6 +280,11 @@ fn after_the_masters_disk_lost_writes_no_fsync_in_the_mount_succeeds() {
         cluster.master().pid().is_some(),
         "the master is still running"
     );
+    let status = cluster.run_cli_ok(&["status"]);
+    assert!(
+        status.contains("every change is refused until the master restarts"),
+        "elkfs status does not say the master refuses changes:\n{status}"
+    );
     // It cannot stop cleanly (its last fsync fails, and it exits 1 saying so); nor would a
     // restart on this disk help.
     cluster.kill_master();

@@ -241,6 +241,16 @@ impl MetaStore {
         &self.dir
     }
 
+    /// Why every change is refused until the master restarts, if it is: an fsync of the
+    /// changelog failed, or a logged change could not be applied (for `elkfs status`).
+    pub fn refusing_changes(&self) -> Option<String> {
+        if self.sync_file.failed() {
+            return Some("an fsync of the changelog failed".to_string());
+        }
+        let writer = self.writer.lock().ok()?;
+        writer.failed.as_ref().map(|(reason, _)| reason.clone())
+    }
+
     /// Whether an fsync of the changelog failed (every later one fails too).
     pub fn sync_failed(&self) -> bool {
         self.sync_file.failed()
