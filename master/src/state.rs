@@ -235,10 +235,9 @@ impl MasterState {
         self.purge(&[inode]).await;
     }
 
-    /// Within the reopen grace after a start, puts `inodes` aside for the first purge after it
-    /// and says so: a mount that has not reconnected yet may have one of them open. The caller
-    /// holds the purge gate, as the one who takes them back does, so none is put aside after
-    /// they were taken back.
+    /// Within the reopen grace after a start, puts `inodes` aside for
+    /// [`MasterState::purge_put_aside`] and says so: a mount that has not reconnected yet may
+    /// have one of them open. The caller holds the purge gate.
     fn defers_purges(&self, inodes: &[InodeId]) -> bool {
         if tokio::time::Instant::now() >= self.reopen_grace_end {
             return false;
@@ -252,7 +251,8 @@ impl MasterState {
         true
     }
 
-    /// How many files put aside during the reopen grace are still to be looked at.
+    /// How many files put aside (during the reopen grace, or after a failed purge) are still
+    /// to be looked at.
     pub fn put_aside(&self) -> usize {
         self.lock_purges_put_aside().len()
     }
