@@ -8,6 +8,7 @@ pub mod config;
 pub mod cs_service;
 pub mod dir_leases;
 pub mod exports;
+pub mod failure_log;
 pub mod freed_copies;
 pub mod info;
 pub mod leases;
@@ -232,8 +233,9 @@ async fn purge_after_reopen_grace(state: Arc<MasterState>, stop: CancellationTok
 async fn sync_changelog(meta: Meta, interval: std::time::Duration, stop: CancellationToken) {
     let mut synced = meta.store().version();
     let mut ticker = tokio::time::interval(interval);
-    let mut fsyncs = FailureLog::new("fsyncing the changelog");
-    let mut settles = FailureLog::new("applying held changes to the metadata database");
+    let mut fsyncs = failure_log::FailureLog::new("fsyncing the changelog");
+    let mut settles =
+        failure_log::FailureLog::new("applying held changes to the metadata database");
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -255,47 +257,6 @@ async fn sync_changelog(meta: Meta, interval: std::time::Duration, stop: Cancell
             Ok(Ok(())) => settles.worked(),
             Ok(Err(e)) => settles.failed(&e),
             Err(e) => settles.failed(&e),
-        }
-    }
-}
-
-/// How often a background step that keeps failing says so again.
-const FAILURE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// The log of a background step run every few milliseconds: a failure is logged when it starts
-/// and once every [`FAILURE_LOG_EVERY`] while it lasts (a full disk would otherwise fill the log
-/// with ten lines a second), and the step working again once.
-struct FailureLog {
-    what: &'static str,
-    failing_since: Option<(std::time::Instant, std::time::Instant)>,
-}
-
-impl FailureLog {
-    fn new(what: &'static str) -> FailureLog {
-        FailureLog {
-            what,
-            failing_since: None,
-        }
-    }
-
-    fn failed(&mut self, error: &dyn std::fmt::Display) {
-        let now = std::time::Instant::now();
-        match &mut self.failing_since {
-            Some((_, logged)) if now.duration_since(*logged) < FAILURE_LOG_EVERY => {}
-            Some((since, logged)) => {
-                *logged = now;
-                tracing::error!(%error, failing_for = ?now.duration_since(*since), "{} still fails", self.what);
-            }
-            None => {
-                self.failing_since = Some((now, now));
-                tracing::error!(%error, "{} failed; trying again", self.what);
-            }
-        }
-    }
-
-    fn worked(&mut self) {
-        if let Some((since, _)) = self.failing_since.take() {
-            tracing::info!(failed_for = ?since.elapsed(), "{} works again", self.what);
         }
     }
 }
