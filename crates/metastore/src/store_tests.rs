@@ -938,3 +938,60 @@ fn a_chunk_read_beside_a_truncate_that_frees_it_is_found_or_absent_never_damaged
     let reads = reader.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
     assert!(reads > 0);
 }
+
+#[test]
+fn whether_an_entry_has_extended_attributes_is_right_among_neighbours_that_have_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = mkdir(&store, ROOT, "a").unwrap();
+    let b = mkdir(&store, ROOT, "b").unwrap();
+    let set = |inode: InodeId, name: &str| {
+        store
+            .commit(&MetaOp::SetXattr {
+                inode,
+                name: format!("user.{name}").into_bytes(),
+                value: b"v".to_vec(),
+                flags: 0,
+                time: t(3),
+            })
+            .unwrap();
+    };
+    // Files of `a` and `b` made in turn, so the inodes of a page of `a` lie between `b`'s, each
+    // of which has three attributes: none of those may count for an entry of `a`, in a page
+    // of any size or a look-ahead.
+    for i in 0..60 {
+        let in_a = mknod(&store, a, &format!("f{i:02}")).unwrap();
+        if i % 3 == 0 {
+            set(in_a, "tag");
+        }
+        let in_b = mknod(&store, b, &format!("g{i:02}")).unwrap();
+        for name in ["x", "y", "z"] {
+            set(in_b, name);
+        }
+    }
+    let truth = |inode: InodeId| !store.xattr_names(inode).unwrap().is_empty();
+    for page in [1, 3, 5, 17, 100] {
+        let mut after = 0;
+        let mut seen = 0;
+        loop {
+            let listed = store.read_dir_plus(a, after, page).unwrap();
+            let Some(last) = listed.last() else { break };
+            after = last.entry.cookie;
+            for e in &listed {
+                assert_eq!(
+                    e.has_xattrs,
+                    truth(e.entry.inode),
+                    "page {page}, {:?}",
+                    e.entry.name
+                );
+            }
+            seen += listed.len();
+        }
+        assert_eq!(seen, 60);
+        let ahead = store.lookup_ahead(a, b"f10", page).unwrap();
+        assert_eq!(ahead.len(), page.min(50));
+        for e in &ahead {
+            assert_eq!(e.has_xattrs, truth(e.entry.inode), "lookup ahead {page}");
+        }
+    }
+}
