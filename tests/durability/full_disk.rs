@@ -2,7 +2,8 @@
 //! disk changes are refused, with ENOSPC as a local file system would say (not EIO), while reads
 //! and listings go on; once there is room again the master takes changes as before. Nothing it
 //! acknowledged before, during or after is lost, as a SIGKILL and a restart afterwards show. On
-//! a disk that lost writes, no fsync succeeds any more.
+//! a disk that lost writes, no fsync succeeds any more. A metalogger's full disk holds it back
+//! until there is room.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -288,4 +289,75 @@ fn after_the_masters_disk_lost_writes_no_fsync_in_the_mount_succeeds() {
     // It cannot stop cleanly (its last fsync fails, and it exits 1 saying so); nor would a
     // restart on this disk help.
     cluster.kill_master();
+}
+
+/// The metadata version the master is at and the one each connected metalogger holds
+/// (`elkfs status --json`).
+fn versions(cluster: &Cluster) -> (u64, Vec<u64>) {
+    let status: serde_json::Value =
+        serde_json::from_str(&cluster.run_cli_ok(&["status", "--json"])).expect("status JSON");
+    let master = status["metadata_version"]
+        .as_u64()
+        .expect("metadata_version");
+    let metaloggers = status["metaloggers"]
+        .as_array()
+        .expect("metaloggers")
+        .iter()
+        .map(|m| m["version"].as_u64().expect("version"))
+        .collect();
+    (master, metaloggers)
+}
+
+/// A metalogger whose disk fills up cannot store the master's records: it says so (not that it
+/// lost the master), and once there is room it catches up by itself.
+#[test]
+fn a_metalogger_whose_disk_fills_up_catches_up_once_there_is_room() {
+    let _one = super::master_crash::one_cluster_at_a_time();
+    let disk = Tmpfs::mount(16);
+    let mut cluster = Cluster::builder()
+        .chunkservers(1)
+        .mounts(1)
+        .allow_log_errors("cannot update the metadata copy")
+        .start();
+    let ml = cluster.add_metalogger();
+    cluster.stop_metalogger(ml);
+    copy_dir(cluster.metalogger(ml).data_dir(), disk.path());
+    cluster.set_metalogger_data_dir(ml, disk.path());
+    cluster.start_metalogger(ml);
+    let m = cluster.mount_path(0).to_path_buf();
+
+    let filler = disk.path().join("filler");
+    fill_up(&filler);
+    for i in 0..300 {
+        std::fs::write(m.join(format!("f{i}")), b"x").expect("the master has room");
+    }
+    wait_until(
+        Duration::from_secs(20),
+        "the metalogger says it cannot update its copy",
+        || {
+            cluster
+                .log_of(elkfs_testkit::Process::Metalogger(ml))
+                .contains("cannot update the metadata copy")
+        },
+    );
+    let log = cluster.log_of(elkfs_testkit::Process::Metalogger(ml));
+    assert!(
+        !log.contains("lost the master"),
+        "a full disk is logged as a lost master:\n{log}"
+    );
+    let (master, behind) = versions(&cluster);
+    assert!(
+        behind.iter().all(|&v| v < master),
+        "the metalogger holds version {behind:?} of {master} on a full disk"
+    );
+
+    std::fs::remove_file(&filler).expect("removing the filler");
+    wait_until(
+        Duration::from_secs(20),
+        "the metalogger catches up with the master",
+        || {
+            let (master, metaloggers) = versions(&cluster);
+            metaloggers.len() == 1 && metaloggers[0] >= master
+        },
+    );
 }

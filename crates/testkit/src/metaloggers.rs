@@ -92,6 +92,13 @@ impl Cluster {
         expect_killed(self.daemon_mut(Process::Metalogger(i)));
     }
 
+    /// Metalogger `i`'s next starts use `dir` as their `--data-dir`: a copy of its directory
+    /// the test made elsewhere, such as on a small disk of its own.
+    pub fn set_metalogger_data_dir(&mut self, i: usize, dir: impl Into<PathBuf>) {
+        check_index("metalogger", i, self.metaloggers.len());
+        self.metaloggers[i].data_dir = dir.into();
+    }
+
     /// Metalogger `i`'s directory and process.
     pub fn metalogger(&self, i: usize) -> &MetaloggerHandle {
         check_index("metalogger", i, self.metaloggers.len());
