@@ -111,6 +111,8 @@ pub struct PassStats {
     pub over_goal: u64,
     /// Chunks without a single valid copy.
     pub without_copy: u64,
+    /// The first of those, for the log.
+    pub first_without_copy: Option<ChunkId>,
     /// Copies started.
     pub copies_started: u64,
     /// Copies deleted.
@@ -124,6 +126,21 @@ struct InFlight {
     /// Chunks whose last copy failed, with when: left alone for [`AFTER_FAILED_COPY`], so a
     /// copy that fails at once (a source that cannot read it) is not ordered again in a loop.
     failed: HashMap<ChunkId, Instant>,
+}
+
+/// Says when a pass finds more chunks without a valid copy than the one before (their files
+/// cannot be read: every server holding a good copy is gone, or every copy is damaged or lost
+/// writes), and when none is left.
+fn log_chunks_without_copy(before: u64, pass: &PassStats) {
+    if pass.without_copy > before {
+        tracing::warn!(
+            chunks = pass.without_copy,
+            first = ?pass.first_without_copy,
+            "chunks without a valid copy: files using them cannot be read until a server with a good copy comes back"
+        );
+    } else if pass.without_copy == 0 && before > 0 {
+        tracing::info!("every chunk has a valid copy again");
+    }
 }
 
 /// How long a chunk whose copy failed waits before another is tried.
@@ -193,6 +210,7 @@ impl Worker for ReplicationWorker {
                     || self.current.over_goal > 0,
             );
             let pass = std::mem::take(&mut self.current);
+            log_chunks_without_copy(self.last.map_or(0, |p| p.without_copy), &pass);
             self.last = Some(pass);
             *self
                 .state
@@ -387,6 +405,7 @@ impl ReplicationWorker {
         if valid.is_empty() {
             // Stale copies are kept: they may be all that is left of the data.
             self.current.without_copy += 1;
+            self.current.first_without_copy.get_or_insert(chunk);
             return;
         }
         for stale in copies.iter().filter(|c| !c.is_valid(record.version)) {

@@ -96,3 +96,45 @@ fn a_server_killed_under_a_reader_and_a_writer_loses_no_data_and_goal_three_come
         panic!("writing (write, fsync, close) across the kill of cs{victim} failed: {e}")
     });
 }
+
+/// A file at goal 1 whose only copy is on a server killed: the master says its chunk has no
+/// valid copy left (the file cannot be read meanwhile), and says so again when the server is
+/// back and every chunk has one.
+#[test]
+fn a_chunk_whose_only_copy_is_on_a_killed_server_is_logged_until_the_server_is_back() {
+    let configs = Configs::new(QUICK_MASTER, "");
+    let mut cluster = configs.builder().chunkservers(2).start();
+    let admin = Admin::connect(&cluster);
+    let dir = cluster.mount_path(0).join("one");
+    std::fs::create_dir(&dir).expect("mkdir");
+    assert_eq!(admin.set_goal(&dir, 1, false), (1, 0));
+    let file = (dir.join("only-copy"), data(MIB, 7));
+    write_file(&file.0, &file.1).expect("writing the file");
+    let chunk = admin.chunks_of(&file.0)[0].chunk;
+    let holder = Disks::scan(&cluster, &[0, 1])
+        .files(chunk)
+        .first()
+        .expect("a server holds the chunk")
+        .server;
+    cluster.kill_chunkserver(holder);
+    let missing = "chunks without a valid copy";
+    eventually(
+        Duration::from_secs(30),
+        "the master logs the chunk without a copy",
+        || match cluster.log_of(Process::Master).contains(missing) {
+            true => Ok(()),
+            false => Err(format!("no {missing:?} in the master's log yet")),
+        },
+    );
+    cluster.start_chunkserver(holder);
+    let back = "every chunk has a valid copy again";
+    eventually(
+        Duration::from_secs(30),
+        "the master logs every chunk back",
+        || match cluster.log_of(Process::Master).contains(back) {
+            true => Ok(()),
+            false => Err(format!("no {back:?} in the master's log yet")),
+        },
+    );
+    assert_eq!(std::fs::read(&file.0).expect("read"), *file.1);
+}
