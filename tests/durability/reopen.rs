@@ -133,34 +133,6 @@ fn a_trashed_file_still_open_outlives_its_trash_time_across_a_master_restart() {
     );
 }
 
-/// Sends `signal` to the process `pid` (one the test harness started).
-fn signal(pid: u32, signal: libc::c_int) {
-    // SAFETY: kill only sends a signal; the pid is a daemon of this test's cluster.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
-    assert_eq!(
-        rc,
-        0,
-        "kill({pid}, {signal}): {}",
-        std::io::Error::last_os_error()
-    );
-}
-
-/// A stopped (`SIGSTOP`) process, continued when dropped, also when the test fails.
-struct Stopped(u32);
-
-impl Stopped {
-    fn stop(pid: u32) -> Stopped {
-        signal(pid, libc::SIGSTOP);
-        Stopped(pid)
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        signal(self.0, libc::SIGCONT);
-    }
-}
-
 /// A file deleted while two mounts have it open. After a master restart one mount is back and
 /// closes it while the other is not back yet: the file must wait for that one (the master cannot
 /// know it is still to come), which reads it when back, and is purged at its close.
@@ -179,14 +151,14 @@ fn a_file_open_on_a_mount_not_back_yet_after_a_master_restart_is_not_purged_by_a
     std::fs::remove_file(a.join("shared")).expect("unlink");
 
     cluster.kill_master();
-    let b_away = Stopped::stop(cluster.mount(1).pid().expect("b's mount runs"));
+    let b_away = elkfs_e2e::Frozen::freeze(cluster.mount(1).pid().expect("b's mount runs"));
     cluster.start_master();
     // Answered once a is back.
     std::fs::write(a.join("probe"), b"a is back").expect("a create through a");
     drop(on_a);
     // a's close reaches the master within 10 ms; a purge would delete the chunk soon after.
     std::thread::sleep(Duration::from_millis(1500));
-    drop(b_away);
+    b_away.thaw();
     let mut read_back = Vec::new();
     std::io::Read::read_to_end(&mut on_b, &mut read_back).expect("read on b once back");
     assert_eq!(

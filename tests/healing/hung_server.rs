@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use crate::support::{
-    Admin, Configs, Frozen, MIB, QUICK_MASTER, Readers, check_copies, check_placement, data,
-    eventually, written_with_a_holder,
+    Admin, Configs, Frozen, MIB, QUICK_MASTER, Readers, data, wait_back_at_two_copies,
+    wait_replaced, written_with_a_holder,
 };
 
 #[test]
@@ -25,23 +25,10 @@ fn a_server_that_goes_silent_without_closing_its_connections_is_treated_as_lost(
     let live: Vec<usize> = all.into_iter().filter(|&i| i != victim).collect();
 
     let frozen = Frozen::freeze(cluster.chunkserver(victim).pid().expect("running"));
-    eventually(
-        Duration::from_secs(45),
-        &format!(
-            "the master treats the silent cs{victim} as lost: 2 copies on the others, and it names only those for reads"
-        ),
-        || check_placement(&cluster, &admin, &live, std::slice::from_ref(&file), 2),
-    );
+    wait_replaced(&cluster, &admin, &live, &file, victim, "silent");
     let readers = Readers::start(std::slice::from_ref(&file), 2);
     readers.wait_for_reads_within(10, Duration::from_secs(20));
 
     frozen.thaw();
-    eventually(
-        Duration::from_secs(45),
-        &format!("cs{victim} is back and the chunk has exactly 2 copies"),
-        || check_placement(&cluster, &admin, &all, std::slice::from_ref(&file), 2),
-    );
-    readers.wait_for_reads(4);
-    readers.finish_without_errors();
-    check_copies(&cluster, &admin, &all, &[file], 2).unwrap_or_else(|e| panic!("at the end: {e}"));
+    wait_back_at_two_copies(&cluster, &admin, &all, file, victim, readers);
 }

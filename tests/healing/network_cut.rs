@@ -7,8 +7,8 @@ use std::time::Duration;
 use elkfs_testkit::Process;
 
 use crate::support::{
-    Admin, Configs, MIB, QUICK_MASTER, Readers, check_copies, check_placement, data, eventually,
-    written_with_a_holder,
+    Admin, Configs, MIB, QUICK_MASTER, Readers, check_copies, data, eventually,
+    wait_back_at_two_copies, wait_replaced, written_with_a_holder,
 };
 
 #[test]
@@ -26,24 +26,11 @@ fn a_chunkserver_cut_off_is_replaced_readers_go_on_and_its_extra_copies_go_once_
     let readers = Readers::start(std::slice::from_ref(&file), 2);
     readers.wait_for_reads(2);
     cluster.cut_link(Process::Chunkserver(victim));
-    eventually(
-        Duration::from_secs(45),
-        &format!(
-            "the master treats the cut-off cs{victim} as lost: 2 copies on the others, and it names only those for reads"
-        ),
-        || check_placement(&cluster, &admin, &live, std::slice::from_ref(&file), 2),
-    );
+    wait_replaced(&cluster, &admin, &live, &file, victim, "cut-off");
     readers.wait_for_reads_within(10, Duration::from_secs(20));
 
     cluster.reconnect_link(Process::Chunkserver(victim));
-    eventually(
-        Duration::from_secs(45),
-        &format!("cs{victim} is back and the chunk has exactly 2 copies"),
-        || check_placement(&cluster, &admin, &all, std::slice::from_ref(&file), 2),
-    );
-    readers.wait_for_reads(4);
-    readers.finish_without_errors();
-    check_copies(&cluster, &admin, &all, &[file], 2).unwrap_or_else(|e| panic!("at the end: {e}"));
+    wait_back_at_two_copies(&cluster, &admin, &all, file, victim, readers);
 }
 
 /// A mount cut off while it has a file open for writing, and a write of it waiting behind the

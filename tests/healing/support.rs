@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use elkfs_client::{Client, ClientConfig};
 use elkfs_e2e::{ChunkFile, ask_data, chunk_files};
-pub use elkfs_e2e::{Tmpfs, fill_up};
+pub use elkfs_e2e::{Frozen, Tmpfs, fill_up};
 use elkfs_proto::InodeId;
 use elkfs_proto::capability::Access;
 use elkfs_proto::data::{DataReply, DataRequest};
@@ -377,6 +377,45 @@ pub fn check_placement(
     copies: usize,
 ) -> Result<(), String> {
     check_chunks(cluster, admin, servers, files, copies, false)
+}
+
+/// Waits until the master, having lost `victim` (`how` it went: "cut-off", "silent"), keeps
+/// `file`'s chunks at 2 copies on the `live` servers and names only those for reads.
+pub fn wait_replaced(
+    cluster: &Cluster,
+    admin: &Admin,
+    live: &[usize],
+    file: &(PathBuf, Arc<[u8]>),
+    victim: usize,
+    how: &str,
+) {
+    eventually(
+        Duration::from_secs(45),
+        &format!(
+            "the master treats the {how} cs{victim} as lost: 2 copies on the others, and it names only those for reads"
+        ),
+        || check_placement(cluster, admin, live, std::slice::from_ref(file), 2),
+    );
+}
+
+/// Waits until `victim` is back and `file`'s chunks have exactly 2 copies on `all` servers; then
+/// `readers` read a few more times, must have read no wrong byte, and every copy is checked.
+pub fn wait_back_at_two_copies(
+    cluster: &Cluster,
+    admin: &Admin,
+    all: &[usize],
+    file: (PathBuf, Arc<[u8]>),
+    victim: usize,
+    readers: Readers,
+) {
+    eventually(
+        Duration::from_secs(45),
+        &format!("cs{victim} is back and the chunk has exactly 2 copies"),
+        || check_placement(cluster, admin, all, std::slice::from_ref(&file), 2),
+    );
+    readers.wait_for_reads(4);
+    readers.finish_without_errors();
+    check_copies(cluster, admin, all, &[file], 2).unwrap_or_else(|e| panic!("at the end: {e}"));
 }
 
 /// [`check_placement`], and each copy holds exactly the file's bytes for that chunk.
@@ -758,37 +797,4 @@ pub fn move_chunk_files(from: &Path, to: &Path) -> usize {
             .unwrap_or_else(|e| panic!("moving {} to {}: {e}", f.path.display(), dest.display()));
     }
     files.len()
-}
-
-/// A process stopped with SIGSTOP: alive, its connections open, answering nothing, as a machine
-/// cut off by the network (or hung) looks to its peers. SIGCONT when dropped, so the cluster can
-/// stop it; declare it after the cluster.
-pub struct Frozen {
-    pid: libc::pid_t,
-}
-
-impl Frozen {
-    /// Stops `pid` (a process the harness started).
-    pub fn freeze(pid: u32) -> Frozen {
-        let pid = libc::pid_t::try_from(pid).expect("a pid");
-        signal(pid, libc::SIGSTOP);
-        Frozen { pid }
-    }
-
-    /// Lets it run again.
-    pub fn thaw(self) {}
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        signal(self.pid, libc::SIGCONT);
-    }
-}
-
-fn signal(pid: libc::pid_t, sig: libc::c_int) {
-    // SAFETY: kill(2) has no memory-safety preconditions; `pid` is an unreaped child of the
-    // harness in this process, so it cannot have been reused.
-    if unsafe { libc::kill(pid, sig) } != 0 {
-        panic!("kill({pid}, {sig}): {}", io::Error::last_os_error());
-    }
 }

@@ -1,9 +1,11 @@
 //! Helpers shared by the end-to-end test binaries: reproducible data, chunk files on disk,
 //! errno checks, a request to a chunkserver's data port, small disks of their own.
 
+mod frozen;
 mod thin_disk;
 mod tmpfs;
 
+pub use frozen::Frozen;
 pub use thin_disk::ThinDisk;
 pub use tmpfs::{Tmpfs, fill_up, statvfs};
 
