@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use elkfs_testkit::{Cluster, Process};
+use elkfs_testkit::Process;
 
 use crate::support::{
     Admin, CHUNK_SIZE, Configs, Disks, MIB, QUICK_MASTER, Readers, check_copies, check_placement,
-    data, eventually, flip_bit, write_file,
+    data, eventually, flip_bit, logged, write_file,
 };
 
 /// What the chunkserver logs when its chunk test finds damage.
@@ -17,14 +17,6 @@ const FOUND_BY_READ: &str = "damaged chunk copy";
 
 fn lines_with<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
     log.lines().filter(|l| l.contains(needle)).collect()
-}
-
-/// `Ok` once the log of `process` has a line with `needle`.
-fn logged(cluster: &Cluster, process: Process, needle: &str) -> Result<(), String> {
-    match cluster.log_of(process).contains(needle) {
-        true => Ok(()),
-        false => Err(format!("no \"{needle}\" in its log")),
-    }
 }
 
 #[test]

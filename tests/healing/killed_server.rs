@@ -8,7 +8,7 @@ use elkfs_testkit::Process;
 
 use crate::support::{
     Admin, Configs, Disks, MIB, QUICK_MASTER, Readers, Writer, check_copies, data, eventually,
-    none_left, write_file,
+    logged, none_left, write_file,
 };
 
 #[test]
@@ -121,20 +121,14 @@ fn a_chunk_whose_only_copy_is_on_a_killed_server_is_logged_until_the_server_is_b
     eventually(
         Duration::from_secs(30),
         "the master logs the chunk without a copy",
-        || match cluster.log_of(Process::Master).contains(missing) {
-            true => Ok(()),
-            false => Err(format!("no {missing:?} in the master's log yet")),
-        },
+        || logged(&cluster, Process::Master, missing),
     );
     cluster.start_chunkserver(holder);
     let back = "every chunk has a valid copy again";
     eventually(
         Duration::from_secs(30),
         "the master logs every chunk back",
-        || match cluster.log_of(Process::Master).contains(back) {
-            true => Ok(()),
-            false => Err(format!("no {back:?} in the master's log yet")),
-        },
+        || logged(&cluster, Process::Master, back),
     );
     assert_eq!(std::fs::read(&file.0).expect("read"), *file.1);
 }

@@ -22,7 +22,7 @@ use elkfs_proto::InodeId;
 use elkfs_proto::capability::Access;
 use elkfs_proto::data::{DataReply, DataRequest};
 use elkfs_proto::master::{MasterReply, MasterRequest, WriteLease};
-use elkfs_testkit::{Cluster, ClusterBuilder, wait_until};
+use elkfs_testkit::{Cluster, ClusterBuilder, Process, wait_until};
 use tempfile::TempDir;
 
 pub const MIB: usize = 1 << 20;
@@ -377,6 +377,14 @@ pub fn check_placement(
     copies: usize,
 ) -> Result<(), String> {
     check_chunks(cluster, admin, servers, files, copies, false)
+}
+
+/// `Ok` once the log of `process` has a line with `needle`.
+pub fn logged(cluster: &Cluster, process: Process, needle: &str) -> Result<(), String> {
+    match cluster.log_of(process).contains(needle) {
+        true => Ok(()),
+        false => Err(format!("no \"{needle}\" in its log")),
+    }
 }
 
 /// Waits until the master, having lost `victim` (`how` it went: "cut-off", "silent"), keeps
