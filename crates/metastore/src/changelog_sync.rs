@@ -7,24 +7,21 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use crate::error::StoreError;
 
 /// The changelog's current file, for fsyncs.
 pub struct ChangelogSync {
     state: Mutex<SyncState>,
-    /// Set with `SyncState::failed`, read without waiting for an fsync that holds the state
-    /// (every commit looks).
-    failed: AtomicBool,
+    /// What the first failed fsync said; read without waiting for an fsync that holds the
+    /// state (every commit looks).
+    failure: OnceLock<String>,
 }
 
 struct SyncState {
     file: File,
     path: PathBuf,
-    /// What the first failed fsync said.
-    failed: Option<String>,
 }
 
 impl ChangelogSync {
@@ -34,9 +31,8 @@ impl ChangelogSync {
             state: Mutex::new(SyncState {
                 file,
                 path: path.to_path_buf(),
-                failed: None,
             }),
-            failed: AtomicBool::new(false),
+            failure: OnceLock::new(),
         }
     }
 
@@ -47,8 +43,8 @@ impl ChangelogSync {
     /// fsyncs the current file: every record appended to the changelog before the call is on
     /// disk when it succeeds (earlier files were fsynced when the next one started).
     pub fn sync(&self) -> Result<(), StoreError> {
-        let mut state = self.lock();
-        if let Some(first) = &state.failed {
+        let state = self.lock();
+        if let Some(first) = self.failure.get() {
             return Err(StoreError::Changelog {
                 path: state.path.clone(),
                 source: std::io::Error::other(format!(
@@ -58,8 +54,7 @@ impl ChangelogSync {
             });
         }
         state.file.sync_data().map_err(|source| {
-            state.failed = Some(source.to_string());
-            self.failed.store(true, Ordering::Release);
+            let _ = self.failure.set(source.to_string());
             StoreError::Changelog {
                 path: state.path.clone(),
                 source,
@@ -69,7 +64,7 @@ impl ChangelogSync {
 
     /// Whether an fsync failed (without waiting for one running).
     pub fn failed(&self) -> bool {
-        self.failed.load(Ordering::Acquire)
+        self.failure.get().is_some()
     }
 
     /// Moves on to the file a rotation started (the previous one was fsynced through
@@ -102,8 +97,9 @@ mod tests {
             .expect("a file opened for reading can be fsynced on Linux");
         assert!(!sync.failed());
         // An fsync that fails as a failed writeback would.
-        sync.lock().failed = Some("Input/output error (os error 5)".into());
-        sync.failed.store(true, Ordering::Release);
+        sync.failure
+            .set("Input/output error (os error 5)".into())
+            .expect("not failed yet");
         assert!(sync.failed());
         let error = sync.sync().expect_err("sticky");
         assert!(
