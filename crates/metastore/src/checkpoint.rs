@@ -134,7 +134,7 @@ impl MetaStore {
                 .writer
                 .lock()
                 .map_err(|_| busy("the commit lock is poisoned"))?;
-            if let Some((reason, _)) = &writer.failed {
+            if let Some((reason, _)) = self.refused.get() {
                 return Err(busy(&format!("the store failed earlier: {reason}")));
             }
             if writer.version == 0 {

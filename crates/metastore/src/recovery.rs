@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use crate::changelog::{self, Changelog, Record};
 use crate::checkpoint::ImageSchedule;
@@ -160,8 +160,8 @@ pub(crate) fn open(
         writer: Mutex::new(Writer {
             changelog: opened.changelog,
             version: opened.version,
-            failed: None,
         }),
+        refused: OnceLock::new(),
         dir: dir.to_path_buf(),
         config: config.clone(),
         overlay: Overlay::default(),

@@ -6,7 +6,7 @@
 //! rebuilding are in `recovery.rs`, metadata images in `checkpoint.rs`).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use elkfs_proto::types::{Attr, DirEntry, DirEntryPlus, FileKind, Timestamp};
@@ -106,9 +106,6 @@ impl Default for StoreConfig {
 pub(crate) struct Writer {
     pub(crate) changelog: Changelog,
     pub(crate) version: u64,
-    /// Why changes are refused since a record was logged and could not be applied (only a
-    /// restart, which replays it, repairs that), and what callers are told.
-    pub(crate) failed: Option<(String, Status)>,
 }
 
 /// What one look at a file's chunk slot found.
@@ -126,6 +123,10 @@ pub struct MetaStore {
     pub(crate) kv: Box<dyn KvStore>,
     pub(crate) writer: Mutex<Writer>,
     pub(crate) sync_file: Arc<ChangelogSync>,
+    /// Why changes are refused since a record was logged and could not be applied (only a
+    /// restart, which replays it, repairs that), and what callers are told; read without the
+    /// writer's lock.
+    pub(crate) refused: OnceLock<(String, Status)>,
     pub(crate) dir: PathBuf,
     pub(crate) config: StoreConfig,
     /// Values saved for an image being written (copy-on-write).
@@ -180,7 +181,7 @@ impl MetaStore {
         writer: &mut Writer,
         op: &MetaOp,
     ) -> Result<(MetaVersion, Outcome), ExecError> {
-        if let Some((reason, status)) = &writer.failed {
+        if let Some((reason, status)) = self.refused.get() {
             tracing::debug!(%reason, "metadata store failed earlier");
             return Err(ExecError::Refused(*status));
         }
@@ -205,7 +206,7 @@ impl MetaStore {
             // is logged and in effect. The store below failed (sled writes nothing more after
             // an I/O error), so no further change is taken until a restart replays the log.
             tracing::error!(error = %e, version, "cannot apply a logged change: changes are refused until the master restarts (sled writes nothing more after an I/O error)");
-            writer.failed = Some(failure(&e));
+            let _ = self.refused.set(failure(&e));
         }
         Ok((MetaVersion(version), outcome))
     }
@@ -230,7 +231,7 @@ impl MetaStore {
         });
         if let Err(e) = applied {
             tracing::error!(error = %e, version, "cannot apply a logged change; the master must restart");
-            writer.failed = Some(failure(&e));
+            let _ = self.refused.set(failure(&e));
             return Err(e.into());
         }
         Ok((MetaVersion(version), Outcome::default()))
@@ -247,8 +248,7 @@ impl MetaStore {
         if self.sync_file.failed() {
             return Some("an fsync of the changelog failed".to_string());
         }
-        let writer = self.writer.lock().ok()?;
-        writer.failed.as_ref().map(|(reason, _)| reason.clone())
+        self.refused.get().map(|(reason, _)| reason.clone())
     }
 
     /// Whether an fsync of the changelog failed (every later one fails too).
