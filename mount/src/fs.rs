@@ -368,7 +368,8 @@ impl Filesystem for ElkFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let notifier = self.notifier.clone();
         self.spawn(|ops, view| async move {
-            match ops.open(view.map.to_elk(ino), flags.0).await {
+            let inode = view.map.to_elk(ino);
+            match ops.open(inode, flags.0, !view.uncached_data(inode)).await {
                 Ok((fh, direct)) => {
                     // Close-to-open: the kernel must not trust a cached length from before the open.
                     if let Some(n) = notifier.get() {
@@ -401,6 +402,9 @@ impl Filesystem for ElkFs {
         self.spawn(|ops, view| async move {
             let inode = view.map.to_elk(ino);
             ops.note_access(inode, Some(fh.0));
+            if let Some(data) = ops.early_read(fh.0, offset, size).await {
+                return reply.data(&data);
+            }
             let around = read_around::block_around(offset, size).filter(|_| {
                 !view.uncached_data(inode) && ops.client.writer_if_open(inode).is_none()
             });

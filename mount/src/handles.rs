@@ -19,6 +19,8 @@ pub struct OpenFile {
     pub accessed: std::sync::atomic::AtomicBool,
     /// Setuid/setgid bits have been dropped for a write by an unprivileged process.
     pub privileges_dropped: std::sync::atomic::AtomicBool,
+    /// The file's read started at its open, until the first read through this handle takes it.
+    pub early_read: std::sync::Mutex<Option<crate::early_read::EarlyRead>>,
 }
 
 /// Every open handle of the mount.

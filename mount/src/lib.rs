@@ -4,6 +4,7 @@ pub mod absent_xattrs;
 pub mod access_notes;
 pub mod attr;
 pub mod daemon;
+pub mod early_read;
 pub mod first_poll;
 pub mod fs;
 pub mod handles;
@@ -162,6 +163,7 @@ fn serve(
         open_dirs: crate::open_dirs::OpenDirs::new(defaults::ATTR_CACHE),
         tls_ca: spec.tls_ca.clone(),
         store_gate: Default::default(),
+        early_reads: Default::default(),
     });
     {
         let ops = ops.clone();

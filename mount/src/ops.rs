@@ -14,6 +14,7 @@ use elkfs_proto::{InodeId, Status};
 use fuser::Errno;
 
 use crate::absent_xattrs::{self, AbsentXattrs};
+use crate::early_read::EarlyReads;
 use crate::handles::{Handles, OpenFile};
 use crate::open_dirs::{Listed, OpenDirs, Page};
 use crate::read_around::StoreGate;
@@ -55,6 +56,8 @@ pub struct Ops {
     /// Keeps blocks read around a small read from landing in the kernel's cache over newer
     /// pages.
     pub store_gate: Arc<StoreGate>,
+    /// Small files' reads started at their open.
+    pub early_reads: EarlyReads,
 }
 
 /// Counts kernel requests being worked on, so unmounting can wait for their replies.
@@ -262,23 +265,31 @@ impl Ops {
 
     /// Opens a file; handles opened for writing share the file's write-behind buffer. Returns
     /// the handle and whether the kernel must bypass its page cache for it (appends).
-    pub async fn open(&self, inode: InodeId, flags: i32) -> Result<(u64, bool)> {
+    pub async fn open(&self, inode: InodeId, flags: i32, cached: bool) -> Result<(u64, bool)> {
         let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
         if writes {
             self.writable()?;
         }
         // Close-to-open consistency: whatever another client wrote before we opened is read fresh.
-        self.client.open(inode, writes).await.map_err(errno)?;
+        let length = self.client.open(inode, writes).await.map_err(errno)?;
         let append = writes && flags & libc::O_APPEND != 0;
         // The writer first: stores checking after the wait below see it.
         let writer = writes.then(|| self.client.writer(inode));
         self.store_gate.changed(inode).await;
+        let early_read = match length {
+            Some(length) if !writes && cached => {
+                self.early_reads
+                    .start(&self.client, &self.store_gate, inode, length)
+            }
+            _ => None,
+        };
         let fh = self.handles.insert(OpenFile {
             inode,
             writer,
             append,
             accessed: Default::default(),
             privileges_dropped: Default::default(),
+            early_read: std::sync::Mutex::new(early_read),
         });
         Ok((fh, append))
     }
@@ -355,6 +366,7 @@ impl Ops {
             append,
             accessed: Default::default(),
             privileges_dropped: Default::default(),
+            early_read: Default::default(),
         });
         Ok((attr, fh, append))
     }
@@ -366,6 +378,20 @@ impl Ops {
             return None;
         }
         self.client.getattr_now(inode)
+    }
+
+    /// The answer to the first read through handle `fh` from the file's read at open, if one
+    /// was started and may answer it (see `early_read`).
+    pub async fn early_read(&self, fh: u64, offset: u64, size: u32) -> Option<Bytes> {
+        let file = self.handles.get(fh)?;
+        let early = file
+            .early_read
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        early
+            .answer(&self.client, &self.store_gate, offset, size)
+            .await
     }
 
     /// Reads file data.

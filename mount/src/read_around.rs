@@ -129,6 +129,12 @@ impl StoreGate {
         self.changes[Self::slot(inode)].load(Ordering::SeqCst)
     }
 
+    /// Where `inode`'s change counter stands: it moves at every open, truncate and close of a
+    /// writable handle of the file (and now and then for another file sharing the counter).
+    pub fn change_count(&self, inode: InodeId) -> u64 {
+        self.count(inode)
+    }
+
     fn reading(&self) -> std::sync::MutexGuard<'_, HashMap<InodeId, u32>> {
         self.reading.lock().unwrap_or_else(|p| p.into_inner())
     }

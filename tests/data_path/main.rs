@@ -1,6 +1,7 @@
 //! End-to-end tests of the data path: files through a real mount into chunk files and back.
 
 mod chunk_files;
+mod early_read;
 mod errors;
 mod file_sizes;
 mod frames;

@@ -143,21 +143,23 @@ impl Client {
     /// Registers an open of `inode` with the master (the first of this client's): cached chunk
     /// locations are dropped (close-to-open consistency), and what the master sends back (where
     /// the first chunk is and, for an open that does not write, the attributes) answers the
-    /// first read and the kernel's next getattr without asking again.
-    pub async fn open(&self, inode: InodeId, writes: bool) -> Result<(), Status> {
+    /// first read and the kernel's next getattr without asking again. Returns the file's length
+    /// when the master answered (the first open of it here).
+    pub async fn open(&self, inode: InodeId, writes: bool) -> Result<Option<u64>, Status> {
         self.locations.forget_file(inode);
         match self.master.opened(inode).await? {
             Some(MasterReply::Opened { attr, first_chunk }) => {
+                let length = attr.size;
                 if !writes {
                     self.fresh.put(attr);
                 }
                 if let Some(location) = first_chunk {
                     self.locations.put(inode, 0, location);
                 }
-                Ok(())
+                Ok(Some(length))
             }
-            Some(other) => done(other),
-            None => Ok(()),
+            Some(other) => done(other).map(|()| None),
+            None => Ok(None),
         }
     }
 
