@@ -3,6 +3,7 @@
 mod chunk_files;
 mod early_read;
 mod errors;
+mod fetch_ahead;
 mod file_sizes;
 mod frames;
 mod read_around;

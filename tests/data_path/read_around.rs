@@ -4,40 +4,16 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
+use elkfs_e2e::resident_pages;
 use elkfs_testkit::{Cluster, wait_until};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 const BLOCK: u64 = 64 * 1024;
 const PAGE: u64 = 4096;
-
-/// Which pages of `file` (the first `len` bytes) the kernel's page cache holds.
-fn resident_pages(file: &File, len: u64) -> Vec<bool> {
-    let pages = len.div_ceil(PAGE) as usize;
-    // SAFETY: a read-only shared mapping of an open file, unmapped before returning; mincore
-    // only reads the page tables for it and writes `pages` bytes into `residency`.
-    unsafe {
-        let map = libc::mmap(
-            std::ptr::null_mut(),
-            len as usize,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            file.as_raw_fd(),
-            0,
-        );
-        assert_ne!(map, libc::MAP_FAILED, "{}", std::io::Error::last_os_error());
-        let mut residency = vec![0u8; pages];
-        let r = libc::mincore(map, len as usize, residency.as_mut_ptr());
-        let error = std::io::Error::last_os_error();
-        libc::munmap(map, len as usize);
-        assert_eq!(r, 0, "mincore: {error}");
-        residency.iter().map(|b| b & 1 == 1).collect()
-    }
-}
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)

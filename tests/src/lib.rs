@@ -124,6 +124,30 @@ pub fn chunk_files(server: usize, dir: &Path) -> Vec<ChunkFile> {
     out
 }
 
+/// Which pages (4 KiB) of `file`'s first `len` bytes the kernel's page cache holds.
+pub fn resident_pages(file: &std::fs::File, len: u64) -> Vec<bool> {
+    let pages = len.div_ceil(4096) as usize;
+    // SAFETY: a read-only shared mapping of an open file, unmapped before returning; mincore
+    // only reads the page tables for it and writes `pages` bytes into `residency`.
+    unsafe {
+        let map = libc::mmap(
+            std::ptr::null_mut(),
+            len as usize,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        assert_ne!(map, libc::MAP_FAILED, "{}", std::io::Error::last_os_error());
+        let mut residency = vec![0u8; pages];
+        let r = libc::mincore(map, len as usize, residency.as_mut_ptr());
+        let error = std::io::Error::last_os_error();
+        libc::munmap(map, len as usize);
+        assert_eq!(r, 0, "mincore: {error}");
+        residency.iter().map(|b| b & 1 == 1).collect()
+    }
+}
+
 /// Parses `chunk_<16 uppercase hex>_<8 uppercase hex>.elk`.
 pub fn parse_chunk_name(name: &str) -> Option<(u64, u32)> {
     let rest = name.strip_prefix("chunk_")?.strip_suffix(".elk")?;

@@ -12,6 +12,7 @@ mod chunk_file;
 mod datadir;
 mod deleted;
 mod error;
+mod fetch_ahead;
 mod header;
 mod index;
 mod lost_marks;

@@ -9,7 +9,8 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::ops::Range;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,9 +22,11 @@ use crate::chunk_file::ChunkFile;
 use crate::datadir::{DataDirSpec, fs_space, pick_dir_for_new_chunk};
 use crate::deleted::RecentlyDeleted;
 use crate::error::{ChunkError, StoreError};
+use crate::fetch_ahead::FetchAhead;
 use crate::header::HEADER_SIZE;
 use crate::index::{Index, Slot, SlotState};
 use crate::lost_marks;
+use crate::page_hints;
 use crate::path::chunk_path_for;
 use crate::scan::{prepare_dir, scan_dirs};
 use crate::spares::{Spares, Taken};
@@ -70,6 +73,7 @@ pub struct ChunkStore {
     pub(crate) dirs: Vec<DataDir>,
     pub(crate) index: Index,
     deleted: RecentlyDeleted,
+    fetch_ahead: FetchAhead,
 }
 
 /// The most blocks `read_cached` hashes: enough for a small read across a block boundary, little
@@ -241,6 +245,7 @@ impl ChunkStore {
             dirs: data_dirs,
             index,
             deleted: RecentlyDeleted::default(),
+            fetch_ahead: FetchAhead::default(),
         };
         Ok((store, report))
     }
@@ -513,6 +518,44 @@ impl ChunkStore {
                 None
             }
             Err(_) => None,
+        }
+    }
+
+    /// Notes a read of `offset` in chunk `id` and says which chunks to give to
+    /// [`ChunkStore::fetch_ahead`] now, if any: when reads of the starts of chunks go forward
+    /// through neighbouring ids (see `fetch_ahead.rs`).
+    pub fn chunks_to_fetch_ahead(&self, id: ChunkId, offset: u32) -> Option<Range<u64>> {
+        if offset >= BLOCK_SIZE {
+            return None;
+        }
+        self.fetch_ahead.after_read(id.0)
+    }
+
+    /// Asks the kernel to read from the disk, in the background, the first block of each chunk
+    /// with an id in `ids` held here (with its header fields and hashes). It opens their files,
+    /// so it may wait for the disk: call it on a blocking thread. A chunk busy or gone is
+    /// skipped.
+    pub fn fetch_ahead(&self, ids: Range<u64>) {
+        for id in ids.map(ChunkId) {
+            let Some(slot) = self.index.try_get(id) else {
+                continue;
+            };
+            let path = {
+                let Some(state) = slot.try_shared() else {
+                    continue;
+                };
+                if state.removed {
+                    continue;
+                }
+                self.path_of(id, &state)
+            };
+            let opened = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOATIME)
+                .open(&path);
+            if let Ok(file) = opened {
+                page_hints::prefetch(&file, 0, BLOCK_SIZE);
+            }
         }
     }
 
