@@ -193,7 +193,7 @@ impl Handler<DataRequest, DataResponse> for DataHandler {
                 capability: _,
             } => {
                 let length = length.min(DATA_LIMITS.max_data);
-                fetch_ahead(&service, chunk, offset);
+                fetch_ahead(&service, chunk, offset, length);
                 tokio::spawn(async move {
                     if let Some(bytes) = service.store.read_cached(chunk, version, offset, length) {
                         responder
@@ -264,10 +264,10 @@ impl Handler<DataRequest, DataResponse> for DataHandler {
     }
 }
 
-/// Starts fetching the chunks after `chunk` from the disk in the background, if reads go
+/// Starts fetching the chunks after `chunk` from the disk in the background, if small reads go
 /// forward through neighbouring chunks (`ChunkStore::chunks_to_fetch_ahead`).
-fn fetch_ahead(service: &Arc<DataService>, chunk: ChunkId, offset: u32) {
-    if let Some(ids) = service.store.chunks_to_fetch_ahead(chunk, offset) {
+fn fetch_ahead(service: &Arc<DataService>, chunk: ChunkId, offset: u32, length: u32) {
+    if let Some(ids) = service.store.chunks_to_fetch_ahead(chunk, offset, length) {
         let service = service.clone();
         tokio::task::spawn_blocking(move || service.store.fetch_ahead(ids));
     }

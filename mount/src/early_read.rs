@@ -5,10 +5,11 @@
 //! web server) waits for one chunkserver round trip less than the sum of both.
 //!
 //! The data is the file as of its open, which close-to-open consistency owes the reader. It is
-//! used only if nothing on this mount changed the file since the read began: no other open,
-//! truncate or close of a writable handle moved the file's change counter in the
-//! [`StoreGate`], and no handle of it is open for writing. Otherwise the read is made as
-//! usual.
+//! started only if nothing moved the file's change counter (in the `StoreGate`) but this open
+//! while the master answered it, and used only if nothing on this mount changed the file since:
+//! no other open (which may bring newer data into the page cache the handles share), truncate
+//! or close of a writable handle moved the counter, and no handle of it is open for writing.
+//! Otherwise the read is made as usual.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,14 +54,14 @@ impl Drop for EarlyRead {
 impl EarlyReads {
     /// Starts reading `inode`, just opened for reading with `length` bytes, unless it is empty
     /// or larger than [`LARGEST_FILE`], this mount has it open for writing, or too many reads
-    /// at open are waiting already. The caller has moved the file's change counter for this
-    /// open.
+    /// at open are waiting already. `seen` is the file's change count after this open moved
+    /// it, when nothing else did since the master was asked for the length.
     pub fn start(
         &self,
         client: &Arc<Client>,
-        gate: &StoreGate,
         inode: InodeId,
         length: u64,
+        seen: u64,
     ) -> Option<EarlyRead> {
         if length == 0 || length > LARGEST_FILE || client.writer_if_open(inode).is_some() {
             return None;
@@ -69,7 +70,6 @@ impl EarlyReads {
             self.waiting.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
-        let seen = gate.change_count(inode);
         let reader = client.clone();
         let task = tokio::spawn(async move { reader.read(inode, 0, BLOCK_SIZE).await });
         Some(EarlyRead {

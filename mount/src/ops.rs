@@ -270,16 +270,19 @@ impl Ops {
         if writes {
             self.writable()?;
         }
+        // A truncate or a writer's close on this mount while the master answers may not be in
+        // the length it sends: no read at open then.
+        let changes_before = self.store_gate.change_count(inode);
         // Close-to-open consistency: whatever another client wrote before we opened is read fresh.
         let length = self.client.open(inode, writes).await.map_err(errno)?;
         let append = writes && flags & libc::O_APPEND != 0;
         // The writer first: stores checking after the wait below see it.
         let writer = writes.then(|| self.client.writer(inode));
         self.store_gate.changed(inode).await;
+        let seen = changes_before + 1;
         let early_read = match length {
-            Some(length) if !writes && cached => {
-                self.early_reads
-                    .start(&self.client, &self.store_gate, inode, length)
+            Some(length) if !writes && cached && self.store_gate.change_count(inode) == seen => {
+                self.early_reads.start(&self.client, inode, length, seen)
             }
             _ => None,
         };

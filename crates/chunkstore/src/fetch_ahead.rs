@@ -10,7 +10,7 @@
 //! so a read counts as following the one before if its id is at most [`MAX_GAP`] higher.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The largest step in ids between two reads still taken for one reader going forward.
 const MAX_GAP: u64 = 8;
@@ -18,11 +18,23 @@ const MAX_GAP: u64 = 8;
 /// How many ids past a following read are kept fetched.
 const AHEAD: u64 = 16;
 
-/// Where the last read was and how far ahead chunks have been fetched.
+/// Where the last read was, how far ahead chunks have been fetched, and whether a fetch is
+/// going on.
 #[derive(Default)]
 pub(crate) struct FetchAhead {
     last_read: AtomicU64,
     fetched_until: AtomicU64,
+    fetching: AtomicBool,
+}
+
+/// The fetch claimed with [`FetchAhead::try_claim`], going on; the next may be claimed once
+/// this is dropped.
+pub(crate) struct Fetching<'a>(&'a AtomicBool);
+
+impl Drop for Fetching<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl FetchAhead {
@@ -34,7 +46,7 @@ impl FetchAhead {
         if id <= last || id - last > MAX_GAP {
             return None;
         }
-        let to = id + 1 + AHEAD;
+        let to = id.saturating_add(1 + AHEAD);
         let until = self.fetched_until.load(Ordering::Relaxed);
         // A window that does not reach past this read, or lies beyond the one it would open,
         // was fetched for another pass through the ids.
@@ -47,6 +59,19 @@ impl FetchAhead {
         };
         self.fetched_until.store(to, Ordering::Relaxed);
         Some(from..to)
+    }
+
+    /// Claims the next fetch, unless one is claimed and not done: at most one runs at a time,
+    /// so however many reads a peer sends, the disk work they cause beyond their own stays
+    /// bounded. A hint that finds one going is dropped. The claim ends when the [`Fetching`]
+    /// from [`FetchAhead::claimed`] is dropped.
+    pub(crate) fn try_claim(&self) -> bool {
+        !self.fetching.swap(true, Ordering::Acquire)
+    }
+
+    /// The claimed fetch, to drop when it is done.
+    pub(crate) fn claimed(&self) -> Fetching<'_> {
+        Fetching(&self.fetching)
     }
 }
 
@@ -70,6 +95,13 @@ mod tests {
         assert_eq!(ahead.after_read(50), None, "backwards");
         assert_eq!(ahead.after_read(5000), None, "a jump");
         assert_eq!(ahead.after_read(5000), None, "the same chunk again");
+        assert_eq!(ahead.after_read(u64::MAX - 2), None, "a jump");
+        assert_eq!(
+            ahead.after_read(u64::MAX - 1),
+            Some(u64::MAX..u64::MAX),
+            "nothing past the last id"
+        );
+        assert_eq!(ahead.after_read(4998), None, "back");
         assert_eq!(
             ahead.after_read(5003),
             Some(5004..5020),
@@ -81,5 +113,14 @@ mod tests {
             Some(5..21),
             "a second pass starts again, although the first fetched further"
         );
+    }
+
+    #[test]
+    fn one_fetch_runs_at_a_time() {
+        let ahead = FetchAhead::default();
+        assert!(ahead.try_claim(), "none going");
+        assert!(!ahead.try_claim(), "one going");
+        drop(ahead.claimed());
+        assert!(ahead.try_claim(), "done");
     }
 }

@@ -521,14 +521,16 @@ impl ChunkStore {
         }
     }
 
-    /// Notes a read of `offset` in chunk `id` and says which chunks to give to
-    /// [`ChunkStore::fetch_ahead`] now, if any: when reads of the starts of chunks go forward
-    /// through neighbouring ids (see `fetch_ahead.rs`).
-    pub fn chunks_to_fetch_ahead(&self, id: ChunkId, offset: u32) -> Option<Range<u64>> {
-        if offset >= BLOCK_SIZE {
+    /// Notes a read of `len` bytes at `offset` in chunk `id` and says which chunks to give to
+    /// [`ChunkStore::fetch_ahead`] now, if any: when small reads of the starts of chunks go
+    /// forward through neighbouring ids (see `fetch_ahead.rs`) and no fetch is going on. Each
+    /// range returned must go to `fetch_ahead`, which lets the next one start.
+    pub fn chunks_to_fetch_ahead(&self, id: ChunkId, offset: u32, len: u32) -> Option<Range<u64>> {
+        if offset >= BLOCK_SIZE || len > BLOCK_SIZE {
             return None;
         }
-        self.fetch_ahead.after_read(id.0)
+        let ids = self.fetch_ahead.after_read(id.0)?;
+        self.fetch_ahead.try_claim().then_some(ids)
     }
 
     /// Asks the kernel to read from the disk, in the background, the first block of each chunk
@@ -536,6 +538,7 @@ impl ChunkStore {
     /// so it may wait for the disk: call it on a blocking thread. A chunk busy or gone is
     /// skipped.
     pub fn fetch_ahead(&self, ids: Range<u64>) {
+        let _fetching = self.fetch_ahead.claimed();
         for id in ids.map(ChunkId) {
             let Some(slot) = self.index.try_get(id) else {
                 continue;
@@ -552,7 +555,12 @@ impl ChunkStore {
             let opened = fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NOATIME)
-                .open(&path);
+                .open(&path)
+                .or_else(|e| match e.raw_os_error() {
+                    // O_NOATIME needs the file's owner (or CAP_FOWNER).
+                    Some(libc::EPERM) => fs::File::open(&path),
+                    _ => Err(e),
+                });
             if let Ok(file) = opened {
                 page_hints::prefetch(&file, 0, BLOCK_SIZE);
             }
