@@ -755,11 +755,7 @@ async fn serve(
         }
         MasterRequest::Access { inode } => {
             let attr = meta.read(move |s| s.attr(inode)).await?;
-            // relatime: the first read after a change, or one a day.
-            let stale = attr.atime <= attr.mtime
-                || attr.atime <= attr.ctime
-                || now.secs.saturating_sub(attr.atime.secs) >= 86_400;
-            if stale {
+            if attr.read_moves_atime(now) {
                 meta.commit(MetaOp::SetAtime { inode, time: now }).await?;
             }
             Ok(MasterReply::Done)

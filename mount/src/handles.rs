@@ -17,6 +17,10 @@ pub struct OpenFile {
     pub append: bool,
     /// The first read through this handle has been reported (for access times).
     pub accessed: std::sync::atomic::AtomicBool,
+    /// For a handle that does not write, opened when a read would not move the file's access
+    /// time (`relatime`): the file's change count in the `StoreGate` after the open. While it
+    /// stays so, and no handle writes, no read needs reporting.
+    pub atime_current: Option<u64>,
     /// Setuid/setgid bits have been dropped for a write by an unprivileged process.
     pub privileges_dropped: std::sync::atomic::AtomicBool,
     /// The file's read started at its open, until the first read through this handle takes it.

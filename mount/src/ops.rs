@@ -9,7 +9,7 @@ use elkfs_client::Client;
 use elkfs_client::closes::PendingClose;
 use elkfs_client::errno::errno_of;
 use elkfs_proto::master::Lock;
-use elkfs_proto::types::{Attr, Caller, FileKind, FsStats, SetAttr};
+use elkfs_proto::types::{Attr, Caller, FileKind, FsStats, SetAttr, Timestamp};
 use elkfs_proto::{InodeId, Status};
 use fuser::Errno;
 
@@ -23,6 +23,16 @@ use crate::read_around::StoreGate;
 pub struct Releasing {
     file: Arc<OpenFile>,
     close: Option<PendingClose>,
+}
+
+/// A time an hour from now: an access time the master would move by then (`relatime`'s day
+/// running out) is reported, whatever this host's clock is off by, up to an hour.
+fn in_an_hour() -> Timestamp {
+    let now = Timestamp::now();
+    Timestamp {
+        secs: now.secs.saturating_add(3600),
+        ..now
+    }
 }
 
 /// Entries fetched from the master per directory page.
@@ -274,23 +284,28 @@ impl Ops {
         // the length it sends: no read at open then.
         let changes_before = self.store_gate.change_count(inode);
         // Close-to-open consistency: whatever another client wrote before we opened is read fresh.
-        let length = self.client.open(inode, writes).await.map_err(errno)?;
+        let attr = self.client.open(inode, writes).await.map_err(errno)?;
         let append = writes && flags & libc::O_APPEND != 0;
         // The writer first: stores checking after the wait below see it.
         let writer = writes.then(|| self.client.writer(inode));
         self.store_gate.changed(inode).await;
         let seen = changes_before + 1;
-        let early_read = match length {
-            Some(length) if !writes && cached && self.store_gate.change_count(inode) == seen => {
-                self.early_reads.start(&self.client, inode, length, seen)
+        let unchanged = !writes && self.store_gate.change_count(inode) == seen;
+        let early_read = match &attr {
+            Some(attr) if unchanged && cached => {
+                self.early_reads.start(&self.client, inode, attr.size, seen)
             }
             _ => None,
         };
+        let atime_current = attr
+            .filter(|attr| unchanged && !attr.read_moves_atime(in_an_hour()))
+            .map(|_| seen);
         let fh = self.handles.insert(OpenFile {
             inode,
             writer,
             append,
             accessed: Default::default(),
+            atime_current,
             privileges_dropped: Default::default(),
             early_read: std::sync::Mutex::new(early_read),
         });
@@ -328,6 +343,14 @@ impl Ops {
                 .accessed
                 .swap(true, std::sync::atomic::Ordering::Relaxed)
             {
+                return;
+            }
+            // The master would leave the access time as it is (relatime), unless the file
+            // changed since the open told us its times.
+            if file.atime_current.is_some_and(|seen| {
+                self.store_gate.change_count(inode) == seen
+                    && self.client.writer_if_open(inode).is_none()
+            }) {
                 return;
             }
         }
@@ -368,6 +391,7 @@ impl Ops {
             writer: writes.then(|| self.client.writer(attr.inode)),
             append,
             accessed: Default::default(),
+            atime_current: None,
             privileges_dropped: Default::default(),
             early_read: Default::default(),
         });

@@ -250,6 +250,10 @@ fn steps() -> Vec<Step> {
         ("chown f to its owner", |d| {
             sys::lchown(&f(d), 0, 0).unwrap()
         }),
+        ("read after the chmod", |d| {
+            drop(std::fs::read(f(d)).unwrap())
+        }),
+        ("read again", |d| drop(std::fs::read(f(d)).unwrap())),
         ("truncate f larger", |d| sys::truncate(&f(d), 100).unwrap()),
         ("append to f", |d| {
             use std::io::Write;

@@ -143,20 +143,19 @@ impl Client {
     /// Registers an open of `inode` with the master (the first of this client's): cached chunk
     /// locations are dropped (close-to-open consistency), and what the master sends back (where
     /// the first chunk is and, for an open that does not write, the attributes) answers the
-    /// first read and the kernel's next getattr without asking again. Returns the file's length
-    /// when the master answered (the first open of it here).
-    pub async fn open(&self, inode: InodeId, writes: bool) -> Result<Option<u64>, Status> {
+    /// first read and the kernel's next getattr without asking again. Returns the file's
+    /// attributes when the master answered (the first open of it here).
+    pub async fn open(&self, inode: InodeId, writes: bool) -> Result<Option<Attr>, Status> {
         self.locations.forget_file(inode);
         match self.master.opened(inode).await? {
             Some(MasterReply::Opened { attr, first_chunk }) => {
-                let length = attr.size;
                 if !writes {
-                    self.fresh.put(attr);
+                    self.fresh.put(attr.clone());
                 }
                 if let Some(location) = first_chunk {
                     self.locations.put(inode, 0, location);
                 }
-                Ok(Some(length))
+                Ok(Some(attr))
             }
             Some(other) => done(other).map(|()| None),
             None => Ok(None),

@@ -109,6 +109,19 @@ pub struct Attr {
     pub eattrs: u8,
 }
 
+/// How old an access time may get before a read moves it again (`relatime`): a day.
+pub const RELATIME_MAX_AGE_SECS: i64 = 86_400;
+
+impl Attr {
+    /// Whether a read at `now` moves the access time, by `relatime`'s rule: the first read
+    /// after a change of the data or attributes, or one a day.
+    pub fn read_moves_atime(&self, now: Timestamp) -> bool {
+        self.atime <= self.mtime
+            || self.atime <= self.ctime
+            || now.secs.saturating_sub(self.atime.secs) >= RELATIME_MAX_AGE_SECS
+    }
+}
+
 /// MooseFS-style extra attributes, as bit flags.
 pub mod eattr {
     /// Every user (but root) sees the inode as their own.
