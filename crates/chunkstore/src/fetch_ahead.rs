@@ -7,10 +7,13 @@
 //! as a hint the kernel serves in the background.
 //!
 //! Reads by one program reach a server interleaved with the other servers' share of the chunks,
-//! so a read counts as following the one before if its id is at most [`MAX_GAP`] higher.
+//! so a read counts as following the one before if its id is at most [`MAX_GAP`] higher. A few
+//! readers going forward at once, in different parts of the ids (two copies, a build's jobs),
+//! are followed each on its own ([`STREAMS`]).
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The largest step in ids between two reads still taken for one reader going forward.
 const MAX_GAP: u64 = 8;
@@ -18,13 +21,30 @@ const MAX_GAP: u64 = 8;
 /// How many ids past a following read are kept fetched.
 const AHEAD: u64 = 16;
 
-/// Where the last read was, how far ahead chunks have been fetched, and whether a fetch is
-/// going on.
+/// Readers followed at once; a read that follows none of them replaces the one followed least
+/// recently.
+const STREAMS: usize = 4;
+
+/// The readers followed, and whether a fetch is going on.
 #[derive(Default)]
 pub(crate) struct FetchAhead {
-    last_read: AtomicU64,
-    fetched_until: AtomicU64,
+    streams: Mutex<Streams>,
     fetching: AtomicBool,
+}
+
+#[derive(Default)]
+struct Streams {
+    streams: [Stream; STREAMS],
+    /// Counts reads, to tell which stream was followed least recently.
+    clock: u64,
+}
+
+/// One reader going forward: where it read last and how far ahead of it chunks are fetched.
+#[derive(Clone, Copy, Default)]
+struct Stream {
+    last_read: u64,
+    fetched_until: u64,
+    used: u64,
 }
 
 /// The fetch claimed with [`FetchAhead::try_claim`], going on; the next may be claimed once
@@ -39,15 +59,33 @@ impl Drop for Fetching<'_> {
 
 impl FetchAhead {
     /// Notes a read of the start of chunk `id`; returns the ids to fetch ahead when it follows
-    /// the read before and the chunks fetched ahead of it run out within half of [`AHEAD`].
-    /// Concurrent readers only make this fetch a chunk twice or not at all: it is a hint.
+    /// a reader's read before and the chunks fetched ahead of that reader run out within half
+    /// of [`AHEAD`].
     pub(crate) fn after_read(&self, id: u64) -> Option<Range<u64>> {
-        let last = self.last_read.swap(id, Ordering::Relaxed);
-        if id <= last || id - last > MAX_GAP {
+        let mut all = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        all.clock += 1;
+        let now = all.clock;
+        let following = all
+            .streams
+            .iter()
+            .position(|s| s.last_read < id && id - s.last_read <= MAX_GAP);
+        let Some(index) = following else {
+            if let Some(same) = all.streams.iter_mut().find(|s| s.last_read == id) {
+                same.used = now;
+            } else if let Some(oldest) = all.streams.iter_mut().min_by_key(|s| s.used) {
+                *oldest = Stream {
+                    last_read: id,
+                    fetched_until: 0,
+                    used: now,
+                };
+            }
             return None;
-        }
+        };
+        let stream = &mut all.streams[index];
+        stream.last_read = id;
+        stream.used = now;
         let to = id.saturating_add(1 + AHEAD);
-        let until = self.fetched_until.load(Ordering::Relaxed);
+        let until = stream.fetched_until;
         // A window that does not reach past this read, or lies beyond the one it would open,
         // was fetched for another pass through the ids.
         let from = if until <= id || until > to {
@@ -57,7 +95,7 @@ impl FetchAhead {
         } else {
             until
         };
-        self.fetched_until.store(to, Ordering::Relaxed);
+        stream.fetched_until = to;
         Some(from..to)
     }
 
@@ -113,6 +151,41 @@ mod tests {
             Some(5..21),
             "a second pass starts again, although the first fetched further"
         );
+    }
+
+    #[test]
+    fn readers_going_forward_in_different_places_at_once_are_each_followed() {
+        let ahead = FetchAhead::default();
+        let mut fetched = Vec::new();
+        for step in 0..40u64 {
+            for start in [1_000, 50_000, 900_000] {
+                fetched.extend(ahead.after_read(start + step));
+            }
+        }
+        for start in [1_000, 50_000, 900_000] {
+            assert!(
+                fetched.iter().any(|r| r.contains(&(start + 30))),
+                "the reader from {start} was not followed: {fetched:?}"
+            );
+        }
+        // A fourth reader takes the stream left; the first three are still followed.
+        assert_eq!(ahead.after_read(7_000_000), None);
+        assert_eq!(ahead.after_read(7_000_001), Some(7_000_002..7_000_018));
+        fetched.clear();
+        for step in 40..60u64 {
+            for start in [1_000, 50_000, 900_000] {
+                fetched.extend(ahead.after_read(start + step));
+            }
+        }
+        for start in [1_000, 50_000, 900_000] {
+            assert!(
+                fetched.iter().any(|r| r.contains(&(start + 70))),
+                "the reader from {start} was dropped: {fetched:?}"
+            );
+        }
+        // A fifth pushes out the one followed least recently: the fourth.
+        assert_eq!(ahead.after_read(3_000_000), None);
+        assert_eq!(ahead.after_read(7_000_002), None, "no longer followed");
     }
 
     #[test]
