@@ -17,14 +17,25 @@ pub struct OpenFile {
     pub append: bool,
     /// The first read through this handle has been reported (for access times).
     pub accessed: std::sync::atomic::AtomicBool,
-    /// For a handle that does not write, opened when a read would not move the file's access
-    /// time (`relatime`): the file's change count in the `StoreGate` after the open. While it
-    /// stays so, and no handle writes, no read needs reporting.
-    pub atime_current: Option<u64>,
+    /// For a handle that does not write: what its open told about the file, so that reads
+    /// the master would not let move the access time (`relatime`) are not reported.
+    pub atime_at_open: Option<AtimeAtOpen>,
     /// Setuid/setgid bits have been dropped for a write by an unprivileged process.
     pub privileges_dropped: std::sync::atomic::AtomicBool,
     /// The file's read started at its open, until the first read through this handle takes it.
     pub early_read: std::sync::Mutex<Option<crate::early_read::EarlyRead>>,
+}
+
+/// The file's attributes as the master sent them with the open of a handle that does not
+/// write, with the change counts they hold for: while both stay as they are and no handle of
+/// the file writes, nothing on this mount changed the file since.
+pub struct AtimeAtOpen {
+    /// The attributes.
+    pub attr: elkfs_proto::types::Attr,
+    /// The file's change count in the `StoreGate` (opens, truncates, writers' closes).
+    pub changes: u64,
+    /// The mount's count of changes to attributes and names (`Ops::changes_here`).
+    pub changes_here: u64,
 }
 
 /// Every open handle of the mount.

@@ -164,6 +164,7 @@ fn serve(
         tls_ca: spec.tls_ca.clone(),
         store_gate: Default::default(),
         early_reads: Default::default(),
+        changes_here: Default::default(),
     });
     {
         let ops = ops.clone();

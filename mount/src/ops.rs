@@ -2,6 +2,7 @@
 //! reasoned about (and tested) apart from the FUSE plumbing.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,7 +16,7 @@ use fuser::Errno;
 
 use crate::absent_xattrs::{self, AbsentXattrs};
 use crate::early_read::EarlyReads;
-use crate::handles::{Handles, OpenFile};
+use crate::handles::{AtimeAtOpen, Handles, OpenFile};
 use crate::open_dirs::{Listed, OpenDirs, Page};
 use crate::read_around::StoreGate;
 
@@ -68,6 +69,9 @@ pub struct Ops {
     pub store_gate: Arc<StoreGate>,
     /// Small files' reads started at their open.
     pub early_reads: EarlyReads,
+    /// Changes to attributes or names this mount asked for (each may move a file's change
+    /// time, and with it whether a read moves the access time), counted before they are sent.
+    pub changes_here: AtomicU64,
 }
 
 /// Counts kernel requests being worked on, so unmounting can wait for their replies.
@@ -169,6 +173,7 @@ impl Ops {
     /// Changes attributes.
     pub async fn setattr(&self, inode: InodeId, changes: SetAttr, caller: Caller) -> Result<Attr> {
         self.writable()?;
+        self.count_change();
         let truncates = changes.size.is_some();
         let attr = self
             .client
@@ -236,6 +241,7 @@ impl Ops {
     /// Adds a hard link.
     pub async fn link(&self, inode: InodeId, parent: InodeId, name: &[u8]) -> Result<Attr> {
         self.writable()?;
+        self.count_change();
         let attr = self.client.link(inode, parent, name).await.map_err(errno);
         self.settled(attr).await
     }
@@ -248,6 +254,7 @@ impl Ops {
     /// Removes a file name.
     pub async fn unlink(&self, parent: InodeId, name: &[u8]) -> Result<()> {
         self.writable()?;
+        self.count_change();
         self.client.unlink(parent, name).await.map_err(errno)
     }
 
@@ -267,6 +274,7 @@ impl Ops {
         flags: u32,
     ) -> Result<()> {
         self.writable()?;
+        self.count_change();
         self.client
             .rename(parent, name, new_parent, new_name, flags)
             .await
@@ -283,6 +291,7 @@ impl Ops {
         // A truncate or a writer's close on this mount while the master answers may not be in
         // the length it sends: no read at open then.
         let changes_before = self.store_gate.change_count(inode);
+        let changes_here = self.changes_here.load(Ordering::SeqCst);
         // Close-to-open consistency: whatever another client wrote before we opened is read fresh.
         let attr = self.client.open(inode, writes).await.map_err(errno)?;
         let append = writes && flags & libc::O_APPEND != 0;
@@ -297,15 +306,17 @@ impl Ops {
             }
             _ => None,
         };
-        let atime_current = attr
-            .filter(|attr| unchanged && !attr.read_moves_atime(in_an_hour()))
-            .map(|_| seen);
+        let atime_at_open = attr.filter(|_| unchanged).map(|attr| AtimeAtOpen {
+            attr,
+            changes: seen,
+            changes_here,
+        });
         let fh = self.handles.insert(OpenFile {
             inode,
             writer,
             append,
             accessed: Default::default(),
-            atime_current,
+            atime_at_open,
             privileges_dropped: Default::default(),
             early_read: std::sync::Mutex::new(early_read),
         });
@@ -339,18 +350,15 @@ impl Ops {
             let Some(file) = self.handles.get(fh) else {
                 return;
             };
+            // Looked at for every read until one is reported: the file may change meanwhile.
             if file
-                .accessed
-                .swap(true, std::sync::atomic::Ordering::Relaxed)
+                .atime_at_open
+                .as_ref()
+                .is_some_and(|at_open| self.atime_stays(inode, at_open))
             {
                 return;
             }
-            // The master would leave the access time as it is (relatime), unless the file
-            // changed since the open told us its times.
-            if file.atime_current.is_some_and(|seen| {
-                self.store_gate.change_count(inode) == seen
-                    && self.client.writer_if_open(inode).is_none()
-            }) {
+            if file.accessed.swap(true, Ordering::Relaxed) {
                 return;
             }
         }
@@ -361,6 +369,22 @@ impl Ops {
             client.access(inode).await;
             notes.finish(inode, done);
         });
+    }
+
+    /// Whether the master would leave `inode`'s access time as it is for a read now
+    /// (`relatime`), judged from the times its open brought: nothing on this mount changed
+    /// the file since (no change counted, no handle writing), and they say so, with the
+    /// day counted an hour short.
+    fn atime_stays(&self, inode: InodeId, at_open: &AtimeAtOpen) -> bool {
+        self.store_gate.change_count(inode) == at_open.changes
+            && self.changes_here.load(Ordering::SeqCst) == at_open.changes_here
+            && self.client.writer_if_open(inode).is_none()
+            && !at_open.attr.read_moves_atime(in_an_hour())
+    }
+
+    /// Counts a change to attributes or names, before it is sent (see `changes_here`).
+    fn count_change(&self) {
+        self.changes_here.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Creates and opens a regular file (one master request for both).
@@ -391,7 +415,7 @@ impl Ops {
             writer: writes.then(|| self.client.writer(attr.inode)),
             append,
             accessed: Default::default(),
-            atime_current: None,
+            atime_at_open: None,
             privileges_dropped: Default::default(),
             early_read: Default::default(),
         });
@@ -630,6 +654,7 @@ impl Ops {
         flags: i32,
     ) -> Result<()> {
         self.writable()?;
+        self.count_change();
         self.absent_xattrs.forget(inode);
         let result = self
             .client
@@ -643,6 +668,7 @@ impl Ops {
     /// Removes an extended attribute.
     pub async fn removexattr(&self, inode: InodeId, name: &[u8]) -> Result<()> {
         self.writable()?;
+        self.count_change();
         self.absent_xattrs.forget(inode);
         let result = self.client.removexattr(inode, name).await.map_err(errno);
         self.absent_xattrs.forget(inode);

@@ -254,6 +254,12 @@ fn steps() -> Vec<Step> {
             drop(std::fs::read(f(d)).unwrap())
         }),
         ("read again", |d| drop(std::fs::read(f(d)).unwrap())),
+        ("open, chmod, read through the open file", |d| {
+            use std::io::Read;
+            let mut file = std::fs::File::open(f(d)).unwrap();
+            sys::chmod(&f(d), 0o644).unwrap();
+            file.read_to_end(&mut Vec::new()).unwrap();
+        }),
         ("truncate f larger", |d| sys::truncate(&f(d), 100).unwrap()),
         ("append to f", |d| {
             use std::io::Write;

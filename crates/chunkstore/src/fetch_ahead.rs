@@ -59,20 +59,33 @@ impl Drop for Fetching<'_> {
 
 impl FetchAhead {
     /// Notes a read of the start of chunk `id`; returns the ids to fetch ahead when it follows
-    /// a reader's read before and the chunks fetched ahead of that reader run out within half
-    /// of [`AHEAD`].
+    /// a reader's read before, the chunks fetched ahead of that reader run out within half of
+    /// [`AHEAD`], and the fetch could be claimed ([`FetchAhead::try_claim`]; whoever gets a
+    /// range must drop [`FetchAhead::claimed`] when done).
     pub(crate) fn after_read(&self, id: u64) -> Option<Range<u64>> {
         let mut all = self.streams.lock().unwrap_or_else(|p| p.into_inner());
         all.clock += 1;
         let now = all.clock;
+        // The same chunk again, or one a little behind a reader (its reads arriving out of
+        // order): that reader, with nothing new to fetch.
+        if let Some(near) = all
+            .streams
+            .iter_mut()
+            .find(|s| s.last_read >= id && s.last_read - id <= MAX_GAP)
+        {
+            near.used = now;
+            return None;
+        }
+        // The reader closest behind this read, if one is near enough to be it.
         let following = all
             .streams
             .iter()
-            .position(|s| s.last_read < id && id - s.last_read <= MAX_GAP);
+            .enumerate()
+            .filter(|(_, s)| s.last_read < id && id - s.last_read <= MAX_GAP)
+            .max_by_key(|(_, s)| s.last_read)
+            .map(|(index, _)| index);
         let Some(index) = following else {
-            if let Some(same) = all.streams.iter_mut().find(|s| s.last_read == id) {
-                same.used = now;
-            } else if let Some(oldest) = all.streams.iter_mut().min_by_key(|s| s.used) {
+            if let Some(oldest) = all.streams.iter_mut().min_by_key(|s| s.used) {
                 *oldest = Stream {
                     last_read: id,
                     fetched_until: 0,
@@ -84,17 +97,22 @@ impl FetchAhead {
         let stream = &mut all.streams[index];
         stream.last_read = id;
         stream.used = now;
-        let to = id.saturating_add(1 + AHEAD);
+        let next = id.saturating_add(1);
+        let to = next.saturating_add(AHEAD);
         let until = stream.fetched_until;
         // A window that does not reach past this read, or lies beyond the one it would open,
         // was fetched for another pass through the ids.
         let from = if until <= id || until > to {
-            id + 1
-        } else if until > id + AHEAD / 2 {
+            next
+        } else if until > id.saturating_add(AHEAD / 2) {
             return None;
         } else {
             until
         };
+        // A window not fetched now (one is going) is asked for again at the next read.
+        if !self.try_claim() {
+            return None;
+        }
         stream.fetched_until = to;
         Some(from..to)
     }
@@ -117,83 +135,111 @@ impl FetchAhead {
 mod tests {
     use super::*;
 
+    /// `after_read`, with the fetch it claims (if any) done at once.
+    fn read(ahead: &FetchAhead, id: u64) -> Option<Range<u64>> {
+        let ids = ahead.after_read(id);
+        if ids.is_some() {
+            drop(ahead.claimed());
+        }
+        ids
+    }
+
     #[test]
     fn reads_going_forward_keep_the_next_chunks_fetched_and_others_fetch_nothing() {
         let ahead = FetchAhead::default();
-        assert_eq!(
-            ahead.after_read(100),
-            None,
-            "the first read follows nothing"
-        );
-        assert_eq!(ahead.after_read(102), Some(103..119));
+        assert_eq!(read(&ahead, 100), None, "the first read follows nothing");
+        assert_eq!(read(&ahead, 102), Some(103..119));
         for id in [103, 105, 108, 110] {
-            assert_eq!(ahead.after_read(id), None, "{id}: enough fetched ahead");
+            assert_eq!(read(&ahead, id), None, "{id}: enough fetched ahead");
         }
-        assert_eq!(ahead.after_read(111), Some(119..128), "half way: fetch on");
-        assert_eq!(ahead.after_read(50), None, "backwards");
-        assert_eq!(ahead.after_read(5000), None, "a jump");
-        assert_eq!(ahead.after_read(5000), None, "the same chunk again");
-        assert_eq!(ahead.after_read(u64::MAX - 2), None, "a jump");
+        assert_eq!(read(&ahead, 111), Some(119..128), "half way: fetch on");
+        assert_eq!(read(&ahead, 50), None, "backwards");
+        assert_eq!(read(&ahead, 5000), None, "a jump");
+        assert_eq!(read(&ahead, 5000), None, "the same chunk again");
+        assert_eq!(read(&ahead, u64::MAX - 2), None, "a jump");
         assert_eq!(
-            ahead.after_read(u64::MAX - 1),
+            read(&ahead, u64::MAX - 1),
             Some(u64::MAX..u64::MAX),
             "nothing past the last id"
         );
-        assert_eq!(ahead.after_read(4998), None, "back");
+        assert_eq!(read(&ahead, 4998), None, "back");
         assert_eq!(
-            ahead.after_read(5003),
+            read(&ahead, 5003),
             Some(5004..5020),
             "forward from the jump"
         );
-        assert_eq!(ahead.after_read(3), None, "back to the start");
+        assert_eq!(read(&ahead, 3), None, "back to the start");
         assert_eq!(
-            ahead.after_read(4),
+            read(&ahead, 4),
             Some(5..21),
             "a second pass starts again, although the first fetched further"
         );
     }
 
-    #[test]
-    fn readers_going_forward_in_different_places_at_once_are_each_followed() {
-        let ahead = FetchAhead::default();
+    const READERS: [u64; 3] = [1_000, 50_000, 900_000];
+
+    /// Three readers going forward together through `steps`; asserts that each had the id
+    /// `fetched_at` past its start fetched.
+    fn three_readers(ahead: &FetchAhead, steps: Range<u64>, fetched_at: u64) {
         let mut fetched = Vec::new();
-        for step in 0..40u64 {
-            for start in [1_000, 50_000, 900_000] {
-                fetched.extend(ahead.after_read(start + step));
+        for step in steps {
+            for start in READERS {
+                fetched.extend(read(ahead, start + step));
             }
         }
-        for start in [1_000, 50_000, 900_000] {
+        for start in READERS {
             assert!(
-                fetched.iter().any(|r| r.contains(&(start + 30))),
+                fetched.iter().any(|r| r.contains(&(start + fetched_at))),
                 "the reader from {start} was not followed: {fetched:?}"
             );
         }
-        // A fourth reader takes the stream left; the first three are still followed.
-        assert_eq!(ahead.after_read(7_000_000), None);
-        assert_eq!(ahead.after_read(7_000_001), Some(7_000_002..7_000_018));
-        fetched.clear();
-        for step in 40..60u64 {
-            for start in [1_000, 50_000, 900_000] {
-                fetched.extend(ahead.after_read(start + step));
-            }
-        }
-        for start in [1_000, 50_000, 900_000] {
-            assert!(
-                fetched.iter().any(|r| r.contains(&(start + 70))),
-                "the reader from {start} was dropped: {fetched:?}"
-            );
-        }
-        // A fifth pushes out the one followed least recently: the fourth.
-        assert_eq!(ahead.after_read(3_000_000), None);
-        assert_eq!(ahead.after_read(7_000_002), None, "no longer followed");
     }
 
     #[test]
-    fn one_fetch_runs_at_a_time() {
+    fn readers_going_forward_in_different_places_at_once_are_each_followed() {
         let ahead = FetchAhead::default();
-        assert!(ahead.try_claim(), "none going");
+        three_readers(&ahead, 0..40, 30);
+        // A fourth reader takes the stream left; the first three are still followed.
+        assert_eq!(read(&ahead, 7_000_000), None);
+        assert_eq!(read(&ahead, 7_000_001), Some(7_000_002..7_000_018));
+        three_readers(&ahead, 40..60, 70);
+        // A fifth pushes out the one followed least recently: the fourth.
+        assert_eq!(read(&ahead, 3_000_000), None);
+        assert_eq!(read(&ahead, 7_000_002), None, "no longer followed");
+    }
+
+    #[test]
+    fn one_fetch_runs_at_a_time_and_a_window_not_fetched_is_asked_for_again() {
+        let ahead = FetchAhead::default();
+        assert_eq!(ahead.after_read(100), None);
+        assert_eq!(ahead.after_read(101), Some(102..118), "claimed");
         assert!(!ahead.try_claim(), "one going");
+        assert_eq!(ahead.after_read(2000), None);
+        assert_eq!(ahead.after_read(2001), None, "one going: not fetched");
+        drop(ahead.claimed());
+        assert_eq!(
+            ahead.after_read(2002),
+            Some(2003..2019),
+            "the window not fetched is asked for at the next read"
+        );
         drop(ahead.claimed());
         assert!(ahead.try_claim(), "done");
+    }
+
+    #[test]
+    fn reads_a_little_out_of_order_or_repeated_stay_with_their_reader() {
+        let ahead = FetchAhead::default();
+        assert_eq!(read(&ahead, 100), None);
+        assert_eq!(read(&ahead, 102), Some(103..119));
+        assert_eq!(read(&ahead, 101), None, "behind, out of order");
+        assert_eq!(read(&ahead, 102), None, "again");
+        assert_eq!(read(&ahead, 103), None, "fetched ahead already");
+        let streams = ahead.streams.lock().unwrap();
+        let near = streams
+            .streams
+            .iter()
+            .filter(|s| (100..=110).contains(&s.last_read))
+            .count();
+        assert_eq!(near, 1, "one reader, one stream");
     }
 }

@@ -529,8 +529,7 @@ impl ChunkStore {
         if offset >= BLOCK_SIZE || len > BLOCK_SIZE {
             return None;
         }
-        let ids = self.fetch_ahead.after_read(id.0)?;
-        self.fetch_ahead.try_claim().then_some(ids)
+        self.fetch_ahead.after_read(id.0)
     }
 
     /// Asks the kernel to read from the disk, in the background, the first block of each chunk
