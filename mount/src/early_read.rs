@@ -5,10 +5,9 @@
 //! web server) waits for one chunkserver round trip less than the sum of both.
 //!
 //! The data is the file as of its open, which close-to-open consistency owes the reader. It is
-//! started only if nothing moved the file's change counter (in the `StoreGate`) but this open
-//! while the master answered it, and used only if nothing on this mount changed the file since:
-//! no other open (which may bring newer data into the page cache the handles share), truncate
-//! or close of a writable handle moved the counter, and no handle of it is open for writing.
+//! started and used only while nothing on this mount changed the file since the open
+//! (`Ops::unchanged_since_open`: no other open, which may bring newer data into the page cache
+//! the handles share, no truncate or close of a writable handle, no handle open for writing).
 //! Otherwise the read is made as usual.
 
 use std::sync::Arc;
@@ -19,8 +18,6 @@ use elkfs_client::Client;
 use elkfs_proto::geometry::BLOCK_SIZE;
 use elkfs_proto::{InodeId, Status};
 use tokio::task::JoinHandle;
-
-use crate::read_around::StoreGate;
 
 /// Files up to this length are read at their open: one block, which is what a chunkserver
 /// reads and checks for any read inside it.
@@ -39,7 +36,6 @@ pub struct EarlyReads {
 /// A small file's read started at its open, for the handle's first read.
 pub struct EarlyRead {
     inode: InodeId,
-    seen: u64,
     task: JoinHandle<Result<Bytes, Status>>,
     waiting: Arc<AtomicUsize>,
 }
@@ -52,18 +48,11 @@ impl Drop for EarlyRead {
 }
 
 impl EarlyReads {
-    /// Starts reading `inode`, just opened for reading with `length` bytes, unless it is empty
-    /// or larger than [`LARGEST_FILE`], this mount has it open for writing, or too many reads
-    /// at open are waiting already. `seen` is the file's change count after this open moved
-    /// it, when nothing else did since the master was asked for the length.
-    pub fn start(
-        &self,
-        client: &Arc<Client>,
-        inode: InodeId,
-        length: u64,
-        seen: u64,
-    ) -> Option<EarlyRead> {
-        if length == 0 || length > LARGEST_FILE || client.writer_if_open(inode).is_some() {
+    /// Starts reading `inode`, just opened for reading with `length` bytes and unchanged on
+    /// this mount since, unless it is empty or larger than [`LARGEST_FILE`], or too many reads
+    /// at open are waiting already.
+    pub fn start(&self, client: &Arc<Client>, inode: InodeId, length: u64) -> Option<EarlyRead> {
+        if length == 0 || length > LARGEST_FILE {
             return None;
         }
         if self.waiting.fetch_add(1, Ordering::Relaxed) >= MOST_WAITING {
@@ -74,7 +63,6 @@ impl EarlyReads {
         let task = tokio::spawn(async move { reader.read(inode, 0, BLOCK_SIZE).await });
         Some(EarlyRead {
             inode,
-            seen,
             task,
             waiting: self.waiting.clone(),
         })
@@ -83,12 +71,11 @@ impl EarlyReads {
 
 impl EarlyRead {
     /// The `size` bytes at `offset` (fewer at the end of the file), if the read at open
-    /// succeeded and the file has not changed on this mount since it began; `None` means the
-    /// read is to be made as usual.
+    /// succeeded and `unchanged()` says the file has not changed on this mount since the open,
+    /// once the data is here; `None` means the read is to be made as usual.
     pub async fn answer(
         mut self,
-        client: &Client,
-        gate: &StoreGate,
+        unchanged: impl FnOnce() -> bool,
         offset: u64,
         size: u32,
     ) -> Option<Bytes> {
@@ -100,11 +87,7 @@ impl EarlyRead {
             }
             Err(_) => return None,
         };
-        if gate.change_count(self.inode) != self.seen || client.writer_if_open(self.inode).is_some()
-        {
-            return None;
-        }
-        Some(slice(&data, offset, size))
+        unchanged().then(|| slice(&data, offset, size))
     }
 }
 

@@ -17,8 +17,12 @@ pub struct OpenFile {
     pub append: bool,
     /// The first read through this handle has been reported (for access times).
     pub accessed: std::sync::atomic::AtomicBool,
-    /// For a handle that does not write: what its open told about the file, so that reads
-    /// the master would not let move the access time (`relatime`) are not reported.
+    /// For a handle that does not write, opened while nothing else on the mount touched the
+    /// file: the file's change count in the `StoreGate` after the open (see
+    /// `Ops::unchanged_since_open`).
+    pub changes_at_open: Option<u64>,
+    /// With `changes_at_open`: what the open told about the file, so that reads the master
+    /// would not let move the access time (`relatime`) are not reported.
     pub atime_at_open: Option<AtimeAtOpen>,
     /// Setuid/setgid bits have been dropped for a write by an unprivileged process.
     pub privileges_dropped: std::sync::atomic::AtomicBool,
@@ -27,14 +31,12 @@ pub struct OpenFile {
 }
 
 /// The file's attributes as the master sent them with the open of a handle that does not
-/// write, with the change counts they hold for: while both stay as they are and no handle of
-/// the file writes, nothing on this mount changed the file since.
+/// write, with the mount's count of changes to attributes and names (`Ops::changes_here`)
+/// they hold for.
 pub struct AtimeAtOpen {
     /// The attributes.
     pub attr: elkfs_proto::types::Attr,
-    /// The file's change count in the `StoreGate` (opens, truncates, writers' closes).
-    pub changes: u64,
-    /// The mount's count of changes to attributes and names (`Ops::changes_here`).
+    /// `Ops::changes_here` before the open.
     pub changes_here: u64,
 }
 

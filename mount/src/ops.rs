@@ -299,23 +299,22 @@ impl Ops {
         let writer = writes.then(|| self.client.writer(inode));
         self.store_gate.changed(inode).await;
         let seen = changes_before + 1;
-        let unchanged = !writes && self.store_gate.change_count(inode) == seen;
+        let changes_at_open = (!writes
+            && self.store_gate.change_count(inode) == seen
+            && self.client.writer_if_open(inode).is_none())
+        .then_some(seen);
+        let attr = attr.filter(|_| changes_at_open.is_some());
         let early_read = match &attr {
-            Some(attr) if unchanged && cached => {
-                self.early_reads.start(&self.client, inode, attr.size, seen)
-            }
+            Some(attr) if cached => self.early_reads.start(&self.client, inode, attr.size),
             _ => None,
         };
-        let atime_at_open = attr.filter(|_| unchanged).map(|attr| AtimeAtOpen {
-            attr,
-            changes: seen,
-            changes_here,
-        });
+        let atime_at_open = attr.map(|attr| AtimeAtOpen { attr, changes_here });
         let fh = self.handles.insert(OpenFile {
             inode,
             writer,
             append,
             accessed: Default::default(),
+            changes_at_open,
             atime_at_open,
             privileges_dropped: Default::default(),
             early_read: std::sync::Mutex::new(early_read),
@@ -351,11 +350,7 @@ impl Ops {
                 return;
             };
             // Looked at for every read until one is reported: the file may change meanwhile.
-            if file
-                .atime_at_open
-                .as_ref()
-                .is_some_and(|at_open| self.atime_stays(inode, at_open))
-            {
+            if self.atime_stays(&file) {
                 return;
             }
             if file.accessed.swap(true, Ordering::Relaxed) {
@@ -371,15 +366,24 @@ impl Ops {
         });
     }
 
-    /// Whether the master would leave `inode`'s access time as it is for a read now
-    /// (`relatime`), judged from the times its open brought: nothing on this mount changed
-    /// the file since (no change counted, no handle writing), and they say so, with the
-    /// day counted an hour short.
-    fn atime_stays(&self, inode: InodeId, at_open: &AtimeAtOpen) -> bool {
-        self.store_gate.change_count(inode) == at_open.changes
-            && self.changes_here.load(Ordering::SeqCst) == at_open.changes_here
-            && self.client.writer_if_open(inode).is_none()
-            && !at_open.attr.read_moves_atime(in_an_hour())
+    /// Whether nothing on this mount changed the file of `file`, a handle that does not
+    /// write, since its open: no open, truncate or close of a writable handle moved the file's
+    /// change counter, and no handle of it is open for writing.
+    fn unchanged_since_open(&self, file: &OpenFile) -> bool {
+        file.changes_at_open == Some(self.store_gate.change_count(file.inode))
+            && self.client.writer_if_open(file.inode).is_none()
+    }
+
+    /// Whether the master would leave the access time of `file`'s file as it is for a read now
+    /// (`relatime`), judged from the times its open brought: nothing on this mount changed the
+    /// file, its attributes or any names since, and they say so, with the day counted an hour
+    /// short.
+    fn atime_stays(&self, file: &OpenFile) -> bool {
+        file.atime_at_open.as_ref().is_some_and(|at_open| {
+            self.changes_here.load(Ordering::SeqCst) == at_open.changes_here
+                && self.unchanged_since_open(file)
+                && !at_open.attr.read_moves_atime(in_an_hour())
+        })
     }
 
     /// Counts a change to attributes or names, before it is sent (see `changes_here`).
@@ -415,6 +419,7 @@ impl Ops {
             writer: writes.then(|| self.client.writer(attr.inode)),
             append,
             accessed: Default::default(),
+            changes_at_open: None,
             atime_at_open: None,
             privileges_dropped: Default::default(),
             early_read: Default::default(),
@@ -441,7 +446,7 @@ impl Ops {
             .unwrap_or_else(|p| p.into_inner())
             .take()?;
         early
-            .answer(&self.client, &self.store_gate, offset, size)
+            .answer(|| self.unchanged_since_open(&file), offset, size)
             .await
     }
 

@@ -125,14 +125,10 @@ impl StoreGate {
         (inode.0 % COUNTERS as u64) as usize
     }
 
-    fn count(&self, inode: InodeId) -> u64 {
-        self.changes[Self::slot(inode)].load(Ordering::SeqCst)
-    }
-
     /// Where `inode`'s change counter stands: it moves at every open, truncate and close of a
     /// writable handle of the file (and now and then for another file sharing the counter).
     pub fn change_count(&self, inode: InodeId) -> u64 {
-        self.count(inode)
+        self.changes[Self::slot(inode)].load(Ordering::SeqCst)
     }
 
     fn reading(&self) -> std::sync::MutexGuard<'_, HashMap<InodeId, u32>> {
@@ -146,7 +142,7 @@ impl StoreGate {
         Around {
             gate: self.clone(),
             inode,
-            seen: self.count(inode),
+            seen: self.change_count(inode),
         }
     }
 
@@ -187,7 +183,7 @@ impl StoreGate {
         store: impl FnOnce() + Send + 'static,
     ) -> bool {
         let _landing = self.landing[Self::slot(around.inode)].read().await;
-        if self.count(around.inode) != around.seen || writing() {
+        if self.change_count(around.inode) != around.seen || writing() {
             return false;
         }
         let landed = tokio::task::spawn_blocking(store).await.is_ok();
