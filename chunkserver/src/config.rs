@@ -22,6 +22,11 @@ pub struct ChunkserverConfig {
     /// Seconds between passes that fsync every chunk file changed since the last (default 5):
     /// a power cut loses at most this much of the data no client fsynced. 0 counts as 1.
     pub sync_interval_secs: u64,
+    /// Write the page-aligned middle of each large write (256 KiB or more) to the disk
+    /// directly, past the page cache (default true). False sends every write through the page
+    /// cache: for a disk whose direct I/O is slow, or a thin volume whose lost writes only the
+    /// sync pass can find.
+    pub direct_writes: bool,
     /// A copy of the master's cluster key file (default: `cluster.key` in the first data
     /// directory).
     pub cluster_key: Option<PathBuf>,
@@ -40,6 +45,7 @@ impl Default for ChunkserverConfig {
             ready_file: None,
             chunk_test_mib_per_sec: 8,
             sync_interval_secs: defaults::CHUNK_SYNC_INTERVAL.as_secs(),
+            direct_writes: true,
             cluster_key: None,
             tls: false,
         }

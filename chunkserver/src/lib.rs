@@ -113,6 +113,7 @@ pub async fn run(config: ChunkserverConfig, stop: CancellationToken) -> anyhow::
     let cluster_key = load_cluster_key(&config, &first_dir)?;
     let capabilities = Arc::new(Capabilities::new(&cluster_key));
     let transport = Transport::new(config.tls, &cluster_key)?;
+    store.set_direct_writes(config.direct_writes);
     let store = Arc::new(store);
     let sequencer = Arc::new(Sequencer::default());
 

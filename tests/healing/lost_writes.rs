@@ -28,11 +28,14 @@ type Files = Vec<(std::path::PathBuf, Arc<[u8]>)>;
 
 /// Three servers, the first on a thin disk that can store about 40 MiB and claims 512, their
 /// sync passes `sync_interval_secs` apart, and three files of 40 MiB to write through the mount.
-fn thin_cluster(sync_interval_secs: u64) -> (ThinDisk, Cluster, usize, Files) {
+/// With `direct_writes` off every write lands in the page cache first, so the disk's shortage
+/// shows only when the pages are written back; with it on (the default) a large write's data
+/// goes to the disk at once, and the shortage shows in the write itself.
+fn thin_cluster(sync_interval_secs: u64, direct_writes: bool) -> (ThinDisk, Cluster, usize, Files) {
     let thin = ThinDisk::new(64, 512);
     let configs = Configs::new(
         QUICK_MASTER,
-        &format!("sync_interval_secs = {sync_interval_secs}\n"),
+        &format!("sync_interval_secs = {sync_interval_secs}\ndirect_writes = {direct_writes}\n"),
     );
     let mut cluster = configs.builder().chunkservers(0).start();
     cluster.allow_log_errors(LOST);
@@ -105,7 +108,7 @@ fn replaced(cluster: &Cluster, files: &Files) {
 #[test]
 fn copies_a_disk_could_not_store_are_reported_and_replaced() {
     // Declared first, so its chunkserver has stopped when the disk goes.
-    let (_thin, cluster, thin_server, files) = thin_cluster(1);
+    let (_thin, cluster, thin_server, files) = thin_cluster(1, false);
     // No fsync, as `cp` writes: only the chunkserver's own sync pass can find the loss.
     for (path, bytes) in &files {
         std::fs::write(path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
@@ -137,7 +140,7 @@ fn copies_a_disk_could_not_store_are_reported_and_replaced() {
 #[test]
 fn a_lost_write_met_by_a_client_fsync_is_reported_and_replaced_too() {
     // No sync pass after the first, at the start: the clients' fsyncs meet the loss first.
-    let (_thin, cluster, thin_server, files) = thin_cluster(3600);
+    let (_thin, cluster, thin_server, files) = thin_cluster(3600, false);
     for (path, bytes) in &files {
         // EIO, or success once the master has the copy down as damaged: the fsync then covers
         // the copies left, which hold the data.
@@ -151,6 +154,21 @@ fn a_lost_write_met_by_a_client_fsync_is_reported_and_replaced_too() {
     assert!(
         log.contains("sync failed") && !log.contains(LOST),
         "a client's fsync, and not the sync pass, was to meet the loss; the thin server's log:\n{log}"
+    );
+    replaced(&cluster, &files);
+}
+
+#[test]
+fn a_direct_write_the_disk_cannot_store_fails_at_once_and_the_copy_is_made_elsewhere() {
+    let (_thin, cluster, thin_server, files) = thin_cluster(3600, true);
+    // No fsync, as `cp` writes: the data is on two good copies when the close returns.
+    for (path, bytes) in &files {
+        std::fs::write(path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    }
+    let log = cluster.log_of(Process::Chunkserver(thin_server));
+    assert!(
+        log.contains("write failed") && log.contains("no space left"),
+        "the thin disk's server was to refuse a write for want of space; its log:\n{log}"
     );
     replaced(&cluster, &files);
 }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use elkfs_proto::geometry::BLOCK_SIZE;
 use elkfs_proto::{ChunkId, ChunkVersion};
 
+use crate::direct_write;
 use crate::error::ChunkError;
 use crate::header::{
     BlockHash, FIELDS_LEN, HASH_LEN, HEADER_SIZE, Header, block_hash, hash_offset, zero_block_hash,
@@ -229,8 +230,9 @@ impl ChunkFile {
     /// Writes `data` at `offset` (the caller has checked it fits in a chunk), extending the length
     /// if it ends past it; a gap before `offset` reads as zeros. Blocks the write covers whole are
     /// hashed from `data` alone; only a partly covered block holding older data is read (and
-    /// checked) first.
-    pub fn write(&mut self, offset: u32, data: &[u8]) -> Result<(), ChunkError> {
+    /// checked) first. With `direct`, the aligned middle of a large write goes to the disk
+    /// directly (`direct_write.rs`).
+    pub fn write(&mut self, offset: u32, data: &[u8], direct: bool) -> Result<(), ChunkError> {
         if data.is_empty() {
             return Ok(());
         }
@@ -267,9 +269,12 @@ impl ChunkFile {
         if end >= new_data + BLOCK {
             page_hints::allocate(&self.file, self.header.id, new_data, end);
         }
-        self.file
-            .write_all_at(data, HEADER_SIZE + start)
-            .map_err(|e| self.io_error(e))?;
+        let stored = if direct {
+            direct_write::write_all_at(&self.file, data, HEADER_SIZE + start)
+        } else {
+            self.file.write_all_at(data, HEADER_SIZE + start)
+        };
+        stored.map_err(|e| self.io_error(e))?;
         self.file
             .write_all_at(&hashes, hash_offset(first))
             .map_err(|e| self.io_error(e))?;

@@ -74,6 +74,9 @@ pub struct ChunkStore {
     pub(crate) index: Index,
     deleted: RecentlyDeleted,
     fetch_ahead: FetchAhead,
+    /// Large writes go to the disk directly, past the page cache (`direct_write.rs`); on by
+    /// default, off by [`ChunkStore::set_direct_writes`].
+    direct_writes: AtomicBool,
 }
 
 /// The most blocks `read_cached` hashes: enough for a small read across a block boundary, little
@@ -246,6 +249,7 @@ impl ChunkStore {
             index,
             deleted: RecentlyDeleted::default(),
             fetch_ahead: FetchAhead::default(),
+            direct_writes: AtomicBool::new(true),
         };
         Ok((store, report))
     }
@@ -402,10 +406,18 @@ impl ChunkStore {
             }
             refuse_if_lost(id, slot, &path)?;
             let mut file = self.open_file(id, slot, path, version)?;
-            file.write(offset, data)?;
+            file.write(offset, data, self.direct_writes.load(Ordering::Relaxed))?;
             slot.length.store(file.length(), Ordering::Relaxed);
             Ok(())
         })
+    }
+
+    /// Whether the page-aligned middle of a large write goes to the disk directly (the default)
+    /// or, like every other write, through the page cache: off for a disk whose direct I/O is
+    /// slow or unreliable, or where the page cache is to see every write (a thin volume whose
+    /// lost writes the sync pass is to find).
+    pub fn set_direct_writes(&self, on: bool) {
+        self.direct_writes.store(on, Ordering::Relaxed);
     }
 
     /// [`ChunkStore::write`], first creating the chunk at `version` if this server does not hold

@@ -643,40 +643,56 @@ fn truncate_shrinks_grows_and_moves_the_version() {
 
 // ----- writing back -----
 
-/// Pages of `path` in `offset..offset + len` that are dirty: changed in the page cache and not
-/// yet being written to disk (`cachestat`, Linux 6.5).
-fn dirty_pages(path: &Path, offset: u64, len: u64) -> u64 {
+/// What the page cache holds of `path` in `offset..offset + len` (`cachestat`, Linux 6.5).
+#[derive(Default)]
+#[repr(C)]
+struct CacheStat {
+    /// Pages cached.
+    cache: u64,
+    /// Pages changed in the page cache and not yet being written to disk.
+    dirty: u64,
+    writeback: u64,
+    evicted: u64,
+    recently_evicted: u64,
+}
+
+fn cache_stat(path: &Path, offset: u64, len: u64) -> CacheStat {
     use std::os::fd::AsRawFd;
     #[repr(C)]
     struct Range {
         off: u64,
         len: u64,
     }
-    #[repr(C)]
-    #[derive(Default)]
-    struct Stat {
-        cache: u64,
-        dirty: u64,
-        writeback: u64,
-        evicted: u64,
-        recently_evicted: u64,
-    }
     const SYS_CACHESTAT: libc::c_long = 451;
     let file = fs::File::open(path).unwrap();
     let range = Range { off: offset, len };
-    let mut stat = Stat::default();
+    let mut stat = CacheStat::default();
     // SAFETY: `range` and `stat` are live C structs of the layout the kernel expects.
     let rc = unsafe {
         libc::syscall(
             SYS_CACHESTAT,
             file.as_raw_fd(),
             &range as *const Range,
-            &mut stat as *mut Stat,
+            &mut stat as *mut CacheStat,
             0,
         )
     };
     assert_eq!(rc, 0, "cachestat: {}", std::io::Error::last_os_error());
-    stat.dirty
+    stat
+}
+
+fn dirty_pages(path: &Path, offset: u64, len: u64) -> u64 {
+    cache_stat(path, offset, len).dirty
+}
+
+/// Whether `path` is on a tmpfs, whose files live in the page cache whatever the writes ask.
+fn on_tmpfs(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `st` a live statfs struct.
+    assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut st) }, 0);
+    st.f_type == libc::TMPFS_MAGIC
 }
 
 #[test]
@@ -699,9 +715,36 @@ fn each_mib_a_sequential_writer_fills_is_on_its_way_to_disk_at_once_and_rewrites
     }
     assert_eq!(dirty_pages(&path, HEADER_SIZE, 2 * mib as u64), 0);
 
-    store.write(id, V1, 0, &data[..mib]).unwrap();
+    for (i, bytes) in data[..mib].chunks(piece).enumerate() {
+        store.write(id, V1, (i * piece) as u32, bytes).unwrap();
+    }
     assert!(dirty_pages(&path, HEADER_SIZE, mib as u64) > 0);
     assert_eq!(store.read(id, V1, 0, 2 * mib as u32).unwrap(), data);
+}
+
+#[test]
+fn the_aligned_middle_of_a_large_write_goes_past_the_page_cache_and_reads_back_whole() {
+    let (dir, store) = fresh();
+    let id = ChunkId(0xD1);
+    store.create(id, V1).unwrap();
+    let path = chunk_path_for(dir.path(), id, V1);
+    let mib = 1 << 20;
+    let small = pattern(BLOCK, 3);
+    store.write(id, V1, 0, &small).unwrap();
+    let large = pattern(3 * mib + 100, 4);
+    let at = 5000u32;
+    store.write(id, V1, at, &large).unwrap();
+    if !on_tmpfs(dir.path()) {
+        let middle = cache_stat(&path, HEADER_SIZE + 2 * BLOCK as u64, 2 * mib as u64);
+        assert_eq!(middle.cache, 0, "the middle of a large write is not cached");
+    }
+    let mut expected = small[..at as usize].to_vec();
+    expected.extend_from_slice(&large);
+    assert_eq!(
+        store.read(id, V1, 0, expected.len() as u32).unwrap(),
+        expected
+    );
+    assert_eq!(store.verify(id).unwrap(), expected.len() as u64);
 }
 
 // ----- reads from the kernel's caches -----
@@ -722,7 +765,11 @@ fn a_small_read_of_warm_data_from_the_caches_gives_what_read_gives() {
     let id = ChunkId(0xCA);
     store.create(id, V1).unwrap();
     let data = pattern(4 * BLOCK + 100, 9);
-    store.write(id, V1, 0, &data).unwrap();
+    // In pieces: the middle of a large write would go past the page cache.
+    store.write(id, V1, 0, &data[..2 * BLOCK]).unwrap();
+    store
+        .write(id, V1, 2 * BLOCK as u32, &data[2 * BLOCK..])
+        .unwrap();
     for (offset, len) in [
         (0, 4096),
         (BLOCK - 10, 20),
@@ -745,7 +792,12 @@ fn a_read_of_many_blocks_or_of_a_stale_version_or_missing_chunk_is_not_taken_fro
     let (_dir, store) = fresh();
     let id = ChunkId(0xCC);
     store.create(id, V2).unwrap();
-    store.write(id, V2, 0, &pattern(4 * BLOCK, 1)).unwrap();
+    // In pieces: the middle of a large write would go past the page cache.
+    let data = pattern(4 * BLOCK, 1);
+    store.write(id, V2, 0, &data[..2 * BLOCK]).unwrap();
+    store
+        .write(id, V2, 2 * BLOCK as u32, &data[2 * BLOCK..])
+        .unwrap();
     assert_eq!(store.read_cached(id, V2, 10, 2 * BLOCK as u32), None);
     assert_eq!(store.read_cached(id, V1, 0, 10), None);
     assert_eq!(store.read_cached(ChunkId(0xCD), V2, 0, 10), None);
