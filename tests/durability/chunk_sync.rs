@@ -54,9 +54,10 @@ fn unwritten_pages(path: &Path) -> std::io::Result<u64> {
 fn data_written_without_fsync_reaches_the_chunkservers_disks_within_the_sync_interval() {
     let _one = super::master_crash::one_cluster_at_a_time();
     let cluster = Cluster::builder().chunkservers(2).mounts(1).start();
-    // Less than a MiB: the chunkservers start writing back only full MiBs of a sequential writer
-    // by themselves, so this stays in their page cache until something syncs it.
-    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    // Less than a MiB (the chunkservers start writing back only full MiBs of a sequential writer
+    // by themselves) and less than the 256 KiB they write past the page cache: this stays in
+    // their page cache until something syncs it.
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(cluster.mount_path(0).join("unsynced"), &data).expect("write");
     let copies: Vec<_> = (0..2)
         .flat_map(|server| {

@@ -230,8 +230,8 @@ impl ChunkFile {
     /// Writes `data` at `offset` (the caller has checked it fits in a chunk), extending the length
     /// if it ends past it; a gap before `offset` reads as zeros. Blocks the write covers whole are
     /// hashed from `data` alone; only a partly covered block holding older data is read (and
-    /// checked) first. With `direct`, the aligned middle of a large write goes to the disk
-    /// directly (`direct_write.rs`).
+    /// checked) first. With `direct`, the aligned middle of a large write past the old end goes
+    /// to the disk directly (`direct_write.rs`).
     pub fn write(&mut self, offset: u32, data: &[u8], direct: bool) -> Result<(), ChunkError> {
         if data.is_empty() {
             return Ok(());
@@ -269,7 +269,10 @@ impl ChunkFile {
         if end >= new_data + BLOCK {
             page_hints::allocate(&self.file, self.header.id, new_data, end);
         }
-        let stored = if direct {
+        // Only data wholly past the old end goes directly: until the header's new length is on
+        // disk, a crash leaves it outside the chunk. Data over older data stays in the page
+        // cache with its hashes, so a crash cannot put new bytes on disk under old hashes.
+        let stored = if direct && start >= old_len {
             direct_write::write_all_at(&self.file, data, HEADER_SIZE + start)
         } else {
             self.file.write_all_at(data, HEADER_SIZE + start)

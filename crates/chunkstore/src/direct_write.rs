@@ -10,7 +10,6 @@
 //! I/O (tmpfs on older kernels) go through the page cache as before. The kernel keeps both kinds
 //! coherent: a direct write first writes back and drops any cached page of its range.
 
-use std::cell::RefCell;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -24,13 +23,9 @@ const ALIGN: usize = 4096;
 /// data more likely read back soon from the cache.
 const MIN_DIRECT: usize = 256 * 1024;
 
-/// Bytes copied into the aligned buffer and written per direct write.
+/// Bytes copied into an aligned buffer and written per direct write, for data that does not
+/// start at an aligned address.
 const PIECE: usize = 1024 * 1024;
-
-thread_local! {
-    /// Each blocking thread's aligned buffer, reused so its pages stay warm.
-    static ALIGNED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
 
 /// Writes all of `data` at `pos` of `file`, the aligned middle of a large write directly to the
 /// disk where the file system allows it, the rest through the page cache.
@@ -68,7 +63,8 @@ fn direct_part(pos: u64, len: usize) -> Option<(usize, usize)> {
 
 /// Writes `data` (aligned in length and position) at `pos` with `O_DIRECT` set on the file for
 /// the time of the write: straight from `data` where it starts at an aligned address (a large
-/// frame's payload does, see `elkfs_proto::frame`), else through an aligned buffer. `Ok(false)` when the file system refuses direct I/O, before or during
+/// frame's payload does, see `elkfs_proto::frame`, and so does its part written directly when
+/// its chunk offset is a multiple of 4 KiB), else through an aligned buffer. `Ok(false)` when the file system refuses direct I/O, before or during
 /// the write: the caller then writes the whole range through the page cache.
 fn write_direct(file: &File, data: &[u8], pos: u64) -> io::Result<bool> {
     let fd = file.as_raw_fd();
@@ -81,7 +77,7 @@ fn write_direct(file: &File, data: &[u8], pos: u64) -> io::Result<bool> {
     if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) } != 0 {
         return Ok(false);
     }
-    let written = if data.as_ptr().align_offset(ALIGN) == 0 {
+    let written = if padding(data.as_ptr()) == 0 {
         file.write_all_at(data, pos)
     } else {
         write_through_aligned_buffer(file, data, pos)
@@ -90,35 +86,31 @@ fn write_direct(file: &File, data: &[u8], pos: u64) -> io::Result<bool> {
     unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
     match written {
         Ok(()) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => Ok(false),
         Err(e) => Err(e),
     }
 }
 
-/// Writes `data`, which does not start at an aligned address, piece by piece through this
-/// thread's aligned buffer.
+/// Writes `data`, which does not start at an aligned address, piece by piece through an
+/// aligned buffer of its own (freed after: a thread keeps nothing between writes).
 fn write_through_aligned_buffer(file: &File, data: &[u8], pos: u64) -> io::Result<()> {
-    ALIGNED.with(|buffer| {
-        let mut buffer = buffer.borrow_mut();
-        let aligned = aligned_piece(&mut buffer);
-        let mut done = 0;
-        while done < data.len() {
-            let n = PIECE.min(data.len() - done);
-            aligned[..n].copy_from_slice(&data[done..done + n]);
-            file.write_all_at(&aligned[..n], pos + done as u64)?;
-            done += n;
-        }
-        Ok(())
-    })
+    let piece = PIECE.min(data.len());
+    let mut buffer = vec![0u8; piece + ALIGN];
+    let skip = padding(buffer.as_ptr());
+    let aligned = &mut buffer[skip..skip + piece];
+    let mut done = 0;
+    while done < data.len() {
+        let n = piece.min(data.len() - done);
+        aligned[..n].copy_from_slice(&data[done..done + n]);
+        file.write_all_at(&aligned[..n], pos + done as u64)?;
+        done += n;
+    }
+    Ok(())
 }
 
-/// A [`PIECE`]-long slice of `buffer` starting at an [`ALIGN`]ed address.
-fn aligned_piece(buffer: &mut Vec<u8>) -> &mut [u8] {
-    if buffer.len() < PIECE + ALIGN {
-        buffer.resize(PIECE + ALIGN, 0);
-    }
-    let skip = buffer.as_ptr().align_offset(ALIGN);
-    &mut buffer[skip..skip + PIECE]
+/// Bytes from `ptr` to the next [`ALIGN`]ed address (0 when it is aligned).
+fn padding(ptr: *const u8) -> usize {
+    (ALIGN - ptr as usize % ALIGN) % ALIGN
 }
 
 #[cfg(test)]
@@ -168,7 +160,7 @@ mod tests {
             expected[pos as usize..pos as usize + len].copy_from_slice(&data[..len]);
         }
         let mut backing = vec![0u8; 2 * PIECE + ALIGN];
-        let skip = backing.as_ptr().align_offset(ALIGN);
+        let skip = padding(backing.as_ptr());
         let aligned = &mut backing[skip..skip + 2 * PIECE];
         aligned.copy_from_slice(&data[5..5 + 2 * PIECE]);
         write_all_at(&file, aligned, 2 * PIECE as u64 + 4096).unwrap();

@@ -723,7 +723,8 @@ fn each_mib_a_sequential_writer_fills_is_on_its_way_to_disk_at_once_and_rewrites
 }
 
 #[test]
-fn the_aligned_middle_of_a_large_write_goes_past_the_page_cache_and_reads_back_whole() {
+fn the_aligned_middle_of_a_large_write_past_the_end_goes_past_the_page_cache_and_reads_back_whole()
+{
     let (dir, store) = fresh();
     let id = ChunkId(0xD1);
     store.create(id, V1).unwrap();
@@ -731,15 +732,36 @@ fn the_aligned_middle_of_a_large_write_goes_past_the_page_cache_and_reads_back_w
     let mib = 1 << 20;
     let small = pattern(BLOCK, 3);
     store.write(id, V1, 0, &small).unwrap();
+    // Past the end, after a gap: the middle goes to the disk directly.
     let large = pattern(3 * mib + 100, 4);
-    let at = 5000u32;
+    let at = BLOCK as u32 + 5000;
     store.write(id, V1, at, &large).unwrap();
-    if !on_tmpfs(dir.path()) {
-        let middle = cache_stat(&path, HEADER_SIZE + 2 * BLOCK as u64, 2 * mib as u64);
-        assert_eq!(middle.cache, 0, "the middle of a large write is not cached");
+    let middle = (HEADER_SIZE + 2 * BLOCK as u64, 2 * mib as u64);
+    let tmpfs = on_tmpfs(dir.path());
+    if !tmpfs {
+        let cached = cache_stat(&path, middle.0, middle.1).cache;
+        assert_eq!(
+            cached, 0,
+            "the middle of a large write past the end is not cached"
+        );
     }
-    let mut expected = small[..at as usize].to_vec();
+    let mut expected = small.clone();
+    expected.resize(at as usize, 0);
     expected.extend_from_slice(&large);
+    assert_eq!(
+        store.read(id, V1, 0, expected.len() as u32).unwrap(),
+        expected
+    );
+    // Over older data: through the page cache, with its hashes (a crash cannot leave new
+    // bytes on disk under old hashes).
+    drop_cached_pages(&path);
+    let rewrite = pattern(2 * mib, 5);
+    store.write(id, V1, 2 * BLOCK as u32, &rewrite).unwrap();
+    if !tmpfs {
+        let dirty = cache_stat(&path, middle.0, middle.1).dirty;
+        assert!(dirty > 0, "a large rewrite goes through the page cache");
+    }
+    expected[2 * BLOCK..2 * BLOCK + 2 * mib].copy_from_slice(&rewrite);
     assert_eq!(
         store.read(id, V1, 0, expected.len() as u32).unwrap(),
         expected

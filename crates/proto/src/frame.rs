@@ -118,7 +118,7 @@ async fn read_exact_bytes<R: AsyncRead + Unpin>(
         return Ok(Bytes::new());
     }
     let mut buf = BytesMut::with_capacity(len + align - 1);
-    let skip = buf.as_ptr().align_offset(align);
+    let skip = (align - buf.as_ptr() as usize % align) % align;
     buf.resize(skip, 0);
     buf.advance(skip);
     while buf.len() < len {
