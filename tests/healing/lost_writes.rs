@@ -179,6 +179,38 @@ fn a_direct_write_the_disk_cannot_store_fails_at_once_and_the_copy_is_made_elsew
 }
 
 #[test]
+fn a_direct_write_the_device_refuses_despite_room_takes_the_directory_out_of_use_at_once() {
+    // No sync pass after the first, at the start: only the refused write can tell.
+    let (_thin, cluster, thin_server, files) = thin_cluster(3600, true);
+    for (path, bytes) in &files {
+        std::fs::write(path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    }
+    let thin_addr = cluster.chunkserver(thin_server).addr();
+    let admin = Admin::connect(&cluster);
+    eventually(
+        Duration::from_secs(10),
+        "the thin disk's server reports no space",
+        || match admin.servers().iter().find(|s| s.addr == thin_addr) {
+            Some(s) if s.available == 0 => Ok(()),
+            Some(s) => Err(format!("it reports {} bytes available", s.available)),
+            None => Err("the master does not list it".into()),
+        },
+    );
+    let log = cluster.log_of(Process::Chunkserver(thin_server));
+    assert!(
+        log.contains(DIR_LOST) && !log.contains(LOST),
+        "the refused write, not a sync pass, was to take the directory out of use; the log:\n{log}"
+    );
+    for (path, bytes) in &files {
+        assert!(
+            std::fs::read(path).expect("read back") == **bytes,
+            "{} reads back wrong",
+            path.display()
+        );
+    }
+}
+
+#[test]
 fn a_copy_marked_lost_is_replaced_after_its_chunkserver_and_the_master_restart() {
     let configs = Configs::new(QUICK_MASTER, "");
     let mut cluster = configs.builder().chunkservers(3).start();

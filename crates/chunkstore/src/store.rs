@@ -169,7 +169,23 @@ pub(crate) struct DataDir {
     lost_writes: AtomicBool,
 }
 
+/// Free space a file system must still show, beyond twice a write's length, for that write's
+/// ENOSPC to count as the device's refusal rather than a full file system.
+const ROOM_MARGIN: u64 = 64 << 20;
+
 impl DataDir {
+    /// After a write of `len` bytes failed for want of space: when the file system still shows
+    /// ample room, the device under it refused the data (a thin or overcommitted volume out of
+    /// backing space; a direct write meets that at once, a buffered one only at writeback), so
+    /// the directory is taken out of use for new chunks as after lost writes. A file system
+    /// really full is left to the space reports.
+    fn note_refused_despite_room(&self, len: usize) {
+        let needed = (len as u64).saturating_mul(2).saturating_add(ROOM_MARGIN);
+        if fs_space(&self.path).is_ok_and(|space| space.available >= needed) {
+            self.note_lost_writes();
+        }
+    }
+
     /// Whether new chunks may go here.
     fn takes_new_chunks(&self) -> bool {
         !self.marked_for_removal && !self.lost_writes.load(Ordering::Relaxed)
@@ -393,7 +409,7 @@ impl ChunkStore {
         offset: u32,
         data: &[u8],
     ) -> Result<(), ChunkError> {
-        self.exclusive(id, Some(version), |slot, _, path| {
+        self.exclusive(id, Some(version), |slot, state, path| {
             if u64::from(offset) + data.len() as u64 > CHUNK_SIZE {
                 return Err(ChunkError::OutOfRange {
                     chunk: id,
@@ -406,7 +422,12 @@ impl ChunkStore {
             }
             refuse_if_lost(id, slot, &path)?;
             let mut file = self.open_file(id, slot, path, version)?;
-            file.write(offset, data, self.direct_writes.load(Ordering::Relaxed))?;
+            let direct = self.direct_writes.load(Ordering::Relaxed);
+            let written = file.write(offset, data, direct);
+            if direct && matches!(written, Err(ChunkError::NoSpace { .. })) {
+                self.dirs[state.dir].note_refused_despite_room(data.len());
+            }
+            written?;
             slot.length.store(file.length(), Ordering::Relaxed);
             Ok(())
         })
