@@ -67,6 +67,40 @@ fn lost_markers(cluster: &Cluster, server: usize) -> Vec<std::path::PathBuf> {
     found
 }
 
+/// Writes the files through the mount without fsync, as `cp` does.
+fn write_without_fsync(files: &Files) {
+    for (path, bytes) in files {
+        std::fs::write(path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    }
+}
+
+/// Checks that every file reads back through the mount as written.
+fn read_back(files: &Files) {
+    for (path, bytes) in files {
+        assert!(
+            std::fs::read(path).expect("read back") == **bytes,
+            "{} reads back wrong",
+            path.display()
+        );
+    }
+}
+
+/// Waits until the master lists the thin disk's server with no space available: its data
+/// directory takes no new chunks.
+fn reports_no_space(cluster: &Cluster, thin_server: usize) {
+    let thin_addr = cluster.chunkserver(thin_server).addr();
+    let admin = Admin::connect(cluster);
+    eventually(
+        Duration::from_secs(10),
+        "the thin disk's server reports no space",
+        || match admin.servers().iter().find(|s| s.addr == thin_addr) {
+            Some(s) if s.available == 0 => Ok(()),
+            Some(s) => Err(format!("it reports {} bytes available", s.available)),
+            None => Err("the master does not list it".into()),
+        },
+    );
+}
+
 /// Waits for the thin disk's server's sync pass to find a lost write.
 fn found_by_the_sync_pass(cluster: &Cluster, thin_server: usize) {
     eventually(
@@ -96,13 +130,7 @@ fn replaced(cluster: &Cluster, files: &Files) {
     std::fs::write("/proc/sys/vm/drop_caches", "1\n").expect("dropping the page cache");
     check_copies(cluster, &admin, &[0, 1, 2], files, 2)
         .unwrap_or_else(|e| panic!("read from the disks: {e}"));
-    for (path, bytes) in files {
-        assert!(
-            std::fs::read(path).expect("read back") == **bytes,
-            "{} reads back wrong",
-            path.display()
-        );
-    }
+    read_back(files);
 }
 
 #[test]
@@ -110,9 +138,7 @@ fn copies_a_disk_could_not_store_are_reported_and_replaced() {
     // Declared first, so its chunkserver has stopped when the disk goes.
     let (_thin, cluster, thin_server, files) = thin_cluster(1, false);
     // No fsync, as `cp` writes: only the chunkserver's own sync pass can find the loss.
-    for (path, bytes) in &files {
-        std::fs::write(path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-    }
+    write_without_fsync(&files);
     found_by_the_sync_pass(&cluster, thin_server);
     replaced(&cluster, &files);
     // Each lost copy was marked on the disk, and the marker went with the copy.
@@ -124,17 +150,7 @@ fn copies_a_disk_could_not_store_are_reported_and_replaced() {
         "markers left after the copies went: {markers:?}"
     );
     // The disk lost writes: it takes no new chunks, and says it is full.
-    let thin_addr = cluster.chunkserver(thin_server).addr();
-    let admin = Admin::connect(&cluster);
-    eventually(
-        Duration::from_secs(10),
-        "the thin disk's server reports no space",
-        || match admin.servers().iter().find(|s| s.addr == thin_addr) {
-            Some(s) if s.available == 0 => Ok(()),
-            Some(s) => Err(format!("it reports {} bytes available", s.available)),
-            None => Err("the master does not list it".into()),
-        },
-    );
+    reports_no_space(&cluster, thin_server);
 }
 
 #[test]
@@ -164,9 +180,7 @@ fn a_direct_write_the_disk_cannot_store_fails_at_once_and_the_copy_is_made_elsew
     // those the disk loses are the sync pass's to find.
     let (_thin, cluster, thin_server, files) = thin_cluster(1, true);
     // No fsync, as `cp` writes: the data is on two good copies when the close returns.
-    for (path, bytes) in &files {
-        std::fs::write(path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-    }
+    write_without_fsync(&files);
     let log = cluster.log_of(Process::Chunkserver(thin_server));
     // The loop device says ENOSPC where the kernel passes its backing file's error on, EIO
     // where it does not.
@@ -182,32 +196,14 @@ fn a_direct_write_the_disk_cannot_store_fails_at_once_and_the_copy_is_made_elsew
 fn a_direct_write_the_device_refuses_despite_room_takes_the_directory_out_of_use_at_once() {
     // No sync pass after the first, at the start: only the refused write can tell.
     let (_thin, cluster, thin_server, files) = thin_cluster(3600, true);
-    for (path, bytes) in &files {
-        std::fs::write(path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-    }
-    let thin_addr = cluster.chunkserver(thin_server).addr();
-    let admin = Admin::connect(&cluster);
-    eventually(
-        Duration::from_secs(10),
-        "the thin disk's server reports no space",
-        || match admin.servers().iter().find(|s| s.addr == thin_addr) {
-            Some(s) if s.available == 0 => Ok(()),
-            Some(s) => Err(format!("it reports {} bytes available", s.available)),
-            None => Err("the master does not list it".into()),
-        },
-    );
+    write_without_fsync(&files);
+    reports_no_space(&cluster, thin_server);
     let log = cluster.log_of(Process::Chunkserver(thin_server));
     assert!(
         log.contains(DIR_LOST) && !log.contains(LOST),
         "the refused write, not a sync pass, was to take the directory out of use; the log:\n{log}"
     );
-    for (path, bytes) in &files {
-        assert!(
-            std::fs::read(path).expect("read back") == **bytes,
-            "{} reads back wrong",
-            path.display()
-        );
-    }
+    read_back(&files);
 }
 
 #[test]
