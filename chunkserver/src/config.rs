@@ -22,10 +22,9 @@ pub struct ChunkserverConfig {
     /// Seconds between passes that fsync every chunk file changed since the last (default 5):
     /// a power cut loses at most this much of the data no client fsynced. 0 counts as 1.
     pub sync_interval_secs: u64,
-    /// Write the page-aligned middle of each large write (256 KiB or more) to the disk
-    /// directly, past the page cache (default true). False sends every write through the page
-    /// cache: for a disk whose direct I/O is slow, or a thin volume whose lost writes only the
-    /// sync pass can find.
+    /// Write the page-aligned middle of each large write (256 KiB or more) past a chunk's end to
+    /// the disk directly, past the page cache (default true). False sends every write through
+    /// the page cache: for a disk whose direct I/O is slow.
     pub direct_writes: bool,
     /// A copy of the master's cluster key file (default: `cluster.key` in the first data
     /// directory).

@@ -4,11 +4,13 @@
 //! virtual machine that hands freed memory back to its host (free page reporting, a balloon),
 //! every page the cache takes for new data is first faulted in by the host. There a sequential
 //! writer's data cost a chunkserver about 1.3 s of CPU per GiB in that copy alone, against about
-//! 0.1 s to write the same GiB directly from a buffer the thread reuses. So the aligned middle of
-//! a large write goes directly to the disk; its unaligned ends, small writes (whose page cache
-//! copy is cheap and whose data is likely read again soon), and file systems that refuse direct
-//! I/O (tmpfs on older kernels) go through the page cache as before. The kernel keeps both kinds
-//! coherent: a direct write first writes back and drops any cached page of its range.
+//! 0.1 s to write the same GiB directly from memory already in use (the frame it arrived in).
+//! So the aligned middle of a large write goes directly to the disk; its unaligned ends, small
+//! writes (whose page cache copy is cheap and whose data is likely read again soon), and file
+//! systems that refuse direct I/O (tmpfs on older kernels) go through the page cache as before.
+//! The kernel keeps both kinds coherent: a direct write first writes back and drops any cached
+//! page of its range. Which writes may go directly at all (only data past a chunk's end) is
+//! `ChunkFile::write`'s choice.
 
 use std::fs::File;
 use std::io;
@@ -64,8 +66,9 @@ fn direct_part(pos: u64, len: usize) -> Option<(usize, usize)> {
 /// Writes `data` (aligned in length and position) at `pos` with `O_DIRECT` set on the file for
 /// the time of the write: straight from `data` where it starts at an aligned address (a large
 /// frame's payload does, see `elkfs_proto::frame`, and so does its part written directly when
-/// its chunk offset is a multiple of 4 KiB), else through an aligned buffer. `Ok(false)` when the file system refuses direct I/O, before or during
-/// the write: the caller then writes the whole range through the page cache.
+/// its chunk offset is a multiple of 4 KiB), else through an aligned buffer. `Ok(false)` when
+/// the file system refuses direct I/O, before or during the write: the caller then writes the
+/// whole range through the page cache.
 fn write_direct(file: &File, data: &[u8], pos: u64) -> io::Result<bool> {
     let fd = file.as_raw_fd();
     // SAFETY: fcntl with F_GETFL only reads the descriptor's flags; the descriptor is open.

@@ -433,10 +433,10 @@ impl ChunkStore {
         })
     }
 
-    /// Whether the page-aligned middle of a large write goes to the disk directly (the default)
-    /// or, like every other write, through the page cache: off for a disk whose direct I/O is
-    /// slow or unreliable, or where the page cache is to see every write (a thin volume whose
-    /// lost writes the sync pass is to find).
+    /// Whether the page-aligned middle of a large write past a chunk's end goes to the disk
+    /// directly (the default) or, like every other write, through the page cache: off for a
+    /// disk whose direct I/O is slow, or where the page cache is to see every write (tests of
+    /// the sync pass on a thin volume).
     pub fn set_direct_writes(&self, on: bool) {
         self.direct_writes.store(on, Ordering::Relaxed);
     }
