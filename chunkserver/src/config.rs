@@ -26,6 +26,10 @@ pub struct ChunkserverConfig {
     /// the disk directly, past the page cache (default true). False sends every write through
     /// the page cache: for a disk whose direct I/O is slow.
     pub direct_writes: bool,
+    /// Read each large range of chunk data the page cache holds nothing of (256 KiB or more)
+    /// from the disk directly, past the page cache (default true). False reads everything
+    /// through the page cache: for a disk whose direct I/O is slow.
+    pub direct_reads: bool,
     /// A copy of the master's cluster key file (default: `cluster.key` in the first data
     /// directory).
     pub cluster_key: Option<PathBuf>,
@@ -45,6 +49,7 @@ impl Default for ChunkserverConfig {
             chunk_test_mib_per_sec: 8,
             sync_interval_secs: defaults::CHUNK_SYNC_INTERVAL.as_secs(),
             direct_writes: true,
+            direct_reads: true,
             cluster_key: None,
             tls: false,
         }

@@ -114,6 +114,7 @@ pub async fn run(config: ChunkserverConfig, stop: CancellationToken) -> anyhow::
     let capabilities = Arc::new(Capabilities::new(&cluster_key));
     let transport = Transport::new(config.tls, &cluster_key)?;
     store.set_direct_writes(config.direct_writes);
+    store.set_direct_reads(config.direct_reads);
     let store = Arc::new(store);
     let sequencer = Arc::new(Sequencer::default());
 

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use elkfs_proto::geometry::BLOCK_SIZE;
 use elkfs_proto::{ChunkId, ChunkVersion};
 
+use crate::direct_read;
 use crate::direct_write;
 use crate::error::ChunkError;
 use crate::header::{
@@ -197,7 +198,9 @@ impl ChunkFile {
     }
 
     /// Up to `len` bytes from `offset`, fewer at the end of the data; checks every block touched.
-    pub fn read(&self, offset: u32, len: u32) -> Result<Vec<u8>, ChunkError> {
+    /// With `direct`, a large range the page cache holds nothing of is read from the disk
+    /// directly (`direct_read.rs`).
+    pub fn read(&self, offset: u32, len: u32, direct: bool) -> Result<Vec<u8>, ChunkError> {
         let start = u64::from(offset);
         let end = min(start + u64::from(len), u64::from(self.header.length));
         if start >= end {
@@ -206,7 +209,7 @@ impl ChunkFile {
         let first = offset / BLOCK_SIZE;
         let last = ((end - 1) / BLOCK) as u32;
         let mut buf = Vec::new();
-        self.read_blocks(first, last, &mut buf)?;
+        self.read_blocks(first, last, &mut buf, direct)?;
         let skip = (start - u64::from(first) * BLOCK) as usize;
         let wanted = (end - start) as usize;
         if skip > 0 {
@@ -216,13 +219,13 @@ impl ChunkFile {
         Ok(buf)
     }
 
-    /// Reads and checks every block; returns the bytes checked.
-    pub fn verify(&self) -> Result<u64, ChunkError> {
+    /// Reads and checks every block; returns the bytes checked. `direct` as in [`ChunkFile::read`].
+    pub fn verify(&self, direct: bool) -> Result<u64, ChunkError> {
         let blocks = blocks_holding(u64::from(self.header.length));
         let mut buf = Vec::new();
         for first in (0..blocks).step_by(VERIFY_BATCH as usize) {
             let last = min(first + VERIFY_BATCH, blocks) - 1;
-            self.read_blocks(first, last, &mut buf)?;
+            self.read_blocks(first, last, &mut buf, direct)?;
         }
         Ok(u64::from(self.header.length))
     }
@@ -343,7 +346,7 @@ impl ChunkFile {
         let old_survives = old_end > block_start && (block_start < start || old_end > end);
         scratch.clear();
         if old_survives {
-            self.read_blocks(block, block, scratch)?;
+            self.read_blocks(block, block, scratch, false)?;
         }
         scratch.resize((block_end - block_start) as usize, 0);
         let from = max(start, block_start);
@@ -361,7 +364,7 @@ impl ChunkFile {
         if new_len % BLOCK != 0 {
             let last = kept_blocks - 1;
             let mut scratch = Vec::new();
-            self.read_blocks(last, last, &mut scratch)?;
+            self.read_blocks(last, last, &mut scratch, false)?;
             scratch.truncate((new_len - u64::from(last) * BLOCK) as usize);
             hashes.extend_from_slice(&block_hash(&scratch));
         }
@@ -385,7 +388,7 @@ impl ChunkFile {
             let block_start = u64::from(block) * BLOCK;
             let block_end = min(block_start + BLOCK, new_len);
             let hash: BlockHash = if block_start < old_len {
-                self.read_blocks(block, block, &mut scratch)?;
+                self.read_blocks(block, block, &mut scratch, false)?;
                 scratch.resize((block_end - block_start) as usize, 0);
                 block_hash(&scratch)
             } else if block_end - block_start == BLOCK {
@@ -408,14 +411,29 @@ impl ChunkFile {
     }
 
     /// Reads blocks `first..=last` (bounded by the data length) into `buf`, checking their hashes.
-    fn read_blocks(&self, first: u32, last: u32, buf: &mut Vec<u8>) -> Result<(), ChunkError> {
+    fn read_blocks(
+        &self,
+        first: u32,
+        last: u32,
+        buf: &mut Vec<u8>,
+        direct: bool,
+    ) -> Result<(), ChunkError> {
         let id = self.header.id;
         let start = u64::from(first) * BLOCK;
         let end = min((u64::from(last) + 1) * BLOCK, u64::from(self.header.length));
         let want = end.saturating_sub(start) as usize;
         buf.clear();
-        let got = read_appending(&self.file, buf, want, HEADER_SIZE + start, self.cached_only)
-            .map_err(|e| self.io_error(e))?;
+        let pos = HEADER_SIZE + start;
+        let read_directly = if direct && !self.cached_only {
+            direct_read::read_uncached(&self.file, buf, want, pos).map_err(|e| self.io_error(e))?
+        } else {
+            None
+        };
+        let got = match read_directly {
+            Some(got) => got,
+            None => read_appending(&self.file, buf, want, pos, self.cached_only)
+                .map_err(|e| self.io_error(e))?,
+        };
         // A file cut short: its missing blocks read as zeros and fail their hashes below.
         buf.resize(want, 0);
 

@@ -11,6 +11,7 @@
 mod chunk_file;
 mod datadir;
 mod deleted;
+mod direct_read;
 mod direct_write;
 mod error;
 mod fetch_ahead;

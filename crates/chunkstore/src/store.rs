@@ -77,6 +77,9 @@ pub struct ChunkStore {
     /// Large writes go to the disk directly, past the page cache (`direct_write.rs`); on by
     /// default, off by [`ChunkStore::set_direct_writes`].
     direct_writes: AtomicBool,
+    /// Large reads of data the page cache does not hold go to the disk directly
+    /// (`direct_read.rs`); on by default, off by [`ChunkStore::set_direct_reads`].
+    direct_reads: AtomicBool,
 }
 
 /// The most blocks `read_cached` hashes: enough for a small read across a block boundary, little
@@ -266,6 +269,7 @@ impl ChunkStore {
             deleted: RecentlyDeleted::default(),
             fetch_ahead: FetchAhead::default(),
             direct_writes: AtomicBool::new(true),
+            direct_reads: AtomicBool::new(true),
         };
         Ok((store, report))
     }
@@ -441,6 +445,14 @@ impl ChunkStore {
         self.direct_writes.store(on, Ordering::Relaxed);
     }
 
+    /// Whether a large read (and the chunk test's reading) of data the page cache holds nothing
+    /// of goes to the disk directly (the default), leaving the cache alone, or through the page
+    /// cache like every other read: off for a disk whose direct I/O is slow, or to keep data read
+    /// once in memory for the next reader.
+    pub fn set_direct_reads(&self, on: bool) {
+        self.direct_reads.store(on, Ordering::Relaxed);
+    }
+
     /// [`ChunkStore::write`], first creating the chunk at `version` if this server does not hold
     /// it: a new chunk's first writes may arrive before the master's command to create it.
     /// Returns whether it created the chunk. A chunk deleted here lately is not made again
@@ -500,7 +512,7 @@ impl ChunkStore {
             } else {
                 self.open_file(id, slot, path, version)?
             };
-            file.read(offset, len)
+            file.read(offset, len, self.direct_reads.load(Ordering::Relaxed))
         })
     }
 
@@ -536,7 +548,7 @@ impl ChunkStore {
                 if blocks_touched(offset, len, file.length()) > CACHED_READ_BLOCKS {
                     return Ok(None);
                 }
-                file.read(offset, len).map(Some)
+                file.read(offset, len, false).map(Some)
             });
         match result {
             Ok(bytes) => bytes,
@@ -729,7 +741,8 @@ impl ChunkStore {
     /// checked. A damaged chunk is `Corrupt` (first bad block) or `BadHeader`.
     pub fn verify(&self, id: ChunkId) -> Result<u64, ChunkError> {
         self.shared(id, None, |slot, state, path| {
-            self.open_file(id, slot, path, state.version)?.verify()
+            self.open_file(id, slot, path, state.version)?
+                .verify(self.direct_reads.load(Ordering::Relaxed))
         })
     }
 

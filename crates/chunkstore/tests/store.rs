@@ -769,6 +769,52 @@ fn the_aligned_middle_of_a_large_write_past_the_end_goes_past_the_page_cache_and
     assert_eq!(store.verify(id).unwrap(), expected.len() as u64);
 }
 
+#[test]
+fn a_large_read_of_data_the_page_cache_lacks_goes_past_it_and_damage_there_is_still_found() {
+    let (dir, store) = fresh();
+    if on_tmpfs(dir.path()) {
+        return;
+    }
+    let id = ChunkId(0xD2);
+    store.create(id, V1).unwrap();
+    let path = chunk_path_for(dir.path(), id, V1);
+    let data = pattern(2 << 20, 7);
+    store.write(id, V1, 0, &data).unwrap();
+    // Past the first block: reading the header and hashes may bring a few pages after them
+    // into the cache (the kernel's read-ahead), which a direct read leaves there.
+    let data_range = (HEADER_SIZE + BLOCK as u64, data.len() as u64 - BLOCK as u64);
+    drop_cached_pages(&path);
+    assert_eq!(store.read(id, V1, 0, data.len() as u32).unwrap(), data);
+    assert_eq!(
+        cache_stat(&path, data_range.0, data_range.1).cache,
+        0,
+        "a large read of uncached data leaves the page cache alone"
+    );
+    // Data the cache holds (here a page of it, dirty) is read through the cache.
+    store.write(id, V1, 100, &pattern(10, 8)).unwrap();
+    let mut expected = data.clone();
+    expected[100..110].copy_from_slice(&pattern(10, 8));
+    assert_eq!(store.read(id, V1, 0, data.len() as u32).unwrap(), expected);
+    assert!(cache_stat(&path, data_range.0, data_range.1).cache > 1);
+    // A byte damaged on the disk: found by the direct read's hash check.
+    drop_cached_pages(&path);
+    flip_byte(&path, HEADER_SIZE + 3 * BLOCK as u64 + 7);
+    drop_cached_pages(&path);
+    assert!(matches!(
+        store.read(id, V1, 0, data.len() as u32),
+        Err(ChunkError::Corrupt { block: 3, .. })
+    ));
+    assert!(matches!(
+        store.verify(id),
+        Err(ChunkError::Corrupt { block: 3, .. })
+    ));
+    assert_eq!(cache_stat(&path, data_range.0, data_range.1).cache, 0);
+    // Off: the same read goes through the cache.
+    store.set_direct_reads(false);
+    assert!(store.read(id, V1, 0, data.len() as u32).is_err());
+    assert!(cache_stat(&path, data_range.0, data_range.1).cache > 0);
+}
+
 // ----- reads from the kernel's caches -----
 
 /// Writes the chunk file's dirty pages to disk and drops them from the page cache.
