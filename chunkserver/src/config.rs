@@ -26,9 +26,9 @@ pub struct ChunkserverConfig {
     /// the disk directly, past the page cache (default true). False sends every write through
     /// the page cache: for a disk whose direct I/O is slow.
     pub direct_writes: bool,
-    /// Read each large range of chunk data the page cache holds nothing of (256 KiB or more)
-    /// from the disk directly, past the page cache (default true). False reads everything
-    /// through the page cache: for a disk whose direct I/O is slow.
+    /// Read each large range of chunk data (256 KiB or more) the page cache holds next to nothing
+    /// of, and that was not read lately, from the disk directly, past the page cache (default
+    /// true). False reads everything through the page cache: for a disk whose direct I/O is slow.
     pub direct_reads: bool,
     /// A copy of the master's cluster key file (default: `cluster.key` in the first data
     /// directory).

@@ -198,8 +198,8 @@ impl ChunkFile {
     }
 
     /// Up to `len` bytes from `offset`, fewer at the end of the data; checks every block touched.
-    /// With `direct`, a large range the page cache holds nothing of is read from the disk
-    /// directly (`direct_read.rs`).
+    /// With `direct`, a large range the page cache holds next to nothing of is read from the
+    /// disk directly (`direct_read.rs`).
     pub fn read(&self, offset: u32, len: u32, direct: bool) -> Result<Vec<u8>, ChunkError> {
         let start = u64::from(offset);
         let end = min(start + u64::from(len), u64::from(self.header.length));
@@ -425,7 +425,7 @@ impl ChunkFile {
         buf.clear();
         let pos = HEADER_SIZE + start;
         let read_directly = if direct && !self.cached_only {
-            direct_read::read_uncached(&self.file, buf, want, pos).map_err(|e| self.io_error(e))?
+            direct_read::read_uncached(&self.file, buf, want, pos)
         } else {
             None
         };

@@ -10,13 +10,14 @@
 //! before: such a read never waits for a writeback and seldom rereads from the disk what is in
 //! memory. (A few cached pages do not count: reading a chunk's header and hashes makes the
 //! kernel read ahead into its first block.) Small reads, unaligned ones, and file systems or
-//! kernels without direct I/O or `cachestat` (Linux 6.5) read through the cache too.
+//! kernels without direct I/O or `cachestat` (Linux 6.5) read through the cache too. Whether a
+//! read may go directly at all (not data read again lately, see `read_again.rs`) is the store's
+//! choice.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 
 use crate::nowait;
 
@@ -26,78 +27,101 @@ const ALIGN: usize = 4096;
 
 /// The smallest read worth reading directly: below it the read is small, and its data more
 /// likely read again soon from the cache.
-const MIN_DIRECT: usize = 256 * 1024;
+pub(crate) const MIN_DIRECT: usize = 256 * 1024;
 
 /// Appends up to `len` bytes of `file` from `pos` to `buf`, read from the disk directly, and
 /// returns how many (fewer at the end of the file). `None`, with `buf` unchanged, when the read
-/// is not one to read directly (see the module's comment): the caller reads it through the page
-/// cache.
-pub(crate) fn read_uncached(
-    file: &File,
-    buf: &mut Vec<u8>,
-    len: usize,
-    pos: u64,
-) -> io::Result<Option<usize>> {
-    if len < MIN_DIRECT || pos % ALIGN as u64 != 0 {
-        return Ok(None);
+/// is not one to read directly (see the module's comment) or the direct read fails in any way:
+/// the caller then reads it through the page cache, which reports a failing disk as before.
+/// `file` must be the caller's own open file: `O_DIRECT` is set on it for the time of the read.
+pub(crate) fn read_uncached(file: &File, buf: &mut Vec<u8>, len: usize, pos: u64) -> Option<usize> {
+    if len < MIN_DIRECT || pos % ALIGN as u64 != 0 || !mostly_uncached(file, pos, len as u64) {
+        return None;
     }
-    if !mostly_uncached(file, pos, len as u64) {
-        return Ok(None);
-    }
-    // A descriptor of its own: `O_DIRECT` on the caller's would change how every other user of
-    // that open file reads and writes.
-    let Ok(direct) = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC)
-        .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
-    else {
-        return Ok(None);
-    };
     let rounded = len.next_multiple_of(ALIGN);
     let start = buf.len();
     buf.reserve(rounded + ALIGN);
     let spare = buf.spare_capacity_mut();
     let skip = padding(spare.as_ptr().cast());
     spare[..skip].fill(MaybeUninit::new(0));
-    let Some(got) = fill_direct(&direct, &mut spare[skip..skip + rounded], pos)? else {
-        return Ok(None);
+    let target = &mut spare[skip..skip + rounded];
+    let direct = with_direct_io(file, |file| fill_direct(file, target, pos))?;
+    // Short of `len`: the end of the file, or a direct read that came back short before it
+    // (some network file systems); the page cache reads the rest, if any.
+    let got = if direct < len {
+        direct + fill_buffered(file, &mut target[direct..len], pos + direct as u64).ok()?
+    } else {
+        len
     };
-    let got = got.min(len);
     // SAFETY: the first `skip` bytes of the spare capacity were zeroed above and the `got`
-    // after them filled by `fill_direct`.
+    // after them filled by the reads.
     unsafe { buf.set_len(start + skip + got) };
     buf.drain(start..start + skip);
-    Ok(Some(got))
+    Some(got)
 }
 
-/// Direct `pread`s into `buf` (aligned in address and length) until it is full or the file
-/// ends; the bytes read. `None` if the file system refuses direct I/O.
-fn fill_direct(file: &File, buf: &mut [MaybeUninit<u8>], pos: u64) -> io::Result<Option<usize>> {
+/// Runs `read` with `O_DIRECT` set on `file`, then puts its flags back; `None` if the flag
+/// cannot be set or `read` fails.
+fn with_direct_io(file: &File, read: impl FnOnce(&File) -> io::Result<usize>) -> Option<usize> {
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl with F_GETFL only reads the descriptor's flags; the descriptor is open.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return None;
+    }
+    // SAFETY: F_SETFL changes only this open file's status flags, restored below.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) } != 0 {
+        return None;
+    }
+    let result = read(file);
+    // SAFETY: as above, the flags read before the read put back.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+    result.ok()
+}
+
+/// Direct `pread`s into `buf` (aligned in address and length) until it is full, the file ends
+/// or a read comes back short; the bytes read.
+fn fill_direct(file: &File, buf: &mut [MaybeUninit<u8>], pos: u64) -> io::Result<usize> {
     let mut total = 0;
     while total < buf.len() {
         match nowait::pread(file, &mut buf[total..], pos + total as u64, false) {
             Ok(0) => break,
             Ok(n) => {
                 total += n;
-                // A direct read comes back short only at the end of the file.
                 if n % ALIGN != 0 {
                     break;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
-                return Ok(None);
-            }
             Err(e) => return Err(e),
         }
     }
-    Ok(Some(total))
+    Ok(total)
+}
+
+/// Buffered `pread`s into `buf` until it is full or the file ends; the bytes read.
+fn fill_buffered(file: &File, buf: &mut [MaybeUninit<u8>], pos: u64) -> io::Result<usize> {
+    let mut total = 0;
+    while total < buf.len() {
+        match nowait::pread(file, &mut buf[total..], pos + total as u64, false) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(total)
 }
 
 /// Whether the page cache holds at most an eighth of the pages of `file` in `pos..pos + len`
 /// and none of them waits to be written. False where that cannot be found out.
 fn mostly_uncached(file: &File, pos: u64, len: u64) -> bool {
-    let pages = len.div_ceil(ALIGN as u64);
+    // SAFETY: sysconf only reads a system setting.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(0);
+    if page == 0 {
+        return false;
+    }
+    let pages = len.div_ceil(page);
     cache_stat(file, pos, len)
         .is_ok_and(|s| s.dirty == 0 && s.writeback == 0 && s.cache <= pages / 8)
 }
@@ -114,23 +138,25 @@ struct CacheStat {
     recently_evicted: u64,
 }
 
-/// What the page cache holds of `file` in `pos..pos + len` (`cachestat`).
+/// What the page cache holds of `file` in `pos..pos + len` (`cachestat`); `Unsupported` on an
+/// architecture whose number for the call is not known here.
 fn cache_stat(file: &File, pos: u64, len: u64) -> io::Result<CacheStat> {
+    let Some(number) = CACHESTAT else {
+        return Err(io::ErrorKind::Unsupported.into());
+    };
     /// `struct cachestat_range` of the kernel's ABI.
     #[repr(C)]
     struct Range {
         off: u64,
         len: u64,
     }
-    /// The system call's number on every architecture Linux has added it to since 6.5.
-    const SYS_CACHESTAT: libc::c_long = 451;
     let range = Range { off: pos, len };
     let mut stat = CacheStat::default();
     // SAFETY: `range` and `stat` are live structs of the layout the kernel expects; it only
     // reads the first and writes the second.
     let rc = unsafe {
         libc::syscall(
-            SYS_CACHESTAT,
+            number,
             file.as_raw_fd(),
             &range as *const Range,
             &mut stat as *mut CacheStat,
@@ -143,6 +169,31 @@ fn cache_stat(file: &File, pos: u64, len: u64) -> io::Result<CacheStat> {
     Ok(stat)
 }
 
+/// The number of `cachestat` (Linux 6.5): 451 on the architectures that share the common
+/// system call table.
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64",
+    target_arch = "loongarch64",
+    target_arch = "powerpc64",
+    target_arch = "s390x"
+))]
+const CACHESTAT: Option<libc::c_long> = Some(451);
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64",
+    target_arch = "loongarch64",
+    target_arch = "powerpc64",
+    target_arch = "s390x"
+)))]
+const CACHESTAT: Option<libc::c_long> = None;
+
 /// Bytes from `ptr` to the next [`ALIGN`]ed address (0 when it is aligned).
 fn padding(ptr: *const u8) -> usize {
     (ALIGN - ptr as usize % ALIGN) % ALIGN
@@ -151,6 +202,7 @@ fn padding(ptr: *const u8) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
     use std::io::Write;
     use std::os::unix::fs::FileExt;
 
@@ -181,7 +233,7 @@ mod tests {
         };
         let mut buf = b"before".to_vec();
         let len = MIN_DIRECT + 1000;
-        let got = read_uncached(&file, &mut buf, len, 4096).unwrap();
+        let got = read_uncached(&file, &mut buf, len, 4096);
         assert_eq!(got, Some(len));
         assert_eq!(&buf[..6], b"before");
         assert!(buf[6..] == bytes[4096..4096 + len], "the bytes read");
@@ -194,7 +246,7 @@ mod tests {
         let at = bytes.len() - MIN_DIRECT - 100;
         let got = read_uncached(&file, &mut tail, 2 * MIN_DIRECT, at as u64 / 4096 * 4096);
         let from = at / 4096 * 4096;
-        assert_eq!(got.unwrap(), Some(bytes.len() - from), "short at the end");
+        assert_eq!(got, Some(bytes.len() - from), "short at the end");
         assert!(tail == bytes[from..]);
     }
 
@@ -204,18 +256,12 @@ mod tests {
             return;
         };
         let mut buf = Vec::new();
-        assert_eq!(
-            read_uncached(&file, &mut buf, MIN_DIRECT - 1, 0).unwrap(),
-            None
-        );
-        assert_eq!(
-            read_uncached(&file, &mut buf, MIN_DIRECT, 512).unwrap(),
-            None
-        );
+        assert_eq!(read_uncached(&file, &mut buf, MIN_DIRECT - 1, 0), None);
+        assert_eq!(read_uncached(&file, &mut buf, MIN_DIRECT, 512), None);
         let mut quarter = vec![0u8; MIN_DIRECT / 4];
         file.read_exact_at(&mut quarter, 0).unwrap();
         assert_eq!(
-            read_uncached(&file, &mut buf, MIN_DIRECT, 0).unwrap(),
+            read_uncached(&file, &mut buf, MIN_DIRECT, 0),
             None,
             "a quarter cached"
         );
@@ -225,13 +271,13 @@ mod tests {
             .unwrap();
         writer.write_all_at(b"x", (1 << 20) + 5).unwrap();
         assert_eq!(
-            read_uncached(&file, &mut buf, MIN_DIRECT, 1 << 20).unwrap(),
+            read_uncached(&file, &mut buf, MIN_DIRECT, 1 << 20),
             None,
             "one page dirty"
         );
         assert!(buf.is_empty());
         assert_eq!(
-            read_uncached(&file, &mut buf, MIN_DIRECT, 1 << 21).unwrap(),
+            read_uncached(&file, &mut buf, MIN_DIRECT, 1 << 21),
             Some(0),
             "nothing past the end"
         );

@@ -21,6 +21,7 @@ mod lost_marks;
 mod nowait;
 mod page_hints;
 mod path;
+mod read_again;
 mod scan;
 mod spares;
 mod store;

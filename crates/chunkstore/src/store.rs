@@ -21,6 +21,7 @@ use elkfs_proto::{ChunkId, ChunkVersion};
 use crate::chunk_file::ChunkFile;
 use crate::datadir::{DataDirSpec, fs_space, pick_dir_for_new_chunk};
 use crate::deleted::RecentlyDeleted;
+use crate::direct_read;
 use crate::error::{ChunkError, StoreError};
 use crate::fetch_ahead::FetchAhead;
 use crate::header::HEADER_SIZE;
@@ -28,6 +29,7 @@ use crate::index::{Index, Slot, SlotState};
 use crate::lost_marks;
 use crate::page_hints;
 use crate::path::chunk_path_for;
+use crate::read_again::RecentReads;
 use crate::scan::{prepare_dir, scan_dirs};
 use crate::spares::{Spares, Taken};
 
@@ -80,6 +82,8 @@ pub struct ChunkStore {
     /// Large reads of data the page cache does not hold go to the disk directly
     /// (`direct_read.rs`); on by default, off by [`ChunkStore::set_direct_reads`].
     direct_reads: AtomicBool,
+    /// What large reads read lately: data read again goes through the page cache.
+    recent_reads: RecentReads,
 }
 
 /// The most blocks `read_cached` hashes: enough for a small read across a block boundary, little
@@ -270,6 +274,7 @@ impl ChunkStore {
             fetch_ahead: FetchAhead::default(),
             direct_writes: AtomicBool::new(true),
             direct_reads: AtomicBool::new(true),
+            recent_reads: RecentReads::default(),
         };
         Ok((store, report))
     }
@@ -445,12 +450,22 @@ impl ChunkStore {
         self.direct_writes.store(on, Ordering::Relaxed);
     }
 
-    /// Whether a large read (and the chunk test's reading) of data the page cache holds nothing
-    /// of goes to the disk directly (the default), leaving the cache alone, or through the page
-    /// cache like every other read: off for a disk whose direct I/O is slow, or to keep data read
-    /// once in memory for the next reader.
+    /// Whether a large read (and the chunk test's reading) of data the page cache holds next to
+    /// nothing of goes to the disk directly (the default), leaving the cache alone, or through
+    /// the page cache like every other read: off for a disk whose direct I/O is slow. Either
+    /// way, data read again within ten minutes of a large read goes through the cache.
     pub fn set_direct_reads(&self, on: bool) {
         self.direct_reads.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether a read of `len` bytes at `offset` of chunk `id` may go to the disk directly: if
+    /// direct reads are on and it reads no block a large read read lately (which notes it).
+    fn may_read_directly(&self, id: ChunkId, offset: u32, len: u32) -> bool {
+        self.direct_reads.load(Ordering::Relaxed)
+            && len as usize >= direct_read::MIN_DIRECT
+            && !self
+                .recent_reads
+                .read_again(id, offset, len, std::time::Instant::now())
     }
 
     /// [`ChunkStore::write`], first creating the chunk at `version` if this server does not hold
@@ -512,7 +527,7 @@ impl ChunkStore {
             } else {
                 self.open_file(id, slot, path, version)?
             };
-            file.read(offset, len, self.direct_reads.load(Ordering::Relaxed))
+            file.read(offset, len, self.may_read_directly(id, offset, len))
         })
     }
 

@@ -80,10 +80,9 @@ pub const ATTR_CACHE: Duration = Duration::from_secs(1);
 
 /// How far ahead of a sequential reader the kernel reads a mount's files, in KiB
 /// (`-o readahead_kb=N`). Linux gives a FUSE mount 128 KiB, one round trip to a chunkserver per
-/// 128 KiB read; 16 MiB keeps about a dozen 1 MiB reads in flight, enough to hide a disk's
-/// latency when chunkservers read past their page cache (8 MiB left the disk idle part of the
-/// time, 32 MiB meets the kernel's limit on a mount's requests in flight, see
-/// docs/PERFORMANCE.md).
+/// 128 KiB read; 16 MiB keeps about a dozen 1 MiB reads in flight, which read a large file
+/// faster than 8 or 32 MiB once chunkservers read past their page cache (docs/PERFORMANCE.md,
+/// "Large reads past the page cache").
 pub const READAHEAD_KB: u32 = 16 * 1024;
 
 /// Threads of the mount's async runtime (`-o workers=N`). With more than one, every request
