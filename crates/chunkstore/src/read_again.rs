@@ -17,8 +17,8 @@ use elkfs_proto::geometry::{BLOCK_SIZE, CHUNK_SIZE};
 /// second reading on.
 pub(crate) const WINDOW: Duration = Duration::from_secs(600);
 
-/// Chunks remembered at most; when more are read within the window, the memory starts over
-/// (at worst a re-read goes to the disk once more). About 300 bytes each.
+/// Chunks remembered at most; past it at least the quarter read longest ago is forgotten (at worst a
+/// re-read of theirs goes to the disk once more). About 300 bytes each.
 const CHUNKS: usize = 4096;
 
 /// Blocks in a chunk, one bit each.
@@ -34,6 +34,8 @@ pub(crate) struct RecentReads {
 /// (`previous`): a block read is remembered for at least a window and at most two.
 struct ChunkReads {
     since: Instant,
+    /// The last read noted.
+    last: Instant,
     current: [u64; BLOCKS / 64],
     previous: [u64; BLOCKS / 64],
 }
@@ -42,6 +44,7 @@ impl ChunkReads {
     fn new(now: Instant) -> ChunkReads {
         ChunkReads {
             since: now,
+            last: now,
             current: [0; BLOCKS / 64],
             previous: [0; BLOCKS / 64],
         }
@@ -73,13 +76,11 @@ impl RecentReads {
         }
         let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
         if chunks.len() >= CHUNKS && !chunks.contains_key(&id) {
-            chunks.retain(|_, reads| now.saturating_duration_since(reads.since) < 2 * WINDOW);
-            if chunks.len() >= CHUNKS {
-                chunks.clear();
-            }
+            forget_oldest_quarter(&mut chunks);
         }
         let reads = chunks.entry(id).or_insert_with(|| ChunkReads::new(now));
         reads.age(now);
+        reads.last = reads.last.max(now);
         let mut again = false;
         for b in first..end {
             let (word, bit) = (b / 64, 1u64 << (b % 64));
@@ -88,6 +89,17 @@ impl RecentReads {
         }
         again
     }
+}
+
+/// Forgets the quarter of the chunks whose last read is oldest.
+fn forget_oldest_quarter(chunks: &mut HashMap<ChunkId, ChunkReads>) {
+    let mut last: Vec<Instant> = chunks.values().map(|reads| reads.last).collect();
+    let Some(quarter) = (last.len() / 4).checked_sub(1) else {
+        chunks.clear();
+        return;
+    };
+    let (_, &mut cut, _) = last.select_nth_unstable(quarter);
+    chunks.retain(|_, reads| reads.last > cut);
 }
 
 #[cfg(test)]
@@ -148,13 +160,28 @@ mod tests {
     }
 
     #[test]
-    fn the_memory_starts_over_when_too_many_chunks_are_read() {
+    fn past_its_size_the_memory_forgets_the_chunks_read_longest_ago() {
         let reads = RecentReads::default();
         let t = Instant::now();
+        let ms = Duration::from_millis(1);
         assert!(!reads.read_again(ChunkId(1), 0, MIB, t));
-        for i in 0..CHUNKS as u64 {
-            reads.read_again(ChunkId(100 + i), 0, MIB, t);
+        assert!(!reads.read_again(ChunkId(2), 0, MIB, t + ms));
+        for i in 0..CHUNKS as u64 - 2 {
+            reads.read_again(ChunkId(100 + i), 0, MIB, t + 2 * ms);
         }
-        assert!(!reads.read_again(ChunkId(1), 0, MIB, t), "forgotten");
+        assert!(
+            reads.read_again(ChunkId(1), 0, MIB, t + 3 * ms),
+            "still known"
+        );
+        assert!(!reads.read_again(ChunkId(3), 0, MIB, t + 4 * ms));
+        assert!(
+            !reads.read_again(ChunkId(2), 0, MIB, t + 5 * ms),
+            "read longest ago: forgotten"
+        );
+        assert!(
+            reads.read_again(ChunkId(1), 0, MIB, t + 6 * ms),
+            "read lately: kept"
+        );
+        assert!(reads.chunks.lock().unwrap().len() <= CHUNKS);
     }
 }

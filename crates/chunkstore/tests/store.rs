@@ -779,13 +779,14 @@ fn a_large_read_of_data_the_page_cache_lacks_goes_past_it_unless_read_again_and_
     store.create(id, V1).unwrap();
     let path = chunk_path_for(dir.path(), id, V1);
     let mib = 1 << 20;
-    let data = pattern(2 * mib, 7);
+    let data = pattern(3 * mib, 7);
     store.write(id, V1, 0, &data).unwrap();
     drop_cached_pages(&path);
     // Past the first block: reading the header and hashes may bring a few pages after them
     // into the cache (the kernel's read-ahead), which a direct read leaves there.
     let first_mib = (HEADER_SIZE + BLOCK as u64, (mib - BLOCK) as u64);
     let second_mib = (HEADER_SIZE + mib as u64, mib as u64);
+    let third_mib = (HEADER_SIZE + 2 * mib as u64, mib as u64);
     assert_eq!(store.read(id, V1, 0, mib as u32).unwrap(), data[..mib]);
     assert_eq!(
         cache_stat(&path, first_mib.0, first_mib.1).cache,
@@ -797,26 +798,33 @@ fn a_large_read_of_data_the_page_cache_lacks_goes_past_it_unless_read_again_and_
         cache_stat(&path, first_mib.0, first_mib.1).cache > 0,
         "data read again soon goes through the page cache"
     );
+    // The chunk test reads directly too, and what it read is not data read again.
+    drop_cached_pages(&path);
+    assert_eq!(store.verify(id).unwrap(), data.len() as u64);
+    assert_eq!(cache_stat(&path, second_mib.0, second_mib.1).cache, 0);
+    assert_eq!(
+        store.read(id, V1, mib as u32, mib as u32).unwrap(),
+        data[mib..2 * mib]
+    );
+    assert_eq!(cache_stat(&path, second_mib.0, second_mib.1).cache, 0);
     // A byte damaged on the disk, in data not read yet: found by the direct read's hash check,
     // and by the chunk test's.
-    drop_cached_pages(&path);
-    flip_byte(&path, HEADER_SIZE + 20 * BLOCK as u64 + 7);
+    flip_byte(&path, HEADER_SIZE + 40 * BLOCK as u64 + 7);
     drop_cached_pages(&path);
     assert!(matches!(
-        store.read(id, V1, mib as u32, mib as u32),
-        Err(ChunkError::Corrupt { block: 20, .. })
+        store.read(id, V1, 2 * mib as u32, mib as u32),
+        Err(ChunkError::Corrupt { block: 40, .. })
     ));
-    assert_eq!(cache_stat(&path, second_mib.0, second_mib.1).cache, 0);
+    assert_eq!(cache_stat(&path, third_mib.0, third_mib.1).cache, 0);
     assert!(matches!(
         store.verify(id),
-        Err(ChunkError::Corrupt { block: 20, .. })
+        Err(ChunkError::Corrupt { block: 40, .. })
     ));
-    assert_eq!(cache_stat(&path, first_mib.0, first_mib.1).cache, 0);
-    assert_eq!(cache_stat(&path, second_mib.0, second_mib.1).cache, 0);
+    assert_eq!(cache_stat(&path, third_mib.0, third_mib.1).cache, 0);
     // Off: the chunk test reads through the cache.
     store.set_direct_reads(false);
     assert!(store.verify(id).is_err());
-    assert!(cache_stat(&path, second_mib.0, second_mib.1).cache > 0);
+    assert!(cache_stat(&path, third_mib.0, third_mib.1).cache > 0);
 }
 
 // ----- reads from the kernel's caches -----
