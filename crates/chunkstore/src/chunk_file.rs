@@ -5,7 +5,6 @@
 use std::cmp::{max, min};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::mem::MaybeUninit;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -512,33 +511,13 @@ fn read_appending(
 ) -> io::Result<usize> {
     buf.reserve(len);
     let start = buf.len();
-    let got = fill_from(
+    let got = nowait::fill(
         file,
         &mut buf.spare_capacity_mut()[..len],
         offset,
         cached_only,
     )?;
-    // SAFETY: `fill_from` initialized the first `got` bytes of the spare capacity.
+    // SAFETY: `nowait::fill` initialized the first `got` bytes of the spare capacity.
     unsafe { buf.set_len(start + got) };
     Ok(got)
-}
-
-/// pread until `buf` is full or the file ends; returns the bytes read, which are the first ones
-/// of `buf` and initialized.
-fn fill_from(
-    file: &File,
-    buf: &mut [MaybeUninit<u8>],
-    offset: u64,
-    cached_only: bool,
-) -> io::Result<usize> {
-    let mut total = 0;
-    while total < buf.len() {
-        match nowait::pread(file, &mut buf[total..], offset + total as u64, cached_only) {
-            Ok(0) => break,
-            Ok(n) => total += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(total)
 }

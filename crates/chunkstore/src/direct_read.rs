@@ -49,7 +49,7 @@ pub(crate) fn read_uncached(file: &File, buf: &mut Vec<u8>, len: usize, pos: u64
     // Short of `len`: the end of the file, or a direct read that came back short before it
     // (some network file systems); the page cache reads the rest, if any.
     let got = if direct < len {
-        direct + fill_buffered(file, &mut target[direct..len], pos + direct as u64).ok()?
+        direct + nowait::fill(file, &mut target[direct..len], pos + direct as u64, false).ok()?
     } else {
         len
     };
@@ -97,20 +97,6 @@ fn fill_direct(file: &File, buf: &mut [MaybeUninit<u8>], pos: u64) -> io::Result
                     break;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(total)
-}
-
-/// Buffered `pread`s into `buf` until it is full or the file ends; the bytes read.
-fn fill_buffered(file: &File, buf: &mut [MaybeUninit<u8>], pos: u64) -> io::Result<usize> {
-    let mut total = 0;
-    while total < buf.len() {
-        match nowait::pread(file, &mut buf[total..], pos + total as u64, false) {
-            Ok(0) => break,
-            Ok(n) => total += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -176,7 +162,7 @@ fn cache_stat(file: &File, pos: u64, len: u64) -> io::Result<CacheStat> {
 
 /// The number of `cachestat` (Linux 6.5): 451 on the architectures that share the common
 /// system call table.
-#[cfg(any(
+const CACHESTAT: Option<libc::c_long> = if cfg!(any(
     target_arch = "x86_64",
     target_arch = "x86",
     target_arch = "aarch64",
@@ -185,19 +171,11 @@ fn cache_stat(file: &File, pos: u64, len: u64) -> io::Result<CacheStat> {
     target_arch = "loongarch64",
     target_arch = "powerpc64",
     target_arch = "s390x"
-))]
-const CACHESTAT: Option<libc::c_long> = Some(451);
-#[cfg(not(any(
-    target_arch = "x86_64",
-    target_arch = "x86",
-    target_arch = "aarch64",
-    target_arch = "arm",
-    target_arch = "riscv64",
-    target_arch = "loongarch64",
-    target_arch = "powerpc64",
-    target_arch = "s390x"
-)))]
-const CACHESTAT: Option<libc::c_long> = None;
+)) {
+    Some(451)
+} else {
+    None
+};
 
 /// Bytes from `ptr` to the next [`ALIGN`]ed address (0 when it is aligned).
 fn padding(ptr: *const u8) -> usize {

@@ -74,6 +74,26 @@ pub(crate) fn pread(
     Ok(n as usize)
 }
 
+/// `pread`s until `buf` is full or the file ends; returns the bytes read, which are the first
+/// ones of `buf` and initialized. `cached_only` as in [`pread`].
+pub(crate) fn fill(
+    file: &File,
+    buf: &mut [MaybeUninit<u8>],
+    offset: u64,
+    cached_only: bool,
+) -> io::Result<usize> {
+    let mut total = 0;
+    while total < buf.len() {
+        match pread(file, &mut buf[total..], offset + total as u64, cached_only) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(total)
+}
+
 /// `e` as an `Unsupported` error: the call cannot work here at all, not worth trying again.
 fn unsupported(e: io::Error) -> io::Error {
     io::Error::new(io::ErrorKind::Unsupported, e)
