@@ -196,9 +196,7 @@ impl Handler<DataRequest, DataResponse> for DataHandler {
                 fetch_ahead(&service, chunk, offset, length);
                 tokio::spawn(async move {
                     if let Some(bytes) = service.store.read_cached(chunk, version, offset, length) {
-                        responder
-                            .send(&Ok(DataReply::Read), Bytes::from(bytes))
-                            .await;
+                        responder.send(&Ok(DataReply::Read), bytes).await;
                         drop(permit);
                         return;
                     }
@@ -283,7 +281,7 @@ fn read(
     length: u32,
 ) -> (DataResponse, Bytes) {
     match unpanicked(chunk, || service.store.read(chunk, version, offset, length)) {
-        Ok(bytes) => (Ok(DataReply::Read), Bytes::from(bytes)),
+        Ok(bytes) => (Ok(DataReply::Read), bytes),
         Err(e) => {
             if e.is_damage() {
                 tracing::warn!(error = %e, "damaged chunk copy");

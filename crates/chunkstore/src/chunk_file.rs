@@ -8,6 +8,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
+
 use elkfs_proto::geometry::BLOCK_SIZE;
 use elkfs_proto::{ChunkId, ChunkVersion};
 
@@ -198,24 +200,21 @@ impl ChunkFile {
 
     /// Up to `len` bytes from `offset`, fewer at the end of the data; checks every block touched.
     /// With `direct`, a large range the page cache holds next to nothing of is read from the
-    /// disk directly (`direct_read.rs`).
-    pub fn read(&self, offset: u32, len: u32, direct: bool) -> Result<Vec<u8>, ChunkError> {
+    /// disk directly (`direct_read.rs`). The bytes are a slice of the buffer the blocks were
+    /// read into, not a copy.
+    pub fn read(&self, offset: u32, len: u32, direct: bool) -> Result<Bytes, ChunkError> {
         let start = u64::from(offset);
         let end = min(start + u64::from(len), u64::from(self.header.length));
         if start >= end {
-            return Ok(Vec::new());
+            return Ok(Bytes::new());
         }
         let first = offset / BLOCK_SIZE;
         let last = ((end - 1) / BLOCK) as u32;
         let mut buf = Vec::new();
-        self.read_blocks(first, last, &mut buf, direct)?;
-        let skip = (start - u64::from(first) * BLOCK) as usize;
+        let data_at = self.read_blocks(first, last, &mut buf, direct)?;
+        let skip = data_at + (start - u64::from(first) * BLOCK) as usize;
         let wanted = (end - start) as usize;
-        if skip > 0 {
-            buf.copy_within(skip..skip + wanted, 0);
-        }
-        buf.truncate(wanted);
-        Ok(buf)
+        Ok(Bytes::from(buf).slice(skip..skip + wanted))
     }
 
     /// Reads and checks every block; returns the bytes checked. `direct` as in [`ChunkFile::read`].
@@ -409,14 +408,15 @@ impl ChunkFile {
             .map_err(|e| self.io_error(e))
     }
 
-    /// Reads blocks `first..=last` (bounded by the data length) into `buf`, checking their hashes.
+    /// Reads blocks `first..=last` (bounded by the data length) into `buf`, checking their hashes,
+    /// and returns where in `buf` they start: 0 unless `direct` read them past the page cache.
     fn read_blocks(
         &self,
         first: u32,
         last: u32,
         buf: &mut Vec<u8>,
         direct: bool,
-    ) -> Result<(), ChunkError> {
+    ) -> Result<usize, ChunkError> {
         let id = self.header.id;
         let start = u64::from(first) * BLOCK;
         let end = min((u64::from(last) + 1) * BLOCK, u64::from(self.header.length));
@@ -428,13 +428,16 @@ impl ChunkFile {
         } else {
             None
         };
-        let got = match read_directly {
-            Some(got) => got,
-            None => read_appending(&self.file, buf, want, pos, self.cached_only)
-                .map_err(|e| self.io_error(e))?,
+        let (data_at, got) = match read_directly {
+            Some(range) => (range.start, range.len()),
+            None => (
+                0,
+                read_appending(&self.file, buf, want, pos, self.cached_only)
+                    .map_err(|e| self.io_error(e))?,
+            ),
         };
         // A file cut short: its missing blocks read as zeros and fail their hashes below.
-        buf.resize(want, 0);
+        buf.resize(data_at + want, 0);
 
         let hashes_len = (last - first + 1) as usize * HASH_LEN;
         let mut hashes = Vec::new();
@@ -453,7 +456,7 @@ impl ChunkFile {
                 "the file ends inside its block hash table",
             ));
         }
-        for (index, (block, stored)) in buf
+        for (index, (block, stored)) in buf[data_at..]
             .chunks(BLOCK_SIZE as usize)
             .zip(hashes.chunks(HASH_LEN))
             .enumerate()
@@ -466,7 +469,7 @@ impl ChunkFile {
                 });
             }
         }
-        Ok(())
+        Ok(data_at)
     }
 
     fn store_header(&mut self, header: Header) -> Result<(), ChunkError> {

@@ -17,6 +17,7 @@
 use std::fs::File;
 use std::io;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 
 use crate::nowait;
@@ -30,11 +31,18 @@ const ALIGN: usize = 4096;
 pub(crate) const MIN_DIRECT: usize = 256 * 1024;
 
 /// Appends up to `len` bytes of `file` from `pos` to `buf`, read from the disk directly, and
-/// returns how many (fewer at the end of the file). `None`, with `buf` unchanged, when the read
+/// returns where in `buf` they are (fewer at the end of the file): after up to 4 KiB of zeros,
+/// where the data starts at an aligned address, so that it need not be moved (the caller hands
+/// out a slice of `buf`). `None`, with `buf` unchanged, when the read
 /// is not one to read directly (see the module's comment) or the direct read fails in any way:
 /// the caller then reads it through the page cache, which reports a failing disk as before.
 /// `file` must be the caller's own open file: `O_DIRECT` is set on it for the time of the read.
-pub(crate) fn read_uncached(file: &File, buf: &mut Vec<u8>, len: usize, pos: u64) -> Option<usize> {
+pub(crate) fn read_uncached(
+    file: &File,
+    buf: &mut Vec<u8>,
+    len: usize,
+    pos: u64,
+) -> Option<Range<usize>> {
     if len < MIN_DIRECT || pos % ALIGN as u64 != 0 || !mostly_uncached(file, pos, len as u64) {
         return None;
     }
@@ -56,8 +64,7 @@ pub(crate) fn read_uncached(file: &File, buf: &mut Vec<u8>, len: usize, pos: u64
     // SAFETY: the first `skip` bytes of the spare capacity were zeroed above and the `got`
     // after them filled by the reads.
     unsafe { buf.set_len(start + skip + got) };
-    buf.drain(start..start + skip);
-    Some(got)
+    Some(start + skip..start + skip + got)
 }
 
 /// Runs `read` with `O_DIRECT` set on `file`, then puts its flags back; `None` if the flag
@@ -216,13 +223,15 @@ mod tests {
         };
         let mut buf = b"before".to_vec();
         let len = MIN_DIRECT + 1000;
-        let got = read_uncached(&file, &mut buf, len, 4096);
-        assert_eq!(got, Some(len));
+        let got = read_uncached(&file, &mut buf, len, 4096).expect("read directly");
+        assert_eq!(got.len(), len);
+        assert!(got.start >= 6 && got.start < 6 + ALIGN);
+        assert_eq!(padding(buf[got.start..].as_ptr()), 0, "the data is aligned");
         // SAFETY: F_GETFL only reads the open descriptor's flags.
         let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
         assert_eq!(flags & libc::O_DIRECT, 0, "the file's flags are put back");
         assert_eq!(&buf[..6], b"before");
-        assert!(buf[6..] == bytes[4096..4096 + len], "the bytes read");
+        assert!(buf[got] == bytes[4096..4096 + len], "the bytes read");
         assert_eq!(
             cache_stat(&file, 0, bytes.len() as u64).unwrap().cache,
             0,
@@ -230,10 +239,10 @@ mod tests {
         );
         let mut tail = Vec::new();
         let at = bytes.len() - MIN_DIRECT - 100;
-        let got = read_uncached(&file, &mut tail, 2 * MIN_DIRECT, at as u64 / 4096 * 4096);
         let from = at / 4096 * 4096;
-        assert_eq!(got, Some(bytes.len() - from), "short at the end");
-        assert!(tail == bytes[from..]);
+        let got = read_uncached(&file, &mut tail, 2 * MIN_DIRECT, from as u64).expect("direct");
+        assert_eq!(got.len(), bytes.len() - from, "short at the end");
+        assert!(tail[got] == bytes[from..]);
     }
 
     #[test]
@@ -266,7 +275,7 @@ mod tests {
         }
         assert!(buf.is_empty());
         assert_eq!(
-            read_uncached(&file, &mut buf, MIN_DIRECT, 1 << 21),
+            read_uncached(&file, &mut buf, MIN_DIRECT, 1 << 21).map(|r| r.len()),
             Some(0),
             "nothing past the end"
         );

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use bytes::Bytes;
+
 use elkfs_proto::geometry::{BLOCK_SIZE, CHUNK_SIZE};
 use elkfs_proto::{ChunkId, ChunkVersion};
 
@@ -516,7 +518,7 @@ impl ChunkStore {
         version: ChunkVersion,
         offset: u32,
         len: u32,
-    ) -> Result<Vec<u8>, ChunkError> {
+    ) -> Result<Bytes, ChunkError> {
         self.shared(id, Some(version), |slot, _, path| {
             refuse_if_lost(id, slot, &path)?;
             let file = if len <= PREFETCHED_READ {
@@ -543,7 +545,7 @@ impl ChunkStore {
         version: ChunkVersion,
         offset: u32,
         len: u32,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<Bytes> {
         let slot = self.index.try_get(id)?;
         if blocks_touched(offset, len, slot.length.load(Ordering::Relaxed)) > CACHED_READ_BLOCKS {
             return None;

@@ -61,7 +61,10 @@ fn flip_byte(path: &Path, offset: u64) {
 }
 
 fn read_all(store: &ChunkStore, id: ChunkId, version: ChunkVersion) -> Vec<u8> {
-    store.read(id, version, 0, CHUNK_SIZE as u32).unwrap()
+    store
+        .read(id, version, 0, CHUNK_SIZE as u32)
+        .unwrap()
+        .to_vec()
 }
 
 // ----- opening and scanning -----
@@ -192,7 +195,10 @@ fn scan_finds_chunks_moved_by_hand_between_dirs() {
 
     let (store, report) = ChunkStore::open(&[spec(&a), spec(&b)]).unwrap();
     assert_eq!(report.chunks, 1);
-    assert_eq!(store.read(ChunkId(0x42), V1, 0, 100).unwrap(), b"moved");
+    assert_eq!(
+        store.read(ChunkId(0x42), V1, 0, 100).unwrap(),
+        &b"moved"[..]
+    );
 }
 
 #[test]
@@ -213,7 +219,7 @@ fn scan_reports_junk_and_duplicates_without_deleting_them() {
 
     let (store, report) = ChunkStore::open(&[spec(&a), spec(&b)]).unwrap();
     assert_eq!(store.info(ChunkId(5)).unwrap().version, V2);
-    assert_eq!(store.read(ChunkId(5), V2, 0, 10).unwrap(), b"newer");
+    assert_eq!(store.read(ChunkId(5), V2, 0, 10).unwrap(), &b"newer"[..]);
     let mut ignored = report.ignored.clone();
     ignored.sort();
     assert_eq!(ignored.len(), 2, "{ignored:?}");
@@ -473,7 +479,7 @@ fn set_version_renames_the_file_and_rewrites_the_header() {
     let header = fs::read(&path).unwrap();
     assert_eq!(header[24..28], 2u32.to_le_bytes());
     assert_eq!(store.info(id).unwrap().version, V2);
-    assert_eq!(store.read(id, V2, 0, 4).unwrap(), b"data");
+    assert_eq!(store.read(id, V2, 0, 4).unwrap(), &b"data"[..]);
     store.set_version(id, V2, V2).unwrap();
     assert!(path.exists());
 }
@@ -496,7 +502,7 @@ fn a_header_version_that_disagrees_with_the_name_is_fixed_to_the_name() {
 
     let store = open_one(dir.path());
     assert_eq!(store.info(id).unwrap().version, V2);
-    assert_eq!(store.read(id, V2, 0, 4).unwrap(), b"kept");
+    assert_eq!(store.read(id, V2, 0, 4).unwrap(), &b"kept"[..]);
     assert_eq!(fs::read(&old_name).unwrap()[24..28], 2u32.to_le_bytes());
     assert_eq!(store.verify(id).unwrap(), 4);
 }
@@ -594,7 +600,10 @@ fn a_full_chunk_of_exactly_64_mib_round_trips_and_nothing_fits_past_it() {
     ));
     store.write(id, V1, CHUNK_SIZE as u32 - 1, b"z").unwrap();
     store.write(id, V1, CHUNK_SIZE as u32, b"").unwrap();
-    assert_eq!(store.read(id, V1, CHUNK_SIZE as u32 - 1, 5).unwrap(), b"z");
+    assert_eq!(
+        store.read(id, V1, CHUNK_SIZE as u32 - 1, 5).unwrap(),
+        &b"z"[..]
+    );
     assert!(matches!(
         store.truncate(id, V1, V2, CHUNK_SIZE as u32 + 1),
         Err(ChunkError::OutOfRange { .. })
