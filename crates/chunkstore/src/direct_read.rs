@@ -21,14 +21,7 @@ use std::ops::Range;
 use std::os::fd::AsRawFd;
 
 use crate::nowait;
-
-/// Alignment of a direct read's file offset, length and memory: 4 KiB, a multiple of every
-/// logical block size disks report.
-const ALIGN: usize = 4096;
-
-/// The smallest read worth reading directly: below it the read is small, and its data more
-/// likely read again soon from the cache.
-pub(crate) const MIN_DIRECT: usize = 256 * 1024;
+use crate::o_direct::{ALIGN, MIN_DIRECT, padding, with_o_direct};
 
 /// Appends up to `len` bytes of `file` from `pos` to `buf`, read from the disk directly, and
 /// returns where in `buf` they are (fewer at the end of the file): after up to 4 KiB of zeros,
@@ -53,7 +46,7 @@ pub(crate) fn read_uncached(
     let skip = padding(spare.as_ptr().cast());
     spare[..skip].fill(MaybeUninit::new(0));
     let target = &mut spare[skip..skip + rounded];
-    let direct = with_direct_io(file, |file| fill_direct(file, target, pos))?;
+    let direct = with_o_direct(file, |file| fill_direct(file, target, pos))?.ok()?;
     // Short of `len`: the end of the file, or a direct read that came back short before it
     // (some network file systems); the page cache reads the rest, if any.
     let got = if direct < len {
@@ -65,30 +58,6 @@ pub(crate) fn read_uncached(
     // after them filled by the reads.
     unsafe { buf.set_len(start + skip + got) };
     Some(start + skip..start + skip + got)
-}
-
-/// Runs `read` with `O_DIRECT` set on `file`, then puts its flags back; `None` if the flag
-/// cannot be set or `read` fails.
-fn with_direct_io(file: &File, read: impl FnOnce(&File) -> io::Result<usize>) -> Option<usize> {
-    let fd = file.as_raw_fd();
-    // SAFETY: fcntl with F_GETFL only reads the descriptor's flags; the descriptor is open.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return None;
-    }
-    // SAFETY: F_SETFL changes only this open file's status flags, restored below.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) } != 0 {
-        return None;
-    }
-    let result = read(file);
-    // SAFETY: as above, the flags read before the read put back.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } != 0 {
-        // Cannot happen on an open descriptor; the file's next unaligned read would fail, and
-        // the chunk be reported as unreadable, so say why.
-        tracing::error!(error = %io::Error::last_os_error(), "could not clear O_DIRECT on a chunk file after a direct read");
-        return None;
-    }
-    result.ok()
 }
 
 /// Direct `pread`s into `buf` (aligned in address and length) until it is full, the file ends
@@ -183,11 +152,6 @@ const CACHESTAT: Option<libc::c_long> = if cfg!(any(
 } else {
     None
 };
-
-/// Bytes from `ptr` to the next [`ALIGN`]ed address (0 when it is aligned).
-fn padding(ptr: *const u8) -> usize {
-    (ALIGN - ptr as usize % ALIGN) % ALIGN
-}
 
 #[cfg(test)]
 mod tests {

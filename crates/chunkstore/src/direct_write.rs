@@ -14,16 +14,9 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
-/// Alignment of a direct write's file offset, length and memory: the page size, which covers
-/// every logical block size a disk reports.
-const ALIGN: usize = 4096;
-
-/// The smallest aligned middle worth writing directly: below it the write is small, and its
-/// data more likely read back soon from the cache.
-const MIN_DIRECT: usize = 256 * 1024;
+use crate::o_direct::{ALIGN, MIN_DIRECT, padding, with_o_direct};
 
 /// Bytes copied into an aligned buffer and written per direct write, for data that does not
 /// start at an aligned address.
@@ -70,27 +63,20 @@ fn direct_part(pos: u64, len: usize) -> Option<(usize, usize)> {
 /// the file system refuses direct I/O, before or during the write: the caller then writes the
 /// whole range through the page cache.
 fn write_direct(file: &File, data: &[u8], pos: u64) -> io::Result<bool> {
-    let fd = file.as_raw_fd();
-    // SAFETY: fcntl with F_GETFL only reads the descriptor's flags; the descriptor is open.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Ok(false);
-    }
-    // SAFETY: F_SETFL changes only this open file's status flags, restored below.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) } != 0 {
-        return Ok(false);
-    }
-    let written = if padding(data.as_ptr()) == 0 {
-        file.write_all_at(data, pos)
-    } else {
-        write_through_aligned_buffer(file, data, pos)
-    };
-    // SAFETY: as above, the flags read before the write put back.
-    unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+    let written = with_o_direct(file, |file| {
+        if padding(data.as_ptr()) == 0 {
+            file.write_all_at(data, pos)
+        } else {
+            write_through_aligned_buffer(file, data, pos)
+        }
+    });
     match written {
-        Ok(()) => Ok(true),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => Ok(false),
-        Err(e) => Err(e),
+        None => Ok(false),
+        Some(Ok(())) => Ok(true),
+        Some(Err(e)) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
+            Ok(false)
+        }
+        Some(Err(e)) => Err(e),
     }
 }
 
@@ -109,11 +95,6 @@ fn write_through_aligned_buffer(file: &File, data: &[u8], pos: u64) -> io::Resul
         done += n;
     }
     Ok(())
-}
-
-/// Bytes from `ptr` to the next [`ALIGN`]ed address (0 when it is aligned).
-fn padding(ptr: *const u8) -> usize {
-    (ALIGN - ptr as usize % ALIGN) % ALIGN
 }
 
 #[cfg(test)]

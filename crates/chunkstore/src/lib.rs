@@ -19,6 +19,7 @@ mod header;
 mod index;
 mod lost_marks;
 mod nowait;
+mod o_direct;
 mod page_hints;
 mod path;
 mod read_again;

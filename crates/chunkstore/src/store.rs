@@ -23,12 +23,12 @@ use elkfs_proto::{ChunkId, ChunkVersion};
 use crate::chunk_file::ChunkFile;
 use crate::datadir::{DataDirSpec, fs_space, pick_dir_for_new_chunk};
 use crate::deleted::RecentlyDeleted;
-use crate::direct_read;
 use crate::error::{ChunkError, StoreError};
 use crate::fetch_ahead::FetchAhead;
 use crate::header::HEADER_SIZE;
 use crate::index::{Index, Slot, SlotState};
 use crate::lost_marks;
+use crate::o_direct::MIN_DIRECT;
 use crate::page_hints;
 use crate::path::chunk_path_for;
 use crate::read_again::RecentReads;
@@ -464,7 +464,7 @@ impl ChunkStore {
     /// direct reads are on and it reads no block a large read read lately (which notes it).
     fn may_read_directly(&self, id: ChunkId, offset: u32, len: u32) -> bool {
         self.direct_reads.load(Ordering::Relaxed)
-            && len as usize >= direct_read::MIN_DIRECT
+            && len as usize >= MIN_DIRECT
             && !self
                 .recent_reads
                 .read_again(id, offset, len, std::time::Instant::now())
